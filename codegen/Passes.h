@@ -1,0 +1,27 @@
+// codegen: pass declarations (generated from Passes.td) and the pipeline.
+#pragma once
+
+#include "Dialect.h"
+
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+
+namespace dattn::ir {
+
+#define GEN_PASS_DECL
+#include "Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "Passes.h.inc"
+
+/// Options of the whole pipeline (forwarded to the passes that take them).
+struct PipelineOptions {
+  int64_t tileM = 0; ///< 0: plan-tiles chooses
+  int64_t tileN = 0;
+};
+
+/// The middle end, in order: verify (implicit), normalize, merge branches,
+/// plan tiles. This one function is the whole pipeline.
+void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options = {});
+
+} // namespace dattn::ir

@@ -1,0 +1,14 @@
+#include "Passes.h"
+
+namespace dattn::ir {
+
+void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options) {
+  pm.addPass(createNormalize());
+  pm.addPass(createMergeBranches());
+  PlanTilesOptions plan;
+  plan.tileM = options.tileM;
+  plan.tileN = options.tileN;
+  pm.addPass(createPlanTiles(plan));
+}
+
+} // namespace dattn::ir

@@ -1,0 +1,137 @@
+// dattn-plan-tiles: attach the iteration structure kernels need to every
+// branch (steps in Passes.td). Only N-independent facts are recorded; the
+// per-tile arithmetic is templates/dattn/tile_plan.cuh.
+#include "Passes.h"
+
+#include "mlir/IR/Builders.h"
+
+#include <algorithm>
+
+namespace dattn::ir {
+#define GEN_PASS_DEF_PLANTILES
+#include "Passes.h.inc"
+} // namespace dattn::ir
+
+using namespace mlir;
+
+namespace dattn::ir {
+namespace {
+
+int64_t nextPowerOfTwo(int64_t v) {
+  int64_t p = 1;
+  while (p < v)
+    p <<= 1;
+  return p;
+}
+
+bool validTile(int64_t t) { return t >= 16 && t <= 256 && (t & (t - 1)) == 0; }
+
+/// The closed-form iterator of one union member, as a dictionary.
+DictionaryAttr memberPlan(Operation *op, int64_t blockM, int64_t blockN) {
+  Builder b(op->getContext());
+  SmallVector<NamedAttribute> f;
+  auto str = [&](const char *k, StringRef v) { f.push_back(b.getNamedAttr(k, b.getStringAttr(v))); };
+  auto num = [&](const char *k, int64_t v) { f.push_back(b.getNamedAttr(k, b.getI64IntegerAttr(v))); };
+  if (isa<DenseOp>(op)) {
+    str("iter", "all");
+  } else if (auto w = dyn_cast<WindowOp>(op)) {
+    str("iter", "band");
+    if (w.getLeft())
+      num("left", *w.getLeft());
+    if (w.getRight())
+      num("right", *w.getRight());
+    if (w.getLeft() && w.getRight()) // key tiles one query tile can touch
+      num("key_tiles_max", (blockM - 1 + *w.getLeft() + *w.getRight()) / blockN + 2);
+  } else if (auto g = dyn_cast<GlobalOp>(op)) {
+    str("iter", "prefix");
+    num("tokens", g.getTokens());
+  } else if (isa<DilatedOp>(op)) {
+    str("iter", "segment_masked");
+  } else if (isa<RandomOp>(op)) {
+    str("iter", "hash");
+  } else if (auto db = dyn_cast<DilatedBlocksOp>(op)) {
+    str("iter", "block_offsets");
+    num("reach_blocks", *std::max_element(db.getRates().begin(), db.getRates().end()));
+  } else if (auto h = dyn_cast<HierarchicalOp>(op)) {
+    str("iter", "hierarchy");
+    num("reach_blocks", int64_t(2) << (h.getLevels() - 1));
+  } else if (isa<BlockMaskOp>(op)) {
+    str("iter", "bsr");
+  }
+  return b.getDictionaryAttr(f);
+}
+
+struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
+  using PlanTilesBase::PlanTilesBase;
+
+  void runOnOperation() override {
+    if ((tileM != 0 && !validTile(tileM)) || (tileN != 0 && !validTile(tileN))) {
+      getOperation().emitError("dattn-plan-tiles: tile-m and tile-n must be 0 or a power of "
+                               "two in [16, 256], got ")
+          << tileM << " and " << tileN;
+      return signalPassFailure();
+    }
+    getOperation().walk([&](AttentionOp att) {
+      for (Operation &op : *att.getBody())
+        planBranch(att, cast<BranchOp>(op));
+    });
+  }
+
+  void planBranch(AttentionOp att, BranchOp br) {
+    Builder b(br.getContext());
+    // Step 2 defaults: 128 query rows keep the tensor cores busy up to
+    // head_dim 128; larger heads halve it to fit registers and shared memory.
+    int64_t blockM = att.getHeadDim() <= 128 ? 128 : 64;
+    int64_t blockN = 64;
+    Block &body = *br.getBody();
+    auto dilated = body.getOperations().size() == 1 ? dyn_cast<DilatedOp>(body.front())
+                                                    : DilatedOp();
+    SmallVector<NamedAttribute> f;
+    if (dilated) {
+      // Step 1: strided. A short segment has few compact rows: shrink tiles
+      // to them rather than compute padding.
+      if (auto seg = dilated.getSegment()) {
+        int64_t compact = (*seg + dilated.getDilation() - 1) / dilated.getDilation();
+        int64_t fit = std::max<int64_t>(16, nextPowerOfTwo(compact));
+        blockM = std::min(blockM, fit);
+        blockN = std::min(blockN, fit);
+        if (tileM) blockM = tileM;
+        if (tileN) blockN = tileN;
+        f.push_back(b.getNamedAttr("compact_rows", b.getI64IntegerAttr(compact)));
+        f.push_back(b.getNamedAttr("q_tiles_per_segment",
+                                   b.getI64IntegerAttr((compact + blockM - 1) / blockM)));
+      }
+      f.push_back(b.getNamedAttr("kind", b.getStringAttr("strided")));
+      f.push_back(b.getNamedAttr("row_stride", b.getI64IntegerAttr(dilated.getDilation())));
+    } else {
+      // Step 1: blocks. Key tiles no larger than the smallest block keep
+      // each key tile inside one key block.
+      int64_t minBlock = 0;
+      body.walk([&](Operation *op) {
+        int64_t blk = 0;
+        if (auto r = dyn_cast<RandomOp>(op)) blk = r.getBlock();
+        if (auto d = dyn_cast<DilatedBlocksOp>(op)) blk = d.getBlock();
+        if (auto h = dyn_cast<HierarchicalOp>(op)) blk = h.getBlock();
+        if (auto m = dyn_cast<BlockMaskOp>(op)) blk = m.getBlock();
+        if (blk && (!minBlock || blk < minBlock)) minBlock = blk;
+      });
+      if (minBlock)
+        blockN = std::min(blockN, minBlock);
+      if (tileM) blockM = tileM;
+      if (tileN) blockN = tileN;
+      SmallVector<Attribute> members;
+      for (Operation &op : body)
+        members.push_back(memberPlan(&op, blockM, blockN));
+      f.push_back(b.getNamedAttr("kind", b.getStringAttr("blocks")));
+      f.push_back(b.getNamedAttr("members", b.getArrayAttr(members)));
+    }
+    if (att.getCausal())
+      f.push_back(b.getNamedAttr("diagonal", b.getStringAttr("partial")));
+    f.push_back(b.getNamedAttr("block_m", b.getI64IntegerAttr(blockM)));
+    f.push_back(b.getNamedAttr("block_n", b.getI64IntegerAttr(blockN)));
+    br.setPlanAttr(b.getDictionaryAttr(f));
+  }
+};
+
+} // namespace
+} // namespace dattn::ir

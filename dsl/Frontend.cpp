@@ -1,0 +1,43 @@
+// The public entry points of the language: text or file in, SpecFile out.
+#include "Diagnostics.h"
+#include "Parser.h"
+#include "Sema.h"
+
+#include "dattn/dsl.h"
+#include "dattn/error.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace dattn {
+
+ParseResult parseSpec(const std::string &text, const std::string &filename) {
+  dsl::DiagnosticEngine diags(filename, text);
+  dsl::FileNode ast = dsl::parseFile(text, diags);
+  ParseResult r;
+  // Semantic checks also run after syntax errors, on what did parse, so a
+  // file's errors of both kinds are reported in one go.
+  r.file = dsl::checkFile(ast, diags);
+  r.diagnostics = diags.take();
+  if (!r.ok())
+    r.file = SpecFile{};
+  return r;
+}
+
+SpecFile loadSpecFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw SpecError(path + ": cannot open spec file: " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad())
+    throw SpecError(path + ": error while reading the spec file");
+  ParseResult r = parseSpec(ss.str(), path);
+  if (!r.ok())
+    throw SpecError(r.formatDiagnostics());
+  return std::move(r.file);
+}
+
+} // namespace dattn

@@ -1,0 +1,30 @@
+// dattn: the compiler middle end (MLIR) behind a plain C++ interface.
+#pragma once
+
+#include "dattn/plan.h"
+#include "dattn/spec.h"
+
+#include <string>
+#include <vector>
+
+namespace dattn {
+
+struct PlanOptions {
+  int64_t tileM = 0; ///< query tile rows; 0 lets plan-tiles choose
+  int64_t tileN = 0; ///< key tile rows; 0 lets plan-tiles choose
+};
+
+enum class IRStage {
+  Generated, ///< straight from the spec (MLIRGen), verified
+  Planned,   ///< after normalize, merge-branches and plan-tiles
+};
+
+/// The dattn dialect module for `specs` at `stage`, as text. Throws Error
+/// with MLIR's diagnostics (pointing into the spec file) on failure.
+std::string emitIR(const std::vector<AttentionSpec> &specs, IRStage stage,
+                   const PlanOptions &options = {});
+
+/// Runs the pipeline on one spec and reads the plan back as host data.
+AttentionPlan planAttention(const AttentionSpec &spec, const PlanOptions &options = {});
+
+} // namespace dattn

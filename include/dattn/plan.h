@@ -1,0 +1,80 @@
+// dattn: the tile plan of an attention, as plain host data read off the
+// planned dattn IR (no MLIR types here). Kernels receive the same numbers as
+// template constants; tests iterate it with templates/dattn/tile_plan.cuh and
+// compare with the reference's key sets.
+#pragma once
+
+#include "dattn/spec.h"
+#include "dattn/tile_plan.cuh"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dattn {
+
+enum class BranchKind { Strided, Blocks };
+
+/// One union member of a Blocks branch.
+struct MemberPlan {
+  plan::MemberKind kind = plan::kAll;
+  int64_t left = kUnbounded, right = kUnbounded; ///< band
+  int64_t tokens = 0;                            ///< prefix
+  int64_t segment = kUnbounded, dilation = 1;    ///< segment_masked
+  std::vector<int64_t> offsets;                  ///< segment_masked, per branch head
+  int64_t block = 0;                             ///< block patterns
+  uint64_t seed = 0, keep = 0;                   ///< hash
+  int levels = 0;                                ///< hierarchy
+  std::vector<int64_t> rates;                    ///< block_offsets
+
+  /// The member's constants for the branch's headIndex-th head (`head`).
+  /// The mask arrays are used by block_mask members only.
+  plan::Member forHead(int headIndex, int head, const int64_t *maskRows = nullptr,
+                       const int64_t *maskCols = nullptr) const {
+    plan::Member m{};
+    m.kind = kind;
+    m.lo = kind == plan::kPrefix ? tokens : left;
+    m.hi = right;
+    m.segment = segment;
+    m.stride = dilation;
+    m.offset = offsets.empty() ? 0 : offsets[headIndex];
+    m.block = block;
+    m.seed = seed;
+    m.keep = keep;
+    m.head = head;
+    m.levels = levels;
+    m.numRates = static_cast<int>(rates.size());
+    for (size_t k = 0; k < rates.size() && k < plan::kMaxRates; ++k)
+      m.rates[k] = rates[k];
+    // int64_t is `long` on LP64 hosts and plan::i64 is `long long` (the
+    // device headers avoid <cstdint>): same size and representation.
+    static_assert(sizeof(plan::i64) == sizeof(int64_t), "64-bit indices");
+    m.maskRows = reinterpret_cast<const plan::i64 *>(maskRows);
+    m.maskCols = reinterpret_cast<const plan::i64 *>(maskCols);
+    return m;
+  }
+};
+
+struct BranchPlan {
+  std::vector<int> heads;
+  BranchKind kind = BranchKind::Blocks;
+  int64_t blockM = 0, blockN = 0;
+  // Strided: the branch's one dilated pattern.
+  int64_t segment = kUnbounded, dilation = 1;
+  std::vector<int64_t> offsets; ///< per branch head
+  // Blocks: the union.
+  std::vector<MemberPlan> members;
+};
+
+struct AttentionPlan {
+  std::string name;
+  int heads = 0, kvHeads = 0, headDim = 0;
+  DType dtype = DType::BF16;
+  Precision precision = Precision::IEEE;
+  double scale = 0; ///< resolved (never the default marker)
+  bool causal = false;
+  int ring = 1;
+  std::vector<BranchPlan> branches;
+};
+
+} // namespace dattn

@@ -1,0 +1,58 @@
+// dattn: the CPU reference. It implements ARCHITECTURE.md section 1 directly
+// (a membership predicate per pattern, a softmax per branch, the LSE merge of
+// branches over the multiset union) in double precision. It knows nothing of
+// tiles or plans: it is the definition every kernel is tested against.
+#pragma once
+
+#include "dattn/spec.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace dattn {
+
+/// A block mask given at run time for a `block_mask(block = B)` pattern, in
+/// BSR form over the NB = ceil(N / B) query blocks: the kept key blocks of
+/// query block I are colIndices[rowOffsets[I] .. rowOffsets[I + 1]), sorted.
+/// One mask serves every head of the branch.
+struct BlockMask {
+  int64_t block = 0;
+  std::vector<int64_t> rowOffsets; ///< NB + 1 entries, non-decreasing, from 0
+  std::vector<int64_t> colIndices; ///< sorted and unique within each row, in [0, NB)
+
+  /// Throws ArgumentError saying which entry is wrong if the arrays do not
+  /// describe a valid mask for sequence length `seqLen`.
+  void validate(int64_t seqLen) const;
+  bool contains(int64_t qBlock, int64_t kBlock) const;
+  /// From a dense [NB, NB] 0/1 matrix (row-major; nonzero keeps the pair).
+  static BlockMask fromDense(int64_t block, int64_t numBlocks, const float *dense);
+};
+
+/// Whether key j is in S(h, i) of one pattern term (causal not applied).
+bool patternContains(const Pattern &p, int head, int64_t i, int64_t j, int64_t seqLen,
+                     const BlockMask *mask);
+
+/// Whether key j is in S_b(h, i): the union of the branch's terms,
+/// intersected with {j <= i} when the spec is causal. False for heads the
+/// branch does not contain.
+bool branchContains(const AttentionSpec &spec, const Branch &b, int head, int64_t i,
+                    int64_t j, int64_t seqLen, const BlockMask *mask);
+
+/// Forward attention. Layouts (row-major, float32):
+///   q [batch, seqLen, heads, headDim], k and v [batch, seqLen, kvHeads, headDim],
+///   out [batch, seqLen, heads, headDim], lse [batch, heads, seqLen].
+/// lse is the natural-log sum of exp(scale * q.k) over the multiset union of
+/// the branches' key sets; rows with an empty multiset get out = 0 and
+/// lse = -inf. `mask` is required iff spec.needsBlockMask().
+/// Throws ArgumentError on a missing or invalid mask or a non-positive size.
+void referenceForward(const AttentionSpec &spec, int64_t batch, int64_t seqLen, const float *q,
+                      const float *k, const float *v, const BlockMask *mask, float *out,
+                      float *lse, int threads = 0);
+
+/// Number of (query, key) pairs attended, summed over heads, branches (a
+/// pair reachable through two branches counts twice) and batch. Effective
+/// FLOPs of a forward pass are 4 * pairs * headDim.
+int64_t countAttendedPairs(const AttentionSpec &spec, int64_t batch, int64_t seqLen,
+                           const BlockMask *mask);
+
+} // namespace dattn
