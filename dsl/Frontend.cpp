@@ -6,6 +6,7 @@
 #include "dattn/dsl.h"
 #include "dattn/error.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -21,6 +22,12 @@ ParseResult parseSpec(const std::string &text, const std::string &filename) {
   // file's errors of both kinds are reported in one go.
   r.file = dsl::checkFile(ast, diags);
   r.diagnostics = diags.take();
+  // Syntax errors are found before semantic ones; a reader wants file order.
+  std::stable_sort(r.diagnostics.begin(), r.diagnostics.end(),
+                   [](const Diagnostic &a, const Diagnostic &b) {
+                     return a.loc.line != b.loc.line ? a.loc.line < b.loc.line
+                                                     : a.loc.col < b.loc.col;
+                   });
   if (!r.ok())
     r.file = SpecFile{};
   return r;

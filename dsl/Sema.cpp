@@ -434,8 +434,8 @@ private:
       ok = args.ok();
       ok &= blockArg(args, p);
       if (const Value *v = args.require("rates", "'rates = [1, 2, 4]'")) {
-        if (v->kind != Value::Kind::List || v->items.empty()) {
-          diags_.error(v->loc, "rates must be a non-empty list like [1, 2, 4]");
+        if (v->kind != Value::Kind::List || v->items.empty() || v->items.size() > 16) {
+          diags_.error(v->loc, "rates must be a list of 1 to 16 integers like [1, 2, 4]");
           ok = false;
         } else {
           for (const auto &item : v->items) {

@@ -82,7 +82,10 @@ int runCompile(const std::vector<std::string> &args) {
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
   SpecFile file = loadSpecFile(onlyFile(o, "compile"));
-  std::fputs(emitIR(selectSpecs(file, o), stage, po).c_str(), stdout);
+  std::string ir = emitIR(selectSpecs(file, o), stage, po);
+  std::fputs(ir.c_str(), stdout);
+  if (!ir.empty() && ir.back() != '\n')
+    std::fputc('\n', stdout);
   return 0;
 }
 
