@@ -124,12 +124,15 @@ BranchPlan readBranch(ir::BranchOp br) {
 } // namespace
 
 std::string emitIR(const std::vector<AttentionSpec> &specs, IRStage stage,
-                   const PlanOptions &options) {
+                   const PlanOptions &options, bool locations) {
   MLIRContext ctx;
   OwningOpRef<ModuleOp> module = lower(ctx, specs, stage, options);
   std::string s;
   llvm::raw_string_ostream os(s);
-  module->print(os);
+  OpPrintingFlags flags;
+  if (locations)
+    flags.enableDebugInfo(/*enable=*/true, /*prettyForm=*/true);
+  module->print(os, flags);
   return os.str();
 }
 

@@ -68,7 +68,7 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
     if ((tileM != 0 && !validTile(tileM)) || (tileN != 0 && !validTile(tileN))) {
       getOperation().emitError("dattn-plan-tiles: tile-m and tile-n must be 0 or a power of "
                                "two in [16, 256], got ")
-          << tileM << " and " << tileN;
+          << static_cast<int64_t>(tileM) << " and " << static_cast<int64_t>(tileN);
       return signalPassFailure();
     }
     getOperation().walk([&](AttentionOp att) {

@@ -63,6 +63,8 @@ void DiagnosticEngine::error(int line, int col, const std::string &message) {
   diags_.push_back(std::move(d));
 }
 
+} // namespace dsl
+
 static size_t editDistance(const std::string &a, const std::string &b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j)
@@ -90,6 +92,8 @@ std::string closestMatch(const std::string &word, const std::vector<std::string>
   }
   return best;
 }
+
+namespace dsl {
 
 std::string suggestion(const std::string &word, const std::vector<std::string> &known) {
   std::string m = closestMatch(word, known);

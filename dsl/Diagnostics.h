@@ -31,10 +31,6 @@ private:
   bool truncated_ = false;
 };
 
-/// The known word closest to `word` by edit distance, or "" if none is close
-/// enough to be a plausible typo.
-std::string closestMatch(const std::string &word, const std::vector<std::string> &known);
-
 /// ", did you mean 'x'?" or "" (for appending to a message).
 std::string suggestion(const std::string &word, const std::vector<std::string> &known);
 

@@ -60,13 +60,15 @@ int runCheck(const std::vector<std::string> &args) {
 int runCompile(const std::vector<std::string> &args) {
   static const char *help =
       "usage: dattn compile FILE [--name NAME] --emit=mlir|plan [--tile-m M] [--tile-n N]\n"
+      "                    [--locations]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
+      "  --locations   print each op's spec file:line:col\n"
       "Without --name every attention of the file is compiled.\n";
   if (wantsHelp(args, help))
     return 0;
-  Options o(args, {"name", "emit", "tile-m", "tile-n"}, {});
+  Options o(args, {"name", "emit", "tile-m", "tile-n"}, {"locations"});
   std::string emit = o.get("emit");
   if (emit.empty())
     throw UsageError{"--emit is required (mlir or plan)"};
@@ -82,7 +84,7 @@ int runCompile(const std::vector<std::string> &args) {
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
   SpecFile file = loadSpecFile(onlyFile(o, "compile"));
-  std::string ir = emitIR(selectSpecs(file, o), stage, po);
+  std::string ir = emitIR(selectSpecs(file, o), stage, po, o.has("locations"));
   std::fputs(ir.c_str(), stdout);
   if (!ir.empty() && ir.back() != '\n')
     std::fputc('\n', stdout);

@@ -1,5 +1,7 @@
 #include "Options.h"
 
+#include "dattn/dsl.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -40,19 +42,10 @@ Options::Options(const std::vector<std::string> &args, const std::vector<std::st
       }
       values_[key] = value;
     } else {
-      std::string hint;
-      size_t best = 3;
-      for (const auto *list : {&valued, &flags})
-        for (const auto &o : *list) {
-          // Common-prefix closeness is enough for option names.
-          size_t d = 0;
-          for (size_t i = 0; i < std::max(o.size(), key.size()); ++i)
-            d += i >= o.size() || i >= key.size() || o[i] != key[i];
-          if (d < best) {
-            best = d;
-            hint = ", did you mean --" + o + "?";
-          }
-        }
+      std::vector<std::string> known = valued;
+      known.insert(known.end(), flags.begin(), flags.end());
+      std::string best = closestMatch(key, known);
+      std::string hint = best.empty() ? "" : ", did you mean --" + best + "?";
       throw UsageError{"unknown option --" + key + hint};
     }
   }

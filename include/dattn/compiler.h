@@ -21,8 +21,9 @@ enum class IRStage {
 
 /// The dattn dialect module for `specs` at `stage`, as text. Throws Error
 /// with MLIR's diagnostics (pointing into the spec file) on failure.
+/// With `locations`, every op prints its spec file:line:col.
 std::string emitIR(const std::vector<AttentionSpec> &specs, IRStage stage,
-                   const PlanOptions &options = {});
+                   const PlanOptions &options = {}, bool locations = false);
 
 /// Runs the pipeline on one spec and reads the plan back as host data.
 AttentionPlan planAttention(const AttentionSpec &spec, const PlanOptions &options = {});

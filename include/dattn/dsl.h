@@ -31,6 +31,10 @@ struct ParseResult {
 /// Parses and checks spec text. `filename` is used in diagnostics only.
 ParseResult parseSpec(const std::string &text, const std::string &filename);
 
+/// The word of `known` closest to `word` by edit distance, or "" if none is
+/// close enough to be a plausible typo. Used for every "did you mean".
+std::string closestMatch(const std::string &word, const std::vector<std::string> &known);
+
 /// Reads and parses a file; throws SpecError carrying every diagnostic (or
 /// the I/O failure) if the file is not a valid spec.
 SpecFile loadSpecFile(const std::string &path);
