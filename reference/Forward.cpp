@@ -77,10 +77,18 @@ void referenceForward(const AttentionSpec &spec, int64_t batch, int64_t seqLen, 
       double lmax = negInf, wsum = 0;
       std::fill(acc.begin(), acc.end(), 0.0);
       for (const auto &br : spec.branches) {
+        // branchContains, with its per-row parts (head membership, the
+        // causal bound) hoisted out of the loop over keys.
+        if (!std::binary_search(br.heads.begin(), br.heads.end(), h))
+          continue;
         keys.clear();
-        for (int64_t j = 0; j < N; ++j)
-          if (branchContains(spec, br, h, i, j, N, mask))
-            keys.push_back(j);
+        const int64_t keyEnd = spec.causal ? i + 1 : N;
+        for (int64_t j = 0; j < keyEnd; ++j)
+          for (const auto &p : br.terms)
+            if (patternContains(p, h, i, j, N, mask)) {
+              keys.push_back(j);
+              break;
+            }
         if (keys.empty())
           continue; // l_b = -inf: this branch adds nothing for this row
         scores.resize(keys.size());
