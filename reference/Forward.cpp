@@ -57,12 +57,17 @@ template <class Body> void parallelFor(int64_t count, int threads, Body body) {
 
 void referenceForward(const AttentionSpec &spec, int64_t batch, int64_t seqLen, const float *q,
                       const float *k, const float *v, const BlockMask *mask, float *out,
-                      float *lse, int threads) {
+                      float *lse, int threads, const std::vector<int64_t> *rows) {
   checkArguments(spec, batch, seqLen, mask);
   const int H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t N = seqLen;
   const double scale = spec.effectiveScale();
   const double negInf = -std::numeric_limits<double>::infinity();
+  if (rows)
+    for (int64_t i : *rows)
+      if (i < 0 || i >= N) // checked here: worker threads must not throw
+        throw ArgumentError("reference: row " + std::to_string(i) + " is outside [0, " +
+                            std::to_string(N) + ")");
 
   parallelFor(batch * H, threads, [&](int64_t bh) {
     const int64_t b = bh / H;
@@ -70,7 +75,9 @@ void referenceForward(const AttentionSpec &spec, int64_t batch, int64_t seqLen, 
     const int hk = spec.kvHeadOf(h);
     std::vector<double> scores, ob(D), acc(D);
     std::vector<int64_t> keys;
-    for (int64_t i = 0; i < N; ++i) {
+    const int64_t numRows = rows ? static_cast<int64_t>(rows->size()) : N;
+    for (int64_t r = 0; r < numRows; ++r) {
+      const int64_t i = rows ? (*rows)[r] : r;
       const float *qi = q + ((b * N + i) * H + h) * D;
       // Merge state over branches: L = log sum_b exp(l_b), and
       // acc = sum_b exp(l_b - Lmax) * O_b with a running maximum Lmax.

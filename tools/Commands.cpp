@@ -7,10 +7,14 @@
 #include "dattn/dsl.h"
 #include "dattn/error.h"
 #include "dattn/reference.h"
+#include "dattn/runtime.h"
+
+#include <memory>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <random>
 
 namespace dattn::tools {
@@ -57,37 +61,100 @@ int runCheck(const std::vector<std::string> &args) {
   return 0;
 }
 
+namespace {
+
+std::vector<std::string> splitList(const std::string &s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t comma = s.find(',', start);
+    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos
+                                                                   : comma - start);
+    if (!item.empty())
+      out.push_back(item);
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+void writeText(const std::string &path, const void *data, size_t size) {
+  std::FILE *f = std::fopen(path.c_str(), "wb");
+  if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0)
+    throw Error("cannot write " + path);
+}
+
+} // namespace
+
 int runCompile(const std::vector<std::string> &args) {
   static const char *help =
-      "usage: dattn compile FILE [--name NAME] --emit=mlir|plan [--tile-m M] [--tile-n N]\n"
-      "                    [--locations]\n"
+      "usage: dattn compile FILE [--name NAME] --emit=KIND [--arch sm_80,sm_90] [-o DIR]\n"
+      "                    [--tile-m M] [--tile-n N] [--locations]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
+      "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
+      "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
+      "  --arch        comma-separated targets for cuda/ptx/cubin (default sm_80)\n"
+      "  -o DIR        write <attention>.<arch>.{cu,ptx,cubin} into DIR instead of stdout\n"
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
-      "  --locations   print each op's spec file:line:col\n"
-      "Without --name every attention of the file is compiled.\n";
+      "  --locations   print each op's spec file:line:col (mlir and plan)\n"
+      "Without --name every attention of the file is compiled. No GPU is needed.\n";
   if (wantsHelp(args, help))
     return 0;
-  Options o(args, {"name", "emit", "tile-m", "tile-n"}, {"locations"});
+  std::vector<std::string> a = args;
+  for (auto &x : a)
+    if (x == "-o")
+      x = "--output";
+  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output"}, {"locations"});
   std::string emit = o.get("emit");
   if (emit.empty())
-    throw UsageError{"--emit is required (mlir or plan)"};
-  IRStage stage;
-  if (emit == "mlir")
-    stage = IRStage::Generated;
-  else if (emit == "plan")
-    stage = IRStage::Planned;
-  else
-    throw UsageError{"--emit must be mlir or plan, got '" + emit +
-                     "' (cuda, ptx and cubin come with the runtime)"};
+    throw UsageError{"--emit is required (mlir, plan, cuda, ptx or cubin)"};
   PlanOptions po;
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
   SpecFile file = loadSpecFile(onlyFile(o, "compile"));
-  std::string ir = emitIR(selectSpecs(file, o), stage, po, o.has("locations"));
-  std::fputs(ir.c_str(), stdout);
-  if (!ir.empty() && ir.back() != '\n')
-    std::fputc('\n', stdout);
+  std::vector<AttentionSpec> specs = selectSpecs(file, o);
+  if (emit == "mlir" || emit == "plan") {
+    std::string ir = emitIR(specs, emit == "mlir" ? IRStage::Generated : IRStage::Planned, po,
+                            o.has("locations"));
+    std::fputs(ir.c_str(), stdout);
+    if (!ir.empty() && ir.back() != '\n')
+      std::fputc('\n', stdout);
+    return 0;
+  }
+  if (emit != "cuda" && emit != "ptx" && emit != "cubin")
+    throw UsageError{"--emit must be mlir, plan, cuda, ptx or cubin, got '" + emit + "'"};
+  if (emit == "cubin" && !o.has("output"))
+    throw UsageError{"--emit=cubin writes binary files: give -o DIR"};
+  std::vector<std::string> archs = splitList(o.get("arch", "sm_80"));
+  if (archs.empty())
+    throw UsageError{"--arch needs at least one target, e.g. sm_80"};
+  for (const auto &arch : archs)
+    parseArch(arch); // reject typos before any compile
+  const std::string dir = o.get("output");
+  for (const auto &spec : specs)
+    for (const auto &arch : archs) {
+      const std::string stem = dir + "/" + spec.name + "." + arch;
+      if (emit == "cuda") {
+        EmittedModule m = emitCuda(planAttention(spec, po), arch);
+        if (dir.empty())
+          std::fputs(m.source.c_str(), stdout);
+        else
+          writeText(stem + ".cu", m.source.data(), m.source.size());
+        continue;
+      }
+      OfflineKernel k = compileOffline(spec, arch, po);
+      if (emit == "ptx" && dir.empty())
+        std::fputs(k.ptx.c_str(), stdout);
+      else if (emit == "ptx")
+        writeText(stem + ".ptx", k.ptx.data(), k.ptx.size());
+      else
+        writeText(stem + ".cubin", k.cubin.data(), k.cubin.size());
+      if (!dir.empty())
+        std::fprintf(stderr, "%s.%s: %s for %s in %.2f s\n", stem.c_str(),
+                     emit.c_str(), spec.name.c_str(), arch.c_str(), k.compileSeconds);
+    }
   return 0;
 }
 
@@ -116,9 +183,147 @@ std::vector<float> inputArray(const Options &o, const char *key,
 
 } // namespace
 
+namespace {
+
+double tolerance(const AttentionSpec &spec) {
+  switch (spec.dtype) {
+  case DType::F32: return 1e-3;
+  case DType::F16: return 3e-3;
+  case DType::BF16: return 1e-2;
+  }
+  return 0;
+}
+
+/// --device gpu: compile, run on poisoned outputs, time, optionally check.
+int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
+             const std::vector<float> &q, const std::vector<float> &k,
+             const std::vector<float> &v, const BlockMask *mask) {
+  Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
+  const DeviceInfo &dev = rt.device();
+  const bool verbose = o.has("verbose");
+  std::unique_ptr<CompiledAttention> attn = rt.compile(spec);
+  const CompileReport &rep = attn->report();
+  if (verbose) {
+    std::printf("compile: %s; cold NVRTC compile %.2f s; this load %.3f s", rep.origin.c_str(),
+                rep.coldCompileSeconds, rep.loadSeconds);
+    if (!rep.cacheFolder.empty())
+      std::printf(" (cache %s)", rep.cacheFolder.c_str());
+    std::printf("\n");
+    for (const auto &ki : attn->module().kernels)
+      std::printf("  kernel %s: %d threads, %d bytes shared memory\n", ki.name.c_str(),
+                  ki.threads, ki.smemBytes);
+  }
+  // The device computes on dtype-rounded inputs; so does the check.
+  std::vector<char> qd = encode(q.data(), q.size(), spec.dtype);
+  std::vector<char> kd = encode(k.data(), k.size(), spec.dtype);
+  std::vector<char> vd = encode(v.data(), v.size(), spec.dtype);
+  DeviceBuffer dq(qd.size()), dk(kd.size()), dv(vd.size());
+  dq.upload(qd.data(), qd.size());
+  dk.upload(kd.data(), kd.size());
+  dv.upload(vd.data(), vd.size());
+  const size_t outBytes = qd.size(), lseCount = static_cast<size_t>(B * spec.heads * N);
+  DeviceBuffer dout(outBytes), dlse(lseCount * 4);
+  dout.fill32(0xffffffffu); // NaN in every dtype: an unwritten output cannot pass
+  dlse.fill32(0x7fc00000u);
+  ForwardArgs a;
+  a.batch = B;
+  a.seqLen = N;
+  a.q = dq.data();
+  a.k = dk.data();
+  a.v = dv.data();
+  a.out = dout.data();
+  a.lse = static_cast<float *>(dlse.data());
+  a.mask = mask;
+  attn->forward(a);
+  synchronize("running attention '" + spec.name + "'");
+  std::vector<char> outRaw(outBytes);
+  dout.download(outRaw.data(), outBytes);
+  std::vector<float> out(q.size()), lse(lseCount);
+  decode(outRaw.data(), out.size(), spec.dtype, out.data());
+  dlse.download(lse.data(), lseCount * 4);
+
+  const int iters = static_cast<int>(o.getInt("iters", 10, 1, 100000));
+  double ms = timeMedianMs([&](int) { attn->forward(a); }, 2, iters);
+  PairCount pc = countPairs(attn->plan(), N, B, mask);
+  double tflops = 4.0 * double(pc.pairs) * spec.headDim / (ms * 1e-3) / 1e12;
+  std::printf("attention %s: batch %lld, seq %lld, heads %d (kv %d), head_dim %d, %s\n",
+              spec.name.c_str(), static_cast<long long>(B), static_cast<long long>(N),
+              spec.heads, spec.kvHeads, spec.headDim, toString(spec.dtype));
+  std::printf("device gpu %d (%s, %s): %.3f ms (median of %d), %.1f effective TFLOP/s "
+              "(%s%lld attended pairs)\n",
+              dev.ordinal, dev.name.c_str(), dev.arch().c_str(), ms, iters, tflops,
+              pc.exact ? "" : "~", static_cast<long long>(pc.pairs));
+  std::printf("memory: inputs %.1f MiB, outputs %.1f MiB, workspace %.1f MiB\n",
+              (qd.size() + kd.size() + vd.size()) / 1048576.0,
+              (outBytes + lseCount * 4) / 1048576.0, attn->workspaceBytes() / 1048576.0);
+  if (o.has("out")) {
+    writeNpy(o.get("out"), {B, N, spec.heads, spec.headDim}, out.data());
+    std::printf("wrote %s\n", o.get("out").c_str());
+  }
+  if (o.has("lse")) {
+    writeNpy(o.get("lse"), {B, spec.heads, N}, lse.data());
+    std::printf("wrote %s\n", o.get("lse").c_str());
+  }
+  if (!o.has("check"))
+    return 0;
+
+  // Rows to compare: all of them for small N, else 256 spread over [0, N).
+  std::vector<int64_t> rows;
+  if (N <= 2048) {
+    for (int64_t i = 0; i < N; ++i)
+      rows.push_back(i);
+  } else {
+    std::mt19937_64 rng(7);
+    rows = {0, N - 1};
+    while (rows.size() < 256)
+      rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(N)));
+  }
+  std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
+  decode(qd.data(), qr.size(), spec.dtype, qr.data());
+  decode(kd.data(), kr.size(), spec.dtype, kr.data());
+  decode(vd.data(), vr.size(), spec.dtype, vr.data());
+  std::vector<float> ref(q.size(), 0.f), refLse(lseCount, 0.f);
+  referenceForward(spec, B, N, qr.data(), kr.data(), vr.data(), mask, ref.data(), refLse.data(),
+                   0, &rows);
+  size_t nanCount = 0;
+  for (float x : out)
+    nanCount += std::isnan(x);
+  for (float x : lse)
+    nanCount += std::isnan(x);
+  double diff = 0, norm = 0, lseErr = 0;
+  size_t infMismatch = 0;
+  const int64_t H = spec.heads, D = spec.headDim;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i : rows)
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t d = 0; d < D; ++d) {
+          size_t x = static_cast<size_t>(((b * N + i) * H + h) * D + d);
+          diff += (double(out[x]) - ref[x]) * (double(out[x]) - ref[x]);
+          norm += double(ref[x]) * ref[x];
+        }
+        size_t l = static_cast<size_t>((b * H + h) * N + i);
+        if (std::isinf(refLse[l]) || std::isinf(lse[l]))
+          infMismatch += std::isinf(refLse[l]) != std::isinf(lse[l]);
+        else
+          lseErr = std::max(lseErr, std::fabs(double(lse[l]) - refLse[l]));
+      }
+  const double rel = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  const double tol = tolerance(spec);
+  const bool pass = nanCount == 0 && infMismatch == 0 && rel < tol && lseErr < 1e-2 &&
+                    !std::isnan(rel);
+  std::printf("check: %s: rel. error of O %.2e (tolerance %.0e), max |LSE error| %.2e, "
+              "%zu rows x %lld heads x %lld batch compared, NaN outputs %zu, "
+              "empty-row mismatches %zu\n",
+              pass ? "PASS" : "FAIL", rel, tol, lseErr, rows.size(),
+              static_cast<long long>(H), static_cast<long long>(B), nanCount, infMismatch);
+  return pass ? 0 : 1;
+}
+
+} // namespace
+
 int runRun(const std::vector<std::string> &args) {
   static const char *help =
-      "usage: dattn run FILE [--name NAME] --seq N [--batch B] --device cpu\n"
+      "usage: dattn run FILE [--name NAME] --seq N [--batch B] [--device cpu|gpu]\n"
       "                [--q q.npy --k k.npy --v v.npy | --seed S]\n"
       "                [--block-mask mask.npy] [--out o.npy] [--lse lse.npy]\n"
       "Inputs are float32 .npy arrays: q [B, N, heads, head_dim], k and v\n"
@@ -126,18 +331,23 @@ int runRun(const std::vector<std::string> &args) {
       "--seed (default 0). Outputs: o [B, N, heads, head_dim], lse [B, heads, N].\n"
       "A spec with block_mask needs --block-mask: a float32 [NB, NB] 0/1 array,\n"
       "NB = ceil(N / block); without it a random mask (density 0.5) is used.\n"
-      "--device cpu runs the double-precision reference.\n";
+      "--device cpu runs the double-precision reference (the default).\n"
+      "--device gpu JIT-compiles the spec for GPU --gpu G (default 0) and runs it;\n"
+      "  it prints the median time of --iters runs (default 10) and the effective\n"
+      "  TFLOP/s (4 x attended pairs x head_dim / time).\n"
+      "  --check compares with the CPU reference on the same (dtype-rounded) inputs,\n"
+      "  on 256 sampled rows when N > 2048, and fails above the dtype's tolerance.\n"
+      "  --verbose prints the cold compile and cache-hit times.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
-            {"name", "seq", "batch", "device", "q", "k", "v", "seed", "out", "lse", "block-mask"},
-            {});
+            {"name", "seq", "batch", "device", "q", "k", "v", "seed", "out", "lse", "block-mask",
+             "gpu", "iters"},
+            {"check", "verbose"});
   if (!o.has("seq"))
     throw UsageError{"--seq N is required"};
   std::string device = o.get("device", "cpu");
-  if (device == "gpu")
-    throw Error("--device gpu: the GPU runtime is not built yet; use --device cpu");
-  if (device != "cpu")
+  if (device != "cpu" && device != "gpu")
     throw UsageError{"--device must be cpu or gpu, got '" + device + "'"};
   const int64_t N = o.getInt("seq", 0, 1, int64_t(1) << 31);
   const int64_t B = o.getInt("batch", 1, 1, 1 << 16);
@@ -182,6 +392,11 @@ int runRun(const std::vector<std::string> &args) {
                         "' has no block_mask pattern");
   }
 
+  if (device == "gpu")
+    return runOnGpu(o, spec, B, N, q, k, v, maskPtr);
+  if (o.has("check") || o.has("iters"))
+    throw UsageError{"--check and --iters apply to --device gpu"};
+
   std::vector<float> out(q.size()), lse(static_cast<size_t>(B * spec.heads * N));
   auto t0 = std::chrono::steady_clock::now();
   referenceForward(spec, B, N, q.data(), k.data(), v.data(), maskPtr, out.data(), lse.data());
@@ -200,6 +415,38 @@ int runRun(const std::vector<std::string> &args) {
     std::printf("wrote %s %s\n", o.get("lse").c_str(),
                 shapeString({B, spec.heads, N}).c_str());
   }
+  return 0;
+}
+
+} // namespace dattn::tools
+
+namespace dattn::tools {
+
+int runInfo(const std::vector<std::string> &args) {
+  static const char *help = "usage: dattn info\nPrints the GPUs, the driver and NVRTC "
+                            "versions, the archs NVRTC targets and the kernel cache folder.\n";
+  if (wantsHelp(args, help))
+    return 0;
+  Options o(args, {}, {});
+  SystemInfo s = querySystem();
+  if (s.driverError.empty())
+    std::printf("driver: CUDA %s (%s)\n", s.driverVersion.c_str(), s.driverLibrary.c_str());
+  else
+    std::printf("driver: not available: %s\n", s.driverError.c_str());
+  if (s.nvrtcError.empty()) {
+    std::printf("nvrtc: %s (%s)\narchs:", s.nvrtcVersion.c_str(), s.nvrtcLibrary.c_str());
+    for (const auto &a : s.nvrtcArchs)
+      std::printf(" %s", a.c_str());
+    std::printf("\n");
+  } else {
+    std::printf("nvrtc: not available: %s\n", s.nvrtcError.c_str());
+  }
+  std::printf("gpus: %zu\n", s.devices.size());
+  for (const auto &d : s.devices)
+    std::printf("  gpu %d: %s, %s, %d SMs, %.1f GiB, %d KiB shared memory per block\n",
+                d.ordinal, d.name.c_str(), d.arch().c_str(), d.multiprocessors,
+                d.memoryBytes / 1073741824.0, d.smemOptinBytes / 1024);
+  std::printf("kernel cache: %s\n", s.cacheFolder.c_str());
   return 0;
 }
 

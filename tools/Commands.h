@@ -10,5 +10,6 @@ namespace dattn::tools {
 int runCheck(const std::vector<std::string> &args);
 int runCompile(const std::vector<std::string> &args);
 int runRun(const std::vector<std::string> &args);
+int runInfo(const std::vector<std::string> &args);
 
 } // namespace dattn::tools

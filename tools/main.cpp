@@ -16,7 +16,9 @@ static const char *kUsage =
     "  check FILE              parse and check a spec; print it in canonical form\n"
     "  compile FILE --emit=K   lower a spec; K is mlir (as generated) or plan\n"
     "                          (after normalize, merge-branches, plan-tiles)\n"
-    "  run FILE --seq N ...    run attention on .npy or random inputs\n"
+    "  compile FILE --emit=K   also cuda, ptx, cubin (NVRTC, no GPU needed)\n"
+    "  run FILE --seq N ...    run attention (CPU reference or GPU) on .npy or random inputs\n"
+    "  info                    GPUs, driver and NVRTC versions, cache folder\n"
     "\n"
     "'dattn <command> --help' describes each command's options.\n";
 
@@ -35,6 +37,8 @@ int main(int argc, char **argv) {
       return dattn::tools::runCompile(args);
     if (cmd == "run")
       return dattn::tools::runRun(args);
+    if (cmd == "info")
+      return dattn::tools::runInfo(args);
     std::fprintf(stderr, "dattn: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const dattn::tools::UsageError &e) {

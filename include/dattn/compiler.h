@@ -29,3 +29,21 @@ std::string emitIR(const std::vector<AttentionSpec> &specs, IRStage stage,
 AttentionPlan planAttention(const AttentionSpec &spec, const PlanOptions &options = {});
 
 } // namespace dattn
+
+namespace dattn {
+
+struct BlockMask;
+
+/// Attended (query, key) pairs of a plan at sequence length N, summed over
+/// heads, branches (multiset) and batch: closed form for strided branches,
+/// enumeration of each row's reachable keys for block branches. When that
+/// enumeration would exceed `budget` predicate evaluations, rows are sampled
+/// evenly and the count is scaled (exact = false).
+struct PairCount {
+  int64_t pairs = 0;
+  bool exact = true;
+};
+PairCount countPairs(const AttentionPlan &plan, int64_t seqLen, int64_t batch,
+                     const BlockMask *mask, int64_t budget = int64_t(1) << 31);
+
+} // namespace dattn

@@ -45,9 +45,11 @@ bool branchContains(const AttentionSpec &spec, const Branch &b, int head, int64_
 /// the branches' key sets; rows with an empty multiset get out = 0 and
 /// lse = -inf. `mask` is required iff spec.needsBlockMask().
 /// Throws ArgumentError on a missing or invalid mask or a non-positive size.
+/// With `rows`, only those query rows are computed (of every batch and
+/// head); the other entries of out and lse are left as they were.
 void referenceForward(const AttentionSpec &spec, int64_t batch, int64_t seqLen, const float *q,
                       const float *k, const float *v, const BlockMask *mask, float *out,
-                      float *lse, int threads = 0);
+                      float *lse, int threads = 0, const std::vector<int64_t> *rows = nullptr);
 
 /// Number of (query, key) pairs attended, summed over heads, branches (a
 /// pair reachable through two branches counts twice) and batch. Effective

@@ -127,6 +127,9 @@ void checkPlanMatchesReference(const AttentionSpec &spec, int64_t n, const PlanO
     maskPtr = &mask;
   }
   AttentionPlan p = planAttention(spec, opts);
+  PairCount pc = countPairs(p, n, 2, maskPtr);
+  ASSERT_TRUE(pc.exact);
+  ASSERT_EQ(pc.pairs, countAttendedPairs(spec, 2, n, maskPtr)) << spec.canonical();
   TileStats st;
   for (int h = 0; h < spec.heads; ++h) {
     Counts want = referenceCounts(spec, h, n, maskPtr);

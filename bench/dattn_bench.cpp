@@ -1,0 +1,144 @@
+// dattn-bench: forward time and effective TFLOP/s of the ANCHORS.md
+// configurations on GPU 0. Effective FLOPs count attended pairs only
+// (4 * pairs * head_dim); inputs are random, outputs poisoned before the
+// first run and checked for NaN after it, two input sets alternate between
+// timed runs so that L2 does not hold them, times are CUDA-event medians.
+//
+//   dattn-bench [--root DIR] [--iters N] [--only NAME]   (DIR: the repository)
+#include "dattn/dsl.h"
+#include "dattn/error.h"
+#include "dattn/runtime.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Case {
+  const char *file;
+  std::vector<int64_t> lengths;
+};
+
+struct Inputs {
+  std::unique_ptr<dattn::DeviceBuffer> q, k, v;
+};
+
+Inputs randomInputs(const dattn::AttentionSpec &s, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  Inputs in;
+  auto make = [&](int heads) {
+    std::vector<float> x(static_cast<size_t>(n * heads * s.headDim));
+    for (float &f : x)
+      f = normal(rng);
+    std::vector<char> enc = dattn::encode(x.data(), x.size(), s.dtype);
+    auto buf = std::make_unique<dattn::DeviceBuffer>(enc.size());
+    buf->upload(enc.data(), enc.size());
+    return buf;
+  };
+  in.q = make(s.heads);
+  in.k = make(s.kvHeads);
+  in.v = make(s.kvHeads);
+  return in;
+}
+
+int run(int argc, char **argv) {
+  std::string root = DATTN_SOURCE_DIR, only;
+  int iters = 20;
+  for (int a = 1; a < argc; ++a) {
+    std::string s = argv[a];
+    if (s == "--root" && a + 1 < argc)
+      root = argv[++a];
+    else if (s == "--iters" && a + 1 < argc)
+      iters = std::atoi(argv[++a]);
+    else if (s == "--only" && a + 1 < argc)
+      only = argv[++a];
+    else {
+      std::fprintf(stderr, "usage: dattn-bench [--root DIR] [--iters N] [--only NAME]\n");
+      return 2;
+    }
+  }
+  const std::vector<Case> cases = {
+      {"examples/longnet_head_partitioned.dattn", {16384, 65536, 262144}},
+      {"examples/longnet_paper.dattn", {32768, 131072}},
+      {"bench/dense.dattn", {16384}},
+  };
+  dattn::Runtime rt(0);
+  const dattn::DeviceInfo &dev = rt.device();
+  std::printf("GPU 0: %s (%s, %d SMs); batch 1; medians of %d runs\n", dev.name.c_str(),
+              dev.arch().c_str(), dev.multiprocessors, iters);
+  std::printf("%-26s %8s %10s %9s %14s %11s %11s %10s\n", "config", "N", "time ms",
+              "TFLOP/s", "pairs", "inputs MiB", "outputs MiB", "extra MiB");
+  for (const auto &c : cases) {
+    std::string path = root + "/" + c.file;
+    dattn::AttentionSpec spec = dattn::loadSpecFile(path).select("");
+    if (!only.empty() && spec.name != only)
+      continue;
+    auto attn = rt.compile(spec);
+    std::printf("# %s: %s, cold compile %.2f s, load %.3f s\n", spec.name.c_str(),
+                attn->report().origin.c_str(), attn->report().coldCompileSeconds,
+                attn->report().loadSeconds);
+    for (int64_t n : c.lengths) {
+      Inputs sets[2] = {randomInputs(spec, n, 1), randomInputs(spec, n, 2)};
+      const size_t outBytes = sets[0].q->bytes(), lseBytes = size_t(spec.heads) * n * 4;
+      dattn::DeviceBuffer out(outBytes), lse(lseBytes);
+      out.fill32(0xffffffffu);
+      lse.fill32(0x7fc00000u);
+      dattn::ForwardArgs a;
+      a.seqLen = n;
+      a.out = out.data();
+      a.lse = static_cast<float *>(lse.data());
+      auto use = [&](int which) {
+        a.q = sets[which].q->data();
+        a.k = sets[which].k->data();
+        a.v = sets[which].v->data();
+      };
+      use(0);
+      attn->forward(a);
+      dattn::synchronize("first run");
+      std::vector<float> lseHost(lseBytes / 4);
+      lse.download(lseHost.data(), lseBytes);
+      std::vector<char> outHost(outBytes);
+      out.download(outHost.data(), outBytes);
+      std::vector<float> outF(outBytes / 2);
+      dattn::decode(outHost.data(), outF.size(), spec.dtype, outF.data());
+      size_t nan = 0;
+      for (float x : outF)
+        nan += std::isnan(x);
+      for (float x : lseHost)
+        nan += std::isnan(x);
+      if (nan)
+        throw dattn::Error(spec.name + " at N = " + std::to_string(n) + ": " +
+                           std::to_string(nan) + " outputs were not written (NaN)");
+      double ms = dattn::timeMedianMs(
+          [&](int i) {
+            use(i % 2);
+            attn->forward(a);
+          },
+          3, iters);
+      dattn::PairCount pc = dattn::countPairs(attn->plan(), n, 1, nullptr);
+      double tflops = 4.0 * double(pc.pairs) * spec.headDim / (ms * 1e-3) / 1e12;
+      std::printf("%-26s %8lld %10.3f %9.1f %14lld %11.1f %11.1f %10.1f\n", spec.name.c_str(),
+                  static_cast<long long>(n), ms, tflops, static_cast<long long>(pc.pairs),
+                  outBytes * (1.0 + 2.0 * spec.kvHeads / spec.heads) / 1048576.0,
+                  (outBytes + lseBytes) / 1048576.0, attn->workspaceBytes() / 1048576.0);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dattn-bench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,189 @@
+// dattn: compile a spec for a GPU and run it. CUDA is loaded at run time
+// (dlopen), so this header has no CUDA types: streams and device pointers
+// are void*.
+//
+//   dattn::Runtime rt(0);                          // GPU 0
+//   auto attn = rt.compile(spec);                  // NVRTC + cache
+//   dattn::ForwardArgs a;
+//   a.batch = 1; a.seqLen = n; a.q = q; a.k = k; a.v = v; a.out = o; a.lse = lse;
+//   attn->forward(a);                              // on a.stream
+#pragma once
+
+#include "dattn/compiler.h"
+#include "dattn/emit.h"
+#include "dattn/reference.h"
+#include "dattn/spec.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dattn {
+
+namespace rt {
+class KernelCache;
+}
+
+struct DeviceInfo {
+  int ordinal = 0;
+  std::string name;
+  int smVersion = 0; ///< e.g. 90
+  int multiprocessors = 0;
+  int smemOptinBytes = 0; ///< per-block shared memory after opt-in
+  int64_t memoryBytes = 0;
+  std::string arch() const { return "sm_" + std::to_string(smVersion); }
+};
+
+/// Strides of a [batch, seq, heads, head_dim] tensor in elements; the last
+/// dimension is contiguous. Zero means "contiguous layout".
+struct Strides {
+  int64_t batch = 0, row = 0, head = 0;
+};
+
+struct ForwardArgs {
+  int64_t batch = 1;
+  int64_t seqLen = 0;
+  const void *q = nullptr; ///< [batch, seq, heads, head_dim], spec dtype
+  const void *k = nullptr; ///< [batch, seq, kv_heads, head_dim]
+  const void *v = nullptr; ///< [batch, seq, kv_heads, head_dim]
+  void *out = nullptr;     ///< [batch, seq, heads, head_dim]
+  float *lse = nullptr;    ///< [batch, heads, seq], fp32, contiguous
+  Strides qStrides, kStrides, vStrides, outStrides;
+  const BlockMask *mask = nullptr; ///< host BSR mask, iff the spec has block_mask
+  void *stream = nullptr;          ///< CUstream; nullptr = the default stream
+};
+
+/// How the kernels of a compiled attention were obtained.
+struct CompileReport {
+  double coldCompileSeconds = 0; ///< NVRTC time of the compile that made the cubin
+  double loadSeconds = 0;        ///< this process: cache lookup + module load
+  std::string origin;            ///< "compiled", "disk cache" or "memory cache"
+  std::string cacheFolder;
+};
+
+class CompiledAttention {
+public:
+  ~CompiledAttention();
+  CompiledAttention(const CompiledAttention &) = delete;
+  CompiledAttention &operator=(const CompiledAttention &) = delete;
+
+  /// Validates every argument (shapes, alignment, device pointers, mask),
+  /// throwing ArgumentError that names the argument, then launches on
+  /// args.stream. Not thread-safe per object (it owns a workspace).
+  void forward(const ForwardArgs &args);
+
+  const AttentionSpec &spec() const { return spec_; }
+  const AttentionPlan &plan() const { return plan_; }
+  const EmittedModule &module() const { return module_; }
+  const CompileReport &report() const { return report_; }
+  /// Extra device memory this object holds (the kMerge fp32 accumulator).
+  int64_t workspaceBytes() const { return workspaceBytes_; }
+
+private:
+  friend class Runtime;
+  CompiledAttention() = default;
+  void validate(const ForwardArgs &a) const;
+
+  AttentionSpec spec_;
+  AttentionPlan plan_;
+  EmittedModule module_;
+  CompileReport report_;
+  void *cuModule_ = nullptr;
+  std::vector<void *> functions_; ///< CUfunction per module_.kernels entry
+  void *workspace_ = nullptr;
+  int64_t workspaceBytes_ = 0;
+  void *maskDevice_ = nullptr;
+  int64_t maskBytes_ = 0;
+};
+
+struct RuntimeOptions {
+  std::string cacheDir; ///< "" = env::cacheRoot(); "-" = no disk cache
+  PlanOptions tiles;
+};
+
+class Runtime {
+public:
+  /// Binds GPU `device` (its primary context). Throws Error if the driver,
+  /// NVRTC or the device is missing.
+  explicit Runtime(int device = 0, RuntimeOptions options = {});
+  ~Runtime();
+
+  const DeviceInfo &device() const { return info_; }
+  std::unique_ptr<CompiledAttention> compile(const AttentionSpec &spec);
+
+  /// The number of GPUs the driver sees (0 without a driver or GPU).
+  static int deviceCount();
+
+private:
+  DeviceInfo info_;
+  RuntimeOptions options_;
+  void *context_ = nullptr;
+  std::unique_ptr<rt::KernelCache> cache_;
+};
+
+/// Compiles without a GPU: the module's source, PTX and cubin for `arch`.
+struct OfflineKernel {
+  EmittedModule module;
+  std::string ptx;
+  std::vector<char> cubin;
+  double compileSeconds = 0;
+};
+OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
+                             const PlanOptions &tiles = {});
+
+/// NVRTC's version ("13.0") and the archs it targets.
+std::string nvrtcVersion();
+std::vector<std::string> nvrtcArchs();
+
+} // namespace dattn
+
+namespace dattn {
+
+/// Device memory owned by the caller's code (tests, the CLI, benchmarks).
+class DeviceBuffer {
+public:
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  void *data() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  void upload(const void *host, size_t bytes);
+  void download(void *host, size_t bytes) const;
+  /// Fills with a 32-bit pattern (e.g. NaN bits to poison outputs).
+  void fill32(uint32_t pattern);
+
+private:
+  void *ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+/// Host conversions between float32 and a spec dtype's storage (fp16 and
+/// bf16 round to nearest even; fp32 is copied).
+std::vector<char> encode(const float *values, size_t count, DType dtype);
+void decode(const void *data, size_t count, DType dtype, float *values);
+
+/// Times `fn` (which enqueues work on the default stream) with CUDA events:
+/// `warmup` untimed calls, then the median of `iters` timed ones, in ms.
+double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters);
+
+/// Waits for the device and turns an asynchronous fault into an Error.
+void synchronize(const std::string &what);
+
+} // namespace dattn
+
+namespace dattn {
+
+/// What `dattn info` prints; each part carries why it is unavailable.
+struct SystemInfo {
+  std::string driverVersion, driverError, driverLibrary;
+  std::string nvrtcVersion, nvrtcError, nvrtcLibrary;
+  std::vector<std::string> nvrtcArchs;
+  std::vector<DeviceInfo> devices;
+  std::string cacheFolder;
+};
+SystemInfo querySystem();
+
+} // namespace dattn

@@ -1,0 +1,167 @@
+#include "Libraries.h"
+
+#include "dattn/env.h"
+#include "dattn/error.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+namespace dattn::rt {
+
+namespace {
+
+/// dlopen of the first of `names` found in `dirs` ("" = the dynamic
+/// loader's own search: ld.so.cache, LD_LIBRARY_PATH). The error lists every
+/// place tried and the loader's first complaint.
+void *openFirst(const std::vector<std::string> &names, std::vector<std::string> dirs,
+                const char *what, std::string &path) {
+  std::vector<std::string> seen;
+  std::string tried, firstError;
+  for (const auto &dir : dirs)
+    for (const auto &n : names) {
+      std::string p = dir + n;
+      if (std::find(seen.begin(), seen.end(), p) != seen.end())
+        continue;
+      seen.push_back(p);
+      if (void *h = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+        path = p;
+        return h;
+      }
+      const char *e = dlerror();
+      if (firstError.empty() && e)
+        firstError = e;
+      tried += (tried.empty() ? "" : ", ") + p;
+    }
+  throw Error(std::string("cannot load ") + what + "; tried " + tried + " (" + firstError + ")");
+}
+
+template <class F> void resolveDl(void *lib, const char *name, F &fn) {
+  fn = reinterpret_cast<F>(dlsym(lib, name));
+  if (!fn)
+    throw Error(std::string("libnvrtc has no symbol ") + name + " (NVRTC too old?)");
+}
+
+} // namespace
+
+void check(CUresult r, const std::string &what) {
+  if (r == CUDA_SUCCESS)
+    return;
+  const char *msg = nullptr;
+  try {
+    if (driver().getErrorString)
+      driver().getErrorString(r, &msg);
+  } catch (...) {
+  }
+  throw Error(what + ": " + (msg ? msg : "CUDA error " + std::to_string(static_cast<int>(r))));
+}
+
+const Driver &driver() {
+  static Driver d;
+  static std::once_flag once;
+  static std::string failure;
+  std::call_once(once, [] {
+    try {
+      void *lib = openFirst({"libcuda.so.1"},
+                            {"", "/usr/lib/x86_64-linux-gnu/", "/usr/lib64/",
+                             "/usr/local/nvidia/lib64/"},
+                            "the NVIDIA driver library libcuda.so.1 (no driver installed?)",
+                            d.path);
+      using GetProc = CUresult (*)(const char *, void **, int, cuuint64_t,
+                                   CUdriverProcAddressQueryResult *);
+      auto getProc = reinterpret_cast<GetProc>(dlsym(lib, "cuGetProcAddress_v2"));
+      if (!getProc)
+        throw Error(d.path + " has no cuGetProcAddress_v2: the driver is older than CUDA 12");
+      auto resolve = [&](const char *name, auto &fn) {
+        void *p = nullptr;
+        CUdriverProcAddressQueryResult q;
+        if (getProc(name, &p, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &q) != CUDA_SUCCESS || !p)
+          throw Error(std::string("the driver has no ") + name);
+        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
+      };
+      resolve("cuInit", d.init);
+      resolve("cuDriverGetVersion", d.driverGetVersion);
+      resolve("cuDeviceGetCount", d.deviceGetCount);
+      resolve("cuDeviceGet", d.deviceGet);
+      resolve("cuDeviceGetName", d.deviceGetName);
+      resolve("cuDeviceGetAttribute", d.deviceGetAttribute);
+      resolve("cuDeviceTotalMem", d.deviceTotalMem);
+      resolve("cuDevicePrimaryCtxRetain", d.primaryCtxRetain);
+      resolve("cuCtxSetCurrent", d.ctxSetCurrent);
+      resolve("cuCtxGetCurrent", d.ctxGetCurrent);
+      resolve("cuCtxSynchronize", d.ctxSynchronize);
+      resolve("cuModuleLoadData", d.moduleLoadData);
+      resolve("cuModuleUnload", d.moduleUnload);
+      resolve("cuModuleGetFunction", d.moduleGetFunction);
+      resolve("cuFuncSetAttribute", d.funcSetAttribute);
+      resolve("cuFuncGetAttribute", d.funcGetAttribute);
+      resolve("cuLaunchKernel", d.launchKernel);
+      resolve("cuMemAlloc", d.memAlloc);
+      resolve("cuMemFree", d.memFree);
+      resolve("cuMemcpyHtoD", d.memcpyHtoD);
+      resolve("cuMemcpyDtoH", d.memcpyDtoH);
+      resolve("cuMemsetD32", d.memsetD32);
+      resolve("cuMemGetInfo", d.memGetInfo);
+      resolve("cuPointerGetAttribute", d.pointerGetAttribute);
+      resolve("cuStreamSynchronize", d.streamSynchronize);
+      resolve("cuEventCreate", d.eventCreate);
+      resolve("cuEventDestroy", d.eventDestroy);
+      resolve("cuEventRecord", d.eventRecord);
+      resolve("cuEventSynchronize", d.eventSynchronize);
+      resolve("cuEventElapsedTime", d.eventElapsedTime);
+      resolve("cuGetErrorString", d.getErrorString);
+      CUresult r = d.init(0);
+      if (r != CUDA_SUCCESS) {
+        const char *msg = nullptr;
+        d.getErrorString(r, &msg);
+        throw Error("cuInit failed (" + std::string(msg ? msg : "?") +
+                    "): no usable NVIDIA GPU on this machine");
+      }
+    } catch (const Error &e) {
+      failure = e.what();
+    }
+  });
+  if (!failure.empty())
+    throw Error(failure);
+  return d;
+}
+
+const Nvrtc &nvrtc() {
+  static Nvrtc n;
+  static std::once_flag once;
+  static std::string failure;
+  std::call_once(once, [] {
+    try {
+      std::vector<std::string> dirs;
+      if (const char *home = env::cudaHome())
+        dirs = {std::string(home) + "/lib64/", std::string(home) + "/lib/"};
+      dirs.insert(dirs.end(), {"", "/usr/local/cuda/lib64/", "/usr/lib/x86_64-linux-gnu/"});
+      void *lib = openFirst({"libnvrtc.so.13", "libnvrtc.so.12"}, dirs,
+                            "NVRTC (libnvrtc.so.13; set CUDA_HOME to a CUDA toolkit or "
+                            "install the nvrtc runtime package)",
+                            n.path);
+      resolveDl(lib, "nvrtcVersion", n.version);
+      resolveDl(lib, "nvrtcGetNumSupportedArchs", n.getNumSupportedArchs);
+      resolveDl(lib, "nvrtcGetSupportedArchs", n.getSupportedArchs);
+      resolveDl(lib, "nvrtcCreateProgram", n.createProgram);
+      resolveDl(lib, "nvrtcDestroyProgram", n.destroyProgram);
+      resolveDl(lib, "nvrtcCompileProgram", n.compileProgram);
+      resolveDl(lib, "nvrtcGetProgramLogSize", n.getProgramLogSize);
+      resolveDl(lib, "nvrtcGetProgramLog", n.getProgramLog);
+      resolveDl(lib, "nvrtcGetPTXSize", n.getPTXSize);
+      resolveDl(lib, "nvrtcGetPTX", n.getPTX);
+      resolveDl(lib, "nvrtcGetCUBINSize", n.getCUBINSize);
+      resolveDl(lib, "nvrtcGetCUBIN", n.getCUBIN);
+      resolveDl(lib, "nvrtcGetErrorString", n.getErrorString);
+    } catch (const Error &e) {
+      failure = e.what();
+    }
+  });
+  if (!failure.empty())
+    throw Error(failure);
+  return n;
+}
+
+} // namespace dattn::rt

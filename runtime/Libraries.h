@@ -1,0 +1,75 @@
+// runtime: libcuda and libnvrtc, loaded with dlopen on first use, so every
+// dattn binary starts on a machine without a GPU or CUDA toolkit and says
+// plainly what is missing when a GPU feature is asked for.
+#pragma once
+
+#include <cuda.h>
+#include <nvrtc.h>
+
+#include <string>
+
+namespace dattn::rt {
+
+/// The driver API entry points dattn uses, resolved by cuGetProcAddress.
+struct Driver {
+  decltype(&::cuInit) init;
+  decltype(&::cuDriverGetVersion) driverGetVersion;
+  decltype(&::cuDeviceGetCount) deviceGetCount;
+  decltype(&::cuDeviceGet) deviceGet;
+  decltype(&::cuDeviceGetName) deviceGetName;
+  decltype(&::cuDeviceGetAttribute) deviceGetAttribute;
+  decltype(&::cuDeviceTotalMem) deviceTotalMem;
+  decltype(&::cuDevicePrimaryCtxRetain) primaryCtxRetain;
+  decltype(&::cuCtxSetCurrent) ctxSetCurrent;
+  decltype(&::cuCtxGetCurrent) ctxGetCurrent;
+  decltype(&::cuCtxSynchronize) ctxSynchronize;
+  decltype(&::cuModuleLoadData) moduleLoadData;
+  decltype(&::cuModuleUnload) moduleUnload;
+  decltype(&::cuModuleGetFunction) moduleGetFunction;
+  decltype(&::cuFuncSetAttribute) funcSetAttribute;
+  decltype(&::cuFuncGetAttribute) funcGetAttribute;
+  decltype(&::cuLaunchKernel) launchKernel;
+  decltype(&::cuMemAlloc) memAlloc;
+  decltype(&::cuMemFree) memFree;
+  decltype(&::cuMemcpyHtoD) memcpyHtoD;
+  decltype(&::cuMemcpyDtoH) memcpyDtoH;
+  decltype(&::cuMemsetD32) memsetD32;
+  decltype(&::cuMemGetInfo) memGetInfo;
+  decltype(&::cuPointerGetAttribute) pointerGetAttribute;
+  decltype(&::cuStreamSynchronize) streamSynchronize;
+  decltype(&::cuEventCreate) eventCreate;
+  decltype(&::cuEventDestroy) eventDestroy;
+  decltype(&::cuEventRecord) eventRecord;
+  decltype(&::cuEventSynchronize) eventSynchronize;
+  decltype(&::cuEventElapsedTime) eventElapsedTime;
+  decltype(&::cuGetErrorString) getErrorString;
+  std::string path; ///< the library that was loaded
+};
+
+struct Nvrtc {
+  decltype(&::nvrtcVersion) version;
+  decltype(&::nvrtcGetNumSupportedArchs) getNumSupportedArchs;
+  decltype(&::nvrtcGetSupportedArchs) getSupportedArchs;
+  decltype(&::nvrtcCreateProgram) createProgram;
+  decltype(&::nvrtcDestroyProgram) destroyProgram;
+  decltype(&::nvrtcCompileProgram) compileProgram;
+  decltype(&::nvrtcGetProgramLogSize) getProgramLogSize;
+  decltype(&::nvrtcGetProgramLog) getProgramLog;
+  decltype(&::nvrtcGetPTXSize) getPTXSize;
+  decltype(&::nvrtcGetPTX) getPTX;
+  decltype(&::nvrtcGetCUBINSize) getCUBINSize;
+  decltype(&::nvrtcGetCUBIN) getCUBIN;
+  decltype(&::nvrtcGetErrorString) getErrorString;
+  std::string path;
+};
+
+/// The driver, loaded and cuInit'ed once; throws Error saying what is
+/// missing (no libcuda.so.1: no NVIDIA driver; cuInit failed: no usable GPU).
+const Driver &driver();
+/// NVRTC, loaded once; throws Error naming the places searched.
+const Nvrtc &nvrtc();
+
+/// Throws Error("<what>: <driver message>") unless r is CUDA_SUCCESS.
+void check(CUresult r, const std::string &what);
+
+} // namespace dattn::rt

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# On the GPU machine (binaries built here and carried): GPU tests, every
+# example through `dattn run --device gpu --check`, then the benchmark.
+# Logs go to $OUT (the device tool returns them); a summary is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/dattn-out}
+mkdir -p "$OUT"
+export DATTN_CACHE_DIR=/tmp/dattn-cache
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+build/bin/dattn info | tee -a "$OUT/gpu.txt"
+mode=${1:-all}
+status=0
+if [ "$mode" = all ] || [ "$mode" = tests ]; then
+  # Shards in parallel: NVRTC compiles dominate and the machine has 16 cores.
+  for i in 0 1 2 3 4 5 6 7; do
+    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i build/tests/gpu/dattn_gpu_tests \
+      > "$OUT/gpu_tests.$i.log" 2>&1 &
+  done
+  wait
+  cat "$OUT"/gpu_tests.*.log > "$OUT/gpu_tests.log"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/gpu_tests.log" | sort | uniq -c
+  grep -E "^\[  FAILED  \]" "$OUT/gpu_tests.log" | sort -u | head -40
+  grep -q "^\[  FAILED  \]" "$OUT/gpu_tests.log" && status=1
+fi
+if [ "$mode" = all ] || [ "$mode" = examples ]; then
+  for f in examples/*.dattn; do
+    for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
+      build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --check --verbose \
+        --iters 5 >> "$OUT/examples.log" 2>&1 || status=1
+    done
+  done
+  grep -E "^attention|^check|^device|^compile" "$OUT/examples.log"
+fi
+if [ "$mode" = all ] || [ "$mode" = bench ]; then
+  build/bin/dattn-bench --root . --iters 20 2>&1 | tee "$OUT/bench.log"
+fi
+exit $status

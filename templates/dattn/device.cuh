@@ -1,0 +1,124 @@
+// dattn: the small device vocabulary every kernel uses: 16-bit float types
+// and conversions, shared-memory addresses, cp.async, ldmatrix, mma.sync and
+// warp reductions. No CUDA toolkit headers: NVRTC compiles this with only a
+// driver and libnvrtc present, so everything below is plain CUDA C++ and PTX.
+#pragma once
+
+#include "dattn/block_hash.cuh"
+
+#define DATTN_DEV __device__ __forceinline__
+
+namespace dattn {
+namespace dev {
+
+/// 16-bit storage types; arithmetic happens in fp32.
+struct f16 { unsigned short bits; };
+struct bf16 { unsigned short bits; };
+
+DATTN_DEV float toFloat(float x) { return x; }
+DATTN_DEV float toFloat(f16 x) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
+  return f;
+}
+DATTN_DEV float toFloat(bf16 x) { return __uint_as_float((unsigned)x.bits << 16); }
+
+template <class T> DATTN_DEV T fromFloat(float x);
+template <> DATTN_DEV float fromFloat<float>(float x) { return x; }
+template <> DATTN_DEV f16 fromFloat<f16>(float x) {
+  f16 r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+  return r;
+}
+template <> DATTN_DEV bf16 fromFloat<bf16>(float x) {
+  // Round to nearest even by hand: sm_75 has no bf16 conversion instruction.
+  unsigned u = __float_as_uint(x);
+  bf16 r;
+  if ((u & 0x7fffffffu) > 0x7f800000u) { // NaN stays NaN
+    r.bits = (unsigned short)((u >> 16) | 0x40);
+    return r;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);
+  r.bits = (unsigned short)(u >> 16);
+  return r;
+}
+
+/// Two floats packed as a 32-bit pair of T (lo in the low half), for mma.
+template <class T> DATTN_DEV unsigned pack2(float lo, float hi);
+template <> DATTN_DEV unsigned pack2<f16>(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+template <> DATTN_DEV unsigned pack2<bf16>(float lo, float hi) {
+  unsigned r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+DATTN_DEV unsigned smemAddress(const void *p) {
+  unsigned r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+/// 16-byte asynchronous copy global -> shared; zero-fills when !valid.
+DATTN_DEV void cpAsync16(unsigned dst, const void *src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+DATTN_DEV void cpAsyncCommit() { asm volatile("cp.async.commit_group;"); }
+DATTN_DEV void cpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+/// Four 8x8 b16 matrices; lane t addresses row t % 8 of matrix t / 8.
+DATTN_DEV void ldmatrixX4(unsigned r[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+DATTN_DEV void ldmatrixX4Trans(unsigned r[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+/// D = A * B + D, m16n8k16, fp32 accumulators.
+template <class T> DATTN_DEV void mma16816(float c[4], const unsigned a[4], const unsigned b[2]);
+template <> DATTN_DEV void mma16816<f16>(float c[4], const unsigned a[4], const unsigned b[2]) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> DATTN_DEV void mma16816<bf16>(float c[4], const unsigned a[4], const unsigned b[2]) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+DATTN_DEV float fastExp2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+DATTN_DEV float quadMax(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+DATTN_DEV float quadSum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+DATTN_DEV float warpSum(float x) {
+  for (int o = 16; o > 0; o >>= 1)
+    x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+} // namespace dev
+} // namespace dattn

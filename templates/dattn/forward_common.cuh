@@ -1,0 +1,72 @@
+// dattn: what every forward kernel shares: launch parameters, the branch
+// description the emitter generates, the LSE merge, and the kernels that
+// prepare and finish the outputs.
+//
+// Output modes. A head covered by exactly one branch is written directly
+// (kWrite): O in the input dtype and its LSE. A head covered by several
+// branches accumulates (kMerge): each branch launch folds its (O_b, l_b) into
+// an fp32 O accumulator and the LSE array,
+//     L' = log(exp(L) + exp(l_b)),  O' = O exp(L - L') + O_b exp(l_b - L'),
+// which is ARCHITECTURE.md section 1's merge applied one branch at a time.
+// Launches on one stream are ordered, so the read-modify-write needs no
+// atomics. The ring executor uses kMerge to fold in remote key blocks.
+#pragma once
+
+#include "dattn/device.cuh"
+#include "dattn/params.cuh"
+#include "dattn/tile_plan.cuh"
+
+namespace dattn {
+namespace fwd {
+
+/// log(exp(a) + exp(b)) and the weights of a and b in it, safe for -inf.
+DATTN_DEV void mergeLse(float a, float b, float *lseOut, float *wa, float *wb) {
+  float m = fmaxf(a, b);
+  if (m == -__int_as_float(0x7f800000)) { // both empty
+    *lseOut = m;
+    *wa = 0.f;
+    *wb = 0.f;
+    return;
+  }
+  float ea = expf(a - m), eb = expf(b - m);
+  float s = ea + eb;
+  *lseOut = m + logf(s);
+  *wa = ea / s;
+  *wb = eb / s;
+}
+
+/// Fills O (or the fp32 accumulator) with 0 and LSE with -inf: rows that no
+/// branch reaches keep exactly these values (O = 0, LSE = -inf). One thread
+/// per element, consecutive threads on consecutive d, so stores coalesce.
+template <class T, int MODE>
+__device__ void initOutputs(const Params &p, int headDim, long long batch) {
+  const long long rows = batch * p.seqLen * p.heads;
+  const long long total = rows * headDim;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
+    long long row = x / headDim, d = x % headDim; // row = (b * N + i) * H + h
+    long long h = row % p.heads, bi = row / p.heads;
+    long long i = bi % p.seqLen, b = bi / p.seqLen;
+    if (MODE == kMerge)
+      p.oAcc[x] = 0.f;
+    else
+      ((T *)p.o)[b * p.oBatch + i * p.oRow + h * p.oHead + d] = dev::fromFloat<T>(0.f);
+    if (d == 0)
+      p.lse[(b * p.heads + h) * p.seqLen + i] = -__int_as_float(0x7f800000);
+  }
+}
+
+/// kMerge: converts the fp32 accumulator into O in the input dtype.
+template <class T> __device__ void finalizeOutputs(const Params &p, int headDim, long long batch) {
+  const long long total = batch * p.seqLen * p.heads * headDim;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
+    long long row = x / headDim, d = x % headDim;
+    long long h = row % p.heads, bi = row / p.heads;
+    long long i = bi % p.seqLen, b = bi / p.seqLen;
+    ((T *)p.o)[b * p.oBatch + i * p.oRow + h * p.oHead + d] = dev::fromFloat<T>(p.oAcc[x]);
+  }
+}
+
+} // namespace fwd
+} // namespace dattn

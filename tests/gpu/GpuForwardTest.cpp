@@ -1,0 +1,260 @@
+// Forward kernels on the GPU against the CPU reference: every pattern, every
+// dtype, causal, GQA, head dims, ragged N, multi-branch merging, the block
+// mask, random specs; plus argument validation. Outputs are poisoned with
+// NaN before each run, inputs are fresh random values, NaN never passes.
+// Without a GPU every test skips and says why.
+#include "../unit/RandomSpec.h"
+
+#include "dattn/error.h"
+#include "dattn/runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+
+namespace dattn::test {
+namespace {
+
+std::string noGpuReason() {
+  SystemInfo s = querySystem();
+  if (!s.driverError.empty())
+    return s.driverError;
+  if (s.devices.empty())
+    return "the driver sees no GPU";
+  if (!s.nvrtcError.empty())
+    return s.nvrtcError;
+  return "";
+}
+
+#define REQUIRE_GPU()                                                                          \
+  do {                                                                                         \
+    static const std::string reason = noGpuReason();                                           \
+    if (!reason.empty())                                                                       \
+      GTEST_SKIP() << "no GPU: " << reason;                                                    \
+  } while (0)
+
+double tolerance(DType t) { return t == DType::F32 ? 1e-3 : t == DType::F16 ? 3e-3 : 1e-2; }
+
+Runtime &runtime() {
+  static Runtime rt(0, RuntimeOptions{::testing::TempDir() + "/dattn_gpu_cache", {}});
+  return rt;
+}
+
+struct Result {
+  double relError = 0, lseError = 0;
+  size_t nans = 0, infMismatches = 0;
+};
+
+/// Runs `spec` at (batch, n) on the GPU and on the CPU reference.
+Result runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
+                     const BlockMask *mask = nullptr) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  const int64_t H = spec.heads, Hk = spec.kvHeads, D = spec.headDim;
+  std::vector<float> q(batch * n * H * D), k(batch * n * Hk * D), v(k.size());
+  for (auto *x : {&q, &k, &v})
+    for (float &f : *x)
+      f = normal(rng);
+  auto qd = encode(q.data(), q.size(), spec.dtype), kd = encode(k.data(), k.size(), spec.dtype),
+       vd = encode(v.data(), v.size(), spec.dtype);
+  decode(qd.data(), q.size(), spec.dtype, q.data()); // the reference sees what the GPU sees
+  decode(kd.data(), k.size(), spec.dtype, k.data());
+  decode(vd.data(), v.size(), spec.dtype, v.data());
+  DeviceBuffer dq(qd.size()), dk(kd.size()), dv(vd.size()), dout(qd.size()),
+      dlse(batch * H * n * 4);
+  dq.upload(qd.data(), qd.size());
+  dk.upload(kd.data(), kd.size());
+  dv.upload(vd.data(), vd.size());
+  dout.fill32(0xffffffffu);
+  dlse.fill32(0x7fc00000u);
+  auto attn = runtime().compile(spec);
+  ForwardArgs a;
+  a.batch = batch;
+  a.seqLen = n;
+  a.q = dq.data();
+  a.k = dk.data();
+  a.v = dv.data();
+  a.out = dout.data();
+  a.lse = static_cast<float *>(dlse.data());
+  a.mask = mask;
+  attn->forward(a);
+  synchronize("test forward");
+  std::vector<char> raw(qd.size());
+  dout.download(raw.data(), raw.size());
+  std::vector<float> out(q.size()), lse(batch * H * n), ref(q.size()), refLse(lse.size());
+  decode(raw.data(), out.size(), spec.dtype, out.data());
+  dlse.download(lse.data(), lse.size() * 4);
+  referenceForward(spec, batch, n, q.data(), k.data(), v.data(), mask, ref.data(),
+                   refLse.data());
+  Result r;
+  double diff = 0, norm = 0;
+  for (size_t x = 0; x < out.size(); ++x) {
+    r.nans += std::isnan(out[x]);
+    diff += (double(out[x]) - ref[x]) * (double(out[x]) - ref[x]);
+    norm += double(ref[x]) * ref[x];
+  }
+  r.relError = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  for (size_t x = 0; x < lse.size(); ++x) {
+    r.nans += std::isnan(lse[x]);
+    if (std::isinf(lse[x]) || std::isinf(refLse[x]))
+      r.infMismatches += std::isinf(lse[x]) != std::isinf(refLse[x]);
+    else
+      r.lseError = std::max(r.lseError, std::fabs(double(lse[x]) - refLse[x]));
+  }
+  return r;
+}
+
+AttentionSpec parse(const std::string &text) {
+  ParseResult r = parseSpec(text, "gpu_test.dattn");
+  EXPECT_TRUE(r.ok()) << r.formatDiagnostics();
+  return r.ok() ? r.file.attentions.at(0) : AttentionSpec{};
+}
+
+void expectClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
+                 const BlockMask *mask = nullptr) {
+  Result r = runAndCompare(spec, batch, n, seed, mask);
+  const std::string what = spec.canonical() + "N = " + std::to_string(n) + ", batch " +
+                           std::to_string(batch);
+  EXPECT_EQ(r.nans, 0u) << "NaN (unwritten or invalid) outputs\n" << what;
+  EXPECT_EQ(r.infMismatches, 0u) << "empty rows differ\n" << what;
+  EXPECT_LT(r.relError, tolerance(spec.dtype)) << what;
+  EXPECT_LT(r.lseError, 1e-2) << what;
+}
+
+struct PatternCase {
+  const char *name;
+  const char *branches;
+};
+
+const PatternCase kPatterns[] = {
+    {"dense", "branch { dense }"},
+    {"dilated", "branch { dilated(segment = 96, dilation = 3, offset = head) }"},
+    {"dilated_ragged", "branch { dilated(segment = 50, dilation = 6, offset = 1) }"},
+    {"dilated_unsegmented", "branch { dilated(segment = inf, dilation = 2, offset = head) }"},
+    {"window", "branch { window(left = 40, right = 17) }"},
+    {"global", "branch { global(tokens = 9) }"},
+    {"window_global", "branch { window(left = 33, right = 0) | global(tokens = 5) }"},
+    {"random", "branch { random(block = 32, density = 0.3, seed = 5) }"},
+    {"dilated_blocks", "branch { dilated_blocks(block = 16, rates = [2, 5]) }"},
+    {"hierarchical", "branch { hierarchical(block = 16, levels = 3) }"},
+    {"union_with_dilated", "branch { dilated(segment = 64, dilation = 2) | window(left = 8, right = 8) }"},
+    {"multi_branch", "branch { dilated(segment = 64, dilation = 1) } "
+                     "branch { dilated(segment = 128, dilation = 2, offset = head) } "
+                     "branch heads 0..1 { window(left = 16, right = 0) }"},
+    {"head_partitioned", "branch heads 0..1 { dilated(segment = 64, dilation = 1) } "
+                         "branch heads 2..3 { dilated(segment = 128, dilation = 2, offset = 1) }"},
+};
+
+class Patterns : public ::testing::TestWithParam<std::tuple<int, const char *, bool>> {};
+
+TEST_P(Patterns, MatchReference) {
+  REQUIRE_GPU();
+  auto [index, dtype, causal] = GetParam();
+  const PatternCase &pc = kPatterns[index];
+  std::string text = std::string("attention t { heads = 4 kv_heads = 2 head_dim = 64 dtype = ") +
+                     dtype + (causal ? " causal = true " : " ") + pc.branches + " }";
+  AttentionSpec spec = parse(text);
+  for (int64_t n : {1, 77, 300, 513})
+    expectClose(spec, n == 77 ? 2 : 1, n, 1000 + n + index);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllPatterns, Patterns,
+    ::testing::Combine(::testing::Range(0, static_cast<int>(std::size(kPatterns))),
+                       ::testing::Values("fp16", "bf16", "fp32"), ::testing::Bool()),
+    [](const auto &info) {
+      return std::string(kPatterns[std::get<0>(info.param)].name) + "_" +
+             std::get<1>(info.param) + (std::get<2>(info.param) ? "_causal" : "");
+    });
+
+TEST(GpuForward, HeadDims) {
+  REQUIRE_GPU();
+  for (int d : {32, 64, 96, 128, 256})
+    for (const char *dt : {"fp16", "bf16"}) {
+      AttentionSpec spec = parse("attention t { heads = 2 head_dim = " + std::to_string(d) +
+                                 " dtype = " + dt +
+                                 " branch { dilated(segment = 200, dilation = 2, offset = head) "
+                                 "| window(left = 20, right = 20) } }");
+      expectClose(spec, 1, 333, d);
+    }
+}
+
+TEST(GpuForward, BlockMask) {
+  REQUIRE_GPU();
+  AttentionSpec spec = parse("attention t { heads = 2 head_dim = 64 dtype = bf16 "
+                             "branch { block_mask(block = 32) } }");
+  SpecGenerator gen(3);
+  for (int64_t n : {40, 250}) {
+    BlockMask m = gen.mask(spec, n);
+    expectClose(spec, 1, n, 9, &m);
+  }
+}
+
+TEST(GpuForward, RandomSpecs) {
+  REQUIRE_GPU();
+  SpecGenerator gen(11);
+  for (int trial = 0; trial < 30; ++trial) {
+    AttentionSpec spec = gen.spec();
+    spec.dtype = trial % 3 == 0 ? DType::F32 : trial % 3 == 1 ? DType::F16 : DType::BF16;
+    int64_t n = gen.uniform(1, 260);
+    BlockMask m;
+    if (spec.needsBlockMask())
+      m = gen.mask(spec, n);
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    expectClose(spec, 1, n, trial, spec.needsBlockMask() ? &m : nullptr);
+  }
+}
+
+TEST(GpuForward, RejectsBadArguments) {
+  REQUIRE_GPU();
+  AttentionSpec spec = parse("attention t { heads = 2 head_dim = 64 dtype = bf16 "
+                             "branch { dense } }");
+  auto attn = runtime().compile(spec);
+  DeviceBuffer buf(1 << 20), lse(1 << 16);
+  ForwardArgs a;
+  a.seqLen = 64;
+  a.q = a.k = a.v = buf.data();
+  a.out = buf.data();
+  a.lse = static_cast<float *>(lse.data());
+  auto expectError = [&](ForwardArgs bad, const std::string &fragment) {
+    try {
+      attn->forward(bad);
+      ADD_FAILURE() << "accepted; expected an error containing: " << fragment;
+    } catch (const ArgumentError &e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  ForwardArgs b = a;
+  b.q = static_cast<char *>(buf.data()) + 2;
+  expectError(b, "q at");
+  b = a;
+  std::vector<char> host(1 << 20);
+  b.k = host.data() + (16 - reinterpret_cast<uintptr_t>(host.data()) % 16) % 16;
+  expectError(b, "is not GPU memory");
+  b = a;
+  b.vStrides.row = 100;
+  expectError(b, "v row stride 100 must be a positive multiple of 8");
+  b = a;
+  b.batch = 0;
+  expectError(b, "batch must be in [1, 65535]");
+  b = a;
+  b.out = nullptr;
+  expectError(b, "out is null");
+}
+
+TEST(GpuForward, DiskCacheServesASecondRuntime) {
+  REQUIRE_GPU();
+  const std::string dir = ::testing::TempDir() + "/dattn_cache_reuse";
+  AttentionSpec spec = parse("attention cache_probe { heads = 1 head_dim = 64 dtype = fp16 "
+                             "branch { window(left = 3, right = 3) } }");
+  Runtime first(0, RuntimeOptions{dir, {}});
+  auto a = first.compile(spec);
+  Runtime second(0, RuntimeOptions{dir, {}});
+  auto b = second.compile(spec);
+  EXPECT_EQ(b->report().origin, "disk cache");
+  EXPECT_EQ(a->report().cacheFolder, b->report().cacheFolder);
+}
+
+} // namespace
+} // namespace dattn::test
