@@ -238,10 +238,7 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
          << "(fwd::Params p, long long batch) {\n  fwd::initOutputs<" << T << ", " << mode
          << ">(p, " << D << ", batch);\n}\n\n";
       break;
-    case KernelRole::Finalize:
-      os << "extern \"C\" __global__ void " << k.name
-         << "(fwd::Params p, long long batch) {\n  fwd::finalizeOutputs<" << T << ">(p, " << D
-         << ", batch);\n}\n\n";
+    case KernelRole::Finalize: // appended below, after the branches
       break;
     case KernelRole::Branch:
       os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << k.name

@@ -15,7 +15,8 @@
 // of the sequence the union can reach, skipping empty tiles.
 //
 // Shared memory rows are swizzled in 16-byte chunks (chunk c of row r lives
-// at c ^ (r mod 8)) so that the 8 rows an ldmatrix reads hit 8 bank groups.
+// at c ^ (r mod 8), for D a multiple of 64) so that the 8 rows an ldmatrix
+// reads hit 8 different bank groups.
 #pragma once
 
 #include "dattn/forward_common.cuh"
@@ -27,7 +28,11 @@ template <class T, int D, int BM, int BN> struct MmaTile {
   static constexpr int kWarps = BM / 16;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kChunks = D / 8; ///< 16-byte chunks per row
-  static constexpr int kSwizzle = (kChunks < 8 ? kChunks : 8) - 1;
+  // XOR within aligned groups of up to 8 chunks: the group size must divide
+  // kChunks (D = 96 has 12 chunks: groups of 4), or a chunk would land past
+  // the end of its row.
+  static constexpr int kGroup = (kChunks & -kChunks) < 8 ? (kChunks & -kChunks) : 8;
+  static constexpr int kSwizzle = kGroup - 1;
   static constexpr int kSmemElems = BM * D + 4 * BN * D; ///< Q + 2 stages of K and V
   static constexpr int kSmemBytes = kSmemElems * 2;
   static_assert(D % 16 == 0 && BN % 16 == 0 && BM % 16 == 0, "tile shapes");

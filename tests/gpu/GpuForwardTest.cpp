@@ -49,6 +49,7 @@ struct Result {
 /// Runs `spec` at (batch, n) on the GPU and on the CPU reference.
 Result runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                      const BlockMask *mask = nullptr) {
+  Runtime &rt = runtime(); // binds the GPU context before any allocation
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal;
   const int64_t H = spec.heads, Hk = spec.kvHeads, D = spec.headDim;
@@ -68,7 +69,7 @@ Result runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, uint64
   dv.upload(vd.data(), vd.size());
   dout.fill32(0xffffffffu);
   dlse.fill32(0x7fc00000u);
-  auto attn = runtime().compile(spec);
+  auto attn = rt.compile(spec);
   ForwardArgs a;
   a.batch = batch;
   a.seqLen = n;
