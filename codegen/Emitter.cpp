@@ -217,10 +217,14 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
       k.path = KernelPath::Mma;
       k.blockM = bm;
       k.blockN = bn;
-      k.threads = bm / 16 * 32;
+      // Two m16 tiles per warp halve shared-memory reads per mma; above
+      // head_dim 128 their accumulators would not fit in registers.
+      k.rowTilesPerWarp = D <= 128 && bm % 32 == 0 ? 2 : 1;
+      k.threads = bm / (16 * k.rowTilesPerWarp) * 32;
       k.smemBytes = mmaSmemBytes(D, bm, bn);
       k.rowsPerCta = bm;
-      k.name += "_mma_m" + std::to_string(bm) + "n" + std::to_string(bn);
+      k.name += "_mma_m" + std::to_string(bm) + "n" + std::to_string(bn) + "w" +
+                std::to_string(k.threads / 32);
     } else {
       k.path = KernelPath::Simt;
       k.threads = 128;
@@ -245,7 +249,8 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
          << "(fwd::Params p) {\n";
       if (k.path == KernelPath::Mma)
         os << "  fwd::mmaForward<" << T << ", " << D << ", " << k.blockM << ", " << k.blockN
-           << ", " << mode << ", Branch" << k.branch << ">(p);\n}\n\n";
+           << ", " << k.rowTilesPerWarp << ", " << mode << ", Branch" << k.branch
+           << ">(p);\n}\n\n";
       else
         os << "  fwd::simtForward<" << T << ", " << D << ", " << mode << ", Branch" << k.branch
            << ">(p);\n}\n\n";

@@ -32,6 +32,15 @@ if [ "$mode" = all ] || [ "$mode" = examples ]; then
   done
   grep -E "^attention|^check|^device|^compile" "$OUT/examples.log"
 fi
+if [ "$mode" = all ] || [ "$mode" = tiles ]; then
+  # Tile sizes for the head-partitioned benchmark at 64K (the autotuner's job,
+  # done by hand until it exists).
+  for t in "128 64" "128 32" "64 64" "64 32" "256 64"; do
+    set -- $t
+    echo "tiles $1 x $2: $(build/bin/dattn run examples/longnet_head_partitioned.dattn \
+      --seq 65536 --device gpu --iters 20 --tile-m $1 --tile-n $2 2>&1 | grep -E 'TFLOP|error')"
+  done | tee "$OUT/tiles.log"
+fi
 if [ "$mode" = all ] || [ "$mode" = bench ]; then
   build/bin/dattn-bench --root . --iters 20 2>&1 | tee "$OUT/bench.log"
 fi

@@ -198,7 +198,10 @@ double tolerance(const AttentionSpec &spec) {
 int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
              const std::vector<float> &q, const std::vector<float> &k,
              const std::vector<float> &v, const BlockMask *mask) {
-  Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
+  RuntimeOptions ro;
+  ro.tiles.tileM = o.getInt("tile-m", 0, 0, 256);
+  ro.tiles.tileN = o.getInt("tile-n", 0, 0, 256);
+  Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)), ro);
   const DeviceInfo &dev = rt.device();
   const bool verbose = o.has("verbose");
   std::unique_ptr<CompiledAttention> attn = rt.compile(spec);
@@ -337,12 +340,13 @@ int runRun(const std::vector<std::string> &args) {
       "  TFLOP/s (4 x attended pairs x head_dim / time).\n"
       "  --check compares with the CPU reference on the same (dtype-rounded) inputs,\n"
       "  on 256 sampled rows when N > 2048, and fails above the dtype's tolerance.\n"
-      "  --verbose prints the cold compile and cache-hit times.\n";
+      "  --verbose prints the cold compile and cache-hit times.\n"
+      "  --tile-m/--tile-n force the plan's tile sizes (as in dattn compile).\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
             {"name", "seq", "batch", "device", "q", "k", "v", "seed", "out", "lse", "block-mask",
-             "gpu", "iters"},
+             "gpu", "iters", "tile-m", "tile-n"},
             {"check", "verbose"});
   if (!o.has("seq"))
     throw UsageError{"--seq N is required"};

@@ -22,6 +22,7 @@ struct KernelInfo {
   int threads = 128;
   int smemBytes = 0; ///< dynamic shared memory
   int blockM = 0, blockN = 0;
+  int rowTilesPerWarp = 1; ///< mma path: m16 tiles per warp (MT)
   int rowsPerCta = 0; ///< query rows one CTA covers (compact rows if strided)
 };
 

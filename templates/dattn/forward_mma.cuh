@@ -1,11 +1,13 @@
 // dattn: the tensor-core forward kernel (sm_80+, fp16 and bf16).
 //
 // One CTA computes BM query rows of one (batch, head) for one branch; each of
-// its BM / 16 warps owns 16 rows. Per key tile (FlashAttention-2):
+// its warps owns MT m16 row tiles (16 * MT rows): every K and V fragment read
+// from shared memory then feeds 2 * MT mma instructions, which is what keeps
+// the kernel off the shared-memory bandwidth limit. Per key tile
+// (FlashAttention-2):
 //   1. cp.async brings the next K and V tiles into the other shared-memory
 //      stage while this one is computed (double buffering);
-//   2. S = Q K^T with mma.m16n8k16 (Q fragments stay in registers; K via
-//      ldmatrix);
+//   2. S = Q K^T with mma.m16n8k16 (Q and K fragments via ldmatrix);
 //   3. partial tiles mask S per element; the online softmax keeps
 //      m = running row max (log2 domain) and l = running sum of 2^(s - m);
 //   4. O += P V, P re-packed from the S accumulators, V via ldmatrix.trans.
@@ -24,8 +26,8 @@
 namespace dattn {
 namespace fwd {
 
-template <class T, int D, int BM, int BN> struct MmaTile {
-  static constexpr int kWarps = BM / 16;
+template <class T, int D, int BM, int BN, int MT> struct MmaTile {
+  static constexpr int kWarps = BM / (16 * MT);
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kChunks = D / 8; ///< 16-byte chunks per row
   // XOR within aligned groups of up to 8 chunks: the group size must divide
@@ -35,7 +37,7 @@ template <class T, int D, int BM, int BN> struct MmaTile {
   static constexpr int kSwizzle = kGroup - 1;
   static constexpr int kSmemElems = BM * D + 4 * BN * D; ///< Q + 2 stages of K and V
   static constexpr int kSmemBytes = kSmemElems * 2;
-  static_assert(D % 16 == 0 && BN % 16 == 0 && BM % 16 == 0, "tile shapes");
+  static_assert(D % 16 == 0 && BN % 16 == 0 && BM % (16 * MT) == 0, "tile shapes");
 
   DATTN_DEV static int offset(int row, int col) {
     return row * D + (((col >> 3) ^ (row & kSwizzle)) << 3) + (col & 7);
@@ -56,6 +58,17 @@ template <class T, int D, int BM, int BN> struct MmaTile {
   }
 };
 
+/// Whether (i, j) is in the union. Out of line on purpose: it runs on partial
+/// tiles only, and inlining it into the unrolled tile loops multiplies code
+/// size (and register pressure) by the number of elements per thread.
+__device__ __noinline__ bool unionContains(const plan::Member *members, int count, long long i,
+                                           long long j) {
+  for (int m = 0; m < count; ++m)
+    if (plan::memberContains(members[m], i, j))
+      return true;
+  return false;
+}
+
 /// The query-row and key-tile structure of one CTA.
 struct TileRange {
   long long base, step; ///< row of compact index a = base + a * step
@@ -64,9 +77,9 @@ struct TileRange {
   long long t0, t1;     ///< key tiles [t0, t1)
 };
 
-template <class T, int D, int BM, int BN, int MODE, class Branch>
+template <class T, int D, int BM, int BN, int MT, int MODE, class Branch>
 __device__ void mmaForward(const Params &p) {
-  using Tile = MmaTile<T, D, BM, BN>;
+  using Tile = MmaTile<T, D, BM, BN, MT>;
   extern __shared__ __align__(128) unsigned char smemRaw[];
   T *sQ = reinterpret_cast<T *>(smemRaw);
   T *sK = sQ + BM * D; // two stages of BN * D
@@ -112,8 +125,11 @@ __device__ void mmaForward(const Params &p) {
                                     Branch::kCausal);
     } else {
       long long i1 = plan::minI(n, tr.qa0 + BM), j0 = t * BN, j1 = plan::minI(n, j0 + BN);
-      return plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, tr.qa0, i1,
-                                  j0, j1);
+      int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, tr.qa0, i1,
+                                   j0, j1);
+      // The plan classifies the keys that exist; a tile running past N also
+      // holds zero-filled rows, which only the per-element mask removes.
+      return c == plan::kFull && j0 + BN > n ? (int)plan::kPartial : c;
     }
   };
   auto nextTile = [&](long long t) {
@@ -137,27 +153,24 @@ __device__ void mmaForward(const Params &p) {
   }
   dev::cpAsyncCommit();
 
-  unsigned qf[D / 16][4];
-  float acc[D / 8][4];
-  for (int x = 0; x < D / 8; ++x)
-    acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-  float rowMax[2] = {-__int_as_float(0x7f800000), -__int_as_float(0x7f800000)};
-  float rowSum[2] = {0.f, 0.f};
+  float acc[MT][D / 8][4];
+  float rowMax[MT][2], rowSum[MT][2];
+  #pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    #pragma unroll
+    for (int x = 0; x < D / 8; ++x)
+      acc[mt][x][0] = acc[mt][x][1] = acc[mt][x][2] = acc[mt][x][3] = 0.f;
+    rowMax[mt][0] = rowMax[mt][1] = -__int_as_float(0x7f800000);
+    rowSum[mt][0] = rowSum[mt][1] = 0.f;
+  }
   const float scaleLog2 = p.scale * dev::kLog2e;
-  const int rowLo = warp * 16 + lane / 4; // this thread's rows: rowLo, rowLo + 8
+  // This thread's rows: warpRow0 + mt * 16 + lane / 4 (+ 8).
+  const int warpRow0 = warp * 16 * MT;
 
   int stage = 0;
-  bool qLoaded = false;
   while (t < tr.t1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    if (!qLoaded) {
-      for (int kk = 0; kk < D / 16; ++kk) {
-        int r = warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4(qf[kk], dev::smemAddress(sQ + Tile::offset(r, c)));
-      }
-      qLoaded = true;
-    }
     const int cls = tileClass(t);
     const long long tNext = nextTile(t + 1);
     if (tNext < tr.t1) {
@@ -170,80 +183,111 @@ __device__ void mmaForward(const Params &p) {
     const T *tk = sK + stage * BN * D;
     const T *tv = sV + stage * BN * D;
 
-    // S = Q K^T for this warp's 16 rows and the tile's BN keys.
-    float s[BN / 8][4];
-    for (int x = 0; x < BN / 8; ++x)
-      s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
-    for (int kk = 0; kk < D / 16; ++kk)
+    // S = Q K^T for this warp's 16 * MT rows and the tile's BN keys.
+    float s[MT][BN / 8][4];
+    #pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+      #pragma unroll
+      for (int x = 0; x < BN / 8; ++x)
+        s[mt][x][0] = s[mt][x][1] = s[mt][x][2] = s[mt][x][3] = 0.f;
+    #pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      unsigned qa[MT][4];
+      #pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        int r = warpRow0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        int c = kk * 16 + (lane / 16) * 8;
+        dev::ldmatrixX4(qa[mt], dev::smemAddress(sQ + Tile::offset(r, c)));
+      }
+      #pragma unroll
       for (int np = 0; np < BN / 16; ++np) {
         unsigned r[4];
         int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
         dev::ldmatrixX4(r, dev::smemAddress(tk + Tile::offset(row, col)));
         unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        dev::mma16816<T>(s[2 * np], qf[kk], b0);
-        dev::mma16816<T>(s[2 * np + 1], qf[kk], b1);
-      }
-
-    // Scale into the log2 domain; mask partial tiles element by element.
-    for (int nb = 0; nb < BN / 8; ++nb)
-      for (int e = 0; e < 4; ++e) {
-        float v = s[nb][e] * scaleLog2;
-        if (cls == plan::kPartial) {
-          long long a = tr.qa0 + rowLo + (e >> 1) * 8;
-          long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
-          bool keep;
-          if constexpr (Branch::kKind == kStridedBranch) {
-            keep = bkey < kCount && (!Branch::kCausal || bkey <= a);
-          } else {
-            keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a);
-            bool any = false;
-            for (int m = 0; m < Branch::kNumMembers && keep && !any; ++m)
-              any = plan::memberContains(members[m], a, bkey);
-            keep = keep && any;
-          }
-          if (!keep)
-            v = -__int_as_float(0x7f800000);
+        #pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          dev::mma16816<T>(s[mt][2 * np], qa[mt], b0);
+          dev::mma16816<T>(s[mt][2 * np + 1], qa[mt], b1);
         }
-        s[nb][e] = v;
       }
+    }
 
-    // Online softmax over the tile.
-    for (int half = 0; half < 2; ++half) {
-      float mx = rowMax[half];
+    #pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      // Scale into the log2 domain; mask partial tiles element by element.
+      #pragma unroll
       for (int nb = 0; nb < BN / 8; ++nb)
-        mx = fmaxf(mx, fmaxf(s[nb][2 * half], s[nb][2 * half + 1]));
-      mx = dev::quadMax(mx);
-      // An all-masked row so far has max -inf: subtract 0 instead, so that
-      // exp2(-inf - 0) = 0 rather than NaN.
-      const float base = mx == -__int_as_float(0x7f800000) ? 0.f : mx;
-      const float corr = dev::fastExp2(rowMax[half] - base);
-      rowMax[half] = mx;
-      float sum = 0.f;
-      for (int nb = 0; nb < BN / 8; ++nb) {
-        s[nb][2 * half] = dev::fastExp2(s[nb][2 * half] - base);
-        s[nb][2 * half + 1] = dev::fastExp2(s[nb][2 * half + 1] - base);
-        sum += s[nb][2 * half] + s[nb][2 * half + 1];
-      }
-      rowSum[half] = rowSum[half] * corr + sum;
-      for (int x = 0; x < D / 8; ++x) {
-        acc[x][2 * half] *= corr;
-        acc[x][2 * half + 1] *= corr;
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float v = s[mt][nb][e] * scaleLog2;
+          if (cls == plan::kPartial) {
+            long long a = tr.qa0 + warpRow0 + mt * 16 + lane / 4 + (e >> 1) * 8;
+            long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
+            bool keep;
+            if constexpr (Branch::kKind == kStridedBranch) {
+              keep = bkey < kCount && (!Branch::kCausal || bkey <= a);
+            } else {
+              keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a) &&
+                     unionContains(members, Branch::kNumMembers, a, bkey);
+            }
+            if (!keep)
+              v = -__int_as_float(0x7f800000);
+          }
+          s[mt][nb][e] = v;
+        }
+
+      // Online softmax over the tile.
+      #pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float mx = rowMax[mt][half];
+        #pragma unroll
+        for (int nb = 0; nb < BN / 8; ++nb)
+          mx = fmaxf(mx, fmaxf(s[mt][nb][2 * half], s[mt][nb][2 * half + 1]));
+        mx = dev::quadMax(mx);
+        // An all-masked row so far has max -inf: subtract 0 instead, so that
+        // exp2(-inf - 0) = 0 rather than NaN.
+        const float base = mx == -__int_as_float(0x7f800000) ? 0.f : mx;
+        const float corr = dev::fastExp2(rowMax[mt][half] - base);
+        rowMax[mt][half] = mx;
+        float sum = 0.f;
+        #pragma unroll
+        for (int nb = 0; nb < BN / 8; ++nb) {
+          s[mt][nb][2 * half] = dev::fastExp2(s[mt][nb][2 * half] - base);
+          s[mt][nb][2 * half + 1] = dev::fastExp2(s[mt][nb][2 * half + 1] - base);
+          sum += s[mt][nb][2 * half] + s[mt][nb][2 * half + 1];
+        }
+        rowSum[mt][half] = rowSum[mt][half] * corr + sum;
+        #pragma unroll
+        for (int x = 0; x < D / 8; ++x) {
+          acc[mt][x][2 * half] *= corr;
+          acc[mt][x][2 * half + 1] *= corr;
+        }
       }
     }
 
     // O += P V.
+    #pragma unroll
     for (int j = 0; j < BN / 16; ++j) {
-      unsigned a[4] = {dev::pack2<T>(s[2 * j][0], s[2 * j][1]),
-                       dev::pack2<T>(s[2 * j][2], s[2 * j][3]),
-                       dev::pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]),
-                       dev::pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3])};
+      unsigned a[MT][4];
+      #pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        a[mt][0] = dev::pack2<T>(s[mt][2 * j][0], s[mt][2 * j][1]);
+        a[mt][1] = dev::pack2<T>(s[mt][2 * j][2], s[mt][2 * j][3]);
+        a[mt][2] = dev::pack2<T>(s[mt][2 * j + 1][0], s[mt][2 * j + 1][1]);
+        a[mt][3] = dev::pack2<T>(s[mt][2 * j + 1][2], s[mt][2 * j + 1][3]);
+      }
+      #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         unsigned r[4];
         int row = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, col = dp * 16 + (lane / 16) * 8;
         dev::ldmatrixX4Trans(r, dev::smemAddress(tv + Tile::offset(row, col)));
         unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        dev::mma16816<T>(acc[2 * dp], a, b0);
-        dev::mma16816<T>(acc[2 * dp + 1], a, b1);
+        #pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          dev::mma16816<T>(acc[mt][2 * dp], a[mt], b0);
+          dev::mma16816<T>(acc[mt][2 * dp + 1], a[mt], b1);
+        }
       }
     }
     stage ^= 1;
@@ -251,43 +295,48 @@ __device__ void mmaForward(const Params &p) {
   }
 
   // --- epilogue ---------------------------------------------------------------
-  for (int half = 0; half < 2; ++half) {
-    const long long a = tr.qa0 + rowLo + half * 8;
-    const float l = dev::quadSum(rowSum[half]);
-    const bool valid = a < tr.count;
-    const long long row = tr.base + a * tr.step;
-    const float lseB = l > 0.f ? (rowMax[half] + __log2f(l)) * dev::kLn2
-                               : -__int_as_float(0x7f800000);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    float *lsePtr = p.lse + (batch * p.heads + head) * n + row;
-    if (MODE == kWrite) {
-      if (!valid)
-        continue;
-      T *o = (T *)p.o + batch * p.oBatch + row * p.oRow + head * p.oHead;
-      for (int nb = 0; nb < D / 8; ++nb) {
-        int col = nb * 8 + (lane % 4) * 2;
-        *reinterpret_cast<unsigned *>(o + col) =
-            dev::pack2<T>(acc[nb][2 * half] * inv, acc[nb][2 * half + 1] * inv);
+  #pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+    #pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const long long a = tr.qa0 + warpRow0 + mt * 16 + lane / 4 + half * 8;
+      const float l = dev::quadSum(rowSum[mt][half]);
+      const bool valid = a < tr.count;
+      const long long row = tr.base + a * tr.step;
+      const float lseB = l > 0.f ? (rowMax[mt][half] + __log2f(l)) * dev::kLn2
+                                 : -__int_as_float(0x7f800000);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      float *lsePtr = p.lse + (batch * p.heads + head) * n + row;
+      if (MODE == kWrite) {
+        if (!valid)
+          continue;
+        T *o = (T *)p.o + batch * p.oBatch + row * p.oRow + head * p.oHead;
+        #pragma unroll
+        for (int nb = 0; nb < D / 8; ++nb) {
+          int col = nb * 8 + (lane % 4) * 2;
+          *reinterpret_cast<unsigned *>(o + col) = dev::pack2<T>(
+              acc[mt][nb][2 * half] * inv, acc[mt][nb][2 * half + 1] * inv);
+        }
+        if (lane % 4 == 0)
+          *lsePtr = lseB;
+      } else {
+        const float lseAcc = valid ? *lsePtr : 0.f;
+        __syncwarp(); // every quad member has read lseAcc before lane 0 rewrites it
+        if (!valid)
+          continue;
+        float lseNew, wAcc, wB;
+        mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
+        float *o = p.oAcc + ((batch * n + row) * p.heads + head) * D;
+        #pragma unroll
+        for (int nb = 0; nb < D / 8; ++nb) {
+          int col = nb * 8 + (lane % 4) * 2;
+          o[col] = o[col] * wAcc + acc[mt][nb][2 * half] * inv * wB;
+          o[col + 1] = o[col + 1] * wAcc + acc[mt][nb][2 * half + 1] * inv * wB;
+        }
+        if (lane % 4 == 0)
+          *lsePtr = lseNew;
       }
-      if (lane % 4 == 0)
-        *lsePtr = lseB;
-    } else {
-      const float lseAcc = valid ? *lsePtr : 0.f;
-      __syncwarp(); // every quad member has read lseAcc before lane 0 rewrites it
-      if (!valid)
-        continue;
-      float lseNew, wAcc, wB;
-      mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
-      float *o = p.oAcc + ((batch * n + row) * p.heads + head) * D;
-      for (int nb = 0; nb < D / 8; ++nb) {
-        int col = nb * 8 + (lane % 4) * 2;
-        o[col] = o[col] * wAcc + acc[nb][2 * half] * inv * wB;
-        o[col + 1] = o[col + 1] * wAcc + acc[nb][2 * half + 1] * inv * wB;
-      }
-      if (lane % 4 == 0)
-        *lsePtr = lseNew;
     }
-  }
 }
 
 } // namespace fwd
