@@ -43,19 +43,55 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
     return row * D + (((col >> 3) ^ (row & kSwizzle)) << 3) + (col & 7);
   }
 
-  /// Rows base + a * step for a in [a0, a0 + ROWS), valid while a < limit,
-  /// into a swizzled [ROWS, D] tile. Invalid rows are zero-filled.
-  template <int ROWS>
-  DATTN_DEV static void load(T *tile, const T *src, long long rowStride, long long base,
-                             long long step, long long a0, long long limit) {
-    for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
-      int r = c / kChunks, ch = c % kChunks;
-      long long a = a0 + r;
-      bool valid = a < limit;
-      const T *g = valid ? src + (base + a * step) * rowStride + ch * 8 : src;
-      dev::cpAsync16(dev::smemAddress(tile + offset(r, ch * 8)), g, valid);
+  /// Loads compact rows [a0, a0 + ROWS) of a row map base + a * step into a
+  /// swizzled [ROWS, D] tile with cp.async; rows at or past `limit` are
+  /// zero-filled. Everything that does not change between key tiles (this
+  /// thread's row and chunk, the global pointer, the row step) is computed
+  /// once per CTA by init(): per tile, a chunk costs an add, a compare and
+  /// the copy, which keeps the issue slots free for the tensor cores.
+  template <int ROWS> struct RowLoader {
+    static constexpr bool kRegular =
+        kThreads % kChunks == 0 && ROWS % (kThreads / kChunks) == 0;
+    static constexpr int kRowsPerPass = kRegular ? kThreads / kChunks : 1;
+    const T *src;        ///< the tensor's (batch, head) origin: a safe address
+    const T *first;      ///< this thread's chunk of compact row r0
+    long long rowStep;   ///< elements between consecutive compact rows
+    long long base, step, rowStride;
+    int r0, ch;
+
+    DATTN_DEV void init(const T *src_, long long rowStride_, long long base_, long long step_) {
+      src = src_;
+      rowStride = rowStride_;
+      base = base_;
+      step = step_;
+      r0 = threadIdx.x / kChunks;
+      ch = threadIdx.x % kChunks;
+      rowStep = step * rowStride;
+      first = src + base * rowStride + r0 * rowStep + ch * 8;
     }
-  }
+
+    DATTN_DEV void load(T *tile, long long a0, long long limit) const {
+      if constexpr (kRegular) {
+        const T *g = first + a0 * rowStep;
+        const unsigned dst0 = dev::smemAddress(tile);
+#pragma unroll
+        for (int it = 0; it < ROWS / kRowsPerPass; ++it) {
+          const int r = r0 + it * kRowsPerPass;
+          const bool valid = a0 + r < limit;
+          dev::cpAsync16(dst0 + 2 * offset(r, ch * 8),
+                         valid ? g + (long long)it * kRowsPerPass * rowStep : src, valid);
+        }
+      } else {
+        for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
+          int r = c / kChunks, chunk = c % kChunks;
+          long long a = a0 + r;
+          bool valid = a < limit;
+          const T *g = valid ? src + (base + a * step) * rowStride + chunk * 8 : src;
+          dev::cpAsync16(dev::smemAddress(tile + offset(r, chunk * 8)), g, valid);
+        }
+      }
+    }
+  };
 };
 
 /// Whether (i, j) is in the union. Out of line on purpose: it runs on partial
@@ -145,11 +181,17 @@ __device__ void mmaForward(const Params &p) {
   // index the sequence directly (compact index = row).
   const long long kBase = tr.base, kStep = tr.step, kCount = tr.count;
 
+  typename Tile::template RowLoader<BM> qLoader;
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  qLoader.init(qSrc, p.qRow, tr.base, tr.step);
+  kLoader.init(kSrc, p.kRow, kBase, kStep);
+  vLoader.init(vSrc, p.vRow, kBase, kStep);
+
   long long t = nextTile(tr.t0);
-  Tile::template load<BM>(sQ, qSrc, p.qRow, tr.base, tr.step, tr.qa0, tr.count);
+  qLoader.load(sQ, tr.qa0, tr.count);
   if (t < tr.t1) {
-    Tile::template load<BN>(sK, kSrc, p.kRow, kBase, kStep, t * BN, kCount);
-    Tile::template load<BN>(sV, vSrc, p.vRow, kBase, kStep, t * BN, kCount);
+    kLoader.load(sK, t * BN, kCount);
+    vLoader.load(sV, t * BN, kCount);
   }
   dev::cpAsyncCommit();
 
@@ -174,10 +216,8 @@ __device__ void mmaForward(const Params &p) {
     const int cls = tileClass(t);
     const long long tNext = nextTile(t + 1);
     if (tNext < tr.t1) {
-      Tile::template load<BN>(sK + (stage ^ 1) * BN * D, kSrc, p.kRow, kBase, kStep, tNext * BN,
-                              kCount);
-      Tile::template load<BN>(sV + (stage ^ 1) * BN * D, vSrc, p.vRow, kBase, kStep, tNext * BN,
-                              kCount);
+      kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, kCount);
+      vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, kCount);
     }
     dev::cpAsyncCommit();
     const T *tk = sK + stage * BN * D;
