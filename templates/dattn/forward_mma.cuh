@@ -53,33 +53,38 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
     static constexpr bool kRegular =
         kThreads % kChunks == 0 && ROWS % (kThreads / kChunks) == 0;
     static constexpr int kRowsPerPass = kRegular ? kThreads / kChunks : 1;
-    const T *src;        ///< the tensor's (batch, head) origin: a safe address
-    const T *first;      ///< this thread's chunk of compact row r0
-    long long rowStep;   ///< elements between consecutive compact rows
+    // Few fields on purpose: they stay live across the key loop, where the
+    // accumulators already use most of the register file.
+    const T *first;    ///< regular: this thread's chunk of compact row r0
+    long long rowStep; ///< regular: elements between consecutive compact rows
+    const T *src;      ///< irregular shapes: the tensor's (batch, head) origin
     long long base, step, rowStride;
-    int r0, ch;
 
     DATTN_DEV void init(const T *src_, long long rowStride_, long long base_, long long step_) {
-      src = src_;
-      rowStride = rowStride_;
-      base = base_;
-      step = step_;
-      r0 = threadIdx.x / kChunks;
-      ch = threadIdx.x % kChunks;
-      rowStep = step * rowStride;
-      first = src + base * rowStride + r0 * rowStep + ch * 8;
+      if constexpr (kRegular) {
+        rowStep = step_ * rowStride_;
+        first = src_ + base_ * rowStride_ + (threadIdx.x / kChunks) * rowStep +
+                (threadIdx.x % kChunks) * 8;
+      } else {
+        src = src_;
+        rowStride = rowStride_;
+        base = base_;
+        step = step_;
+      }
     }
 
     DATTN_DEV void load(T *tile, long long a0, long long limit) const {
       if constexpr (kRegular) {
+        const int r0 = threadIdx.x / kChunks, ch = threadIdx.x % kChunks;
         const T *g = first + a0 * rowStep;
         const unsigned dst0 = dev::smemAddress(tile);
 #pragma unroll
         for (int it = 0; it < ROWS / kRowsPerPass; ++it) {
           const int r = r0 + it * kRowsPerPass;
-          const bool valid = a0 + r < limit;
-          dev::cpAsync16(dst0 + 2 * offset(r, ch * 8),
-                         valid ? g + (long long)it * kRowsPerPass * rowStep : src, valid);
+          // With a zero source size cp.async reads nothing and zero-fills,
+          // so rows past the end need no clamped address.
+          dev::cpAsync16(dst0 + 2 * offset(r, ch * 8), g + (long long)it * kRowsPerPass * rowStep,
+                         a0 + r < limit);
         }
       } else {
         for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {
@@ -206,6 +211,7 @@ __device__ void mmaForward(const Params &p) {
     rowSum[mt][0] = rowSum[mt][1] = 0.f;
   }
   const float scaleLog2 = p.scale * dev::kLog2e;
+  const unsigned sQa = dev::smemAddress(sQ);
   // This thread's rows: warpRow0 + mt * 16 + lane / 4 (+ 8).
   const int warpRow0 = warp * 16 * MT;
 
@@ -220,8 +226,10 @@ __device__ void mmaForward(const Params &p) {
       vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, kCount);
     }
     dev::cpAsyncCommit();
-    const T *tk = sK + stage * BN * D;
-    const T *tv = sV + stage * BN * D;
+    // 32-bit shared-memory byte addresses: ldmatrix addresses are then a
+    // base plus a per-lane swizzled offset, no 64-bit pointer math.
+    const unsigned tk = dev::smemAddress(sK + stage * BN * D);
+    const unsigned tv = dev::smemAddress(sV + stage * BN * D);
 
     // S = Q K^T for this warp's 16 * MT rows and the tile's BN keys.
     float s[MT][BN / 8][4];
@@ -237,13 +245,13 @@ __device__ void mmaForward(const Params &p) {
       for (int mt = 0; mt < MT; ++mt) {
         int r = warpRow0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
         int c = kk * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4(qa[mt], dev::smemAddress(sQ + Tile::offset(r, c)));
+        dev::ldmatrixX4(qa[mt], sQa + 2 * Tile::offset(r, c));
       }
       #pragma unroll
       for (int np = 0; np < BN / 16; ++np) {
         unsigned r[4];
         int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
-        dev::ldmatrixX4(r, dev::smemAddress(tk + Tile::offset(row, col)));
+        dev::ldmatrixX4(r, tk + 2 * Tile::offset(row, col));
         unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
         #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
@@ -253,15 +261,15 @@ __device__ void mmaForward(const Params &p) {
       }
     }
 
-    #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      // Scale into the log2 domain; mask partial tiles element by element.
-      #pragma unroll
-      for (int nb = 0; nb < BN / 8; ++nb)
-        #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float v = s[mt][nb][e] * scaleLog2;
-          if (cls == plan::kPartial) {
+        // Partial tiles: mask element by element (raw scores; the scale is
+    // applied inside the exponent below). Full tiles skip this block.
+    if (cls == plan::kPartial) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nb = 0; nb < BN / 8; ++nb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
             long long a = tr.qa0 + warpRow0 + mt * 16 + lane / 4 + (e >> 1) * 8;
             long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
             bool keep;
@@ -272,33 +280,40 @@ __device__ void mmaForward(const Params &p) {
                      unionContains(members, Branch::kNumMembers, a, bkey);
             }
             if (!keep)
-              v = -__int_as_float(0x7f800000);
+              s[mt][nb][e] = -__int_as_float(0x7f800000);
           }
-          s[mt][nb][e] = v;
-        }
+    }
 
-      // Online softmax over the tile.
-      #pragma unroll
+    // Online softmax over the tile, in the log2 domain: p = 2^(s * scale *
+    // log2(e) - m), one FFMA and one ex2 per score. The scale is positive,
+    // so the maximum of raw scores is the maximum of scaled ones.
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
       for (int half = 0; half < 2; ++half) {
-        float mx = rowMax[mt][half];
-        #pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb)
-          mx = fmaxf(mx, fmaxf(s[mt][nb][2 * half], s[mt][nb][2 * half + 1]));
-        mx = dev::quadMax(mx);
+        float m0 = s[mt][0][2 * half], m1 = s[mt][0][2 * half + 1];
+#pragma unroll
+        for (int nb = 1; nb < BN / 8; ++nb) { // two chains: shorter dependencies
+          m0 = fmaxf(m0, s[mt][nb][2 * half]);
+          m1 = fmaxf(m1, s[mt][nb][2 * half + 1]);
+        }
+        const float mx = fmaxf(rowMax[mt][half], dev::quadMax(fmaxf(m0, m1)) * scaleLog2);
         // An all-masked row so far has max -inf: subtract 0 instead, so that
-        // exp2(-inf - 0) = 0 rather than NaN.
+        // 2^(-inf - 0) = 0 rather than NaN.
         const float base = mx == -__int_as_float(0x7f800000) ? 0.f : mx;
         const float corr = dev::fastExp2(rowMax[mt][half] - base);
         rowMax[mt][half] = mx;
-        float sum = 0.f;
-        #pragma unroll
+        float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
         for (int nb = 0; nb < BN / 8; ++nb) {
-          s[mt][nb][2 * half] = dev::fastExp2(s[mt][nb][2 * half] - base);
-          s[mt][nb][2 * half + 1] = dev::fastExp2(s[mt][nb][2 * half + 1] - base);
-          sum += s[mt][nb][2 * half] + s[mt][nb][2 * half + 1];
+          s[mt][nb][2 * half] = dev::fastExp2(fmaf(s[mt][nb][2 * half], scaleLog2, -base));
+          s[mt][nb][2 * half + 1] =
+              dev::fastExp2(fmaf(s[mt][nb][2 * half + 1], scaleLog2, -base));
+          sum0 += s[mt][nb][2 * half];
+          sum1 += s[mt][nb][2 * half + 1];
         }
-        rowSum[mt][half] = rowSum[mt][half] * corr + sum;
-        #pragma unroll
+        rowSum[mt][half] = rowSum[mt][half] * corr + (sum0 + sum1);
+#pragma unroll
         for (int x = 0; x < D / 8; ++x) {
           acc[mt][x][2 * half] *= corr;
           acc[mt][x][2 * half + 1] *= corr;
@@ -321,7 +336,7 @@ __device__ void mmaForward(const Params &p) {
       for (int dp = 0; dp < D / 16; ++dp) {
         unsigned r[4];
         int row = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, col = dp * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4Trans(r, dev::smemAddress(tv + Tile::offset(row, col)));
+        dev::ldmatrixX4Trans(r, tv + 2 * Tile::offset(row, col));
         unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
         #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
