@@ -103,6 +103,7 @@ const Driver &driver() {
       resolve("cuMemcpyHtoD", d.memcpyHtoD);
       resolve("cuMemcpyDtoH", d.memcpyDtoH);
       resolve("cuMemsetD32", d.memsetD32);
+      resolve("cuMemsetD32Async", d.memsetD32Async);
       resolve("cuMemGetInfo", d.memGetInfo);
       resolve("cuPointerGetAttribute", d.pointerGetAttribute);
       resolve("cuStreamSynchronize", d.streamSynchronize);

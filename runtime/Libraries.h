@@ -34,6 +34,7 @@ struct Driver {
   decltype(&::cuMemcpyHtoD) memcpyHtoD;
   decltype(&::cuMemcpyDtoH) memcpyDtoH;
   decltype(&::cuMemsetD32) memsetD32;
+  decltype(&::cuMemsetD32Async) memsetD32Async;
   decltype(&::cuMemGetInfo) memGetInfo;
   decltype(&::cuPointerGetAttribute) pointerGetAttribute;
   decltype(&::cuStreamSynchronize) streamSynchronize;

@@ -277,9 +277,25 @@ void CompiledAttention::forward(const ForwardArgs &a) {
   }
 
   long long batch = a.batch;
+  // Contiguous outputs are initialized with memsets at full bandwidth (0 is
+  // +0.0 in every dtype; 0xff800000 is -inf); the init kernel handles
+  // strided outputs.
+  const bool contiguousOut = o.head == D && o.row == int64_t(spec_.heads) * D &&
+                             o.batch == a.seqLen * o.row;
   for (size_t x = 0; x < module_.kernels.size(); ++x) {
     const KernelInfo &ki = module_.kernels[x];
     CUfunction f = static_cast<CUfunction>(functions_[x]);
+    if (ki.role == KernelRole::Init && (module_.mergeMode || contiguousOut)) {
+      const size_t elems = static_cast<size_t>(batch * a.seqLen * spec_.heads * D);
+      const size_t words = module_.mergeMode ? elems
+                                             : elems * static_cast<size_t>(elementBytes(spec_.dtype)) / 4;
+      CUdeviceptr target = reinterpret_cast<CUdeviceptr>(module_.mergeMode ? p.oAcc : a.out);
+      rt::check(d.memsetD32Async(target, 0u, words, stream), "clearing the output");
+      rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(a.lse), 0xff800000u,
+                                 static_cast<size_t>(batch * spec_.heads * a.seqLen), stream),
+                "setting LSE to -inf");
+      continue;
+    }
     unsigned gx = 1, gy = 1, gz = 1;
     void *args2[] = {&p, &batch};
     void *args1[] = {&p};

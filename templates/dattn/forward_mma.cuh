@@ -77,14 +77,21 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
       if constexpr (kRegular) {
         const int r0 = threadIdx.x / kChunks, ch = threadIdx.x % kChunks;
         const T *g = first + a0 * rowStep;
-        const unsigned dst0 = dev::smemAddress(tile);
+        // Rows r0 + it * kRowsPerPass keep r0's swizzle when kRowsPerPass is a
+        // multiple of the swizzle group, so one offset serves every pass.
+        constexpr bool kSameSwizzle = kRowsPerPass % kGroup == 0;
+        const unsigned dst0 = dev::smemAddress(tile) + 2 * offset(r0, ch * 8);
+        // Rows left in the tensor from this thread's first row (32-bit: N < 2^31).
+        const int left = static_cast<int>(plan::minI(limit - a0, ROWS + 1)) - r0;
 #pragma unroll
         for (int it = 0; it < ROWS / kRowsPerPass; ++it) {
           const int r = r0 + it * kRowsPerPass;
+          const unsigned dst = kSameSwizzle ? dst0 + 2 * it * kRowsPerPass * D
+                                            : dev::smemAddress(tile) + 2 * offset(r, ch * 8);
           // With a zero source size cp.async reads nothing and zero-fills,
           // so rows past the end need no clamped address.
-          dev::cpAsync16(dst0 + 2 * offset(r, ch * 8), g + (long long)it * kRowsPerPass * rowStep,
-                         a0 + r < limit);
+          dev::cpAsync16(dst, g + (long long)it * kRowsPerPass * rowStep,
+                         it * kRowsPerPass < left);
         }
       } else {
         for (int c = threadIdx.x; c < ROWS * kChunks; c += kThreads) {

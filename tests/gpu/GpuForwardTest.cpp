@@ -207,6 +207,77 @@ TEST(GpuForward, RandomSpecs) {
   }
 }
 
+TEST(GpuForward, PaddedLayouts) {
+  // Q and O with padded rows (row stride H * D + 64): the kernels follow the
+  // strides and the init kernel (used instead of memset for strided outputs)
+  // leaves empty rows at O = 0, LSE = -inf and the padding untouched.
+  REQUIRE_GPU();
+  Runtime &rt = runtime();
+  for (const char *dtype : {"bf16", "fp32"}) {
+    AttentionSpec spec = parse(std::string("attention t { heads = 2 head_dim = 64 dtype = ") +
+                               dtype + " branch { dilated(segment = 64, dilation = 2) } }");
+    const int64_t n = 150, H = 2, D = 64, pad = 64, rowStride = H * D + pad;
+    std::mt19937_64 rng(4);
+    std::normal_distribution<float> normal;
+    std::vector<float> q(n * H * D), k(n * H * D), v(n * H * D);
+    for (auto *x : {&q, &k, &v})
+      for (float &f : *x)
+        f = normal(rng);
+    auto kd = encode(k.data(), k.size(), spec.dtype), vd = encode(v.data(), v.size(), spec.dtype);
+    decode(kd.data(), k.size(), spec.dtype, k.data());
+    decode(vd.data(), v.size(), spec.dtype, v.data());
+    std::vector<float> qPadded(n * rowStride, 0.f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t x = 0; x < H * D; ++x)
+        qPadded[i * rowStride + x] = q[i * H * D + x];
+    auto qd = encode(qPadded.data(), qPadded.size(), spec.dtype);
+    decode(qd.data(), qPadded.size(), spec.dtype, qPadded.data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t x = 0; x < H * D; ++x)
+        q[i * H * D + x] = qPadded[i * rowStride + x];
+    const size_t eb = spec.dtype == DType::F32 ? 4 : 2;
+    DeviceBuffer dq(qd.size()), dk(kd.size()), dv(vd.size()), dout(n * rowStride * eb),
+        dlse(H * n * 4);
+    dq.upload(qd.data(), qd.size());
+    dk.upload(kd.data(), kd.size());
+    dv.upload(vd.data(), vd.size());
+    dout.fill32(0x3f803f80u); // 1.0 patterns: the padding must keep them
+    dlse.fill32(0x7fc00000u);
+    auto attn = rt.compile(spec);
+    ForwardArgs a;
+    a.seqLen = n;
+    a.q = dq.data();
+    a.k = dk.data();
+    a.v = dv.data();
+    a.out = dout.data();
+    a.lse = static_cast<float *>(dlse.data());
+    a.qStrides.row = rowStride;
+    a.outStrides.row = rowStride;
+    attn->forward(a);
+    synchronize("padded forward");
+    std::vector<char> raw(n * rowStride * eb);
+    dout.download(raw.data(), raw.size());
+    std::vector<float> out(n * rowStride), lse(H * n), ref(q.size()), refLse(lse.size());
+    decode(raw.data(), out.size(), spec.dtype, out.data());
+    dlse.download(lse.data(), lse.size() * 4);
+    referenceForward(spec, 1, n, q.data(), k.data(), v.data(), nullptr, ref.data(),
+                     refLse.data());
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t x = 0; x < H * D; ++x) {
+        double d = out[i * rowStride + x] - ref[i * H * D + x];
+        diff += d * d;
+        norm += double(ref[i * H * D + x]) * ref[i * H * D + x];
+      }
+      for (int64_t x = H * D; x < rowStride; ++x)
+        ASSERT_NE(out[i * rowStride + x], 0.f) << "padding overwritten at row " << i;
+    }
+    EXPECT_LT(std::sqrt(diff / norm), tolerance(spec.dtype)) << dtype;
+    for (size_t x = 0; x < lse.size(); ++x)
+      EXPECT_EQ(std::isinf(lse[x]), std::isinf(refLse[x])) << "lse " << x;
+  }
+}
+
 TEST(GpuForward, RejectsBadArguments) {
   REQUIRE_GPU();
   AttentionSpec spec = parse("attention t { heads = 2 head_dim = 64 dtype = bf16 "
