@@ -130,6 +130,11 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
                       : kernel->origin == rt::CachedKernel::Origin::Disk   ? "disk cache"
                                                                            : "memory cache";
   c->report_.cacheFolder = kernel->folder;
+  if (env::verbose())
+    std::fprintf(stderr, "dattn: attention '%s' for %s: %s (cold compile %.2f s, load %.3f s)%s%s\n",
+                 spec.name.c_str(), info_.arch().c_str(), c->report_.origin.c_str(),
+                 c->report_.coldCompileSeconds, c->report_.loadSeconds,
+                 kernel->folder.empty() ? "" : ", ", kernel->folder.c_str());
   return c;
 }
 

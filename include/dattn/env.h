@@ -1,7 +1,7 @@
 // dattn: every environment variable dattn reads, in one place.
 //
 //   DATTN_CACHE_DIR   kernel cache folder (default ~/.cache/dattn)
-//   DATTN_VERBOSE     1: log compiles, cache hits and rebuilt entries to stderr
+//   DATTN_VERBOSE     1: one line per compiled attention on stderr
 //   CUDA_HOME         where to look first for libnvrtc (CUDA toolkit root)
 #pragma once
 
