@@ -201,3 +201,59 @@ SystemInfo querySystem() {
 }
 
 } // namespace dattn
+
+namespace dattn {
+
+namespace {
+std::unique_ptr<DeviceBuffer> upload(const std::vector<float> &host, DType dtype,
+                                     std::vector<float> &rounded) {
+  std::vector<char> enc = encode(host.data(), host.size(), dtype);
+  rounded.resize(host.size());
+  decode(enc.data(), host.size(), dtype, rounded.data());
+  auto buf = std::make_unique<DeviceBuffer>(enc.size());
+  buf->upload(enc.data(), enc.size());
+  return buf;
+}
+} // namespace
+
+HostForward::HostForward(CompiledAttention &attn, int64_t batch, int64_t n, const float *q,
+                         const float *k, const float *v, const BlockMask *mask)
+    : attn_(attn) {
+  const AttentionSpec &s = attn.spec();
+  const size_t qCount = static_cast<size_t>(batch * n * s.heads * s.headDim);
+  const size_t kvCount = static_cast<size_t>(batch * n * s.kvHeads * s.headDim);
+  dq_ = upload(std::vector<float>(q, q + qCount), s.dtype, q_);
+  dk_ = upload(std::vector<float>(k, k + kvCount), s.dtype, k_);
+  dv_ = upload(std::vector<float>(v, v + kvCount), s.dtype, v_);
+  dout_ = std::make_unique<DeviceBuffer>(dq_->bytes());
+  dlse_ = std::make_unique<DeviceBuffer>(static_cast<size_t>(batch * s.heads * n) * 4);
+  dout_->fill32(0xffffffffu); // NaN in every dtype
+  dlse_->fill32(0x7fc00000u);
+  args_.batch = batch;
+  args_.seqLen = n;
+  args_.q = dq_->data();
+  args_.k = dk_->data();
+  args_.v = dv_->data();
+  args_.out = dout_->data();
+  args_.lse = static_cast<float *>(dlse_->data());
+  args_.mask = mask;
+}
+
+void HostForward::read(std::vector<float> &out, std::vector<float> &lse) {
+  synchronize("running attention '" + attn_.spec().name + "'");
+  std::vector<char> raw(dout_->bytes());
+  dout_->download(raw.data(), raw.size());
+  out.resize(q_.size());
+  decode(raw.data(), out.size(), attn_.spec().dtype, out.data());
+  lse.resize(dlse_->bytes() / 4);
+  dlse_->download(lse.data(), dlse_->bytes());
+}
+
+int64_t HostForward::inputBytes() const {
+  return static_cast<int64_t>(dq_->bytes() + dk_->bytes() + dv_->bytes());
+}
+int64_t HostForward::outputBytes() const {
+  return static_cast<int64_t>(dout_->bytes() + dlse_->bytes());
+}
+
+} // namespace dattn

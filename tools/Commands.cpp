@@ -185,15 +185,6 @@ std::vector<float> inputArray(const Options &o, const char *key,
 
 namespace {
 
-double tolerance(const AttentionSpec &spec) {
-  switch (spec.dtype) {
-  case DType::F32: return 1e-3;
-  case DType::F16: return 3e-3;
-  case DType::BF16: return 1e-2;
-  }
-  return 0;
-}
-
 /// --device gpu: compile, run on poisoned outputs, time, optionally check.
 int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
              const std::vector<float> &q, const std::vector<float> &k,
@@ -217,36 +208,13 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
                   ki.threads, ki.smemBytes);
   }
   // The device computes on dtype-rounded inputs; so does the check.
-  std::vector<char> qd = encode(q.data(), q.size(), spec.dtype);
-  std::vector<char> kd = encode(k.data(), k.size(), spec.dtype);
-  std::vector<char> vd = encode(v.data(), v.size(), spec.dtype);
-  DeviceBuffer dq(qd.size()), dk(kd.size()), dv(vd.size());
-  dq.upload(qd.data(), qd.size());
-  dk.upload(kd.data(), kd.size());
-  dv.upload(vd.data(), vd.size());
-  const size_t outBytes = qd.size(), lseCount = static_cast<size_t>(B * spec.heads * N);
-  DeviceBuffer dout(outBytes), dlse(lseCount * 4);
-  dout.fill32(0xffffffffu); // NaN in every dtype: an unwritten output cannot pass
-  dlse.fill32(0x7fc00000u);
-  ForwardArgs a;
-  a.batch = B;
-  a.seqLen = N;
-  a.q = dq.data();
-  a.k = dk.data();
-  a.v = dv.data();
-  a.out = dout.data();
-  a.lse = static_cast<float *>(dlse.data());
-  a.mask = mask;
-  attn->forward(a);
-  synchronize("running attention '" + spec.name + "'");
-  std::vector<char> outRaw(outBytes);
-  dout.download(outRaw.data(), outBytes);
-  std::vector<float> out(q.size()), lse(lseCount);
-  decode(outRaw.data(), out.size(), spec.dtype, out.data());
-  dlse.download(lse.data(), lseCount * 4);
+  HostForward run(*attn, B, N, q.data(), k.data(), v.data(), mask);
+  run.run();
+  std::vector<float> out, lse;
+  run.read(out, lse);
 
   const int iters = static_cast<int>(o.getInt("iters", 10, 1, 100000));
-  double ms = timeMedianMs([&](int) { attn->forward(a); }, 2, iters);
+  double ms = timeMedianMs([&](int) { run.run(); }, 2, iters);
   PairCount pc = countPairs(attn->plan(), N, B, mask);
   double tflops = 4.0 * double(pc.pairs) * spec.headDim / (ms * 1e-3) / 1e12;
   std::printf("attention %s: batch %lld, seq %lld, heads %d (kv %d), head_dim %d, %s\n",
@@ -257,8 +225,8 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
               dev.ordinal, dev.name.c_str(), dev.arch().c_str(), ms, iters, tflops,
               pc.exact ? "" : "~", static_cast<long long>(pc.pairs));
   std::printf("memory: inputs %.1f MiB, outputs %.1f MiB, workspace %.1f MiB\n",
-              (qd.size() + kd.size() + vd.size()) / 1048576.0,
-              (outBytes + lseCount * 4) / 1048576.0, attn->workspaceBytes() / 1048576.0);
+              run.inputBytes() / 1048576.0, run.outputBytes() / 1048576.0,
+              attn->workspaceBytes() / 1048576.0);
   if (o.has("out")) {
     writeNpy(o.get("out"), {B, N, spec.heads, spec.headDim}, out.data());
     std::printf("wrote %s\n", o.get("out").c_str());
@@ -281,44 +249,18 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
     while (rows.size() < 256)
       rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(N)));
   }
-  std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
-  decode(qd.data(), qr.size(), spec.dtype, qr.data());
-  decode(kd.data(), kr.size(), spec.dtype, kr.data());
-  decode(vd.data(), vr.size(), spec.dtype, vr.data());
-  std::vector<float> ref(q.size(), 0.f), refLse(lseCount, 0.f);
-  referenceForward(spec, B, N, qr.data(), kr.data(), vr.data(), mask, ref.data(), refLse.data(),
-                   0, &rows);
-  size_t nanCount = 0;
-  for (float x : out)
-    nanCount += std::isnan(x);
-  for (float x : lse)
-    nanCount += std::isnan(x);
-  double diff = 0, norm = 0, lseErr = 0;
-  size_t infMismatch = 0;
-  const int64_t H = spec.heads, D = spec.headDim;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i : rows)
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t d = 0; d < D; ++d) {
-          size_t x = static_cast<size_t>(((b * N + i) * H + h) * D + d);
-          diff += (double(out[x]) - ref[x]) * (double(out[x]) - ref[x]);
-          norm += double(ref[x]) * ref[x];
-        }
-        size_t l = static_cast<size_t>((b * H + h) * N + i);
-        if (std::isinf(refLse[l]) || std::isinf(lse[l]))
-          infMismatch += std::isinf(refLse[l]) != std::isinf(lse[l]);
-        else
-          lseErr = std::max(lseErr, std::fabs(double(lse[l]) - refLse[l]));
-      }
-  const double rel = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-  const double tol = tolerance(spec);
-  const bool pass = nanCount == 0 && infMismatch == 0 && rel < tol && lseErr < 1e-2 &&
-                    !std::isnan(rel);
+  std::vector<float> ref(q.size(), 0.f), refLse(lse.size(), 0.f);
+  referenceForward(spec, B, N, run.q().data(), run.k().data(), run.v().data(), mask, ref.data(),
+                   refLse.data(), 0, &rows);
+  const Comparison c =
+      compareWithReference(spec, B, N, out.data(), lse.data(), ref.data(), refLse.data(), &rows);
+  const double tol = toleranceFor(spec.dtype);
+  const bool pass = c.within(tol);
   std::printf("check: %s: rel. error of O %.2e (tolerance %.0e), max |LSE error| %.2e, "
-              "%zu rows x %lld heads x %lld batch compared, NaN outputs %zu, "
+              "%zu rows x %d heads x %lld batch compared, NaN outputs %zu, "
               "empty-row mismatches %zu\n",
-              pass ? "PASS" : "FAIL", rel, tol, lseErr, rows.size(),
-              static_cast<long long>(H), static_cast<long long>(B), nanCount, infMismatch);
+              pass ? "PASS" : "FAIL", c.relError, tol, c.maxLseError, rows.size(), spec.heads,
+              static_cast<long long>(B), c.nans, c.emptyMismatch);
   return pass ? 0 : 1;
 }
 

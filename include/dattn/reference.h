@@ -58,3 +58,26 @@ int64_t countAttendedPairs(const AttentionSpec &spec, int64_t batch, int64_t seq
                            const BlockMask *mask);
 
 } // namespace dattn
+
+namespace dattn {
+
+/// How far an implementation's (out, lse) is from the reference's, over the
+/// given rows of every batch and head (all rows when `rows` is null).
+struct Comparison {
+  double relError = 0;      ///< ||out - ref|| / ||ref|| (Frobenius)
+  double maxLseError = 0;   ///< over rows both call non-empty
+  size_t nans = 0;          ///< NaN anywhere in out or lse (all rows)
+  size_t emptyMismatch = 0; ///< rows empty (LSE = -inf) in one but not the other
+  bool within(double tolerance) const {
+    return nans == 0 && emptyMismatch == 0 && relError < tolerance && maxLseError < 1e-2;
+  }
+};
+Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_t seqLen,
+                                const float *out, const float *lse, const float *refOut,
+                                const float *refLse, const std::vector<int64_t> *rows = nullptr);
+
+/// The tolerance on Comparison::relError for a dtype: 1e-3 fp32 (either
+/// precision), 3e-3 fp16, 1e-2 bf16.
+double toleranceFor(DType dtype);
+
+} // namespace dattn

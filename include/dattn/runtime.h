@@ -187,3 +187,32 @@ struct SystemInfo {
 SystemInfo querySystem();
 
 } // namespace dattn
+
+namespace dattn {
+
+/// Host float32 arrays in and out, for tools and tests: encodes the inputs
+/// to the spec's dtype and uploads them, allocates the outputs poisoned with
+/// NaN (an unwritten element cannot pass a check), runs, reads back.
+class HostForward {
+public:
+  HostForward(CompiledAttention &attn, int64_t batch, int64_t seqLen, const float *q,
+              const float *k, const float *v, const BlockMask *mask = nullptr);
+  /// One forward on the default stream.
+  void run() { attn_.forward(args_); }
+  /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE [batch, heads, seq].
+  void read(std::vector<float> &out, std::vector<float> &lse);
+  /// The inputs as the GPU sees them (rounded to the dtype), for a reference.
+  const std::vector<float> &q() const { return q_; }
+  const std::vector<float> &k() const { return k_; }
+  const std::vector<float> &v() const { return v_; }
+  int64_t inputBytes() const;
+  int64_t outputBytes() const;
+
+private:
+  CompiledAttention &attn_;
+  std::vector<float> q_, k_, v_;
+  std::unique_ptr<DeviceBuffer> dq_, dk_, dv_, dout_, dlse_;
+  ForwardArgs args_;
+};
+
+} // namespace dattn

@@ -34,76 +34,31 @@ std::string noGpuReason() {
       GTEST_SKIP() << "no GPU: " << reason;                                                    \
   } while (0)
 
-double tolerance(DType t) { return t == DType::F32 ? 1e-3 : t == DType::F16 ? 3e-3 : 1e-2; }
-
 Runtime &runtime() {
   static Runtime rt(0, RuntimeOptions{::testing::TempDir() + "/dattn_gpu_cache", {}});
   return rt;
 }
 
-struct Result {
-  double relError = 0, lseError = 0;
-  size_t nans = 0, infMismatches = 0;
-};
-
-/// Runs `spec` at (batch, n) on the GPU and on the CPU reference.
-Result runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
-                     const BlockMask *mask = nullptr) {
+/// Runs `spec` at (batch, n) on random inputs on the GPU and on the CPU
+/// reference (on the same dtype-rounded inputs) and compares them.
+Comparison runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
+                         const BlockMask *mask = nullptr) {
   Runtime &rt = runtime(); // binds the GPU context before any allocation
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal;
-  const int64_t H = spec.heads, Hk = spec.kvHeads, D = spec.headDim;
-  std::vector<float> q(batch * n * H * D), k(batch * n * Hk * D), v(k.size());
+  std::vector<float> q(batch * n * spec.heads * spec.headDim),
+      k(batch * n * spec.kvHeads * spec.headDim), v(k.size());
   for (auto *x : {&q, &k, &v})
     for (float &f : *x)
       f = normal(rng);
-  auto qd = encode(q.data(), q.size(), spec.dtype), kd = encode(k.data(), k.size(), spec.dtype),
-       vd = encode(v.data(), v.size(), spec.dtype);
-  decode(qd.data(), q.size(), spec.dtype, q.data()); // the reference sees what the GPU sees
-  decode(kd.data(), k.size(), spec.dtype, k.data());
-  decode(vd.data(), v.size(), spec.dtype, v.data());
-  DeviceBuffer dq(qd.size()), dk(kd.size()), dv(vd.size()), dout(qd.size()),
-      dlse(batch * H * n * 4);
-  dq.upload(qd.data(), qd.size());
-  dk.upload(kd.data(), kd.size());
-  dv.upload(vd.data(), vd.size());
-  dout.fill32(0xffffffffu);
-  dlse.fill32(0x7fc00000u);
   auto attn = rt.compile(spec);
-  ForwardArgs a;
-  a.batch = batch;
-  a.seqLen = n;
-  a.q = dq.data();
-  a.k = dk.data();
-  a.v = dv.data();
-  a.out = dout.data();
-  a.lse = static_cast<float *>(dlse.data());
-  a.mask = mask;
-  attn->forward(a);
-  synchronize("test forward");
-  std::vector<char> raw(qd.size());
-  dout.download(raw.data(), raw.size());
-  std::vector<float> out(q.size()), lse(batch * H * n), ref(q.size()), refLse(lse.size());
-  decode(raw.data(), out.size(), spec.dtype, out.data());
-  dlse.download(lse.data(), lse.size() * 4);
-  referenceForward(spec, batch, n, q.data(), k.data(), v.data(), mask, ref.data(),
-                   refLse.data());
-  Result r;
-  double diff = 0, norm = 0;
-  for (size_t x = 0; x < out.size(); ++x) {
-    r.nans += std::isnan(out[x]);
-    diff += (double(out[x]) - ref[x]) * (double(out[x]) - ref[x]);
-    norm += double(ref[x]) * ref[x];
-  }
-  r.relError = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-  for (size_t x = 0; x < lse.size(); ++x) {
-    r.nans += std::isnan(lse[x]);
-    if (std::isinf(lse[x]) || std::isinf(refLse[x]))
-      r.infMismatches += std::isinf(lse[x]) != std::isinf(refLse[x]);
-    else
-      r.lseError = std::max(r.lseError, std::fabs(double(lse[x]) - refLse[x]));
-  }
-  return r;
+  HostForward run(*attn, batch, n, q.data(), k.data(), v.data(), mask);
+  run.run();
+  std::vector<float> out, lse, ref(q.size()), refLse(batch * spec.heads * n);
+  run.read(out, lse);
+  referenceForward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(), mask,
+                   ref.data(), refLse.data());
+  return compareWithReference(spec, batch, n, out.data(), lse.data(), ref.data(), refLse.data());
 }
 
 AttentionSpec parse(const std::string &text) {
@@ -114,13 +69,13 @@ AttentionSpec parse(const std::string &text) {
 
 void expectClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                  const BlockMask *mask = nullptr) {
-  Result r = runAndCompare(spec, batch, n, seed, mask);
+  Comparison r = runAndCompare(spec, batch, n, seed, mask);
   const std::string what = spec.canonical() + "N = " + std::to_string(n) + ", batch " +
                            std::to_string(batch);
   EXPECT_EQ(r.nans, 0u) << "NaN (unwritten or invalid) outputs\n" << what;
-  EXPECT_EQ(r.infMismatches, 0u) << "empty rows differ\n" << what;
-  EXPECT_LT(r.relError, tolerance(spec.dtype)) << what;
-  EXPECT_LT(r.lseError, 1e-2) << what;
+  EXPECT_EQ(r.emptyMismatch, 0u) << "empty rows differ\n" << what;
+  EXPECT_LT(r.relError, toleranceFor(spec.dtype)) << what;
+  EXPECT_LT(r.maxLseError, 1e-2) << what;
 }
 
 struct PatternCase {
@@ -272,7 +227,7 @@ TEST(GpuForward, PaddedLayouts) {
       for (int64_t x = H * D; x < rowStride; ++x)
         ASSERT_NE(out[i * rowStride + x], 0.f) << "padding overwritten at row " << i;
     }
-    EXPECT_LT(std::sqrt(diff / norm), tolerance(spec.dtype)) << dtype;
+    EXPECT_LT(std::sqrt(diff / norm), toleranceFor(spec.dtype)) << dtype;
     for (size_t x = 0; x < lse.size(); ++x)
       EXPECT_EQ(std::isinf(lse[x]), std::isinf(refLse[x])) << "lse " << x;
   }

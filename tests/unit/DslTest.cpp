@@ -6,25 +6,10 @@
 
 #include <gtest/gtest.h>
 
-#include <dirent.h>
 #include <fstream>
 
 namespace dattn::test {
 namespace {
-
-std::vector<std::string> exampleFiles() {
-  std::vector<std::string> files;
-  if (DIR *d = opendir(DATTN_EXAMPLES_DIR)) {
-    while (dirent *e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n.size() > 6 && n.substr(n.size() - 6) == ".dattn")
-        files.push_back(std::string(DATTN_EXAMPLES_DIR) + "/" + n);
-    }
-    closedir(d);
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
 
 TEST(Dsl, EveryExampleParsesAndRoundTrips) {
   auto files = exampleFiles();

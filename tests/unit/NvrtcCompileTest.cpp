@@ -8,23 +8,9 @@
 
 #include <gtest/gtest.h>
 
-#include <dirent.h>
 
 namespace dattn::test {
 namespace {
-
-std::vector<std::string> examples() {
-  std::vector<std::string> files;
-  if (DIR *d = opendir(DATTN_EXAMPLES_DIR)) {
-    while (dirent *e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n.size() > 6 && n.substr(n.size() - 6) == ".dattn")
-        files.push_back(std::string(DATTN_EXAMPLES_DIR) + "/" + n);
-    }
-    closedir(d);
-  }
-  return files;
-}
 
 void expectCubin(const AttentionSpec &spec, const std::string &arch) {
   OfflineKernel k = compileOffline(spec, arch);
@@ -37,7 +23,7 @@ void expectCubin(const AttentionSpec &spec, const std::string &arch) {
 }
 
 TEST(Nvrtc, EveryExampleCompilesForEveryArch) {
-  for (const auto &f : examples())
+  for (const auto &f : exampleFiles())
     for (const auto &spec : loadSpecFile(f).attentions)
       for (const char *arch : {"sm_75", "sm_80", "sm_90"})
         expectCubin(spec, arch);

@@ -8,9 +8,28 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <dirent.h>
 #include <random>
+#include <string>
+#include <vector>
 
 namespace dattn::test {
+
+/// The .dattn files of examples/, sorted.
+inline std::vector<std::string> exampleFiles() {
+  std::vector<std::string> files;
+  if (DIR *d = opendir(DATTN_EXAMPLES_DIR)) {
+    while (dirent *e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 6 && n.substr(n.size() - 6) == ".dattn")
+        files.push_back(std::string(DATTN_EXAMPLES_DIR) + "/" + n);
+    }
+    closedir(d);
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
 
 class SpecGenerator {
 public:
