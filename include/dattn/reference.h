@@ -81,3 +81,21 @@ Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_
 double toleranceFor(DType dtype);
 
 } // namespace dattn
+
+namespace dattn {
+
+/// Exact gradients of ARCHITECTURE.md section 1 in double precision, given
+/// dO (same layout as O). Per row, the branches' multiset union is one
+/// softmax in which key j has multiplicity c_j (the number of branches of
+/// the row's head that reach it): p_j = c_j exp(s_j - L), O = sum_j p_j v_j.
+/// With dP_j = dO . v_j and Delta = dO . O:
+///   dS_j = p_j (dP_j - Delta),  dQ = scale sum_j dS_j k_j,
+///   dK_j += scale dS_j q,        dV_j += p_j dO,
+/// dK and dV summed over the query heads that share a kv head. Rows with an
+/// empty multiset contribute nothing (zero gradients, never NaN).
+/// Layouts: dq like q, dk and dv like k and v; all are overwritten.
+void referenceBackward(const AttentionSpec &spec, int64_t batch, int64_t seqLen, const float *q,
+                       const float *k, const float *v, const float *dout, const BlockMask *mask,
+                       float *dq, float *dk, float *dv);
+
+} // namespace dattn
