@@ -4,6 +4,8 @@
 #include "dattn/error.h"
 #include "dattn/reference.h"
 
+#include "Parallel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -27,12 +29,16 @@ void referenceBackward(const AttentionSpec &spec, int64_t batch, int64_t n, cons
   // dK and dV are sums over query heads and rows: accumulate in double.
   std::vector<double> dkAcc(static_cast<size_t>(batch * n * Hkv * D), 0.0),
       dvAcc(dkAcc.size(), 0.0);
-  std::vector<double> s, p, dP, o(D), dqRow(D);
-  std::vector<int64_t> keys;
-  std::vector<int> mult; // multiplicity of each key in the row's multiset
-  for (int64_t b = 0; b < batch; ++b)
-    for (int h = 0; h < H; ++h) {
-      const int hk = spec.kvHeadOf(h);
+  // One task per (batch, kv head): dK and dV rows of a kv head are written
+  // only by the query heads of its group, so tasks never share an output.
+  const int group = H / Hkv;
+  parallelFor(batch * Hkv, 0, [&](int64_t task) {
+    const int64_t b = task / Hkv;
+    const int hk = static_cast<int>(task % Hkv);
+    std::vector<double> s, p, dP, o(D), dqRow(D);
+    std::vector<int64_t> keys;
+    std::vector<int> mult; // multiplicity of each key in the row's multiset
+    for (int h = hk * group; h < (hk + 1) * group; ++h) {
       for (int64_t i = 0; i < n; ++i) {
         const float *qi = q + ((b * n + i) * H + h) * D;
         const float *doi = dout + ((b * n + i) * H + h) * D;
@@ -95,6 +101,7 @@ void referenceBackward(const AttentionSpec &spec, int64_t batch, int64_t n, cons
           dqi[d] = static_cast<float>(dqRow[d]);
       }
     }
+  });
   for (size_t x = 0; x < dkAcc.size(); ++x) {
     dk[x] = static_cast<float>(dkAcc[x]);
     dv[x] = static_cast<float>(dvAcc[x]);

@@ -283,13 +283,17 @@ int runRun(const std::vector<std::string> &args) {
       "  --check compares with the CPU reference on the same (dtype-rounded) inputs,\n"
       "  on 256 sampled rows when N > 2048, and fails above the dtype's tolerance.\n"
       "  --verbose prints the cold compile and cache-hit times.\n"
-      "  --tile-m/--tile-n force the plan's tile sizes (as in dattn compile).\n";
+      "  --tile-m/--tile-n force the plan's tile sizes (as in dattn compile).\n"
+      "--backward also computes dq, dk, dv for the upstream gradient --dout dout.npy\n"
+      "  (like o; drawn from N(0, 1) when absent) and writes them as\n"
+      "  PREFIX_dq.npy, PREFIX_dk.npy, PREFIX_dv.npy with --grads PREFIX\n"
+      "  (CPU reference only so far).\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
             {"name", "seq", "batch", "device", "q", "k", "v", "seed", "out", "lse", "block-mask",
-             "gpu", "iters", "tile-m", "tile-n"},
-            {"check", "verbose"});
+             "gpu", "iters", "tile-m", "tile-n", "dout", "grads"},
+            {"check", "verbose", "backward"});
   if (!o.has("seq"))
     throw UsageError{"--seq N is required"};
   std::string device = o.get("device", "cpu");
@@ -338,8 +342,13 @@ int runRun(const std::vector<std::string> &args) {
                         "' has no block_mask pattern");
   }
 
+  if (device == "gpu" && o.has("backward"))
+    throw Error("--backward runs on --device cpu only: the GPU backward kernels are not "
+                "built yet");
   if (device == "gpu")
     return runOnGpu(o, spec, B, N, q, k, v, maskPtr);
+  if (!o.has("backward") && (o.has("dout") || o.has("grads")))
+    throw UsageError{"--dout and --grads need --backward"};
   if (o.has("check") || o.has("iters"))
     throw UsageError{"--check and --iters apply to --device gpu"};
 
@@ -360,6 +369,25 @@ int runRun(const std::vector<std::string> &args) {
     writeNpy(o.get("lse"), {B, spec.heads, N}, lse.data());
     std::printf("wrote %s %s\n", o.get("lse").c_str(),
                 shapeString({B, spec.heads, N}).c_str());
+  }
+  if (o.has("backward")) {
+    std::vector<float> dout = inputArray(o, "dout", qShape, rng);
+    std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+    auto tb = std::chrono::steady_clock::now();
+    referenceBackward(spec, B, N, q.data(), k.data(), v.data(), dout.data(), maskPtr, dq.data(),
+                      dk.data(), dv.data());
+    std::printf("backward (reference, float64 math): %.1f ms\n",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tb)
+                    .count());
+    if (o.has("grads")) {
+      const std::string prefix = o.get("grads");
+      writeNpy(prefix + "_dq.npy", qShape, dq.data());
+      writeNpy(prefix + "_dk.npy", kvShape, dk.data());
+      writeNpy(prefix + "_dv.npy", kvShape, dv.data());
+      std::printf("wrote %s_dq.npy %s, %s_dk.npy and %s_dv.npy %s\n", prefix.c_str(),
+                  shapeString(qShape).c_str(), prefix.c_str(), prefix.c_str(),
+                  shapeString(kvShape).c_str());
+    }
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """An independent implementation of ARCHITECTURE.md section 1 in NumPy,
-checked against `dattn run --device cpu` on every example.
+forward and gradients, checked against `dattn run --device cpu` (and
+`--backward`) on every example.
 
 It shares no code with dattn: it reads the canonical spec that `dattn check`
 prints, builds each branch's N x N membership mask from the pattern table
@@ -196,6 +197,51 @@ def attention(spec, q, k, v, block_mask):
     return out, lse
 
 
+def gradients(spec, q, k, v, dout, block_mask):
+    """dq, dk, dv of sum(dout * O): the multiset union is one softmax in
+    which key j weighs as often as branches reach it."""
+    b_, n, hq, d = q.shape
+    scale = spec["scale"] if spec["scale"] is not None else 1.0 / np.sqrt(d)
+    group = hq // spec["kv_heads"]
+    dq = np.zeros(q.shape)
+    dk = np.zeros(k.shape)
+    dv = np.zeros(v.shape)
+    for h in range(hq):
+        mult = np.zeros((n, n))
+        for br in spec["branches"]:
+            if h not in br["heads"]:
+                continue
+            m = np.zeros((n, n), dtype=bool)
+            for name, a in br["terms"]:
+                m |= term_mask(name, a, h, n, block_mask)
+            if spec["causal"]:
+                m &= np.tril(np.ones((n, n), dtype=bool))
+            mult += m
+        qh = q[:, :, h, :].astype(np.float64)
+        kh = k[:, :, h // group, :].astype(np.float64)
+        vh = v[:, :, h // group, :].astype(np.float64)
+        doh = dout[:, :, h, :].astype(np.float64)
+        s = np.einsum("bid,bjd->bij", qh, kh) * scale
+        s = np.where(mult[None] > 0, s, -np.inf)
+        mx = np.max(s, axis=-1, keepdims=True)
+        mx = np.where(np.isfinite(mx), mx, 0.0)
+        w = mult[None] * np.exp(s - mx)
+        tot = w.sum(-1, keepdims=True)
+        p = w / np.where(tot > 0, tot, 1.0)
+        o = np.einsum("bij,bjd->bid", p, vh)
+        dp = np.einsum("bid,bjd->bij", doh, vh)
+        delta = (doh * o).sum(-1, keepdims=True)
+        ds = p * (dp - delta)
+        dq[:, :, h, :] = scale * np.einsum("bij,bjd->bid", ds, kh)
+        dk[:, :, h // group, :] += scale * np.einsum("bij,bid->bjd", ds, qh)
+        dv[:, :, h // group, :] += np.einsum("bij,bid->bjd", p, doh)
+    return dq, dk, dv
+
+
+def rel(got, want):
+    return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)
+
+
 # --------------------------------------------------------------------------
 
 def check_one(dattn, path, spec, tmp, rng):
@@ -226,16 +272,50 @@ def check_one(dattn, path, spec, tmp, rng):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     got_o, got_lse = np.load(files["o"]), np.load(files["lse"])
     want_o, want_lse = attention(spec, q, k, v, block_mask)
-    rel = np.linalg.norm(got_o - want_o) / max(np.linalg.norm(want_o), 1e-30)
+    rel_o = rel(got_o, want_o)
     same_inf = np.array_equal(np.isneginf(got_lse), np.isneginf(want_lse))
     fin = np.isfinite(want_lse)
     lse_err = float(np.max(np.abs(got_lse[fin] - want_lse[fin]))) if fin.any() else 0.0
-    ok = (rel < 1e-6 and same_inf and lse_err < 1e-5 and not np.isnan(got_o).any()
+    ok = (rel_o < 1e-6 and same_inf and lse_err < 1e-5 and not np.isnan(got_o).any()
           and not np.isnan(got_lse).any())
     empty = int((~fin).sum())
     print(f"{'PASS' if ok else 'FAIL'} {os.path.basename(path)}:{spec['name']}: N={n} "
-          f"batch={batch} rel. error of O {rel:.2e}, max |LSE error| {lse_err:.2e}, "
+          f"batch={batch} rel. error of O {rel_o:.2e}, max |LSE error| {lse_err:.2e}, "
           f"empty rows {empty}{'' if same_inf else ', empty rows differ'}")
+    return ok and check_backward(dattn, path, spec, tmp, rng)
+
+
+def check_backward(dattn, path, spec, tmp, rng):
+    n, batch = 240, 2  # O(N^2) in both implementations: kept small
+    hq, hkv, d = spec["heads"], spec["kv_heads"], spec["head_dim"]
+    arrays = {"q": rng.standard_normal((batch, n, hq, d)),
+              "k": rng.standard_normal((batch, n, hkv, d)),
+              "v": rng.standard_normal((batch, n, hkv, d)),
+              "dout": rng.standard_normal((batch, n, hq, d))}
+    files = {}
+    for name, x in arrays.items():
+        arrays[name] = x.astype(np.float32)
+        files[name] = os.path.join(tmp, spec["name"] + "_bwd_" + name + ".npy")
+        np.save(files[name], arrays[name])
+    prefix = os.path.join(tmp, spec["name"] + "_grad")
+    cmd = [dattn, "run", path, "--name", spec["name"], "--seq", str(n), "--batch", str(batch),
+           "--device", "cpu", "--backward", "--grads", prefix]
+    for name in ("q", "k", "v", "dout"):
+        cmd += ["--" + name, files[name]]
+    block_mask = None
+    for br in spec["branches"]:
+        for name, a in br["terms"]:
+            if name == "block_mask":
+                nb = (n + a["block"] - 1) // a["block"]
+                block_mask = (rng.random((nb, nb)) < 0.5).astype(np.float32)
+                np.save(prefix + "_mask.npy", block_mask)
+                cmd += ["--block-mask", prefix + "_mask.npy"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    want = gradients(spec, arrays["q"], arrays["k"], arrays["v"], arrays["dout"], block_mask)
+    errors = [rel(np.load(prefix + "_" + g + ".npy"), w) for g, w in zip(("dq", "dk", "dv"), want)]
+    ok = all(e < 1e-5 for e in errors)
+    print(f"{'PASS' if ok else 'FAIL'} {os.path.basename(path)}:{spec['name']}: backward N={n} "
+          f"batch={batch} rel. errors dq {errors[0]:.2e}, dk {errors[1]:.2e}, dv {errors[2]:.2e}")
     return ok
 
 
