@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 namespace dattn {
 
@@ -222,38 +223,76 @@ HostForward::HostForward(CompiledAttention &attn, int64_t batch, int64_t n, cons
   const AttentionSpec &s = attn.spec();
   const size_t qCount = static_cast<size_t>(batch * n * s.heads * s.headDim);
   const size_t kvCount = static_cast<size_t>(batch * n * s.kvHeads * s.headDim);
-  dq_ = upload(std::vector<float>(q, q + qCount), s.dtype, q_);
-  dk_ = upload(std::vector<float>(k, k + kvCount), s.dtype, k_);
-  dv_ = upload(std::vector<float>(v, v + kvCount), s.dtype, v_);
-  dout_ = std::make_unique<DeviceBuffer>(dq_->bytes());
-  dlse_ = std::make_unique<DeviceBuffer>(static_cast<size_t>(batch * s.heads * n) * 4);
-  dout_->fill32(0xffffffffu); // NaN in every dtype
-  dlse_->fill32(0x7fc00000u);
+  qDev_ = upload(std::vector<float>(q, q + qCount), s.dtype, q_);
+  kDev_ = upload(std::vector<float>(k, k + kvCount), s.dtype, k_);
+  vDev_ = upload(std::vector<float>(v, v + kvCount), s.dtype, v_);
+  outDev_ = std::make_unique<DeviceBuffer>(qDev_->bytes());
+  lseDev_ = std::make_unique<DeviceBuffer>(static_cast<size_t>(batch * s.heads * n) * 4);
+  outDev_->fill32(0xffffffffu); // NaN in every dtype
+  lseDev_->fill32(0x7fc00000u);
   args_.batch = batch;
   args_.seqLen = n;
-  args_.q = dq_->data();
-  args_.k = dk_->data();
-  args_.v = dv_->data();
-  args_.out = dout_->data();
-  args_.lse = static_cast<float *>(dlse_->data());
+  args_.q = qDev_->data();
+  args_.k = kDev_->data();
+  args_.v = vDev_->data();
+  args_.out = outDev_->data();
+  args_.lse = static_cast<float *>(lseDev_->data());
   args_.mask = mask;
 }
 
 void HostForward::read(std::vector<float> &out, std::vector<float> &lse) {
   synchronize("running attention '" + attn_.spec().name + "'");
-  std::vector<char> raw(dout_->bytes());
-  dout_->download(raw.data(), raw.size());
+  std::vector<char> raw(outDev_->bytes());
+  outDev_->download(raw.data(), raw.size());
   out.resize(q_.size());
   decode(raw.data(), out.size(), attn_.spec().dtype, out.data());
-  lse.resize(dlse_->bytes() / 4);
-  dlse_->download(lse.data(), dlse_->bytes());
+  lse.resize(lseDev_->bytes() / 4);
+  lseDev_->download(lse.data(), lseDev_->bytes());
+}
+
+void HostForward::backward(const float *dout) {
+  if (!gradOut_) {
+    gradOut_ = upload(std::vector<float>(dout, dout + q_.size()), attn_.spec().dtype, doutRounded_);
+    gradQ_ = std::make_unique<DeviceBuffer>(qDev_->bytes());
+    gradK_ = std::make_unique<DeviceBuffer>(kDev_->bytes());
+    gradV_ = std::make_unique<DeviceBuffer>(vDev_->bytes());
+    for (auto *g : {gradQ_.get(), gradK_.get(), gradV_.get()})
+      g->fill32(0xffffffffu); // NaN: an unwritten gradient cannot pass
+    bargs_.batch = args_.batch;
+    bargs_.seqLen = args_.seqLen;
+    bargs_.q = args_.q;
+    bargs_.k = args_.k;
+    bargs_.v = args_.v;
+    bargs_.out = args_.out;
+    bargs_.lse = args_.lse;
+    bargs_.dout = gradOut_->data();
+    bargs_.dq = gradQ_->data();
+    bargs_.dk = gradK_->data();
+    bargs_.dv = gradV_->data();
+    bargs_.mask = args_.mask;
+  }
+  attn_.backward(bargs_);
+}
+
+void HostForward::readGradients(std::vector<float> &dq, std::vector<float> &dk,
+                                std::vector<float> &dv) {
+  synchronize("the backward pass of attention '" + attn_.spec().name + "'");
+  const DType t = attn_.spec().dtype;
+  for (auto [buf, out, count] : {std::tuple{gradQ_.get(), &dq, q_.size()},
+                                 std::tuple{gradK_.get(), &dk, k_.size()},
+                                 std::tuple{gradV_.get(), &dv, v_.size()}}) {
+    std::vector<char> raw(buf->bytes());
+    buf->download(raw.data(), raw.size());
+    out->resize(count);
+    decode(raw.data(), count, t, out->data());
+  }
 }
 
 int64_t HostForward::inputBytes() const {
-  return static_cast<int64_t>(dq_->bytes() + dk_->bytes() + dv_->bytes());
+  return static_cast<int64_t>(qDev_->bytes() + kDev_->bytes() + vDev_->bytes());
 }
 int64_t HostForward::outputBytes() const {
-  return static_cast<int64_t>(dout_->bytes() + dlse_->bytes());
+  return static_cast<int64_t>(outDev_->bytes() + lseDev_->bytes());
 }
 
 } // namespace dattn

@@ -9,6 +9,7 @@
 #include "dattn/runtime.h"
 
 #include "dattn/params.cuh"
+#include "dattn/backward_params.cuh"
 #include "dattn/tile_plan.cuh"
 
 #include <chrono>
@@ -40,9 +41,10 @@ std::string nvrtcVersion() { return rt::nvrtcVersionString(); }
 std::vector<std::string> nvrtcArchs() { return rt::nvrtcSupportedArchs(); }
 
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
-                             const PlanOptions &tiles) {
+                             const PlanOptions &tiles, bool backward) {
   OfflineKernel k;
-  k.module = emitCuda(planAttention(spec, tiles), arch);
+  AttentionPlan plan = planAttention(spec, tiles);
+  k.module = backward ? emitCudaBackward(plan, arch) : emitCuda(plan, arch);
   rt::CompileOutput out = rt::nvrtcCompile(k.module.source, "dattn_" + spec.name, arch);
   k.ptx = std::move(out.ptx);
   k.cubin = std::move(out.cubin);
@@ -108,12 +110,50 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
   c->spec_ = spec;
   c->plan_ = planAttention(spec, options_.tiles);
   c->module_ = emitCuda(c->plan_, info_.arch(), info_.smemOptinBytes);
-  auto kernel = cache_->get(c->module_.source, "dattn_" + spec.name, info_.arch());
+  c->cache_ = cache_.get();
+  c->arch_ = info_.arch();
+  c->smemOptin_ = info_.smemOptinBytes;
+  c->loadModule(c->module_, &c->cuModule_, c->functions_, c->report_);
+  c->report_.loadSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (env::verbose())
+    std::fprintf(stderr, "dattn: attention '%s' for %s: %s (cold compile %.2f s, load %.3f s)%s%s\n",
+                 spec.name.c_str(), info_.arch().c_str(), c->report_.origin.c_str(),
+                 c->report_.coldCompileSeconds, c->report_.loadSeconds,
+                 c->report_.cacheFolder.empty() ? "" : ", ", c->report_.cacheFolder.c_str());
+  return c;
+}
+
+const long long *CompiledAttention::uploadMask(const BlockMask &mask) {
+  const rt::Driver &d = rt::driver();
+  std::vector<long long> packed(mask.rowOffsets.begin(), mask.rowOffsets.end());
+  packed.insert(packed.end(), mask.colIndices.begin(), mask.colIndices.end());
+  const int64_t bytes = static_cast<int64_t>(packed.size() * sizeof(long long));
+  if (bytes > maskBytes_) {
+    if (maskDevice_)
+      d.memFree(reinterpret_cast<CUdeviceptr>(maskDevice_));
+    maskDevice_ = nullptr;
+    maskBytes_ = 0;
+    CUdeviceptr ptr;
+    rt::check(d.memAlloc(&ptr, bytes), "allocating the block mask");
+    maskDevice_ = reinterpret_cast<void *>(ptr);
+    maskBytes_ = bytes;
+  }
+  // A synchronous copy: the kernels that read it are launched after it.
+  rt::check(d.memcpyHtoD(reinterpret_cast<CUdeviceptr>(maskDevice_), packed.data(), bytes),
+            "uploading the block mask");
+  return static_cast<const long long *>(maskDevice_);
+}
+
+void CompiledAttention::loadModule(const EmittedModule &m, void **module,
+                                   std::vector<void *> &functions, CompileReport &report) {
+  const rt::Driver &d = rt::driver();
+  auto kernel = cache_->get(m.source, "dattn_" + spec_.name, arch_);
   CUmodule mod;
   rt::check(d.moduleLoadData(&mod, kernel->cubin.data()),
-            "loading the module of attention '" + spec.name + "'");
-  c->cuModule_ = mod;
-  for (const auto &k : c->module_.kernels) {
+            "loading a module of attention '" + spec_.name + "'");
+  *module = mod;
+  for (const auto &k : m.kernels) {
     CUfunction f;
     rt::check(d.moduleGetFunction(&f, mod, k.name.c_str()), "finding kernel " + k.name);
     if (k.smemBytes > 48 * 1024)
@@ -121,26 +161,22 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
                                    k.smemBytes),
                 "raising the shared memory limit of " + k.name + " to " +
                     std::to_string(k.smemBytes) + " bytes");
-    c->functions_.push_back(f);
+    functions.push_back(f);
   }
-  c->report_.coldCompileSeconds = kernel->compileSeconds;
-  c->report_.loadSeconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  c->report_.origin = kernel->origin == rt::CachedKernel::Origin::Compiled ? "compiled"
-                      : kernel->origin == rt::CachedKernel::Origin::Disk   ? "disk cache"
-                                                                           : "memory cache";
-  c->report_.cacheFolder = kernel->folder;
-  if (env::verbose())
-    std::fprintf(stderr, "dattn: attention '%s' for %s: %s (cold compile %.2f s, load %.3f s)%s%s\n",
-                 spec.name.c_str(), info_.arch().c_str(), c->report_.origin.c_str(),
-                 c->report_.coldCompileSeconds, c->report_.loadSeconds,
-                 kernel->folder.empty() ? "" : ", ", kernel->folder.c_str());
-  return c;
+  report.coldCompileSeconds = kernel->compileSeconds;
+  report.origin = kernel->origin == rt::CachedKernel::Origin::Compiled ? "compiled"
+                  : kernel->origin == rt::CachedKernel::Origin::Disk   ? "disk cache"
+                                                                       : "memory cache";
+  report.cacheFolder = kernel->folder;
 }
 
 CompiledAttention::~CompiledAttention() {
   try {
     const rt::Driver &d = rt::driver();
+    if (backwardWorkspace_)
+      d.memFree(reinterpret_cast<CUdeviceptr>(backwardWorkspace_));
+    if (cuBackwardModule_)
+      d.moduleUnload(static_cast<CUmodule>(cuBackwardModule_));
     if (workspace_)
       d.memFree(reinterpret_cast<CUdeviceptr>(workspace_));
     if (maskDevice_)
@@ -261,23 +297,7 @@ void CompiledAttention::forward(const ForwardArgs &a) {
     p.oAcc = static_cast<float *>(workspace_);
   }
   if (a.mask) {
-    std::vector<long long> packed(a.mask->rowOffsets.begin(), a.mask->rowOffsets.end());
-    packed.insert(packed.end(), a.mask->colIndices.begin(), a.mask->colIndices.end());
-    int64_t bytes = static_cast<int64_t>(packed.size() * sizeof(long long));
-    if (bytes > maskBytes_) {
-      if (maskDevice_)
-        d.memFree(reinterpret_cast<CUdeviceptr>(maskDevice_));
-      maskDevice_ = nullptr;
-      CUdeviceptr ptr;
-      rt::check(d.memAlloc(&ptr, bytes), "allocating the block mask");
-      maskDevice_ = reinterpret_cast<void *>(ptr);
-      maskBytes_ = bytes;
-    }
-    // Ordered before the kernels only through the default-stream semantics
-    // of a synchronous copy: the mask is small.
-    rt::check(d.memcpyHtoD(reinterpret_cast<CUdeviceptr>(maskDevice_), packed.data(), bytes),
-              "uploading the block mask");
-    p.maskRows = static_cast<const long long *>(maskDevice_);
+    p.maskRows = uploadMask(*a.mask);
     p.maskCols = p.maskRows + a.mask->rowOffsets.size();
   }
 
@@ -329,6 +349,116 @@ void CompiledAttention::forward(const ForwardArgs &a) {
                   std::to_string(gy) + "x" + std::to_string(gz) + ", " +
                   std::to_string(ki.threads) + " threads, " + std::to_string(ki.smemBytes) +
                   " bytes of shared memory)");
+  }
+}
+
+} // namespace dattn
+
+namespace dattn {
+
+void CompiledAttention::backward(const BackwardArgs &a) {
+  const std::string where = "backward(attention '" + spec_.name + "'): ";
+  // The forward checks cover q, k, v and the gradients' shapes (same layouts).
+  ForwardArgs f;
+  f.batch = a.batch;
+  f.seqLen = a.seqLen;
+  f.q = a.q;
+  f.k = a.k;
+  f.v = a.v;
+  f.out = const_cast<void *>(a.out);
+  f.lse = const_cast<float *>(a.lse);
+  f.mask = a.mask;
+  validate(f);
+  for (auto [name, ptr] : {std::pair<const char *, const void *>{"dout", a.dout},
+                           {"dq", a.dq},
+                           {"dk", a.dk},
+                           {"dv", a.dv}}) {
+    if (!ptr)
+      throw ArgumentError(where + name + " is null");
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
+      throw ArgumentError(where + name + " is not 16-byte aligned");
+  }
+  const rt::Driver &d = rt::driver();
+  if (!cuBackwardModule_) {
+    backwardModule_ = emitCudaBackward(plan_, arch_);
+    CompileReport r;
+    loadModule(backwardModule_, &cuBackwardModule_, backwardFunctions_, r);
+  }
+  const int64_t H = spec_.heads, Hk = spec_.kvHeads, D = spec_.headDim;
+  const int64_t qElems = a.batch * a.seqLen * H * D, kvElems = a.batch * a.seqLen * Hk * D;
+  const int64_t deltaCount = a.batch * H * a.seqLen;
+  const int64_t need = 4 * (deltaCount + qElems + 2 * kvElems);
+  if (need > backwardWorkspaceBytes_) {
+    if (backwardWorkspace_)
+      d.memFree(reinterpret_cast<CUdeviceptr>(backwardWorkspace_));
+    backwardWorkspace_ = nullptr;
+    backwardWorkspaceBytes_ = 0;
+    CUdeviceptr ptr;
+    rt::check(d.memAlloc(&ptr, need), where + "allocating " + std::to_string(need >> 20) +
+                                          " MiB of fp32 gradient accumulators");
+    backwardWorkspace_ = reinterpret_cast<void *>(ptr);
+    backwardWorkspaceBytes_ = need;
+  }
+  bwd::Params p{};
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.o = a.out;
+  p.dout = a.dout;
+  p.lse = a.lse;
+  p.delta = static_cast<float *>(backwardWorkspace_);
+  p.dqAcc = p.delta + deltaCount;
+  p.dkAcc = p.dqAcc + qElems;
+  p.dvAcc = p.dkAcc + kvElems;
+  p.dq = a.dq;
+  p.dk = a.dk;
+  p.dv = a.dv;
+  p.seqLen = a.seqLen;
+  p.heads = static_cast<int>(H);
+  p.kvHeads = static_cast<int>(Hk);
+  p.groupSize = static_cast<int>(H / Hk);
+  p.scale = static_cast<float>(plan_.scale);
+  CUstream stream = static_cast<CUstream>(a.stream);
+  if (a.mask) {
+    p.maskRows = uploadMask(*a.mask);
+    p.maskCols = p.maskRows + a.mask->rowOffsets.size();
+  }
+  rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(p.dqAcc), 0u,
+                             static_cast<size_t>(qElems + 2 * kvElems), stream),
+            "clearing the gradient accumulators");
+  long long batch = a.batch, qE = qElems, kvE = kvElems;
+  for (size_t x = 0; x < backwardModule_.kernels.size(); ++x) {
+    const KernelInfo &ki = backwardModule_.kernels[x];
+    CUfunction fn = static_cast<CUfunction>(backwardFunctions_[x]);
+    unsigned gx = 1, gy = 1, gz = 1, threads = 128;
+    void *argsBatch[] = {&p, &batch};
+    void *argsOnly[] = {&p};
+    void *argsFinal[] = {&p, &qE, &kvE};
+    void **args = argsOnly;
+    switch (ki.role) {
+    case KernelRole::Delta:
+      gx = static_cast<unsigned>((batch * a.seqLen * H + 3) / 4);
+      args = argsBatch;
+      break;
+    case KernelRole::DqPass:
+      gx = static_cast<unsigned>((a.seqLen + 3) / 4);
+      gy = static_cast<unsigned>(plan_.branches[ki.branch].heads.size());
+      gz = static_cast<unsigned>(batch);
+      break;
+    case KernelRole::DkvPass:
+      gx = static_cast<unsigned>((a.seqLen + 3) / 4);
+      gy = static_cast<unsigned>(Hk);
+      gz = static_cast<unsigned>(batch);
+      break;
+    default: // FinalizeGradients
+      threads = 256;
+      gx = static_cast<unsigned>(
+          std::min<long long>((std::max(qE, kvE) + threads - 1) / threads, 65535LL * 16));
+      args = argsFinal;
+      break;
+    }
+    rt::check(d.launchKernel(fn, gx, gy, gz, threads, 1, 1, 0, stream, args, nullptr),
+              where + "launching " + ki.name);
   }
 }
 

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <random>
+#include <tuple>
 
 namespace dattn::tools {
 
@@ -185,6 +186,65 @@ std::vector<float> inputArray(const Options &o, const char *key,
 
 namespace {
 
+/// --backward on the GPU: time it, write and (with --check) compare the
+/// gradients. Returns whether the check passed (true without --check).
+bool runBackwardOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
+                      HostForward &run, const BlockMask *mask, double forwardMs,
+                      const PairCount &pc) {
+  std::mt19937_64 rng(static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)) + 17);
+  const std::vector<int64_t> qShape = {B, N, spec.heads, spec.headDim};
+  const std::vector<int64_t> kvShape = {B, N, spec.kvHeads, spec.headDim};
+  std::vector<float> dout = inputArray(o, "dout", qShape, rng);
+  run.backward(dout.data());
+  std::vector<float> dq, dk, dv;
+  run.readGradients(dq, dk, dv);
+  const int iters = static_cast<int>(o.getInt("iters", 10, 1, 100000));
+  const double bms = timeMedianMs([&](int) { run.backward(dout.data()); }, 1, iters);
+  const double flops = 4.0 * double(pc.pairs) * spec.headDim;
+  std::printf("backward: %.3f ms (median of %d); forward+backward %.3f ms, %.1f effective "
+              "TFLOP/s (3.5 x forward FLOPs)\n",
+              bms, iters, bms + forwardMs, 3.5 * flops / ((bms + forwardMs) * 1e-3) / 1e12);
+  if (o.has("grads")) {
+    const std::string prefix = o.get("grads");
+    writeNpy(prefix + "_dq.npy", qShape, dq.data());
+    writeNpy(prefix + "_dk.npy", kvShape, dk.data());
+    writeNpy(prefix + "_dv.npy", kvShape, dv.data());
+    std::printf("wrote %s_dq.npy, %s_dk.npy, %s_dv.npy\n", prefix.c_str(), prefix.c_str(),
+                prefix.c_str());
+  }
+  if (!o.has("check"))
+    return true;
+  if (N > 4096) {
+    std::printf("gradient check: skipped for N > 4096 (the CPU reference is O(N^2))\n");
+    return true;
+  }
+  std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
+  referenceBackward(spec, B, N, run.q().data(), run.k().data(), run.v().data(),
+                    run.dout().data(), mask, rq.data(), rk.data(), rv.data());
+  const double tol = 2 * toleranceFor(spec.dtype);
+  bool pass = true;
+  std::string line;
+  for (auto [name, got, want] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
+                                 std::tuple{"dv", &dv, &rv}}) {
+    double diff = 0, norm = 0;
+    size_t nans = 0;
+    for (size_t x = 0; x < got->size(); ++x) {
+      nans += std::isnan((*got)[x]);
+      diff += (double((*got)[x]) - (*want)[x]) * (double((*got)[x]) - (*want)[x]);
+      norm += double((*want)[x]) * (*want)[x];
+    }
+    const double rel = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    pass = pass && nans == 0 && rel < tol;
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s%s %.2e (NaN %zu)", line.empty() ? "" : ", ", name, rel,
+                  nans);
+    line += buf;
+  }
+  std::printf("gradient check: %s: rel. errors %s (tolerance %.0e)\n", pass ? "PASS" : "FAIL",
+              line.c_str(), tol);
+  return pass;
+}
+
 /// --device gpu: compile, run on poisoned outputs, time, optionally check.
 int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
              const std::vector<float> &q, const std::vector<float> &k,
@@ -236,7 +296,7 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
     std::printf("wrote %s\n", o.get("lse").c_str());
   }
   if (!o.has("check"))
-    return 0;
+    return o.has("backward") && !runBackwardOnGpu(o, spec, B, N, run, mask, ms, pc) ? 1 : 0;
 
   // Rows to compare: all of them for small N, else 256 spread over [0, N).
   std::vector<int64_t> rows;
@@ -261,7 +321,9 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
               "empty-row mismatches %zu\n",
               pass ? "PASS" : "FAIL", c.relError, tol, c.maxLseError, rows.size(), spec.heads,
               static_cast<long long>(B), c.nans, c.emptyMismatch);
-  return pass ? 0 : 1;
+  if (!o.has("backward"))
+    return pass ? 0 : 1;
+  return runBackwardOnGpu(o, spec, B, N, run, mask, ms, pc) && pass ? 0 : 1;
 }
 
 } // namespace
@@ -287,7 +349,9 @@ int runRun(const std::vector<std::string> &args) {
       "--backward also computes dq, dk, dv for the upstream gradient --dout dout.npy\n"
       "  (like o; drawn from N(0, 1) when absent) and writes them as\n"
       "  PREFIX_dq.npy, PREFIX_dk.npy, PREFIX_dv.npy with --grads PREFIX\n"
-      "  (CPU reference only so far).\n";
+      "  On the GPU it prints the backward and forward+backward times (effective\n"
+      "  TFLOP/s counts 3.5 x the forward FLOPs), and --check also compares the\n"
+      "  gradients with the reference (for N <= 4096) at twice the tolerance.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
@@ -342,9 +406,6 @@ int runRun(const std::vector<std::string> &args) {
                         "' has no block_mask pattern");
   }
 
-  if (device == "gpu" && o.has("backward"))
-    throw Error("--backward runs on --device cpu only: the GPU backward kernels are not "
-                "built yet");
   if (device == "gpu")
     return runOnGpu(o, spec, B, N, q, k, v, maskPtr);
   if (!o.has("backward") && (o.has("dout") || o.has("grads")))

@@ -10,7 +10,10 @@
 
 namespace dattn {
 
-enum class KernelRole { Init, Branch, Finalize };
+enum class KernelRole {
+  Init, Branch, Finalize,                    ///< forward module
+  Delta, DqPass, DkvPass, FinalizeGradients, ///< backward module
+};
 enum class KernelPath { Mma, Simt };
 
 /// What the runtime needs to launch one kernel of a module.
@@ -38,6 +41,10 @@ struct EmittedModule {
 /// dims or shapes no path supports on that arch.
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch,
                        int smemLimit = 0);
+
+/// The backward module (SIMT, deterministic): Delta, then per branch a dQ
+/// pass and a dK/dV pass, then the conversion of the fp32 accumulators.
+EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arch);
 
 /// Opt-in shared memory per block of an arch when no device is at hand.
 int defaultSmemLimit(int smVersion);

@@ -55,6 +55,22 @@ struct ForwardArgs {
   void *stream = nullptr;          ///< CUstream; nullptr = the default stream
 };
 
+/// Arguments of the backward pass. Every tensor is contiguous, laid out as
+/// in ForwardArgs; out and lse are the forward pass's outputs.
+struct BackwardArgs {
+  int64_t batch = 1;
+  int64_t seqLen = 0;
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  const void *out = nullptr; ///< O from forward
+  const float *lse = nullptr; ///< LSE from forward
+  const void *dout = nullptr; ///< upstream gradient, like out
+  void *dq = nullptr;         ///< like q
+  void *dk = nullptr;         ///< like k (summed over the query heads of a kv head)
+  void *dv = nullptr;         ///< like v
+  const BlockMask *mask = nullptr;
+  void *stream = nullptr;
+};
+
 /// How the kernels of a compiled attention were obtained.
 struct CompileReport {
   double coldCompileSeconds = 0; ///< NVRTC time of the compile that made the cubin
@@ -74,6 +90,12 @@ public:
   /// args.stream. Not thread-safe per object (it owns a workspace).
   void forward(const ForwardArgs &args);
 
+  /// dq, dk, dv. The first call compiles the backward module (through the
+  /// same cache). Deterministic: two calls on the same inputs give
+  /// bit-identical gradients. Extra memory: fp32 accumulators and Delta,
+  /// O(N) (no N x N term).
+  void backward(const BackwardArgs &args);
+
   const AttentionSpec &spec() const { return spec_; }
   const AttentionPlan &plan() const { return plan_; }
   const EmittedModule &module() const { return module_; }
@@ -85,6 +107,19 @@ private:
   friend class Runtime;
   CompiledAttention() = default;
   void validate(const ForwardArgs &a) const;
+  void loadModule(const EmittedModule &m, void **module, std::vector<void *> &functions,
+                  CompileReport &report);
+  /// The BSR mask in device memory (rows then columns), reusing one buffer.
+  const long long *uploadMask(const BlockMask &mask);
+
+  rt::KernelCache *cache_ = nullptr; ///< the Runtime's; it outlives this object
+  int smemOptin_ = 0;
+  std::string arch_;
+  EmittedModule backwardModule_;
+  void *cuBackwardModule_ = nullptr;
+  std::vector<void *> backwardFunctions_;
+  void *backwardWorkspace_ = nullptr;
+  int64_t backwardWorkspaceBytes_ = 0;
 
   AttentionSpec spec_;
   AttentionPlan plan_;
@@ -131,7 +166,7 @@ struct OfflineKernel {
   double compileSeconds = 0;
 };
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
-                             const PlanOptions &tiles = {});
+                             const PlanOptions &tiles = {}, bool backward = false);
 
 /// NVRTC's version ("13.0") and the archs it targets.
 std::string nvrtcVersion();
@@ -201,6 +236,13 @@ public:
   void run() { attn_.forward(args_); }
   /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE [batch, heads, seq].
   void read(std::vector<float> &out, std::vector<float> &lse);
+  /// The backward pass for upstream gradient `dout` (host, float32, like O),
+  /// on gradients poisoned with NaN; readGradients() waits and decodes.
+  void backward(const float *dout);
+  void readGradients(std::vector<float> &dq, std::vector<float> &dk, std::vector<float> &dv);
+  /// dout as the GPU sees it (rounded to the dtype).
+  const std::vector<float> &dout() const { return doutRounded_; }
+
   /// The inputs as the GPU sees them (rounded to the dtype), for a reference.
   const std::vector<float> &q() const { return q_; }
   const std::vector<float> &k() const { return k_; }
@@ -211,8 +253,11 @@ public:
 private:
   CompiledAttention &attn_;
   std::vector<float> q_, k_, v_;
-  std::unique_ptr<DeviceBuffer> dq_, dk_, dv_, dout_, dlse_;
+  std::unique_ptr<DeviceBuffer> qDev_, kDev_, vDev_, outDev_, lseDev_;
   ForwardArgs args_;
+  std::vector<float> doutRounded_;
+  std::unique_ptr<DeviceBuffer> gradOut_, gradQ_, gradK_, gradV_;
+  BackwardArgs bargs_;
 };
 
 } // namespace dattn

@@ -216,6 +216,41 @@ DATTN_HD void memberKeyRange(const Member &m, i64 i0, i64 i1, i64 seqLen, i64 *j
   }
 }
 
+/// Query rows [*ilo, *ihi) that can reach key j through m (the transposed
+/// range, for the backward pass's dK and dV).
+DATTN_HD void memberQueryRange(const Member &m, i64 j, i64 seqLen, i64 *ilo, i64 *ihi) {
+  *ilo = 0;
+  *ihi = seqLen;
+  switch (m.kind) {
+  case kBand: // j in [i - left, i + right]  <=>  i in [j - right, j + left]
+    if (m.hi >= 0)
+      *ilo = maxI(0, j - m.hi);
+    if (m.lo >= 0)
+      *ihi = minI(seqLen, j + m.lo + 1);
+    break;
+  case kPrefix:
+    if (j >= m.lo)
+      *ihi = minI(seqLen, m.lo);
+    break;
+  case kSegment:
+    if (m.segment >= 0) {
+      *ilo = (j / m.segment) * m.segment;
+      *ihi = minI(seqLen, *ilo + m.segment);
+    }
+    break;
+  case kBlockOffsets: {
+    i64 far = 0;
+    for (int k = 0; k < m.numRates; ++k)
+      far = maxI(far, m.rates[k]);
+    *ilo = maxI(0, (j / m.block - far) * m.block);
+    *ihi = minI(seqLen, (j / m.block + far + 1) * m.block);
+    break;
+  }
+  default:
+    break; // dense, random, hierarchy, block mask: every row is a candidate
+  }
+}
+
 /// Class of tile [i0, i1) x [j0, j1) (both clipped to seqLen) for member m.
 DATTN_HD TileClass memberTileClass(const Member &m, i64 i0, i64 i1, i64 j0, i64 j1) {
   switch (m.kind) {

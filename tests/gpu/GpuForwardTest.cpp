@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
+#include <tuple>
 
 namespace dattn::test {
 namespace {
@@ -281,6 +283,110 @@ TEST(GpuForward, DiskCacheServesASecondRuntime) {
   auto b = second.compile(spec);
   EXPECT_EQ(b->report().origin, "disk cache");
   EXPECT_EQ(a->report().cacheFolder, b->report().cacheFolder);
+}
+
+} // namespace
+} // namespace dattn::test
+
+namespace dattn::test {
+namespace {
+
+/// GPU gradients against the reference's, at twice the forward tolerance.
+void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed) {
+  Runtime &rt = runtime();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(batch * n * spec.heads * spec.headDim),
+      k(batch * n * spec.kvHeads * spec.headDim), v(k.size()), dout(q.size());
+  for (auto *x : {&q, &k, &v, &dout})
+    for (float &f : *x)
+      f = normal(rng);
+  BlockMask mask;
+  if (spec.needsBlockMask())
+    mask = SpecGenerator(seed).mask(spec, n);
+  const BlockMask *maskPtr = spec.needsBlockMask() ? &mask : nullptr;
+  auto attn = rt.compile(spec);
+  HostForward run(*attn, batch, n, q.data(), k.data(), v.data(), maskPtr);
+  run.run();
+  run.backward(dout.data());
+  std::vector<float> dq, dk, dv;
+  run.readGradients(dq, dk, dv);
+  std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
+  referenceBackward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(),
+                    run.dout().data(), maskPtr, rq.data(), rk.data(), rv.data());
+  for (auto [name, got, want] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
+                                 std::tuple{"dv", &dv, &rv}}) {
+    double diff = 0, norm = 0;
+    size_t nans = 0;
+    for (size_t x = 0; x < got->size(); ++x) {
+      nans += std::isnan((*got)[x]);
+      diff += (double((*got)[x]) - (*want)[x]) * (double((*got)[x]) - (*want)[x]);
+      norm += double((*want)[x]) * (*want)[x];
+    }
+    EXPECT_EQ(nans, 0u) << name << "\n" << spec.canonical();
+    EXPECT_LT(norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff),
+              2 * toleranceFor(spec.dtype))
+        << name << " N = " << n << "\n"
+        << spec.canonical();
+  }
+}
+
+class Gradients : public ::testing::TestWithParam<std::tuple<int, const char *, bool>> {};
+
+TEST_P(Gradients, MatchReference) {
+  REQUIRE_GPU();
+  auto [index, dtype, causal] = GetParam();
+  std::string text = std::string("attention t { heads = 4 kv_heads = 2 head_dim = 64 dtype = ") +
+                     dtype + (causal ? " causal = true " : " ") + kPatterns[index].branches +
+                     " }";
+  AttentionSpec spec = parse(text);
+  for (int64_t n : {1, 77, 200})
+    expectGradientsClose(spec, n == 77 ? 2 : 1, n, 500 + n + index);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllPatterns, Gradients,
+    ::testing::Combine(::testing::Range(0, static_cast<int>(std::size(kPatterns))),
+                       ::testing::Values("fp16", "bf16", "fp32"), ::testing::Bool()),
+    [](const auto &info) {
+      return std::string(kPatterns[std::get<0>(info.param)].name) + "_" +
+             std::get<1>(info.param) + (std::get<2>(info.param) ? "_causal" : "");
+    });
+
+TEST(GpuBackward, RandomSpecsAndHeadDims) {
+  REQUIRE_GPU();
+  SpecGenerator gen(21);
+  for (int trial = 0; trial < 12; ++trial) {
+    AttentionSpec spec = gen.spec();
+    spec.dtype = trial % 3 == 0 ? DType::F32 : trial % 3 == 1 ? DType::F16 : DType::BF16;
+    spec.headDim = trial % 4 == 0 ? 128 : trial % 4 == 1 ? 96 : 32;
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    expectGradientsClose(spec, 1, gen.uniform(1, 150), trial);
+  }
+}
+
+TEST(GpuBackward, DeterministicBitForBit) {
+  REQUIRE_GPU();
+  AttentionSpec spec = parse("attention t { heads = 4 kv_heads = 1 head_dim = 64 dtype = bf16 "
+                             "branch { dilated(segment = 64, dilation = 2, offset = head) } "
+                             "branch { window(left = 20, right = 5) | global(tokens = 3) } }");
+  std::mt19937_64 rng(8);
+  std::normal_distribution<float> normal;
+  const int64_t n = 300;
+  std::vector<float> q(n * 4 * 64), k(n * 64), v(n * 64), dout(q.size());
+  for (auto *x : {&q, &k, &v, &dout})
+    for (float &f : *x)
+      f = normal(rng);
+  auto attn = runtime().compile(spec);
+  HostForward run(*attn, 1, n, q.data(), k.data(), v.data());
+  run.run();
+  std::vector<float> g1[3], g2[3];
+  run.backward(dout.data());
+  run.readGradients(g1[0], g1[1], g1[2]);
+  run.backward(dout.data());
+  run.readGradients(g2[0], g2[1], g2[2]);
+  for (int x = 0; x < 3; ++x)
+    EXPECT_EQ(0, std::memcmp(g1[x].data(), g2[x].data(), g1[x].size() * 4)) << "gradient " << x;
 }
 
 } // namespace

@@ -29,6 +29,17 @@ TEST(Nvrtc, EveryExampleCompilesForEveryArch) {
         expectCubin(spec, arch);
 }
 
+TEST(Nvrtc, BackwardModulesCompile) {
+  for (const auto &f : exampleFiles())
+    for (const auto &spec : loadSpecFile(f).attentions)
+      for (const char *arch : {"sm_75", "sm_90"}) {
+        OfflineKernel k = compileOffline(spec, arch, {}, /*backward=*/true);
+        for (const auto &kernel : k.module.kernels)
+          EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
+        EXPECT_EQ(k.ptx.find("atom."), std::string::npos) << "the backward pass is atomic-free";
+      }
+}
+
 TEST(Nvrtc, TensorCorePathOnSm80AndSimtOnSm75) {
   SpecFile f = loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn");
   OfflineKernel k80 = compileOffline(f.attentions[0], "sm_80");

@@ -158,6 +158,34 @@ TEST(TilePlan, RandomSpecsMatchReferenceKeySets) {
   }
 }
 
+TEST(TilePlan, QueryRangesHoldEveryQueryOfAKey) {
+  // The backward pass visits, for key j, only rows in memberQueryRange: every
+  // (i, j) a member contains must lie inside it.
+  SpecGenerator gen(77);
+  for (int trial = 0; trial < 150; ++trial) {
+    AttentionSpec spec = gen.spec();
+    const int64_t n = gen.uniform(1, 150);
+    BlockMask mask;
+    if (spec.needsBlockMask())
+      mask = gen.mask(spec, n);
+    AttentionPlan p = planAttention(spec);
+    for (const auto &b : p.branches)
+      for (size_t hi = 0; hi < b.heads.size(); ++hi)
+        for (const auto &mp : b.members) {
+          plan::Member m = mp.forHead(static_cast<int>(hi), b.heads[hi],
+                                      mask.rowOffsets.data(), mask.colIndices.data());
+          for (int64_t j = 0; j < n; ++j) {
+            plan::i64 lo, hi2;
+            plan::memberQueryRange(m, j, n, &lo, &hi2);
+            for (int64_t i = 0; i < n; ++i)
+              if (plan::memberContains(m, i, j))
+                ASSERT_TRUE(i >= lo && i < hi2) << "i=" << i << " j=" << j << " range [" << lo
+                                                << ", " << hi2 << ")\n" << spec.canonical();
+          }
+        }
+  }
+}
+
 TEST(TilePlan, LongNetShapesWithRaggedSegments) {
   // Segments not divisible by the dilation, N not divisible by the segment,
   // dilations 6 and 12, offsets by head: the LongNet cases in small.

@@ -1,0 +1,260 @@
+// dattn: the SIMT backward pass: every dtype and arch, exact fp32 math, and
+// deterministic: no atomics, every output row has one owner per launch, and
+// branches are separate launches on one stream.
+//
+// The multiset softmax makes branches separable in the backward pass. With
+// L the saved (merged) LSE of row i, each branch's pair (i, j) has
+//   p = exp(s_ij - L_i),  dP = dO_i . v_j,  dS = p (dP - Delta_i),
+// Delta_i = dO_i . O_i, and adds scale dS k_j to dQ_i, scale dS q_i to dK_j
+// and p dO_i to dV_j. A key reached through two branches gets both terms.
+//
+//   1. computeDelta: Delta = rowsum(dO * O), one warp per row.
+//   2. per branch, dqPass: one warp per query row, over the row's keys
+//      (the forward's iteration); adds into the fp32 dQ accumulator.
+//   3. per branch, dkvPass: one warp per (key row, kv head), over the query
+//      heads of its group and the rows that reach the key
+//      (plan::memberQueryRange); adds into the fp32 dK, dV accumulators.
+//   4. finalize: accumulators -> dq, dk, dv in the input dtype.
+// Extra memory: Delta and the three fp32 accumulators, O(N).
+#pragma once
+
+#include "dattn/backward_params.cuh"
+#include "dattn/forward_common.cuh"
+
+namespace dattn {
+namespace bwd {
+
+template <class T, int D> __device__ void computeDelta(const Params &p, long long batch) {
+  constexpr int kPerLane = (D + 31) / 32;
+  const long long rows = batch * p.seqLen * p.heads; // row = (b * N + i) * H + h
+  const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows)
+    return;
+  const T *o = (const T *)p.o + row * D;
+  const T *g = (const T *)p.dout + row * D;
+  float sum = 0.f;
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    if (d < D)
+      sum += dev::toFloat(o[d]) * dev::toFloat(g[d]);
+  }
+  sum = dev::warpSum(sum);
+  if (lane == 0) {
+    const long long h = row % p.heads, bi = row / p.heads;
+    p.delta[((bi / p.seqLen) * p.heads + h) * p.seqLen + bi % p.seqLen] = sum;
+  }
+}
+
+/// Whether (i, j) is a pair of this branch for `head` (causal included).
+template <class Branch>
+__device__ bool branchPair(const plan::Member *members, int headIndex, long long i, long long j,
+                           long long n) {
+  if (Branch::kCausal && j > i)
+    return false;
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    const long long r = Branch::kStride, o = Branch::offset(headIndex);
+    if (i % r != o || j % r != o)
+      return false;
+    const long long w = plan::segmentLength(Branch::kSegment, n);
+    return i / w == j / w;
+  } else {
+    for (int m = 0; m < Branch::kNumMembers; ++m)
+      if (plan::memberContains(members[m], i, j))
+        return true;
+    return false;
+  }
+}
+
+/// dQ for one query row per warp (grid.x rows of 4 warps, y heads of the branch, z batch).
+template <class T, int D, class Branch> __device__ void dqPass(const Params &p) {
+  constexpr int kPerLane = (D + 31) / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long b = blockIdx.z, n = p.seqLen;
+  const long long i = (long long)blockIdx.x * (blockDim.x / 32) + warp;
+  if (i >= n)
+    return;
+  const int kvHead = head / p.groupSize;
+  const float L = p.lse[(b * p.heads + head) * n + i];
+  if (L == -__int_as_float(0x7f800000))
+    return; // the row has no keys at all
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  long long jBegin = 0, jEnd = n, jStep = 1;
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    const long long r = Branch::kStride, o = Branch::offset(headIndex);
+    if (i % r != o)
+      return;
+    const long long w = plan::segmentLength(Branch::kSegment, n), seg = i / w;
+    jBegin = plan::segmentFirstRow(seg, Branch::kSegment, n, r, o);
+    jEnd = plan::minI(n, (seg + 1) * w);
+    jStep = r;
+  } else {
+    fwd::Params fp{};
+    fp.maskRows = p.maskRows;
+    fp.maskCols = p.maskCols;
+    for (int m = 0; m < Branch::kNumMembers; ++m)
+      members[m] = Branch::member(m, headIndex, head, fp);
+    plan::unionKeyTiles(members, Branch::kNumMembers, false, i, i + 1, n, 1, &jBegin, &jEnd);
+  }
+  if (Branch::kCausal)
+    jEnd = plan::minI(jEnd, i + 1);
+  const long long qRow = (b * n + i) * p.heads + head;
+  const T *q = (const T *)p.q + qRow * D;
+  const T *g = (const T *)p.dout + qRow * D;
+  const float delta = p.delta[(b * p.heads + head) * n + i];
+  float qv[kPerLane], gv[kPerLane], acc[kPerLane];
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    qv[c] = d < D ? dev::toFloat(q[d]) : 0.f;
+    gv[c] = d < D ? dev::toFloat(g[d]) : 0.f;
+    acc[c] = 0.f;
+  }
+  for (long long j = jBegin; j < jEnd; j += jStep) {
+    if constexpr (Branch::kKind == fwd::kBlocksBranch) {
+      if (!branchPair<Branch>(members, headIndex, i, j, n))
+        continue;
+    }
+    const long long kvRow = (b * n + j) * p.kvHeads + kvHead;
+    const T *k = (const T *)p.k + kvRow * D;
+    const T *v = (const T *)p.v + kvRow * D;
+    float dot = 0.f, dp = 0.f;
+#pragma unroll
+    for (int c = 0; c < kPerLane; ++c) {
+      int d = lane + 32 * c;
+      if (d < D) {
+        dot += qv[c] * dev::toFloat(k[d]);
+        dp += gv[c] * dev::toFloat(v[d]);
+      }
+    }
+    dot = dev::warpSum(dot);
+    dp = dev::warpSum(dp);
+    const float pij = expf(dot * p.scale - L);
+    const float ds = pij * (dp - delta) * p.scale;
+#pragma unroll
+    for (int c = 0; c < kPerLane; ++c) {
+      int d = lane + 32 * c;
+      if (d < D)
+        acc[c] += ds * dev::toFloat(k[d]);
+    }
+  }
+  float *out = p.dqAcc + qRow * D;
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    if (d < D)
+      out[d] += acc[c];
+  }
+}
+
+/// dK and dV for one (key row, kv head) per warp (grid.x rows of 4 warps,
+/// y kv heads, z batch). Heads of the group outside the branch are skipped.
+template <class T, int D, class Branch> __device__ void dkvPass(const Params &p) {
+  constexpr int kPerLane = (D + 31) / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int kvHead = blockIdx.y;
+  const long long b = blockIdx.z, n = p.seqLen;
+  const long long j = (long long)blockIdx.x * (blockDim.x / 32) + warp;
+  if (j >= n)
+    return;
+  const long long kvRow = (b * n + j) * p.kvHeads + kvHead;
+  const T *k = (const T *)p.k + kvRow * D;
+  const T *v = (const T *)p.v + kvRow * D;
+  float kv[kPerLane], vv[kPerLane], dk[kPerLane], dvv[kPerLane];
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    kv[c] = d < D ? dev::toFloat(k[d]) : 0.f;
+    vv[c] = d < D ? dev::toFloat(v[d]) : 0.f;
+    dk[c] = dvv[c] = 0.f;
+  }
+  fwd::Params fp{};
+  fp.maskRows = p.maskRows;
+  fp.maskCols = p.maskCols;
+  for (int headIndex = 0; headIndex < Branch::kNumHeads; ++headIndex) {
+    const int head = Branch::head(headIndex);
+    if (head / p.groupSize != kvHead)
+      continue;
+    plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+    long long iBegin = 0, iEnd = n, iStep = 1;
+    if constexpr (Branch::kKind == fwd::kStridedBranch) {
+      const long long r = Branch::kStride, o = Branch::offset(headIndex);
+      if (j % r != o)
+        continue;
+      const long long w = plan::segmentLength(Branch::kSegment, n), seg = j / w;
+      iBegin = plan::segmentFirstRow(seg, Branch::kSegment, n, r, o);
+      iEnd = plan::minI(n, (seg + 1) * w);
+      iStep = r;
+    } else {
+      iBegin = n;
+      iEnd = 0;
+      for (int m = 0; m < Branch::kNumMembers; ++m) {
+        members[m] = Branch::member(m, headIndex, head, fp);
+        plan::i64 lo, hi;
+        plan::memberQueryRange(members[m], j, n, &lo, &hi);
+        iBegin = plan::minI(iBegin, lo);
+        iEnd = plan::maxI(iEnd, hi);
+      }
+    }
+    if (Branch::kCausal && iBegin < j) // i >= j, staying on the strided row lattice
+      iBegin += (j - iBegin + iStep - 1) / iStep * iStep;
+    for (long long i = iBegin; i < iEnd; i += iStep) {
+      if constexpr (Branch::kKind == fwd::kBlocksBranch) {
+        if (!branchPair<Branch>(members, headIndex, i, j, n))
+          continue;
+      }
+      const float L = p.lse[(b * p.heads + head) * n + i];
+      const long long qRow = (b * n + i) * p.heads + head;
+      const T *q = (const T *)p.q + qRow * D;
+      const T *g = (const T *)p.dout + qRow * D;
+      float dot = 0.f, dp = 0.f;
+#pragma unroll
+      for (int c = 0; c < kPerLane; ++c) {
+        int d = lane + 32 * c;
+        if (d < D) {
+          dot += dev::toFloat(q[d]) * kv[c];
+          dp += dev::toFloat(g[d]) * vv[c];
+        }
+      }
+      dot = dev::warpSum(dot);
+      dp = dev::warpSum(dp);
+      const float pij = expf(dot * p.scale - L);
+      const float ds = pij * (dp - p.delta[(b * p.heads + head) * n + i]) * p.scale;
+#pragma unroll
+      for (int c = 0; c < kPerLane; ++c) {
+        int d = lane + 32 * c;
+        if (d < D) {
+          dk[c] += ds * dev::toFloat(q[d]);
+          dvv[c] += pij * dev::toFloat(g[d]);
+        }
+      }
+    }
+  }
+  float *outK = p.dkAcc + kvRow * D;
+  float *outV = p.dvAcc + kvRow * D;
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    if (d < D) {
+      outK[d] += dk[c];
+      outV[d] += dvv[c];
+    }
+  }
+}
+
+/// Accumulators -> gradients in the input dtype (grid-stride over elements).
+template <class T> __device__ void finalizeGradients(const Params &p, long long qElems,
+                                                     long long kvElems) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems; x += stride)
+    ((T *)p.dq)[x] = dev::fromFloat<T>(p.dqAcc[x]);
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems; x += stride) {
+    ((T *)p.dk)[x] = dev::fromFloat<T>(p.dkAcc[x]);
+    ((T *)p.dv)[x] = dev::fromFloat<T>(p.dvAcc[x]);
+  }
+}
+
+} // namespace bwd
+} // namespace dattn
