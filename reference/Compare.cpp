@@ -14,6 +14,20 @@ double toleranceFor(DType dtype) {
   return 0;
 }
 
+double relativeError(const std::vector<float> &got, const std::vector<float> &want,
+                     size_t *nans) {
+  double diff = 0, norm = 0;
+  size_t n = 0;
+  for (size_t x = 0; x < got.size() && x < want.size(); ++x) {
+    n += std::isnan(got[x]);
+    diff += (double(got[x]) - want[x]) * (double(got[x]) - want[x]);
+    norm += double(want[x]) * want[x];
+  }
+  if (nans)
+    *nans = n;
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
 Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_t n,
                                 const float *out, const float *lse, const float *refOut,
                                 const float *refLse, const std::vector<int64_t> *rows) {

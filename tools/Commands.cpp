@@ -226,14 +226,8 @@ bool runBackwardOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, in
   std::string line;
   for (auto [name, got, want] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
                                  std::tuple{"dv", &dv, &rv}}) {
-    double diff = 0, norm = 0;
     size_t nans = 0;
-    for (size_t x = 0; x < got->size(); ++x) {
-      nans += std::isnan((*got)[x]);
-      diff += (double((*got)[x]) - (*want)[x]) * (double((*got)[x]) - (*want)[x]);
-      norm += double((*want)[x]) * (*want)[x];
-    }
-    const double rel = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+    const double rel = relativeError(*got, *want, &nans);
     pass = pass && nans == 0 && rel < tol;
     char buf[96];
     std::snprintf(buf, sizeof buf, "%s%s %.2e (NaN %zu)", line.empty() ? "" : ", ", name, rel,

@@ -76,6 +76,11 @@ Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_
                                 const float *out, const float *lse, const float *refOut,
                                 const float *refLse, const std::vector<int64_t> *rows = nullptr);
 
+/// ||got - want|| / ||want|| over two equally long arrays, counting NaNs in
+/// `got` into *nans.
+double relativeError(const std::vector<float> &got, const std::vector<float> &want,
+                     size_t *nans);
+
 /// The tolerance on Comparison::relError for a dtype: 1e-3 fp32 (either
 /// precision), 3e-3 fp16, 1e-2 bf16.
 double toleranceFor(DType dtype);

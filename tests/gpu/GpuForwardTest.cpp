@@ -316,16 +316,10 @@ void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, u
                     run.dout().data(), maskPtr, rq.data(), rk.data(), rv.data());
   for (auto [name, got, want] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
                                  std::tuple{"dv", &dv, &rv}}) {
-    double diff = 0, norm = 0;
     size_t nans = 0;
-    for (size_t x = 0; x < got->size(); ++x) {
-      nans += std::isnan((*got)[x]);
-      diff += (double((*got)[x]) - (*want)[x]) * (double((*got)[x]) - (*want)[x]);
-      norm += double((*want)[x]) * (*want)[x];
-    }
+    const double rel = relativeError(*got, *want, &nans);
     EXPECT_EQ(nans, 0u) << name << "\n" << spec.canonical();
-    EXPECT_LT(norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff),
-              2 * toleranceFor(spec.dtype))
+    EXPECT_LT(rel, 2 * toleranceFor(spec.dtype))
         << name << " N = " << n << "\n"
         << spec.canonical();
   }
