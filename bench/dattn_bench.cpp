@@ -4,13 +4,16 @@
 // first run and checked for NaN after it, two input sets alternate between
 // timed runs so that L2 does not hold them, times are CUDA-event medians.
 //
-//   dattn-bench [--root DIR] [--iters N] [--only NAME]   (DIR: the repository)
+//   dattn-bench [--root DIR] [--iters N] [--only NAME] [--backward]
+//   (DIR: the repository). --backward also times the backward pass and
+//   reports forward+backward effective TFLOP/s (3.5 x the forward FLOPs).
 #include "dattn/dsl.h"
 #include "dattn/error.h"
 #include "dattn/runtime.h"
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -49,6 +52,7 @@ Inputs randomInputs(const dattn::AttentionSpec &s, int64_t n, uint64_t seed) {
 int run(int argc, char **argv) {
   std::string root = DATTN_SOURCE_DIR, only;
   int iters = 20;
+  bool backward = false;
   for (int a = 1; a < argc; ++a) {
     std::string s = argv[a];
     if (s == "--root" && a + 1 < argc)
@@ -57,8 +61,11 @@ int run(int argc, char **argv) {
       iters = std::atoi(argv[++a]);
     else if (s == "--only" && a + 1 < argc)
       only = argv[++a];
+    else if (s == "--backward")
+      backward = true;
     else {
-      std::fprintf(stderr, "usage: dattn-bench [--root DIR] [--iters N] [--only NAME]\n");
+      std::fprintf(stderr,
+                   "usage: dattn-bench [--root DIR] [--iters N] [--only NAME] [--backward]\n");
       return 2;
     }
   }
@@ -126,6 +133,31 @@ int run(int argc, char **argv) {
                   static_cast<long long>(n), ms, tflops, static_cast<long long>(pc.pairs),
                   outBytes * (1.0 + 2.0 * spec.kvHeads / spec.heads) / 1048576.0,
                   (outBytes + lseBytes) / 1048576.0, attn->workspaceBytes() / 1048576.0);
+      if (backward) {
+        // Gradients of the last forward (input set 1); dout is a third
+        // random tensor. Extra memory: accumulators and Delta, O(N).
+        use(0);
+        attn->forward(a);
+        Inputs grads = randomInputs(spec, n, 3); // dout in .q; dk, dv sized like k, v
+        dattn::DeviceBuffer dq(outBytes);
+        dattn::BackwardArgs b;
+        b.seqLen = n;
+        b.q = a.q;
+        b.k = a.k;
+        b.v = a.v;
+        b.out = a.out;
+        b.lse = a.lse;
+        b.dout = grads.q->data();
+        b.dq = dq.data();
+        b.dk = grads.k->data();
+        b.dv = grads.v->data();
+        const int bwdIters = std::max(1, iters / 5);
+        double bms = dattn::timeMedianMs([&](int) { attn->backward(b); }, 1, bwdIters);
+        std::printf("%-26s %8lld %10.3f %9.1f %14s %11s %11s %10.1f  (forward+backward)\n",
+                    spec.name.c_str(), static_cast<long long>(n), ms + bms,
+                    3.5 * 4.0 * double(pc.pairs) * spec.headDim / ((ms + bms) * 1e-3) / 1e12, "",
+                    "", "", attn->workspaceBytes() / 1048576.0);
+      }
       std::fflush(stdout);
     }
   }

@@ -28,6 +28,22 @@ std::string hexPointer(const void *p) {
 
 int elementBytes(DType t) { return t == DType::F32 ? 4 : 2; }
 
+/// Makes *ptr hold at least `need` bytes of device memory, reallocating
+/// (contents lost) only when it must grow; *bytes tracks its size.
+void growDeviceBuffer(void **ptr, int64_t *bytes, int64_t need, const std::string &what) {
+  if (need <= *bytes)
+    return;
+  const rt::Driver &d = rt::driver();
+  if (*ptr)
+    d.memFree(reinterpret_cast<CUdeviceptr>(*ptr));
+  *ptr = nullptr;
+  *bytes = 0;
+  CUdeviceptr p;
+  rt::check(d.memAlloc(&p, need), "allocating " + std::to_string(need >> 20) + " MiB for " + what);
+  *ptr = reinterpret_cast<void *>(p);
+  *bytes = need;
+}
+
 std::string compilerSignature() {
   std::string s = "nvrtc-" + rt::nvrtcVersionString();
   for (const auto &o : rt::nvrtcOptions("sm_XX"))
@@ -129,16 +145,7 @@ const long long *CompiledAttention::uploadMask(const BlockMask &mask) {
   std::vector<long long> packed(mask.rowOffsets.begin(), mask.rowOffsets.end());
   packed.insert(packed.end(), mask.colIndices.begin(), mask.colIndices.end());
   const int64_t bytes = static_cast<int64_t>(packed.size() * sizeof(long long));
-  if (bytes > maskBytes_) {
-    if (maskDevice_)
-      d.memFree(reinterpret_cast<CUdeviceptr>(maskDevice_));
-    maskDevice_ = nullptr;
-    maskBytes_ = 0;
-    CUdeviceptr ptr;
-    rt::check(d.memAlloc(&ptr, bytes), "allocating the block mask");
-    maskDevice_ = reinterpret_cast<void *>(ptr);
-    maskBytes_ = bytes;
-  }
+  growDeviceBuffer(&maskDevice_, &maskBytes_, bytes, "the block mask");
   // A synchronous copy: the kernels that read it are launched after it.
   rt::check(d.memcpyHtoD(reinterpret_cast<CUdeviceptr>(maskDevice_), packed.data(), bytes),
             "uploading the block mask");
@@ -281,19 +288,8 @@ void CompiledAttention::forward(const ForwardArgs &a) {
   CUstream stream = static_cast<CUstream>(a.stream);
 
   if (module_.mergeMode) {
-    int64_t need = a.batch * a.seqLen * spec_.heads * D * 4;
-    if (need > workspaceBytes_) {
-      if (workspace_)
-        d.memFree(reinterpret_cast<CUdeviceptr>(workspace_));
-      workspace_ = nullptr;
-      workspaceBytes_ = 0;
-      CUdeviceptr ptr;
-      rt::check(d.memAlloc(&ptr, need), "allocating the " + std::to_string(need >> 20) +
-                                            " MiB fp32 accumulator of attention '" +
-                                            spec_.name + "'");
-      workspace_ = reinterpret_cast<void *>(ptr);
-      workspaceBytes_ = need;
-    }
+    growDeviceBuffer(&workspace_, &workspaceBytes_, a.batch * a.seqLen * spec_.heads * D * 4,
+                     "the fp32 accumulator of attention '" + spec_.name + "'");
     p.oAcc = static_cast<float *>(workspace_);
   }
   if (a.mask) {
@@ -388,17 +384,8 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   const int64_t qElems = a.batch * a.seqLen * H * D, kvElems = a.batch * a.seqLen * Hk * D;
   const int64_t deltaCount = a.batch * H * a.seqLen;
   const int64_t need = 4 * (deltaCount + qElems + 2 * kvElems);
-  if (need > backwardWorkspaceBytes_) {
-    if (backwardWorkspace_)
-      d.memFree(reinterpret_cast<CUdeviceptr>(backwardWorkspace_));
-    backwardWorkspace_ = nullptr;
-    backwardWorkspaceBytes_ = 0;
-    CUdeviceptr ptr;
-    rt::check(d.memAlloc(&ptr, need), where + "allocating " + std::to_string(need >> 20) +
-                                          " MiB of fp32 gradient accumulators");
-    backwardWorkspace_ = reinterpret_cast<void *>(ptr);
-    backwardWorkspaceBytes_ = need;
-  }
+  growDeviceBuffer(&backwardWorkspace_, &backwardWorkspaceBytes_, need,
+                   "the fp32 gradient accumulators of attention '" + spec_.name + "'");
   bwd::Params p{};
   p.q = a.q;
   p.k = a.k;

@@ -100,8 +100,9 @@ public:
   const AttentionPlan &plan() const { return plan_; }
   const EmittedModule &module() const { return module_; }
   const CompileReport &report() const { return report_; }
-  /// Extra device memory this object holds (the kMerge fp32 accumulator).
-  int64_t workspaceBytes() const { return workspaceBytes_; }
+  /// Extra device memory this object holds: the kMerge fp32 accumulator,
+  /// and after backward() the gradient accumulators and Delta.
+  int64_t workspaceBytes() const { return workspaceBytes_ + backwardWorkspaceBytes_; }
 
 private:
   friend class Runtime;

@@ -154,6 +154,16 @@ def term_mask(name, a, h, n, block_mask):
     return np.repeat(np.repeat(kept, blk, axis=0), blk, axis=1)[:n, :n]
 
 
+def branch_mask(spec, br, h, n, block_mask):
+    """S_b(h, i) for every row: the union of the branch's terms, causal applied."""
+    m = np.zeros((n, n), dtype=bool)
+    for name, a in br["terms"]:
+        m |= term_mask(name, a, h, n, block_mask)
+    if spec["causal"]:
+        m &= np.tril(np.ones((n, n), dtype=bool))
+    return m
+
+
 def attention(spec, q, k, v, block_mask):
     b_, n, hq, d = q.shape
     scale = spec["scale"] if spec["scale"] is not None else 1.0 / np.sqrt(d)
@@ -169,11 +179,7 @@ def attention(spec, q, k, v, block_mask):
         for br in spec["branches"]:
             if h not in br["heads"]:
                 continue
-            m = np.zeros((n, n), dtype=bool)
-            for name, a in br["terms"]:
-                m |= term_mask(name, a, h, n, block_mask)
-            if spec["causal"]:
-                m &= np.tril(np.ones((n, n), dtype=bool))
+            m = branch_mask(spec, br, h, n, block_mask)
             sb = np.where(m[None], s, -np.inf)
             mx = np.max(sb, axis=-1, keepdims=True)
             mx = np.where(np.isfinite(mx), mx, 0.0)
@@ -209,14 +215,8 @@ def gradients(spec, q, k, v, dout, block_mask):
     for h in range(hq):
         mult = np.zeros((n, n))
         for br in spec["branches"]:
-            if h not in br["heads"]:
-                continue
-            m = np.zeros((n, n), dtype=bool)
-            for name, a in br["terms"]:
-                m |= term_mask(name, a, h, n, block_mask)
-            if spec["causal"]:
-                m &= np.tril(np.ones((n, n), dtype=bool))
-            mult += m
+            if h in br["heads"]:
+                mult += branch_mask(spec, br, h, n, block_mask)
         qh = q[:, :, h, :].astype(np.float64)
         kh = k[:, :, h // group, :].astype(np.float64)
         vh = v[:, :, h // group, :].astype(np.float64)
