@@ -133,6 +133,7 @@ int run(int argc, char **argv) {
                   static_cast<long long>(n), ms, tflops, static_cast<long long>(pc.pairs),
                   outBytes * (1.0 + 2.0 * spec.kvHeads / spec.heads) / 1048576.0,
                   (outBytes + lseBytes) / 1048576.0, attn->workspaceBytes() / 1048576.0);
+      // (the forward row's extra memory: the kMerge accumulator only)
       if (backward) {
         // Gradients of the last forward (input set 1); dout is a third
         // random tensor. Extra memory: accumulators and Delta, O(N).
@@ -156,7 +157,8 @@ int run(int argc, char **argv) {
         std::printf("%-26s %8lld %10.3f %9.1f %14s %11s %11s %10.1f  (forward+backward)\n",
                     spec.name.c_str(), static_cast<long long>(n), ms + bms,
                     3.5 * 4.0 * double(pc.pairs) * spec.headDim / ((ms + bms) * 1e-3) / 1e12, "",
-                    "", "", attn->workspaceBytes() / 1048576.0);
+                    "", "",
+                    (attn->workspaceBytes() + attn->backwardWorkspaceBytes()) / 1048576.0);
       }
       std::fflush(stdout);
     }

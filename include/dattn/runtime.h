@@ -100,9 +100,10 @@ public:
   const AttentionPlan &plan() const { return plan_; }
   const EmittedModule &module() const { return module_; }
   const CompileReport &report() const { return report_; }
-  /// Extra device memory this object holds: the kMerge fp32 accumulator,
-  /// and after backward() the gradient accumulators and Delta.
-  int64_t workspaceBytes() const { return workspaceBytes_ + backwardWorkspaceBytes_; }
+  /// Extra device memory the forward pass holds (the kMerge accumulator).
+  int64_t workspaceBytes() const { return workspaceBytes_; }
+  /// Extra device memory the backward pass holds (accumulators and Delta).
+  int64_t backwardWorkspaceBytes() const { return backwardWorkspaceBytes_; }
 
 private:
   friend class Runtime;
