@@ -133,7 +133,6 @@ int run(int argc, char **argv) {
                   static_cast<long long>(n), ms, tflops, static_cast<long long>(pc.pairs),
                   outBytes * (1.0 + 2.0 * spec.kvHeads / spec.heads) / 1048576.0,
                   (outBytes + lseBytes) / 1048576.0, attn->workspaceBytes() / 1048576.0);
-      // (the forward row's extra memory: the kMerge accumulator only)
       if (backward) {
         // Gradients of the last forward (input set 1); dout is a third
         // random tensor. Extra memory: accumulators and Delta, O(N).
