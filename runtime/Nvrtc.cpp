@@ -21,8 +21,7 @@ std::vector<std::string> nvrtcOptions(const std::string &arch) {
   // plain sm_XY. -lineinfo keeps profiler source mapping at no speed cost.
   // No --use_fast_math: the SIMT path promises exact fp32 math; the mma path
   // asks for its fast exp2 explicitly (ex2.approx).
-  return {"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "-lineinfo",
-          "-DDATTN_NVRTC=1"}; // lets templates tell a JIT build from nvcc
+  return {"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "-lineinfo"};
 }
 
 CompileOutput nvrtcCompile(const std::string &source, const std::string &name,

@@ -11,3 +11,5 @@ config.environment["PATH"] = os.pathsep.join(
     [config.dattn_tools_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
 config.substitutions.append(("%examples", os.path.join(config.dattn_source_dir, "examples")))
 config.substitutions.append(("%inputs", os.path.join(os.path.dirname(__file__), "Inputs")))
+config.substitutions.append(("%templates", os.path.join(config.dattn_source_dir, "templates")))
+config.substitutions.append(("%nvcc", config.nvcc))
