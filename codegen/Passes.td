@@ -42,7 +42,8 @@ def PlanTiles : Pass<"dattn-plan-tiles", "::mlir::ModuleOp"> {
        (dense tiles over the rows i = o mod r of each segment), else
        "blocks" (tiles of the whole sequence, classified per member).
     2. Choose tile sizes (block_m x block_n) from head_dim, the compact
-       segment length and the smallest block size, unless given as options.
+       segment length and the smallest block size (tiles inside one block:
+       kept block pairs are full tiles), unless given as options.
     3. Record per member its closed-form iterator (band, prefix, all, hash,
        block_offsets, hierarchy, bsr, segment_masked) and the bounds that do
        not depend on N. Nothing recorded grows with N.

@@ -115,8 +115,13 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
         if (auto m = dyn_cast<BlockMaskOp>(op)) blk = m.getBlock();
         if (blk && (!minBlock || blk < minBlock)) minBlock = blk;
       });
-      if (minBlock)
+      // Query tiles no larger than the smallest block too: a tile then lies
+      // in one query block, so a kept block pair is a full tile (no
+      // per-element mask) and a dropped one is skipped.
+      if (minBlock) {
         blockN = std::min(blockN, minBlock);
+        blockM = std::min(blockM, std::max<int64_t>(minBlock, 16));
+      }
       if (tileM) blockM = tileM;
       if (tileN) blockN = tileN;
       SmallVector<Attribute> members;

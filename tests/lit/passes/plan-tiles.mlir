@@ -29,7 +29,7 @@ dattn.attention @strided attributes {dtype = "bf16", head_dim = 128 : i64, heads
 // Everything else iterates blocks; each member records its closed form.
 // Key tiles shrink to the smallest block; causal marks the diagonal.
 // CHECK-LABEL: dattn.attention @blocks
-// CHECK: plan = {block_m = 64 : i64, block_n = 32 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "band", key_tiles_max = 13 : i64, left = 256 : i64, right = 64 : i64}, {iter = "prefix", tokens = 16 : i64}, {iter = "hash"}, {iter = "hierarchy", reach_blocks = 8 : i64}]}
+// CHECK: plan = {block_m = 32 : i64, block_n = 32 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "band", key_tiles_max = 12 : i64, left = 256 : i64, right = 64 : i64}, {iter = "prefix", tokens = 16 : i64}, {iter = "hash"}, {iter = "hierarchy", reach_blocks = 8 : i64}]}
 // CHECK: plan = {block_m = 64 : i64, block_n = 64 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "all"}]}
 // CHECK: plan = {block_m = 64 : i64, block_n = 64 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "band", right = 0 : i64}, {iter = "segment_masked"}, {iter = "block_offsets", reach_blocks = 4 : i64}, {iter = "bsr"}]}
 dattn.attention @blocks attributes {causal, dtype = "fp16", head_dim = 256 : i64, heads = 3 : i64, kv_heads = 1 : i64, precision = "ieee", ring = 1 : i64} {
