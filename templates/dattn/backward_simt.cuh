@@ -86,9 +86,7 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
     const long long r = Branch::kStride, o = Branch::offset(headIndex);
     if (i % r != o)
       return;
-    const long long w = plan::segmentLength(Branch::kSegment, n), seg = i / w;
-    jBegin = plan::segmentFirstRow(seg, Branch::kSegment, n, r, o);
-    jEnd = plan::minI(n, (seg + 1) * w);
+    plan::segmentLattice(i, Branch::kSegment, n, r, o, &jBegin, &jEnd);
     jStep = r;
   } else {
     fwd::Params fp{};
@@ -120,17 +118,8 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
     const long long kvRow = (b * n + j) * p.kvHeads + kvHead;
     const T *k = (const T *)p.k + kvRow * D;
     const T *v = (const T *)p.v + kvRow * D;
-    float dot = 0.f, dp = 0.f;
-#pragma unroll
-    for (int c = 0; c < kPerLane; ++c) {
-      int d = lane + 32 * c;
-      if (d < D) {
-        dot += qv[c] * dev::toFloat(k[d]);
-        dp += gv[c] * dev::toFloat(v[d]);
-      }
-    }
-    dot = dev::warpSum(dot);
-    dp = dev::warpSum(dp);
+    const float dot = dev::warpSum(dev::warpDot<D>(qv, k, lane));
+    const float dp = dev::warpSum(dev::warpDot<D>(gv, v, lane));
     const float pij = expf(dot * p.scale - L);
     const float ds = pij * (dp - delta) * p.scale;
 #pragma unroll
@@ -183,9 +172,7 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
       const long long r = Branch::kStride, o = Branch::offset(headIndex);
       if (j % r != o)
         continue;
-      const long long w = plan::segmentLength(Branch::kSegment, n), seg = j / w;
-      iBegin = plan::segmentFirstRow(seg, Branch::kSegment, n, r, o);
-      iEnd = plan::minI(n, (seg + 1) * w);
+      plan::segmentLattice(j, Branch::kSegment, n, r, o, &iBegin, &iEnd);
       iStep = r;
     } else {
       iBegin = n;
@@ -209,17 +196,8 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
       const long long qRow = (b * n + i) * p.heads + head;
       const T *q = (const T *)p.q + qRow * D;
       const T *g = (const T *)p.dout + qRow * D;
-      float dot = 0.f, dp = 0.f;
-#pragma unroll
-      for (int c = 0; c < kPerLane; ++c) {
-        int d = lane + 32 * c;
-        if (d < D) {
-          dot += dev::toFloat(q[d]) * kv[c];
-          dp += dev::toFloat(g[d]) * vv[c];
-        }
-      }
-      dot = dev::warpSum(dot);
-      dp = dev::warpSum(dp);
+      const float dot = dev::warpSum(dev::warpDot<D>(kv, q, lane));
+      const float dp = dev::warpSum(dev::warpDot<D>(vv, g, lane));
       const float pij = expf(dot * p.scale - L);
       const float ds = pij * (dp - p.delta[(b * p.heads + head) * n + i]) * p.scale;
 #pragma unroll

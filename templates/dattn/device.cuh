@@ -103,6 +103,20 @@ DATTN_DEV float fastExp2(float x) {
   return r;
 }
 
+/// sum_d a[d] * b[d] over a warp, where lane l holds a[l + 32 c] in
+/// a[c] (registers) and b is a row in global memory.
+template <int D, class T, int PER_LANE>
+DATTN_DEV float warpDot(const float (&a)[PER_LANE], const T *b, int lane) {
+  float s = 0.f;
+#pragma unroll
+  for (int c = 0; c < PER_LANE; ++c) {
+    const int d = lane + 32 * c;
+    if (d < D)
+      s += a[c] * toFloat(b[d]);
+  }
+  return s;
+}
+
 DATTN_DEV float quadMax(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));

@@ -29,10 +29,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
     const long long r = Branch::kStride, o = Branch::offset(headIndex);
     if (i % r != o)
       return; // this branch gives row i no keys; the init pass wrote its outputs
-    const long long w = plan::segmentLength(Branch::kSegment, n);
-    const long long seg = i / w;
-    jBegin = plan::segmentFirstRow(seg, Branch::kSegment, n, r, o);
-    jEnd = plan::minI(n, (seg + 1) * w);
+    plan::segmentLattice(i, Branch::kSegment, n, r, o, &jBegin, &jEnd);
     jStep = r;
   } else {
     for (int m = 0; m < Branch::kNumMembers; ++m)
@@ -60,13 +57,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
     }
     const T *k = (const T *)p.k + batch * p.kBatch + j * p.kRow + kvHead * p.kHead;
     const T *v = (const T *)p.v + batch * p.vBatch + j * p.vRow + kvHead * p.vHead;
-    float dot = 0.f;
-    for (int c = 0; c < kPerLane; ++c) {
-      int d = lane + 32 * c;
-      if (d < D)
-        dot += qv[c] * dev::toFloat(k[d]);
-    }
-    const float s = dev::warpSum(dot);
+    const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane));
     const float mNew = fmaxf(m, s);
     const float corr = expf(m - mNew); // m = -inf at the first key: 0
     const float pj = expf(s - mNew);

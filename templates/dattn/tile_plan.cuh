@@ -98,6 +98,16 @@ DATTN_HD i64 segmentRows(i64 s, i64 segment, i64 seqLen, i64 stride, i64 offset)
   return first >= end ? 0 : (end - first + stride - 1) / stride;
 }
 
+/// The rows that share row x's segment and residue class: [*begin, *end)
+/// with step `stride` (x itself congruent to `offset`). For one strided
+/// branch these are both the keys of query x and the queries of key x.
+DATTN_HD void segmentLattice(i64 x, i64 segment, i64 seqLen, i64 stride, i64 offset, i64 *begin,
+                             i64 *end) {
+  const i64 w = segmentLength(segment, seqLen), s = x / w;
+  *begin = segmentFirstRow(s, segment, seqLen, stride, offset);
+  *end = minI(seqLen, (s + 1) * w);
+}
+
 /// Class of compact tile (qa0.., kb0..) of a segment with `rows` rows.
 DATTN_HD TileClass stridedTileClass(i64 qa0, i64 qa1, i64 kb0, i64 kb1, i64 rows, bool causal) {
   if (qa0 >= rows || kb0 >= rows)
