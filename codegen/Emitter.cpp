@@ -244,7 +244,7 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
          << "(fwd::Params p, long long batch) {\n  fwd::initOutputs<" << T << ", " << mode
          << ">(p, " << D << ", batch);\n}\n\n";
       break;
-    case KernelRole::Finalize: // appended below, after the branches
+    default: // Finalize is appended below, after the branches
       break;
     case KernelRole::Branch:
       os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << k.name
@@ -269,58 +269,6 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
        << ", batch);\n}\n";
     mod.kernels.push_back(k);
   }
-  mod.source = os.str();
-  return mod;
-}
-
-} // namespace dattn
-
-namespace dattn {
-
-EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arch) {
-  // The branch structs are the forward module's; only the kernels differ.
-  EmittedModule fwdModule = emitCuda(plan, arch);
-  const std::string &src = fwdModule.source;
-  const size_t structsEnd = src.find("} // namespace\n");
-  EmittedModule mod;
-  mod.arch = arch;
-  const char *T = plan.dtype == DType::F16 ? "dev::f16" : plan.dtype == DType::BF16 ? "dev::bf16"
-                                                                                   : "float";
-  const int D = plan.headDim;
-  const std::string prefix = "dattn_bwd_" + plan.name + "_" + toString(plan.dtype) + "_d" +
-                             std::to_string(D) + (plan.causal ? "_causal" : "");
-  std::ostringstream os;
-  os << src.substr(0, structsEnd) << "} // namespace\n\n#include \"dattn/backward_simt.cuh\"\n\n";
-  KernelInfo delta;
-  delta.name = prefix + "_delta";
-  delta.role = KernelRole::Delta;
-  delta.rowsPerCta = 4;
-  mod.kernels.push_back(delta);
-  os << "extern \"C\" __global__ void __launch_bounds__(128) " << delta.name
-     << "(bwd::Params p, long long batch) {\n  bwd::computeDelta<" << T << ", " << D
-     << ">(p, batch);\n}\n\n";
-  for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
-    for (const char *pass : {"dq", "dkv"}) {
-      KernelInfo k;
-      k.name = prefix + "_b" + std::to_string(bi) + "_" + pass + "_simt";
-      k.branch = static_cast<int>(bi);
-      k.rowsPerCta = 4;
-      k.role = pass[1] == 'q' ? KernelRole::DqPass : KernelRole::DkvPass;
-      mod.kernels.push_back(k);
-      os << "extern \"C\" __global__ void __launch_bounds__(128) " << k.name
-         << "(bwd::Params p) {\n  bwd::"
-         << (k.role == KernelRole::DqPass ? "dqPass" : "dkvPass") << "<" << T
-         << ", " << D << ", Branch" << bi << ">(p);\n}\n\n";
-    }
-  }
-  KernelInfo fin;
-  fin.name = prefix + "_finalize";
-  fin.role = KernelRole::FinalizeGradients;
-  fin.threads = 256;
-  mod.kernels.push_back(fin);
-  os << "extern \"C\" __global__ void " << fin.name
-     << "(bwd::Params p, long long qElems, long long kvElems) {\n  bwd::finalizeGradients<" << T
-     << ">(p, qElems, kvElems);\n}\n";
   mod.source = os.str();
   return mod;
 }

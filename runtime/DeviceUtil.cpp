@@ -250,7 +250,7 @@ void HostForward::read(std::vector<float> &out, std::vector<float> &lse) {
   lseDev_->download(lse.data(), lseDev_->bytes());
 }
 
-void HostForward::backward(const float *dout) {
+void HostForward::backward(const float *dout, bool deterministic) {
   if (!gradOut_) {
     gradOut_ = upload(std::vector<float>(dout, dout + q_.size()), attn_.spec().dtype, doutRounded_);
     gradQ_ = std::make_unique<DeviceBuffer>(qDev_->bytes());
@@ -271,6 +271,7 @@ void HostForward::backward(const float *dout) {
     bargs_.dv = gradV_->data();
     bargs_.mask = args_.mask;
   }
+  bargs_.deterministic = deterministic;
   attn_.backward(bargs_);
 }
 

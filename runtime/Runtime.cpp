@@ -57,10 +57,10 @@ std::string nvrtcVersion() { return rt::nvrtcVersionString(); }
 std::vector<std::string> nvrtcArchs() { return rt::nvrtcSupportedArchs(); }
 
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
-                             const PlanOptions &tiles, bool backward) {
+                             const PlanOptions &tiles, bool backward, bool deterministic) {
   OfflineKernel k;
   AttentionPlan plan = planAttention(spec, tiles);
-  k.module = backward ? emitCudaBackward(plan, arch) : emitCuda(plan, arch);
+  k.module = backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
   rt::CompileOutput out = rt::nvrtcCompile(k.module.source, "dattn_" + spec.name, arch);
   k.ptx = std::move(out.ptx);
   k.cubin = std::move(out.cubin);
@@ -182,8 +182,9 @@ CompiledAttention::~CompiledAttention() {
     const rt::Driver &d = rt::driver();
     if (backwardWorkspace_)
       d.memFree(reinterpret_cast<CUdeviceptr>(backwardWorkspace_));
-    if (cuBackwardModule_)
-      d.moduleUnload(static_cast<CUmodule>(cuBackwardModule_));
+    for (void *m : cuBackwardModules_)
+      if (m)
+        d.moduleUnload(static_cast<CUmodule>(m));
     if (workspace_)
       d.memFree(reinterpret_cast<CUdeviceptr>(workspace_));
     if (maskDevice_)
@@ -375,17 +376,24 @@ void CompiledAttention::backward(const BackwardArgs &a) {
       throw ArgumentError(where + name + " is not 16-byte aligned");
   }
   const rt::Driver &d = rt::driver();
-  if (!cuBackwardModule_) {
-    backwardModule_ = emitCudaBackward(plan_, arch_);
+  const int slot = a.deterministic ? 1 : 0;
+  EmittedModule &mod = backwardModules_[slot];
+  if (!cuBackwardModules_[slot]) {
+    mod = emitCudaBackward(plan_, arch_, a.deterministic, smemOptin_);
     CompileReport r;
-    loadModule(backwardModule_, &cuBackwardModule_, backwardFunctions_, r);
+    loadModule(mod, &cuBackwardModules_[slot], backwardFunctions_[slot], r);
   }
   const int64_t H = spec_.heads, Hk = spec_.kvHeads, D = spec_.headDim;
   const int64_t qElems = a.batch * a.seqLen * H * D, kvElems = a.batch * a.seqLen * Hk * D;
   const int64_t deltaCount = a.batch * H * a.seqLen;
-  const int64_t need = 4 * (deltaCount + qElems + 2 * kvElems);
-  growDeviceBuffer(&backwardWorkspace_, &backwardWorkspaceBytes_, need,
-                   "the fp32 gradient accumulators of attention '" + spec_.name + "'");
+  // Accumulators: dQ [B, N, H, D] when finalize converts it; dK and dV one
+  // slice per query head, [B, N, H, D] each, when finalize converts them.
+  const bool accQ = mod.gradientFinalize & bwd::kFinalizeDq;
+  const bool accKV = mod.gradientFinalize & bwd::kFinalizeDkv;
+  const int64_t accElems = (accQ ? qElems : 0) + (accKV ? 2 * qElems : 0);
+  growDeviceBuffer(&backwardWorkspace_, &backwardWorkspaceBytes_, 4 * (deltaCount + accElems),
+                   "the backward workspace (Delta and fp32 gradient accumulators) of attention '" +
+                       spec_.name + "'");
   bwd::Params p{};
   p.q = a.q;
   p.k = a.k;
@@ -394,9 +402,15 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   p.dout = a.dout;
   p.lse = a.lse;
   p.delta = static_cast<float *>(backwardWorkspace_);
-  p.dqAcc = p.delta + deltaCount;
-  p.dkAcc = p.dqAcc + qElems;
-  p.dvAcc = p.dkAcc + kvElems;
+  float *next = p.delta + deltaCount;
+  if (accQ) {
+    p.dqAcc = next;
+    next += qElems;
+  }
+  if (accKV) {
+    p.dkAcc = next;
+    p.dvAcc = next + qElems;
+  }
   p.dq = a.dq;
   p.dk = a.dk;
   p.dv = a.dv;
@@ -410,17 +424,30 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     p.maskRows = uploadMask(*a.mask);
     p.maskCols = p.maskRows + a.mask->rowOffsets.size();
   }
-  rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(p.dqAcc), 0u,
-                             static_cast<size_t>(qElems + 2 * kvElems), stream),
-            "clearing the gradient accumulators");
+  // Zero what is accumulated into, and the directly written gradients: rows
+  // no branch reaches (e.g. off every dilation lattice) have zero gradient.
+  if (accElems > 0)
+    rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(p.delta + deltaCount), 0u,
+                               static_cast<size_t>(accElems), stream),
+              where + "clearing the gradient accumulators");
+  const size_t bytes = static_cast<size_t>(elementBytes(spec_.dtype));
+  if (mod.gradientsDirect) {
+    for (auto [ptr, elems] : {std::pair<void *, int64_t>{a.dk, kvElems}, {a.dv, kvElems},
+                              {accQ ? nullptr : a.dq, qElems}})
+      if (ptr)
+        rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(ptr), 0u,
+                                   static_cast<size_t>(elems) * bytes / 4, stream),
+                  where + "clearing the gradients");
+  }
   long long batch = a.batch, qE = qElems, kvE = kvElems;
-  for (size_t x = 0; x < backwardModule_.kernels.size(); ++x) {
-    const KernelInfo &ki = backwardModule_.kernels[x];
-    CUfunction fn = static_cast<CUfunction>(backwardFunctions_[x]);
-    unsigned gx = 1, gy = 1, gz = 1, threads = 128;
+  int what = mod.gradientFinalize;
+  for (size_t x = 0; x < mod.kernels.size(); ++x) {
+    const KernelInfo &ki = mod.kernels[x];
+    CUfunction fn = static_cast<CUfunction>(backwardFunctions_[slot][x]);
+    unsigned gx = 1, gy = 1, gz = 1;
     void *argsBatch[] = {&p, &batch};
     void *argsOnly[] = {&p};
-    void *argsFinal[] = {&p, &qE, &kvE};
+    void *argsFinal[] = {&p, &qE, &kvE, &what};
     void **args = argsOnly;
     switch (ki.role) {
     case KernelRole::Delta:
@@ -428,24 +455,34 @@ void CompiledAttention::backward(const BackwardArgs &a) {
       args = argsBatch;
       break;
     case KernelRole::DqPass:
-      gx = static_cast<unsigned>((a.seqLen + 3) / 4);
-      gy = static_cast<unsigned>(plan_.branches[ki.branch].heads.size());
+    case KernelRole::DkvPass: {
+      const BranchPlan &b = plan_.branches[ki.branch];
+      gy = static_cast<unsigned>(b.heads.size());
       gz = static_cast<unsigned>(batch);
+      if (ki.path == KernelPath::Mma && b.kind == BranchKind::Strided) {
+        const int64_t w = plan::segmentLength(b.segment, a.seqLen);
+        const int64_t maxRows = (w + b.dilation - 1) / b.dilation;
+        p.tilesPerSegment = (maxRows + ki.rowsPerCta - 1) / ki.rowsPerCta;
+        gx = static_cast<unsigned>(plan::numSegments(b.segment, a.seqLen) * p.tilesPerSegment);
+      } else {
+        gx = static_cast<unsigned>((a.seqLen + ki.rowsPerCta - 1) / ki.rowsPerCta);
+      }
       break;
-    case KernelRole::DkvPass:
-      gx = static_cast<unsigned>((a.seqLen + 3) / 4);
-      gy = static_cast<unsigned>(Hk);
-      gz = static_cast<unsigned>(batch);
-      break;
+    }
     default: // FinalizeGradients
-      threads = 256;
-      gx = static_cast<unsigned>(
-          std::min<long long>((std::max(qE, kvE) + threads - 1) / threads, 65535LL * 16));
+      if (what == 0)
+        continue;
+      gx = static_cast<unsigned>(std::min<long long>(
+          (std::max(qE, kvE) + ki.threads - 1) / ki.threads, 65535LL * 16));
       args = argsFinal;
       break;
     }
-    rt::check(d.launchKernel(fn, gx, gy, gz, threads, 1, 1, 0, stream, args, nullptr),
-              where + "launching " + ki.name);
+    rt::check(d.launchKernel(fn, gx, gy, gz, ki.threads, 1, 1, ki.smemBytes, stream, args,
+                             nullptr),
+              where + "launching " + ki.name + " (grid " + std::to_string(gx) + "x" +
+                  std::to_string(gy) + "x" + std::to_string(gz) + ", " +
+                  std::to_string(ki.threads) + " threads, " + std::to_string(ki.smemBytes) +
+                  " bytes of shared memory)");
   }
 }
 

@@ -92,6 +92,7 @@ int runCompile(const std::vector<std::string> &args) {
   static const char *help =
       "usage: dattn compile FILE [--name NAME] --emit=KIND [--arch sm_80,sm_90] [-o DIR]\n"
       "                    [--tile-m M] [--tile-n N] [--locations]\n"
+      "                    [--backward [--deterministic]]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
       "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
@@ -100,6 +101,8 @@ int runCompile(const std::vector<std::string> &args) {
       "  -o DIR        write <attention>.<arch>.{cu,ptx,cubin} into DIR instead of stdout\n"
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
       "  --locations   print each op's spec file:line:col (mlir and plan)\n"
+      "  --backward    cuda/ptx/cubin of the backward module (dq, dk, dv) instead;\n"
+      "                --deterministic: its bit-reproducible variant\n"
       "Without --name every attention of the file is compiled. No GPU is needed.\n";
   if (wantsHelp(args, help))
     return 0;
@@ -107,7 +110,11 @@ int runCompile(const std::vector<std::string> &args) {
   for (auto &x : a)
     if (x == "-o")
       x = "--output";
-  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output"}, {"locations"});
+  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output"},
+            {"locations", "backward", "deterministic"});
+  const bool backward = o.has("backward"), deterministic = o.has("deterministic");
+  if (deterministic && !backward)
+    throw UsageError{"--deterministic applies to the backward module: add --backward"};
   std::string emit = o.get("emit");
   if (emit.empty())
     throw UsageError{"--emit is required (mlir, plan, cuda, ptx or cubin)"};
@@ -138,14 +145,16 @@ int runCompile(const std::vector<std::string> &args) {
     for (const auto &arch : archs) {
       const std::string stem = dir + "/" + spec.name + "." + arch;
       if (emit == "cuda") {
-        EmittedModule m = emitCuda(planAttention(spec, po), arch);
+        const AttentionPlan plan = planAttention(spec, po);
+        EmittedModule m =
+            backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
         if (dir.empty())
           std::fputs(m.source.c_str(), stdout);
         else
           writeText(stem + ".cu", m.source.data(), m.source.size());
         continue;
       }
-      OfflineKernel k = compileOffline(spec, arch, po);
+      OfflineKernel k = compileOffline(spec, arch, po, backward, deterministic);
       if (emit == "ptx" && dir.empty())
         std::fputs(k.ptx.c_str(), stdout);
       else if (emit == "ptx")
@@ -195,11 +204,22 @@ bool runBackwardOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, in
   const std::vector<int64_t> qShape = {B, N, spec.heads, spec.headDim};
   const std::vector<int64_t> kvShape = {B, N, spec.kvHeads, spec.headDim};
   std::vector<float> dout = inputArray(o, "dout", qShape, rng);
-  run.backward(dout.data());
+  const bool deterministic = o.has("deterministic");
+  run.backward(dout.data(), deterministic);
   std::vector<float> dq, dk, dv;
   run.readGradients(dq, dk, dv);
+  if (deterministic) { // a second run must give the same bits
+    std::vector<float> dq2, dk2, dv2;
+    run.backward(dout.data(), true);
+    run.readGradients(dq2, dk2, dv2);
+    const bool same = dq == dq2 && dk == dk2 && dv == dv2;
+    std::printf("deterministic: two runs %s\n", same ? "bit-identical" : "DIFFER");
+    if (!same)
+      return false;
+  }
   const int iters = static_cast<int>(o.getInt("iters", 10, 1, 100000));
-  const double bms = timeMedianMs([&](int) { run.backward(dout.data()); }, 1, iters);
+  const double bms =
+      timeMedianMs([&](int) { run.backward(dout.data(), deterministic); }, 1, iters);
   const double flops = 4.0 * double(pc.pairs) * spec.headDim;
   std::printf("backward: %.3f ms (median of %d); forward+backward %.3f ms, %.1f effective "
               "TFLOP/s (3.5 x forward FLOPs)\n",
@@ -345,13 +365,15 @@ int runRun(const std::vector<std::string> &args) {
       "  PREFIX_dq.npy, PREFIX_dk.npy, PREFIX_dv.npy with --grads PREFIX\n"
       "  On the GPU it prints the backward and forward+backward times (effective\n"
       "  TFLOP/s counts 3.5 x the forward FLOPs), and --check also compares the\n"
-      "  gradients with the reference (for N <= 4096) at twice the tolerance.\n";
+      "  gradients with the reference (for N <= 4096) at twice the tolerance.\n"
+      "  --deterministic computes dQ in its own pass (bit-identical run to run;\n"
+      "  checked with a second run) instead of fp32 reductions.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
             {"name", "seq", "batch", "device", "q", "k", "v", "seed", "out", "lse", "block-mask",
              "gpu", "iters", "tile-m", "tile-n", "dout", "grads"},
-            {"check", "verbose", "backward"});
+            {"check", "verbose", "backward", "deterministic"});
   if (!o.has("seq"))
     throw UsageError{"--seq N is required"};
   std::string device = o.get("device", "cpu");

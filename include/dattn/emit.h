@@ -34,6 +34,10 @@ struct EmittedModule {
   std::vector<KernelInfo> kernels; ///< in launch order: init, branches, finalize
   bool mergeMode = false;          ///< some head is in several branches
   std::string arch;                ///< e.g. "sm_90"
+  // Backward modules only.
+  bool gradientsDirect = false; ///< branch kernels write dq/dk/dv in the dtype
+  bool atomicDq = false;        ///< dQ added with fp32 reductions (not deterministic)
+  int gradientFinalize = 0;     ///< bwd::FinalizeWhat bits the finalize kernel converts
 };
 
 /// `arch` is "sm_XY". `smemLimit` is the per-block opt-in shared memory of
@@ -42,9 +46,13 @@ struct EmittedModule {
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch,
                        int smemLimit = 0);
 
-/// The backward module (SIMT, deterministic): Delta, then per branch a dQ
-/// pass and a dK/dV pass, then the conversion of the fp32 accumulators.
-EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arch);
+/// The backward module: Delta, then per branch a dK/dV kernel and (SIMT, or
+/// when `deterministic`) a dQ kernel, then the conversion of the fp32
+/// accumulators. Tensor cores (fp16/bf16, sm_80+, head_dim <= 128) fuse dQ
+/// into the dK/dV kernel with fp32 reductions unless `deterministic`; the
+/// SIMT path is always deterministic.
+EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arch,
+                               bool deterministic = false, int smemLimit = 0);
 
 /// Opt-in shared memory per block of an arch when no device is at hand.
 int defaultSmemLimit(int smVersion);

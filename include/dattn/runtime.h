@@ -69,6 +69,10 @@ struct BackwardArgs {
   void *dv = nullptr;         ///< like v
   const BlockMask *mask = nullptr;
   void *stream = nullptr;
+  /// Bit-identical gradients run to run: dQ gets its own pass instead of
+  /// fp32 reductions from the dK/dV kernel (slower on tensor cores; the
+  /// SIMT path is always deterministic).
+  bool deterministic = false;
 };
 
 /// How the kernels of a compiled attention were obtained.
@@ -90,10 +94,10 @@ public:
   /// args.stream. Not thread-safe per object (it owns a workspace).
   void forward(const ForwardArgs &args);
 
-  /// dq, dk, dv. The first call compiles the backward module (through the
-  /// same cache). Deterministic: two calls on the same inputs give
-  /// bit-identical gradients. Extra memory: fp32 accumulators and Delta,
-  /// O(N) (no N x N term).
+  /// dq, dk, dv. The first call of each mode compiles its backward module
+  /// (through the same cache). With args.deterministic, two calls on the
+  /// same inputs give bit-identical gradients. Extra memory: Delta and the
+  /// fp32 accumulators the module needs, O(N) (no N x N term).
   void backward(const BackwardArgs &args);
 
   const AttentionSpec &spec() const { return spec_; }
@@ -117,9 +121,10 @@ private:
   rt::KernelCache *cache_ = nullptr; ///< the Runtime's; it outlives this object
   int smemOptin_ = 0;
   std::string arch_;
-  EmittedModule backwardModule_;
-  void *cuBackwardModule_ = nullptr;
-  std::vector<void *> backwardFunctions_;
+  // Backward modules, [0] default and [1] deterministic, built on first use.
+  EmittedModule backwardModules_[2];
+  void *cuBackwardModules_[2] = {nullptr, nullptr};
+  std::vector<void *> backwardFunctions_[2];
   void *backwardWorkspace_ = nullptr;
   int64_t backwardWorkspaceBytes_ = 0;
 
@@ -168,7 +173,8 @@ struct OfflineKernel {
   double compileSeconds = 0;
 };
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
-                             const PlanOptions &tiles = {}, bool backward = false);
+                             const PlanOptions &tiles = {}, bool backward = false,
+                             bool deterministic = false);
 
 /// NVRTC's version ("13.0") and the archs it targets.
 std::string nvrtcVersion();
@@ -240,7 +246,7 @@ public:
   void read(std::vector<float> &out, std::vector<float> &lse);
   /// The backward pass for upstream gradient `dout` (host, float32, like O),
   /// on gradients poisoned with NaN; readGradients() waits and decodes.
-  void backward(const float *dout);
+  void backward(const float *dout, bool deterministic = false);
   void readGradients(std::vector<float> &dq, std::vector<float> &dk, std::vector<float> &dv);
   /// dout as the GPU sees it (rounded to the dtype).
   const std::vector<float> &dout() const { return doutRounded_; }

@@ -11,10 +11,11 @@
 //   1. computeDelta: Delta = rowsum(dO * O), one warp per row.
 //   2. per branch, dqPass: one warp per query row, over the row's keys
 //      (the forward's iteration); adds into the fp32 dQ accumulator.
-//   3. per branch, dkvPass: one warp per (key row, kv head), over the query
-//      heads of its group and the rows that reach the key
-//      (plan::memberQueryRange); adds into the fp32 dK, dV accumulators.
-//   4. finalize: accumulators -> dq, dk, dv in the input dtype.
+//   3. per branch, dkvPass: one warp per (key row, query head), over the
+//      rows that reach the key (plan::memberQueryRange); adds into the
+//      query head's slice of the fp32 dK, dV accumulators.
+//   4. finalize: accumulators -> dq, dk, dv in the input dtype, dk and dv
+//      summed over each kv head's query heads.
 // Extra memory: Delta and the three fp32 accumulators, O(N).
 #pragma once
 
@@ -138,16 +139,42 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
   }
 }
 
-/// dK and dV for one (key row, kv head) per warp (grid.x rows of 4 warps,
-/// y kv heads, z batch). Heads of the group outside the branch are skipped.
+/// dK and dV of one query head's slice for one key row per warp (grid.x
+/// rows of 4 warps, y heads of the branch, z batch); finalize sums the
+/// slices of a kv head's query heads.
 template <class T, int D, class Branch> __device__ void dkvPass(const Params &p) {
   constexpr int kPerLane = (D + 31) / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int kvHead = blockIdx.y;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long b = blockIdx.z, n = p.seqLen;
   const long long j = (long long)blockIdx.x * (blockDim.x / 32) + warp;
   if (j >= n)
     return;
+  const int kvHead = head / p.groupSize;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  long long iBegin = 0, iEnd = n, iStep = 1;
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    const long long r = Branch::kStride, o = Branch::offset(headIndex);
+    if (j % r != o)
+      return;
+    plan::segmentLattice(j, Branch::kSegment, n, r, o, &iBegin, &iEnd);
+    iStep = r;
+  } else {
+    fwd::Params fp{};
+    fp.maskRows = p.maskRows;
+    fp.maskCols = p.maskCols;
+    iBegin = n;
+    iEnd = 0;
+    for (int m = 0; m < Branch::kNumMembers; ++m) {
+      members[m] = Branch::member(m, headIndex, head, fp);
+      plan::i64 lo, hi;
+      plan::memberQueryRange(members[m], j, n, &lo, &hi);
+      iBegin = plan::minI(iBegin, lo);
+      iEnd = plan::maxI(iEnd, hi);
+    }
+  }
+  if (Branch::kCausal && iBegin < j) // i >= j, staying on the strided row lattice
+    iBegin += (j - iBegin + iStep - 1) / iStep * iStep;
   const long long kvRow = (b * n + j) * p.kvHeads + kvHead;
   const T *k = (const T *)p.k + kvRow * D;
   const T *v = (const T *)p.v + kvRow * D;
@@ -159,80 +186,63 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
     vv[c] = d < D ? dev::toFloat(v[d]) : 0.f;
     dk[c] = dvv[c] = 0.f;
   }
-  fwd::Params fp{};
-  fp.maskRows = p.maskRows;
-  fp.maskCols = p.maskCols;
-  for (int headIndex = 0; headIndex < Branch::kNumHeads; ++headIndex) {
-    const int head = Branch::head(headIndex);
-    if (head / p.groupSize != kvHead)
-      continue;
-    plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-    long long iBegin = 0, iEnd = n, iStep = 1;
-    if constexpr (Branch::kKind == fwd::kStridedBranch) {
-      const long long r = Branch::kStride, o = Branch::offset(headIndex);
-      if (j % r != o)
+  for (long long i = iBegin; i < iEnd; i += iStep) {
+    if constexpr (Branch::kKind == fwd::kBlocksBranch) {
+      if (!branchPair<Branch>(members, headIndex, i, j, n))
         continue;
-      plan::segmentLattice(j, Branch::kSegment, n, r, o, &iBegin, &iEnd);
-      iStep = r;
-    } else {
-      iBegin = n;
-      iEnd = 0;
-      for (int m = 0; m < Branch::kNumMembers; ++m) {
-        members[m] = Branch::member(m, headIndex, head, fp);
-        plan::i64 lo, hi;
-        plan::memberQueryRange(members[m], j, n, &lo, &hi);
-        iBegin = plan::minI(iBegin, lo);
-        iEnd = plan::maxI(iEnd, hi);
-      }
     }
-    if (Branch::kCausal && iBegin < j) // i >= j, staying on the strided row lattice
-      iBegin += (j - iBegin + iStep - 1) / iStep * iStep;
-    for (long long i = iBegin; i < iEnd; i += iStep) {
-      if constexpr (Branch::kKind == fwd::kBlocksBranch) {
-        if (!branchPair<Branch>(members, headIndex, i, j, n))
-          continue;
-      }
-      const float L = p.lse[(b * p.heads + head) * n + i];
-      const long long qRow = (b * n + i) * p.heads + head;
-      const T *q = (const T *)p.q + qRow * D;
-      const T *g = (const T *)p.dout + qRow * D;
-      const float dot = dev::warpSum(dev::warpDot<D>(kv, q, lane));
-      const float dp = dev::warpSum(dev::warpDot<D>(vv, g, lane));
-      const float pij = expf(dot * p.scale - L);
-      const float ds = pij * (dp - p.delta[(b * p.heads + head) * n + i]) * p.scale;
+    const float L = p.lse[(b * p.heads + head) * n + i];
+    const long long qRow = (b * n + i) * p.heads + head;
+    const T *q = (const T *)p.q + qRow * D;
+    const T *g = (const T *)p.dout + qRow * D;
+    const float dot = dev::warpSum(dev::warpDot<D>(kv, q, lane));
+    const float dp = dev::warpSum(dev::warpDot<D>(vv, g, lane));
+    const float pij = expf(dot * p.scale - L);
+    const float ds = pij * (dp - p.delta[(b * p.heads + head) * n + i]) * p.scale;
 #pragma unroll
-      for (int c = 0; c < kPerLane; ++c) {
-        int d = lane + 32 * c;
-        if (d < D) {
-          dk[c] += ds * dev::toFloat(q[d]);
-          dvv[c] += pij * dev::toFloat(g[d]);
-        }
+    for (int c = 0; c < kPerLane; ++c) {
+      int d = lane + 32 * c;
+      if (d < D) {
+        dk[c] += ds * dev::toFloat(q[d]);
+        dvv[c] += pij * dev::toFloat(g[d]);
       }
     }
   }
-  float *outK = p.dkAcc + kvRow * D;
-  float *outV = p.dvAcc + kvRow * D;
+  const long long slice = ((b * n + j) * p.heads + head) * D;
 #pragma unroll
   for (int c = 0; c < kPerLane; ++c) {
     int d = lane + 32 * c;
     if (d < D) {
-      outK[d] += dk[c];
-      outV[d] += dvv[c];
+      p.dkAcc[slice + d] += dk[c];
+      p.dvAcc[slice + d] += dvv[c];
     }
   }
 }
 
-/// Accumulators -> gradients in the input dtype (grid-stride over elements).
-template <class T> __device__ void finalizeGradients(const Params &p, long long qElems,
-                                                     long long kvElems) {
+/// Accumulators -> gradients in the input dtype (grid-stride over elements):
+/// dq as is, dk and dv summed over the query heads of each kv head. `what`
+/// holds FinalizeWhat bits: the gradients written directly are left alone.
+template <class T, int D>
+__device__ void finalizeGradients(const Params &p, long long qElems, long long kvElems,
+                                  int what) {
   const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems; x += stride)
-    ((T *)p.dq)[x] = dev::fromFloat<T>(p.dqAcc[x]);
-  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems; x += stride) {
-    ((T *)p.dk)[x] = dev::fromFloat<T>(p.dkAcc[x]);
-    ((T *)p.dv)[x] = dev::fromFloat<T>(p.dvAcc[x]);
-  }
+  if (what & kFinalizeDq)
+    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems; x += stride)
+      ((T *)p.dq)[x] = dev::fromFloat<T>(p.dqAcc[x]);
+  if (what & kFinalizeDkv)
+    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems;
+         x += stride) {
+      const long long d = x % D, row = x / D; // row = (b * N + j) * Hkv + kvHead
+      const long long kvHead = row % p.kvHeads, bj = row / p.kvHeads;
+      const long long first = (bj * p.heads + kvHead * p.groupSize) * D + d;
+      float k = 0.f, v = 0.f;
+      for (int g = 0; g < p.groupSize; ++g) {
+        k += p.dkAcc[first + g * D];
+        v += p.dvAcc[first + g * D];
+      }
+      ((T *)p.dk)[x] = dev::fromFloat<T>(k);
+      ((T *)p.dv)[x] = dev::fromFloat<T>(v);
+    }
 }
-
 } // namespace bwd
 } // namespace dattn

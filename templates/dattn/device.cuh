@@ -67,6 +67,11 @@ DATTN_DEV void cpAsync16(unsigned dst, const void *src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
 }
+/// 4-byte asynchronous copy (one fp32), zero-filling when !valid.
+DATTN_DEV void cpAsync4(unsigned dst, const void *src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src),
+               "r"(valid ? 4 : 0));
+}
 DATTN_DEV void cpAsyncCommit() { asm volatile("cp.async.commit_group;"); }
 DATTN_DEV void cpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
@@ -95,6 +100,17 @@ template <> DATTN_DEV void mma16816<bf16>(float c[4], const unsigned a[4], const
                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/// dst[0] += a, dst[1] += b in global memory, relaxed and unordered (fp32
+/// gradient accumulation). sm_90 has a two-element vector reduction.
+DATTN_DEV void reduceAdd2(float *dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
+#else
+  asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst), "f"(a) : "memory");
+  asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst + 1), "f"(b) : "memory");
+#endif
 }
 
 DATTN_DEV float fastExp2(float x) {

@@ -346,5 +346,30 @@ DATTN_HD void unionKeyTiles(const Member *members, int count, bool causal, i64 i
   *t1 = ceilDiv(hi, blockN);
 }
 
+/// Query range over all members for key rows [j0, j1), in query tiles of
+/// blockM: [*t0, *t1) (the backward pass's dK/dV iteration). Each member's
+/// memberQueryRange bounds move monotonically with j, so the ranges of the
+/// tile's first and last key span those of every key between them.
+DATTN_HD void unionQueryTiles(const Member *members, int count, bool causal, i64 j0, i64 j1,
+                              i64 seqLen, i64 blockM, i64 *t0, i64 *t1) {
+  i64 lo = seqLen, hi = 0;
+  for (int k = 0; k < count; ++k)
+    for (int end = 0; end < 2; ++end) {
+      const i64 j = end == 0 ? j0 : j1 - 1;
+      i64 a, b;
+      memberQueryRange(members[k], j, seqLen, &a, &b);
+      lo = minI(lo, a);
+      hi = maxI(hi, b);
+    }
+  if (causal)
+    lo = maxI(lo, j0);
+  if (hi <= lo) {
+    *t0 = *t1 = 0;
+    return;
+  }
+  *t0 = lo / blockM;
+  *t1 = ceilDiv(hi, blockM);
+}
+
 } // namespace plan
 } // namespace dattn

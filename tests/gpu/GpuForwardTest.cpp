@@ -292,7 +292,8 @@ namespace dattn::test {
 namespace {
 
 /// GPU gradients against the reference's, at twice the forward tolerance.
-void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed) {
+void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
+                          bool deterministic = false) {
   Runtime &rt = runtime();
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal;
@@ -308,7 +309,7 @@ void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, u
   auto attn = rt.compile(spec);
   HostForward run(*attn, batch, n, q.data(), k.data(), v.data(), maskPtr);
   run.run();
-  run.backward(dout.data());
+  run.backward(dout.data(), deterministic);
   std::vector<float> dq, dk, dv;
   run.readGradients(dq, dk, dv);
   std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
@@ -320,7 +321,7 @@ void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, u
     const double rel = relativeError(*got, *want, &nans);
     EXPECT_EQ(nans, 0u) << name << "\n" << spec.canonical();
     EXPECT_LT(rel, 2 * toleranceFor(spec.dtype))
-        << name << " N = " << n << "\n"
+        << name << " N = " << n << (deterministic ? " (deterministic)" : "") << "\n"
         << spec.canonical();
   }
 }
@@ -333,9 +334,15 @@ TEST_P(Gradients, MatchReference) {
   std::string text = std::string("attention t { heads = 4 kv_heads = 2 head_dim = 64 dtype = ") +
                      dtype + (causal ? " causal = true " : " ") + kPatterns[index].branches +
                      " }";
+  // GQA (dK, dV summed over a group; fp32 accumulators) in both modes...
   AttentionSpec spec = parse(text);
   for (int64_t n : {1, 77, 200})
-    expectGradientsClose(spec, n == 77 ? 2 : 1, n, 500 + n + index);
+    expectGradientsClose(spec, n == 77 ? 2 : 1, n, 500 + n + index, /*deterministic=*/n == 200);
+  // ... and one kv head per head: single-branch heads get their gradients
+  // written directly by the tensor-core kernels.
+  spec.kvHeads = spec.heads;
+  for (bool deterministic : {false, true})
+    expectGradientsClose(spec, 1, 130, 900 + index, deterministic);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -355,19 +362,17 @@ TEST(GpuBackward, RandomSpecsAndHeadDims) {
     spec.dtype = trial % 3 == 0 ? DType::F32 : trial % 3 == 1 ? DType::F16 : DType::BF16;
     spec.headDim = trial % 4 == 0 ? 128 : trial % 4 == 1 ? 96 : 32;
     SCOPED_TRACE("trial " + std::to_string(trial));
-    expectGradientsClose(spec, 1, gen.uniform(1, 150), trial);
+    expectGradientsClose(spec, 1, gen.uniform(1, 150), trial, trial % 2 == 1);
   }
 }
 
-TEST(GpuBackward, DeterministicBitForBit) {
-  REQUIRE_GPU();
-  AttentionSpec spec = parse("attention t { heads = 4 kv_heads = 1 head_dim = 64 dtype = bf16 "
-                             "branch { dilated(segment = 64, dilation = 2, offset = head) } "
-                             "branch { window(left = 20, right = 5) | global(tokens = 3) } }");
+/// Runs the backward pass of `spec` twice in deterministic mode and expects
+/// bit-identical gradients (and gradients close to the reference).
+void expectBitIdentical(const AttentionSpec &spec, int64_t n) {
   std::mt19937_64 rng(8);
   std::normal_distribution<float> normal;
-  const int64_t n = 300;
-  std::vector<float> q(n * 4 * 64), k(n * 64), v(n * 64), dout(q.size());
+  std::vector<float> q(n * spec.heads * spec.headDim), k(n * spec.kvHeads * spec.headDim),
+      v(k.size()), dout(q.size());
   for (auto *x : {&q, &k, &v, &dout})
     for (float &f : *x)
       f = normal(rng);
@@ -375,12 +380,31 @@ TEST(GpuBackward, DeterministicBitForBit) {
   HostForward run(*attn, 1, n, q.data(), k.data(), v.data());
   run.run();
   std::vector<float> g1[3], g2[3];
-  run.backward(dout.data());
+  run.backward(dout.data(), true);
   run.readGradients(g1[0], g1[1], g1[2]);
-  run.backward(dout.data());
+  run.backward(dout.data(), true);
   run.readGradients(g2[0], g2[1], g2[2]);
   for (int x = 0; x < 3; ++x)
-    EXPECT_EQ(0, std::memcmp(g1[x].data(), g2[x].data(), g1[x].size() * 4)) << "gradient " << x;
+    EXPECT_EQ(0, std::memcmp(g1[x].data(), g2[x].data(), g1[x].size() * 4))
+        << "gradient " << x << "\n" << spec.canonical();
+}
+
+TEST(GpuBackward, DeterministicBitForBit) {
+  REQUIRE_GPU();
+  // GQA and two branches (accumulators), then the LongNet shape in small
+  // (direct writes, 128-key tiles, many query tiles per key tile).
+  expectBitIdentical(parse("attention t { heads = 4 kv_heads = 1 head_dim = 64 dtype = bf16 "
+                           "branch { dilated(segment = 64, dilation = 2, offset = head) } "
+                           "branch { window(left = 20, right = 5) | global(tokens = 3) } }"),
+                     300);
+  AttentionSpec longnet =
+      parse("attention t { heads = 3 head_dim = 128 dtype = bf16 "
+            "branch heads 0 { dilated(segment = 512, dilation = 1) } "
+            "branch heads 1 { dilated(segment = 1024, dilation = 2, offset = 1) } "
+            "branch heads 2 { dilated(segment = 2048, dilation = 4, offset = 2) } }");
+  expectBitIdentical(longnet, 3000);
+  expectGradientsClose(longnet, 1, 3000, 77, /*deterministic=*/false);
+  expectGradientsClose(longnet, 1, 3000, 78, /*deterministic=*/true);
 }
 
 } // namespace

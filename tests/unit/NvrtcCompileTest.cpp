@@ -32,12 +32,22 @@ TEST(Nvrtc, EveryExampleCompilesForEveryArch) {
 TEST(Nvrtc, BackwardModulesCompile) {
   for (const auto &f : exampleFiles())
     for (const auto &spec : loadSpecFile(f).attentions)
-      for (const char *arch : {"sm_75", "sm_90"}) {
-        OfflineKernel k = compileOffline(spec, arch, {}, /*backward=*/true);
-        for (const auto &kernel : k.module.kernels)
-          EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
-        EXPECT_EQ(k.ptx.find("atom."), std::string::npos) << "the backward pass is atomic-free";
-      }
+      for (const char *arch : {"sm_75", "sm_80", "sm_90"})
+        for (bool deterministic : {false, true}) {
+          OfflineKernel k = compileOffline(spec, arch, {}, /*backward=*/true, deterministic);
+          for (const auto &kernel : k.module.kernels)
+            EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
+          // Reductions only where the module says dQ is reduced (tensor
+          // cores, not deterministic): the other modules are bit-reproducible.
+          // (A tab starts a PTX instruction: "cp.async.cg.shared.global" also
+          // contains "red.global".)
+          const bool reduces = k.ptx.find("\tred.") != std::string::npos ||
+                               k.ptx.find("\tatom.") != std::string::npos;
+          EXPECT_EQ(reduces, k.module.atomicDq) << spec.name << " " << arch;
+          EXPECT_EQ(k.module.atomicDq, !deterministic && spec.dtype != DType::F32 &&
+                                           std::string(arch) != "sm_75" && spec.headDim <= 128)
+              << spec.name << " " << arch;
+        }
 }
 
 TEST(Nvrtc, TensorCorePathOnSm80AndSimtOnSm75) {

@@ -178,11 +178,58 @@ TEST(TilePlan, QueryRangesHoldEveryQueryOfAKey) {
             plan::i64 lo, hi2;
             plan::memberQueryRange(m, j, n, &lo, &hi2);
             for (int64_t i = 0; i < n; ++i)
-              if (plan::memberContains(m, i, j))
+              if (plan::memberContains(m, i, j)) {
                 ASSERT_TRUE(i >= lo && i < hi2) << "i=" << i << " j=" << j << " range [" << lo
                                                 << ", " << hi2 << ")\n" << spec.canonical();
+              }
           }
         }
+  }
+}
+
+TEST(TilePlan, QueryTilesHoldEveryQueryOfAKeyTile) {
+  // The tensor-core dK/dV kernel visits, for key tile [j0, j1), only the
+  // query tiles unionQueryTiles names: every pair of the union (causal
+  // included) must fall inside them.
+  SpecGenerator gen(78);
+  const int64_t tiles[] = {16, 32, 64, 128};
+  for (int trial = 0; trial < 150; ++trial) {
+    AttentionSpec spec = gen.spec();
+    const int64_t n = gen.uniform(1, 300), bn = tiles[gen.uniform(0, 3)],
+                  bm = tiles[gen.uniform(0, 3)];
+    BlockMask mask;
+    if (spec.needsBlockMask())
+      mask = gen.mask(spec, n);
+    AttentionPlan p = planAttention(spec);
+    for (const auto &b : p.branches) {
+      if (b.kind != BranchKind::Blocks)
+        continue;
+      for (size_t hi = 0; hi < b.heads.size(); ++hi) {
+        std::vector<plan::Member> members;
+        for (const auto &mp : b.members)
+          members.push_back(mp.forHead(static_cast<int>(hi), b.heads[hi],
+                                       mask.rowOffsets.data(), mask.colIndices.data()));
+        for (int64_t j0 = 0; j0 < n; j0 += bn) {
+          const int64_t j1 = std::min(n, j0 + bn);
+          plan::i64 t0, t1;
+          plan::unionQueryTiles(members.data(), static_cast<int>(members.size()), p.causal, j0,
+                                j1, n, bm, &t0, &t1);
+          for (int64_t j = j0; j < j1; ++j)
+            for (int64_t i = 0; i < n; ++i) {
+              if (p.causal && j > i)
+                continue;
+              bool in = false;
+              for (const auto &m : members)
+                in = in || plan::memberContains(m, i, j);
+              if (in) {
+                ASSERT_TRUE(i >= t0 * bm && i < t1 * bm)
+                    << "i=" << i << " j=" << j << " tiles [" << t0 << ", " << t1 << ") of "
+                    << bm << "\n" << spec.canonical();
+              }
+            }
+        }
+      }
+    }
   }
 }
 

@@ -1,0 +1,583 @@
+// dattn: the tensor-core backward kernels (sm_80+, fp16 and bf16,
+// head_dim <= 128), FlashAttention-2 style.
+//
+// Same math as backward_simt.cuh (p = exp(s - L) from the saved LSE,
+// dS = p (dP - Delta)), on tiles, with nothing of size N x N stored:
+//
+//   mmaBackwardKV: one CTA per (key tile of 16 * W rows, query head). Warp w
+//     owns 16 key rows and keeps their dK and dV in registers while the CTA
+//     walks the query tiles that reach the key tile (plan::unionQueryTiles,
+//     or the segment's compact tiles for a strided branch). Per query tile:
+//       S^T = K Q^T and dP^T = V dO^T    (mma, K/V/Q/dO via ldmatrix)
+//       P^T = exp2(S^T c - L), dS^T = P^T (dP^T - Delta)
+//       dV += P^T dO,  dK += dS^T Q       (P^T, dS^T re-packed in registers)
+//     With ATOMIC_DQ it also stores dS^T in shared memory and adds
+//     dQ = dS K for the query tile into the fp32 dQ accumulator with vector
+//     reductions (fast, run-to-run order of the adds varies).
+//   mmaBackwardQ: the deterministic dQ: one CTA per query tile, over its key
+//     tiles like the forward kernel (S = Q K^T, dP = dO V^T, dQ += dS K);
+//     each dQ row has one writer, so results are bit-identical run to run.
+//
+// The scale is applied once, in the epilogues (dK and dQ are scale * sum).
+// Rows of a strided branch are loaded straight from the sequence, as in the
+// forward kernel (fwd::MmaTile::RowLoader), with the same swizzled layout.
+#pragma once
+
+#include "dattn/backward_params.cuh"
+#include "dattn/forward_mma.cuh"
+
+namespace dattn {
+namespace bwd {
+
+/// Offset of element (row, col) of a row-major [rows][COLS] b16 tile whose
+/// 16-byte chunks are XOR-swizzled like fwd::MmaTile's.
+template <int COLS> DATTN_DEV int swizzled(int row, int col) {
+  constexpr int kChunks = COLS / 8;
+  constexpr int kGroup = (kChunks & -kChunks) < 8 ? (kChunks & -kChunks) : 8;
+  return row * COLS + (((col >> 3) ^ (row & (kGroup - 1))) << 3) + (col & 7);
+}
+
+/// Two fp32 accumulator elements, one 8-byte access.
+struct alignas(8) Pair {
+  float x, y;
+};
+
+/// The compact rows of one CTA's branch geometry: row(a) = base + a * step,
+/// a in [0, count). Strided branches: a segment's residue class; blocks
+/// branches: the whole sequence.
+struct RowMap {
+  long long base, step, count;
+};
+
+/// L * log2(e) for the exponent, with an empty row's -inf turned into +inf:
+/// such a row has no pair in any tile, its masked scores are -inf, and
+/// 2^(-inf - inf) = 0 where 2^(-inf + inf) would be NaN.
+DATTN_DEV float lseLog2(float L) {
+  return L == -__int_as_float(0x7f800000) ? __int_as_float(0x7f800000) : L * dev::kLog2e;
+}
+
+/// The largest multiple of 16 dividing D, at most 64: the dQ columns one
+/// warp computes at a time in mmaBackwardKV.
+template <int D> constexpr int dqPassCols() {
+  return D <= 64 ? D : D % 64 == 0 ? 64 : D % 48 == 0 ? 48 : D % 32 == 0 ? 32 : 16;
+}
+
+template <class T, int D, int BM, int W, bool ATOMIC_DQ, int MODE, class Branch>
+__device__ void mmaBackwardKV(const Params &p) {
+  constexpr int BN = 16 * W;
+  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
+  constexpr int kThreads = Tile::kThreads;
+  static_assert(BM % 16 == 0 && D % 16 == 0 && D <= 128, "backward tile shapes");
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sK = reinterpret_cast<T *>(smemRaw);
+  T *sV = sK + BN * D;
+  T *sQ = sV + BN * D;  // two stages of BM * D
+  T *sG = sQ + 2 * BM * D; // dO, two stages
+  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM] (ATOMIC_DQ only)
+  float *sL = reinterpret_cast<float *>(sDS + (ATOMIC_DQ ? BN * BM : 0)); // 2 stages
+  float *sDelta = sL + 2 * BM;                                            // 2 stages
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, n = p.seqLen;
+  const int kvHead = head / p.groupSize;
+
+  RowMap rm;
+  long long kb0, qt0, qt1;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    const long long seg = blockIdx.x / p.tilesPerSegment, o = Branch::offset(headIndex);
+    rm.base = plan::segmentFirstRow(seg, Branch::kSegment, n, Branch::kStride, o);
+    rm.step = Branch::kStride;
+    rm.count = plan::segmentRows(seg, Branch::kSegment, n, Branch::kStride, o);
+    kb0 = (blockIdx.x % p.tilesPerSegment) * BN;
+    qt0 = Branch::kCausal ? kb0 / BM : 0;
+    qt1 = plan::ceilDiv(rm.count, BM);
+  } else {
+    fwd::Params fp{};
+    fp.maskRows = p.maskRows;
+    fp.maskCols = p.maskCols;
+    for (int m = 0; m < Branch::kNumMembers; ++m)
+      members[m] = Branch::member(m, headIndex, head, fp);
+    rm.base = 0;
+    rm.step = 1;
+    rm.count = n;
+    kb0 = (long long)blockIdx.x * BN;
+    plan::unionQueryTiles(members, Branch::kNumMembers, Branch::kCausal, kb0,
+                          plan::minI(n, kb0 + BN), n, BM, &qt0, &qt1);
+  }
+  if (kb0 >= rm.count)
+    return;
+
+  auto tileClass = [&](long long qt) -> int {
+    const long long qa0 = qt * BM;
+    if constexpr (Branch::kKind == fwd::kStridedBranch) {
+      return plan::stridedTileClass(qa0, qa0 + BM, kb0, kb0 + BN, rm.count, Branch::kCausal);
+    } else {
+      int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, qa0,
+                                   plan::minI(n, qa0 + BM), kb0, plan::minI(n, kb0 + BN));
+      // Tiles running past N hold zero-filled rows only the mask removes.
+      return c == plan::kFull && (qa0 + BM > n || kb0 + BN > n) ? (int)plan::kPartial : c;
+    }
+  };
+  auto nextTile = [&](long long qt) {
+    while (qt < qt1 && tileClass(qt) == plan::kSkip)
+      ++qt;
+    return qt;
+  };
+
+  const long long qRowStride = (long long)p.heads * D, kRowStride = (long long)p.kvHeads * D;
+  const T *qSrc = (const T *)p.q + batch * n * qRowStride + head * D;
+  const T *gSrc = (const T *)p.dout + batch * n * qRowStride + head * D;
+  const T *kSrc = (const T *)p.k + batch * n * kRowStride + kvHead * D;
+  const T *vSrc = (const T *)p.v + batch * n * kRowStride + kvHead * D;
+  const float *lseSrc = p.lse + (batch * p.heads + head) * n;
+  const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
+
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  typename Tile::template RowLoader<BM> qLoader, gLoader;
+  kLoader.init(kSrc, kRowStride, rm.base, rm.step);
+  vLoader.init(vSrc, kRowStride, rm.base, rm.step);
+  qLoader.init(qSrc, qRowStride, rm.base, rm.step);
+  gLoader.init(gSrc, qRowStride, rm.base, rm.step);
+  // Q, dO, L and Delta of query tile qt into stage `st`.
+  auto loadQueries = [&](int st, long long qt) {
+    const long long qa0 = qt * BM;
+    qLoader.load(sQ + st * BM * D, qa0, rm.count);
+    gLoader.load(sG + st * BM * D, qa0, rm.count);
+    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
+      const int r = x % BM;
+      const long long a = qa0 + r;
+      const bool valid = a < rm.count;
+      const long long row = valid ? rm.base + a * rm.step : 0;
+      const float *src = x < BM ? lseSrc + row : deltaSrc + row;
+      float *dst = (x < BM ? sL : sDelta) + st * BM + r;
+      dev::cpAsync4(dev::smemAddress(dst), src, valid);
+    }
+  };
+
+  long long qt = nextTile(qt0);
+  kLoader.load(sK, kb0, rm.count);
+  vLoader.load(sV, kb0, rm.count);
+  if (qt < qt1)
+    loadQueries(0, qt);
+  dev::cpAsyncCommit();
+
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int x = 0; x < D / 8; ++x)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      dk[x][e] = dv[x][e] = 0.f;
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
+  const int keyRow0 = warp * 16; // this warp's key rows in the tile
+
+  int stage = 0;
+  while (qt < qt1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const int cls = tileClass(qt);
+    const long long qtNext = nextTile(qt + 1);
+    if (qtNext < qt1)
+      loadQueries(stage ^ 1, qtNext);
+    dev::cpAsyncCommit();
+    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
+    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
+
+    // S^T = K Q^T and dP^T = V dO^T: 16 key rows x BM queries per warp.
+    float s[BM / 8][4], dp[BM / 8][4];
+#pragma unroll
+    for (int x = 0; x < BM / 8; ++x)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        s[x][e] = dp[x][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      unsigned ka[4], va[4];
+      {
+        const int r = keyRow0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
+        dev::ldmatrixX4(ka, sKa + 2 * Tile::offset(r, c));
+        dev::ldmatrixX4(va, sVa + 2 * Tile::offset(r, c));
+      }
+#pragma unroll
+      for (int np = 0; np < BM / 16; ++np) {
+        const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 16 + ((lane / 8) % 2) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4(b, tq + 2 * Tile::offset(r, c));
+        unsigned b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+        dev::mma16816<T>(s[2 * np], ka, b0);
+        dev::mma16816<T>(s[2 * np + 1], ka, b1);
+        dev::ldmatrixX4(b, tg + 2 * Tile::offset(r, c));
+        unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
+        dev::mma16816<T>(dp[2 * np], va, g0);
+        dev::mma16816<T>(dp[2 * np + 1], va, g1);
+      }
+    }
+
+    // Partial tiles: pairs outside the branch get score -inf (p = 0).
+    if (cls == plan::kPartial) {
+#pragma unroll
+      for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const long long bkey = kb0 + keyRow0 + lane / 4 + (e >> 1) * 8;
+          const long long a = qt * BM + nb * 8 + (lane % 4) * 2 + (e & 1);
+          bool keep;
+          if constexpr (Branch::kKind == fwd::kStridedBranch)
+            keep = a < rm.count && bkey < rm.count && (!Branch::kCausal || bkey <= a);
+          else
+            keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a) &&
+                   fwd::unionContains(members, Branch::kNumMembers, a, bkey);
+          if (!keep)
+            s[nb][e] = -__int_as_float(0x7f800000);
+        }
+    }
+
+    // P^T and dS^T (in place of S^T and dP^T); column c is query qt*BM + c.
+    const float *tileL = sL + stage * BM, *tileDelta = sDelta + stage * BM;
+#pragma unroll
+    for (int nb = 0; nb < BM / 8; ++nb) {
+      const int c = nb * 8 + (lane % 4) * 2;
+      const float l0 = lseLog2(tileL[c]), l1 = lseLog2(tileL[c + 1]);
+      const float d0 = tileDelta[c], d1 = tileDelta[c + 1];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pv = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -((e & 1) ? l1 : l0)));
+        s[nb][e] = pv;
+        dp[nb][e] = pv * (dp[nb][e] - ((e & 1) ? d1 : d0));
+      }
+    }
+
+    // dV += P^T dO and dK += dS^T Q (B operands via ldmatrix.trans).
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j) {
+      unsigned pa[4], da[4];
+      pa[0] = dev::pack2<T>(s[2 * j][0], s[2 * j][1]);
+      pa[1] = dev::pack2<T>(s[2 * j][2], s[2 * j][3]);
+      pa[2] = dev::pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
+      pa[3] = dev::pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
+      da[0] = dev::pack2<T>(dp[2 * j][0], dp[2 * j][1]);
+      da[1] = dev::pack2<T>(dp[2 * j][2], dp[2 * j][3]);
+      da[2] = dev::pack2<T>(dp[2 * j + 1][0], dp[2 * j + 1][1]);
+      da[3] = dev::pack2<T>(dp[2 * j + 1][2], dp[2 * j + 1][3]);
+#pragma unroll
+      for (int dd = 0; dd < D / 16; ++dd) {
+        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4Trans(b, tg + 2 * Tile::offset(r, c));
+        unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
+        dev::mma16816<T>(dv[2 * dd], pa, g0);
+        dev::mma16816<T>(dv[2 * dd + 1], pa, g1);
+        dev::ldmatrixX4Trans(b, tq + 2 * Tile::offset(r, c));
+        unsigned q0[2] = {b[0], b[1]}, q1[2] = {b[2], b[3]};
+        dev::mma16816<T>(dk[2 * dd], da, q0);
+        dev::mma16816<T>(dk[2 * dd + 1], da, q1);
+      }
+    }
+
+    if constexpr (ATOMIC_DQ) {
+      // dS^T -> shared memory, then dQ (BM x D) = dS (BM x BN) K (BN x D),
+      // split into (16 query rows, dqPassCols columns) items over the warps.
+#pragma unroll
+      for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
+          *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
+              dev::pack2<T>(dp[nb][2 * half], dp[nb][2 * half + 1]);
+        }
+      __syncthreads();
+      constexpr int kCols = dqPassCols<D>();
+      constexpr int kItems = (BM / 16) * (D / kCols);
+      const unsigned sDSa = dev::smemAddress(sDS);
+      for (int item = warp; item < kItems; item += W) {
+        const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
+        float acc[kCols / 8][4];
+#pragma unroll
+        for (int x = 0; x < kCols / 8; ++x)
+          acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+#pragma unroll
+        for (int j = 0; j < BN / 16; ++j) {
+          unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
+          dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
+                                                          qg * 16 + ((lane / 8) % 2) * 8));
+#pragma unroll
+          for (int dd = 0; dd < kCols / 16; ++dd) {
+            const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
+                      c = col0 + dd * 16 + (lane / 16) * 8;
+            unsigned b[4];
+            dev::ldmatrixX4Trans(b, sKa + 2 * Tile::offset(r, c));
+            unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
+            dev::mma16816<T>(acc[2 * dd], a, k0);
+            dev::mma16816<T>(acc[2 * dd + 1], a, k1);
+          }
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const long long a = qt * BM + qg * 16 + lane / 4 + half * 8;
+          if (a >= rm.count)
+            continue;
+          float *dst = p.dqAcc + ((batch * n + rm.base + a * rm.step) * p.heads + head) * D + col0;
+#pragma unroll
+          for (int nb = 0; nb < kCols / 8; ++nb)
+            dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * p.scale,
+                            acc[nb][2 * half + 1] * p.scale);
+        }
+      }
+    }
+    stage ^= 1;
+    qt = qtNext;
+  }
+
+  // --- epilogue: this warp's 16 key rows -------------------------------------
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
+    if (b >= rm.count)
+      continue;
+    const long long row = rm.base + b * rm.step;
+    if constexpr (MODE == kDirect) {
+      T *dkRow = (T *)p.dk + ((batch * n + row) * p.kvHeads + kvHead) * D;
+      T *dvRow = (T *)p.dv + ((batch * n + row) * p.kvHeads + kvHead) * D;
+#pragma unroll
+      for (int nb = 0; nb < D / 8; ++nb) {
+        const int c = nb * 8 + (lane % 4) * 2;
+        *reinterpret_cast<unsigned *>(dkRow + c) =
+            dev::pack2<T>(dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
+        *reinterpret_cast<unsigned *>(dvRow + c) =
+            dev::pack2<T>(dv[nb][2 * half], dv[nb][2 * half + 1]);
+      }
+    } else {
+      float *dkRow = p.dkAcc + ((batch * n + row) * p.heads + head) * D;
+      float *dvRow = p.dvAcc + ((batch * n + row) * p.heads + head) * D;
+#pragma unroll
+      for (int nb = 0; nb < D / 8; ++nb) {
+        const int c = nb * 8 + (lane % 4) * 2;
+        Pair k2 = *reinterpret_cast<Pair *>(dkRow + c);
+        Pair v2 = *reinterpret_cast<Pair *>(dvRow + c);
+        k2.x += dk[nb][2 * half] * p.scale;
+        k2.y += dk[nb][2 * half + 1] * p.scale;
+        v2.x += dv[nb][2 * half];
+        v2.y += dv[nb][2 * half + 1];
+        *reinterpret_cast<Pair *>(dkRow + c) = k2;
+        *reinterpret_cast<Pair *>(dvRow + c) = v2;
+      }
+    }
+  }
+}
+
+template <class T, int D, int BM, int BN, int MODE, class Branch>
+__device__ void mmaBackwardQ(const Params &p) {
+  using Tile = fwd::MmaTile<T, D, BM, BN, 1>; // one m16 row tile per warp
+  static_assert(D <= 128, "backward tile shapes");
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sQ = reinterpret_cast<T *>(smemRaw);
+  T *sG = sQ + BM * D;
+  T *sK = sG + BM * D; // two stages of BN * D
+  T *sV = sK + 2 * BN * D;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, n = p.seqLen;
+  const int kvHead = head / p.groupSize;
+
+  RowMap rm;
+  long long qa0, t0, t1;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    const long long seg = blockIdx.x / p.tilesPerSegment, o = Branch::offset(headIndex);
+    rm.base = plan::segmentFirstRow(seg, Branch::kSegment, n, Branch::kStride, o);
+    rm.step = Branch::kStride;
+    rm.count = plan::segmentRows(seg, Branch::kSegment, n, Branch::kStride, o);
+    qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
+    t0 = 0;
+    t1 = plan::ceilDiv(Branch::kCausal ? plan::minI(rm.count, qa0 + BM) : rm.count, BN);
+  } else {
+    fwd::Params fp{};
+    fp.maskRows = p.maskRows;
+    fp.maskCols = p.maskCols;
+    for (int m = 0; m < Branch::kNumMembers; ++m)
+      members[m] = Branch::member(m, headIndex, head, fp);
+    rm.base = 0;
+    rm.step = 1;
+    rm.count = n;
+    qa0 = (long long)blockIdx.x * BM;
+    plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, qa0,
+                        plan::minI(n, qa0 + BM), n, BN, &t0, &t1);
+  }
+  if (qa0 >= rm.count)
+    return;
+
+  auto tileClass = [&](long long t) -> int {
+    if constexpr (Branch::kKind == fwd::kStridedBranch) {
+      return plan::stridedTileClass(qa0, qa0 + BM, t * BN, t * BN + BN, rm.count,
+                                    Branch::kCausal);
+    } else {
+      const long long j0 = t * BN;
+      int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, qa0,
+                                   plan::minI(n, qa0 + BM), j0, plan::minI(n, j0 + BN));
+      return c == plan::kFull && (j0 + BN > n || qa0 + BM > n) ? (int)plan::kPartial : c;
+    }
+  };
+  auto nextTile = [&](long long t) {
+    while (t < t1 && tileClass(t) == plan::kSkip)
+      ++t;
+    return t;
+  };
+
+  const long long qRowStride = (long long)p.heads * D, kRowStride = (long long)p.kvHeads * D;
+  typename Tile::template RowLoader<BM> qLoader, gLoader;
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  qLoader.init((const T *)p.q + batch * n * qRowStride + head * D, qRowStride, rm.base, rm.step);
+  gLoader.init((const T *)p.dout + batch * n * qRowStride + head * D, qRowStride, rm.base,
+               rm.step);
+  kLoader.init((const T *)p.k + batch * n * kRowStride + kvHead * D, kRowStride, rm.base,
+               rm.step);
+  vLoader.init((const T *)p.v + batch * n * kRowStride + kvHead * D, kRowStride, rm.base,
+               rm.step);
+
+  long long t = nextTile(t0);
+  qLoader.load(sQ, qa0, rm.count);
+  gLoader.load(sG, qa0, rm.count);
+  if (t < t1) {
+    kLoader.load(sK, t * BN, rm.count);
+    vLoader.load(sV, t * BN, rm.count);
+  }
+  dev::cpAsyncCommit();
+
+  // This thread's two rows: qa0 + warp * 16 + lane / 4 (+ 8).
+  float lrow[2], drow[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long a = qa0 + warp * 16 + lane / 4 + half * 8;
+    const long long idx = (batch * p.heads + head) * n + rm.base + a * rm.step;
+    lrow[half] = a < rm.count ? lseLog2(p.lse[idx]) : __int_as_float(0x7f800000);
+    drow[half] = a < rm.count ? p.delta[idx] : 0.f;
+  }
+  float acc[D / 8][4];
+#pragma unroll
+  for (int x = 0; x < D / 8; ++x)
+    acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const unsigned sQa = dev::smemAddress(sQ), sGa = dev::smemAddress(sG);
+  const int row0 = warp * 16;
+
+  int stage = 0;
+  while (t < t1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const int cls = tileClass(t);
+    const long long tNext = nextTile(t + 1);
+    if (tNext < t1) {
+      kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, rm.count);
+      vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, rm.count);
+    }
+    dev::cpAsyncCommit();
+    const unsigned tk = dev::smemAddress(sK + stage * BN * D);
+    const unsigned tv = dev::smemAddress(sV + stage * BN * D);
+
+    // S = Q K^T and dP = dO V^T for this warp's 16 rows.
+    float s[BN / 8][4], dp[BN / 8][4];
+#pragma unroll
+    for (int x = 0; x < BN / 8; ++x)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        s[x][e] = dp[x][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      unsigned qa[4], ga[4];
+      {
+        const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
+        dev::ldmatrixX4(qa, sQa + 2 * Tile::offset(r, c));
+        dev::ldmatrixX4(ga, sGa + 2 * Tile::offset(r, c));
+      }
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 16 + ((lane / 8) % 2) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4(b, tk + 2 * Tile::offset(r, c));
+        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
+        dev::mma16816<T>(s[2 * np], qa, k0);
+        dev::mma16816<T>(s[2 * np + 1], qa, k1);
+        dev::ldmatrixX4(b, tv + 2 * Tile::offset(r, c));
+        unsigned v0[2] = {b[0], b[1]}, v1[2] = {b[2], b[3]};
+        dev::mma16816<T>(dp[2 * np], ga, v0);
+        dev::mma16816<T>(dp[2 * np + 1], ga, v1);
+      }
+    }
+
+    if (cls == plan::kPartial) {
+#pragma unroll
+      for (int nb = 0; nb < BN / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const long long a = qa0 + row0 + lane / 4 + (e >> 1) * 8;
+          const long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
+          bool keep;
+          if constexpr (Branch::kKind == fwd::kStridedBranch)
+            keep = a < rm.count && bkey < rm.count && (!Branch::kCausal || bkey <= a);
+          else
+            keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a) &&
+                   fwd::unionContains(members, Branch::kNumMembers, a, bkey);
+          if (!keep)
+            s[nb][e] = -__int_as_float(0x7f800000);
+        }
+    }
+
+    // dS = P (dP - Delta), into dp.
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pv = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -lrow[e >> 1]));
+        dp[nb][e] = pv * (dp[nb][e] - drow[e >> 1]);
+      }
+
+    // dQ += dS K (K via ldmatrix.trans).
+#pragma unroll
+    for (int j = 0; j < BN / 16; ++j) {
+      unsigned a[4];
+      a[0] = dev::pack2<T>(dp[2 * j][0], dp[2 * j][1]);
+      a[1] = dev::pack2<T>(dp[2 * j][2], dp[2 * j][3]);
+      a[2] = dev::pack2<T>(dp[2 * j + 1][0], dp[2 * j + 1][1]);
+      a[3] = dev::pack2<T>(dp[2 * j + 1][2], dp[2 * j + 1][3]);
+#pragma unroll
+      for (int dd = 0; dd < D / 16; ++dd) {
+        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4Trans(b, tk + 2 * Tile::offset(r, c));
+        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
+        dev::mma16816<T>(acc[2 * dd], a, k0);
+        dev::mma16816<T>(acc[2 * dd + 1], a, k1);
+      }
+    }
+    stage ^= 1;
+    t = tNext;
+  }
+
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long a = qa0 + row0 + lane / 4 + half * 8;
+    if (a >= rm.count)
+      continue;
+    const long long qRow = (batch * n + rm.base + a * rm.step) * p.heads + head;
+#pragma unroll
+    for (int nb = 0; nb < D / 8; ++nb) {
+      const int c = nb * 8 + (lane % 4) * 2;
+      const float x = acc[nb][2 * half] * p.scale, y = acc[nb][2 * half + 1] * p.scale;
+      if constexpr (MODE == kDirect) {
+        *reinterpret_cast<unsigned *>((T *)p.dq + qRow * D + c) = dev::pack2<T>(x, y);
+      } else {
+        Pair *dst = reinterpret_cast<Pair *>(p.dqAcc + qRow * D + c);
+        Pair v = *dst;
+        v.x += x;
+        v.y += y;
+        *dst = v;
+      }
+    }
+  }
+}
+
+} // namespace bwd
+} // namespace dattn
