@@ -134,12 +134,13 @@ int run(int argc, char **argv) {
                   outBytes * (1.0 + 2.0 * spec.kvHeads / spec.heads) / 1048576.0,
                   (outBytes + lseBytes) / 1048576.0, attn->workspaceBytes() / 1048576.0);
       if (backward) {
-        // Gradients of the last forward (input set 1); dout is a third
-        // random tensor. Extra memory: accumulators and Delta, O(N).
+        // Gradients of input set 0; dout is a third random tensor. Both
+        // modes: fp32 dQ reductions (default) and deterministic. The
+        // gradients are poisoned (NaN) first: one left unwritten fails.
         use(0);
         attn->forward(a);
-        Inputs grads = randomInputs(spec, n, 3); // dout in .q; dk, dv sized like k, v
-        dattn::DeviceBuffer dq(outBytes);
+        Inputs grads = randomInputs(spec, n, 3); // dout in .q
+        dattn::DeviceBuffer dq(outBytes), dk(sets[0].k->bytes()), dv(sets[0].v->bytes());
         dattn::BackwardArgs b;
         b.seqLen = n;
         b.q = a.q;
@@ -149,15 +150,34 @@ int run(int argc, char **argv) {
         b.lse = a.lse;
         b.dout = grads.q->data();
         b.dq = dq.data();
-        b.dk = grads.k->data();
-        b.dv = grads.v->data();
-        const int bwdIters = std::max(1, iters / 5);
-        double bms = dattn::timeMedianMs([&](int) { attn->backward(b); }, 1, bwdIters);
-        std::printf("%-26s %8lld %10.3f %9.1f %14s %11s %11s %10.1f  (forward+backward)\n",
-                    spec.name.c_str(), static_cast<long long>(n), ms + bms,
-                    3.5 * 4.0 * double(pc.pairs) * spec.headDim / ((ms + bms) * 1e-3) / 1e12, "",
-                    "", "",
-                    (attn->workspaceBytes() + attn->backwardWorkspaceBytes()) / 1048576.0);
+        b.dk = dk.data();
+        b.dv = dv.data();
+        for (bool deterministic : {false, true}) {
+          b.deterministic = deterministic;
+          for (auto *g : {&dq, &dk, &dv})
+            g->fill32(0xffffffffu);
+          attn->backward(b);
+          dattn::synchronize("first backward");
+          for (auto *g : {&dq, &dk, &dv}) {
+            std::vector<char> raw(g->bytes());
+            g->download(raw.data(), raw.size());
+            std::vector<float> f(raw.size() / 2);
+            dattn::decode(raw.data(), f.size(), spec.dtype, f.data());
+            for (float x : f)
+              if (std::isnan(x))
+                throw dattn::Error(spec.name + " at N = " + std::to_string(n) +
+                                   ": a gradient was not written (NaN)");
+          }
+          const int bwdIters = std::max(1, iters / 2);
+          double bms = dattn::timeMedianMs([&](int) { attn->backward(b); }, 1, bwdIters);
+          std::printf("%-26s %8lld %10.3f %9.1f %14s %11s %11s %10.1f  (forward+backward%s; "
+                      "backward %.3f ms)\n",
+                      spec.name.c_str(), static_cast<long long>(n), ms + bms,
+                      3.5 * 4.0 * double(pc.pairs) * spec.headDim / ((ms + bms) * 1e-3) / 1e12,
+                      "", "", "",
+                      (attn->workspaceBytes() + attn->backwardWorkspaceBytes()) / 1048576.0,
+                      deterministic ? ", deterministic" : "", bms);
+        }
       }
       std::fflush(stdout);
     }

@@ -385,7 +385,9 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   }
   const int64_t H = spec_.heads, Hk = spec_.kvHeads, D = spec_.headDim;
   const int64_t qElems = a.batch * a.seqLen * H * D, kvElems = a.batch * a.seqLen * Hk * D;
-  const int64_t deltaCount = a.batch * H * a.seqLen;
+  // Delta's slots are rounded up to 16 bytes: the accumulators after it are
+  // read and reduced two and four floats at a time.
+  const int64_t deltaCount = (a.batch * H * a.seqLen + 3) / 4 * 4;
   // Accumulators: dQ [B, N, H, D] when finalize converts it; dK and dV one
   // slice per query head, [B, N, H, D] each, when finalize converts them.
   const bool accQ = mod.gradientFinalize & bwd::kFinalizeDq;

@@ -23,14 +23,36 @@ if [ "$mode" = all ] || [ "$mode" = tests ]; then
   grep -E "^\[  FAILED  \]" "$OUT/gpu_tests.log" | sort -u | head -40
   grep -q "^\[  FAILED  \]" "$OUT/gpu_tests.log" && status=1
 fi
+if [ "$mode" = grads ]; then
+  # The backward pass only: gradient tests, every example's gradient check,
+  # and the backward benchmark of the head-partitioned configuration.
+  for i in 0 1 2 3 4 5 6 7; do
+    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i build/tests/gpu/dattn_gpu_tests \
+      --gtest_filter='*Gradients*:GpuBackward*' > "$OUT/grad_tests.$i.log" 2>&1 &
+  done
+  wait
+  cat "$OUT"/grad_tests.*.log > "$OUT/grad_tests.log"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/grad_tests.log" | sort | uniq -c
+  grep -E "^\[  FAILED  \]" "$OUT/grad_tests.log" | sort -u | head -40
+  grep -q "^\[  FAILED  \]" "$OUT/grad_tests.log" && status=1
+  build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --backward 2>&1 |
+    tee "$OUT/bench_backward.log"
+fi
 if [ "$mode" = all ] || [ "$mode" = examples ]; then
   for f in examples/*.dattn; do
     for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
       build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --check --verbose \
-        --iters 5 >> "$OUT/examples.log" 2>&1 || status=1
+        --iters 5 --backward >> "$OUT/examples.log" 2>&1 || status=1
+      build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --check \
+        --iters 5 --backward --deterministic >> "$OUT/examples.log" 2>&1 || status=1
+      for mode in "" --deterministic; do
+        echo "$name N=16384 $mode: $(build/bin/dattn run "$f" --name "$name" --seq 16384 \
+          --device gpu --iters 10 --backward $mode 2>&1 | grep -E '^backward|rror')"
+      done >> "$OUT/examples_backward.log"
     done
   done
-  grep -E "^attention|^check|^device|^compile" "$OUT/examples.log"
+  grep -E "^attention|^check|^gradient check|^determ|^device|^compile" "$OUT/examples.log"
+  cat "$OUT/examples_backward.log"
 fi
 if [ "$mode" = all ] || [ "$mode" = tiles ]; then
   # Tile sizes for the head-partitioned benchmark at 64K (the autotuner's job,
