@@ -4,7 +4,7 @@
 // first run and checked for NaN after it, two input sets alternate between
 // timed runs so that L2 does not hold them, times are CUDA-event medians.
 //
-//   dattn-bench [--root DIR] [--iters N] [--only NAME] [--backward]
+//   dattn-bench [--root DIR] [--iters N] [--only NAME] [--seq N] [--backward]
 //   (DIR: the repository). --backward also times the backward pass and
 //   reports forward+backward effective TFLOP/s (3.5 x the forward FLOPs).
 #include "dattn/dsl.h"
@@ -53,6 +53,7 @@ int run(int argc, char **argv) {
   std::string root = DATTN_SOURCE_DIR, only;
   int iters = 20;
   bool backward = false;
+  long long onlySeq = 0; // 0: every length of a configuration
   for (int a = 1; a < argc; ++a) {
     std::string s = argv[a];
     if (s == "--root" && a + 1 < argc)
@@ -63,9 +64,12 @@ int run(int argc, char **argv) {
       only = argv[++a];
     else if (s == "--backward")
       backward = true;
+    else if (s == "--seq" && a + 1 < argc)
+      onlySeq = std::atoll(argv[++a]);
     else {
       std::fprintf(stderr,
-                   "usage: dattn-bench [--root DIR] [--iters N] [--only NAME] [--backward]\n");
+                   "usage: dattn-bench [--root DIR] [--iters N] [--only NAME] [--seq N] "
+                   "[--backward]\n");
       return 2;
     }
   }
@@ -90,6 +94,8 @@ int run(int argc, char **argv) {
                 attn->report().origin.c_str(), attn->report().coldCompileSeconds,
                 attn->report().loadSeconds);
     for (int64_t n : c.lengths) {
+      if (onlySeq && n != onlySeq)
+        continue;
       Inputs sets[2] = {randomInputs(spec, n, 1), randomInputs(spec, n, 2)};
       const size_t outBytes = sets[0].q->bytes(), lseBytes = size_t(spec.heads) * n * 4;
       dattn::DeviceBuffer out(outBytes), lse(lseBytes);
