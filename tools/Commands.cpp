@@ -376,6 +376,8 @@ int runRun(const std::vector<std::string> &args) {
             {"check", "verbose", "backward", "deterministic"});
   if (!o.has("seq"))
     throw UsageError{"--seq N is required"};
+  if (o.has("deterministic") && !o.has("backward"))
+    throw UsageError{"--deterministic applies to the backward pass: add --backward"};
   std::string device = o.get("device", "cpu");
   if (device != "cpu" && device != "gpu")
     throw UsageError{"--device must be cpu or gpu, got '" + device + "'"};
