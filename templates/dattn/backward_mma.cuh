@@ -58,9 +58,10 @@ DATTN_DEV float lseLog2(float L) {
 
 /// The largest multiple of 16 dividing D, at most 64: the dQ columns one
 /// warp computes at a time in mmaBackwardKV.
-template <int D> constexpr int dqPassCols() {
-  return D <= 64 ? D : D % 64 == 0 ? 64 : D % 48 == 0 ? 48 : D % 32 == 0 ? 32 : 16;
-}
+template <int D> struct DqPassCols {
+  static constexpr int value =
+      D <= 64 ? D : D % 64 == 0 ? 64 : D % 48 == 0 ? 48 : D % 32 == 0 ? 32 : 16;
+};
 
 template <class T, int D, int BM, int W, bool ATOMIC_DQ, int MODE, class Branch>
 __device__ void mmaBackwardKV(const Params &p) {
@@ -278,7 +279,7 @@ __device__ void mmaBackwardKV(const Params &p) {
 
     if constexpr (ATOMIC_DQ) {
       // dS^T -> shared memory, then dQ (BM x D) = dS (BM x BN) K (BN x D),
-      // split into (16 query rows, dqPassCols columns) items over the warps.
+      // split into (16 query rows, DqPassCols columns) items over the warps.
 #pragma unroll
       for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
@@ -288,7 +289,7 @@ __device__ void mmaBackwardKV(const Params &p) {
               dev::pack2<T>(dp[nb][2 * half], dp[nb][2 * half + 1]);
         }
       __syncthreads();
-      constexpr int kCols = dqPassCols<D>();
+      constexpr int kCols = DqPassCols<D>::value;
       constexpr int kItems = (BM / 16) * (D / kCols);
       const unsigned sDSa = dev::smemAddress(sDS);
       for (int item = warp; item < kItems; item += W) {
