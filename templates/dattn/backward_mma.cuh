@@ -23,7 +23,7 @@
 // forward kernel (fwd::MmaTile::RowLoader), with the same swizzled layout.
 #pragma once
 
-#include "dattn/backward_params.cuh"
+#include "dattn/backward_common.cuh"
 #include "dattn/forward_mma.cuh"
 
 namespace dattn {
@@ -87,19 +87,13 @@ __device__ void mmaBackwardKV(const Params &p) {
   long long kb0, qt0, qt1;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    const long long seg = blockIdx.x / p.tilesPerSegment, o = Branch::offset(headIndex);
-    rm.base = plan::segmentFirstRow(seg, Branch::kSegment, n, Branch::kStride, o);
-    rm.step = Branch::kStride;
-    rm.count = plan::segmentRows(seg, Branch::kSegment, n, Branch::kStride, o);
+    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm.base,
+                                &rm.step, &rm.count);
     kb0 = (blockIdx.x % p.tilesPerSegment) * BN;
     qt0 = Branch::kCausal ? kb0 / BM : 0;
     qt1 = plan::ceilDiv(rm.count, BM);
   } else {
-    fwd::Params fp{};
-    fp.maskRows = p.maskRows;
-    fp.maskCols = p.maskCols;
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      members[m] = Branch::member(m, headIndex, head, fp);
+    branchMembers<Branch>(p, headIndex, head, members);
     rm.base = 0;
     rm.step = 1;
     rm.count = n;
@@ -224,13 +218,7 @@ __device__ void mmaBackwardKV(const Params &p) {
         for (int e = 0; e < 4; ++e) {
           const long long bkey = kb0 + keyRow0 + lane / 4 + (e >> 1) * 8;
           const long long a = qt * BM + nb * 8 + (lane % 4) * 2 + (e & 1);
-          bool keep;
-          if constexpr (Branch::kKind == fwd::kStridedBranch)
-            keep = a < rm.count && bkey < rm.count && (!Branch::kCausal || bkey <= a);
-          else
-            keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a) &&
-                   fwd::unionContains(members, Branch::kNumMembers, a, bkey);
-          if (!keep)
+          if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
             s[nb][e] = -__int_as_float(0x7f800000);
         }
     }
@@ -387,19 +375,13 @@ __device__ void mmaBackwardQ(const Params &p) {
   long long qa0, t0, t1;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    const long long seg = blockIdx.x / p.tilesPerSegment, o = Branch::offset(headIndex);
-    rm.base = plan::segmentFirstRow(seg, Branch::kSegment, n, Branch::kStride, o);
-    rm.step = Branch::kStride;
-    rm.count = plan::segmentRows(seg, Branch::kSegment, n, Branch::kStride, o);
+    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm.base,
+                                &rm.step, &rm.count);
     qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
     t0 = 0;
     t1 = plan::ceilDiv(Branch::kCausal ? plan::minI(rm.count, qa0 + BM) : rm.count, BN);
   } else {
-    fwd::Params fp{};
-    fp.maskRows = p.maskRows;
-    fp.maskCols = p.maskCols;
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      members[m] = Branch::member(m, headIndex, head, fp);
+    branchMembers<Branch>(p, headIndex, head, members);
     rm.base = 0;
     rm.step = 1;
     rm.count = n;
@@ -515,13 +497,7 @@ __device__ void mmaBackwardQ(const Params &p) {
         for (int e = 0; e < 4; ++e) {
           const long long a = qa0 + row0 + lane / 4 + (e >> 1) * 8;
           const long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
-          bool keep;
-          if constexpr (Branch::kKind == fwd::kStridedBranch)
-            keep = a < rm.count && bkey < rm.count && (!Branch::kCausal || bkey <= a);
-          else
-            keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a) &&
-                   fwd::unionContains(members, Branch::kNumMembers, a, bkey);
-          if (!keep)
+          if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
             s[nb][e] = -__int_as_float(0x7f800000);
         }
     }

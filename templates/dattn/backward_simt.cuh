@@ -19,8 +19,7 @@
 // Extra memory: Delta and the three fp32 accumulators, O(N).
 #pragma once
 
-#include "dattn/backward_params.cuh"
-#include "dattn/forward_common.cuh"
+#include "dattn/backward_common.cuh"
 
 namespace dattn {
 namespace bwd {
@@ -90,11 +89,7 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
     plan::segmentLattice(i, Branch::kSegment, n, r, o, &jBegin, &jEnd);
     jStep = r;
   } else {
-    fwd::Params fp{};
-    fp.maskRows = p.maskRows;
-    fp.maskCols = p.maskCols;
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      members[m] = Branch::member(m, headIndex, head, fp);
+    branchMembers<Branch>(p, headIndex, head, members);
     plan::unionKeyTiles(members, Branch::kNumMembers, false, i, i + 1, n, 1, &jBegin, &jEnd);
   }
   if (Branch::kCausal)
@@ -160,13 +155,10 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
     plan::segmentLattice(j, Branch::kSegment, n, r, o, &iBegin, &iEnd);
     iStep = r;
   } else {
-    fwd::Params fp{};
-    fp.maskRows = p.maskRows;
-    fp.maskCols = p.maskCols;
+    branchMembers<Branch>(p, headIndex, head, members);
     iBegin = n;
     iEnd = 0;
     for (int m = 0; m < Branch::kNumMembers; ++m) {
-      members[m] = Branch::member(m, headIndex, head, fp);
       plan::i64 lo, hi;
       plan::memberQueryRange(members[m], j, n, &lo, &hi);
       iBegin = plan::minI(iBegin, lo);

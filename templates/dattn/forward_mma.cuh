@@ -117,6 +117,31 @@ __device__ __noinline__ bool unionContains(const plan::Member *members, int coun
   return false;
 }
 
+/// Whether compact pair (a, b) of a partial tile is attended: both rows
+/// exist (count: rows of the segment, or N), causal order holds, and for a
+/// blocks branch the union contains it. Full tiles never ask.
+template <class Branch>
+DATTN_DEV bool partialPairKept(const plan::Member *members, long long count, long long a,
+                               long long b) {
+  if (a >= count || b >= count || (Branch::kCausal && b > a))
+    return false;
+  if constexpr (Branch::kKind == kStridedBranch)
+    return true;
+  else
+    return unionContains(members, Branch::kNumMembers, a, b);
+}
+
+/// Segment `seg` of a strided branch for its headIndex-th head: the rows
+/// *base + a * *step, a in [0, *count).
+template <class Branch>
+DATTN_DEV void stridedSegment(long long seg, int headIndex, long long n, long long *base,
+                              long long *step, long long *count) {
+  const long long o = Branch::offset(headIndex);
+  *base = plan::segmentFirstRow(seg, Branch::kSegment, n, Branch::kStride, o);
+  *step = Branch::kStride;
+  *count = plan::segmentRows(seg, Branch::kSegment, n, Branch::kStride, o);
+}
+
 /// The query-row and key-tile structure of one CTA.
 struct TileRange {
   long long base, step; ///< row of compact index a = base + a * step
@@ -144,11 +169,8 @@ __device__ void mmaForward(const Params &p) {
   TileRange tr;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if constexpr (Branch::kKind == kStridedBranch) {
-    const long long seg = blockIdx.x / p.tilesPerSegment;
-    const long long o = Branch::offset(headIndex);
-    tr.base = plan::segmentFirstRow(seg, Branch::kSegment, n, Branch::kStride, o);
-    tr.step = Branch::kStride;
-    tr.count = plan::segmentRows(seg, Branch::kSegment, n, Branch::kStride, o);
+    stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &tr.base, &tr.step,
+                           &tr.count);
     tr.qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
     tr.t0 = 0;
     long long keyEnd = Branch::kCausal ? plan::minI(tr.count, tr.qa0 + BM) : tr.count;
@@ -279,14 +301,7 @@ __device__ void mmaForward(const Params &p) {
           for (int e = 0; e < 4; ++e) {
             long long a = tr.qa0 + warpRow0 + mt * 16 + lane / 4 + (e >> 1) * 8;
             long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
-            bool keep;
-            if constexpr (Branch::kKind == kStridedBranch) {
-              keep = bkey < kCount && (!Branch::kCausal || bkey <= a);
-            } else {
-              keep = a < n && bkey < n && (!Branch::kCausal || bkey <= a) &&
-                     unionContains(members, Branch::kNumMembers, a, bkey);
-            }
-            if (!keep)
+            if (!partialPairKept<Branch>(members, kCount, a, bkey))
               s[mt][nb][e] = -__int_as_float(0x7f800000);
           }
     }
