@@ -83,11 +83,8 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   long long jBegin = 0, jEnd = n, jStep = 1;
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    const long long r = Branch::kStride, o = Branch::offset(headIndex);
-    if (i % r != o)
+    if (!stridedPartners<Branch>(i, headIndex, n, &jBegin, &jEnd, &jStep))
       return;
-    plan::segmentLattice(i, Branch::kSegment, n, r, o, &jBegin, &jEnd);
-    jStep = r;
   } else {
     branchMembers<Branch>(p, headIndex, head, members);
     plan::unionKeyTiles(members, Branch::kNumMembers, false, i, i + 1, n, 1, &jBegin, &jEnd);
@@ -149,21 +146,11 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   long long iBegin = 0, iEnd = n, iStep = 1;
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    const long long r = Branch::kStride, o = Branch::offset(headIndex);
-    if (j % r != o)
+    if (!stridedPartners<Branch>(j, headIndex, n, &iBegin, &iEnd, &iStep))
       return;
-    plan::segmentLattice(j, Branch::kSegment, n, r, o, &iBegin, &iEnd);
-    iStep = r;
   } else {
     branchMembers<Branch>(p, headIndex, head, members);
-    iBegin = n;
-    iEnd = 0;
-    for (int m = 0; m < Branch::kNumMembers; ++m) {
-      plan::i64 lo, hi;
-      plan::memberQueryRange(members[m], j, n, &lo, &hi);
-      iBegin = plan::minI(iBegin, lo);
-      iEnd = plan::maxI(iEnd, hi);
-    }
+    plan::unionQueryTiles(members, Branch::kNumMembers, false, j, j + 1, n, 1, &iBegin, &iEnd);
   }
   if (Branch::kCausal && iBegin < j) // i >= j, staying on the strided row lattice
     iBegin += (j - iBegin + iStep - 1) / iStep * iStep;
