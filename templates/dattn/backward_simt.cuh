@@ -12,7 +12,7 @@
 //   2. per branch, dqPass: one warp per query row, over the row's keys
 //      (the forward's iteration); adds into the fp32 dQ accumulator.
 //   3. per branch, dkvPass: one warp per (key row, query head), over the
-//      rows that reach the key (plan::memberQueryRange); adds into the
+//      rows that reach the key (plan::unionQueryTiles); adds into the
 //      query head's slice of the fp32 dK, dV accumulators.
 //   4. finalize: accumulators -> dq, dk, dv in the input dtype, dk and dv
 //      summed over each kv head's query heads.
