@@ -9,7 +9,7 @@
 //   reports forward+backward effective TFLOP/s (3.5 x the forward FLOPs).
 #include "dattn/dsl.h"
 #include "dattn/error.h"
-#include "dattn/runtime.h"
+#include "dattn/host.h"
 
 #include <cmath>
 #include <cstdio>
@@ -101,14 +101,18 @@ int run(int argc, char **argv) {
       dattn::DeviceBuffer out(outBytes), lse(lseBytes);
       out.fill32(0xffffffffu);
       lse.fill32(0x7fc00000u);
+      const dattn::WorkspaceSizes ws = attn->workspaceSizes(1, n);
+      dattn::DeviceBuffer workspace(static_cast<size_t>(std::max(ws.forward, ws.backward)));
+      const int64_t H = spec.heads, Hk = spec.kvHeads, D = spec.headDim;
+      const dattn::DType t = spec.dtype;
       dattn::ForwardArgs a;
-      a.seqLen = n;
-      a.out = out.data();
-      a.lse = static_cast<float *>(lse.data());
+      a.out = dattn::TensorDesc::contiguous(out.data(), t, {1, n, H, D});
+      a.lse = dattn::TensorDesc::contiguous(lse.data(), dattn::DType::F32, {1, H, n});
+      a.workspace = {workspace.data(), ws.forward};
       auto use = [&](int which) {
-        a.q = sets[which].q->data();
-        a.k = sets[which].k->data();
-        a.v = sets[which].v->data();
+        a.q = dattn::TensorDesc::contiguous(sets[which].q->data(), t, {1, n, H, D});
+        a.k = dattn::TensorDesc::contiguous(sets[which].k->data(), t, {1, n, Hk, D});
+        a.v = dattn::TensorDesc::contiguous(sets[which].v->data(), t, {1, n, Hk, D});
       };
       use(0);
       attn->forward(a);
@@ -138,7 +142,7 @@ int run(int argc, char **argv) {
       std::printf("%-26s %8lld %10.3f %9.1f %14lld %11.1f %11.1f %10.1f\n", spec.name.c_str(),
                   static_cast<long long>(n), ms, tflops, static_cast<long long>(pc.pairs),
                   outBytes * (1.0 + 2.0 * spec.kvHeads / spec.heads) / 1048576.0,
-                  (outBytes + lseBytes) / 1048576.0, attn->workspaceBytes() / 1048576.0);
+                  (outBytes + lseBytes) / 1048576.0, ws.forward / 1048576.0);
       if (backward) {
         // Gradients of input set 0; dout is a third random tensor. Both
         // modes: fp32 dQ reductions (default) and deterministic. The
@@ -148,16 +152,20 @@ int run(int argc, char **argv) {
         Inputs grads = randomInputs(spec, n, 3); // dout in .q
         dattn::DeviceBuffer dq(outBytes), dk(sets[0].k->bytes()), dv(sets[0].v->bytes());
         dattn::BackwardArgs b;
-        b.seqLen = n;
         b.q = a.q;
         b.k = a.k;
         b.v = a.v;
         b.out = a.out;
         b.lse = a.lse;
-        b.dout = grads.q->data();
-        b.dq = dq.data();
-        b.dk = dk.data();
-        b.dv = dv.data();
+        b.dout = a.q;
+        b.dout.data = grads.q->data();
+        b.dq = a.q;
+        b.dq.data = dq.data();
+        b.dk = a.k;
+        b.dk.data = dk.data();
+        b.dv = a.v;
+        b.dv.data = dv.data();
+        b.workspace = {workspace.data(), ws.backward};
         for (bool deterministic : {false, true}) {
           b.deterministic = deterministic;
           for (auto *g : {&dq, &dk, &dv})
@@ -181,7 +189,7 @@ int run(int argc, char **argv) {
                       spec.name.c_str(), static_cast<long long>(n), ms + bms,
                       3.5 * 4.0 * double(pc.pairs) * spec.headDim / ((ms + bms) * 1e-3) / 1e12,
                       "", "", "",
-                      (attn->workspaceBytes() + attn->backwardWorkspaceBytes()) / 1048576.0,
+                      (ws.forward + ws.backward) / 1048576.0,
                       deterministic ? ", deterministic" : "", bms);
         }
       }

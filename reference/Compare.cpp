@@ -1,13 +1,15 @@
 // Comparison of an implementation's outputs with the reference's.
 #include "dattn/reference.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace dattn {
 
 double toleranceFor(DType dtype) {
   switch (dtype) {
-  case DType::F32: return 1e-3;
+  case DType::F32: return 1e-5;
   case DType::F16: return 3e-3;
   case DType::BF16: return 1e-2;
   }
@@ -28,6 +30,40 @@ double relativeError(const std::vector<float> &got, const std::vector<float> &wa
   return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
 
+namespace {
+
+/// Folds rows' (diff, norm) pairs into maxRowError()'s value.
+double worstRow(const std::vector<std::pair<double, double>> &rows) {
+  double total = 0;
+  for (auto [d, n] : rows)
+    total += n;
+  const double rms = rows.empty() ? 0 : std::sqrt(total / rows.size());
+  double worst = 0;
+  for (auto [d, n] : rows) {
+    const double floor = std::max(std::sqrt(n), rms);
+    worst = std::max(worst, floor > 0 ? std::sqrt(d) / floor : std::sqrt(d));
+  }
+  return worst;
+}
+
+} // namespace
+
+double maxRowError(const std::vector<float> &got, const std::vector<float> &want,
+                   int64_t rowLength) {
+  std::vector<std::pair<double, double>> rows;
+  const size_t n = std::min(got.size(), want.size());
+  for (size_t r = 0; r + rowLength <= n; r += rowLength) {
+    double d = 0, w = 0;
+    for (size_t x = r; x < r + rowLength; ++x) {
+      const double e = double(got[x]) - want[x];
+      d += std::isnan(e) ? INFINITY : e * e;
+      w += double(want[x]) * want[x];
+    }
+    rows.push_back({d, w});
+  }
+  return worstRow(rows);
+}
+
 Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_t n,
                                 const float *out, const float *lse, const float *refOut,
                                 const float *refLse, const std::vector<int64_t> *rows) {
@@ -38,16 +74,21 @@ Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_
   for (int64_t x = 0; x < batch * H * n; ++x)
     c.nans += std::isnan(lse[x]);
   double diff = 0, norm = 0;
+  std::vector<std::pair<double, double>> rowErrors;
   const int64_t count = rows ? static_cast<int64_t>(rows->size()) : n;
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t r = 0; r < count; ++r) {
       const int64_t i = rows ? (*rows)[r] : r;
       for (int64_t h = 0; h < H; ++h) {
+        double rowDiff = 0, rowNorm = 0;
         for (int64_t d = 0; d < D; ++d) {
           const int64_t x = ((b * n + i) * H + h) * D + d;
-          diff += (double(out[x]) - refOut[x]) * (double(out[x]) - refOut[x]);
-          norm += double(refOut[x]) * refOut[x];
+          rowDiff += (double(out[x]) - refOut[x]) * (double(out[x]) - refOut[x]);
+          rowNorm += double(refOut[x]) * refOut[x];
         }
+        diff += rowDiff;
+        norm += rowNorm;
+        rowErrors.push_back({std::isnan(rowDiff) ? INFINITY : rowDiff, rowNorm});
         const int64_t l = (b * H + h) * n + i;
         if (std::isinf(lse[l]) || std::isinf(refLse[l]))
           c.emptyMismatch += std::isinf(lse[l]) != std::isinf(refLse[l]);
@@ -56,6 +97,7 @@ Comparison compareWithReference(const AttentionSpec &spec, int64_t batch, int64_
       }
     }
   c.relError = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  c.maxRowError = worstRow(rowErrors);
   return c;
 }
 

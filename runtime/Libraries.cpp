@@ -92,6 +92,8 @@ const Driver &driver() {
       resolve("cuCtxSetCurrent", d.ctxSetCurrent);
       resolve("cuCtxGetCurrent", d.ctxGetCurrent);
       resolve("cuCtxSynchronize", d.ctxSynchronize);
+      resolve("cuCtxPushCurrent", d.ctxPushCurrent);
+      resolve("cuCtxPopCurrent", d.ctxPopCurrent);
       resolve("cuModuleLoadData", d.moduleLoadData);
       resolve("cuModuleUnload", d.moduleUnload);
       resolve("cuModuleGetFunction", d.moduleGetFunction);
@@ -106,7 +108,17 @@ const Driver &driver() {
       resolve("cuMemsetD32Async", d.memsetD32Async);
       resolve("cuMemGetInfo", d.memGetInfo);
       resolve("cuPointerGetAttribute", d.pointerGetAttribute);
+      resolve("cuPointerGetAttributes", d.pointerGetAttributes);
+      resolve("cuStreamCreate", d.streamCreate);
+      resolve("cuStreamDestroy", d.streamDestroy);
       resolve("cuStreamSynchronize", d.streamSynchronize);
+      resolve("cuStreamIsCapturing", d.streamIsCapturing);
+      resolve("cuStreamBeginCapture", d.streamBeginCapture);
+      resolve("cuStreamEndCapture", d.streamEndCapture);
+      resolve("cuGraphInstantiateWithFlags", d.graphInstantiate);
+      resolve("cuGraphLaunch", d.graphLaunch);
+      resolve("cuGraphExecDestroy", d.graphExecDestroy);
+      resolve("cuGraphDestroy", d.graphDestroy);
       resolve("cuEventCreate", d.eventCreate);
       resolve("cuEventDestroy", d.eventDestroy);
       resolve("cuEventRecord", d.eventRecord);

@@ -23,6 +23,8 @@ struct Driver {
   decltype(&::cuCtxSetCurrent) ctxSetCurrent;
   decltype(&::cuCtxGetCurrent) ctxGetCurrent;
   decltype(&::cuCtxSynchronize) ctxSynchronize;
+  decltype(&::cuCtxPushCurrent) ctxPushCurrent;
+  decltype(&::cuCtxPopCurrent) ctxPopCurrent;
   decltype(&::cuModuleLoadData) moduleLoadData;
   decltype(&::cuModuleUnload) moduleUnload;
   decltype(&::cuModuleGetFunction) moduleGetFunction;
@@ -37,7 +39,17 @@ struct Driver {
   decltype(&::cuMemsetD32Async) memsetD32Async;
   decltype(&::cuMemGetInfo) memGetInfo;
   decltype(&::cuPointerGetAttribute) pointerGetAttribute;
+  decltype(&::cuPointerGetAttributes) pointerGetAttributes;
+  decltype(&::cuStreamCreate) streamCreate;
+  decltype(&::cuStreamDestroy) streamDestroy;
   decltype(&::cuStreamSynchronize) streamSynchronize;
+  decltype(&::cuStreamIsCapturing) streamIsCapturing;
+  decltype(&::cuStreamBeginCapture) streamBeginCapture;
+  decltype(&::cuStreamEndCapture) streamEndCapture;
+  decltype(&::cuGraphInstantiateWithFlags) graphInstantiate;
+  decltype(&::cuGraphLaunch) graphLaunch;
+  decltype(&::cuGraphExecDestroy) graphExecDestroy;
+  decltype(&::cuGraphDestroy) graphDestroy;
   decltype(&::cuEventCreate) eventCreate;
   decltype(&::cuEventDestroy) eventDestroy;
   decltype(&::cuEventRecord) eventRecord;

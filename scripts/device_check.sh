@@ -1,69 +1,98 @@
 #!/usr/bin/env bash
 # On the GPU machine (binaries built here and carried): GPU tests, every
-# example through `dattn run --device gpu --check`, then the benchmark.
+# example through `dattn run --device gpu --check`, sanitizers, benchmarks.
 # Logs go to $OUT (the device tool returns them); a summary is printed last.
+# Exit status: non-zero if any test shard, example or sanitizer run failed,
+# including one that crashed or was killed.
+#
+#   scripts/device_check.sh [all|tests|examples|sanitize|bench|compare]
+#   compare: build-baseline/dattn-bench (the code before a change) and
+#   build/bin/dattn-bench in alternating runs, forward and backward.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/dattn-out}
 mkdir -p "$OUT"
-export DATTN_CACHE_DIR=/tmp/dattn-cache
+export DATTN_CACHE_DIR=${DATTN_CACHE_DIR:-/tmp/dattn-cache}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 build/bin/dattn info | tee -a "$OUT/gpu.txt"
 mode=${1:-all}
 status=0
+summary=()
+
+# Runs the GPU tests matching $2 in 8 parallel shards (NVRTC compiles
+# dominate; the machine has 16 cores) into $OUT/$1.*.log. Every shard's
+# exit status counts: a shard that crashes fails even with no FAILED line.
+run_shards() {
+  local name=$1 filter=$2 pids=() i rc failed=0
+  for i in 0 1 2 3 4 5 6 7; do
+    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i build/tests/gpu/dattn_gpu_tests \
+      --gtest_filter="$filter" > "$OUT/$name.$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in 0 1 2 3 4 5 6 7; do
+    wait "${pids[$i]}"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+      echo "$name shard $i exited with status $rc"
+      failed=1
+    fi
+  done
+  cat "$OUT/$name".*.log > "$OUT/$name.log"
+  grep -hE "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/$name".*.log | sort | uniq -c
+  grep -hE "^\[  FAILED  \]" "$OUT/$name".*.log | sort -u | head -40
+  local passed
+  passed=$(grep -hcE "^\[       OK \]" "$OUT/$name".*.log | paste -sd+ | bc)
+  summary+=("$name: $passed tests passed, shards $([ $failed = 0 ] && echo ok || echo FAILED)")
+  [ $failed = 0 ] || status=1
+}
+
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
-  # Shards in parallel: NVRTC compiles dominate and the machine has 16 cores.
-  for i in 0 1 2 3 4 5 6 7; do
-    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i build/tests/gpu/dattn_gpu_tests \
-      > "$OUT/gpu_tests.$i.log" 2>&1 &
-  done
-  wait
-  cat "$OUT"/gpu_tests.*.log > "$OUT/gpu_tests.log"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/gpu_tests.log" | sort | uniq -c
-  grep -E "^\[  FAILED  \]" "$OUT/gpu_tests.log" | sort -u | head -40
-  grep -q "^\[  FAILED  \]" "$OUT/gpu_tests.log" && status=1
+  run_shards gpu_tests '*'
 fi
-if [ "$mode" = grads ]; then
-  # The backward pass only: gradient tests, every example's gradient check,
-  # and the backward benchmark of the head-partitioned configuration.
-  for i in 0 1 2 3 4 5 6 7; do
-    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i build/tests/gpu/dattn_gpu_tests \
-      --gtest_filter='*Gradients*:GpuBackward*' > "$OUT/grad_tests.$i.log" 2>&1 &
+if [ "$mode" = all ] || [ "$mode" = sanitize ]; then
+  # memcheck and racecheck on a subset that covers every kernel kind:
+  # forward and backward of each family, strided views, streams, graphs.
+  subset='AllPatterns/Patterns.MatchReference/multi_branch_bf16*:AllPatterns/Patterns.MatchReference/window_global_fp32*:AllPatterns/Gradients.MatchReference/head_partitioned_fp16:AllPatterns/Gradients.MatchReference/random_bf16_causal:AllPatterns/Gradients.MatchReference/dilated_fp32:GpuLayouts.*:GpuConcurrency.TwoStreams*:GpuConcurrency.Captured*'
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 99 --print-limit 20 \
+      build/tests/gpu/dattn_gpu_tests --gtest_filter="$subset" > "$OUT/sanitize_$tool.log" 2>&1
+    rc=$?
+    tail -3 "$OUT/sanitize_$tool.log"
+    summary+=("compute-sanitizer $tool: exit $rc, $(grep -cE '^\[       OK \]' "$OUT/sanitize_$tool.log") tests ok, $(grep -E 'ERROR SUMMARY' "$OUT/sanitize_$tool.log" | tail -1)")
+    [ $rc -eq 0 ] || status=1
   done
-  wait
-  cat "$OUT"/grad_tests.*.log > "$OUT/grad_tests.log"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/grad_tests.log" | sort | uniq -c
-  grep -E "^\[  FAILED  \]" "$OUT/grad_tests.log" | sort -u | head -40
-  grep -q "^\[  FAILED  \]" "$OUT/grad_tests.log" && status=1
-  build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --backward 2>&1 |
-    tee "$OUT/bench_backward.log"
 fi
 if [ "$mode" = all ] || [ "$mode" = examples ]; then
+  ex_fail=0
   for f in examples/*.dattn; do
     for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
-      build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --check --verbose \
-        --iters 5 --backward >> "$OUT/examples.log" 2>&1 || status=1
-      build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --check \
-        --iters 5 --backward --deterministic >> "$OUT/examples.log" 2>&1 || status=1
-      for mode in "" --deterministic; do
-        echo "$name N=16384 $mode: $(build/bin/dattn run "$f" --name "$name" --seq 16384 \
-          --device gpu --iters 10 --backward $mode 2>&1 | grep -E '^backward|rror')"
-      done >> "$OUT/examples_backward.log"
+      for det in "" --deterministic; do
+        build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --check --verbose \
+          --iters 5 --backward $det >> "$OUT/examples.log" 2>&1 || { ex_fail=1; echo "FAILED: $name $det"; }
+      done
     done
   done
-  grep -E "^attention|^check|^gradient check|^determ|^device|^compile" "$OUT/examples.log"
-  cat "$OUT/examples_backward.log"
-fi
-if [ "$mode" = all ] || [ "$mode" = tiles ]; then
-  # Tile sizes for the head-partitioned benchmark at 64K (the autotuner's job,
-  # done by hand until it exists).
-  for t in "128 64" "128 32" "64 64" "64 32" "256 64"; do
-    set -- $t
-    echo "tiles $1 x $2: $(build/bin/dattn run examples/longnet_head_partitioned.dattn \
-      --seq 65536 --device gpu --iters 20 --tile-m $1 --tile-n $2 2>&1 | grep -E 'TFLOP|error')"
-  done | tee "$OUT/tiles.log"
+  grep -E "^attention|^check|^gradient check|^determ" "$OUT/examples.log"
+  summary+=("examples: $([ $ex_fail = 0 ] && echo all passed || echo FAILED)")
+  [ $ex_fail = 0 ] || status=1
 fi
 if [ "$mode" = all ] || [ "$mode" = bench ]; then
   build/bin/dattn-bench --root . --iters 20 2>&1 | tee "$OUT/bench.log"
+  build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --backward 2>&1 |
+    tee "$OUT/bench_backward.log"
 fi
+if [ "$mode" = compare ]; then
+  # Before/after in alternating runs on the same machine: forward of every
+  # configuration, backward of the head-partitioned one.
+  for round in 1 2; do
+    for who in build-baseline/dattn-bench build/bin/dattn-bench; do
+      echo "## $who, round $round" | tee -a "$OUT/compare.log"
+      $who --root . --iters 20 2>&1 | grep -vE "^#" | tee -a "$OUT/compare.log"
+      $who --root . --iters 10 --only longnet_head_partitioned --seq 65536 --backward 2>&1 |
+        grep forward+backward | tee -a "$OUT/compare.log"
+    done
+  done
+fi
+echo "=== summary ==="
+for line in "${summary[@]}"; do echo "$line"; done
 exit $status

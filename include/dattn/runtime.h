@@ -1,22 +1,33 @@
 // dattn: compile a spec for a GPU and run it. CUDA is loaded at run time
 // (dlopen), so this header has no CUDA types: streams and device pointers
-// are void*.
+// are void*. The lifecycle is plan, then run:
 //
-//   dattn::Runtime rt(0);                          // GPU 0
-//   auto attn = rt.compile(spec);                  // NVRTC + cache
+//   dattn::Runtime rt(0);                              // GPU 0
+//   auto attn = rt.compile(spec);                      // NVRTC + cache
+//   dattn::WorkspaceSizes ws = attn->workspaceSizes(batch, n);
+//   // ... allocate ws.forward bytes of device memory (the caller owns it)
 //   dattn::ForwardArgs a;
-//   a.batch = 1; a.seqLen = n; a.q = q; a.k = k; a.v = v; a.out = o; a.lse = lse;
-//   attn->forward(a);                              // on a.stream
+//   a.q = dattn::TensorDesc::contiguous(q, dattn::DType::BF16, {batch, n, 12, 128});
+//   ...                                                // k, v, out, lse
+//   a.workspace = {ws_ptr, ws.forward};
+//   attn->forward(a);                                  // on a.stream
+//
+// A run validates its arguments, makes the attention's context current for
+// the call, enqueues on the caller's stream and returns: it allocates
+// nothing, never waits for the GPU, and may run concurrently on several
+// streams (each with its own workspace) and under CUDA-graph capture.
+// dattn/host.h has helpers that allocate (for tools and tests).
 #pragma once
 
 #include "dattn/compiler.h"
 #include "dattn/emit.h"
 #include "dattn/reference.h"
 #include "dattn/spec.h"
+#include "dattn/tensor.h"
 
 #include <cstdint>
-#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,6 +35,7 @@ namespace dattn {
 
 namespace rt {
 class KernelCache;
+struct LoadedModule;
 }
 
 struct DeviceInfo {
@@ -36,43 +48,35 @@ struct DeviceInfo {
   std::string arch() const { return "sm_" + std::to_string(smVersion); }
 };
 
-/// Strides of a [batch, seq, heads, head_dim] tensor in elements; the last
-/// dimension is contiguous. Zero means "contiguous layout".
-struct Strides {
-  int64_t batch = 0, row = 0, head = 0;
-};
-
+/// One forward run. Shapes: q and out [B, N, heads, head_dim], k and v
+/// [B, N, kv_heads, head_dim], all in the spec's dtype, any strides whose
+/// last is 1 and whose others are multiples of 16 bytes; lse [B, heads, N]
+/// fp32, contiguous. B and N are read from q.
 struct ForwardArgs {
-  int64_t batch = 1;
-  int64_t seqLen = 0;
-  const void *q = nullptr; ///< [batch, seq, heads, head_dim], spec dtype
-  const void *k = nullptr; ///< [batch, seq, kv_heads, head_dim]
-  const void *v = nullptr; ///< [batch, seq, kv_heads, head_dim]
-  void *out = nullptr;     ///< [batch, seq, heads, head_dim]
-  float *lse = nullptr;    ///< [batch, heads, seq], fp32, contiguous
-  Strides qStrides, kStrides, vStrides, outStrides;
-  const BlockMask *mask = nullptr; ///< host BSR mask, iff the spec has block_mask
-  void *stream = nullptr;          ///< CUstream; nullptr = the default stream
+  TensorDesc q, k, v, out, lse;
+  DeviceBlockMask mask; ///< required iff the spec has a block_mask pattern
+  Workspace workspace;  ///< at least workspaceSizes(B, N).forward bytes
+  void *stream = nullptr; ///< CUstream; nullptr = the default stream
 };
 
-/// Arguments of the backward pass. Every tensor is contiguous, laid out as
-/// in ForwardArgs; out and lse are the forward pass's outputs.
+/// One backward run: q, k, v, out and lse as given to (and returned by) the
+/// forward; dout, dq like q; dk, dv like k (dk and dv summed over the query
+/// heads of each kv head). Every tensor has its own strides.
 struct BackwardArgs {
-  int64_t batch = 1;
-  int64_t seqLen = 0;
-  const void *q = nullptr, *k = nullptr, *v = nullptr;
-  const void *out = nullptr; ///< O from forward
-  const float *lse = nullptr; ///< LSE from forward
-  const void *dout = nullptr; ///< upstream gradient, like out
-  void *dq = nullptr;         ///< like q
-  void *dk = nullptr;         ///< like k (summed over the query heads of a kv head)
-  void *dv = nullptr;         ///< like v
-  const BlockMask *mask = nullptr;
+  TensorDesc q, k, v, out, lse, dout, dq, dk, dv;
+  DeviceBlockMask mask;
+  Workspace workspace; ///< at least workspaceSizes(B, N).backward bytes
   void *stream = nullptr;
   /// Bit-identical gradients run to run: dQ gets its own pass instead of
   /// fp32 reductions from the dK/dV kernel (slower on tensor cores; the
   /// SIMT path is always deterministic).
   bool deterministic = false;
+};
+
+/// Device memory a run needs for (batch, N), in bytes (0: pass no workspace).
+struct WorkspaceSizes {
+  int64_t forward = 0;  ///< the fp32 O accumulator when a head is in several branches
+  int64_t backward = 0; ///< Delta and the fp32 gradient accumulators, either mode
 };
 
 /// How the kernels of a compiled attention were obtained.
@@ -89,55 +93,53 @@ public:
   CompiledAttention(const CompiledAttention &) = delete;
   CompiledAttention &operator=(const CompiledAttention &) = delete;
 
-  /// Validates every argument (shapes, alignment, device pointers, mask),
-  /// throwing ArgumentError that names the argument, then launches on
-  /// args.stream. Not thread-safe per object (it owns a workspace).
-  void forward(const ForwardArgs &args);
+  /// Workspace sizes for (batch, seqLen); no GPU work.
+  WorkspaceSizes workspaceSizes(int64_t batch, int64_t seqLen) const;
 
-  /// dq, dk, dv. The first call of each mode compiles its backward module
-  /// (through the same cache). With args.deterministic, two calls on the
-  /// same inputs give bit-identical gradients. Extra memory: Delta and the
-  /// fp32 accumulators the module needs, O(N) (no N x N term).
+  /// Validates every argument (dtype, shape, strides, alignment, device,
+  /// workspace, mask), throwing ArgumentError that names the argument and
+  /// the expected and actual values, then enqueues on args.stream.
+  /// Thread-safe; allocates nothing; does not wait for the GPU.
+  void forward(const ForwardArgs &args) const;
+
+  /// Compiles and loads the backward kernels of one mode now (the first
+  /// backward() of a mode does it otherwise). Call it before capturing a
+  /// backward into a CUDA graph: a capture cannot load modules.
+  void prepareBackward(bool deterministic);
+
+  /// dq, dk, dv. Thread-safe once the mode is prepared. With
+  /// args.deterministic, two calls on the same inputs give bit-identical
+  /// gradients. Extra memory: the caller's workspace, O(N) (no N x N term).
   void backward(const BackwardArgs &args);
 
   const AttentionSpec &spec() const { return spec_; }
   const AttentionPlan &plan() const { return plan_; }
   const EmittedModule &module() const { return module_; }
   const CompileReport &report() const { return report_; }
-  /// Extra device memory the forward pass holds (the kMerge accumulator).
-  int64_t workspaceBytes() const { return workspaceBytes_; }
-  /// Extra device memory the backward pass holds (accumulators and Delta).
-  int64_t backwardWorkspaceBytes() const { return backwardWorkspaceBytes_; }
+  int device() const { return device_; }
+  /// The CUcontext the kernels run in (the GPU's primary context).
+  void *context() const { return context_; }
 
 private:
   friend class Runtime;
   CompiledAttention() = default;
-  void validate(const ForwardArgs &a) const;
-  void loadModule(const EmittedModule &m, void **module, std::vector<void *> &functions,
-                  CompileReport &report);
-  /// The BSR mask in device memory (rows then columns), reusing one buffer.
-  const long long *uploadMask(const BlockMask &mask);
 
   rt::KernelCache *cache_ = nullptr; ///< the Runtime's; it outlives this object
+  void *context_ = nullptr;          ///< CUcontext of the GPU (its primary context)
+  int device_ = 0;
   int smemOptin_ = 0;
   std::string arch_;
-  // Backward modules, [0] default and [1] deterministic, built on first use.
-  EmittedModule backwardModules_[2];
-  void *cuBackwardModules_[2] = {nullptr, nullptr};
-  std::vector<void *> backwardFunctions_[2];
-  void *backwardWorkspace_ = nullptr;
-  int64_t backwardWorkspaceBytes_ = 0;
-
   AttentionSpec spec_;
   AttentionPlan plan_;
   EmittedModule module_;
   CompileReport report_;
-  void *cuModule_ = nullptr;
-  std::vector<void *> functions_; ///< CUfunction per module_.kernels entry
-  void *workspace_ = nullptr;
-  int64_t workspaceBytes_ = 0;
-  void *maskDevice_ = nullptr;
-  int64_t maskBytes_ = 0;
+  std::unique_ptr<rt::LoadedModule> forward_;
+  // Backward modules, [0] default and [1] deterministic: emitted at compile
+  // time (their workspace needs are known up front), loaded on first use.
+  EmittedModule backwardModules_[2];
+  std::string backwardError_[2]; ///< why a mode has no module on this target
+  std::unique_ptr<rt::LoadedModule> backward_[2];
+  std::mutex loadMutex_;
 };
 
 struct RuntimeOptions {
@@ -147,10 +149,15 @@ struct RuntimeOptions {
 
 class Runtime {
 public:
-  /// Binds GPU `device` (its primary context). Throws Error if the driver,
-  /// NVRTC or the device is missing.
+  /// Binds GPU `device` (its primary context) and makes that context
+  /// current on the calling thread. Throws Error if the driver, NVRTC or the
+  /// device is missing.
   explicit Runtime(int device = 0, RuntimeOptions options = {});
   ~Runtime();
+
+  /// Makes this GPU's context current on the calling thread, for the
+  /// caller's own allocations and streams (dattn's calls do it themselves).
+  void makeCurrent() const;
 
   const DeviceInfo &device() const { return info_; }
   std::unique_ptr<CompiledAttention> compile(const AttentionSpec &spec);
@@ -184,41 +191,6 @@ std::vector<std::string> nvrtcArchs();
 
 namespace dattn {
 
-/// Device memory owned by the caller's code (tests, the CLI, benchmarks).
-class DeviceBuffer {
-public:
-  explicit DeviceBuffer(size_t bytes);
-  ~DeviceBuffer();
-  DeviceBuffer(const DeviceBuffer &) = delete;
-  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
-  void *data() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
-  void upload(const void *host, size_t bytes);
-  void download(void *host, size_t bytes) const;
-  /// Fills with a 32-bit pattern (e.g. NaN bits to poison outputs).
-  void fill32(uint32_t pattern);
-
-private:
-  void *ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-/// Host conversions between float32 and a spec dtype's storage (fp16 and
-/// bf16 round to nearest even; fp32 is copied).
-std::vector<char> encode(const float *values, size_t count, DType dtype);
-void decode(const void *data, size_t count, DType dtype, float *values);
-
-/// Times `fn` (which enqueues work on the default stream) with CUDA events:
-/// `warmup` untimed calls, then the median of `iters` timed ones, in ms.
-double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters);
-
-/// Waits for the device and turns an asynchronous fault into an Error.
-void synchronize(const std::string &what);
-
-} // namespace dattn
-
-namespace dattn {
-
 /// What `dattn info` prints; each part carries why it is unavailable.
 struct SystemInfo {
   std::string driverVersion, driverError, driverLibrary;
@@ -231,41 +203,3 @@ SystemInfo querySystem();
 
 } // namespace dattn
 
-namespace dattn {
-
-/// Host float32 arrays in and out, for tools and tests: encodes the inputs
-/// to the spec's dtype and uploads them, allocates the outputs poisoned with
-/// NaN (an unwritten element cannot pass a check), runs, reads back.
-class HostForward {
-public:
-  HostForward(CompiledAttention &attn, int64_t batch, int64_t seqLen, const float *q,
-              const float *k, const float *v, const BlockMask *mask = nullptr);
-  /// One forward on the default stream.
-  void run() { attn_.forward(args_); }
-  /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE [batch, heads, seq].
-  void read(std::vector<float> &out, std::vector<float> &lse);
-  /// The backward pass for upstream gradient `dout` (host, float32, like O),
-  /// on gradients poisoned with NaN; readGradients() waits and decodes.
-  void backward(const float *dout, bool deterministic = false);
-  void readGradients(std::vector<float> &dq, std::vector<float> &dk, std::vector<float> &dv);
-  /// dout as the GPU sees it (rounded to the dtype).
-  const std::vector<float> &dout() const { return doutRounded_; }
-
-  /// The inputs as the GPU sees them (rounded to the dtype), for a reference.
-  const std::vector<float> &q() const { return q_; }
-  const std::vector<float> &k() const { return k_; }
-  const std::vector<float> &v() const { return v_; }
-  int64_t inputBytes() const;
-  int64_t outputBytes() const;
-
-private:
-  CompiledAttention &attn_;
-  std::vector<float> q_, k_, v_;
-  std::unique_ptr<DeviceBuffer> qDev_, kDev_, vDev_, outDev_, lseDev_;
-  ForwardArgs args_;
-  std::vector<float> doutRounded_;
-  std::unique_ptr<DeviceBuffer> gradOut_, gradQ_, gradK_, gradV_;
-  BackwardArgs bargs_;
-};
-
-} // namespace dattn

@@ -121,20 +121,19 @@ __device__ void mmaBackwardKV(const Params &p) {
     return qt;
   };
 
-  const long long qRowStride = (long long)p.heads * D, kRowStride = (long long)p.kvHeads * D;
-  const T *qSrc = (const T *)p.q + batch * n * qRowStride + head * D;
-  const T *gSrc = (const T *)p.dout + batch * n * qRowStride + head * D;
-  const T *kSrc = (const T *)p.k + batch * n * kRowStride + kvHead * D;
-  const T *vSrc = (const T *)p.v + batch * n * kRowStride + kvHead * D;
+  const T *qSrc = (const T *)p.q + p.qL.at(batch, 0, head);
+  const T *gSrc = (const T *)p.dout + p.doutL.at(batch, 0, head);
+  const T *kSrc = (const T *)p.k + p.kL.at(batch, 0, kvHead);
+  const T *vSrc = (const T *)p.v + p.vL.at(batch, 0, kvHead);
   const float *lseSrc = p.lse + (batch * p.heads + head) * n;
   const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
 
   typename Tile::template RowLoader<BN> kLoader, vLoader;
   typename Tile::template RowLoader<BM> qLoader, gLoader;
-  kLoader.init(kSrc, kRowStride, rm.base, rm.step);
-  vLoader.init(vSrc, kRowStride, rm.base, rm.step);
-  qLoader.init(qSrc, qRowStride, rm.base, rm.step);
-  gLoader.init(gSrc, qRowStride, rm.base, rm.step);
+  kLoader.init(kSrc, p.kL.row, rm.base, rm.step);
+  vLoader.init(vSrc, p.vL.row, rm.base, rm.step);
+  qLoader.init(qSrc, p.qL.row, rm.base, rm.step);
+  gLoader.init(gSrc, p.doutL.row, rm.base, rm.step);
   // Q, dO, L and Delta of query tile qt into stage `st`.
   auto loadQueries = [&](int st, long long qt) {
     const long long qa0 = qt * BM;
@@ -327,8 +326,8 @@ __device__ void mmaBackwardKV(const Params &p) {
       continue;
     const long long row = rm.base + b * rm.step;
     if constexpr (MODE == kDirect) {
-      T *dkRow = (T *)p.dk + ((batch * n + row) * p.kvHeads + kvHead) * D;
-      T *dvRow = (T *)p.dv + ((batch * n + row) * p.kvHeads + kvHead) * D;
+      T *dkRow = (T *)p.dk + p.dkL.at(batch, row, kvHead);
+      T *dvRow = (T *)p.dv + p.dvL.at(batch, row, kvHead);
 #pragma unroll
       for (int nb = 0; nb < D / 8; ++nb) {
         const int c = nb * 8 + (lane % 4) * 2;
@@ -409,16 +408,12 @@ __device__ void mmaBackwardQ(const Params &p) {
     return t;
   };
 
-  const long long qRowStride = (long long)p.heads * D, kRowStride = (long long)p.kvHeads * D;
   typename Tile::template RowLoader<BM> qLoader, gLoader;
   typename Tile::template RowLoader<BN> kLoader, vLoader;
-  qLoader.init((const T *)p.q + batch * n * qRowStride + head * D, qRowStride, rm.base, rm.step);
-  gLoader.init((const T *)p.dout + batch * n * qRowStride + head * D, qRowStride, rm.base,
-               rm.step);
-  kLoader.init((const T *)p.k + batch * n * kRowStride + kvHead * D, kRowStride, rm.base,
-               rm.step);
-  vLoader.init((const T *)p.v + batch * n * kRowStride + kvHead * D, kRowStride, rm.base,
-               rm.step);
+  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, rm.base, rm.step);
+  gLoader.init((const T *)p.dout + p.doutL.at(batch, 0, head), p.doutL.row, rm.base, rm.step);
+  kLoader.init((const T *)p.k + p.kL.at(batch, 0, kvHead), p.kL.row, rm.base, rm.step);
+  vLoader.init((const T *)p.v + p.vL.at(batch, 0, kvHead), p.vL.row, rm.base, rm.step);
 
   long long t = nextTile(t0);
   qLoader.load(sQ, qa0, rm.count);
@@ -538,13 +533,14 @@ __device__ void mmaBackwardQ(const Params &p) {
     const long long a = qa0 + row0 + lane / 4 + half * 8;
     if (a >= rm.count)
       continue;
-    const long long qRow = (batch * n + rm.base + a * rm.step) * p.heads + head;
+    const long long row = rm.base + a * rm.step, qRow = (batch * n + row) * p.heads + head;
 #pragma unroll
     for (int nb = 0; nb < D / 8; ++nb) {
       const int c = nb * 8 + (lane % 4) * 2;
       const float x = acc[nb][2 * half] * p.scale, y = acc[nb][2 * half + 1] * p.scale;
       if constexpr (MODE == kDirect) {
-        *reinterpret_cast<unsigned *>((T *)p.dq + qRow * D + c) = dev::pack2<T>(x, y);
+        *reinterpret_cast<unsigned *>((T *)p.dq + p.dqL.at(batch, row, head) + c) =
+            dev::pack2<T>(x, y);
       } else {
         Pair *dst = reinterpret_cast<Pair *>(p.dqAcc + qRow * D + c);
         Pair v = *dst;

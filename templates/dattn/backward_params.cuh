@@ -1,6 +1,8 @@
 // dattn: the backward kernels' launch parameters (plain C++, host and device).
 #pragma once
 
+#include "dattn/layout.cuh"
+
 namespace dattn {
 namespace bwd {
 
@@ -9,13 +11,17 @@ namespace bwd {
 /// has one writer). kAccumulate: added into the fp32 accumulators.
 enum GradientMode { kAccumulate = 0, kDirect = 1 };
 
-/// What finalizeGradients converts (a bit set).
-enum FinalizeWhat { kFinalizeDq = 1, kFinalizeDkv = 2 };
+/// What finalizeGradients does (a bit set): convert the fp32 accumulators
+/// (kFinalize*), or, launched before the branch kernels, zero gradients that
+/// are written directly but are not contiguous (kZero*; contiguous ones are
+/// cleared with memsets). Rows no branch reaches keep the zero.
+enum FinalizeWhat { kFinalizeDq = 1, kFinalizeDkv = 2, kZeroDq = 4, kZeroDkv = 8 };
 
-/// Launch parameters. All tensors contiguous: q, o, dout, dq [B, N, H, D];
-/// k, v, dk, dv [B, N, Hkv, D]; lse, delta [B, H, N]. The fp32 accumulators
-/// are [B, N, H, D], dK and dV ones included (one slice per query head, so
-/// that heads sharing a kv head never write the same row; finalize sums a
+/// Launch parameters. q, o, dout, dq are [B, N, H, D] and k, v, dk, dv
+/// [B, N, Hkv, D] with the caller's strides (the *L layouts); lse and delta
+/// are contiguous [B, H, N]. The fp32 accumulators are contiguous
+/// [B, N, H, D], dK and dV ones included (one slice per query head, so that
+/// heads sharing a kv head never write the same row; finalize sums a
 /// group's slices).
 struct Params {
   const void *q, *k, *v, *o, *dout;
@@ -23,6 +29,7 @@ struct Params {
   float *delta;
   float *dqAcc, *dkAcc, *dvAcc;
   void *dq, *dk, *dv;
+  Layout qL, kL, vL, oL, doutL, dqL, dkL, dvL;
   long long seqLen;
   int heads, kvHeads, groupSize;
   float scale;

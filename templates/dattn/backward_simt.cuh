@@ -31,8 +31,9 @@ template <class T, int D> __device__ void computeDelta(const Params &p, long lon
   const int lane = threadIdx.x % 32;
   if (row >= rows)
     return;
-  const T *o = (const T *)p.o + row * D;
-  const T *g = (const T *)p.dout + row * D;
+  const long long h = row % p.heads, bi = row / p.heads, b = bi / p.seqLen, i = bi % p.seqLen;
+  const T *o = (const T *)p.o + p.oL.at(b, i, h);
+  const T *g = (const T *)p.dout + p.doutL.at(b, i, h);
   float sum = 0.f;
 #pragma unroll
   for (int c = 0; c < kPerLane; ++c) {
@@ -41,10 +42,8 @@ template <class T, int D> __device__ void computeDelta(const Params &p, long lon
       sum += dev::toFloat(o[d]) * dev::toFloat(g[d]);
   }
   sum = dev::warpSum(sum);
-  if (lane == 0) {
-    const long long h = row % p.heads, bi = row / p.heads;
-    p.delta[((bi / p.seqLen) * p.heads + h) * p.seqLen + bi % p.seqLen] = sum;
-  }
+  if (lane == 0)
+    p.delta[(b * p.heads + h) * p.seqLen + i] = sum;
 }
 
 /// Whether (i, j) is a pair of this branch for `head` (causal included).
@@ -91,9 +90,9 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
   }
   if (Branch::kCausal)
     jEnd = plan::minI(jEnd, i + 1);
-  const long long qRow = (b * n + i) * p.heads + head;
-  const T *q = (const T *)p.q + qRow * D;
-  const T *g = (const T *)p.dout + qRow * D;
+  const long long qRow = (b * n + i) * p.heads + head; // in the accumulator
+  const T *q = (const T *)p.q + p.qL.at(b, i, head);
+  const T *g = (const T *)p.dout + p.doutL.at(b, i, head);
   const float delta = p.delta[(b * p.heads + head) * n + i];
   float qv[kPerLane], gv[kPerLane], acc[kPerLane];
 #pragma unroll
@@ -108,9 +107,8 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
       if (!branchPair<Branch>(members, headIndex, i, j, n))
         continue;
     }
-    const long long kvRow = (b * n + j) * p.kvHeads + kvHead;
-    const T *k = (const T *)p.k + kvRow * D;
-    const T *v = (const T *)p.v + kvRow * D;
+    const T *k = (const T *)p.k + p.kL.at(b, j, kvHead);
+    const T *v = (const T *)p.v + p.vL.at(b, j, kvHead);
     const float dot = dev::warpSum(dev::warpDot<D>(qv, k, lane));
     const float dp = dev::warpSum(dev::warpDot<D>(gv, v, lane));
     const float pij = expf(dot * p.scale - L);
@@ -154,9 +152,8 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
   }
   if (Branch::kCausal && iBegin < j) // i >= j, staying on the strided row lattice
     iBegin += (j - iBegin + iStep - 1) / iStep * iStep;
-  const long long kvRow = (b * n + j) * p.kvHeads + kvHead;
-  const T *k = (const T *)p.k + kvRow * D;
-  const T *v = (const T *)p.v + kvRow * D;
+  const T *k = (const T *)p.k + p.kL.at(b, j, kvHead);
+  const T *v = (const T *)p.v + p.vL.at(b, j, kvHead);
   float kv[kPerLane], vv[kPerLane], dk[kPerLane], dvv[kPerLane];
 #pragma unroll
   for (int c = 0; c < kPerLane; ++c) {
@@ -171,9 +168,8 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
         continue;
     }
     const float L = p.lse[(b * p.heads + head) * n + i];
-    const long long qRow = (b * n + i) * p.heads + head;
-    const T *q = (const T *)p.q + qRow * D;
-    const T *g = (const T *)p.dout + qRow * D;
+    const T *q = (const T *)p.q + p.qL.at(b, i, head);
+    const T *g = (const T *)p.dout + p.doutL.at(b, i, head);
     const float dot = dev::warpSum(dev::warpDot<D>(kv, q, lane));
     const float dp = dev::warpSum(dev::warpDot<D>(vv, g, lane));
     const float pij = expf(dot * p.scale - L);
@@ -198,29 +194,38 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
   }
 }
 
-/// Accumulators -> gradients in the input dtype (grid-stride over elements):
-/// dq as is, dk and dv summed over the query heads of each kv head. `what`
-/// holds FinalizeWhat bits: the gradients written directly are left alone.
+/// Accumulators -> gradients in the input dtype (grid-stride over elements,
+/// in the accumulators' contiguous order): dq as is, dk and dv summed over
+/// the query heads of each kv head. `what` holds FinalizeWhat bits: the
+/// gradients written directly are left alone, or, with kZero*, zeroed.
 template <class T, int D>
 __device__ void finalizeGradients(const Params &p, long long qElems, long long kvElems,
                                   int what) {
   const long long stride = (long long)gridDim.x * blockDim.x;
-  if (what & kFinalizeDq)
-    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems; x += stride)
-      ((T *)p.dq)[x] = dev::fromFloat<T>(p.dqAcc[x]);
-  if (what & kFinalizeDkv)
+  if (what & (kFinalizeDq | kZeroDq))
+    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems;
+         x += stride) {
+      const long long d = x % D, row = x / D; // row = (b * N + i) * H + h
+      const long long h = row % p.heads, bi = row / p.heads;
+      ((T *)p.dq)[p.dqL.at(bi / p.seqLen, bi % p.seqLen, h) + d] =
+          dev::fromFloat<T>(what & kFinalizeDq ? p.dqAcc[x] : 0.f);
+    }
+  if (what & (kFinalizeDkv | kZeroDkv))
     for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems;
          x += stride) {
       const long long d = x % D, row = x / D; // row = (b * N + j) * Hkv + kvHead
       const long long kvHead = row % p.kvHeads, bj = row / p.kvHeads;
-      const long long first = (bj * p.heads + kvHead * p.groupSize) * D + d;
       float k = 0.f, v = 0.f;
-      for (int g = 0; g < p.groupSize; ++g) {
-        k += p.dkAcc[first + g * D];
-        v += p.dvAcc[first + g * D];
+      if (what & kFinalizeDkv) {
+        const long long first = (bj * p.heads + kvHead * p.groupSize) * D + d;
+        for (int g = 0; g < p.groupSize; ++g) {
+          k += p.dkAcc[first + g * D];
+          v += p.dvAcc[first + g * D];
+        }
       }
-      ((T *)p.dk)[x] = dev::fromFloat<T>(k);
-      ((T *)p.dv)[x] = dev::fromFloat<T>(v);
+      const long long b = bj / p.seqLen, j = bj % p.seqLen;
+      ((T *)p.dk)[p.dkL.at(b, j, kvHead) + d] = dev::fromFloat<T>(k);
+      ((T *)p.dv)[p.dvL.at(b, j, kvHead) + d] = dev::fromFloat<T>(v);
     }
 }
 } // namespace bwd

@@ -50,7 +50,7 @@ __device__ void initOutputs(const Params &p, int headDim, long long batch) {
     if (MODE == kMerge)
       p.oAcc[x] = 0.f;
     else
-      ((T *)p.o)[b * p.oBatch + i * p.oRow + h * p.oHead + d] = dev::fromFloat<T>(0.f);
+      ((T *)p.o)[p.oL.at(b, i, h) + d] = dev::fromFloat<T>(0.f);
     if (d == 0)
       p.lse[(b * p.heads + h) * p.seqLen + i] = -__int_as_float(0x7f800000);
   }
@@ -64,7 +64,7 @@ template <class T> __device__ void finalizeOutputs(const Params &p, int headDim,
     long long row = x / headDim, d = x % headDim;
     long long h = row % p.heads, bi = row / p.heads;
     long long i = bi % p.seqLen, b = bi / p.seqLen;
-    ((T *)p.o)[b * p.oBatch + i * p.oRow + h * p.oHead + d] = dev::fromFloat<T>(p.oAcc[x]);
+    ((T *)p.o)[p.oL.at(b, i, h) + d] = dev::fromFloat<T>(p.oAcc[x]);
   }
 }
 

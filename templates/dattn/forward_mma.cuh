@@ -208,18 +208,18 @@ __device__ void mmaForward(const Params &p) {
     return t;
   };
 
-  const T *qSrc = (const T *)p.q + batch * p.qBatch + head * p.qHead;
-  const T *kSrc = (const T *)p.k + batch * p.kBatch + kvHead * p.kHead;
-  const T *vSrc = (const T *)p.v + batch * p.vBatch + kvHead * p.vHead;
+  const T *qSrc = (const T *)p.q + p.qL.at(batch, 0, head);
+  const T *kSrc = (const T *)p.k + p.kL.at(batch, 0, kvHead);
+  const T *vSrc = (const T *)p.v + p.vL.at(batch, 0, kvHead);
   // Key rows: strided branches share the query's row map; blocks branches
   // index the sequence directly (compact index = row).
   const long long kBase = tr.base, kStep = tr.step, kCount = tr.count;
 
   typename Tile::template RowLoader<BM> qLoader;
   typename Tile::template RowLoader<BN> kLoader, vLoader;
-  qLoader.init(qSrc, p.qRow, tr.base, tr.step);
-  kLoader.init(kSrc, p.kRow, kBase, kStep);
-  vLoader.init(vSrc, p.vRow, kBase, kStep);
+  qLoader.init(qSrc, p.qL.row, tr.base, tr.step);
+  kLoader.init(kSrc, p.kL.row, kBase, kStep);
+  vLoader.init(vSrc, p.vL.row, kBase, kStep);
 
   long long t = nextTile(tr.t0);
   qLoader.load(sQ, tr.qa0, tr.count);
@@ -387,7 +387,7 @@ __device__ void mmaForward(const Params &p) {
       if (MODE == kWrite) {
         if (!valid)
           continue;
-        T *o = (T *)p.o + batch * p.oBatch + row * p.oRow + head * p.oHead;
+        T *o = (T *)p.o + p.oL.at(batch, row, head);
         #pragma unroll
         for (int nb = 0; nb < D / 8; ++nb) {
           int col = nb * 8 + (lane % 4) * 2;

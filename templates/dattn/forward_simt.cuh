@@ -39,7 +39,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
   if (Branch::kCausal)
     jEnd = plan::minI(jEnd, i + 1);
 
-  const T *q = (const T *)p.q + batch * p.qBatch + i * p.qRow + head * p.qHead;
+  const T *q = (const T *)p.q + p.qL.at(batch, i, head);
   float qv[kPerLane], acc[kPerLane];
   for (int c = 0; c < kPerLane; ++c) {
     int d = lane + 32 * c;
@@ -55,8 +55,8 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
       if (!any)
         continue;
     }
-    const T *k = (const T *)p.k + batch * p.kBatch + j * p.kRow + kvHead * p.kHead;
-    const T *v = (const T *)p.v + batch * p.vBatch + j * p.vRow + kvHead * p.vHead;
+    const T *k = (const T *)p.k + p.kL.at(batch, j, kvHead);
+    const T *v = (const T *)p.v + p.vL.at(batch, j, kvHead);
     const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane));
     const float mNew = fmaxf(m, s);
     const float corr = expf(m - mNew); // m = -inf at the first key: 0
@@ -73,7 +73,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
   const float inv = l > 0.f ? 1.f / l : 0.f;
   float *lsePtr = p.lse + (batch * p.heads + head) * n + i;
   if (MODE == kWrite) {
-    T *o = (T *)p.o + batch * p.oBatch + i * p.oRow + head * p.oHead;
+    T *o = (T *)p.o + p.oL.at(batch, i, head);
     for (int c = 0; c < kPerLane; ++c) {
       int d = lane + 32 * c;
       if (d < D)

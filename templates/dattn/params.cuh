@@ -2,13 +2,15 @@
 // host runtime (which fills it) and the kernels (which read it by value).
 #pragma once
 
+#include "dattn/layout.cuh"
+
 namespace dattn {
 namespace fwd {
 
 enum OutputMode { kWrite = 0, kMerge = 1 };
 enum BranchKindId { kStridedBranch = 0, kBlocksBranch = 1 };
 
-/// Launch parameters (by value). Strides are in elements.
+/// Launch parameters (by value).
 struct Params {
   const void *q;
   const void *k;
@@ -17,10 +19,7 @@ struct Params {
   float *lse;  ///< [B, H, N]: the result, or the LSE accumulator in kMerge
   float *oAcc; ///< kMerge: fp32 [B, N, H, D], contiguous
   long long seqLen;
-  long long qBatch, qRow, qHead;
-  long long kBatch, kRow, kHead;
-  long long vBatch, vRow, vHead;
-  long long oBatch, oRow, oHead;
+  Layout qL, kL, vL, oL; ///< strides of q, k, v, o (the caller's descriptors)
   int heads;     ///< H
   int groupSize; ///< H / kv_heads
   float scale;   ///< softmax scale (natural-log domain)

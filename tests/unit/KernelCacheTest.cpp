@@ -144,6 +144,10 @@ TEST(KernelCache, UnwritableFolderStillCompiles) {
                 [&](const std::string &m) { notes.push_back(m); });
   auto k = c.get("src", "k", "sm_80");
   EXPECT_EQ(k->origin, CachedKernel::Origin::Compiled);
+  EXPECT_FALSE(k->cubin.empty());
+  // The lost disk level is reported, naming the folder, not silently skipped.
+  ASSERT_FALSE(notes.empty());
+  EXPECT_NE(notes[0].find("/proc/dattn-cannot-write-here"), std::string::npos) << notes[0];
 }
 
 } // namespace

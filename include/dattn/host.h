@@ -1,0 +1,148 @@
+// dattn: helpers that allocate and wait, for tools, tests and benchmarks.
+// They sit on top of the runtime API (dattn/runtime.h) and are not part of
+// it: a framework embedding dattn owns its memory and streams instead.
+#pragma once
+
+#include "dattn/runtime.h"
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+namespace dattn {
+
+/// Device memory on the current context, freed on destruction.
+class DeviceBuffer {
+public:
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  void *data() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  void upload(const void *host, size_t bytes);
+  void download(void *host, size_t bytes) const;
+  /// Fills with a 32-bit pattern (e.g. NaN bits to poison outputs) and
+  /// waits, so that work on any stream afterwards sees the pattern.
+  void fill32(uint32_t pattern);
+  /// {data, bytes} as a run's workspace.
+  Workspace workspace() const { return {ptr_, static_cast<int64_t>(bytes_)}; }
+
+private:
+  void *ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+/// A validated BlockMask uploaded to the device (rows, then columns).
+class DeviceBlockMaskBuffer {
+public:
+  /// Throws ArgumentError (saying which entry is wrong) if `mask` is not a
+  /// valid mask for sequence length `seqLen`.
+  DeviceBlockMaskBuffer(const BlockMask &mask, int64_t seqLen);
+  DeviceBlockMask view() const;
+
+private:
+  std::unique_ptr<DeviceBuffer> buffer_;
+  int64_t block_ = 0, numBlockRows_ = 0;
+};
+
+/// A CUDA stream of the current context (non-blocking with respect to the
+/// default stream), destroyed on destruction.
+class Stream {
+public:
+  Stream();
+  ~Stream();
+  Stream(const Stream &) = delete;
+  Stream &operator=(const Stream &) = delete;
+  void *handle() const { return stream_; }
+  void synchronize(const std::string &what) const;
+
+private:
+  void *stream_ = nullptr;
+};
+
+/// Work enqueued on a stream between begin() and end(), captured into a
+/// CUDA graph and replayed with launch().
+class CapturedGraph {
+public:
+  ~CapturedGraph();
+  void begin(void *stream);
+  void end();
+  void launch(void *stream) const;
+
+private:
+  void *capturing_ = nullptr;
+  void *graph_ = nullptr, *exec_ = nullptr;
+};
+
+/// Host conversions between float32 and a spec dtype's storage (fp16 and
+/// bf16 round to nearest even; fp32 is copied).
+std::vector<char> encode(const float *values, size_t count, DType dtype);
+void decode(const void *data, size_t count, DType dtype, float *values);
+
+/// Times `fn` (which enqueues work on the default stream) with CUDA events:
+/// `warmup` untimed calls, then the median of `iters` timed ones, in ms.
+double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters);
+
+/// Waits for the device and turns an asynchronous fault into an Error.
+void synchronize(const std::string &what);
+
+/// Host float32 arrays in and out: encodes the inputs to the spec's dtype
+/// and uploads them (contiguous), allocates the outputs, the gradients and
+/// the workspace in the attention's context, poisons outputs with NaN before
+/// each run (an unwritten element cannot pass a check), runs on the chosen
+/// stream (default: the default stream), reads back.
+class HostAttention {
+public:
+  HostAttention(CompiledAttention &attn, int64_t batch, int64_t seqLen, const float *q,
+                const float *k, const float *v, const BlockMask *mask = nullptr);
+  ~HostAttention();
+  void setStream(void *stream);
+  /// New inputs in the same device buffers (for replaying a captured graph).
+  void setInputs(const float *q, const float *k, const float *v);
+  /// A new upstream gradient in the same buffer (after a first backward()).
+  void setDout(const float *dout);
+  /// NaN into O and LSE, or into dq, dk and dv.
+  void poisonOutputs();
+  void poisonGradients();
+  /// Poisons O and LSE, then runs one forward.
+  void run();
+  /// One forward without poisoning (for timing loops).
+  void rerun() { attn_.forward(args_); }
+  /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE [batch, heads, seq].
+  void read(std::vector<float> &out, std::vector<float> &lse);
+  /// Poisons the gradients with NaN, then runs the backward pass for
+  /// upstream gradient `dout` (host, float32, like O; uploaded on the first
+  /// call and kept); readGradients() waits and decodes.
+  void backward(const float *dout, bool deterministic = false);
+  /// One backward without poisoning (for timing loops); backward() first.
+  void rebackward(bool deterministic);
+  /// Wait for this object's stream, then decode.
+  void readGradients(std::vector<float> &dq, std::vector<float> &dk, std::vector<float> &dv);
+  /// dout as the GPU sees it (rounded to the dtype).
+  const std::vector<float> &dout() const { return doutRounded_; }
+
+  /// The inputs as the GPU sees them (rounded to the dtype), for a reference.
+  const std::vector<float> &q() const { return q_; }
+  const std::vector<float> &k() const { return k_; }
+  const std::vector<float> &v() const { return v_; }
+  int64_t inputBytes() const;
+  int64_t outputBytes() const;
+  const WorkspaceSizes &workspaceSizes() const { return sizes_; }
+
+private:
+  void wait(const std::string &what) const;
+
+  CompiledAttention &attn_;
+  void *stream_ = nullptr;
+  std::vector<float> q_, k_, v_;
+  std::unique_ptr<DeviceBuffer> qDev_, kDev_, vDev_, outDev_, lseDev_, workspace_;
+  std::unique_ptr<DeviceBlockMaskBuffer> mask_;
+  WorkspaceSizes sizes_;
+  ForwardArgs args_;
+  std::vector<float> doutRounded_;
+  std::unique_ptr<DeviceBuffer> gradOut_, gradQ_, gradK_, gradV_;
+  BackwardArgs bargs_;
+};
+
+} // namespace dattn

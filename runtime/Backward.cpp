@@ -1,0 +1,159 @@
+// CompiledAttention::backward: validate, carve the workspace, clear what is
+// accumulated into, enqueue Delta, the branch kernels and finalize.
+#include "Context.h"
+#include "Libraries.h"
+#include "ModuleLoader.h"
+#include "Validate.h"
+#include "Workspace.h"
+
+#include "dattn/error.h"
+#include "dattn/runtime.h"
+
+#include "dattn/backward_params.cuh"
+#include "dattn/tile_plan.cuh"
+
+#include <algorithm>
+
+namespace dattn {
+
+void CompiledAttention::backward(const BackwardArgs &a) {
+  const std::string where = "backward(attention '" + spec_.name + "'): ";
+  rt::ArgumentChecker check(where, spec_, device_);
+  int64_t B = 0, N = 0;
+  check.batchAndLength(a.q, &B, &N);
+  const int64_t H = spec_.heads, Hk = spec_.kvHeads, D = spec_.headDim;
+  bwd::Params p{};
+  p.qL = check.rows("q", a.q, B, N, H);
+  p.kL = check.rows("k", a.k, B, N, Hk);
+  p.vL = check.rows("v", a.v, B, N, Hk);
+  p.oL = check.rows("out", a.out, B, N, H);
+  p.doutL = check.rows("dout", a.dout, B, N, H);
+  p.dqL = check.rows("dq", a.dq, B, N, H);
+  p.dkL = check.rows("dk", a.dk, B, N, Hk);
+  p.dvL = check.rows("dv", a.dv, B, N, Hk);
+  check.lse("lse", a.lse, B, N);
+  check.mask(a.mask, N);
+
+  const int slot = a.deterministic ? 1 : 0;
+  if (!backward_[slot]) {
+    // Loading a module inside a stream capture would break the capture.
+    CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+    rt::driver().streamIsCapturing(static_cast<CUstream>(a.stream), &capture);
+    if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
+      throw Error(where + "the " + (a.deterministic ? "deterministic " : "") +
+                  "backward kernels are not loaded yet and the stream is being captured: "
+                  "call prepareBackward(" + (a.deterministic ? "true" : "false") +
+                  ") before the capture");
+    prepareBackward(a.deterministic);
+  }
+  const EmittedModule &mod = backwardModules_[slot];
+  const rt::LoadedModule &loaded = *backward_[slot];
+  const rt::BackwardWorkspace ws = rt::backwardWorkspace(mod, B, N, H, D);
+  check.workspace(a.workspace, ws.bytes());
+
+  rt::ContextScope scope(context_);
+  const rt::Driver &d = rt::driver();
+  float *base = static_cast<float *>(a.workspace.data);
+  p.q = a.q.data;
+  p.k = a.k.data;
+  p.v = a.v.data;
+  p.o = a.out.data;
+  p.dout = a.dout.data;
+  p.lse = static_cast<const float *>(a.lse.data);
+  p.delta = base;
+  p.dqAcc = ws.dqAcc >= 0 ? base + ws.dqAcc : nullptr;
+  p.dkAcc = ws.dkAcc >= 0 ? base + ws.dkAcc : nullptr;
+  p.dvAcc = ws.dvAcc >= 0 ? base + ws.dvAcc : nullptr;
+  p.dq = a.dq.data;
+  p.dk = a.dk.data;
+  p.dv = a.dv.data;
+  p.seqLen = N;
+  p.heads = static_cast<int>(H);
+  p.kvHeads = static_cast<int>(Hk);
+  p.groupSize = static_cast<int>(H / Hk);
+  p.scale = static_cast<float>(plan_.scale);
+  p.maskRows = reinterpret_cast<const long long *>(a.mask.rowOffsets);
+  p.maskCols = reinterpret_cast<const long long *>(a.mask.colIndices);
+  CUstream stream = static_cast<CUstream>(a.stream);
+
+  long long batch = B, qE = B * N * H * D, kvE = B * N * Hk * D;
+  const int finalizeIndex = static_cast<int>(mod.kernels.size()) - 1;
+  auto launch = [&](int x, unsigned gx, unsigned gy, unsigned gz, void **args) {
+    const KernelInfo &ki = mod.kernels[x];
+    rt::check(d.launchKernel(static_cast<CUfunction>(loaded.functions[x]), gx, gy, gz,
+                             ki.threads, 1, 1, ki.smemBytes, stream, args, nullptr),
+              where + "launching " + ki.name + " (grid " + std::to_string(gx) + "x" +
+                  std::to_string(gy) + "x" + std::to_string(gz) + ", " +
+                  std::to_string(ki.threads) + " threads, " + std::to_string(ki.smemBytes) +
+                  " bytes of shared memory)");
+  };
+  auto elementwiseGrid = [&](const KernelInfo &ki) {
+    return static_cast<unsigned>(
+        std::min<long long>((std::max(qE, kvE) + ki.threads - 1) / ki.threads, 65535LL * 16));
+  };
+
+  // Zero what is accumulated into, and the directly written gradients: rows
+  // no branch reaches (e.g. off every dilation lattice) have zero gradient.
+  // Contiguous gradients take memsets; strided ones the finalize kernel's
+  // zero mode, which leaves the gaps between their rows alone.
+  if (ws.accElems > 0)
+    rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(base + ws.deltaCount), 0u,
+                               static_cast<size_t>(ws.accElems), stream),
+              where + "clearing the gradient accumulators");
+  if (mod.gradientsDirect) {
+    int zero = 0;
+    const bool dqDirect = !(mod.gradientFinalize & bwd::kFinalizeDq);
+    for (auto [t, bit, direct] : {std::tuple{&a.dq, bwd::kZeroDq, dqDirect},
+                                  std::tuple{&a.dk, bwd::kZeroDkv, true},
+                                  std::tuple{&a.dv, bwd::kZeroDkv, true}}) {
+      if (!direct)
+        continue;
+      if (t->isContiguous())
+        rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(t->data), 0u,
+                                   static_cast<size_t>(t == &a.dq ? qE : kvE) *
+                                       t->elementBytes() / 4,
+                                   stream),
+                  where + "clearing the gradients");
+      else
+        zero |= bit;
+    }
+    if (zero) {
+      void *args[] = {&p, &qE, &kvE, &zero};
+      launch(finalizeIndex, elementwiseGrid(mod.kernels[finalizeIndex]), 1, 1, args);
+    }
+  }
+
+  int what = mod.gradientFinalize;
+  for (int x = 0; x <= finalizeIndex; ++x) {
+    const KernelInfo &ki = mod.kernels[x];
+    void *argsBatch[] = {&p, &batch};
+    void *argsOnly[] = {&p};
+    void *argsFinal[] = {&p, &qE, &kvE, &what};
+    switch (ki.role) {
+    case KernelRole::Delta:
+      launch(x, static_cast<unsigned>((B * N * H + 3) / 4), 1, 1, argsBatch);
+      break;
+    case KernelRole::DqPass:
+    case KernelRole::DkvPass: {
+      const BranchPlan &b = plan_.branches[ki.branch];
+      unsigned gx;
+      if (ki.path == KernelPath::Mma && b.kind == BranchKind::Strided) {
+        const int64_t w = plan::segmentLength(b.segment, N);
+        const int64_t maxRows = (w + b.dilation - 1) / b.dilation;
+        p.tilesPerSegment = (maxRows + ki.rowsPerCta - 1) / ki.rowsPerCta;
+        gx = static_cast<unsigned>(plan::numSegments(b.segment, N) * p.tilesPerSegment);
+      } else {
+        gx = static_cast<unsigned>((N + ki.rowsPerCta - 1) / ki.rowsPerCta);
+      }
+      launch(x, gx, static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), argsOnly);
+      break;
+    }
+    default: // FinalizeGradients
+      if (what != 0)
+        launch(x, elementwiseGrid(ki), 1, 1, argsFinal);
+      break;
+    }
+  }
+}
+
+} // namespace dattn
