@@ -167,11 +167,12 @@ DeviceBlockMaskBuffer::DeviceBlockMaskBuffer(const BlockMask &mask, int64_t seqL
   buffer_->upload(packed.data(), packed.size() * sizeof(int64_t));
   block_ = mask.block;
   numBlockRows_ = static_cast<int64_t>(mask.rowOffsets.size()) - 1;
+  numNonZero_ = static_cast<int64_t>(mask.colIndices.size());
 }
 
 DeviceBlockMask DeviceBlockMaskBuffer::view() const {
   const auto *rows = static_cast<const int64_t *>(buffer_->data());
-  return {rows, rows + numBlockRows_ + 1, block_, numBlockRows_};
+  return {rows, rows + numBlockRows_ + 1, block_, numBlockRows_, numNonZero_};
 }
 
 Stream::Stream() {

@@ -107,7 +107,7 @@ void ArgumentChecker::mask(const DeviceBlockMask &m, int64_t seqLen) const {
       fail("a block mask was given, but the spec has no block_mask pattern");
     return;
   }
-  if (!m.present() || m.colIndices == nullptr)
+  if (!m.present())
     fail("the spec has a block_mask pattern: the mask's rowOffsets and colIndices are required");
   if (m.block != spec_.blockMaskBlock())
     fail("the mask's block size " + std::to_string(m.block) + " differs from the spec's " +
@@ -118,7 +118,12 @@ void ArgumentChecker::mask(const DeviceBlockMask &m, int64_t seqLen) const {
          std::to_string(seqLen) + " with blocks of " + std::to_string(m.block) + " needs " +
          std::to_string(nb));
   deviceMemory("the mask's rowOffsets", m.rowOffsets, (nb + 1) * 8);
-  deviceMemory("the mask's colIndices", m.colIndices, 8);
+  if (m.numNonZero < 0 || m.numNonZero > nb * nb)
+    fail("the mask's numNonZero " + std::to_string(m.numNonZero) + " is outside [0, " +
+         std::to_string(nb * nb) + "]");
+  // With no kept block the kernels never read colIndices.
+  if (m.numNonZero > 0)
+    deviceMemory("the mask's colIndices", m.colIndices, m.numNonZero * 8);
 }
 
 void ArgumentChecker::deviceMemory(const std::string &name, const void *p, int64_t bytes) const {

@@ -43,7 +43,7 @@ public:
 
 private:
   std::unique_ptr<DeviceBuffer> buffer_;
-  int64_t block_ = 0, numBlockRows_ = 0;
+  int64_t block_ = 0, numBlockRows_ = 0, numNonZero_ = 0;
 };
 
 /// A CUDA stream of the current context (non-blocking with respect to the

@@ -36,8 +36,8 @@ struct TensorDesc {
 };
 
 /// A run-time block mask in device memory (BSR over blocks of `block` rows):
-/// `rowOffsets` has numBlockRows + 1 entries, `colIndices` rowOffsets[NB]
-/// entries, sorted and unique per row. The kernels trust the contents (a run
+/// `rowOffsets` has numBlockRows + 1 entries, `colIndices` numNonZero
+/// (= rowOffsets[NB]) entries, sorted and unique per row. The kernels trust the contents (a run
 /// never reads back to the host): upload a BlockMask with
 /// dattn::DeviceBlockMaskBuffer (dattn/host.h), which validates it first.
 struct DeviceBlockMask {
@@ -45,6 +45,7 @@ struct DeviceBlockMask {
   const int64_t *colIndices = nullptr;
   int64_t block = 0;
   int64_t numBlockRows = 0;
+  int64_t numNonZero = 0;
   bool present() const { return rowOffsets != nullptr; }
 };
 

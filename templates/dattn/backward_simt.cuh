@@ -202,13 +202,22 @@ template <class T, int D>
 __device__ void finalizeGradients(const Params &p, long long qElems, long long kvElems,
                                   int what) {
   const long long stride = (long long)gridDim.x * blockDim.x;
+  // Contiguous gradients (the common case) skip the 64-bit index arithmetic.
+  const bool dqDense = p.dqL.head == D && p.dqL.row == (long long)p.heads * D &&
+                       p.dqL.batch == p.seqLen * p.heads * D;
+  const bool dkvDense = p.dkL.head == D && p.dkL.row == (long long)p.kvHeads * D &&
+                        p.dkL.batch == p.seqLen * p.kvHeads * D && p.dvL.head == p.dkL.head &&
+                        p.dvL.row == p.dkL.row && p.dvL.batch == p.dkL.batch;
   if (what & (kFinalizeDq | kZeroDq))
     for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems;
          x += stride) {
-      const long long d = x % D, row = x / D; // row = (b * N + i) * H + h
-      const long long h = row % p.heads, bi = row / p.heads;
-      ((T *)p.dq)[p.dqL.at(bi / p.seqLen, bi % p.seqLen, h) + d] =
-          dev::fromFloat<T>(what & kFinalizeDq ? p.dqAcc[x] : 0.f);
+      long long at = x;
+      if (!dqDense) {
+        const long long d = x % D, row = x / D; // row = (b * N + i) * H + h
+        const long long h = row % p.heads, bi = row / p.heads;
+        at = p.dqL.at(bi / p.seqLen, bi % p.seqLen, h) + d;
+      }
+      ((T *)p.dq)[at] = dev::fromFloat<T>(what & kFinalizeDq ? p.dqAcc[x] : 0.f);
     }
   if (what & (kFinalizeDkv | kZeroDkv))
     for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems;
@@ -223,9 +232,14 @@ __device__ void finalizeGradients(const Params &p, long long qElems, long long k
           v += p.dvAcc[first + g * D];
         }
       }
-      const long long b = bj / p.seqLen, j = bj % p.seqLen;
-      ((T *)p.dk)[p.dkL.at(b, j, kvHead) + d] = dev::fromFloat<T>(k);
-      ((T *)p.dv)[p.dvL.at(b, j, kvHead) + d] = dev::fromFloat<T>(v);
+      if (dkvDense) {
+        ((T *)p.dk)[x] = dev::fromFloat<T>(k);
+        ((T *)p.dv)[x] = dev::fromFloat<T>(v);
+      } else {
+        const long long b = bj / p.seqLen, j = bj % p.seqLen;
+        ((T *)p.dk)[p.dkL.at(b, j, kvHead) + d] = dev::fromFloat<T>(k);
+        ((T *)p.dv)[p.dvL.at(b, j, kvHead) + d] = dev::fromFloat<T>(v);
+      }
     }
 }
 } // namespace bwd
