@@ -17,7 +17,7 @@ def Dattn_Dialect : Dialect {
   let name = "dattn";
   let summary = "Dilated and sparse attention specs, normalized and tile-planned";
   let description = [{
-    The semantics are those of ARCHITECTURE.md section 1: a query head and
+    The semantics are those of docs/semantics.md: a query head and
     row i attend, per branch, to the union of the branch's pattern sets
     (intersected with j <= i when the attention is causal), and branches are
     merged by their log-sum-exp over the multiset union.

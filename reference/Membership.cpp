@@ -1,4 +1,4 @@
-// The key sets S(h, i) of ARCHITECTURE.md section 1, one predicate per
+// The key sets S(h, i) of docs/semantics.md, one predicate per
 // pattern, written as the table states them.
 #include "dattn/error.h"
 #include "dattn/reference.h"

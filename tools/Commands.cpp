@@ -99,7 +99,8 @@ int runCompile(const std::vector<std::string> &args) {
       "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
       "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
       "  --arch        comma-separated targets for cuda/ptx/cubin (default sm_80)\n"
-      "  -o DIR        write <attention>.<arch>.{cu,ptx,cubin} into DIR instead of stdout\n"
+      "  -o DIR        write <attention>[.backward|.backward_deterministic].<arch>.{cu,ptx,cubin}\n"
+      "                into DIR instead of stdout\n"
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
       "  --locations   print each op's spec file:line:col (mlir and plan)\n"
       "  --backward    cuda/ptx/cubin of the backward module (dq, dk, dv) instead;\n"
@@ -144,7 +145,11 @@ int runCompile(const std::vector<std::string> &args) {
   const std::string dir = o.get("output");
   for (const auto &spec : specs)
     for (const auto &arch : archs) {
-      const std::string stem = dir + "/" + spec.name + "." + arch;
+      // The backward modules get their own names: -o DIR keeps every module.
+      const std::string stem = dir + "/" + spec.name +
+                               (backward ? deterministic ? ".backward_deterministic" : ".backward"
+                                         : "") +
+                               "." + arch;
       if (emit == "cuda") {
         const AttentionPlan plan = planAttention(spec, po);
         EmittedModule m =

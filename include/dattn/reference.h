@@ -1,4 +1,4 @@
-// dattn: the CPU reference. It implements ARCHITECTURE.md section 1 directly
+// dattn: the CPU reference. It implements docs/semantics.md directly
 // (a membership predicate per pattern, a softmax per branch, the LSE merge of
 // branches over the multiset union) in double precision. It knows nothing of
 // tiles or plans: it is the definition every kernel is tested against.
@@ -102,7 +102,7 @@ double toleranceFor(DType dtype);
 
 namespace dattn {
 
-/// Exact gradients of ARCHITECTURE.md section 1 in double precision, given
+/// Exact gradients of docs/semantics.md in double precision, given
 /// dO (same layout as O). Per row, the branches' multiset union is one
 /// softmax in which key j has multiplicity c_j (the number of branches of
 /// the row's head that reach it): p_j = c_j exp(s_j - L), O = sum_j p_j v_j.

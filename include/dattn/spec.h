@@ -1,7 +1,7 @@
 // dattn: the attention spec, the immutable value every later stage consumes.
 //
 // A spec file holds one or more `attention` blocks; each parses into an
-// AttentionSpec. Semantics are those of ARCHITECTURE.md section 1 (see
+// AttentionSpec. Semantics are those of docs/semantics.md (see
 // docs/spec-language.md for the surface syntax). This header has no MLIR and
 // no CUDA in it: it is the contract between the language and everything else.
 #pragma once
@@ -26,7 +26,7 @@ enum class Precision { IEEE, TF32 };
 const char *toString(DType t);
 const char *toString(Precision p);
 
-/// The pattern kinds of ARCHITECTURE.md section 1.
+/// The pattern kinds of docs/semantics.md.
 enum class PatternKind {
   Dilated,       ///< dilated(segment, dilation, offset)
   Window,        ///< window(left, right)

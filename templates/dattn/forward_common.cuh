@@ -7,7 +7,7 @@
 // branches accumulates (kMerge): each branch launch folds its (O_b, l_b) into
 // an fp32 O accumulator and the LSE array,
 //     L' = log(exp(L) + exp(l_b)),  O' = O exp(L - L') + O_b exp(l_b - L'),
-// which is ARCHITECTURE.md section 1's merge applied one branch at a time.
+// which is docs/semantics.md's merge applied one branch at a time.
 // Launches on one stream are ordered, so the read-modify-write needs no
 // atomics. The ring executor uses kMerge to fold in remote key blocks.
 #pragma once

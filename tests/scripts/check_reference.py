@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent implementation of ARCHITECTURE.md section 1 in NumPy,
+"""An independent implementation of docs/semantics.md in NumPy,
 forward and gradients, checked against `dattn run --device cpu` (and
 `--backward`) on every example.
 

@@ -1,4 +1,4 @@
-// The CPU reference against hand-written cases of ARCHITECTURE.md section 1:
+// The CPU reference against hand-written cases of docs/semantics.md:
 // predicates on small examples, the softmax, the multiset merge of branches,
 // GQA, causal masking and empty rows.
 #include "RandomSpec.h"

@@ -3,7 +3,7 @@
 // reference's key sets, for random specs and sequence lengths.
 //
 // For each head, every (i, j) pair is counted once per branch that reaches
-// it (the multiset of ARCHITECTURE.md section 1). The reference counts from
+// it (the multiset of docs/semantics.md). The reference counts from
 // its predicates; the plan counts from its tiles: Full tiles add every pair,
 // Partial tiles the pairs its mask keeps, Skip tiles none. Equal counts mean
 // the plan loses no pair, adds none, and never calls a tile full that is not.
