@@ -5,7 +5,7 @@
 # Exit status: non-zero if any test shard, example or sanitizer run failed,
 # including one that crashed or was killed.
 #
-#   scripts/device_check.sh [all|tests|examples|sanitize|bench|compare]
+#   scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare]
 #   compare: build-baseline/dattn-bench (the code before a change) and
 #   build/bin/dattn-bench in alternating runs, forward and backward.
 set -uo pipefail
@@ -75,6 +75,20 @@ if [ "$mode" = all ] || [ "$mode" = examples ]; then
   grep -E "^attention|^check|^gradient check|^determ" "$OUT/examples.log"
   summary+=("examples: $([ $ex_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ex_fail = 0 ] || status=1
+fi
+if [ "$mode" = all ] || [ "$mode" = package ]; then
+  # examples/cpp built against the installed package (ctest's cpp_package
+  # built it here; carry build/install and build/example).
+  lib=build/install/lib
+  [ -e $lib/libdattn.so.0 ] || ln -sf "$(basename $lib/libdattn.so.0.*)" $lib/libdattn.so.0
+  pk_fail=0
+  for spec in examples/longnet_head_partitioned.dattn examples/causal_ring.dattn; do
+    LD_LIBRARY_PATH=$lib build/example/dattn_example $spec --seq 2048 >> "$OUT/package.log" 2>&1 ||
+      { pk_fail=1; echo "FAILED: dattn_example $spec"; }
+  done
+  cat "$OUT/package.log"
+  summary+=("C++ package example: $([ $pk_fail = 0 ] && echo passed || echo FAILED)")
+  [ $pk_fail = 0 ] || status=1
 fi
 if [ "$mode" = all ] || [ "$mode" = bench ]; then
   build/bin/dattn-bench --root . --iters 20 2>&1 | tee "$OUT/bench.log"
