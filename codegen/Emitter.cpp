@@ -1,9 +1,9 @@
 // Planned attention -> CUDA C++. Steps:
-//   1. pick per branch the path (mma for fp16/bf16 on sm_80+, SIMT else) and
-//      tiles that fit the arch's shared memory;
-//   2. pick the output mode (kMerge when a head is in several branches);
-//   3. print the constants of each branch as a `BranchK` struct and one
-//      extern "C" kernel per launch, named after its specialization.
+//   1. pick the output mode (kMerge when a head is in several branches);
+//   2. print the constants of each branch as a `BranchK` struct;
+//   3. ask the kernel families for each branch's kernel (family and
+//      configuration: include/dattn/kernels.h) and print one extern "C"
+//      kernel per launch, named after its specialization.
 #include "dattn/emit.h"
 #include "dattn/error.h"
 
@@ -13,23 +13,6 @@
 #include <sstream>
 
 namespace dattn {
-
-int parseArch(const std::string &arch) {
-  int v = 0;
-  if (arch.size() < 5 || arch.compare(0, 3, "sm_") != 0 ||
-      std::sscanf(arch.c_str() + 3, "%d", &v) != 1 || v < 50 || v > 200 ||
-      std::to_string(v) != arch.substr(3))
-    throw Error("unknown GPU architecture '" + arch + "' (expected sm_XY, e.g. sm_80, sm_90)");
-  return v;
-}
-
-int defaultSmemLimit(int sm) {
-  if (sm >= 90) return 227 * 1024;
-  if (sm == 80 || sm == 87) return 163 * 1024;
-  if (sm >= 86) return 99 * 1024;
-  if (sm >= 75) return 64 * 1024;
-  return 48 * 1024;
-}
 
 namespace {
 
@@ -65,8 +48,6 @@ std::string list(const std::vector<int64_t> &v) {
 
 std::string extentName(int64_t v) { return v == kUnbounded ? "inf" : std::to_string(v); }
 
-int mmaSmemBytes(int d, int bm, int bn) { return (bm * d + 4 * bn * d) * 2; }
-
 /// Whether every row of this branch's heads has at least one key (so the
 /// init pass can be skipped in kWrite mode).
 bool rowsNeverEmpty(const BranchPlan &b) {
@@ -80,17 +61,33 @@ bool rowsNeverEmpty(const BranchPlan &b) {
 
 } // namespace
 
+const KernelFamily &familyNamed(const std::string &name) {
+  for (const KernelFamily *f : kernelFamilies())
+    if (name == f->name())
+      return *f;
+  throw Error("no kernel family is named '" + name + "'");
+}
+
+void setChoice(KernelInfo &k, const KernelChoice &c) {
+  k.family = c.family->name();
+  k.config = c.config;
+  k.candidates = c.candidates;
+  k.path = c.family->usesTensorCores() ? KernelPath::Mma : KernelPath::Simt;
+  k.threads = c.resources.threads;
+  k.smemBytes = c.resources.smemBytes;
+  k.rowsPerCta = c.resources.rowsPerCta;
+  k.name += c.family->suffix(c.config);
+}
+
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int smemLimit) {
-  const int sm = parseArch(arch);
-  if (sm < 75)
+  const Target target = Target::parse(arch, smemLimit);
+  if (target.sm < 75)
     throw Error("architecture " + arch + " is not supported: NVRTC 13 compiles for sm_75 and "
                 "newer (Pascal, sm_6x, would need the NVRTC of CUDA 12 or older)");
-  if (smemLimit <= 0)
-    smemLimit = defaultSmemLimit(sm);
   EmittedModule mod;
   mod.arch = arch;
 
-  // Step 2: the output mode.
+  // Step 1: the output mode.
   std::vector<int> branchesOfHead(plan.heads, 0);
   for (const auto &b : plan.branches)
     for (int h : b.heads)
@@ -107,7 +104,6 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
   const char *T = deviceType(plan.dtype);
   const int D = plan.headDim;
   const char *mode = mod.mergeMode ? "fwd::kMerge" : "fwd::kWrite";
-  const bool tensorCores = plan.dtype != DType::F32 && sm >= 80 && D % 16 == 0;
   const std::string prefix = "dattn_" + plan.name + "_" + toString(plan.dtype) + "_d" +
                              std::to_string(D) + (plan.causal ? "_causal" : "");
 
@@ -204,35 +200,8 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
          << mem.str() << "    }\n    return x;\n  }\n};\n";
       k.name += "_blocks";
     }
-    // Step 1: the path and tiles.
-    if (tensorCores) {
-      int bm = static_cast<int>(b.blockM), bn = static_cast<int>(b.blockN);
-      while (mmaSmemBytes(D, bm, bn) > smemLimit && (bm > 16 || bn > 16)) {
-        if (bn >= bm && bn > 16)
-          bn /= 2;
-        else
-          bm /= 2;
-      }
-      if (mmaSmemBytes(D, bm, bn) > smemLimit)
-        throw Error("head_dim " + std::to_string(D) + " does not fit the shared memory of " +
-                    arch + " (" + std::to_string(smemLimit) + " bytes) even with 16x16 tiles");
-      k.path = KernelPath::Mma;
-      k.blockM = bm;
-      k.blockN = bn;
-      // Two m16 tiles per warp halve shared-memory reads per mma; above
-      // head_dim 128 their accumulators would not fit in registers.
-      k.rowTilesPerWarp = D <= 128 && bm % 32 == 0 ? 2 : 1;
-      k.threads = bm / (16 * k.rowTilesPerWarp) * 32;
-      k.smemBytes = mmaSmemBytes(D, bm, bn);
-      k.rowsPerCta = bm;
-      k.name += "_mma_m" + std::to_string(bm) + "n" + std::to_string(bn) + "w" +
-                std::to_string(k.threads / 32);
-    } else {
-      k.path = KernelPath::Simt;
-      k.threads = 128;
-      k.rowsPerCta = 4; // one warp per row
-      k.name += "_simt";
-    }
+    // Step 3: the family's kernel.
+    setChoice(k, chooseForward(plan, b, target));
     mod.kernels.push_back(k);
   }
   os << "\n} // namespace\n\n";
@@ -246,17 +215,13 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
       break;
     default: // Finalize is appended below, after the branches
       break;
-    case KernelRole::Branch:
+    case KernelRole::Branch: {
+      InstanceContext ctx{T, D, mode, "", "Branch" + std::to_string(k.branch)};
       os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << k.name
-         << "(fwd::Params p) {\n";
-      if (k.path == KernelPath::Mma)
-        os << "  fwd::mmaForward<" << T << ", " << D << ", " << k.blockM << ", " << k.blockN
-           << ", " << k.rowTilesPerWarp << ", " << mode << ", Branch" << k.branch
-           << ">(p);\n}\n\n";
-      else
-        os << "  fwd::simtForward<" << T << ", " << D << ", " << mode << ", Branch" << k.branch
-           << ">(p);\n}\n\n";
+         << "(fwd::Params p) {\n  " << familyNamed(k.family).instantiate(k.config, ctx)
+         << "\n}\n\n";
       break;
+    }
     }
   }
   if (mod.mergeMode) {

@@ -87,6 +87,36 @@ void writeText(const std::string &path, const void *data, size_t size) {
     throw Error("cannot write " + path);
 }
 
+/// --emit=kernels: what the kernel families chose, per branch and pass.
+void printKernels(const AttentionPlan &plan, const Target &target, bool backward) {
+  std::printf("attention %s on %s (%d bytes of shared memory per block)\n", plan.name.c_str(),
+              target.arch().c_str(), target.smemBytes);
+  auto line = [](const char *what, const KernelChoice &c) {
+    std::printf("    %-31s %-22s %-18s %4d threads %7d B shared  1 of %d candidates\n", what,
+                c.family->name(), c.config.describe().c_str(), c.resources.threads,
+                c.resources.smemBytes, c.candidates);
+  };
+  for (size_t b = 0; b < plan.branches.size(); ++b) {
+    const BranchPlan &br = plan.branches[b];
+    std::printf("  branch %zu (%zu heads, %s)\n", b, br.heads.size(),
+                br.kind == BranchKind::Strided
+                    ? ("strided, segment " +
+                       (br.segment == kUnbounded ? std::string("inf") : std::to_string(br.segment)) +
+                       ", dilation " + std::to_string(br.dilation))
+                          .c_str()
+                    : (std::to_string(br.members.size()) + " block member(s)").c_str());
+    line("forward", chooseForward(plan, br, target));
+    if (!backward)
+      continue;
+    for (bool deterministic : {false, true})
+      for (const KernelChoice &c : chooseBackward(plan, br, target, deterministic))
+        line((std::string(toString(c.family->pass())) +
+              (deterministic ? " (deterministic)" : ""))
+                 .c_str(),
+             c);
+  }
+}
+
 } // namespace
 
 int runCompile(const std::vector<std::string> &args) {
@@ -98,7 +128,11 @@ int runCompile(const std::vector<std::string> &args) {
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
       "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
       "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
-      "  --arch        comma-separated targets for cuda/ptx/cubin (default sm_80)\n"
+      "  --emit=kernels  per branch and pass: the kernel family, its chosen\n"
+      "                configuration, its resources and how many candidates it has\n"
+      "                (forward; with --backward also both backward modes)\n"
+      "  --arch        comma-separated targets for kernels/cuda/ptx/cubin (default sm_80;\n"
+      "                sm_90a: sm_90 with its arch-specific features)\n"
       "  -o DIR        write <attention>[.backward|.backward_deterministic].<arch>.{cu,ptx,cubin}\n"
       "                into DIR instead of stdout\n"
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
@@ -119,7 +153,7 @@ int runCompile(const std::vector<std::string> &args) {
     throw UsageError{"--deterministic applies to the backward module: add --backward"};
   std::string emit = o.get("emit");
   if (emit.empty())
-    throw UsageError{"--emit is required (mlir, plan, cuda, ptx or cubin)"};
+    throw UsageError{"--emit is required (mlir, plan, kernels, cuda, ptx or cubin)"};
   PlanOptions po;
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
@@ -133,15 +167,21 @@ int runCompile(const std::vector<std::string> &args) {
       std::fputc('\n', stdout);
     return 0;
   }
-  if (emit != "cuda" && emit != "ptx" && emit != "cubin")
-    throw UsageError{"--emit must be mlir, plan, cuda, ptx or cubin, got '" + emit + "'"};
+  if (emit != "cuda" && emit != "ptx" && emit != "cubin" && emit != "kernels")
+    throw UsageError{"--emit must be mlir, plan, kernels, cuda, ptx or cubin, got '" + emit + "'"};
   if (emit == "cubin" && !o.has("output"))
     throw UsageError{"--emit=cubin writes binary files: give -o DIR"};
   std::vector<std::string> archs = splitList(o.get("arch", "sm_80"));
   if (archs.empty())
     throw UsageError{"--arch needs at least one target, e.g. sm_80"};
   for (const auto &arch : archs)
-    parseArch(arch); // reject typos before any compile
+    Target::parse(arch); // reject typos before any compile
+  if (emit == "kernels") {
+    for (const auto &spec : specs)
+      for (const auto &arch : archs)
+        printKernels(planAttention(spec, po), Target::parse(arch), backward);
+    return 0;
+  }
   const std::string dir = o.get("output");
   for (const auto &spec : specs)
     for (const auto &arch : archs) {

@@ -3,6 +3,7 @@
 // instantiation per kernel; the logic lives in templates/dattn/*.cuh.
 #pragma once
 
+#include "dattn/kernels.h"
 #include "dattn/plan.h"
 
 #include <string>
@@ -16,17 +17,20 @@ enum class KernelRole {
 };
 enum class KernelPath { Mma, Simt };
 
-/// What the runtime needs to launch one kernel of a module.
+/// What the runtime needs to launch one kernel of a module. Branch kernels
+/// record the family that chose them and its configuration
+/// (include/dattn/kernels.h); the others are elementwise passes.
 struct KernelInfo {
   std::string name; ///< extern "C" symbol, spelling out the specialization
   KernelRole role = KernelRole::Branch;
-  int branch = -1; ///< index into AttentionPlan::branches (Branch role)
+  int branch = -1; ///< index into AttentionPlan::branches (branch kernels)
   KernelPath path = KernelPath::Simt;
+  std::string family; ///< branch kernels: the family's name
+  KernelConfig config; ///< branch kernels: the family's configuration
+  int candidates = 0;  ///< branch kernels: how many configurations the family offered
   int threads = 128;
-  int smemBytes = 0; ///< dynamic shared memory
-  int blockM = 0, blockN = 0;
-  int rowTilesPerWarp = 1; ///< mma path: m16 tiles per warp (MT)
-  int rowsPerCta = 0; ///< query rows one CTA covers (compact rows if strided)
+  int smemBytes = 0;  ///< dynamic shared memory
+  int rowsPerCta = 0; ///< rows one CTA covers (compact rows if strided)
 };
 
 struct EmittedModule {
@@ -40,11 +44,18 @@ struct EmittedModule {
   int gradientFinalize = 0;     ///< bwd::FinalizeWhat bits the finalize kernel converts
 };
 
-/// `arch` is "sm_XY". `smemLimit` is the per-block opt-in shared memory of
-/// the target (bytes); tiles shrink until they fit. Throws Error for head
-/// dims or shapes no path supports on that arch.
+/// `arch` is "sm_XY" or "sm_XYa" (Target::parse). `smemLimit` is the
+/// per-block opt-in shared memory of the target (bytes; 0: the arch's usual
+/// limit). The kernel families choose every kernel; throws Error for head
+/// dims or shapes no family supports on that arch.
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch,
                        int smemLimit = 0);
+
+/// The family called `name` (throws Error if there is none).
+const KernelFamily &familyNamed(const std::string &name);
+/// Records a family's choice in a branch kernel: family, configuration,
+/// launch resources, and the configuration's suffix on the kernel's name.
+void setChoice(KernelInfo &kernel, const KernelChoice &choice);
 
 /// The backward module: Delta, then per branch a dK/dV kernel and (SIMT, or
 /// when `deterministic`) a dQ kernel, then the conversion of the fp32
@@ -54,10 +65,5 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch,
 EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arch,
                                bool deterministic = false, int smemLimit = 0);
 
-/// Opt-in shared memory per block of an arch when no device is at hand.
-int defaultSmemLimit(int smVersion);
-
-/// "sm_90" -> 90; throws Error on anything else.
-int parseArch(const std::string &arch);
 
 } // namespace dattn

@@ -25,7 +25,7 @@ void expectCubin(const AttentionSpec &spec, const std::string &arch) {
 TEST(Nvrtc, EveryExampleCompilesForEveryArch) {
   for (const auto &f : exampleFiles())
     for (const auto &spec : loadSpecFile(f).attentions)
-      for (const char *arch : {"sm_75", "sm_80", "sm_90"})
+      for (const char *arch : {"sm_75", "sm_80", "sm_90", "sm_90a"})
         expectCubin(spec, arch);
 }
 
@@ -80,6 +80,7 @@ TEST(Nvrtc, UnsupportedArchsSayWhy) {
     EXPECT_NE(std::string(e.what()).find("Pascal"), std::string::npos) << e.what();
   }
   EXPECT_THROW(compileOffline(f.attentions[0], "sm_8O"), Error);
+  EXPECT_THROW(compileOffline(f.attentions[0], "sm_80a"), Error); // `a` exists from sm_90 on
 }
 
 } // namespace

@@ -1,0 +1,114 @@
+// dattn: kernel families, the one layer that decides everything about a
+// kernel. A family (sm80 mma.sync forward, SIMT backward, ...) says whether
+// it supports a branch on a target, lists its candidate configurations,
+// computes what a configuration needs (threads, shared memory, rows per
+// CTA), picks its default (the heuristic the autotuner starts from) and
+// writes the kernel's instantiation. The emitters print what the chosen
+// family says and the runtime launches what the emitted module records;
+// neither picks a tile. Adding a family touches no other family.
+#pragma once
+
+#include "dattn/plan.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dattn {
+
+/// What a kernel is compiled for. "sm_90a" is sm_90 with its arch-specific
+/// features (wgmma, setmaxnreg), which NVRTC only enables under that name.
+struct Target {
+  int sm = 80;
+  bool archSpecific = false;
+  int smemBytes = 0; ///< opt-in shared memory per block
+
+  /// "sm_80", "sm_90a", ...; smemBytes 0 means the arch's usual limit.
+  /// Throws Error naming the string otherwise.
+  static Target parse(const std::string &arch, int smemBytes = 0);
+  std::string arch() const; ///< "sm_90a": also what NVRTC is given
+};
+
+/// The kernels a branch runs: the forward, and in the backward pass a
+/// dK/dV kernel and (SIMT, or deterministic) a dQ kernel.
+enum class KernelPass { Forward, BackwardDkv, BackwardDq };
+const char *toString(KernelPass p);
+
+/// One configuration of a family; fields a family does not use stay 0.
+struct KernelConfig {
+  int blockM = 0;          ///< query rows per tile (backward dK/dV: per step)
+  int blockN = 0;          ///< key rows per tile (backward dK/dV: per CTA)
+  int rowTilesPerWarp = 0; ///< mma forward: m16 row tiles per warp
+  bool atomicDq = false;   ///< backward dK/dV: also adds dQ with fp32 reductions
+  bool operator==(const KernelConfig &o) const {
+    return blockM == o.blockM && blockN == o.blockN && rowTilesPerWarp == o.rowTilesPerWarp &&
+           atomicDq == o.atomicDq;
+  }
+  std::string describe() const; ///< "m128 n64 t2"
+};
+
+/// What launching a configuration takes.
+struct KernelResources {
+  int threads = 0;
+  int smemBytes = 0;  ///< dynamic shared memory
+  int rowsPerCta = 0; ///< rows one CTA owns (compact rows on strided branches)
+};
+
+/// How a branch's headers and tables are named in the generated source.
+struct InstanceContext {
+  std::string deviceType;  ///< "dev::bf16"
+  int headDim = 0;
+  std::string outputMode;  ///< forward: "fwd::kWrite" or "fwd::kMerge"
+  std::string gradMode;    ///< backward: "bwd::kDirect" or "bwd::kAccumulate"
+  std::string branch;      ///< "Branch2"
+};
+
+class KernelFamily {
+public:
+  virtual ~KernelFamily() = default;
+  virtual const char *name() const = 0;
+  virtual KernelPass pass() const = 0;
+  /// Tensor-core families share accumulator layouts and modes with each
+  /// other, not with SIMT ones (the backward emitter pairs them).
+  virtual bool usesTensorCores() const = 0;
+  /// "" when the family runs this branch on this target, else why not.
+  virtual std::string unsupported(const AttentionPlan &plan, const BranchPlan &branch,
+                                  const Target &target) const = 0;
+  /// Every configuration that runs the branch correctly and fits the
+  /// target, for the given mode (deterministic backward or not).
+  virtual std::vector<KernelConfig> candidates(const AttentionPlan &plan, const BranchPlan &branch,
+                                               const Target &target,
+                                               bool deterministic) const = 0;
+  /// The default among the candidates (throws Error if there is none).
+  virtual KernelConfig heuristic(const AttentionPlan &plan, const BranchPlan &branch,
+                                 const Target &target, bool deterministic) const = 0;
+  virtual KernelResources resources(const AttentionPlan &plan, const KernelConfig &c) const = 0;
+  /// The kernel body: one call of the family's template.
+  virtual std::string instantiate(const KernelConfig &c, const InstanceContext &ctx) const = 0;
+  /// Part of the kernel's name, spelling out the configuration.
+  virtual std::string suffix(const KernelConfig &c) const = 0;
+};
+
+/// A family's decision for one kernel of a branch.
+struct KernelChoice {
+  const KernelFamily *family = nullptr;
+  KernelConfig config;
+  KernelResources resources;
+  int candidates = 0; ///< how many configurations the family offered
+};
+
+/// Every family, in preference order per pass.
+const std::vector<const KernelFamily *> &kernelFamilies();
+
+/// The forward kernel of a branch: the first family (in preference order)
+/// that supports it decides. Throws Error saying why when none does.
+KernelChoice chooseForward(const AttentionPlan &plan, const BranchPlan &branch,
+                           const Target &target);
+
+/// The backward kernels of a branch: the dK/dV kernel first, then, unless
+/// that kernel adds dQ itself (tensor cores, not deterministic), a dQ
+/// kernel of the same kind.
+std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const BranchPlan &branch,
+                                         const Target &target, bool deterministic);
+
+} // namespace dattn

@@ -1,0 +1,61 @@
+// The registry: every family in preference order, and the choice of a
+// branch's kernels (the first family that supports the branch, with its
+// heuristic configuration; the autotuner will search the candidates).
+#include "Families.h"
+
+#include "dattn/error.h"
+
+namespace dattn {
+
+using namespace kernels;
+
+const std::vector<const KernelFamily *> &kernelFamilies() {
+  static const std::vector<const KernelFamily *> all = {
+      &sm80MmaForward(),     &simtForward(),       &sm80MmaBackwardDkv(),
+      &simtBackwardDkv(),    &sm80MmaBackwardDq(), &simtBackwardDq(),
+  };
+  return all;
+}
+
+namespace {
+
+KernelChoice choose(KernelPass pass, const AttentionPlan &plan, const BranchPlan &branch,
+                    const Target &target, bool deterministic, int tensorCores = -1) {
+  std::string why;
+  for (const KernelFamily *f : kernelFamilies()) {
+    if (f->pass() != pass || (tensorCores >= 0 && f->usesTensorCores() != bool(tensorCores)))
+      continue;
+    const std::string reason = f->unsupported(plan, branch, target);
+    if (!reason.empty()) {
+      why += std::string(why.empty() ? "" : "; ") + f->name() + ": " + reason;
+      continue;
+    }
+    KernelChoice c;
+    c.family = f;
+    c.config = f->heuristic(plan, branch, target, deterministic);
+    c.resources = f->resources(plan, c.config);
+    c.candidates = static_cast<int>(f->candidates(plan, branch, target, deterministic).size());
+    return c;
+  }
+  throw Error("attention '" + plan.name + "': no kernel family runs the " + toString(pass) +
+              " pass on " + target.arch() + " (" + why + ")");
+}
+
+} // namespace
+
+KernelChoice chooseForward(const AttentionPlan &plan, const BranchPlan &branch,
+                           const Target &target) {
+  return choose(KernelPass::Forward, plan, branch, target, false);
+}
+
+std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const BranchPlan &branch,
+                                         const Target &target, bool deterministic) {
+  std::vector<KernelChoice> out = {
+      choose(KernelPass::BackwardDkv, plan, branch, target, deterministic)};
+  if (!out[0].config.atomicDq) // dQ from a kernel of the same kind as dK/dV
+    out.push_back(choose(KernelPass::BackwardDq, plan, branch, target, deterministic,
+                         out[0].family->usesTensorCores()));
+  return out;
+}
+
+} // namespace dattn

@@ -1,0 +1,220 @@
+// The sm80 tensor-core families (mma.sync m16n8k16, cp.async, ldmatrix):
+// forward, backward dK/dV (optionally adding dQ with fp32 reductions) and
+// the deterministic backward dQ. fp16/bf16, sm_80 and newer, head_dim a
+// multiple of 16 (the backward: up to 128, where its accumulators still fit
+// in registers).
+//
+// The plan's block_m/block_n are upper bounds from the branch's geometry
+// (a short segment's compact rows, the smallest block of a union): the
+// candidates are the powers of two under them that fit the target's shared
+// memory, and the heuristic is the largest, shrinking the key tile first.
+#include "Families.h"
+
+#include "dattn/error.h"
+
+#include <algorithm>
+
+namespace dattn::kernels {
+
+namespace {
+
+std::string mmaUnsupported(const AttentionPlan &plan, const Target &t, int maxHeadDim) {
+  if (plan.dtype == DType::F32)
+    return "fp32 inputs (mma.sync takes fp16/bf16; TF32 is not implemented yet)";
+  if (t.sm < 80)
+    return t.arch() + " has no bf16 mma.sync with cp.async (needs sm_80)";
+  if (plan.headDim % 16 != 0)
+    return "head_dim " + std::to_string(plan.headDim) + " is not a multiple of 16";
+  if (maxHeadDim && plan.headDim > maxHeadDim)
+    return "head_dim " + std::to_string(plan.headDim) + " is above " +
+           std::to_string(maxHeadDim) + " (accumulators would not fit in registers)";
+  return "";
+}
+
+std::vector<int> powersOfTwo(int lo, int hi) {
+  std::vector<int> v;
+  for (int x = lo; x <= hi; x *= 2)
+    v.push_back(x);
+  return v;
+}
+
+std::string tooBig(const AttentionPlan &plan, const Target &t) {
+  return "head_dim " + std::to_string(plan.headDim) + " does not fit the shared memory of " +
+         t.arch() + " (" + std::to_string(t.smemBytes) + " bytes) even with 16x16 tiles";
+}
+
+class MmaForward : public KernelFamily {
+public:
+  const char *name() const override { return "sm80_mma_forward"; }
+  KernelPass pass() const override { return KernelPass::Forward; }
+  bool usesTensorCores() const override { return true; }
+  std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
+    return mmaUnsupported(p, t, 0);
+  }
+  static int smem(int d, int bm, int bn) { return (bm * d + 4 * bn * d) * 2; }
+  /// Two m16 tiles per warp halve shared-memory reads per mma; above
+  /// head_dim 128 their accumulators would not fit in registers.
+  static int rowTiles(int d, int bm) { return d <= 128 && bm % 32 == 0 ? 2 : 1; }
+  std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                                       bool) const override {
+    std::vector<KernelConfig> out;
+    for (int bm : powersOfTwo(16, static_cast<int>(std::min<int64_t>(256, b.blockM))))
+      for (int bn : powersOfTwo(16, static_cast<int>(std::min<int64_t>(256, b.blockN))))
+        if (smem(p.headDim, bm, bn) <= t.smemBytes)
+          for (int tiles = 1; tiles <= rowTiles(p.headDim, bm); ++tiles)
+            out.push_back({bm, bn, tiles, false});
+    return out;
+  }
+  KernelConfig heuristic(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                         bool) const override {
+    int bm = static_cast<int>(b.blockM), bn = static_cast<int>(b.blockN);
+    while (smem(p.headDim, bm, bn) > t.smemBytes && (bm > 16 || bn > 16)) {
+      if (bn >= bm && bn > 16)
+        bn /= 2;
+      else
+        bm /= 2;
+    }
+    if (smem(p.headDim, bm, bn) > t.smemBytes)
+      throw Error(tooBig(p, t));
+    return {bm, bn, rowTiles(p.headDim, bm), false};
+  }
+  KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
+    return {c.blockM / (16 * c.rowTilesPerWarp) * 32, smem(p.headDim, c.blockM, c.blockN),
+            c.blockM};
+  }
+  std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
+    return "fwd::mmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+           std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
+           std::to_string(c.rowTilesPerWarp) + ", " + x.outputMode + ", " + x.branch + ">(p);";
+  }
+  std::string suffix(const KernelConfig &c) const override {
+    return "_mma_m" + std::to_string(c.blockM) + "n" + std::to_string(c.blockN) + "w" +
+           std::to_string(c.blockM / (16 * c.rowTilesPerWarp));
+  }
+};
+
+/// K/V-stationary: one CTA owns blockN = 16 W key rows (W warps, 16 rows
+/// each) and walks the query tiles that reach them in steps of blockM.
+class MmaBackwardDkv : public KernelFamily {
+public:
+  const char *name() const override { return "sm80_mma_backward_dkv"; }
+  KernelPass pass() const override { return KernelPass::BackwardDkv; }
+  bool usesTensorCores() const override { return true; }
+  std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
+    return mmaUnsupported(p, t, 128);
+  }
+  static int smem(int d, int bm, int bn, bool atomicDq) {
+    return 2 * bn * d * 2 + 4 * bm * d * 2 + (atomicDq ? bn * bm * 2 : 0) + 4 * bm * 4;
+  }
+  /// 128 keys per CTA on strided branches; on blocks branches no more than
+  /// the plan's key tile (which stays inside the smallest block).
+  static int maxWarps(const BranchPlan &b) {
+    return b.kind == BranchKind::Strided
+               ? 8
+               : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(8, b.blockN / 16)));
+  }
+  static int maxStep(const BranchPlan &b) {
+    return b.kind == BranchKind::Strided ? 64 : static_cast<int>(std::min<int64_t>(64, b.blockM));
+  }
+  std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                                       bool deterministic) const override {
+    std::vector<KernelConfig> out;
+    for (int bm : powersOfTwo(16, maxStep(b)))
+      for (int w : powersOfTwo(1, maxWarps(b)))
+        if (smem(p.headDim, bm, 16 * w, !deterministic) <= t.smemBytes)
+          out.push_back({bm, 16 * w, 0, !deterministic});
+    return out;
+  }
+  KernelConfig heuristic(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                         bool deterministic) const override {
+    const bool atomic = !deterministic;
+    int w = maxWarps(b), bm = maxStep(b);
+    while (smem(p.headDim, bm, 16 * w, atomic) > t.smemBytes && (bm > 16 || w > 1)) {
+      if (bm > 32 || w == 1)
+        bm /= 2;
+      else
+        w /= 2;
+    }
+    if (smem(p.headDim, bm, 16 * w, atomic) > t.smemBytes)
+      throw Error("the backward pass: " + tooBig(p, t));
+    return {bm, 16 * w, 0, atomic};
+  }
+  KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
+    return {2 * c.blockN, smem(p.headDim, c.blockM, c.blockN, c.atomicDq), c.blockN};
+  }
+  std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
+    return "bwd::mmaBackwardKV<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+           std::to_string(c.blockM) + ", " + std::to_string(c.blockN / 16) + ", " +
+           (c.atomicDq ? "true" : "false") + ", " + x.gradMode + ", " + x.branch + ">(p);";
+  }
+  std::string suffix(const KernelConfig &c) const override {
+    return "_dkv_mma_m" + std::to_string(c.blockM) + "n" + std::to_string(c.blockN) +
+           (c.atomicDq ? "_atomicdq" : "");
+  }
+};
+
+/// Deterministic dQ: a forward-shaped kernel, one m16 row tile per warp,
+/// each dQ row written by one CTA.
+class MmaBackwardDq : public KernelFamily {
+public:
+  const char *name() const override { return "sm80_mma_backward_dq"; }
+  KernelPass pass() const override { return KernelPass::BackwardDq; }
+  bool usesTensorCores() const override { return true; }
+  std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
+    return mmaUnsupported(p, t, 128);
+  }
+  static int smem(int d, int bm, int bn) { return (2 * bm + 4 * bn) * d * 2; }
+  static int cap(const BranchPlan &b, int64_t planned) {
+    return b.kind == BranchKind::Strided ? 64 : static_cast<int>(std::min<int64_t>(64, planned));
+  }
+  std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                                       bool) const override {
+    std::vector<KernelConfig> out;
+    for (int bm : powersOfTwo(16, cap(b, b.blockM)))
+      for (int bn : powersOfTwo(16, cap(b, b.blockN)))
+        if (smem(p.headDim, bm, bn) <= t.smemBytes)
+          out.push_back({bm, bn, 0, false});
+    return out;
+  }
+  KernelConfig heuristic(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                         bool) const override {
+    int qm = cap(b, b.blockM), qn = cap(b, b.blockN);
+    while (smem(p.headDim, qm, qn) > t.smemBytes && (qm > 16 || qn > 16)) {
+      if (qn >= qm && qn > 16)
+        qn /= 2;
+      else
+        qm /= 2;
+    }
+    if (smem(p.headDim, qm, qn) > t.smemBytes)
+      throw Error("the backward pass: " + tooBig(p, t));
+    return {qm, qn, 0, false};
+  }
+  KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
+    return {c.blockM / 16 * 32, smem(p.headDim, c.blockM, c.blockN), c.blockM};
+  }
+  std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
+    return "bwd::mmaBackwardQ<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+           std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " + x.gradMode +
+           ", " + x.branch + ">(p);";
+  }
+  std::string suffix(const KernelConfig &c) const override {
+    return "_dq_mma_m" + std::to_string(c.blockM) + "n" + std::to_string(c.blockN);
+  }
+};
+
+} // namespace
+
+const KernelFamily &sm80MmaForward() {
+  static const MmaForward f;
+  return f;
+}
+const KernelFamily &sm80MmaBackwardDkv() {
+  static const MmaBackwardDkv f;
+  return f;
+}
+const KernelFamily &sm80MmaBackwardDq() {
+  static const MmaBackwardDq f;
+  return f;
+}
+
+} // namespace dattn::kernels
