@@ -1,218 +1,25 @@
+// dattn run: a spec on the CPU reference or the GPU, with checks and timing.
 #include "Commands.h"
-
+#include "CommandUtil.h"
 #include "Npy.h"
 #include "Options.h"
 
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
 #include "dattn/error.h"
-#include "dattn/reference.h"
 #include "dattn/host.h"
+#include "dattn/reference.h"
 
-#include <memory>
-
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
+#include <memory>
 #include <random>
 #include <tuple>
 
 namespace dattn::tools {
-
-namespace {
-
-bool wantsHelp(const std::vector<std::string> &args, const char *help) {
-  for (const auto &a : args)
-    if (a == "--help" || a == "-h") {
-      std::fputs(help, stdout);
-      return true;
-    }
-  return false;
-}
-
-std::string onlyFile(const Options &o, const char *cmd) {
-  if (o.positional().size() != 1)
-    throw UsageError{std::string(cmd) + " takes exactly one spec file, got " +
-                     std::to_string(o.positional().size())};
-  return o.positional()[0];
-}
-
-/// The attentions of a file: one by --name, or all of them.
-std::vector<AttentionSpec> selectSpecs(const SpecFile &file, const Options &o) {
-  if (o.has("name"))
-    return {file.select(o.get("name"))};
-  return file.attentions;
-}
-
-} // namespace
-
-int runCheck(const std::vector<std::string> &args) {
-  static const char *help =
-      "usage: dattn check FILE [--name NAME]\n"
-      "Parses and checks FILE. On success prints each attention (or NAME) in\n"
-      "canonical form, defaults made explicit; on failure prints every error\n"
-      "as file:line:col with the line and a caret, and exits with status 1.\n";
-  if (wantsHelp(args, help))
-    return 0;
-  Options o(args, {"name"}, {});
-  SpecFile file = loadSpecFile(onlyFile(o, "check"));
-  for (const auto &spec : selectSpecs(file, o))
-    std::fputs(spec.canonical().c_str(), stdout);
-  return 0;
-}
-
-namespace {
-
-std::vector<std::string> splitList(const std::string &s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t comma = s.find(',', start);
-    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos
-                                                                   : comma - start);
-    if (!item.empty())
-      out.push_back(item);
-    if (comma == std::string::npos)
-      break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-void writeText(const std::string &path, const void *data, size_t size) {
-  std::FILE *f = std::fopen(path.c_str(), "wb");
-  if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0)
-    throw Error("cannot write " + path);
-}
-
-/// --emit=kernels: what the kernel families chose, per branch and pass.
-void printKernels(const AttentionPlan &plan, const Target &target, bool backward) {
-  std::printf("attention %s on %s (%d bytes of shared memory per block)\n", plan.name.c_str(),
-              target.arch().c_str(), target.smemBytes);
-  auto line = [](const char *what, const KernelChoice &c) {
-    std::printf("    %-31s %-22s %-18s %4d threads %7d B shared  1 of %d candidates\n", what,
-                c.family->name(), c.config.describe().c_str(), c.resources.threads,
-                c.resources.smemBytes, c.candidates);
-  };
-  for (size_t b = 0; b < plan.branches.size(); ++b) {
-    const BranchPlan &br = plan.branches[b];
-    std::printf("  branch %zu (%zu heads, %s)\n", b, br.heads.size(),
-                br.kind == BranchKind::Strided
-                    ? ("strided, segment " +
-                       (br.segment == kUnbounded ? std::string("inf") : std::to_string(br.segment)) +
-                       ", dilation " + std::to_string(br.dilation))
-                          .c_str()
-                    : (std::to_string(br.members.size()) + " block member(s)").c_str());
-    line("forward", chooseForward(plan, br, target));
-    if (!backward)
-      continue;
-    for (bool deterministic : {false, true})
-      for (const KernelChoice &c : chooseBackward(plan, br, target, deterministic))
-        line((std::string(toString(c.family->pass())) +
-              (deterministic ? " (deterministic)" : ""))
-                 .c_str(),
-             c);
-  }
-}
-
-} // namespace
-
-int runCompile(const std::vector<std::string> &args) {
-  static const char *help =
-      "usage: dattn compile FILE [--name NAME] --emit=KIND [--arch sm_80,sm_90] [-o DIR]\n"
-      "                    [--tile-m M] [--tile-n N] [--locations]\n"
-      "                    [--backward [--deterministic]]\n"
-      "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
-      "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
-      "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
-      "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
-      "  --emit=kernels  per branch and pass: the kernel family, its chosen\n"
-      "                configuration, its resources and how many candidates it has\n"
-      "                (forward; with --backward also both backward modes)\n"
-      "  --arch        comma-separated targets for kernels/cuda/ptx/cubin (default sm_80;\n"
-      "                sm_90a: sm_90 with its arch-specific features)\n"
-      "  -o DIR        write <attention>[.backward|.backward_deterministic].<arch>.{cu,ptx,cubin}\n"
-      "                into DIR instead of stdout\n"
-      "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
-      "  --locations   print each op's spec file:line:col (mlir and plan)\n"
-      "  --backward    cuda/ptx/cubin of the backward module (dq, dk, dv) instead;\n"
-      "                --deterministic: its bit-reproducible variant\n"
-      "Without --name every attention of the file is compiled. No GPU is needed.\n";
-  if (wantsHelp(args, help))
-    return 0;
-  std::vector<std::string> a = args;
-  for (auto &x : a)
-    if (x == "-o")
-      x = "--output";
-  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output"},
-            {"locations", "backward", "deterministic"});
-  const bool backward = o.has("backward"), deterministic = o.has("deterministic");
-  if (deterministic && !backward)
-    throw UsageError{"--deterministic applies to the backward module: add --backward"};
-  std::string emit = o.get("emit");
-  if (emit.empty())
-    throw UsageError{"--emit is required (mlir, plan, kernels, cuda, ptx or cubin)"};
-  PlanOptions po;
-  po.tileM = o.getInt("tile-m", 0, 0, 256);
-  po.tileN = o.getInt("tile-n", 0, 0, 256);
-  SpecFile file = loadSpecFile(onlyFile(o, "compile"));
-  std::vector<AttentionSpec> specs = selectSpecs(file, o);
-  if (emit == "mlir" || emit == "plan") {
-    std::string ir = emitIR(specs, emit == "mlir" ? IRStage::Generated : IRStage::Planned, po,
-                            o.has("locations"));
-    std::fputs(ir.c_str(), stdout);
-    if (!ir.empty() && ir.back() != '\n')
-      std::fputc('\n', stdout);
-    return 0;
-  }
-  if (emit != "cuda" && emit != "ptx" && emit != "cubin" && emit != "kernels")
-    throw UsageError{"--emit must be mlir, plan, kernels, cuda, ptx or cubin, got '" + emit + "'"};
-  if (emit == "cubin" && !o.has("output"))
-    throw UsageError{"--emit=cubin writes binary files: give -o DIR"};
-  std::vector<std::string> archs = splitList(o.get("arch", "sm_80"));
-  if (archs.empty())
-    throw UsageError{"--arch needs at least one target, e.g. sm_80"};
-  for (const auto &arch : archs)
-    Target::parse(arch); // reject typos before any compile
-  if (emit == "kernels") {
-    for (const auto &spec : specs)
-      for (const auto &arch : archs)
-        printKernels(planAttention(spec, po), Target::parse(arch), backward);
-    return 0;
-  }
-  const std::string dir = o.get("output");
-  for (const auto &spec : specs)
-    for (const auto &arch : archs) {
-      // The backward modules get their own names: -o DIR keeps every module.
-      const std::string stem = dir + "/" + spec.name +
-                               (backward ? deterministic ? ".backward_deterministic" : ".backward"
-                                         : "") +
-                               "." + arch;
-      if (emit == "cuda") {
-        const AttentionPlan plan = planAttention(spec, po);
-        EmittedModule m =
-            backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
-        if (dir.empty())
-          std::fputs(m.source.c_str(), stdout);
-        else
-          writeText(stem + ".cu", m.source.data(), m.source.size());
-        continue;
-      }
-      OfflineKernel k = compileOffline(spec, arch, po, backward, deterministic);
-      if (emit == "ptx" && dir.empty())
-        std::fputs(k.ptx.c_str(), stdout);
-      else if (emit == "ptx")
-        writeText(stem + ".ptx", k.ptx.data(), k.ptx.size());
-      else
-        writeText(stem + ".cubin", k.cubin.data(), k.cubin.size());
-      if (!dir.empty())
-        std::fprintf(stderr, "%s.%s: %s for %s in %.2f s\n", stem.c_str(),
-                     emit.c_str(), spec.name.c_str(), arch.c_str(), k.compileSeconds);
-    }
-  return 0;
-}
 
 namespace {
 
@@ -523,38 +330,6 @@ int runRun(const std::vector<std::string> &args) {
                   shapeString(kvShape).c_str());
     }
   }
-  return 0;
-}
-
-} // namespace dattn::tools
-
-namespace dattn::tools {
-
-int runInfo(const std::vector<std::string> &args) {
-  static const char *help = "usage: dattn info\nPrints the GPUs, the driver and NVRTC "
-                            "versions, the archs NVRTC targets and the kernel cache folder.\n";
-  if (wantsHelp(args, help))
-    return 0;
-  Options o(args, {}, {});
-  SystemInfo s = querySystem();
-  if (s.driverError.empty())
-    std::printf("driver: CUDA %s (%s)\n", s.driverVersion.c_str(), s.driverLibrary.c_str());
-  else
-    std::printf("driver: not available: %s\n", s.driverError.c_str());
-  if (s.nvrtcError.empty()) {
-    std::printf("nvrtc: %s (%s)\narchs:", s.nvrtcVersion.c_str(), s.nvrtcLibrary.c_str());
-    for (const auto &a : s.nvrtcArchs)
-      std::printf(" %s", a.c_str());
-    std::printf("\n");
-  } else {
-    std::printf("nvrtc: not available: %s\n", s.nvrtcError.c_str());
-  }
-  std::printf("gpus: %zu\n", s.devices.size());
-  for (const auto &d : s.devices)
-    std::printf("  gpu %d: %s, %s, %d SMs, %.1f GiB, %d KiB shared memory per block\n",
-                d.ordinal, d.name.c_str(), d.arch().c_str(), d.multiprocessors,
-                d.memoryBytes / 1073741824.0, d.smemOptinBytes / 1024);
-  std::printf("kernel cache: %s\n", s.cacheFolder.c_str());
   return 0;
 }
 

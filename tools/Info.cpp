@@ -1,0 +1,52 @@
+// dattn info: the driver, NVRTC, the GPUs and the kernel cache.
+#include "Commands.h"
+#include "CommandUtil.h"
+#include "Npy.h"
+#include "Options.h"
+
+#include "dattn/compiler.h"
+#include "dattn/dsl.h"
+#include "dattn/error.h"
+#include "dattn/host.h"
+#include "dattn/reference.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <tuple>
+
+namespace dattn::tools {
+
+int runInfo(const std::vector<std::string> &args) {
+  static const char *help = "usage: dattn info\nPrints the GPUs, the driver and NVRTC "
+                            "versions, the archs NVRTC targets and the kernel cache folder.\n";
+  if (wantsHelp(args, help))
+    return 0;
+  Options o(args, {}, {});
+  SystemInfo s = querySystem();
+  if (s.driverError.empty())
+    std::printf("driver: CUDA %s (%s)\n", s.driverVersion.c_str(), s.driverLibrary.c_str());
+  else
+    std::printf("driver: not available: %s\n", s.driverError.c_str());
+  if (s.nvrtcError.empty()) {
+    std::printf("nvrtc: %s (%s)\narchs:", s.nvrtcVersion.c_str(), s.nvrtcLibrary.c_str());
+    for (const auto &a : s.nvrtcArchs)
+      std::printf(" %s", a.c_str());
+    std::printf("\n");
+  } else {
+    std::printf("nvrtc: not available: %s\n", s.nvrtcError.c_str());
+  }
+  std::printf("gpus: %zu\n", s.devices.size());
+  for (const auto &d : s.devices)
+    std::printf("  gpu %d: %s, %s, %d SMs, %.1f GiB, %d KiB shared memory per block\n",
+                d.ordinal, d.name.c_str(), d.arch().c_str(), d.multiprocessors,
+                d.memoryBytes / 1073741824.0, d.smemOptinBytes / 1024);
+  std::printf("kernel cache: %s\n", s.cacheFolder.c_str());
+  return 0;
+}
+
+} // namespace dattn::tools
