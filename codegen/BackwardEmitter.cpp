@@ -30,7 +30,8 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
   // branch: dtype, arch and head_dim decide it).
   std::vector<std::vector<KernelChoice>> choices;
   for (const BranchPlan &b : plan.branches)
-    choices.push_back(chooseBackward(plan, b, target, deterministic));
+    choices.push_back(
+        plannedKernels(plan, b, deterministic ? "backward_deterministic" : "backward"));
   bool tensorCores = !choices.empty();
   for (const auto &c : choices)
     tensorCores = tensorCores && c[0].family->usesTensorCores();

@@ -10,6 +10,7 @@
 #ifndef DATTN_DIALECT_TD
 #define DATTN_DIALECT_TD
 
+include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/OpBase.td"
 include "mlir/IR/SymbolInterfaces.td"
 
@@ -23,6 +24,7 @@ def Dattn_Dialect : Dialect {
     merged by their log-sum-exp over the multiset union.
   }];
   let cppNamespace = "::dattn::ir";
+  let useDefaultAttributePrinterParser = 1;
 }
 
 // A signless 64-bit integer read back as int64_t (the builtin I64Attr reads
@@ -33,6 +35,53 @@ def Dattn_I64Attr : TypedSignlessIntegerAttrBase<I64, "int64_t", "64-bit integer
 
 class Dattn_Op<string mnemonic, list<Trait> traits = []>
     : Op<Dattn_Dialect, mnemonic, traits>;
+
+//===----------------------------------------------------------------------===//
+// Plan attributes (written by the planning passes, read by codegen)
+//===----------------------------------------------------------------------===//
+
+class Dattn_Attr<string name, string attrMnemonic> : AttrDef<Dattn_Dialect, name> {
+  let mnemonic = attrMnemonic;
+}
+
+def Dattn_TilesAttr : Dattn_Attr<"Tiles", "tiles"> {
+  let summary = "how a branch's kernels iterate over its key set";
+  let description = [{
+    `kind` is "strided" (one dilated pattern: dense tiles over the rows
+    i = o (mod r) of each segment) or "blocks" (tiles of the whole sequence,
+    each union member classifying tiles as skip, partial or full in closed
+    form). `block_m` x `block_n` bound the tile sizes from the branch's
+    geometry (the compact rows of a short segment, the smallest block of a
+    union); a kernel family picks tiles at or under them.
+
+    Example: `#dattn.tiles<kind = "strided", block_m = 128, block_n = 64>`
+  }];
+  let parameters = (ins StringRefParameter<"strided or blocks">:$kind, "int64_t":$block_m,
+                        "int64_t":$block_n);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
+def Dattn_KernelAttr : Dattn_Attr<"Kernel", "kernel"> {
+  let summary = "the kernel family and configuration chosen for one kernel of a branch";
+  let description = [{
+    Written by `dattn-select-kernels` for one target. `stage` is "forward",
+    "backward" or "backward_deterministic" (a backward stage has a dK/dV
+    kernel and, unless it adds dQ itself, a dQ kernel); `family` names a
+    kernel family (include/dattn/kernels.h) and the other parameters are its
+    configuration; `candidates` is how many configurations it offered.
+
+    Example:
+    `#dattn.kernel<stage = "forward", family = "sm80_mma_forward", block_m = 128,
+      block_n = 64, row_tiles = 2, atomic_dq = false, candidates = 21>`
+  }];
+  let parameters = (ins StringRefParameter<"forward, backward or backward_deterministic">:$stage,
+                        StringRefParameter<"a kernel family's name">:$family,
+                        "int64_t":$block_m, "int64_t":$block_n, "int64_t":$row_tiles,
+                        "bool":$atomic_dq, "int64_t":$candidates);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
+def Dattn_KernelArrayAttr : TypedArrayAttrBase<Dattn_KernelAttr, "kernel choices">;
 
 //===----------------------------------------------------------------------===//
 // Structure
@@ -73,13 +122,13 @@ def Dattn_BranchOp : Dattn_Op<"branch",
   let summary = "a head set and the union of its patterns";
   let description = [{
     `heads` is sorted, unique and inside [0, heads). The region holds pattern
-    ops; the branch's key set is their union. After `dattn-plan-tiles` the
-    optional `plan` dictionary says how kernels iterate over it: `kind` is
-    "strided" (one dilated pattern: dense tiles over rows i = o (mod r) of a
-    segment) or "blocks" (query and key tiles of the full sequence, each
-    member classifying tiles as skip, partial or full in closed form).
+    ops; the branch's key set is their union. After `dattn-plan-tiles`,
+    `plan` (#dattn.tiles) says how kernels iterate over it; after
+    `dattn-select-kernels`, `kernels` lists the kernel family and
+    configuration of each of its kernels for the chosen target.
   }];
-  let arguments = (ins DenseI64ArrayAttr:$heads, OptionalAttr<DictionaryAttr>:$plan);
+  let arguments = (ins DenseI64ArrayAttr:$heads, OptionalAttr<Dattn_TilesAttr>:$plan,
+                       OptionalAttr<Dattn_KernelArrayAttr>:$kernels);
   let regions = (region SizedRegion<1>:$terms);
   let assemblyFormat = "`heads` $heads attr-dict-with-keyword $terms";
   let hasVerifier = 1;

@@ -3,10 +3,17 @@
 // produced by a pass is held to the same contract as parsed specs.
 #include "Dialect.h"
 
+#include "dattn/kernels.h"
+
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
 #include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
 
 #include "DattnDialect.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "DattnAttrs.cpp.inc"
 
 #define GET_OP_CLASSES
 #include "DattnOps.cpp.inc"
@@ -19,6 +26,10 @@ void DattnDialect::initialize() {
   addOperations<
 #define GET_OP_LIST
 #include "DattnOps.cpp.inc"
+      >();
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "DattnAttrs.cpp.inc"
       >();
 }
 
@@ -77,14 +88,27 @@ LogicalResult BranchOp::verify() {
   }
   if (getBody()->empty())
     return emitOpError("needs at least one pattern");
-  if (auto plan = getPlan()) {
-    auto kind = plan->getAs<StringAttr>("kind");
-    if (!kind || (kind.getValue() != "strided" && kind.getValue() != "blocks"))
-      return emitOpError("plan needs kind = \"strided\" or \"blocks\"");
-    for (const char *key : {"block_m", "block_n"}) {
-      auto v = plan->getAs<IntegerAttr>(key);
-      if (!v || v.getInt() < 16 || v.getInt() > 256 || !isPowerOfTwo(v.getInt()))
-        return emitOpError("plan needs ") << key << " = a power of two in [16, 256]";
+  if (auto plan = getPlanAttr()) {
+    if (plan.getKind() != "strided" && plan.getKind() != "blocks")
+      return emitOpError("plan needs kind = \"strided\" or \"blocks\", got \"")
+             << plan.getKind() << "\"";
+    for (auto [key, v] : {std::pair<const char *, int64_t>{"block_m", plan.getBlockM()},
+                          {"block_n", plan.getBlockN()}})
+      if (v < 16 || v > 256 || !isPowerOfTwo(v))
+        return emitOpError("plan needs ") << key << " = a power of two in [16, 256], got " << v;
+  }
+  if (auto kernels = getKernelsAttr()) {
+    for (Attribute a : kernels) {
+      auto k = cast<KernelAttr>(a);
+      if (k.getStage() != "forward" && k.getStage() != "backward" &&
+          k.getStage() != "backward_deterministic")
+        return emitOpError("kernel stage must be forward, backward or backward_deterministic, "
+                           "got \"") << k.getStage() << "\"";
+      bool known = false;
+      for (const KernelFamily *f : kernelFamilies())
+        known |= k.getFamily() == f->name();
+      if (!known)
+        return emitOpError("no kernel family is named \"") << k.getFamily() << "\"";
     }
   }
   return success();

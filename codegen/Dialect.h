@@ -8,5 +8,8 @@
 
 #include "DattnDialect.h.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "DattnAttrs.h.inc"
+
 #define GET_OP_CLASSES
 #include "DattnOps.h.inc"

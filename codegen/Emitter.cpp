@@ -61,11 +61,14 @@ bool rowsNeverEmpty(const BranchPlan &b) {
 
 } // namespace
 
-const KernelFamily &familyNamed(const std::string &name) {
-  for (const KernelFamily *f : kernelFamilies())
-    if (name == f->name())
-      return *f;
-  throw Error("no kernel family is named '" + name + "'");
+void checkPlannedFor(const AttentionPlan &plan, const Target &target) {
+  if (plan.target != target.arch() || plan.smemBytes != target.smemBytes)
+    throw Error("attention '" + plan.name + "': the plan's kernels were chosen for " +
+                (plan.target.empty() ? std::string("no target")
+                                     : plan.target + " with " + std::to_string(plan.smemBytes) +
+                                           " bytes of shared memory") +
+                ", not for " + target.arch() + " with " + std::to_string(target.smemBytes) +
+                ": plan it with PlanOptions::arch and smemBytes");
 }
 
 void setChoice(KernelInfo &k, const KernelChoice &c) {
@@ -81,6 +84,7 @@ void setChoice(KernelInfo &k, const KernelChoice &c) {
 
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int smemLimit) {
   const Target target = Target::parse(arch, smemLimit);
+  checkPlannedFor(plan, target);
   if (target.sm < 75)
     throw Error("architecture " + arch + " is not supported: NVRTC 13 compiles for sm_75 and "
                 "newer (Pascal, sm_6x, would need the NVRTC of CUDA 12 or older)");
@@ -200,8 +204,8 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
          << mem.str() << "    }\n    return x;\n  }\n};\n";
       k.name += "_blocks";
     }
-    // Step 3: the family's kernel.
-    setChoice(k, chooseForward(plan, b, target));
+    // Step 3: the kernel dattn-select-kernels chose.
+    setChoice(k, plannedKernels(plan, b, "forward").at(0));
     mod.kernels.push_back(k);
   }
   os << "\n} // namespace\n\n";

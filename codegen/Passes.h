@@ -18,10 +18,13 @@ namespace dattn::ir {
 struct PipelineOptions {
   int64_t tileM = 0; ///< 0: plan-tiles chooses
   int64_t tileN = 0;
+  std::string arch;  ///< "": no select-kernels
+  int64_t smemBytes = 0;
 };
 
 /// The middle end, in order: verify (implicit), normalize, merge branches,
-/// plan tiles. This one function is the whole pipeline.
+/// plan tiles, and, given a target, select kernels. This one function is the
+/// whole pipeline.
 void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options = {});
 
 } // namespace dattn::ir

@@ -41,16 +41,37 @@ def PlanTiles : Pass<"dattn-plan-tiles", "::mlir::ModuleOp"> {
     1. Choose the kind: "strided" for a branch that is one dilated pattern
        (dense tiles over the rows i = o mod r of each segment), else
        "blocks" (tiles of the whole sequence, classified per member).
-    2. Choose tile sizes (block_m x block_n) from head_dim, the compact
+    2. Bound the tile sizes (block_m x block_n) by head_dim, the compact
        segment length and the smallest block size (tiles inside one block:
        kept block pairs are full tiles), unless given as options.
-    3. Record per member its closed-form iterator (band, prefix, all, hash,
-       block_offsets, hierarchy, bsr, segment_masked) and the bounds that do
-       not depend on N. Nothing recorded grows with N.
+    3. Record both as #dattn.tiles on the branch. The members' closed-form
+       iterators are the pattern ops themselves; nothing recorded grows
+       with N.
   }];
   let options = [
     Option<"tileM", "tile-m", "int64_t", "0", "query tile rows (0 = heuristic)">,
     Option<"tileN", "tile-n", "int64_t", "0", "key tile rows (0 = heuristic)">,
+  ];
+  let dependentDialects = ["::dattn::ir::DattnDialect"];
+}
+
+def SelectKernels : Pass<"dattn-select-kernels", "::mlir::ModuleOp"> {
+  let summary = "Ask the kernel families for every branch's kernels on one target";
+  let description = [{
+    1. Read each attention's plan (plan-tiles must have run).
+    2. For every branch and stage (forward, backward,
+       backward_deterministic), take the first kernel family that supports
+       the branch on the target, with that family's heuristic configuration
+       (the autotuner's starting point).
+    3. Record them as #dattn.kernel attributes in the branch's `kernels`,
+       and the target on the attention (`target`, `smem_bytes`).
+    A branch that no family runs is an error naming the attention and every
+    family's reason. Codegen reads the choices; nothing else picks a kernel.
+  }];
+  let options = [
+    Option<"arch", "arch", "std::string", "\"sm_80\"", "the target: sm_XY or sm_XYa">,
+    Option<"smemBytes", "smem-bytes", "int64_t", "0",
+           "shared memory per block (0 = the arch's usual)">,
   ];
   let dependentDialects = ["::dattn::ir::DattnDialect"];
 }

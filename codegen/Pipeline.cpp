@@ -9,6 +9,12 @@ void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options) {
   plan.tileM = options.tileM;
   plan.tileN = options.tileN;
   pm.addPass(createPlanTiles(plan));
+  if (!options.arch.empty()) {
+    SelectKernelsOptions select;
+    select.arch = options.arch;
+    select.smemBytes = options.smemBytes;
+    pm.addPass(createSelectKernels(select));
+  }
 }
 
 } // namespace dattn::ir

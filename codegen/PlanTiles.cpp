@@ -26,41 +26,6 @@ int64_t nextPowerOfTwo(int64_t v) {
 
 bool validTile(int64_t t) { return t >= 16 && t <= 256 && (t & (t - 1)) == 0; }
 
-/// The closed-form iterator of one union member, as a dictionary.
-DictionaryAttr memberPlan(Operation *op, int64_t blockM, int64_t blockN) {
-  Builder b(op->getContext());
-  SmallVector<NamedAttribute> f;
-  auto str = [&](const char *k, StringRef v) { f.push_back(b.getNamedAttr(k, b.getStringAttr(v))); };
-  auto num = [&](const char *k, int64_t v) { f.push_back(b.getNamedAttr(k, b.getI64IntegerAttr(v))); };
-  if (isa<DenseOp>(op)) {
-    str("iter", "all");
-  } else if (auto w = dyn_cast<WindowOp>(op)) {
-    str("iter", "band");
-    if (w.getLeft())
-      num("left", *w.getLeft());
-    if (w.getRight())
-      num("right", *w.getRight());
-    if (w.getLeft() && w.getRight()) // key tiles one query tile can touch
-      num("key_tiles_max", (blockM - 1 + *w.getLeft() + *w.getRight()) / blockN + 2);
-  } else if (auto g = dyn_cast<GlobalOp>(op)) {
-    str("iter", "prefix");
-    num("tokens", g.getTokens());
-  } else if (isa<DilatedOp>(op)) {
-    str("iter", "segment_masked");
-  } else if (isa<RandomOp>(op)) {
-    str("iter", "hash");
-  } else if (auto db = dyn_cast<DilatedBlocksOp>(op)) {
-    str("iter", "block_offsets");
-    num("reach_blocks", *std::max_element(db.getRates().begin(), db.getRates().end()));
-  } else if (auto h = dyn_cast<HierarchicalOp>(op)) {
-    str("iter", "hierarchy");
-    num("reach_blocks", int64_t(2) << (h.getLevels() - 1));
-  } else if (isa<BlockMaskOp>(op)) {
-    str("iter", "bsr");
-  }
-  return b.getDictionaryAttr(f);
-}
-
 struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
   using PlanTilesBase::PlanTilesBase;
 
@@ -78,7 +43,6 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
   }
 
   void planBranch(AttentionOp att, BranchOp br) {
-    Builder b(br.getContext());
     // Step 2 defaults: 128 query rows keep the tensor cores busy up to
     // head_dim 128; larger heads halve it to fit registers and shared memory.
     int64_t blockM = att.getHeadDim() <= 128 ? 128 : 64;
@@ -86,7 +50,6 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
     Block &body = *br.getBody();
     auto dilated = body.getOperations().size() == 1 ? dyn_cast<DilatedOp>(body.front())
                                                     : DilatedOp();
-    SmallVector<NamedAttribute> f;
     if (dilated) {
       // Step 1: strided. A short segment has few compact rows: shrink tiles
       // to them rather than compute padding.
@@ -95,14 +58,7 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
         int64_t fit = std::max<int64_t>(16, nextPowerOfTwo(compact));
         blockM = std::min(blockM, fit);
         blockN = std::min(blockN, fit);
-        if (tileM) blockM = tileM;
-        if (tileN) blockN = tileN;
-        f.push_back(b.getNamedAttr("compact_rows", b.getI64IntegerAttr(compact)));
-        f.push_back(b.getNamedAttr("q_tiles_per_segment",
-                                   b.getI64IntegerAttr((compact + blockM - 1) / blockM)));
       }
-      f.push_back(b.getNamedAttr("kind", b.getStringAttr("strided")));
-      f.push_back(b.getNamedAttr("row_stride", b.getI64IntegerAttr(dilated.getDilation())));
     } else {
       // Step 1: blocks. Key tiles no larger than the smallest block keep
       // each key tile inside one key block.
@@ -122,19 +78,12 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
         blockN = std::min(blockN, minBlock);
         blockM = std::min(blockM, std::max<int64_t>(minBlock, 16));
       }
-      if (tileM) blockM = tileM;
-      if (tileN) blockN = tileN;
-      SmallVector<Attribute> members;
-      for (Operation &op : body)
-        members.push_back(memberPlan(&op, blockM, blockN));
-      f.push_back(b.getNamedAttr("kind", b.getStringAttr("blocks")));
-      f.push_back(b.getNamedAttr("members", b.getArrayAttr(members)));
     }
-    if (att.getCausal())
-      f.push_back(b.getNamedAttr("diagonal", b.getStringAttr("partial")));
-    f.push_back(b.getNamedAttr("block_m", b.getI64IntegerAttr(blockM)));
-    f.push_back(b.getNamedAttr("block_n", b.getI64IntegerAttr(blockN)));
-    br.setPlanAttr(b.getDictionaryAttr(f));
+    if (tileM) blockM = tileM;
+    if (tileN) blockN = tileN;
+    // Step 3: the members' iterators are the pattern ops themselves (read by
+    // codegen into plan::Member); nothing else needs recording.
+    br.setPlanAttr(TilesAttr::get(br.getContext(), dilated ? "strided" : "blocks", blockM, blockN));
   }
 };
 

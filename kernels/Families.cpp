@@ -17,6 +17,35 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
   return all;
 }
 
+const KernelFamily &familyNamed(const std::string &name) {
+  for (const KernelFamily *f : kernelFamilies())
+    if (name == f->name())
+      return *f;
+  throw Error("no kernel family is named '" + name + "'");
+}
+
+std::vector<KernelChoice> plannedKernels(const AttentionPlan &plan, const BranchPlan &branch,
+                                         const std::string &stage) {
+  if (plan.target.empty())
+    throw Error("attention '" + plan.name + "': the plan has no kernels chosen; plan it for a "
+                "target (PlanOptions::arch, dattn-select-kernels)");
+  std::vector<KernelChoice> out;
+  for (const PlannedKernel &k : branch.kernels) {
+    if (k.stage != stage)
+      continue;
+    KernelChoice c;
+    c.family = &familyNamed(k.family);
+    c.config = k.config;
+    c.resources = c.family->resources(plan, k.config);
+    c.candidates = k.candidates;
+    out.push_back(c);
+  }
+  if (out.empty())
+    throw Error("attention '" + plan.name + "': the plan for " + plan.target +
+                " has no " + stage + " kernel for a branch");
+  return out;
+}
+
 namespace {
 
 KernelChoice choose(KernelPass pass, const AttentionPlan &plan, const BranchPlan &branch,

@@ -15,7 +15,9 @@ public:
   KernelPass pass() const override { return pass_; }
   bool usesTensorCores() const override { return false; }
   std::string unsupported(const AttentionPlan &, const BranchPlan &, const Target &t) const override {
-    return t.sm < 75 ? t.arch() + " is older than sm_75 (NVRTC 13's oldest target)" : "";
+    return t.sm < 75 ? t.arch() + ": NVRTC 13 compiles for sm_75 and newer (Pascal, sm_6x, "
+                                  "would need the NVRTC of CUDA 12 or older)"
+                     : "";
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &, const BranchPlan &, const Target &,
                                        bool) const override {

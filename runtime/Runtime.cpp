@@ -35,7 +35,9 @@ std::vector<std::string> nvrtcArchs() { return rt::nvrtcSupportedArchs(); }
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
                              const PlanOptions &tiles, bool backward, bool deterministic) {
   OfflineKernel k;
-  AttentionPlan plan = planAttention(spec, tiles);
+  PlanOptions po = tiles;
+  po.arch = arch;
+  AttentionPlan plan = planAttention(spec, po);
   k.module = backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
   rt::CompileOutput out = rt::nvrtcCompile(k.module.source, "dattn_" + spec.name, arch);
   k.ptx = std::move(out.ptx);
@@ -104,7 +106,10 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<CompiledAttention> c(new CompiledAttention());
   c->spec_ = spec;
-  c->plan_ = planAttention(spec, options_.tiles);
+  PlanOptions po = options_.tiles;
+  po.arch = info_.arch();
+  po.smemBytes = info_.smemOptinBytes;
+  c->plan_ = planAttention(spec, po);
   c->module_ = emitCuda(c->plan_, info_.arch(), info_.smemOptinBytes);
   c->cache_ = cache_.get();
   c->context_ = context_;

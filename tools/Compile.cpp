@@ -29,10 +29,15 @@ void writeText(const std::string &path, const void *data, size_t size) {
     throw Error("cannot write " + path);
 }
 
-/// --emit=kernels: what the kernel families chose, per branch and pass.
-void printKernels(const AttentionPlan &plan, const Target &target, bool backward) {
+AttentionPlan planFor(const AttentionSpec &spec, PlanOptions po, const std::string &arch) {
+  po.arch = arch;
+  return planAttention(spec, po);
+}
+
+/// --emit=kernels: what dattn-select-kernels recorded, per branch and pass.
+void printKernels(const AttentionPlan &plan, bool backward) {
   std::printf("attention %s on %s (%d bytes of shared memory per block)\n", plan.name.c_str(),
-              target.arch().c_str(), target.smemBytes);
+              plan.target.c_str(), plan.smemBytes);
   auto line = [](const char *what, const KernelChoice &c) {
     std::printf("    %-31s %-22s %-18s %4d threads %7d B shared  1 of %d candidates\n", what,
                 c.family->name(), c.config.describe().c_str(), c.resources.threads,
@@ -47,11 +52,12 @@ void printKernels(const AttentionPlan &plan, const Target &target, bool backward
                        ", dilation " + std::to_string(br.dilation))
                           .c_str()
                     : (std::to_string(br.members.size()) + " block member(s)").c_str());
-    line("forward", chooseForward(plan, br, target));
+    line("forward", plannedKernels(plan, br, "forward").at(0));
     if (!backward)
       continue;
     for (bool deterministic : {false, true})
-      for (const KernelChoice &c : chooseBackward(plan, br, target, deterministic))
+      for (const KernelChoice &c :
+           plannedKernels(plan, br, deterministic ? "backward_deterministic" : "backward"))
         line((std::string(toString(c.family->pass())) +
               (deterministic ? " (deterministic)" : ""))
                  .c_str(),
@@ -68,6 +74,7 @@ int runCompile(const std::vector<std::string> &args) {
       "                    [--backward [--deterministic]]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
+      "                (and dattn-select-kernels for the one --arch, if given)\n"
       "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
       "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
       "  --emit=kernels  per branch and pass: the kernel family, its chosen\n"
@@ -102,6 +109,14 @@ int runCompile(const std::vector<std::string> &args) {
   SpecFile file = loadSpecFile(onlyFile(o, "compile"));
   std::vector<AttentionSpec> specs = selectSpecs(file, o);
   if (emit == "mlir" || emit == "plan") {
+    // --emit=plan --arch X: with the kernels chosen for X (one target).
+    if (emit == "plan" && o.has("arch")) {
+      std::vector<std::string> archs = splitList(o.get("arch"));
+      if (archs.size() != 1)
+        throw UsageError{"--emit=plan takes one --arch (the kernels are chosen per target)"};
+      Target::parse(archs[0]);
+      po.arch = archs[0];
+    }
     std::string ir = emitIR(specs, emit == "mlir" ? IRStage::Generated : IRStage::Planned, po,
                             o.has("locations"));
     std::fputs(ir.c_str(), stdout);
@@ -121,7 +136,7 @@ int runCompile(const std::vector<std::string> &args) {
   if (emit == "kernels") {
     for (const auto &spec : specs)
       for (const auto &arch : archs)
-        printKernels(planAttention(spec, po), Target::parse(arch), backward);
+        printKernels(planFor(spec, po, arch), backward);
     return 0;
   }
   const std::string dir = o.get("output");
@@ -133,7 +148,7 @@ int runCompile(const std::vector<std::string> &args) {
                                          : "") +
                                "." + arch;
       if (emit == "cuda") {
-        const AttentionPlan plan = planAttention(spec, po);
+        const AttentionPlan plan = planFor(spec, po, arch);
         EmittedModule m =
             backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
         if (dir.empty())

@@ -12,11 +12,15 @@ namespace dattn {
 struct PlanOptions {
   int64_t tileM = 0; ///< query tile rows; 0 lets plan-tiles choose
   int64_t tileN = 0; ///< key tile rows; 0 lets plan-tiles choose
+  /// The target whose kernels dattn-select-kernels chooses ("sm_90a"); ""
+  /// plans tiles only (nothing can be emitted from such a plan).
+  std::string arch;
+  int smemBytes = 0; ///< the target's shared memory per block; 0: the arch's usual
 };
 
 enum class IRStage {
   Generated, ///< straight from the spec (MLIRGen), verified
-  Planned,   ///< after normalize, merge-branches and plan-tiles
+  Planned,   ///< after normalize, merge-branches, plan-tiles (and select-kernels with an arch)
 };
 
 /// The dattn dialect module for `specs` at `stage`, as text. Throws Error

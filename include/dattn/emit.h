@@ -51,8 +51,8 @@ struct EmittedModule {
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch,
                        int smemLimit = 0);
 
-/// The family called `name` (throws Error if there is none).
-const KernelFamily &familyNamed(const std::string &name);
+/// Throws Error unless `plan`'s kernels were chosen for `target`.
+void checkPlannedFor(const AttentionPlan &plan, const Target &target);
 /// Records a family's choice in a branch kernel: family, configuration,
 /// launch resources, and the configuration's suffix on the kernel's name.
 void setChoice(KernelInfo &kernel, const KernelChoice &choice);

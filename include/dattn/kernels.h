@@ -34,19 +34,6 @@ struct Target {
 enum class KernelPass { Forward, BackwardDkv, BackwardDq };
 const char *toString(KernelPass p);
 
-/// One configuration of a family; fields a family does not use stay 0.
-struct KernelConfig {
-  int blockM = 0;          ///< query rows per tile (backward dK/dV: per step)
-  int blockN = 0;          ///< key rows per tile (backward dK/dV: per CTA)
-  int rowTilesPerWarp = 0; ///< mma forward: m16 row tiles per warp
-  bool atomicDq = false;   ///< backward dK/dV: also adds dQ with fp32 reductions
-  bool operator==(const KernelConfig &o) const {
-    return blockM == o.blockM && blockN == o.blockN && rowTilesPerWarp == o.rowTilesPerWarp &&
-           atomicDq == o.atomicDq;
-  }
-  std::string describe() const; ///< "m128 n64 t2"
-};
-
 /// What launching a configuration takes.
 struct KernelResources {
   int threads = 0;
@@ -99,6 +86,8 @@ struct KernelChoice {
 
 /// Every family, in preference order per pass.
 const std::vector<const KernelFamily *> &kernelFamilies();
+/// The family called `name` (throws Error if there is none).
+const KernelFamily &familyNamed(const std::string &name);
 
 /// The forward kernel of a branch: the first family (in preference order)
 /// that supports it decides. Throws Error saying why when none does.
@@ -110,5 +99,12 @@ KernelChoice chooseForward(const AttentionPlan &plan, const BranchPlan &branch,
 /// kernel of the same kind.
 std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const BranchPlan &branch,
                                          const Target &target, bool deterministic);
+
+/// A planned stage's kernels ("forward", "backward",
+/// "backward_deterministic") read back as choices, with their resources.
+/// Throws Error if the plan has no kernels chosen (PlanOptions::arch unset)
+/// or names a family that does not exist.
+std::vector<KernelChoice> plannedKernels(const AttentionPlan &plan, const BranchPlan &branch,
+                                         const std::string &stage);
 
 } // namespace dattn

@@ -15,6 +15,29 @@ namespace dattn {
 
 enum class BranchKind { Strided, Blocks };
 
+/// One configuration of a kernel family (include/dattn/kernels.h); fields
+/// a family does not use stay 0.
+struct KernelConfig {
+  int blockM = 0;          ///< query rows per tile (backward dK/dV: per step)
+  int blockN = 0;          ///< key rows per tile (backward dK/dV: per CTA)
+  int rowTilesPerWarp = 0; ///< mma forward: m16 row tiles per warp
+  bool atomicDq = false;   ///< backward dK/dV: also adds dQ with fp32 reductions
+  bool operator==(const KernelConfig &o) const {
+    return blockM == o.blockM && blockN == o.blockN && rowTilesPerWarp == o.rowTilesPerWarp &&
+           atomicDq == o.atomicDq;
+  }
+  std::string describe() const; ///< "m128 n64 t2"
+};
+
+/// One kernel of a branch as dattn-select-kernels chose it for the plan's
+/// target (the #dattn.kernel attribute).
+struct PlannedKernel {
+  std::string stage;  ///< "forward", "backward" or "backward_deterministic"
+  std::string family; ///< a kernel family's name
+  KernelConfig config;
+  int candidates = 0; ///< how many configurations the family offered
+};
+
 /// One union member of a Blocks branch.
 struct MemberPlan {
   plan::MemberKind kind = plan::kAll;
@@ -64,6 +87,8 @@ struct BranchPlan {
   std::vector<int64_t> offsets; ///< per branch head
   // Blocks: the union.
   std::vector<MemberPlan> members;
+  /// Its kernels for AttentionPlan::target, in launch order per stage.
+  std::vector<PlannedKernel> kernels;
 };
 
 struct AttentionPlan {
@@ -74,6 +99,8 @@ struct AttentionPlan {
   double scale = 0; ///< resolved (never the default marker)
   bool causal = false;
   int ring = 1;
+  std::string target; ///< the arch the kernels were chosen for ("" = none yet)
+  int smemBytes = 0;  ///< the target's shared memory per block they were chosen for
   std::vector<BranchPlan> branches;
 };
 

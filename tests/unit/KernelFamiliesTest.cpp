@@ -39,9 +39,12 @@ void expectValidChoice(const KernelChoice &c, const AttentionPlan &plan, const B
 }
 
 void checkSpec(const AttentionSpec &spec) {
-  const AttentionPlan plan = planAttention(spec);
   for (const char *arch : kArchs) {
     const Target t = Target::parse(arch);
+    PlanOptions po;
+    po.arch = arch;
+    const AttentionPlan plan = planAttention(spec, po);
+    ASSERT_EQ(plan.target, arch);
     for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
       const BranchPlan &b = plan.branches[bi];
       const std::string what = spec.name + " " + arch + " branch " + std::to_string(bi);
@@ -57,7 +60,17 @@ void checkSpec(const AttentionSpec &spec) {
         }
         for (const KernelChoice &c : bwd)
           expectValidChoice(c, plan, b, t, det, what + " " + toString(c.family->pass()));
+        // The plan recorded the same choices (dattn-select-kernels).
+        const std::vector<KernelChoice> planned =
+            plannedKernels(plan, b, det ? "backward_deterministic" : "backward");
+        ASSERT_EQ(planned.size(), bwd.size()) << what;
+        for (size_t x = 0; x < bwd.size(); ++x) {
+          EXPECT_EQ(planned[x].family, bwd[x].family) << what;
+          EXPECT_TRUE(planned[x].config == bwd[x].config) << what;
+        }
       }
+      const KernelChoice planned = plannedKernels(plan, b, "forward").at(0);
+      EXPECT_EQ(planned.family, chooseForward(plan, b, t).family) << what;
     }
     // The emitted modules carry exactly these choices.
     EmittedModule fwd = emitCuda(plan, arch);
@@ -96,7 +109,7 @@ TEST(KernelFamilies, FamiliesSayWhyTheyDecline) {
                                     "/longnet_head_partitioned.dattn")
                            .attentions.at(0);
   spec.dtype = DType::F32;
-  const AttentionPlan plan = planAttention(spec);
+  const AttentionPlan plan = planAttention(spec); // tiles only: no target
   const Target t = Target::parse("sm_90a");
   for (const KernelFamily *f : kernelFamilies()) {
     if (f->usesTensorCores()) {
@@ -105,6 +118,21 @@ TEST(KernelFamilies, FamiliesSayWhyTheyDecline) {
     }
   }
   EXPECT_STREQ(chooseForward(plan, plan.branches[0], t).family->name(), "simt_forward");
+}
+
+TEST(KernelFamilies, EmittingNeedsAPlanForTheTarget) {
+  AttentionSpec spec = loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/causal_ring.dattn")
+                           .attentions.at(0);
+  try {
+    emitCuda(planAttention(spec), "sm_80");
+    FAIL() << "emitted from a plan without kernels";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("chosen for no target"), std::string::npos) << e.what();
+  }
+  PlanOptions po;
+  po.arch = "sm_80";
+  EXPECT_THROW(emitCuda(planAttention(spec, po), "sm_90"), Error);
+  EXPECT_NO_THROW(emitCuda(planAttention(spec, po), "sm_80"));
 }
 
 TEST(KernelFamilies, TargetsParse) {

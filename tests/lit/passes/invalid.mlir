@@ -104,8 +104,26 @@ dattn.attention @a attributes {dtype = "bf16", head_dim = 64 : i64, heads = 4 : 
 // -----
 
 dattn.attention @a attributes {dtype = "bf16", head_dim = 64 : i64, heads = 4 : i64, kv_heads = 4 : i64, precision = "ieee", ring = 1 : i64} {
-  // expected-error @+1 {{plan needs kind = "strided" or "blocks"}}
-  dattn.branch heads [0] attributes {plan = {kind = "diagonal", block_m = 64 : i64, block_n = 64 : i64}} {
+  // expected-error @+1 {{plan needs kind = "strided" or "blocks", got "diagonal"}}
+  dattn.branch heads [0] attributes {plan = #dattn.tiles<kind = "diagonal", block_m = 64, block_n = 64>} {
+    dattn.dense
+  }
+}
+
+// -----
+
+dattn.attention @a attributes {dtype = "bf16", head_dim = 64 : i64, heads = 4 : i64, kv_heads = 4 : i64, precision = "ieee", ring = 1 : i64} {
+  // expected-error @+1 {{plan needs block_n = a power of two in [16, 256], got 48}}
+  dattn.branch heads [0] attributes {plan = #dattn.tiles<kind = "blocks", block_m = 64, block_n = 48>} {
+    dattn.dense
+  }
+}
+
+// -----
+
+dattn.attention @a attributes {dtype = "bf16", head_dim = 64 : i64, heads = 4 : i64, kv_heads = 4 : i64, precision = "ieee", ring = 1 : i64} {
+  // expected-error @+1 {{no kernel family is named "sm70_wmma"}}
+  dattn.branch heads [0] attributes {kernels = [#dattn.kernel<stage = "forward", family = "sm70_wmma", block_m = 64, block_n = 64, row_tiles = 1, atomic_dq = false, candidates = 1>]} {
     dattn.dense
   }
 }

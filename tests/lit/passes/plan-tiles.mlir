@@ -7,11 +7,11 @@
 // A dilated branch alone is strided: dense tiles over rows i = o (mod r).
 // A short segment shrinks the tiles to its compact length.
 // CHECK-LABEL: dattn.attention @strided
-// CHECK: dattn.branch heads [0, 1] attributes {plan = {block_m = 128 : i64, block_n = 64 : i64, compact_rows = 2048 : i64, kind = "strided", q_tiles_per_segment = 16 : i64, row_stride = 4 : i64}}
-// CHECK: dattn.branch heads [2] attributes {plan = {block_m = 16 : i64, block_n = 16 : i64, compact_rows = 3 : i64, kind = "strided", q_tiles_per_segment = 1 : i64, row_stride = 6 : i64}}
-// CHECK: dattn.branch heads [3] attributes {plan = {block_m = 128 : i64, block_n = 64 : i64, kind = "strided", row_stride = 2 : i64}}
+// CHECK: dattn.branch heads [0, 1] attributes {plan = #dattn.tiles<kind = "strided", block_m = 128, block_n = 64>}
+// CHECK: dattn.branch heads [2] attributes {plan = #dattn.tiles<kind = "strided", block_m = 16, block_n = 16>}
+// CHECK: dattn.branch heads [3] attributes {plan = #dattn.tiles<kind = "strided", block_m = 128, block_n = 64>}
 // FORCED-LABEL: dattn.attention @strided
-// FORCED: block_m = 64 : i64, block_n = 32 : i64, compact_rows = 2048 : i64, kind = "strided", q_tiles_per_segment = 32 : i64
+// FORCED-COUNT-3: #dattn.tiles<kind = "strided", block_m = 64, block_n = 32>
 dattn.attention @strided attributes {dtype = "bf16", head_dim = 128 : i64, heads = 4 : i64, kv_heads = 4 : i64, precision = "ieee", ring = 1 : i64} {
   dattn.branch heads [0, 1] {
     dattn.dilated segment 8192 dilation 4 offsets [0, 1]
@@ -26,12 +26,13 @@ dattn.attention @strided attributes {dtype = "bf16", head_dim = 128 : i64, heads
 
 // -----
 
-// Everything else iterates blocks; each member records its closed form.
-// Key tiles shrink to the smallest block; causal marks the diagonal.
+// Everything else iterates blocks (each member is its own closed-form
+// iterator). Tiles shrink to the smallest block; head_dim 256 halves the
+// query tile.
 // CHECK-LABEL: dattn.attention @blocks
-// CHECK: plan = {block_m = 32 : i64, block_n = 32 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "band", key_tiles_max = 12 : i64, left = 256 : i64, right = 64 : i64}, {iter = "prefix", tokens = 16 : i64}, {iter = "hash"}, {iter = "hierarchy", reach_blocks = 8 : i64}]}
-// CHECK: plan = {block_m = 64 : i64, block_n = 64 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "all"}]}
-// CHECK: plan = {block_m = 64 : i64, block_n = 64 : i64, diagonal = "partial", kind = "blocks", members = [{iter = "band", right = 0 : i64}, {iter = "segment_masked"}, {iter = "block_offsets", reach_blocks = 4 : i64}, {iter = "bsr"}]}
+// CHECK: plan = #dattn.tiles<kind = "blocks", block_m = 32, block_n = 32>
+// CHECK: plan = #dattn.tiles<kind = "blocks", block_m = 64, block_n = 64>
+// CHECK: plan = #dattn.tiles<kind = "blocks", block_m = 64, block_n = 64>
 dattn.attention @blocks attributes {causal, dtype = "fp16", head_dim = 256 : i64, heads = 3 : i64, kv_heads = 1 : i64, precision = "ieee", ring = 1 : i64} {
   dattn.branch heads [0] {
     dattn.window left 256 right 64

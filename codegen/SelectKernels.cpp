@@ -1,0 +1,74 @@
+// dattn-select-kernels: the kernel families' choices for one target,
+// recorded in the plan (steps in Passes.td).
+#include "Passes.h"
+#include "ReadPlan.h"
+
+#include "dattn/error.h"
+#include "dattn/kernels.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace dattn::ir {
+#define GEN_PASS_DEF_SELECTKERNELS
+#include "Passes.h.inc"
+} // namespace dattn::ir
+
+using namespace mlir;
+
+namespace dattn::ir {
+namespace {
+
+struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
+  using SelectKernelsBase::SelectKernelsBase;
+
+  void runOnOperation() override {
+    Target target;
+    try {
+      target = Target::parse(arch, static_cast<int>(smemBytes));
+    } catch (const Error &e) {
+      getOperation().emitError("dattn-select-kernels: ") << e.what();
+      return signalPassFailure();
+    }
+    getOperation().walk([&](AttentionOp att) {
+      if (failed(select(att, target)))
+        signalPassFailure();
+    });
+  }
+
+  LogicalResult select(AttentionOp att, const Target &target) {
+    Builder b(att.getContext());
+    AttentionPlan plan;
+    try {
+      plan = readPlan(att); // step 1
+    } catch (const Error &e) {
+      return att.emitError("dattn-select-kernels: ") << e.what();
+    }
+    auto record = [&](SmallVector<Attribute> &out, const char *stage, const KernelChoice &c) {
+      out.push_back(KernelAttr::get(att.getContext(), stage, c.family->name(), c.config.blockM,
+                                    c.config.blockN, c.config.rowTilesPerWarp, c.config.atomicDq,
+                                    c.candidates));
+    };
+    size_t index = 0;
+    for (Operation &op : *att.getBody()) {
+      auto br = cast<BranchOp>(op);
+      const BranchPlan &bp = plan.branches[index++];
+      SmallVector<Attribute> kernels;
+      try { // step 2
+        record(kernels, "forward", chooseForward(plan, bp, target));
+        for (const KernelChoice &c : chooseBackward(plan, bp, target, false))
+          record(kernels, "backward", c);
+        for (const KernelChoice &c : chooseBackward(plan, bp, target, true))
+          record(kernels, "backward_deterministic", c);
+      } catch (const Error &e) {
+        return br.emitError("dattn-select-kernels: ") << e.what();
+      }
+      br.setKernelsAttr(b.getArrayAttr(kernels)); // step 3
+    }
+    att->setAttr(kTargetAttr, b.getStringAttr(target.arch()));
+    att->setAttr(kSmemAttr, b.getI64IntegerAttr(target.smemBytes));
+    return success();
+  }
+};
+
+} // namespace
+} // namespace dattn::ir
