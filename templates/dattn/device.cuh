@@ -147,6 +147,11 @@ DATTN_DEV float warpSum(float x) {
   return x;
 }
 
+/// -infinity: the LSE of an empty row and the score of a masked pair.
+DATTN_DEV float negInf() { return __int_as_float(0xff800000); }
+/// +infinity.
+DATTN_DEV float posInf() { return __int_as_float(0x7f800000); }
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 

@@ -22,6 +22,7 @@
 #pragma once
 
 #include "dattn/forward_common.cuh"
+#include "dattn/warp_mma.cuh"
 
 namespace dattn {
 namespace fwd {
@@ -150,249 +151,97 @@ struct TileRange {
   long long t0, t1;     ///< key tiles [t0, t1)
 };
 
-template <class T, int D, int BM, int BN, int MT, int MODE, class Branch>
-__device__ void mmaForward(const Params &p) {
-  using Tile = MmaTile<T, D, BM, BN, MT>;
-  extern __shared__ __align__(128) unsigned char smemRaw[];
-  T *sQ = reinterpret_cast<T *>(smemRaw);
-  T *sK = sQ + BM * D; // two stages of BN * D
-  T *sV = sK + 2 * BN * D;
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int headIndex = blockIdx.y;
-  const int head = Branch::head(headIndex);
-  const long long batch = blockIdx.z;
+/// This CTA's query rows and key-tile range (blockIdx.x: a segment's query
+/// tile for strided branches, a query tile of the sequence for blocks
+/// branches); loads a blocks branch's members. False if the CTA has no rows.
+template <class Branch, int BM, int BN>
+DATTN_DEV bool ctaTileRange(const Params &p, int headIndex, int head, plan::Member *members,
+                            TileRange *tr) {
   const long long n = p.seqLen;
-  const int kvHead = head / p.groupSize;
-
-  // --- the CTA's rows -------------------------------------------------------
-  TileRange tr;
-  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if constexpr (Branch::kKind == kStridedBranch) {
-    stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &tr.base, &tr.step,
-                           &tr.count);
-    tr.qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
-    tr.t0 = 0;
-    long long keyEnd = Branch::kCausal ? plan::minI(tr.count, tr.qa0 + BM) : tr.count;
-    tr.t1 = plan::ceilDiv(keyEnd, BN);
+    stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &tr->base, &tr->step,
+                           &tr->count);
+    tr->qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
+    tr->t0 = 0;
+    long long keyEnd = Branch::kCausal ? plan::minI(tr->count, tr->qa0 + BM) : tr->count;
+    tr->t1 = plan::ceilDiv(keyEnd, BN);
   } else {
     for (int m = 0; m < Branch::kNumMembers; ++m)
       members[m] = Branch::member(m, headIndex, head, p);
-    tr.base = 0;
-    tr.step = 1;
-    tr.count = n;
-    tr.qa0 = (long long)blockIdx.x * BM;
-    plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, tr.qa0,
-                        plan::minI(n, tr.qa0 + BM), n, BN, &tr.t0, &tr.t1);
+    tr->base = 0;
+    tr->step = 1;
+    tr->count = n;
+    tr->qa0 = (long long)blockIdx.x * BM;
+    plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, tr->qa0,
+                        plan::minI(n, tr->qa0 + BM), n, BN, &tr->t0, &tr->t1);
   }
-  if (tr.qa0 >= tr.count)
-    return;
+  return tr->qa0 < tr->count;
+}
 
-  // Class of key tile t for this CTA (kSkip tiles are never loaded).
-  auto tileClass = [&](long long t) -> int {
-    if constexpr (Branch::kKind == kStridedBranch) {
-      return plan::stridedTileClass(tr.qa0, tr.qa0 + BM, t * BN, t * BN + BN, tr.count,
-                                    Branch::kCausal);
-    } else {
-      long long i1 = plan::minI(n, tr.qa0 + BM), j0 = t * BN, j1 = plan::minI(n, j0 + BN);
-      int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, tr.qa0, i1,
-                                   j0, j1);
-      // The plan classifies the keys that exist; a tile running past N also
-      // holds zero-filled rows, which only the per-element mask removes.
-      return c == plan::kFull && j0 + BN > n ? (int)plan::kPartial : c;
-    }
-  };
-  auto nextTile = [&](long long t) {
-    while (t < tr.t1 && tileClass(t) == plan::kSkip)
-      ++t;
-    return t;
-  };
-
-  const T *qSrc = (const T *)p.q + p.qL.at(batch, 0, head);
-  const T *kSrc = (const T *)p.k + p.kL.at(batch, 0, kvHead);
-  const T *vSrc = (const T *)p.v + p.vL.at(batch, 0, kvHead);
-  // Key rows: strided branches share the query's row map; blocks branches
-  // index the sequence directly (compact index = row).
-  const long long kBase = tr.base, kStep = tr.step, kCount = tr.count;
-
-  typename Tile::template RowLoader<BM> qLoader;
-  typename Tile::template RowLoader<BN> kLoader, vLoader;
-  qLoader.init(qSrc, p.qL.row, tr.base, tr.step);
-  kLoader.init(kSrc, p.kL.row, kBase, kStep);
-  vLoader.init(vSrc, p.vL.row, kBase, kStep);
-
-  long long t = nextTile(tr.t0);
-  qLoader.load(sQ, tr.qa0, tr.count);
-  if (t < tr.t1) {
-    kLoader.load(sK, t * BN, kCount);
-    vLoader.load(sV, t * BN, kCount);
+/// The class of key tile t for this CTA (kSkip tiles are never loaded).
+template <class Branch, int BM, int BN>
+DATTN_DEV int keyTileClass(const TileRange &tr, const plan::Member *members, long long n,
+                           long long t) {
+  if constexpr (Branch::kKind == kStridedBranch) {
+    return plan::stridedTileClass(tr.qa0, tr.qa0 + BM, t * BN, t * BN + BN, tr.count,
+                                  Branch::kCausal);
+  } else {
+    long long i1 = plan::minI(n, tr.qa0 + BM), j0 = t * BN, j1 = plan::minI(n, j0 + BN);
+    int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, tr.qa0, i1, j0,
+                                 j1);
+    // The plan classifies the keys that exist; a tile running past N also
+    // holds zero-filled rows, which only the per-element mask removes.
+    return c == plan::kFull && j0 + BN > n ? (int)plan::kPartial : c;
   }
-  dev::cpAsyncCommit();
+}
 
-  float acc[MT][D / 8][4];
-  float rowMax[MT][2], rowSum[MT][2];
-  #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    #pragma unroll
-    for (int x = 0; x < D / 8; ++x)
-      acc[mt][x][0] = acc[mt][x][1] = acc[mt][x][2] = acc[mt][x][3] = 0.f;
-    rowMax[mt][0] = rowMax[mt][1] = -__int_as_float(0x7f800000);
-    rowSum[mt][0] = rowSum[mt][1] = 0.f;
-  }
-  const float scaleLog2 = p.scale * dev::kLog2e;
-  const unsigned sQa = dev::smemAddress(sQ);
-  // This thread's rows: warpRow0 + mt * 16 + lane / 4 (+ 8).
-  const int warpRow0 = warp * 16 * MT;
-
-  int stage = 0;
-  while (t < tr.t1) {
-    dev::cpAsyncWaitAll();
-    __syncthreads();
-    const int cls = tileClass(t);
-    const long long tNext = nextTile(t + 1);
-    if (tNext < tr.t1) {
-      kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, kCount);
-      vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, kCount);
-    }
-    dev::cpAsyncCommit();
-    // 32-bit shared-memory byte addresses: ldmatrix addresses are then a
-    // base plus a per-lane swizzled offset, no 64-bit pointer math.
-    const unsigned tk = dev::smemAddress(sK + stage * BN * D);
-    const unsigned tv = dev::smemAddress(sV + stage * BN * D);
-
-    // S = Q K^T for this warp's 16 * MT rows and the tile's BN keys.
-    float s[MT][BN / 8][4];
-    #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-      #pragma unroll
-      for (int x = 0; x < BN / 8; ++x)
-        s[mt][x][0] = s[mt][x][1] = s[mt][x][2] = s[mt][x][3] = 0.f;
-    #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      unsigned qa[MT][4];
-      #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        int r = warpRow0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-        int c = kk * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4(qa[mt], sQa + 2 * Tile::offset(r, c));
-      }
-      #pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        unsigned r[4];
-        int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
-        dev::ldmatrixX4(r, tk + 2 * Tile::offset(row, col));
-        unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          dev::mma16816<T>(s[mt][2 * np], qa[mt], b0);
-          dev::mma16816<T>(s[mt][2 * np + 1], qa[mt], b1);
-        }
-      }
-    }
-
-        // Partial tiles: mask element by element (raw scores; the scale is
-    // applied inside the exponent below). Full tiles skip this block.
-    if (cls == plan::kPartial) {
+/// Partial tiles: -inf for the pairs the branch does not attend (raw
+/// scores; the scale is applied inside the exponent). Full tiles skip this.
+template <class Branch, int BN, int MT>
+DATTN_DEV void maskPartialTile(float (&s)[MT][BN / 8][4], const plan::Member *members,
+                               long long count, long long row0, long long key0, int lane) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            long long a = tr.qa0 + warpRow0 + mt * 16 + lane / 4 + (e >> 1) * 8;
-            long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
-            if (!partialPairKept<Branch>(members, kCount, a, bkey))
-              s[mt][nb][e] = -__int_as_float(0x7f800000);
-          }
-    }
-
-    // Online softmax over the tile, in the log2 domain: p = 2^(s * scale *
-    // log2(e) - m), one FFMA and one ex2 per score. The scale is positive,
-    // so the maximum of raw scores is the maximum of scaled ones.
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float m0 = s[mt][0][2 * half], m1 = s[mt][0][2 * half + 1];
-#pragma unroll
-        for (int nb = 1; nb < BN / 8; ++nb) { // two chains: shorter dependencies
-          m0 = fmaxf(m0, s[mt][nb][2 * half]);
-          m1 = fmaxf(m1, s[mt][nb][2 * half + 1]);
-        }
-        const float mx = fmaxf(rowMax[mt][half], dev::quadMax(fmaxf(m0, m1)) * scaleLog2);
-        // An all-masked row so far has max -inf: subtract 0 instead, so that
-        // 2^(-inf - 0) = 0 rather than NaN.
-        const float base = mx == -__int_as_float(0x7f800000) ? 0.f : mx;
-        const float corr = dev::fastExp2(rowMax[mt][half] - base);
-        rowMax[mt][half] = mx;
-        float sum0 = 0.f, sum1 = 0.f;
-#pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb) {
-          s[mt][nb][2 * half] = dev::fastExp2(fmaf(s[mt][nb][2 * half], scaleLog2, -base));
-          s[mt][nb][2 * half + 1] =
-              dev::fastExp2(fmaf(s[mt][nb][2 * half + 1], scaleLog2, -base));
-          sum0 += s[mt][nb][2 * half];
-          sum1 += s[mt][nb][2 * half + 1];
-        }
-        rowSum[mt][half] = rowSum[mt][half] * corr + (sum0 + sum1);
-#pragma unroll
-        for (int x = 0; x < D / 8; ++x) {
-          acc[mt][x][2 * half] *= corr;
-          acc[mt][x][2 * half + 1] *= corr;
-        }
-      }
-    }
-
-    // O += P V.
-    #pragma unroll
-    for (int j = 0; j < BN / 16; ++j) {
-      unsigned a[MT][4];
-      #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        a[mt][0] = dev::pack2<T>(s[mt][2 * j][0], s[mt][2 * j][1]);
-        a[mt][1] = dev::pack2<T>(s[mt][2 * j][2], s[mt][2 * j][3]);
-        a[mt][2] = dev::pack2<T>(s[mt][2 * j + 1][0], s[mt][2 * j + 1][1]);
-        a[mt][3] = dev::pack2<T>(s[mt][2 * j + 1][2], s[mt][2 * j + 1][3]);
-      }
-      #pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        unsigned r[4];
-        int row = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, col = dp * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4Trans(r, tv + 2 * Tile::offset(row, col));
-        unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          dev::mma16816<T>(acc[mt][2 * dp], a[mt], b0);
-          dev::mma16816<T>(acc[mt][2 * dp + 1], a[mt], b1);
-        }
-      }
-    }
-    stage ^= 1;
-    t = tNext;
-  }
-
-  // --- epilogue ---------------------------------------------------------------
-  #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
-    #pragma unroll
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        long long a = row0 + mt * 16 + lane / 4 + (e >> 1) * 8;
+        long long bkey = key0 + nb * 8 + (lane % 4) * 2 + (e & 1);
+        if (!partialPairKept<Branch>(members, count, a, bkey))
+          s[mt][nb][e] = dev::negInf();
+      }
+}
+
+/// The epilogue: O = acc / l and LSE = (m + log2 l) ln 2 for this warp's
+/// rows; kWrite stores them, kMerge folds them into the fp32 accumulator and
+/// the LSE array (forward_common.cuh). Rows with no key get O = 0 and LSE =
+/// -inf.
+template <class T, int D, int MT, int MODE>
+DATTN_DEV void storeRows(const Params &p, const float (&acc)[MT][D / 8][4],
+                         const warp::OnlineSoftmax<MT> &sm, const TileRange &tr, long long row0,
+                         long long batch, int head, int lane) {
+  const long long n = p.seqLen;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const long long a = tr.qa0 + warpRow0 + mt * 16 + lane / 4 + half * 8;
-      const float l = dev::quadSum(rowSum[mt][half]);
+      const long long a = row0 + mt * 16 + lane / 4 + half * 8;
+      const float l = dev::quadSum(sm.l[mt][half]);
       const bool valid = a < tr.count;
       const long long row = tr.base + a * tr.step;
-      const float lseB = l > 0.f ? (rowMax[mt][half] + __log2f(l)) * dev::kLn2
-                                 : -__int_as_float(0x7f800000);
+      const float lseB = l > 0.f ? (sm.m[mt][half] + __log2f(l)) * dev::kLn2 : dev::negInf();
       const float inv = l > 0.f ? 1.f / l : 0.f;
       float *lsePtr = p.lse + (batch * p.heads + head) * n + row;
       if (MODE == kWrite) {
         if (!valid)
           continue;
         T *o = (T *)p.o + p.oL.at(batch, row, head);
-        #pragma unroll
+#pragma unroll
         for (int nb = 0; nb < D / 8; ++nb) {
           int col = nb * 8 + (lane % 4) * 2;
-          *reinterpret_cast<unsigned *>(o + col) = dev::pack2<T>(
-              acc[mt][nb][2 * half] * inv, acc[mt][nb][2 * half + 1] * inv);
+          *reinterpret_cast<unsigned *>(o + col) =
+              dev::pack2<T>(acc[mt][nb][2 * half] * inv, acc[mt][nb][2 * half + 1] * inv);
         }
         if (lane % 4 == 0)
           *lsePtr = lseB;
@@ -404,7 +253,7 @@ __device__ void mmaForward(const Params &p) {
         float lseNew, wAcc, wB;
         mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
         float *o = p.oAcc + ((batch * n + row) * p.heads + head) * D;
-        #pragma unroll
+#pragma unroll
         for (int nb = 0; nb < D / 8; ++nb) {
           int col = nb * 8 + (lane % 4) * 2;
           o[col] = o[col] * wAcc + acc[mt][nb][2 * half] * inv * wB;
@@ -414,6 +263,76 @@ __device__ void mmaForward(const Params &p) {
           *lsePtr = lseNew;
       }
     }
+}
+
+/// The kernel: one CTA, BM query rows of one (batch, head, branch).
+template <class T, int D, int BM, int BN, int MT, int MODE, class Branch>
+__device__ void mmaForward(const Params &p) {
+  using Tile = MmaTile<T, D, BM, BN, MT>;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sQ = reinterpret_cast<T *>(smemRaw);
+  T *sK = sQ + BM * D; // two stages of BN * D
+  T *sV = sK + 2 * BN * D;
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, n = p.seqLen;
+  const int kvHead = head / p.groupSize;
+
+  TileRange tr;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr))
+    return;
+  auto nextTile = [&](long long t) {
+    while (t < tr.t1 && keyTileClass<Branch, BM, BN>(tr, members, n, t) == plan::kSkip)
+      ++t;
+    return t;
+  };
+
+  // Strided branches read keys through the query's row map; blocks
+  // branches index the sequence directly (compact index = row).
+  typename Tile::template RowLoader<BM> qLoader;
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, tr.base, tr.step);
+  kLoader.init((const T *)p.k + p.kL.at(batch, 0, kvHead), p.kL.row, tr.base, tr.step);
+  vLoader.init((const T *)p.v + p.vL.at(batch, 0, kvHead), p.vL.row, tr.base, tr.step);
+
+  long long t = nextTile(tr.t0);
+  qLoader.load(sQ, tr.qa0, tr.count);
+  if (t < tr.t1) {
+    kLoader.load(sK, t * BN, tr.count);
+    vLoader.load(sV, t * BN, tr.count);
+  }
+  dev::cpAsyncCommit();
+
+  float acc[MT][D / 8][4];
+  warp::zero(acc);
+  warp::OnlineSoftmax<MT> softmax;
+  softmax.init();
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const int row0 = warpId * 16 * MT; // this warp's rows in the CTA's tile
+
+  for (int stage = 0; t < tr.t1; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const int cls = keyTileClass<Branch, BM, BN>(tr, members, n, t);
+    const long long tNext = nextTile(t + 1);
+    if (tNext < tr.t1) { // 1. the next K, V tiles into the other stage
+      kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, tr.count);
+      vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, tr.count);
+    }
+    dev::cpAsyncCommit();
+    float s[MT][BN / 8][4]; // 2. S = Q K^T
+    warp::scores<T, Tile, D, BN, MT>(s, dev::smemAddress(sQ),
+                                     dev::smemAddress(sK + stage * BN * D), row0, lane);
+    if (cls == plan::kPartial) // 3. masks on partial tiles only
+      maskPartialTile<Branch, BN, MT>(s, members, tr.count, tr.qa0 + row0, t * BN, lane);
+    softmax.update(s, acc, scaleLog2); // 4. online softmax
+    warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, dev::smemAddress(sV + stage * BN * D),
+                                           lane); // 5. O += P V
+    t = tNext;
+  }
+  storeRows<T, D, MT, MODE>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
 }
 
 } // namespace fwd

@@ -1,0 +1,140 @@
+// dattn: the warp-level tile vocabulary of the mma.sync kernels
+// (m16n8k16, fp32 accumulators). A warp owns MT m16 row tiles. A fragment
+// array f[mt][nb][4] follows the mma accumulator layout: element e of
+// f[mt][nb] is row lane / 4 + (e / 2) * 8 of row tile mt and column
+// nb * 8 + (lane % 4) * 2 + e % 2. Shared-memory tiles are the swizzled
+// [rows, D] layouts of MmaTile (forward_mma.cuh), addressed as 32-bit
+// shared-memory byte addresses.
+#pragma once
+
+#include "dattn/device.cuh"
+
+namespace dattn {
+namespace warp {
+
+template <int A, int B> DATTN_DEV void zero(float (&f)[A][B][4]) {
+#pragma unroll
+  for (int a = 0; a < A; ++a)
+#pragma unroll
+    for (int b = 0; b < B; ++b)
+      f[a][b][0] = f[a][b][1] = f[a][b][2] = f[a][b][3] = 0.f;
+}
+
+/// s = Q K^T for this warp's 16 * MT query rows (from row0 of the Q tile at
+/// sQ) and the BN keys of the K tile at sK; Q and K fragments via ldmatrix.
+template <class T, class Tile, int D, int BN, int MT>
+DATTN_DEV void scores(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0, int lane) {
+  zero(s);
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    unsigned qa[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      int r = row0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+      int c = kk * 16 + (lane / 16) * 8;
+      dev::ldmatrixX4(qa[mt], sQ + 2 * Tile::offset(r, c));
+    }
+#pragma unroll
+    for (int np = 0; np < BN / 16; ++np) {
+      unsigned r[4];
+      int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
+      dev::ldmatrixX4(r, sK + 2 * Tile::offset(row, col));
+      unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        dev::mma16816<T>(s[mt][2 * np], qa[mt], b0);
+        dev::mma16816<T>(s[mt][2 * np + 1], qa[mt], b1);
+      }
+    }
+  }
+}
+
+/// acc += P V: P from score fragments (re-packed to T in registers, never
+/// through shared memory), V the [BN, D] tile at sV via ldmatrix.trans.
+template <class T, class Tile, int D, int BN, int MT>
+DATTN_DEV void accumulatePV(float (&acc)[MT][D / 8][4], const float (&p)[MT][BN / 8][4],
+                            unsigned sV, int lane) {
+#pragma unroll
+  for (int j = 0; j < BN / 16; ++j) {
+    unsigned a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      a[mt][0] = dev::pack2<T>(p[mt][2 * j][0], p[mt][2 * j][1]);
+      a[mt][1] = dev::pack2<T>(p[mt][2 * j][2], p[mt][2 * j][3]);
+      a[mt][2] = dev::pack2<T>(p[mt][2 * j + 1][0], p[mt][2 * j + 1][1]);
+      a[mt][3] = dev::pack2<T>(p[mt][2 * j + 1][2], p[mt][2 * j + 1][3]);
+    }
+#pragma unroll
+    for (int dp = 0; dp < D / 16; ++dp) {
+      unsigned r[4];
+      int row = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, col = dp * 16 + (lane / 16) * 8;
+      dev::ldmatrixX4Trans(r, sV + 2 * Tile::offset(row, col));
+      unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        dev::mma16816<T>(acc[mt][2 * dp], a[mt], b0);
+        dev::mma16816<T>(acc[mt][2 * dp + 1], a[mt], b1);
+      }
+    }
+  }
+}
+
+/// The online softmax of this thread's rows (FlashAttention-2), in the log2
+/// domain: a raw score s becomes p = 2^(s * scale * log2(e) - m), one FFMA
+/// and one ex2 per score. Row r of row tile mt is [mt][half], half 0 for
+/// row lane / 4 and 1 for row lane / 4 + 8.
+template <int MT> struct OnlineSoftmax {
+  float m[MT][2]; ///< running max of the scaled scores; -inf while the row has no key
+  float l[MT][2]; ///< running sum of 2^(score - m) over this lane's columns (a quad holds a row)
+
+  DATTN_DEV void init() {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      m[mt][0] = m[mt][1] = dev::negInf();
+      l[mt][0] = l[mt][1] = 0.f;
+    }
+  }
+
+  /// Folds a tile of raw scores in: s becomes p (relative to the new max)
+  /// and l and the O accumulator are rescaled by 2^(m_old - m_new). The
+  /// scale is positive, so the maximum of raw scores is that of scaled ones.
+  template <int NB, int DB>
+  DATTN_DEV void update(float (&s)[MT][NB][4], float (&acc)[MT][DB][4], float scaleLog2) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float m0 = s[mt][0][2 * half], m1 = s[mt][0][2 * half + 1];
+#pragma unroll
+        for (int nb = 1; nb < NB; ++nb) { // two chains: shorter dependencies
+          m0 = fmaxf(m0, s[mt][nb][2 * half]);
+          m1 = fmaxf(m1, s[mt][nb][2 * half + 1]);
+        }
+        const float mx = fmaxf(m[mt][half], dev::quadMax(fmaxf(m0, m1)) * scaleLog2);
+        // An all-masked row so far has max -inf: subtract 0 instead, so that
+        // 2^(-inf - 0) = 0 rather than NaN.
+        const float base = mx == dev::negInf() ? 0.f : mx;
+        const float corr = dev::fastExp2(m[mt][half] - base);
+        m[mt][half] = mx;
+        float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+          s[mt][nb][2 * half] = dev::fastExp2(fmaf(s[mt][nb][2 * half], scaleLog2, -base));
+          s[mt][nb][2 * half + 1] =
+              dev::fastExp2(fmaf(s[mt][nb][2 * half + 1], scaleLog2, -base));
+          sum0 += s[mt][nb][2 * half];
+          sum1 += s[mt][nb][2 * half + 1];
+        }
+        l[mt][half] = l[mt][half] * corr + (sum0 + sum1);
+#pragma unroll
+        for (int x = 0; x < DB; ++x) {
+          acc[mt][x][2 * half] *= corr;
+          acc[mt][x][2 * half + 1] *= corr;
+        }
+      }
+    }
+  }
+};
+
+} // namespace warp
+} // namespace dattn
