@@ -38,6 +38,14 @@ std::vector<int> powersOfTwo(int lo, int hi) {
   return v;
 }
 
+/// The generated source asserts that the device's carve-up of shared memory
+/// (a template constant) equals the bytes the launch reserves (the family's
+/// figure): a mismatch fails to compile instead of corrupting memory.
+std::string smemCheck(const std::string &deviceBytes, int hostBytes) {
+  return "static_assert(" + deviceBytes + " == " + std::to_string(hostBytes) +
+         ", \"the kernel family's shared memory differs from the kernel's\");\n  ";
+}
+
 std::string tooBig(const AttentionPlan &plan, const Target &t) {
   return "head_dim " + std::to_string(plan.headDim) + " does not fit the shared memory of " +
          t.arch() + " (" + std::to_string(t.smemBytes) + " bytes) even with 16x16 tiles";
@@ -83,7 +91,11 @@ public:
             c.blockM};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
-    return "fwd::mmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+    return smemCheck("fwd::MmaTile<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+                         std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
+                         std::to_string(c.rowTilesPerWarp) + ">::kSmemBytes",
+                     smem(x.headDim, c.blockM, c.blockN)) +
+           "fwd::mmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
            std::to_string(c.rowTilesPerWarp) + ", " + x.outputMode + ", " + x.branch + ">(p);";
   }
@@ -143,7 +155,11 @@ public:
     return {2 * c.blockN, smem(p.headDim, c.blockM, c.blockN, c.atomicDq), c.blockN};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
-    return "bwd::mmaBackwardKV<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+    return smemCheck("bwd::KvSmem<" + std::to_string(x.headDim) + ", " +
+                         std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
+                         (c.atomicDq ? "true" : "false") + ">::kBytes",
+                     smem(x.headDim, c.blockM, c.blockN, c.atomicDq)) +
+           "bwd::mmaBackwardKV<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN / 16) + ", " +
            (c.atomicDq ? "true" : "false") + ", " + x.gradMode + ", " + x.branch + ">(p);";
   }
@@ -193,7 +209,10 @@ public:
     return {c.blockM / 16 * 32, smem(p.headDim, c.blockM, c.blockN), c.blockM};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
-    return "bwd::mmaBackwardQ<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+    return smemCheck("bwd::QSmem<" + std::to_string(x.headDim) + ", " +
+                         std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ">::kBytes",
+                     smem(x.headDim, c.blockM, c.blockN)) +
+           "bwd::mmaBackwardQ<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " + x.gradMode +
            ", " + x.branch + ">(p);";
   }

@@ -53,7 +53,7 @@ struct RowMap {
 /// such a row has no pair in any tile, its masked scores are -inf, and
 /// 2^(-inf - inf) = 0 where 2^(-inf + inf) would be NaN.
 DATTN_DEV float lseLog2(float L) {
-  return L == -__int_as_float(0x7f800000) ? __int_as_float(0x7f800000) : L * dev::kLog2e;
+  return L == dev::negInf() ? dev::posInf() : L * dev::kLog2e;
 }
 
 /// The largest multiple of 16 dividing D, at most 64: the dQ columns one
@@ -63,6 +63,303 @@ template <int D> struct DqPassCols {
       D <= 64 ? D : D % 64 == 0 ? 64 : D % 48 == 0 ? 48 : D % 32 == 0 ? 32 : 16;
 };
 
+/// s = A B^T and t = A2 B2^T for this warp's m16 row tile (rows row0.. of
+/// the [.., D] tiles at a and a2) against the COLS rows of the tiles at b
+/// and b2, in one pass over D: both products share each step's loads.
+template <class T, class Tile, int D, int COLS>
+DATTN_DEV void scorePair(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
+                         unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
+#pragma unroll
+  for (int x = 0; x < COLS / 8; ++x)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      s[x][e] = t[x][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    unsigned fa[4], fa2[4];
+    {
+      const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
+      dev::ldmatrixX4(fa, a + 2 * Tile::offset(r, c));
+      dev::ldmatrixX4(fa2, a2 + 2 * Tile::offset(r, c));
+    }
+#pragma unroll
+    for (int np = 0; np < COLS / 16; ++np) {
+      const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 16 + ((lane / 8) % 2) * 8;
+      unsigned f[4];
+      dev::ldmatrixX4(f, b + 2 * Tile::offset(r, c));
+      unsigned b0[2] = {f[0], f[1]}, b1[2] = {f[2], f[3]};
+      dev::mma16816<T>(s[2 * np], fa, b0);
+      dev::mma16816<T>(s[2 * np + 1], fa, b1);
+      dev::ldmatrixX4(f, b2 + 2 * Tile::offset(r, c));
+      unsigned c0[2] = {f[0], f[1]}, c1[2] = {f[2], f[3]};
+      dev::mma16816<T>(t[2 * np], fa2, c0);
+      dev::mma16816<T>(t[2 * np + 1], fa2, c1);
+    }
+  }
+}
+
+/// The four T values of an m16k16 A fragment from fp32 fragments j (k 0-7
+/// and 8-15 of the row tile).
+template <class T, int N> DATTN_DEV void packA(unsigned (&a)[4], const float (&f)[N][4], int j) {
+  a[0] = dev::pack2<T>(f[2 * j][0], f[2 * j][1]);
+  a[1] = dev::pack2<T>(f[2 * j][2], f[2 * j][3]);
+  a[2] = dev::pack2<T>(f[2 * j + 1][0], f[2 * j + 1][1]);
+  a[3] = dev::pack2<T>(f[2 * j + 1][2], f[2 * j + 1][3]);
+}
+
+/// This CTA's key rows (16 W of a segment's compact rows, or of the
+/// sequence) and the query tiles [*qt0, *qt1) that reach them; loads a
+/// blocks branch's members. False if the CTA has no key rows.
+template <class Branch, int BM, int BN>
+DATTN_DEV bool keyCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
+                           RowMap *rm, long long *kb0, long long *qt0, long long *qt1) {
+  const long long n = p.seqLen;
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm->base,
+                                &rm->step, &rm->count);
+    *kb0 = (blockIdx.x % p.tilesPerSegment) * BN;
+    *qt0 = Branch::kCausal ? *kb0 / BM : 0;
+    *qt1 = plan::ceilDiv(rm->count, BM);
+  } else {
+    branchMembers<Branch>(p, headIndex, head, members);
+    rm->base = 0;
+    rm->step = 1;
+    rm->count = n;
+    *kb0 = (long long)blockIdx.x * BN;
+    plan::unionQueryTiles(members, Branch::kNumMembers, Branch::kCausal, *kb0,
+                          plan::minI(n, *kb0 + BN), n, BM, qt0, qt1);
+  }
+  return *kb0 < rm->count;
+}
+
+/// This CTA's query rows (BM of a segment's compact rows, or of the
+/// sequence) and the key tiles [*t0, *t1) they reach, as in the forward.
+template <class Branch, int BM, int BN>
+DATTN_DEV bool queryCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
+                             RowMap *rm, long long *qa0, long long *t0, long long *t1) {
+  const long long n = p.seqLen;
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm->base,
+                                &rm->step, &rm->count);
+    *qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
+    *t0 = 0;
+    *t1 = plan::ceilDiv(Branch::kCausal ? plan::minI(rm->count, *qa0 + BM) : rm->count, BN);
+  } else {
+    branchMembers<Branch>(p, headIndex, head, members);
+    rm->base = 0;
+    rm->step = 1;
+    rm->count = n;
+    *qa0 = (long long)blockIdx.x * BM;
+    plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, *qa0,
+                        plan::minI(n, *qa0 + BM), n, BN, t0, t1);
+  }
+  return *qa0 < rm->count;
+}
+
+/// The class of the tile (query rows qa0.., key rows kb0..) of a branch.
+/// Tiles running past N hold zero-filled rows that only the mask removes.
+template <class Branch, int BM, int BN>
+DATTN_DEV int pairTileClass(const plan::Member *members, const RowMap &rm, long long n,
+                            long long qa0, long long kb0) {
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    return plan::stridedTileClass(qa0, qa0 + BM, kb0, kb0 + BN, rm.count, Branch::kCausal);
+  } else {
+    int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, qa0,
+                                 plan::minI(n, qa0 + BM), kb0, plan::minI(n, kb0 + BN));
+    return c == plan::kFull && (qa0 + BM > n || kb0 + BN > n) ? (int)plan::kPartial : c;
+  }
+}
+
+/// dK/dV kernel, per query tile: P^T = 2^(S^T c - L) and dS^T = P^T (dP^T -
+/// Delta) in place of S^T and dP^T; column c is query c of the tile, whose
+/// L (log2 domain) and Delta are in shared memory.
+template <int BM>
+DATTN_DEV void probabilitiesTransposed(float (&s)[BM / 8][4], float (&dp)[BM / 8][4],
+                                       const float *tileL, const float *tileDelta,
+                                       float scaleLog2, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < BM / 8; ++nb) {
+    const int c = nb * 8 + (lane % 4) * 2;
+    const float l0 = lseLog2(tileL[c]), l1 = lseLog2(tileL[c + 1]);
+    const float d0 = tileDelta[c], d1 = tileDelta[c + 1];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float pv = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -((e & 1) ? l1 : l0)));
+      s[nb][e] = pv;
+      dp[nb][e] = pv * (dp[nb][e] - ((e & 1) ? d1 : d0));
+    }
+  }
+}
+
+/// dV += P^T dO and dK += dS^T Q for this warp's 16 key rows (dO and Q via
+/// ldmatrix.trans from the query tile's stage at sG and sQ).
+template <class T, class Tile, int D, int BM>
+DATTN_DEV void accumulateDvDk(float (&dv)[D / 8][4], float (&dk)[D / 8][4],
+                              const float (&pt)[BM / 8][4], const float (&dst)[BM / 8][4],
+                              unsigned sG, unsigned sQ, int lane) {
+#pragma unroll
+  for (int j = 0; j < BM / 16; ++j) {
+    unsigned pa[4], da[4];
+    packA<T>(pa, pt, j);
+    packA<T>(da, dst, j);
+#pragma unroll
+    for (int dd = 0; dd < D / 16; ++dd) {
+      const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
+      unsigned b[4];
+      dev::ldmatrixX4Trans(b, sG + 2 * Tile::offset(r, c));
+      unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
+      dev::mma16816<T>(dv[2 * dd], pa, g0);
+      dev::mma16816<T>(dv[2 * dd + 1], pa, g1);
+      dev::ldmatrixX4Trans(b, sQ + 2 * Tile::offset(r, c));
+      unsigned q0[2] = {b[0], b[1]}, q1[2] = {b[2], b[3]};
+      dev::mma16816<T>(dk[2 * dd], da, q0);
+      dev::mma16816<T>(dk[2 * dd + 1], da, q1);
+    }
+  }
+}
+
+/// ATOMIC_DQ: dS^T goes to shared memory, then dQ (BM x D) = dS (BM x BN)
+/// K (BN x D), split into (16 query rows, DqPassCols columns) items over the
+/// W warps, is added to the fp32 dQ accumulator with vector reductions.
+template <class T, class Tile, int D, int BM, int BN, int W>
+DATTN_DEV void addDqFromDs(const Params &p, const float (&dst)[BM / 8][4], T *sDS, unsigned sK,
+                           const RowMap &rm, long long qa0, int keyRow0, int warpId,
+                           long long batch, int head, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
+      *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
+          dev::pack2<T>(dst[nb][2 * half], dst[nb][2 * half + 1]);
+    }
+  __syncthreads();
+  constexpr int kCols = DqPassCols<D>::value;
+  constexpr int kItems = (BM / 16) * (D / kCols);
+  const unsigned sDSa = dev::smemAddress(sDS);
+  for (int item = warpId; item < kItems; item += W) {
+    const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
+    float acc[kCols / 8][4];
+#pragma unroll
+    for (int x = 0; x < kCols / 8; ++x)
+      acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+#pragma unroll
+    for (int j = 0; j < BN / 16; ++j) {
+      unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
+      dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
+                                                      qg * 16 + ((lane / 8) % 2) * 8));
+#pragma unroll
+      for (int dd = 0; dd < kCols / 16; ++dd) {
+        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
+                  c = col0 + dd * 16 + (lane / 16) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4Trans(b, sK + 2 * Tile::offset(r, c));
+        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
+        dev::mma16816<T>(acc[2 * dd], a, k0);
+        dev::mma16816<T>(acc[2 * dd + 1], a, k1);
+      }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const long long a = qa0 + qg * 16 + lane / 4 + half * 8;
+      if (a >= rm.count)
+        continue;
+      float *dst = p.dqAcc + ((batch * p.seqLen + rm.base + a * rm.step) * p.heads + head) * D +
+                   col0;
+#pragma unroll
+      for (int nb = 0; nb < kCols / 8; ++nb)
+        dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * p.scale,
+                        acc[nb][2 * half + 1] * p.scale);
+    }
+  }
+}
+
+/// The dK/dV epilogue for this warp's 16 key rows (from compact row b0):
+/// kDirect stores them in the dtype, kAccumulate adds them to the query
+/// head's slice of the fp32 accumulators. dK gets the scale here.
+template <class T, int D, int MODE>
+DATTN_DEV void storeKeyRows(const Params &p, const float (&dk)[D / 8][4],
+                            const float (&dv)[D / 8][4], const RowMap &rm, long long b0,
+                            long long batch, int head, int kvHead, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long b = b0 + lane / 4 + half * 8;
+    if (b >= rm.count)
+      continue;
+    const long long row = rm.base + b * rm.step;
+    if constexpr (MODE == kDirect) {
+      T *dkRow = (T *)p.dk + p.dkL.at(batch, row, kvHead);
+      T *dvRow = (T *)p.dv + p.dvL.at(batch, row, kvHead);
+#pragma unroll
+      for (int nb = 0; nb < D / 8; ++nb) {
+        const int c = nb * 8 + (lane % 4) * 2;
+        *reinterpret_cast<unsigned *>(dkRow + c) =
+            dev::pack2<T>(dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
+        *reinterpret_cast<unsigned *>(dvRow + c) =
+            dev::pack2<T>(dv[nb][2 * half], dv[nb][2 * half + 1]);
+      }
+    } else {
+      float *dkRow = p.dkAcc + ((batch * p.seqLen + row) * p.heads + head) * D;
+      float *dvRow = p.dvAcc + ((batch * p.seqLen + row) * p.heads + head) * D;
+#pragma unroll
+      for (int nb = 0; nb < D / 8; ++nb) {
+        const int c = nb * 8 + (lane % 4) * 2;
+        Pair k2 = *reinterpret_cast<Pair *>(dkRow + c);
+        Pair v2 = *reinterpret_cast<Pair *>(dvRow + c);
+        k2.x += dk[nb][2 * half] * p.scale;
+        k2.y += dk[nb][2 * half + 1] * p.scale;
+        v2.x += dv[nb][2 * half];
+        v2.y += dv[nb][2 * half + 1];
+        *reinterpret_cast<Pair *>(dkRow + c) = k2;
+        *reinterpret_cast<Pair *>(dvRow + c) = v2;
+      }
+    }
+  }
+}
+
+/// The deterministic dQ epilogue for this warp's 16 query rows (from compact
+/// row a0), scaled.
+template <class T, int D, int MODE>
+DATTN_DEV void storeQueryRows(const Params &p, const float (&acc)[D / 8][4], const RowMap &rm,
+                              long long a0, long long batch, int head, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long a = a0 + lane / 4 + half * 8;
+    if (a >= rm.count)
+      continue;
+    const long long row = rm.base + a * rm.step, qRow = (batch * p.seqLen + row) * p.heads + head;
+#pragma unroll
+    for (int nb = 0; nb < D / 8; ++nb) {
+      const int c = nb * 8 + (lane % 4) * 2;
+      const float x = acc[nb][2 * half] * p.scale, y = acc[nb][2 * half + 1] * p.scale;
+      if constexpr (MODE == kDirect) {
+        *reinterpret_cast<unsigned *>((T *)p.dq + p.dqL.at(batch, row, head) + c) =
+            dev::pack2<T>(x, y);
+      } else {
+        Pair *dst = reinterpret_cast<Pair *>(p.dqAcc + qRow * D + c);
+        Pair v = *dst;
+        v.x += x;
+        v.y += y;
+        *dst = v;
+      }
+    }
+  }
+}
+
+/// Shared memory of mmaBackwardKV in bytes: K and V tiles, two stages of Q
+/// and dO, dS^T with ATOMIC_DQ, two stages of L and Delta. The host's kernel
+/// family asserts its own figure against this in the generated source.
+template <int D, int BM, int BN, bool ATOMIC_DQ> struct KvSmem {
+  static constexpr int kBytes =
+      2 * (2 * BN * D + 4 * BM * D + (ATOMIC_DQ ? BN * BM : 0)) + 4 * (4 * BM);
+};
+/// Shared memory of mmaBackwardQ in bytes: Q, dO, two stages of K and V.
+template <int D, int BM, int BN> struct QSmem {
+  static constexpr int kBytes = 2 * (2 * BM * D + 4 * BN * D);
+};
+
+/// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile
+/// of 16 W rows and query head.
 template <class T, int D, int BM, int W, bool ATOMIC_DQ, int MODE, class Branch>
 __device__ void mmaBackwardKV(const Params &p) {
   constexpr int BN = 16 * W;
@@ -78,7 +375,7 @@ __device__ void mmaBackwardKV(const Params &p) {
   float *sL = reinterpret_cast<float *>(sDS + (ATOMIC_DQ ? BN * BM : 0)); // 2 stages
   float *sDelta = sL + 2 * BM;                                            // 2 stages
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z, n = p.seqLen;
   const int kvHead = head / p.groupSize;
@@ -86,54 +383,22 @@ __device__ void mmaBackwardKV(const Params &p) {
   RowMap rm;
   long long kb0, qt0, qt1;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm.base,
-                                &rm.step, &rm.count);
-    kb0 = (blockIdx.x % p.tilesPerSegment) * BN;
-    qt0 = Branch::kCausal ? kb0 / BM : 0;
-    qt1 = plan::ceilDiv(rm.count, BM);
-  } else {
-    branchMembers<Branch>(p, headIndex, head, members);
-    rm.base = 0;
-    rm.step = 1;
-    rm.count = n;
-    kb0 = (long long)blockIdx.x * BN;
-    plan::unionQueryTiles(members, Branch::kNumMembers, Branch::kCausal, kb0,
-                          plan::minI(n, kb0 + BN), n, BM, &qt0, &qt1);
-  }
-  if (kb0 >= rm.count)
+  if (!keyCtaRange<Branch, BM, BN>(p, headIndex, head, members, &rm, &kb0, &qt0, &qt1))
     return;
-
-  auto tileClass = [&](long long qt) -> int {
-    const long long qa0 = qt * BM;
-    if constexpr (Branch::kKind == fwd::kStridedBranch) {
-      return plan::stridedTileClass(qa0, qa0 + BM, kb0, kb0 + BN, rm.count, Branch::kCausal);
-    } else {
-      int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, qa0,
-                                   plan::minI(n, qa0 + BM), kb0, plan::minI(n, kb0 + BN));
-      // Tiles running past N hold zero-filled rows only the mask removes.
-      return c == plan::kFull && (qa0 + BM > n || kb0 + BN > n) ? (int)plan::kPartial : c;
-    }
-  };
   auto nextTile = [&](long long qt) {
-    while (qt < qt1 && tileClass(qt) == plan::kSkip)
+    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
       ++qt;
     return qt;
   };
 
-  const T *qSrc = (const T *)p.q + p.qL.at(batch, 0, head);
-  const T *gSrc = (const T *)p.dout + p.doutL.at(batch, 0, head);
-  const T *kSrc = (const T *)p.k + p.kL.at(batch, 0, kvHead);
-  const T *vSrc = (const T *)p.v + p.vL.at(batch, 0, kvHead);
-  const float *lseSrc = p.lse + (batch * p.heads + head) * n;
-  const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
-
   typename Tile::template RowLoader<BN> kLoader, vLoader;
   typename Tile::template RowLoader<BM> qLoader, gLoader;
-  kLoader.init(kSrc, p.kL.row, rm.base, rm.step);
-  vLoader.init(vSrc, p.vL.row, rm.base, rm.step);
-  qLoader.init(qSrc, p.qL.row, rm.base, rm.step);
-  gLoader.init(gSrc, p.doutL.row, rm.base, rm.step);
+  kLoader.init((const T *)p.k + p.kL.at(batch, 0, kvHead), p.kL.row, rm.base, rm.step);
+  vLoader.init((const T *)p.v + p.vL.at(batch, 0, kvHead), p.vL.row, rm.base, rm.step);
+  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, rm.base, rm.step);
+  gLoader.init((const T *)p.dout + p.doutL.at(batch, 0, head), p.doutL.row, rm.base, rm.step);
+  const float *lseSrc = p.lse + (batch * p.heads + head) * n;
+  const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
   // Q, dO, L and Delta of query tile qt into stage `st`.
   auto loadQueries = [&](int st, long long qt) {
     const long long qa0 = qt * BM;
@@ -158,59 +423,25 @@ __device__ void mmaBackwardKV(const Params &p) {
   dev::cpAsyncCommit();
 
   float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-  for (int x = 0; x < D / 8; ++x)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      dk[x][e] = dv[x][e] = 0.f;
+  warp::zero(dk);
+  warp::zero(dv);
   const float scaleLog2 = p.scale * dev::kLog2e;
   const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
-  const int keyRow0 = warp * 16; // this warp's key rows in the tile
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
 
-  int stage = 0;
-  while (qt < qt1) {
+  for (int stage = 0; qt < qt1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const int cls = tileClass(qt);
+    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
     const long long qtNext = nextTile(qt + 1);
-    if (qtNext < qt1)
+    if (qtNext < qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
     const unsigned tg = dev::smemAddress(sG + stage * BM * D);
-
-    // S^T = K Q^T and dP^T = V dO^T: 16 key rows x BM queries per warp.
-    float s[BM / 8][4], dp[BM / 8][4];
-#pragma unroll
-    for (int x = 0; x < BM / 8; ++x)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        s[x][e] = dp[x][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      unsigned ka[4], va[4];
-      {
-        const int r = keyRow0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4(ka, sKa + 2 * Tile::offset(r, c));
-        dev::ldmatrixX4(va, sVa + 2 * Tile::offset(r, c));
-      }
-#pragma unroll
-      for (int np = 0; np < BM / 16; ++np) {
-        const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 16 + ((lane / 8) % 2) * 8;
-        unsigned b[4];
-        dev::ldmatrixX4(b, tq + 2 * Tile::offset(r, c));
-        unsigned b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-        dev::mma16816<T>(s[2 * np], ka, b0);
-        dev::mma16816<T>(s[2 * np + 1], ka, b1);
-        dev::ldmatrixX4(b, tg + 2 * Tile::offset(r, c));
-        unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
-        dev::mma16816<T>(dp[2 * np], va, g0);
-        dev::mma16816<T>(dp[2 * np + 1], va, g1);
-      }
-    }
-
-    // Partial tiles: pairs outside the branch get score -inf (p = 0).
-    if (cls == plan::kPartial) {
+    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
+    scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
+    if (cls == plan::kPartial) { // 3. pairs outside the branch: score -inf, p = 0
 #pragma unroll
       for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
@@ -218,143 +449,22 @@ __device__ void mmaBackwardKV(const Params &p) {
           const long long bkey = kb0 + keyRow0 + lane / 4 + (e >> 1) * 8;
           const long long a = qt * BM + nb * 8 + (lane % 4) * 2 + (e & 1);
           if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
-            s[nb][e] = -__int_as_float(0x7f800000);
+            s[nb][e] = dev::negInf();
         }
     }
-
-    // P^T and dS^T (in place of S^T and dP^T); column c is query qt*BM + c.
-    const float *tileL = sL + stage * BM, *tileDelta = sDelta + stage * BM;
-#pragma unroll
-    for (int nb = 0; nb < BM / 8; ++nb) {
-      const int c = nb * 8 + (lane % 4) * 2;
-      const float l0 = lseLog2(tileL[c]), l1 = lseLog2(tileL[c + 1]);
-      const float d0 = tileDelta[c], d1 = tileDelta[c + 1];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float pv = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -((e & 1) ? l1 : l0)));
-        s[nb][e] = pv;
-        dp[nb][e] = pv * (dp[nb][e] - ((e & 1) ? d1 : d0));
-      }
-    }
-
-    // dV += P^T dO and dK += dS^T Q (B operands via ldmatrix.trans).
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j) {
-      unsigned pa[4], da[4];
-      pa[0] = dev::pack2<T>(s[2 * j][0], s[2 * j][1]);
-      pa[1] = dev::pack2<T>(s[2 * j][2], s[2 * j][3]);
-      pa[2] = dev::pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
-      pa[3] = dev::pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
-      da[0] = dev::pack2<T>(dp[2 * j][0], dp[2 * j][1]);
-      da[1] = dev::pack2<T>(dp[2 * j][2], dp[2 * j][3]);
-      da[2] = dev::pack2<T>(dp[2 * j + 1][0], dp[2 * j + 1][1]);
-      da[3] = dev::pack2<T>(dp[2 * j + 1][2], dp[2 * j + 1][3]);
-#pragma unroll
-      for (int dd = 0; dd < D / 16; ++dd) {
-        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
-        unsigned b[4];
-        dev::ldmatrixX4Trans(b, tg + 2 * Tile::offset(r, c));
-        unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
-        dev::mma16816<T>(dv[2 * dd], pa, g0);
-        dev::mma16816<T>(dv[2 * dd + 1], pa, g1);
-        dev::ldmatrixX4Trans(b, tq + 2 * Tile::offset(r, c));
-        unsigned q0[2] = {b[0], b[1]}, q1[2] = {b[2], b[3]};
-        dev::mma16816<T>(dk[2 * dd], da, q0);
-        dev::mma16816<T>(dk[2 * dd + 1], da, q1);
-      }
-    }
-
-    if constexpr (ATOMIC_DQ) {
-      // dS^T -> shared memory, then dQ (BM x D) = dS (BM x BN) K (BN x D),
-      // split into (16 query rows, DqPassCols columns) items over the warps.
-#pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
-          *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
-              dev::pack2<T>(dp[nb][2 * half], dp[nb][2 * half + 1]);
-        }
-      __syncthreads();
-      constexpr int kCols = DqPassCols<D>::value;
-      constexpr int kItems = (BM / 16) * (D / kCols);
-      const unsigned sDSa = dev::smemAddress(sDS);
-      for (int item = warp; item < kItems; item += W) {
-        const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
-        float acc[kCols / 8][4];
-#pragma unroll
-        for (int x = 0; x < kCols / 8; ++x)
-          acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-#pragma unroll
-        for (int j = 0; j < BN / 16; ++j) {
-          unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
-          dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
-                                                          qg * 16 + ((lane / 8) % 2) * 8));
-#pragma unroll
-          for (int dd = 0; dd < kCols / 16; ++dd) {
-            const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
-                      c = col0 + dd * 16 + (lane / 16) * 8;
-            unsigned b[4];
-            dev::ldmatrixX4Trans(b, sKa + 2 * Tile::offset(r, c));
-            unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
-            dev::mma16816<T>(acc[2 * dd], a, k0);
-            dev::mma16816<T>(acc[2 * dd + 1], a, k1);
-          }
-        }
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const long long a = qt * BM + qg * 16 + lane / 4 + half * 8;
-          if (a >= rm.count)
-            continue;
-          float *dst = p.dqAcc + ((batch * n + rm.base + a * rm.step) * p.heads + head) * D + col0;
-#pragma unroll
-          for (int nb = 0; nb < kCols / 8; ++nb)
-            dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * p.scale,
-                            acc[nb][2 * half + 1] * p.scale);
-        }
-      }
-    }
-    stage ^= 1;
+    probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
+                                lane);                         // 4. P^T, dS^T
+    accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
+    if constexpr (ATOMIC_DQ) // 6. dQ += dS K by reductions
+      addDqFromDs<T, Tile, D, BM, BN, W>(p, dp, sDS, sKa, rm, qt * BM, keyRow0, warpId, batch,
+                                         head, lane);
     qt = qtNext;
   }
-
-  // --- epilogue: this warp's 16 key rows -------------------------------------
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
-    if (b >= rm.count)
-      continue;
-    const long long row = rm.base + b * rm.step;
-    if constexpr (MODE == kDirect) {
-      T *dkRow = (T *)p.dk + p.dkL.at(batch, row, kvHead);
-      T *dvRow = (T *)p.dv + p.dvL.at(batch, row, kvHead);
-#pragma unroll
-      for (int nb = 0; nb < D / 8; ++nb) {
-        const int c = nb * 8 + (lane % 4) * 2;
-        *reinterpret_cast<unsigned *>(dkRow + c) =
-            dev::pack2<T>(dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
-        *reinterpret_cast<unsigned *>(dvRow + c) =
-            dev::pack2<T>(dv[nb][2 * half], dv[nb][2 * half + 1]);
-      }
-    } else {
-      float *dkRow = p.dkAcc + ((batch * n + row) * p.heads + head) * D;
-      float *dvRow = p.dvAcc + ((batch * n + row) * p.heads + head) * D;
-#pragma unroll
-      for (int nb = 0; nb < D / 8; ++nb) {
-        const int c = nb * 8 + (lane % 4) * 2;
-        Pair k2 = *reinterpret_cast<Pair *>(dkRow + c);
-        Pair v2 = *reinterpret_cast<Pair *>(dvRow + c);
-        k2.x += dk[nb][2 * half] * p.scale;
-        k2.y += dk[nb][2 * half + 1] * p.scale;
-        v2.x += dv[nb][2 * half];
-        v2.y += dv[nb][2 * half + 1];
-        *reinterpret_cast<Pair *>(dkRow + c) = k2;
-        *reinterpret_cast<Pair *>(dvRow + c) = v2;
-      }
-    }
-  }
+  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, lane);
 }
 
+/// The deterministic dQ: one CTA per query tile of BM rows and query head,
+/// over its key tiles like the forward kernel.
 template <class T, int D, int BM, int BN, int MODE, class Branch>
 __device__ void mmaBackwardQ(const Params &p) {
   using Tile = fwd::MmaTile<T, D, BM, BN, 1>; // one m16 row tile per warp
@@ -365,7 +475,7 @@ __device__ void mmaBackwardQ(const Params &p) {
   T *sK = sG + BM * D; // two stages of BN * D
   T *sV = sK + 2 * BN * D;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z, n = p.seqLen;
   const int kvHead = head / p.groupSize;
@@ -373,37 +483,10 @@ __device__ void mmaBackwardQ(const Params &p) {
   RowMap rm;
   long long qa0, t0, t1;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm.base,
-                                &rm.step, &rm.count);
-    qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
-    t0 = 0;
-    t1 = plan::ceilDiv(Branch::kCausal ? plan::minI(rm.count, qa0 + BM) : rm.count, BN);
-  } else {
-    branchMembers<Branch>(p, headIndex, head, members);
-    rm.base = 0;
-    rm.step = 1;
-    rm.count = n;
-    qa0 = (long long)blockIdx.x * BM;
-    plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, qa0,
-                        plan::minI(n, qa0 + BM), n, BN, &t0, &t1);
-  }
-  if (qa0 >= rm.count)
+  if (!queryCtaRange<Branch, BM, BN>(p, headIndex, head, members, &rm, &qa0, &t0, &t1))
     return;
-
-  auto tileClass = [&](long long t) -> int {
-    if constexpr (Branch::kKind == fwd::kStridedBranch) {
-      return plan::stridedTileClass(qa0, qa0 + BM, t * BN, t * BN + BN, rm.count,
-                                    Branch::kCausal);
-    } else {
-      const long long j0 = t * BN;
-      int c = plan::unionTileClass(members, Branch::kNumMembers, Branch::kCausal, qa0,
-                                   plan::minI(n, qa0 + BM), j0, plan::minI(n, j0 + BN));
-      return c == plan::kFull && (j0 + BN > n || qa0 + BM > n) ? (int)plan::kPartial : c;
-    }
-  };
   auto nextTile = [&](long long t) {
-    while (t < t1 && tileClass(t) == plan::kSkip)
+    while (t < t1 && pairTileClass<Branch, BM, BN>(members, rm, n, qa0, t * BN) == plan::kSkip)
       ++t;
     return t;
   };
@@ -424,132 +507,48 @@ __device__ void mmaBackwardQ(const Params &p) {
   }
   dev::cpAsyncCommit();
 
-  // This thread's two rows: qa0 + warp * 16 + lane / 4 (+ 8).
+  const int row0 = warpId * 16;
+  // This thread's two rows: qa0 + row0 + lane / 4 (+ 8): L (log2) and Delta.
   float lrow[2], drow[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const long long a = qa0 + warp * 16 + lane / 4 + half * 8;
+    const long long a = qa0 + row0 + lane / 4 + half * 8;
     const long long idx = (batch * p.heads + head) * n + rm.base + a * rm.step;
-    lrow[half] = a < rm.count ? lseLog2(p.lse[idx]) : __int_as_float(0x7f800000);
+    lrow[half] = a < rm.count ? lseLog2(p.lse[idx]) : dev::posInf();
     drow[half] = a < rm.count ? p.delta[idx] : 0.f;
   }
-  float acc[D / 8][4];
-#pragma unroll
-  for (int x = 0; x < D / 8; ++x)
-    acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+  float acc[1][D / 8][4];
+  warp::zero(acc);
   const float scaleLog2 = p.scale * dev::kLog2e;
   const unsigned sQa = dev::smemAddress(sQ), sGa = dev::smemAddress(sG);
-  const int row0 = warp * 16;
 
-  int stage = 0;
-  while (t < t1) {
+  for (int stage = 0; t < t1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const int cls = tileClass(t);
+    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qa0, t * BN);
     const long long tNext = nextTile(t + 1);
-    if (tNext < t1) {
+    if (tNext < t1) { // 1. the next K, V tiles into the other stage
       kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, rm.count);
       vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, rm.count);
     }
     dev::cpAsyncCommit();
     const unsigned tk = dev::smemAddress(sK + stage * BN * D);
     const unsigned tv = dev::smemAddress(sV + stage * BN * D);
-
-    // S = Q K^T and dP = dO V^T for this warp's 16 rows.
-    float s[BN / 8][4], dp[BN / 8][4];
+    float s[1][BN / 8][4], dp[1][BN / 8][4]; // 2. S = Q K^T, dP = dO V^T
+    scorePair<T, Tile, D, BN>(s[0], dp[0], sQa, sGa, tk, tv, row0, lane);
+    if (cls == plan::kPartial) // 3. masks on partial tiles only
+      fwd::maskPartialTile<Branch, BN, 1>(s, members, rm.count, qa0 + row0, t * BN, lane);
 #pragma unroll
-    for (int x = 0; x < BN / 8; ++x)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        s[x][e] = dp[x][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      unsigned qa[4], ga[4];
-      {
-        const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
-        dev::ldmatrixX4(qa, sQa + 2 * Tile::offset(r, c));
-        dev::ldmatrixX4(ga, sGa + 2 * Tile::offset(r, c));
-      }
-#pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 16 + ((lane / 8) % 2) * 8;
-        unsigned b[4];
-        dev::ldmatrixX4(b, tk + 2 * Tile::offset(r, c));
-        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
-        dev::mma16816<T>(s[2 * np], qa, k0);
-        dev::mma16816<T>(s[2 * np + 1], qa, k1);
-        dev::ldmatrixX4(b, tv + 2 * Tile::offset(r, c));
-        unsigned v0[2] = {b[0], b[1]}, v1[2] = {b[2], b[3]};
-        dev::mma16816<T>(dp[2 * np], ga, v0);
-        dev::mma16816<T>(dp[2 * np + 1], ga, v1);
-      }
-    }
-
-    if (cls == plan::kPartial) {
-#pragma unroll
-      for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long a = qa0 + row0 + lane / 4 + (e >> 1) * 8;
-          const long long bkey = t * BN + nb * 8 + (lane % 4) * 2 + (e & 1);
-          if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
-            s[nb][e] = -__int_as_float(0x7f800000);
-        }
-    }
-
-    // dS = P (dP - Delta), into dp.
-#pragma unroll
-    for (int nb = 0; nb < BN / 8; ++nb)
+    for (int nb = 0; nb < BN / 8; ++nb) // 4. dS = P (dP - Delta), into dp
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float pv = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -lrow[e >> 1]));
-        dp[nb][e] = pv * (dp[nb][e] - drow[e >> 1]);
+        const float pv = dev::fastExp2(fmaf(s[0][nb][e], scaleLog2, -lrow[e >> 1]));
+        dp[0][nb][e] = pv * (dp[0][nb][e] - drow[e >> 1]);
       }
-
-    // dQ += dS K (K via ldmatrix.trans).
-#pragma unroll
-    for (int j = 0; j < BN / 16; ++j) {
-      unsigned a[4];
-      a[0] = dev::pack2<T>(dp[2 * j][0], dp[2 * j][1]);
-      a[1] = dev::pack2<T>(dp[2 * j][2], dp[2 * j][3]);
-      a[2] = dev::pack2<T>(dp[2 * j + 1][0], dp[2 * j + 1][1]);
-      a[3] = dev::pack2<T>(dp[2 * j + 1][2], dp[2 * j + 1][3]);
-#pragma unroll
-      for (int dd = 0; dd < D / 16; ++dd) {
-        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
-        unsigned b[4];
-        dev::ldmatrixX4Trans(b, tk + 2 * Tile::offset(r, c));
-        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
-        dev::mma16816<T>(acc[2 * dd], a, k0);
-        dev::mma16816<T>(acc[2 * dd + 1], a, k1);
-      }
-    }
-    stage ^= 1;
+    warp::accumulatePV<T, Tile, D, BN, 1>(acc, dp, tk, lane); // 5. dQ += dS K
     t = tNext;
   }
-
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const long long a = qa0 + row0 + lane / 4 + half * 8;
-    if (a >= rm.count)
-      continue;
-    const long long row = rm.base + a * rm.step, qRow = (batch * n + row) * p.heads + head;
-#pragma unroll
-    for (int nb = 0; nb < D / 8; ++nb) {
-      const int c = nb * 8 + (lane % 4) * 2;
-      const float x = acc[nb][2 * half] * p.scale, y = acc[nb][2 * half + 1] * p.scale;
-      if constexpr (MODE == kDirect) {
-        *reinterpret_cast<unsigned *>((T *)p.dq + p.dqL.at(batch, row, head) + c) =
-            dev::pack2<T>(x, y);
-      } else {
-        Pair *dst = reinterpret_cast<Pair *>(p.dqAcc + qRow * D + c);
-        Pair v = *dst;
-        v.x += x;
-        v.y += y;
-        *dst = v;
-      }
-    }
-  }
+  storeQueryRows<T, D, MODE>(p, acc[0], rm, qa0 + row0, batch, head, lane);
 }
 
 } // namespace bwd

@@ -77,7 +77,7 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
     return;
   const int kvHead = head / p.groupSize;
   const float L = p.lse[(b * p.heads + head) * n + i];
-  if (L == -__int_as_float(0x7f800000))
+  if (L == dev::negInf())
     return; // the row has no keys at all
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   long long jBegin = 0, jEnd = n, jStep = 1;

@@ -22,7 +22,7 @@ namespace fwd {
 /// log(exp(a) + exp(b)) and the weights of a and b in it, safe for -inf.
 DATTN_DEV void mergeLse(float a, float b, float *lseOut, float *wa, float *wb) {
   float m = fmaxf(a, b);
-  if (m == -__int_as_float(0x7f800000)) { // both empty
+  if (m == dev::negInf()) { // both empty
     *lseOut = m;
     *wa = 0.f;
     *wb = 0.f;
@@ -52,7 +52,7 @@ __device__ void initOutputs(const Params &p, int headDim, long long batch) {
     else
       ((T *)p.o)[p.oL.at(b, i, h) + d] = dev::fromFloat<T>(0.f);
     if (d == 0)
-      p.lse[(b * p.heads + h) * p.seqLen + i] = -__int_as_float(0x7f800000);
+      p.lse[(b * p.heads + h) * p.seqLen + i] = dev::negInf();
   }
 }
 

@@ -46,7 +46,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
     qv[c] = d < D ? dev::toFloat(q[d]) * p.scale : 0.f;
     acc[c] = 0.f;
   }
-  float m = -__int_as_float(0x7f800000), l = 0.f;
+  float m = dev::negInf(), l = 0.f;
   for (long long j = jBegin; j < jEnd; j += jStep) {
     if constexpr (Branch::kKind == kBlocksBranch) {
       bool any = false;
@@ -69,7 +69,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
     m = mNew;
   }
 
-  const float lseB = l > 0.f ? m + logf(l) : -__int_as_float(0x7f800000);
+  const float lseB = l > 0.f ? m + logf(l) : dev::negInf();
   const float inv = l > 0.f ? 1.f / l : 0.f;
   float *lsePtr = p.lse + (batch * p.heads + head) * n + i;
   if (MODE == kWrite) {

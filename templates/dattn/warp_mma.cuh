@@ -12,6 +12,11 @@
 namespace dattn {
 namespace warp {
 
+template <int B> DATTN_DEV void zero(float (&f)[B][4]) {
+#pragma unroll
+  for (int b = 0; b < B; ++b)
+    f[b][0] = f[b][1] = f[b][2] = f[b][3] = 0.f;
+}
 template <int A, int B> DATTN_DEV void zero(float (&f)[A][B][4]) {
 #pragma unroll
   for (int a = 0; a < A; ++a)
