@@ -1,6 +1,7 @@
 // CompiledAttention::backward: validate, carve the workspace, clear what is
 // accumulated into, enqueue Delta, the branch kernels and finalize.
 #include "Context.h"
+#include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
 #include "Validate.h"
@@ -136,16 +137,10 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     case KernelRole::DqPass:
     case KernelRole::DkvPass: {
       const BranchPlan &b = plan_.branches[ki.branch];
-      unsigned gx;
-      if (ki.path == KernelPath::Mma && b.kind == BranchKind::Strided) {
-        const int64_t w = plan::segmentLength(b.segment, N);
-        const int64_t maxRows = (w + b.dilation - 1) / b.dilation;
-        p.tilesPerSegment = (maxRows + ki.rowsPerCta - 1) / ki.rowsPerCta;
-        gx = static_cast<unsigned>(plan::numSegments(b.segment, N) * p.tilesPerSegment);
-      } else {
-        gx = static_cast<unsigned>((N + ki.rowsPerCta - 1) / ki.rowsPerCta);
-      }
-      launch(x, gx, static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), argsOnly);
+      const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
+      p.tilesPerSegment = grid.tilesPerSegment;
+      launch(x, grid.x, static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B),
+             argsOnly);
       break;
     }
     default: // FinalizeGradients

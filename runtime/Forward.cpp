@@ -1,6 +1,7 @@
 // CompiledAttention::forward: validate, fill the launch parameters, enqueue
 // the module's kernels (init or memsets, one launch per branch, finalize).
 #include "Context.h"
+#include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
 #include "Validate.h"
@@ -77,14 +78,9 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       args = argsOnly;
       gy = static_cast<unsigned>(b.heads.size());
       gz = static_cast<unsigned>(B);
-      if (ki.path == KernelPath::Mma && b.kind == BranchKind::Strided) {
-        const int64_t w = plan::segmentLength(b.segment, N);
-        const int64_t maxRows = (w + b.dilation - 1) / b.dilation;
-        p.tilesPerSegment = (maxRows + ki.rowsPerCta - 1) / ki.rowsPerCta;
-        gx = static_cast<unsigned>(plan::numSegments(b.segment, N) * p.tilesPerSegment);
-      } else {
-        gx = static_cast<unsigned>((N + ki.rowsPerCta - 1) / ki.rowsPerCta);
-      }
+      const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
+      gx = grid.x;
+      p.tilesPerSegment = grid.tilesPerSegment;
     }
     rt::check(d.launchKernel(f, gx, gy, gz, ki.threads, 1, 1, ki.smemBytes, stream, args,
                              nullptr),

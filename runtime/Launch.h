@@ -1,0 +1,35 @@
+// runtime: the grid of a branch kernel, the one place the forward and
+// backward runs derive it from what the emitted module records.
+#pragma once
+
+#include "dattn/emit.h"
+#include "dattn/plan.h"
+#include "dattn/tile_plan.cuh"
+
+#include <cstdint>
+
+namespace dattn::rt {
+
+struct BranchGrid {
+  unsigned x = 1;                ///< CTAs along the rows
+  long long tilesPerSegment = 0; ///< strided tensor-core kernels: CTAs per segment
+};
+
+/// A branch kernel covers ki.rowsPerCta rows per CTA: of each segment's
+/// compact rows (strided branches on tensor cores: a segment's residue class
+/// of at most ceil(w / r) rows), else of the sequence. y is the branch's
+/// heads and z the batch.
+inline BranchGrid branchGrid(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen) {
+  BranchGrid g;
+  if (ki.path == KernelPath::Mma && b.kind == BranchKind::Strided) {
+    const int64_t w = plan::segmentLength(b.segment, seqLen);
+    const int64_t maxRows = (w + b.dilation - 1) / b.dilation;
+    g.tilesPerSegment = (maxRows + ki.rowsPerCta - 1) / ki.rowsPerCta;
+    g.x = static_cast<unsigned>(plan::numSegments(b.segment, seqLen) * g.tilesPerSegment);
+  } else {
+    g.x = static_cast<unsigned>((seqLen + ki.rowsPerCta - 1) / ki.rowsPerCta);
+  }
+  return g;
+}
+
+} // namespace dattn::rt
