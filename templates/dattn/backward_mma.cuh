@@ -107,51 +107,59 @@ template <class T, int N> DATTN_DEV void packA(unsigned (&a)[4], const float (&f
   a[3] = dev::pack2<T>(f[2 * j + 1][2], f[2 * j + 1][3]);
 }
 
-/// This CTA's key rows (16 W of a segment's compact rows, or of the
-/// sequence) and the query tiles [*qt0, *qt1) that reach them; loads a
-/// blocks branch's members. False if the CTA has no key rows.
-template <class Branch, int BM, int BN>
-DATTN_DEV bool keyCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
-                           RowMap *rm, long long *kb0, long long *qt0, long long *qt1) {
-  const long long n = p.seqLen;
+/// The compact rows this CTA works in: a segment's residue class for a
+/// strided branch (blockIdx.x / tilesPerSegment is the segment), else the
+/// whole sequence, whose blocks-branch members it loads.
+template <class Branch>
+DATTN_DEV void ctaRowMap(const Params &p, int headIndex, int head, plan::Member *members,
+                         RowMap *rm) {
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm->base,
+    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, p.seqLen, &rm->base,
                                 &rm->step, &rm->count);
-    *kb0 = (blockIdx.x % p.tilesPerSegment) * BN;
-    *qt0 = Branch::kCausal ? *kb0 / BM : 0;
-    *qt1 = plan::ceilDiv(rm->count, BM);
   } else {
     branchMembers<Branch>(p, headIndex, head, members);
     rm->base = 0;
     rm->step = 1;
-    rm->count = n;
-    *kb0 = (long long)blockIdx.x * BN;
+    rm->count = p.seqLen;
+  }
+}
+
+/// The CTA's first row in its row map: tiles of `rows` compact rows.
+template <class Branch, int ROWS> DATTN_DEV long long ctaFirstRow(const Params &p) {
+  return Branch::kKind == fwd::kStridedBranch ? (blockIdx.x % p.tilesPerSegment) * ROWS
+                                              : (long long)blockIdx.x * ROWS;
+}
+
+/// dK/dV: this CTA's key rows from *kb0 (16 W of them) and the query tiles
+/// [*qt0, *qt1) that reach them. False if the CTA has no key rows.
+template <class Branch, int BM, int BN>
+DATTN_DEV bool keyCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
+                           RowMap *rm, long long *kb0, long long *qt0, long long *qt1) {
+  ctaRowMap<Branch>(p, headIndex, head, members, rm);
+  *kb0 = ctaFirstRow<Branch, BN>(p);
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
+    *qt0 = Branch::kCausal ? *kb0 / BM : 0;
+    *qt1 = plan::ceilDiv(rm->count, BM);
+  } else {
     plan::unionQueryTiles(members, Branch::kNumMembers, Branch::kCausal, *kb0,
-                          plan::minI(n, *kb0 + BN), n, BM, qt0, qt1);
+                          plan::minI(p.seqLen, *kb0 + BN), p.seqLen, BM, qt0, qt1);
   }
   return *kb0 < rm->count;
 }
 
-/// This CTA's query rows (BM of a segment's compact rows, or of the
-/// sequence) and the key tiles [*t0, *t1) they reach, as in the forward.
+/// Deterministic dQ: this CTA's query rows from *qa0 (BM of them) and the
+/// key tiles [*t0, *t1) they reach, as in the forward. False if none.
 template <class Branch, int BM, int BN>
 DATTN_DEV bool queryCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
                              RowMap *rm, long long *qa0, long long *t0, long long *t1) {
-  const long long n = p.seqLen;
+  ctaRowMap<Branch>(p, headIndex, head, members, rm);
+  *qa0 = ctaFirstRow<Branch, BM>(p);
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &rm->base,
-                                &rm->step, &rm->count);
-    *qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
     *t0 = 0;
     *t1 = plan::ceilDiv(Branch::kCausal ? plan::minI(rm->count, *qa0 + BM) : rm->count, BN);
   } else {
-    branchMembers<Branch>(p, headIndex, head, members);
-    rm->base = 0;
-    rm->step = 1;
-    rm->count = n;
-    *qa0 = (long long)blockIdx.x * BM;
     plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, *qa0,
-                        plan::minI(n, *qa0 + BM), n, BN, t0, t1);
+                        plan::minI(p.seqLen, *qa0 + BM), p.seqLen, BN, t0, t1);
   }
   return *qa0 < rm->count;
 }
