@@ -83,6 +83,22 @@ def Dattn_KernelAttr : Dattn_Attr<"Kernel", "kernel"> {
 
 def Dattn_KernelArrayAttr : TypedArrayAttrBase<Dattn_KernelAttr, "kernel choices">;
 
+def Dattn_RingAttr : Dattn_Attr<"Ring", "ring"> {
+  let summary = "how a branch's remote keys reach each rank of a ring";
+  let description = [{
+    Written by `dattn-shard-ring` for one sequence length and ring size.
+    `primitive` is "local" (every segment inside a shard), "halo" (windows),
+    "gather" (packed rows per peer and kv head: dilated r > 1, global tokens,
+    block-sparse, unions) or "ring" (dense segments spanning shards); `rows`
+    counts the K/V rows the branch brings to all ranks (per kv head).
+
+    Example: `#dattn.ring<primitive = "gather", rows = 98304>`
+  }];
+  let parameters = (ins StringRefParameter<"local, halo, gather or ring">:$primitive,
+                        "int64_t":$rows);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
 //===----------------------------------------------------------------------===//
 // Structure
 //===----------------------------------------------------------------------===//
@@ -125,10 +141,12 @@ def Dattn_BranchOp : Dattn_Op<"branch",
     ops; the branch's key set is their union. After `dattn-plan-tiles`,
     `plan` (#dattn.tiles) says how kernels iterate over it; after
     `dattn-select-kernels`, `kernels` lists the kernel family and
-    configuration of each of its kernels for the chosen target.
+    configuration of each of its kernels for the chosen target; after
+    `dattn-shard-ring`, `ring` says how its remote keys reach each rank.
   }];
   let arguments = (ins DenseI64ArrayAttr:$heads, OptionalAttr<Dattn_TilesAttr>:$plan,
-                       OptionalAttr<Dattn_KernelArrayAttr>:$kernels);
+                       OptionalAttr<Dattn_KernelArrayAttr>:$kernels,
+                       OptionalAttr<Dattn_RingAttr>:$ring);
   let regions = (region SizedRegion<1>:$terms);
   let assemblyFormat = "`heads` $heads attr-dict-with-keyword $terms";
   let hasVerifier = 1;

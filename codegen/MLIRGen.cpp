@@ -80,7 +80,7 @@ OwningOpRef<ModuleOp> buildModule(MLIRContext &ctx, const std::vector<AttentionS
     for (const Branch &br : s.branches) {
       SmallVector<int64_t> heads(br.heads.begin(), br.heads.end());
       auto bop = b.create<BranchOp>(locOf(b, br.loc), b.getDenseI64ArrayAttr(heads),
-                                    TilesAttr(), ArrayAttr());
+                                    TilesAttr(), ArrayAttr(), RingAttr());
       OpBuilder::InsertionGuard inner(b);
       b.setInsertionPointToEnd(&bop.getTerms().emplaceBlock());
       for (const Pattern &p : br.terms)

@@ -76,4 +76,25 @@ def SelectKernels : Pass<"dattn-select-kernels", "::mlir::ModuleOp"> {
   let dependentDialects = ["::dattn::ir::DattnDialect"];
 }
 
+def ShardRing : Pass<"dattn-shard-ring", "::mlir::ModuleOp"> {
+  let summary = "Plan what every rank of a ring receives, for one sequence length";
+  let description = [{
+    1. Read each attention's plan (plan-tiles must have run); the ring size
+       is the `ranks` option, else the attention's `ring`.
+    2. Compute the ring plan (include/dattn/ring.h): per rank, peer and kv
+       head, the K/V rows its queries reach, as arithmetic progressions in
+       closed form per pattern (nothing N^2 or N * P is stored).
+    3. Record per branch its primitive and the rows it brings
+       (#dattn.ring), and on the attention the bytes that cross the wire
+       (`ring_ranks`, `ring_bytes_forward`, `ring_bytes_backward`).
+    Block masks are run-time data: an attention with block_mask is an error
+    here (the runtime plans it with the mask).
+  }];
+  let options = [
+    Option<"seq", "seq", "int64_t", "0", "the sequence length N (required)">,
+    Option<"ranks", "ranks", "int64_t", "0", "the ring size (0 = the attention's ring)">,
+  ];
+  let dependentDialects = ["::dattn::ir::DattnDialect"];
+}
+
 #endif // DATTN_PASSES_TD

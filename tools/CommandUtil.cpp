@@ -1,4 +1,7 @@
 #include "CommandUtil.h"
+#include "Npy.h"
+
+#include "dattn/error.h"
 
 #include <cstdio>
 
@@ -41,6 +44,17 @@ std::vector<std::string> splitList(const std::string &s) {
     start = comma + 1;
   }
   return out;
+}
+
+BlockMask readBlockMaskOption(const Options &o, const AttentionSpec &spec, int64_t n) {
+  const int64_t blk = spec.blockMaskBlock(), nb = (n + blk - 1) / blk;
+  NpyArray m = readNpy(o.get("block-mask"));
+  if (m.shape != std::vector<int64_t>{nb, nb})
+    throw ArgumentError("--block-mask " + o.get("block-mask") + " has shape " +
+                        shapeString(m.shape) + ", but block " + std::to_string(blk) + " and N " +
+                        std::to_string(n) + " need [" + std::to_string(nb) + ", " +
+                        std::to_string(nb) + "]");
+  return BlockMask::fromDense(blk, nb, m.data.data());
 }
 
 } // namespace dattn::tools

@@ -4,6 +4,7 @@
 
 #include "Options.h"
 
+#include "dattn/reference.h"
 #include "dattn/spec.h"
 
 #include <string>
@@ -19,5 +20,8 @@ std::string onlyFile(const Options &o, const char *cmd);
 std::vector<AttentionSpec> selectSpecs(const SpecFile &file, const Options &o);
 /// "a,b,,c" -> {a, b, c}.
 std::vector<std::string> splitList(const std::string &s);
+/// --block-mask m.npy: a float32 [NB, NB] 0/1 array for `spec` at length n
+/// (ArgumentError naming the file and the shapes otherwise).
+BlockMask readBlockMaskOption(const Options &o, const AttentionSpec &spec, int64_t n);
 
 } // namespace dattn::tools

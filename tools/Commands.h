@@ -11,5 +11,6 @@ int runCheck(const std::vector<std::string> &args);
 int runCompile(const std::vector<std::string> &args);
 int runRun(const std::vector<std::string> &args);
 int runInfo(const std::vector<std::string> &args);
+int runPlanRing(const std::vector<std::string> &args);
 
 } // namespace dattn::tools

@@ -264,13 +264,7 @@ int runRun(const std::vector<std::string> &args) {
   if (spec.needsBlockMask()) {
     int64_t blk = spec.blockMaskBlock(), nb = (N + blk - 1) / blk;
     if (o.has("block-mask")) {
-      NpyArray m = readNpy(o.get("block-mask"));
-      if (m.shape != std::vector<int64_t>{nb, nb})
-        throw ArgumentError("--block-mask " + o.get("block-mask") + " has shape " +
-                            shapeString(m.shape) + ", but block " + std::to_string(blk) +
-                            " and N " + std::to_string(N) + " need [" + std::to_string(nb) +
-                            ", " + std::to_string(nb) + "]");
-      mask = BlockMask::fromDense(blk, nb, m.data.data());
+      mask = readBlockMaskOption(o, spec, N);
     } else {
       std::fprintf(stderr, "dattn run: no --block-mask given: using a random mask "
                            "(density 0.5, seed %llu)\n", static_cast<unsigned long long>(seed));

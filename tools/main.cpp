@@ -1,4 +1,4 @@
-// dattn: the command-line driver. Subcommands live in Commands.cpp.
+// dattn: the command-line driver. Each subcommand has its own file.
 #include "Commands.h"
 #include "Options.h"
 
@@ -18,6 +18,7 @@ static const char *kUsage =
     "                          (after normalize, merge-branches, plan-tiles)\n"
     "  compile FILE --emit=K   also cuda, ptx, cubin (NVRTC, no GPU needed)\n"
     "  run FILE --seq N ...    run attention (CPU reference or GPU) on .npy or random inputs\n"
+    "  plan-ring FILE --seq N  what each rank of a ring receives from each peer\n"
     "  info                    GPUs, driver and NVRTC versions, cache folder\n"
     "\n"
     "'dattn <command> --help' describes each command's options.\n";
@@ -39,6 +40,8 @@ int main(int argc, char **argv) {
       return dattn::tools::runRun(args);
     if (cmd == "info")
       return dattn::tools::runInfo(args);
+    if (cmd == "plan-ring")
+      return dattn::tools::runPlanRing(args);
     std::fprintf(stderr, "dattn: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const dattn::tools::UsageError &e) {
