@@ -1,5 +1,5 @@
 // The SIMT families: one warp per row, exact fp32 arithmetic, every dtype,
-// head_dim and arch (sm_75 and newer). They have one configuration (four
+// head_dim and arch from sm_50 (below sm_75 through the NVRTC of CUDA 12). They have one configuration (four
 // rows per CTA of 128 threads) and are the fallback of every pass.
 #include "Families.h"
 
@@ -15,9 +15,7 @@ public:
   KernelPass pass() const override { return pass_; }
   bool usesTensorCores() const override { return false; }
   std::string unsupported(const AttentionPlan &, const BranchPlan &, const Target &t) const override {
-    return t.sm < 75 ? t.arch() + ": NVRTC 13 compiles for sm_75 and newer (Pascal, sm_6x, "
-                                  "would need the NVRTC of CUDA 12 or older)"
-                     : "";
+    return t.sm < 50 ? t.arch() + " is older than sm_50, the oldest arch NVRTC 12 targets" : "";
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &, const BranchPlan &, const Target &,
                                        bool) const override {

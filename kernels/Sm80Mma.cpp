@@ -184,8 +184,10 @@ public:
     return b.kind == BranchKind::Strided ? 64 : static_cast<int>(std::min<int64_t>(64, planned));
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b, const Target &t,
-                                       bool) const override {
+                                       bool deterministic) const override {
     std::vector<KernelConfig> out;
+    if (!deterministic) // the default mode's dQ comes from the dK/dV kernel's reductions
+      return out;
     for (int bm : powersOfTwo(16, cap(b, b.blockM)))
       for (int bn : powersOfTwo(16, cap(b, b.blockN)))
         if (smem(p.headDim, bm, bn) <= t.smemBytes)

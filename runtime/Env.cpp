@@ -28,4 +28,9 @@ const char *cudaHome() {
   return nullptr;
 }
 
+const char *nvrtc12() {
+  const char *v = std::getenv("DATTN_NVRTC12");
+  return v && *v ? v : nullptr;
+}
+
 } // namespace dattn::env

@@ -141,33 +141,33 @@ const Driver &driver() {
   return d;
 }
 
-const Nvrtc &nvrtc() {
-  static Nvrtc n;
-  static std::once_flag once;
-  static std::string failure;
-  std::call_once(once, [] {
+namespace {
+
+/// Loads one NVRTC from the first of `names` found in `dirs`.
+void loadNvrtc(Nvrtc &n, const std::vector<std::string> &names,
+               const std::vector<std::string> &dirs, const char *what) {
+  void *lib = openFirst(names, dirs, what, n.path);
+  resolveDl(lib, "nvrtcVersion", n.version);
+  resolveDl(lib, "nvrtcGetNumSupportedArchs", n.getNumSupportedArchs);
+  resolveDl(lib, "nvrtcGetSupportedArchs", n.getSupportedArchs);
+  resolveDl(lib, "nvrtcCreateProgram", n.createProgram);
+  resolveDl(lib, "nvrtcDestroyProgram", n.destroyProgram);
+  resolveDl(lib, "nvrtcCompileProgram", n.compileProgram);
+  resolveDl(lib, "nvrtcGetProgramLogSize", n.getProgramLogSize);
+  resolveDl(lib, "nvrtcGetProgramLog", n.getProgramLog);
+  resolveDl(lib, "nvrtcGetPTXSize", n.getPTXSize);
+  resolveDl(lib, "nvrtcGetPTX", n.getPTX);
+  resolveDl(lib, "nvrtcGetCUBINSize", n.getCUBINSize);
+  resolveDl(lib, "nvrtcGetCUBIN", n.getCUBIN);
+  resolveDl(lib, "nvrtcGetErrorString", n.getErrorString);
+}
+
+/// Loads once; later calls return the library or throw the first failure.
+template <class Load> const Nvrtc &loadOnce(Nvrtc &n, std::once_flag &once,
+                                            std::string &failure, Load load) {
+  std::call_once(once, [&] {
     try {
-      std::vector<std::string> dirs;
-      if (const char *home = env::cudaHome())
-        dirs = {std::string(home) + "/lib64/", std::string(home) + "/lib/"};
-      dirs.insert(dirs.end(), {"", "/usr/local/cuda/lib64/", "/usr/lib/x86_64-linux-gnu/"});
-      void *lib = openFirst({"libnvrtc.so.13", "libnvrtc.so.12"}, dirs,
-                            "NVRTC (libnvrtc.so.13; set CUDA_HOME to a CUDA toolkit or "
-                            "install the nvrtc runtime package)",
-                            n.path);
-      resolveDl(lib, "nvrtcVersion", n.version);
-      resolveDl(lib, "nvrtcGetNumSupportedArchs", n.getNumSupportedArchs);
-      resolveDl(lib, "nvrtcGetSupportedArchs", n.getSupportedArchs);
-      resolveDl(lib, "nvrtcCreateProgram", n.createProgram);
-      resolveDl(lib, "nvrtcDestroyProgram", n.destroyProgram);
-      resolveDl(lib, "nvrtcCompileProgram", n.compileProgram);
-      resolveDl(lib, "nvrtcGetProgramLogSize", n.getProgramLogSize);
-      resolveDl(lib, "nvrtcGetProgramLog", n.getProgramLog);
-      resolveDl(lib, "nvrtcGetPTXSize", n.getPTXSize);
-      resolveDl(lib, "nvrtcGetPTX", n.getPTX);
-      resolveDl(lib, "nvrtcGetCUBINSize", n.getCUBINSize);
-      resolveDl(lib, "nvrtcGetCUBIN", n.getCUBIN);
-      resolveDl(lib, "nvrtcGetErrorString", n.getErrorString);
+      load(n);
     } catch (const Error &e) {
       failure = e.what();
     }
@@ -176,5 +176,75 @@ const Nvrtc &nvrtc() {
     throw Error(failure);
   return n;
 }
+
+std::vector<std::string> cudaHomeDirs() {
+  std::vector<std::string> dirs;
+  if (const char *home = env::cudaHome())
+    dirs = {std::string(home) + "/lib64/", std::string(home) + "/lib/"};
+  return dirs;
+}
+
+} // namespace
+
+const Nvrtc &nvrtc13() {
+  static Nvrtc n;
+  static std::once_flag once;
+  static std::string failure;
+  return loadOnce(n, once, failure, [](Nvrtc &x) {
+    std::vector<std::string> dirs = cudaHomeDirs();
+    dirs.insert(dirs.end(), {"", "/usr/local/cuda/lib64/", "/usr/lib/x86_64-linux-gnu/"});
+    loadNvrtc(x, {"libnvrtc.so.13"}, dirs,
+              "NVRTC 13 (libnvrtc.so.13; set CUDA_HOME to a CUDA 13 toolkit or install the "
+              "nvrtc runtime package)");
+  });
+}
+
+const Nvrtc &nvrtc12() {
+  static Nvrtc n;
+  static std::once_flag once;
+  static std::string failure;
+  return loadOnce(n, once, failure, [](Nvrtc &x) {
+    std::vector<std::string> dirs;
+    if (const char *knob = env::nvrtc12()) { // a file or a folder
+      const std::string k = knob;
+      if (k.size() > 3 && k.find(".so") != std::string::npos) {
+        loadNvrtc(x, {k}, {""}, "NVRTC 12 at DATTN_NVRTC12");
+        return;
+      }
+      dirs.push_back(k + "/");
+    }
+#ifdef DATTN_NVRTC12_DIR
+    dirs.push_back(std::string(DATTN_NVRTC12_DIR) + "/"); // the wheel found at build time
+#endif
+    for (const auto &d : cudaHomeDirs())
+      dirs.push_back(d);
+    dirs.insert(dirs.end(), {"", "/usr/local/cuda-12/lib64/", "/usr/lib/x86_64-linux-gnu/"});
+    loadNvrtc(x, {"libnvrtc.so.12"}, dirs,
+              "NVRTC 12 (libnvrtc.so.12: pip install nvidia-cuda-nvrtc-cu12, or set "
+              "DATTN_NVRTC12 to the library or its folder)");
+  });
+}
+
+const Nvrtc &nvrtcFor(int sm) {
+  if (sm >= 75) {
+    try {
+      return nvrtc13();
+    } catch (const Error &e13) {
+      try { // NVRTC 12 also targets sm_75 and newer
+        return nvrtc12();
+      } catch (const Error &) {
+        throw e13;
+      }
+    }
+  }
+  try {
+    return nvrtc12();
+  } catch (const Error &e) {
+    throw Error("sm_" + std::to_string(sm) + " needs the NVRTC of CUDA 12 (NVRTC 13 compiles "
+                "for sm_75 and newer): " + e.what());
+  }
+}
+
+const Nvrtc &nvrtc() { return nvrtcFor(75); }
 
 } // namespace dattn::rt

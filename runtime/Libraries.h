@@ -79,7 +79,15 @@ struct Nvrtc {
 /// The driver, loaded and cuInit'ed once; throws Error saying what is
 /// missing (no libcuda.so.1: no NVIDIA driver; cuInit failed: no usable GPU).
 const Driver &driver();
-/// NVRTC, loaded once; throws Error naming the places searched.
+/// NVRTC 13 (sm_75 and newer) and NVRTC 12 (sm_50 and newer: Pascal's
+/// GTX 1080 is sm_61), each loaded once beside the other; they throw Error
+/// naming the places searched.
+const Nvrtc &nvrtc13();
+const Nvrtc &nvrtc12();
+/// The NVRTC that compiles for sm_`sm`: 13 from sm_75 on (12 if 13 is
+/// missing), 12 below.
+const Nvrtc &nvrtcFor(int sm);
+/// nvrtcFor(75): the NVRTC of current GPUs.
 const Nvrtc &nvrtc();
 
 /// Throws Error("<what>: <driver message>") unless r is CUDA_SUCCESS.

@@ -4,17 +4,26 @@
 #include "Libraries.h"
 
 #include "dattn/error.h"
+#include "dattn/kernels.h"
 
 #include <chrono>
 
 namespace dattn::rt {
 
 namespace {
-void checkNvrtc(nvrtcResult r, const char *what) {
+void checkNvrtc(const Nvrtc &n, nvrtcResult r, const char *what) {
   if (r != NVRTC_SUCCESS)
-    throw Error(std::string("NVRTC: ") + what + ": " + nvrtc().getErrorString(r));
+    throw Error(std::string("NVRTC: ") + what + ": " + n.getErrorString(r));
+}
+
+std::string versionOf(const Nvrtc &n) {
+  int major = 0, minor = 0;
+  n.version(&major, &minor);
+  return std::to_string(major) + "." + std::to_string(minor);
 }
 } // namespace
+
+int archNumber(const std::string &arch) { return Target::parse(arch).sm; }
 
 std::vector<std::string> nvrtcOptions(const std::string &arch) {
   // sm_90 kernels would need sm_90a for wgmma; the mma.sync path runs on
@@ -26,14 +35,14 @@ std::vector<std::string> nvrtcOptions(const std::string &arch) {
 
 CompileOutput nvrtcCompile(const std::string &source, const std::string &name,
                            const std::string &arch) {
-  const Nvrtc &n = nvrtc();
+  const Nvrtc &n = nvrtcFor(archNumber(arch));
   std::vector<const char *> headers, includeNames;
   for (int k = 0; k < kNumTemplates; ++k) {
     headers.push_back(kTemplates[k].text);
     includeNames.push_back(kTemplates[k].name);
   }
   nvrtcProgram prog;
-  checkNvrtc(n.createProgram(&prog, source.c_str(), (name + ".cu").c_str(), kNumTemplates,
+  checkNvrtc(n, n.createProgram(&prog, source.c_str(), (name + ".cu").c_str(), kNumTemplates,
                              headers.data(), includeNames.data()),
              "creating the program");
   std::vector<std::string> opts = nvrtcOptions(arch);
@@ -53,34 +62,30 @@ CompileOutput nvrtcCompile(const std::string &source, const std::string &name,
     out.log.pop_back();
   if (r != NVRTC_SUCCESS) {
     n.destroyProgram(&prog);
-    throw Error("NVRTC could not compile " + name + " for " + arch + " (" +
+    throw Error("NVRTC " + versionOf(n) + " could not compile " + name + " for " + arch + " (" +
                 n.getErrorString(r) + "):\n" + out.log);
   }
   size_t size = 0;
-  checkNvrtc(n.getPTXSize(prog, &size), "PTX size");
+  checkNvrtc(n, n.getPTXSize(prog, &size), "PTX size");
   out.ptx.resize(size);
-  checkNvrtc(n.getPTX(prog, &out.ptx[0]), "PTX");
+  checkNvrtc(n, n.getPTX(prog, &out.ptx[0]), "PTX");
   if (!out.ptx.empty() && out.ptx.back() == '\0')
     out.ptx.pop_back();
-  checkNvrtc(n.getCUBINSize(prog, &size), "cubin size");
+  checkNvrtc(n, n.getCUBINSize(prog, &size), "cubin size");
   out.cubin.resize(size);
-  checkNvrtc(n.getCUBIN(prog, out.cubin.data()), "cubin");
+  checkNvrtc(n, n.getCUBIN(prog, out.cubin.data()), "cubin");
   n.destroyProgram(&prog);
   return out;
 }
 
-std::string nvrtcVersionString() {
-  int major = 0, minor = 0;
-  nvrtc().version(&major, &minor);
-  return std::to_string(major) + "." + std::to_string(minor);
-}
+std::string nvrtcVersionString(int sm) { return versionOf(nvrtcFor(sm)); }
 
-std::vector<std::string> nvrtcSupportedArchs() {
+std::vector<std::string> nvrtcSupportedArchs(const Nvrtc &n) {
   int count = 0;
-  nvrtc().getNumSupportedArchs(&count);
+  n.getNumSupportedArchs(&count);
   std::vector<int> archs(count);
   if (count)
-    nvrtc().getSupportedArchs(archs.data());
+    n.getSupportedArchs(archs.data());
   std::vector<std::string> out;
   for (int a : archs)
     out.push_back("sm_" + std::to_string(a));

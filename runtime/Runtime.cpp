@@ -20,8 +20,10 @@ namespace dattn {
 
 namespace {
 
-std::string compilerSignature() {
-  std::string s = "nvrtc-" + rt::nvrtcVersionString();
+/// The compiler part of the cache key: the version of the NVRTC that
+/// serves this GPU's arch, and the options.
+std::string compilerSignature(int sm) {
+  std::string s = "nvrtc-" + rt::nvrtcVersionString(sm);
   for (const auto &o : rt::nvrtcOptions("sm_XX"))
     s += " " + o;
   return s;
@@ -30,7 +32,7 @@ std::string compilerSignature() {
 } // namespace
 
 std::string nvrtcVersion() { return rt::nvrtcVersionString(); }
-std::vector<std::string> nvrtcArchs() { return rt::nvrtcSupportedArchs(); }
+std::vector<std::string> nvrtcArchs() { return rt::nvrtcSupportedArchs(rt::nvrtc()); }
 
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
                              const PlanOptions &tiles, bool backward, bool deterministic) {
@@ -76,11 +78,11 @@ Runtime::Runtime(int device, RuntimeOptions options) : options_(std::move(option
   size_t mem = 0;
   d.deviceTotalMem(&mem, dev);
   info_ = {device, name, major * 10 + minor, sms, smem, static_cast<int64_t>(mem)};
-  if (info_.smVersion < 75)
-    throw Error("GPU " + std::to_string(device) + " (" + info_.name + ", sm_" +
-                std::to_string(info_.smVersion) +
-                ") is too old: NVRTC 13 compiles for sm_75 and newer; Pascal would need the "
-                "NVRTC of CUDA 12 or older");
+  try { // GPUs before sm_75 need NVRTC 12 beside NVRTC 13
+    rt::nvrtcFor(info_.smVersion);
+  } catch (const Error &e) {
+    throw Error("GPU " + std::to_string(device) + " (" + info_.name + "): " + e.what());
+  }
   CUcontext ctx;
   rt::check(d.primaryCtxRetain(&ctx, dev), "retaining the primary context of GPU " +
                                                std::to_string(device));
@@ -90,7 +92,8 @@ Runtime::Runtime(int device, RuntimeOptions options) : options_(std::move(option
   if (root == "-")
     root.clear();
   rt::LogFn log = [](const std::string &m) { std::fprintf(stderr, "dattn: %s\n", m.c_str()); };
-  cache_ = std::make_unique<rt::KernelCache>(root, rt::nvrtcCompile, compilerSignature(), 64,
+  cache_ = std::make_unique<rt::KernelCache>(root, rt::nvrtcCompile,
+                                             compilerSignature(info_.smVersion), 64,
                                              log);
 }
 

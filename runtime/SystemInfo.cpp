@@ -45,9 +45,21 @@ SystemInfo querySystem() {
   try {
     s.nvrtcVersion = rt::nvrtcVersionString();
     s.nvrtcLibrary = rt::nvrtc().path;
-    s.nvrtcArchs = rt::nvrtcSupportedArchs();
+    s.nvrtcArchs = rt::nvrtcSupportedArchs(rt::nvrtc());
   } catch (const Error &e) {
     s.nvrtcError = e.what();
+  }
+  for (auto [info, load] : {std::pair{&s.nvrtc13, &rt::nvrtc13}, std::pair{&s.nvrtc12, &rt::nvrtc12}}) {
+    try {
+      const rt::Nvrtc &n = load();
+      int major = 0, minor = 0;
+      n.version(&major, &minor);
+      info->version = std::to_string(major) + "." + std::to_string(minor);
+      info->library = n.path;
+      info->archs = rt::nvrtcSupportedArchs(n);
+    } catch (const Error &e) {
+      info->error = e.what();
+    }
   }
   return s;
 }

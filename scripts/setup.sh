@@ -25,9 +25,18 @@ fi
 
 # The tests compare against NumPy; install it for whichever python3 is first
 # on PATH (this may be a pyenv Python, not Debian's).
+pip_install() {
+  python3 -m pip install --quiet "$@" || python3 -m pip install --quiet --break-system-packages "$@"
+}
 if ! python3 -c "import numpy" 2>/dev/null; then
   echo "setup: installing numpy for $(command -v python3)"
-  python3 -m pip install --quiet numpy || python3 -m pip install --quiet --break-system-packages numpy
+  pip_install numpy
+fi
+# The NVRTC of CUDA 12, for GPUs before sm_75 (Pascal): CMake records where
+# the wheel put libnvrtc.so.12, and the runtime loads it beside NVRTC 13.
+if ! python3 -c "import nvidia.cuda_nvrtc" 2>/dev/null; then
+  echo "setup: installing nvidia-cuda-nvrtc-cu12 for $(command -v python3)"
+  pip_install nvidia-cuda-nvrtc-cu12
 fi
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then

@@ -12,5 +12,6 @@ int runCompile(const std::vector<std::string> &args);
 int runRun(const std::vector<std::string> &args);
 int runInfo(const std::vector<std::string> &args);
 int runPlanRing(const std::vector<std::string> &args);
+int runTune(const std::vector<std::string> &args);
 
 } // namespace dattn::tools

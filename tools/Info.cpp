@@ -40,6 +40,20 @@ int runInfo(const std::vector<std::string> &args) {
   } else {
     std::printf("nvrtc: not available: %s\n", s.nvrtcError.c_str());
   }
+  // Which NVRTC serves which GPUs: 13 from sm_75 on, 12 for the older ones.
+  for (auto [label, n] : {std::pair{"nvrtc 13 (sm_75 and newer)", &s.nvrtc13},
+                          std::pair{"nvrtc 12 (GPUs before sm_75, e.g. Pascal sm_61)", &s.nvrtc12}}) {
+    if (!n->error.empty()) {
+      std::printf("%s: not available: %s\n", label, n->error.c_str());
+      continue;
+    }
+    std::printf("%s: %s (%s):", label, n->version.c_str(), n->library.c_str());
+    for (const auto &a : n->archs)
+      std::printf(" %s", a.c_str());
+    std::printf("\n");
+  }
+  std::printf("tuning: no GPU before sm_75 is tuned here; such GPUs run the kernel families' "
+              "heuristic configurations\n");
   std::printf("gpus: %zu\n", s.devices.size());
   for (const auto &d : s.devices)
     std::printf("  gpu %d: %s, %s, %d SMs, %.1f GiB, %d KiB shared memory per block\n",

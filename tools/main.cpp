@@ -19,6 +19,7 @@ static const char *kUsage =
     "  compile FILE --emit=K   also cuda, ptx, cubin (NVRTC, no GPU needed)\n"
     "  run FILE --seq N ...    run attention (CPU reference or GPU) on .npy or random inputs\n"
     "  plan-ring FILE --seq N  what each rank of a ring receives from each peer\n"
+    "  tune --list FILE        every kernel family's candidate configurations\n"
     "  info                    GPUs, driver and NVRTC versions, cache folder\n"
     "\n"
     "'dattn <command> --help' describes each command's options.\n";
@@ -42,6 +43,8 @@ int main(int argc, char **argv) {
       return dattn::tools::runInfo(args);
     if (cmd == "plan-ring")
       return dattn::tools::runPlanRing(args);
+    if (cmd == "tune")
+      return dattn::tools::runTune(args);
     std::fprintf(stderr, "dattn: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const dattn::tools::UsageError &e) {

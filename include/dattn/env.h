@@ -3,6 +3,9 @@
 //   DATTN_CACHE_DIR   kernel cache folder (default ~/.cache/dattn)
 //   DATTN_VERBOSE     1: one line per compiled attention on stderr
 //   CUDA_HOME         where to look first for libnvrtc (CUDA toolkit root)
+//   DATTN_NVRTC12     libnvrtc.so.12 or its folder: the NVRTC for GPUs older
+//                     than sm_75 (default: the nvidia-cuda-nvrtc-cu12 wheel
+//                     found at build time, then the usual places)
 #pragma once
 
 #include <string>
@@ -14,5 +17,7 @@ std::string cacheRoot();
 bool verbose();
 /// CUDA_HOME or CUDA_PATH, or nullptr.
 const char *cudaHome();
+/// DATTN_NVRTC12, or nullptr.
+const char *nvrtc12();
 
 } // namespace dattn::env

@@ -183,7 +183,8 @@ OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
                              const PlanOptions &tiles = {}, bool backward = false,
                              bool deterministic = false);
 
-/// NVRTC's version ("13.0") and the archs it targets.
+/// The version ("13.0") of the NVRTC of current GPUs (sm_75 and newer) and
+/// the archs it targets.
 std::string nvrtcVersion();
 std::vector<std::string> nvrtcArchs();
 
@@ -191,11 +192,18 @@ std::vector<std::string> nvrtcArchs();
 
 namespace dattn {
 
+/// One NVRTC: its version, library and targets, or why it is unavailable.
+struct NvrtcInfo {
+  std::string version, library, error;
+  std::vector<std::string> archs;
+};
+
 /// What `dattn info` prints; each part carries why it is unavailable.
 struct SystemInfo {
   std::string driverVersion, driverError, driverLibrary;
-  std::string nvrtcVersion, nvrtcError, nvrtcLibrary;
+  std::string nvrtcVersion, nvrtcError, nvrtcLibrary; ///< the NVRTC of sm_75 and newer
   std::vector<std::string> nvrtcArchs;
+  NvrtcInfo nvrtc13, nvrtc12; ///< each NVRTC dattn can load (12 serves GPUs before sm_75)
   std::vector<DeviceInfo> devices;
   std::string cacheFolder;
 };

@@ -17,7 +17,7 @@
 namespace dattn::test {
 namespace {
 
-const char *kArchs[] = {"sm_75", "sm_80", "sm_86", "sm_90", "sm_90a"};
+const char *kArchs[] = {"sm_61", "sm_75", "sm_80", "sm_86", "sm_90", "sm_90a"};
 
 void expectValidChoice(const KernelChoice &c, const AttentionPlan &plan, const BranchPlan &b,
                        const Target &t, bool deterministic, const std::string &what) {
