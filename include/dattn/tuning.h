@@ -1,0 +1,100 @@
+// dattn: the tuning database. An entry records, for one kernel of one
+// branch geometry on one GPU and compiler, the configuration the autotuner
+// measured fastest, with its time, the runner-up and the heuristic's time.
+// It is JSON, so it can be read, diffed, shipped and merged.
+//
+// An entry is used only where everything its timing depended on still
+// holds: the GPU (name, SM count, compute capability), the driver's major
+// version, the NVRTC version and a hash of the kernel templates. Entries
+// that do not parse, whose signature no longer matches, or whose
+// configuration is not among its family's candidates, are reported and
+// ignored, never used and never fatal.
+#pragma once
+
+#include "dattn/kernels.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dattn {
+
+/// What a measured time depended on, besides the kernel itself.
+struct TuningSignature {
+  std::string gpu;          ///< "NVIDIA H100 80GB HBM3"
+  int multiprocessors = 0;
+  int sm = 0;               ///< compute capability, e.g. 90
+  int driverMajor = 0;      ///< e.g. 13
+  std::string nvrtc;        ///< "13.0"
+  std::string templates;    ///< hash of the embedded kernel templates
+  bool operator==(const TuningSignature &o) const {
+    return gpu == o.gpu && multiprocessors == o.multiprocessors && sm == o.sm &&
+           driverMajor == o.driverMajor && nvrtc == o.nvrtc && templates == o.templates;
+  }
+  bool operator!=(const TuningSignature &o) const { return !(*this == o); }
+  std::string describe() const;
+};
+
+/// Which kernel an entry is for, within one signature. The geometry is
+/// bucketed so that one tuning serves nearby shapes: strided branches by
+/// compact segment rows (powers of two), blocks branches by their smallest
+/// block, both by N in powers of two.
+struct TuningKey {
+  std::string stage;   ///< "forward", "backward", "backward_deterministic"
+  std::string family;  ///< a kernel family's name
+  std::string dtype;   ///< "bf16"
+  int headDim = 0;
+  std::string kind;    ///< "strided" or "blocks"
+  std::string geometry; ///< e.g. "rows2048" or "block64", see tuningKey()
+  int64_t seqBucket = 0; ///< N rounded up to a power of two
+  bool causal = false;
+  std::string str() const; ///< canonical text, the map key
+};
+
+/// The key of one kernel of branch `b` of `plan` at sequence length n.
+TuningKey tuningKey(const AttentionPlan &plan, const BranchPlan &b, const std::string &stage,
+                    const std::string &family, int64_t seqLen);
+
+struct TuningEntry {
+  TuningSignature signature;
+  TuningKey key;
+  KernelConfig config;
+  double medianMs = 0;
+  KernelConfig runnerUp;
+  double runnerUpMs = 0;
+  double heuristicMs = 0;
+};
+
+class TuningDatabase {
+public:
+  /// Reads `path`, keeping the entries whose signature equals `current`.
+  /// Everything skipped (file unreadable or not JSON, malformed or stale
+  /// entries) is appended to *report with the reason; a missing file is an
+  /// empty database. Never throws for the file's contents.
+  static TuningDatabase load(const std::string &path, const TuningSignature &current,
+                             std::vector<std::string> *report);
+
+  /// The entry for `key`, if any (this database's signature).
+  const TuningEntry *find(const TuningKey &key) const;
+  /// Adds or replaces the entry of e.key (its signature must be current).
+  void put(const TuningEntry &e);
+  size_t size() const { return entries_.size(); }
+
+  /// Writes every entry to `path` atomically (a temporary file renamed into
+  /// place), merged with what the file holds at that moment, so a
+  /// concurrent writer's entries for other keys (or other GPUs) survive;
+  /// for the same key, this database's entry wins. Throws Error if the
+  /// folder cannot be written.
+  void save(const std::string &path) const;
+
+private:
+  TuningSignature signature_;
+  std::map<std::string, TuningEntry> entries_;
+};
+
+/// JSON of one entry / an entry from JSON (nullopt and *why on failure).
+std::string tuningEntryJson(const TuningEntry &e);
+
+} // namespace dattn

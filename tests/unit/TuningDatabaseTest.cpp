@@ -1,0 +1,174 @@
+// The tuning database without a GPU: entries round-trip through the JSON
+// file; stale entries (other templates, NVRTC, driver) and malformed ones
+// are reported and ignored, a corrupt file is an empty database with a
+// report, never an error; other GPUs' entries are kept but not used; two
+// writers, one after the other or at once, keep each other's entries.
+#include "RandomSpec.h"
+
+#include "dattn/compiler.h"
+#include "dattn/error.h"
+#include "dattn/tuning.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+namespace dattn::test {
+namespace {
+
+TuningSignature h100() {
+  return {"NVIDIA H100 80GB HBM3", 132, 90, 13, "13.0", "abc123"};
+}
+
+TuningEntry entry(const std::string &family, int blockM, double ms) {
+  TuningEntry e;
+  e.signature = h100();
+  e.key.stage = "forward";
+  e.key.family = family;
+  e.key.dtype = "bf16";
+  e.key.headDim = 128;
+  e.key.kind = "strided";
+  e.key.geometry = "rows2048";
+  e.key.seqBucket = 65536;
+  e.config = {blockM, 64, 2, false};
+  e.medianMs = ms;
+  e.runnerUp = {64, 64, 2, false};
+  e.runnerUpMs = ms * 1.1;
+  e.heuristicMs = ms * 1.2;
+  return e;
+}
+
+std::string tempPath(const char *name) {
+  std::string p = ::testing::TempDir() + "/" + name;
+  std::remove(p.c_str());
+  return p;
+}
+
+TEST(TuningDatabase, RoundTrip) {
+  const std::string path = tempPath("tuning_roundtrip.json");
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr); // missing: empty
+  EXPECT_EQ(db.size(), 0u);
+  TuningEntry a = entry("sm80_mma_forward", 128, 1.5), b = entry("sm80_mma_forward", 64, 2.5);
+  b.key.geometry = "rows1024";
+  db.put(a);
+  db.put(b);
+  db.save(path);
+  std::vector<std::string> report;
+  TuningDatabase back = TuningDatabase::load(path, h100(), &report);
+  EXPECT_TRUE(report.empty()) << report[0];
+  ASSERT_EQ(back.size(), 2u);
+  const TuningEntry *x = back.find(a.key);
+  ASSERT_NE(x, nullptr);
+  EXPECT_TRUE(x->config == a.config);
+  EXPECT_DOUBLE_EQ(x->medianMs, 1.5);
+  EXPECT_DOUBLE_EQ(x->heuristicMs, 1.5 * 1.2);
+  EXPECT_TRUE(back.find(b.key)->config == b.config);
+}
+
+TEST(TuningDatabase, StaleAndMalformedEntriesAreReportedAndIgnored) {
+  const std::string path = tempPath("tuning_stale.json");
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+  db.put(entry("sm80_mma_forward", 128, 1.0));
+  db.save(path);
+  // New templates: the entry is stale.
+  TuningSignature now = h100();
+  now.templates = "def456";
+  std::vector<std::string> report;
+  TuningDatabase stale = TuningDatabase::load(path, now, &report);
+  EXPECT_EQ(stale.size(), 0u);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_NE(report[0].find("is stale"), std::string::npos) << report[0];
+  EXPECT_NE(report[0].find("NVRTC 13.0"), std::string::npos) << report[0];
+  // Another NVRTC, another driver: stale too.
+  for (auto change : {+[](TuningSignature &s) { s.nvrtc = "13.1"; },
+                      +[](TuningSignature &s) { s.driverMajor = 14; }}) {
+    TuningSignature s = h100();
+    change(s);
+    report.clear();
+    EXPECT_EQ(TuningDatabase::load(path, s, &report).size(), 0u);
+    EXPECT_EQ(report.size(), 1u);
+  }
+  // A malformed entry next to a good one: the good one is still used.
+  {
+    std::ofstream out(path);
+    out << "{\"format\": \"dattn-tuning-1\", \"entries\": [{\"signature\": {}, \"key\": {}}, "
+        << tuningEntryJson(entry("sm80_mma_forward", 32, 3.0)) << "]}";
+  }
+  report.clear();
+  TuningDatabase mixed = TuningDatabase::load(path, h100(), &report);
+  EXPECT_EQ(mixed.size(), 1u);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_NE(report[0].find("entry 0 ignored: field 'gpu'"), std::string::npos) << report[0];
+}
+
+TEST(TuningDatabase, CorruptFileIsAnEmptyDatabaseWithAReport) {
+  const std::string path = tempPath("tuning_corrupt.json");
+  for (const char *text : {"{\"entries\": [", "[1, 2, 3]", "\x01\x02garbage"}) {
+    {
+      std::ofstream out(path);
+      out << text;
+    }
+    std::vector<std::string> report;
+    TuningDatabase db = TuningDatabase::load(path, h100(), &report);
+    EXPECT_EQ(db.size(), 0u);
+    ASSERT_EQ(report.size(), 1u) << text;
+    EXPECT_NE(report[0].find(path), std::string::npos) << report[0];
+    // Saving over it replaces the corrupt file with a valid one.
+    db.put(entry("sm80_mma_forward", 128, 1.0));
+    db.save(path);
+    report.clear();
+    EXPECT_EQ(TuningDatabase::load(path, h100(), &report).size(), 1u);
+    EXPECT_TRUE(report.empty());
+  }
+}
+
+TEST(TuningDatabase, WritersMergeAndOtherGpusSurvive) {
+  const std::string path = tempPath("tuning_merge.json");
+  TuningSignature h200 = h100();
+  h200.gpu = "NVIDIA H200";
+  TuningDatabase other = TuningDatabase::load(path, h200, nullptr);
+  TuningEntry o = entry("sm80_mma_forward", 128, 1.0);
+  o.signature = h200;
+  other.put(o);
+  other.save(path);
+  // Many writers at once, each with its own key.
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 8; ++w)
+    writers.emplace_back([&, w] {
+      TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+      TuningEntry e = entry("sm80_mma_forward", 64, 1.0 + w);
+      e.key.seqBucket = int64_t(1024) << w;
+      db.put(e);
+      db.save(path);
+    });
+  for (auto &t : writers)
+    t.join();
+  EXPECT_EQ(TuningDatabase::load(path, h100(), nullptr).size(), 8u);
+  // The H200's entry is still in the file, used on an H200 only.
+  TuningDatabase onH200 = TuningDatabase::load(path, h200, nullptr);
+  ASSERT_EQ(onH200.size(), 1u);
+  EXPECT_NE(onH200.find(o.key), nullptr);
+}
+
+TEST(TuningDatabase, KeysBucketTheGeometry) {
+  ParseResult r = parseSpec("attention t { heads = 2 head_dim = 64 "
+                            "branch heads 0 { dilated(segment = 3000, dilation = 3) } "
+                            "branch heads 1 { random(block = 64, density = 0.2, seed = 1) "
+                            "| window(left = 100, right = 0) } }",
+                            "t.dattn");
+  ASSERT_TRUE(r.ok());
+  const AttentionPlan p = planAttention(r.file.attentions[0]);
+  const TuningKey a = tuningKey(p, p.branches[0], "forward", "sm80_mma_forward", 50000);
+  EXPECT_EQ(a.kind, "strided");
+  EXPECT_EQ(a.geometry, "rows1024"); // 1000 compact rows
+  EXPECT_EQ(a.seqBucket, 65536);
+  const TuningKey b = tuningKey(p, p.branches[1], "backward", "sm80_mma_backward_dkv", 4096);
+  EXPECT_EQ(b.kind, "blocks");
+  EXPECT_EQ(b.geometry, "block64");
+  EXPECT_EQ(b.str(), "backward/sm80_mma_backward_dkv/bf16/d64/blocks/block64/n4096");
+}
+
+} // namespace
+} // namespace dattn::test
