@@ -6,6 +6,7 @@
 
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
+#include "dattn/comm.h"
 #include "dattn/error.h"
 #include "dattn/host.h"
 #include "dattn/reference.h"
@@ -54,6 +55,11 @@ int runInfo(const std::vector<std::string> &args) {
   }
   std::printf("tuning: no GPU before sm_75 is tuned here; such GPUs run the kernel families' "
               "heuristic configurations\n");
+  const NcclInfo nccl = queryNccl();
+  if (nccl.error.empty())
+    std::printf("nccl: %s (%s)\n", nccl.version.c_str(), nccl.library.c_str());
+  else
+    std::printf("nccl: not available: %s\n", nccl.error.c_str());
   std::printf("gpus: %zu\n", s.devices.size());
   for (const auto &d : s.devices)
     std::printf("  gpu %d: %s, %s, %d SMs, %.1f GiB, %d KiB shared memory per block\n",

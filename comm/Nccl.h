@@ -1,0 +1,32 @@
+// comm: libnccl.so.2 loaded with dlopen on first use; every entry point the
+// ring executor needs, resolved once.
+#pragma once
+
+#include <nccl.h>
+
+#include <string>
+
+namespace dattn::comm {
+
+struct Nccl {
+  decltype(&::ncclGetVersion) getVersion;
+  decltype(&::ncclGetUniqueId) getUniqueId;
+  decltype(&::ncclCommInitRankConfig) commInitRankConfig;
+  decltype(&::ncclCommFinalize) commFinalize;
+  decltype(&::ncclCommDestroy) commDestroy;
+  decltype(&::ncclCommAbort) commAbort;
+  decltype(&::ncclCommGetAsyncError) commGetAsyncError;
+  decltype(&::ncclCommCount) commCount;
+  decltype(&::ncclCommUserRank) commUserRank;
+  decltype(&::ncclGroupStart) groupStart;
+  decltype(&::ncclGroupEnd) groupEnd;
+  decltype(&::ncclSend) send;
+  decltype(&::ncclRecv) recv;
+  decltype(&::ncclGetErrorString) getErrorString;
+  std::string path;
+};
+
+/// Loaded once; throws Error naming the places searched.
+const Nccl &nccl();
+
+} // namespace dattn::comm
