@@ -28,15 +28,6 @@ AttentionSpec parse(const std::string &text) {
   return r.ok() ? r.file.attentions.at(0) : AttentionSpec{};
 }
 
-std::vector<float> randomVector(size_t count, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(count);
-  for (float &f : v)
-    f = normal(rng);
-  return v;
-}
-
 Comparison runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                          const BlockMask *mask, const std::vector<int64_t> *rows) {
   Runtime &rt = runtime(); // binds the GPU context before any allocation

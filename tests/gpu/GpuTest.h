@@ -30,7 +30,6 @@ std::string noGpuReason();
 /// GPU 0 with a kernel cache in the test's temporary folder.
 Runtime &runtime();
 AttentionSpec parse(const std::string &text);
-std::vector<float> randomVector(size_t count, uint64_t seed);
 
 /// Forward on random inputs against the reference (on the same
 /// dtype-rounded inputs); `rows` limits the compared rows (all when null).

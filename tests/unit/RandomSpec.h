@@ -17,6 +17,16 @@
 namespace dattn::test {
 
 /// The .dattn files of examples/, sorted.
+/// `count` draws of N(0, 1) from a seeded generator.
+inline std::vector<float> randomVector(size_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(count);
+  for (float &x : v)
+    x = normal(rng);
+  return v;
+}
+
 inline std::vector<std::string> exampleFiles() {
   std::vector<std::string> files;
   if (DIR *d = opendir(DATTN_EXAMPLES_DIR)) {

@@ -18,15 +18,6 @@ AttentionSpec parseOne(const std::string &text) {
   return r.ok() ? r.file.attentions.at(0) : AttentionSpec{};
 }
 
-std::vector<float> randomVector(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (float &x : v)
-    x = d(rng);
-  return v;
-}
-
 struct Outputs {
   std::vector<float> out, lse;
 };
