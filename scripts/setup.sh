@@ -32,6 +32,13 @@ if ! python3 -c "import numpy" 2>/dev/null; then
   echo "setup: installing numpy for $(command -v python3)"
   pip_install numpy
 fi
+# nanobind builds the Python package's extension; pytest runs its tests.
+for module in nanobind pytest; do
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "setup: installing $module for $(command -v python3)"
+    pip_install "$module"
+  fi
+done
 # The NVRTC of CUDA 12, for GPUs before sm_75 (Pascal): CMake records where
 # the wheel put libnvrtc.so.12, and the runtime loads it beside NVRTC 13.
 if ! python3 -c "import nvidia.cuda_nvrtc" 2>/dev/null; then

@@ -1,0 +1,42 @@
+"""dattn: dilated and sparse attention compiled to fast CUDA kernels.
+
+Specs come from spec files (``dattn.load``), spec text (``dattn.parse``) or
+the builder (``dattn.spec``), which writes spec text and parses it, so every
+spec, however made, is checked by the same front end and raises
+``dattn.SpecError`` with file:line:col diagnostics.
+
+    import dattn
+    s = dattn.spec(heads=12, head_dim=128, dtype="bf16",
+                   branches=[dattn.dilated(2048, 1), dattn.dilated(4096, 2),
+                             dattn.branch(dattn.window(256, 0) | dattn.global_tokens(16),
+                                          heads=range(0, 4))])
+    print(s.canonical())
+
+The torch ops (forward and backward with autograd), the nn modules and the
+ring from torch.distributed build on this package next.
+"""
+
+from ._dattn import ArgumentError, Error, Spec, SpecError, device_count, load, nvrtc_version
+from ._dattn import parse as _parse
+from ._dattn import plan_ring as _plan_ring
+from .builder import (Branch, Pattern, block_mask, branch, dense, dilated, dilated_blocks,
+                      global_tokens, hierarchical, random_blocks, spec, window)
+
+__all__ = [
+    "ArgumentError", "Branch", "Error", "Pattern", "Spec", "SpecError", "block_mask", "branch",
+    "dense", "device_count", "dilated", "dilated_blocks", "global_tokens", "hierarchical",
+    "load", "nvrtc_version", "parse", "plan_ring", "random_blocks", "spec", "window",
+]
+
+
+def parse(text, filename="<string>"):
+    """The attentions of spec text, as a list of Spec; raises SpecError."""
+    return _parse(text, filename)
+
+
+def plan_ring(spec, seq, ranks=0):
+    """What each rank of a ring receives from each peer at sequence length
+    ``seq`` (``ranks`` = 0: the spec's ring), as a dict (see docs/ring.md)."""
+    import json
+
+    return json.loads(_plan_ring(spec, seq, ranks))

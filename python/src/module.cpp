@@ -1,0 +1,79 @@
+// _dattn: the C++ core of the dattn Python package. Specs (parse, load,
+// canonical text), the ring plan, and what the machine offers. The torch
+// ops come on top of this, in Python, with the runtime's descriptors.
+#include "dattn/compiler.h"
+#include "dattn/dsl.h"
+#include "dattn/error.h"
+#include "dattn/ring.h"
+#include "dattn/runtime.h"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+std::vector<dattn::AttentionSpec> parse(const std::string &text, const std::string &filename) {
+  dattn::ParseResult r = dattn::parseSpec(text, filename);
+  if (!r.ok())
+    throw dattn::SpecError(r.formatDiagnostics());
+  return r.file.attentions;
+}
+
+} // namespace
+
+NB_MODULE(_dattn, m) {
+  m.doc() = "dattn's C++ core: specs, plans and the machine";
+  // Translators are tried newest first: the base class is registered first.
+  nb::exception<dattn::Error>(m, "Error", PyExc_RuntimeError);
+  nb::exception<dattn::ArgumentError>(m, "ArgumentError", PyExc_ValueError);
+  nb::exception<dattn::SpecError>(m, "SpecError", PyExc_ValueError);
+
+  nb::class_<dattn::AttentionSpec>(m, "Spec", "One attention of a spec file (immutable).")
+      .def_prop_ro("name", [](const dattn::AttentionSpec &s) { return s.name; })
+      .def_prop_ro("heads", [](const dattn::AttentionSpec &s) { return s.heads; })
+      .def_prop_ro("kv_heads", [](const dattn::AttentionSpec &s) { return s.kvHeads; })
+      .def_prop_ro("head_dim", [](const dattn::AttentionSpec &s) { return s.headDim; })
+      .def_prop_ro("dtype", [](const dattn::AttentionSpec &s) { return std::string(toString(s.dtype)); })
+      .def_prop_ro("causal", [](const dattn::AttentionSpec &s) { return s.causal; })
+      .def_prop_ro("ring", [](const dattn::AttentionSpec &s) { return s.ring; })
+      .def_prop_ro("scale", [](const dattn::AttentionSpec &s) { return s.effectiveScale(); })
+      .def_prop_ro("num_branches",
+                   [](const dattn::AttentionSpec &s) { return s.branches.size(); })
+      .def_prop_ro("needs_block_mask", &dattn::AttentionSpec::needsBlockMask)
+      .def("canonical", &dattn::AttentionSpec::canonical,
+           "The canonical text: every default explicit; parsing it gives an equal spec.")
+      .def("__hash__", [](const dattn::AttentionSpec &s) { return s.hash(); })
+      .def("__eq__", [](const dattn::AttentionSpec &a, const dattn::AttentionSpec &b) {
+        return a.canonical() == b.canonical();
+      })
+      .def("__repr__", [](const dattn::AttentionSpec &s) {
+        return "<dattn.Spec " + s.name + ": " + std::to_string(s.heads) + " heads, head_dim " +
+               std::to_string(s.headDim) + ", " + toString(s.dtype) + ", " +
+               std::to_string(s.branches.size()) + " branches>";
+      });
+
+  m.def("parse", &parse, "text"_a, "filename"_a = "<string>",
+        "Parses spec text; raises SpecError with every diagnostic (file:line:col).");
+  m.def(
+      "load", [](const std::string &path) { return dattn::loadSpecFile(path).attentions; },
+      "path"_a, "Reads and parses a spec file; raises SpecError.");
+  m.def(
+      "plan_ring",
+      [](const dattn::AttentionSpec &s, int64_t seq, int ranks) {
+        return dattn::ringPlanJson(
+            dattn::planRing(dattn::planAttention(s), seq, ranks > 0 ? ranks : s.ring, nullptr,
+                            s.hash()),
+            s.name);
+      },
+      "spec"_a, "seq"_a, "ranks"_a = 0,
+      "The ring plan as JSON text (see `dattn plan-ring --json`).");
+  m.def(
+      "nvrtc_version", [] { return dattn::nvrtcVersion(); },
+      "The version of the NVRTC that compiles for current GPUs; raises Error if none loads.");
+  m.def("device_count", &dattn::Runtime::deviceCount,
+        "GPUs the driver sees (0 without a driver).");
+}

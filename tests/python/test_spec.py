@@ -1,0 +1,74 @@
+"""The dattn Python package without a GPU: specs from text, files and the
+builder, their diagnostics, and the ring plan."""
+import os
+
+import pytest
+
+import dattn
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+
+
+def test_parse_and_canonical_round_trip():
+    s = dattn.parse("attention a { heads = 4 head_dim = 64 dtype = fp16 "
+                    "branch { dilated(segment = 128, dilation = 2, offset = head) } }")[0]
+    assert (s.name, s.heads, s.kv_heads, s.head_dim, s.dtype) == ("a", 4, 4, 64, "fp16")
+    assert s.scale == pytest.approx(1 / 8)
+    again = dattn.parse(s.canonical())[0]
+    assert again == s and hash(again) == hash(s)
+
+
+def test_diagnostics_carry_file_line_col():
+    with pytest.raises(dattn.SpecError) as e:
+        dattn.parse("attention a {\n  heads = 4\n  head_dim = 64\n"
+                    "  branch { dilated(segment = 128, dilaton = 2) }\n}\n", "bad.dattn")
+    message = str(e.value)
+    assert "bad.dattn:4:" in message
+    assert "dilation" in message  # the did-you-mean
+    assert isinstance(e.value, ValueError)
+
+
+def test_load_every_example():
+    for name in sorted(os.listdir(EXAMPLES)):
+        if name.endswith(".dattn"):
+            specs = dattn.load(os.path.join(EXAMPLES, name))
+            assert specs and all(isinstance(s, dattn.Spec) for s in specs)
+    with pytest.raises(dattn.SpecError):
+        dattn.load(os.path.join(EXAMPLES, "no_such_file.dattn"))
+
+
+def test_builder_matches_the_language():
+    built = dattn.spec(
+        heads=12, head_dim=128, dtype="bf16", name="longnet",
+        branches=[dattn.branch(dattn.dilated(2048, 1, offset=0), heads=range(0, 4)),
+                  dattn.branch(dattn.dilated(4096, 2, offset=1), heads=range(4, 8)),
+                  dattn.branch(dattn.dilated(8192, 4, offset=2), heads=range(8, 12))])
+    written = dattn.load(os.path.join(EXAMPLES, "longnet_head_partitioned.dattn"))[0]
+    assert built.canonical().replace("longnet", written.name, 1) == written.canonical()
+    union = dattn.spec(heads=2, head_dim=64, causal=True, ring=2, kv_heads=1,
+                       branches=[dattn.window(256, 0) | dattn.global_tokens(16),
+                                 dattn.random_blocks(64, 0.1, seed=3) | dattn.dense()])
+    assert union.causal and union.ring == 2 and union.kv_heads == 1
+    assert union.num_branches == 2
+    with pytest.raises(dattn.SpecError):  # the language's rules apply to built specs too
+        dattn.spec(heads=2, head_dim=64, branches=[dattn.dilated(128, 0)])
+    with pytest.raises(TypeError):
+        dattn.branch("window(left = 1)")
+
+
+def test_ring_plan():
+    s = dattn.load(os.path.join(EXAMPLES, "causal_ring.dattn"))[0]
+    plan = dattn.plan_ring(s, 65536)
+    assert plan["world_size"] == 4
+    assert len(plan["ranks"]) == 4
+    assert plan["total_bytes_forward"] == sum(r["bytes_forward"] for r in plan["ranks"])
+    assert [b["primitive"] for b in plan["branches"]] == ["halo", "gather"]
+    assert plan["ranks"][0]["rows_received"] == 0  # causal: rank 0 needs nobody
+
+
+def test_machine_queries_do_not_need_a_gpu():
+    assert dattn.device_count() >= 0
+    try:
+        assert dattn.nvrtc_version().count(".") == 1
+    except dattn.Error as e:  # no NVRTC: the error says what was searched
+        assert "nvrtc" in str(e).lower()
