@@ -28,17 +28,6 @@ std::string TuningKey::str() const {
          geometry + "/n" + std::to_string(seqBucket) + (causal ? "/causal" : "");
 }
 
-namespace {
-
-int64_t powerOfTwoAtLeast(int64_t v) {
-  int64_t p = 1;
-  while (p < v)
-    p <<= 1;
-  return p;
-}
-
-} // namespace
-
 TuningKey tuningKey(const AttentionPlan &plan, const BranchPlan &b, const std::string &stage,
                     const std::string &family, int64_t seqLen) {
   TuningKey k;
@@ -47,11 +36,11 @@ TuningKey tuningKey(const AttentionPlan &plan, const BranchPlan &b, const std::s
   k.dtype = toString(plan.dtype);
   k.headDim = plan.headDim;
   k.causal = plan.causal;
-  k.seqBucket = powerOfTwoAtLeast(seqLen);
+  k.seqBucket = plan::nextPowerOfTwo(seqLen);
   if (b.kind == BranchKind::Strided) {
     k.kind = "strided";
     const int64_t w = plan::segmentLength(b.segment, seqLen);
-    k.geometry = "rows" + std::to_string(powerOfTwoAtLeast((w + b.dilation - 1) / b.dilation));
+    k.geometry = "rows" + std::to_string(plan::nextPowerOfTwo((w + b.dilation - 1) / b.dilation));
   } else {
     k.kind = "blocks";
     int64_t minBlock = 0;

@@ -3,6 +3,8 @@
 // per-tile arithmetic is templates/dattn/tile_plan.cuh.
 #include "Passes.h"
 
+#include "dattn/tile_plan.cuh"
+
 #include "mlir/IR/Builders.h"
 
 #include <algorithm>
@@ -16,13 +18,6 @@ using namespace mlir;
 
 namespace dattn::ir {
 namespace {
-
-int64_t nextPowerOfTwo(int64_t v) {
-  int64_t p = 1;
-  while (p < v)
-    p <<= 1;
-  return p;
-}
 
 bool validTile(int64_t t) { return t >= 16 && t <= 256 && (t & (t - 1)) == 0; }
 
@@ -55,7 +50,7 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
       // to them rather than compute padding.
       if (auto seg = dilated.getSegment()) {
         int64_t compact = (*seg + dilated.getDilation() - 1) / dilated.getDilation();
-        int64_t fit = std::max<int64_t>(16, nextPowerOfTwo(compact));
+        int64_t fit = std::max<int64_t>(16, dattn::plan::nextPowerOfTwo(compact));
         blockM = std::min(blockM, fit);
         blockN = std::min(blockN, fit);
       }

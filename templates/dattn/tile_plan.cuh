@@ -69,6 +69,13 @@ struct Member {
 DATTN_HD i64 minI(i64 a, i64 b) { return a < b ? a : b; }
 DATTN_HD i64 maxI(i64 a, i64 b) { return a > b ? a : b; }
 DATTN_HD i64 ceilDiv(i64 a, i64 b) { return (a + b - 1) / b; }
+/// The least power of two >= v (1 for v <= 1).
+DATTN_HD i64 nextPowerOfTwo(i64 v) {
+  i64 p = 1;
+  while (p < v)
+    p <<= 1;
+  return p;
+}
 
 // ---------------------------------------------------------------------------
 // Strided (dilated) branches
