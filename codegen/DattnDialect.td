@@ -127,7 +127,8 @@ def Dattn_AttentionOp : Dattn_Op<"attention",
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, Dattn_I64Attr:$heads, Dattn_I64Attr:$kv_heads,
                        Dattn_I64Attr:$head_dim, StrAttr:$dtype, StrAttr:$precision,
-                       OptionalAttr<F64Attr>:$scale, UnitAttr:$causal, Dattn_I64Attr:$ring);
+                       OptionalAttr<F64Attr>:$scale, UnitAttr:$causal, Dattn_I64Attr:$ring,
+                       OptionalAttr<StrAttr>:$ring_layout);
   let regions = (region SizedRegion<1>:$branches);
   let assemblyFormat = "$sym_name attr-dict-with-keyword $branches";
   let hasVerifier = 1;

@@ -64,6 +64,8 @@ LogicalResult AttentionOp::verify() {
     return emitOpError("scale must be positive");
   if (getRing() < 1)
     return emitOpError("ring must be >= 1, got ") << getRing();
+  if (auto l = getRingLayout(); l && *l != "contiguous" && *l != "zigzag")
+    return emitOpError("ring_layout must be \"contiguous\" or \"zigzag\", got \"") << *l << "\"";
   int blockMasks = 0;
   for (Operation &op : *getBody()) {
     if (!isa<BranchOp>(op))

@@ -74,7 +74,8 @@ OwningOpRef<ModuleOp> buildModule(MLIRContext &ctx, const std::vector<AttentionS
         b.getI64IntegerAttr(s.kvHeads), b.getI64IntegerAttr(s.headDim),
         b.getStringAttr(toString(s.dtype)), b.getStringAttr(toString(s.precision)),
         s.scale ? b.getF64FloatAttr(*s.scale) : FloatAttr(),
-        s.causal ? b.getUnitAttr() : UnitAttr(), b.getI64IntegerAttr(s.ring));
+        s.causal ? b.getUnitAttr() : UnitAttr(), b.getI64IntegerAttr(s.ring),
+        s.ringLayout == RingLayout::Zigzag ? b.getStringAttr("zigzag") : StringAttr());
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToEnd(&att.getBranches().emplaceBlock());
     for (const Branch &br : s.branches) {

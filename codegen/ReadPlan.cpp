@@ -106,6 +106,8 @@ AttentionPlan readPlan(AttentionOp att) {
                              : 1.0 / std::sqrt(static_cast<double>(out.headDim));
   out.causal = att.getCausal();
   out.ring = static_cast<int>(att.getRing());
+  if (auto l = att.getRingLayout(); l && *l == "zigzag")
+    out.ringLayout = RingLayout::Zigzag;
   if (auto target = att->getAttrOfType<StringAttr>(kTargetAttr))
     out.target = target.getValue().str();
   if (auto smem = att->getAttrOfType<IntegerAttr>(kSmemAttr))

@@ -6,7 +6,8 @@ namespace dattn::dsl {
 
 const std::vector<std::string> &settingKeys() {
   static const std::vector<std::string> keys = {
-      "heads", "kv_heads", "head_dim", "dtype", "precision", "scale", "causal", "ring"};
+      "heads", "kv_heads", "head_dim", "dtype", "precision", "scale", "causal", "ring",
+      "ring_layout"};
   return keys;
 }
 

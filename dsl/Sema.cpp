@@ -259,6 +259,12 @@ private:
       ok &= read_.integer(*r, "ring", 1, 4096, v);
       spec.ring = static_cast<int>(v);
     }
+    if (const Value *l = get("ring_layout")) {
+      if (read_.name(*l, "ring_layout", {"contiguous", "zigzag"}, word))
+        spec.ringLayout = word == "zigzag" ? RingLayout::Zigzag : RingLayout::Contiguous;
+      else
+        ok = false;
+    }
     if (a.branches.empty()) {
       diags_.error(a.loc, "attention '" + a.name + "' has no branch; add e.g. "
                           "'branch { dilated(segment = 2048, dilation = 1) }'");

@@ -19,6 +19,8 @@ const char *toString(DType t) {
 
 const char *toString(Precision p) { return p == Precision::TF32 ? "tf32" : "ieee"; }
 
+const char *toString(RingLayout l) { return l == RingLayout::Zigzag ? "zigzag" : "contiguous"; }
+
 const char *toString(PatternKind k) {
   switch (k) {
   case PatternKind::Dilated: return "dilated";
@@ -145,6 +147,8 @@ std::string AttentionSpec::canonical() const {
     os << "  scale = " << number(*scale) << "\n";
   os << "  causal = " << (causal ? "true" : "false") << "\n";
   os << "  ring = " << ring << "\n";
+  if (ringLayout != RingLayout::Contiguous) // absent from older canonical texts
+    os << "  ring_layout = " << toString(ringLayout) << "\n";
   for (const auto &b : branches) {
     os << "  branch heads " << headList(b.heads) << " {\n    ";
     for (size_t k = 0; k < b.terms.size(); ++k)

@@ -35,10 +35,6 @@ const char *toString(RingPrimitive p) {
 
 namespace {
 
-struct Shard {
-  int64_t a, e; ///< queries and owned rows [a, e)
-};
-
 /// Keys of a dilated pattern (segment w, stride r, offset o) reachable from
 /// the queries in [a, e), outside [a, e) only.
 void dilatedKeys(int64_t w, int64_t r, int64_t o, int64_t a, int64_t e, int64_t n, bool causal,
@@ -148,6 +144,33 @@ uint64_t fnv(uint64_t h, uint64_t v) {
 
 } // namespace
 
+std::vector<RowRange> ringShard(RingLayout layout, int64_t n, int ranks, int rank) {
+  std::vector<RowRange> out;
+  auto add = [&](int64_t a, int64_t e) {
+    a = std::min(a, n);
+    e = std::min(e, n);
+    if (a < e)
+      out.push_back({a, e});
+  };
+  if (layout == RingLayout::Zigzag) {
+    const int64_t c = plan::ceilDiv(n, 2 * int64_t(ranks));
+    add(rank * c, (rank + 1) * c);
+    add((2 * int64_t(ranks) - 1 - rank) * c, (2 * int64_t(ranks) - rank) * c);
+  } else {
+    const int64_t l = plan::ceilDiv(n, ranks);
+    add(rank * l, (rank + 1) * l);
+  }
+  return out;
+}
+
+int ringOwner(RingLayout layout, int64_t n, int ranks, int64_t row) {
+  if (layout == RingLayout::Zigzag) {
+    const int64_t chunk = row / plan::ceilDiv(n, 2 * int64_t(ranks));
+    return static_cast<int>(chunk < ranks ? chunk : 2 * int64_t(ranks) - 1 - chunk);
+  }
+  return static_cast<int>(row / plan::ceilDiv(n, ranks));
+}
+
 RingPlan planRing(const AttentionPlan &p, int64_t n, int ranks, const BlockMask *mask,
                   uint64_t specHash) {
   if (ranks < 1)
@@ -168,43 +191,43 @@ RingPlan planRing(const AttentionPlan &p, int64_t n, int ranks, const BlockMask 
   RingPlan out;
   out.seqLen = n;
   out.ranks = ranks;
-  out.shardRows = plan::ceilDiv(n, ranks);
+  out.layout = p.ringLayout;
+  out.shardRows = p.ringLayout == RingLayout::Zigzag ? 2 * plan::ceilDiv(n, 2 * int64_t(ranks))
+                                                     : plan::ceilDiv(n, ranks);
   out.kvHeads = p.kvHeads;
   out.headDim = p.headDim;
   out.elementBytes = p.dtype == DType::F32 ? 4 : 2;
   out.branches.resize(p.branches.size());
   const int group = p.heads / p.kvHeads;
-  auto shard = [&](int r) {
-    return Shard{std::min<int64_t>(n, r * out.shardRows),
-                 std::min<int64_t>(n, (int64_t(r) + 1) * out.shardRows)};
-  };
+  std::vector<std::vector<RowRange>> shards;
+  for (int r = 0; r < ranks; ++r)
+    shards.push_back(ringShard(p.ringLayout, n, ranks, r));
   for (size_t b = 0; b < p.branches.size(); ++b)
     out.branches[b].primitive = RingPrimitive::Local;
 
   for (int r = 0; r < ranks; ++r) {
-    const Shard q = shard(r);
     RankPlan rp;
     rp.rank = r;
-    rp.rowBegin = q.a;
-    rp.rowEnd = q.e;
+    rp.shard = shards[r];
     // (peer, kv head) -> the rows needed, over every branch.
     std::map<std::pair<int, int>, std::vector<RowRun>> all;
-    for (size_t bi = 0; q.a < q.e && bi < p.branches.size(); ++bi) {
+    for (size_t bi = 0; bi < p.branches.size(); ++bi) {
       const BranchPlan &b = p.branches[bi];
       std::map<std::pair<int, int>, std::vector<RowRun>> mine;
       for (size_t k = 0; k < b.heads.size(); ++k) {
-        std::vector<RowRun> keys;
-        branchKeys(p, b, static_cast<int>(k), q.a, q.e, n, mask, keys);
+        std::vector<RowRun> keys; // per query range; a range's own rows come back local
+        for (const RowRange &q : shards[r])
+          branchKeys(p, b, static_cast<int>(k), q.begin, q.end, n, mask, keys);
         const int kvHead = b.heads[k] / group;
         for (int peer = 0; peer < ranks; ++peer) {
           if (peer == r)
             continue;
-          const Shard s = shard(peer);
-          for (const RowRun &run : keys) {
-            RowRun c = ring::clip(run, s.a, s.e);
-            if (c.count > 0)
-              mine[{peer, kvHead}].push_back(c);
-          }
+          for (const RowRange &s : shards[peer])
+            for (const RowRun &run : keys) {
+              RowRun c = ring::clip(run, s.begin, s.end);
+              if (c.count > 0)
+                mine[{peer, kvHead}].push_back(c);
+            }
         }
       }
       for (auto &[key, runs] : mine) {
@@ -234,15 +257,17 @@ RingPlan planRing(const AttentionPlan &p, int64_t n, int ranks, const BlockMask 
   for (size_t b = 0; b < p.branches.size(); ++b)
     if (out.branches[b].rowsReceived > 0)
       out.branches[b].primitive = primitiveOf(p.branches[b]);
-  out.hash = fnv(fnv(fnv(14695981039346656037ULL, specHash), static_cast<uint64_t>(n)),
-                 static_cast<uint64_t>(ranks));
+  out.hash = fnv(fnv(fnv(fnv(14695981039346656037ULL, specHash), static_cast<uint64_t>(n)),
+                     static_cast<uint64_t>(ranks)),
+                 static_cast<uint64_t>(p.ringLayout));
   return out;
 }
 
 std::string ringPlanJson(const RingPlan &plan, const std::string &name) {
   std::ostringstream os;
   os << "{\n  \"attention\": \"" << name << "\",\n  \"seq\": " << plan.seqLen
-     << ",\n  \"world_size\": " << plan.ranks << ",\n  \"shard_rows\": " << plan.shardRows
+     << ",\n  \"world_size\": " << plan.ranks << ",\n  \"layout\": \"" << toString(plan.layout)
+     << "\",\n  \"shard_rows\": " << plan.shardRows
      << ",\n  \"kv_heads\": " << plan.kvHeads << ",\n  \"head_dim\": " << plan.headDim
      << ",\n  \"element_bytes\": " << plan.elementBytes
      << ",\n  \"plan_hash\": \"" << std::hex << plan.hash << std::dec << "\",\n  \"branches\": [";
@@ -252,8 +277,10 @@ std::string ringPlanJson(const RingPlan &plan, const std::string &name) {
   os << "],\n  \"ranks\": [\n";
   for (size_t r = 0; r < plan.rankPlans.size(); ++r) {
     const RankPlan &rp = plan.rankPlans[r];
-    os << "    {\"rank\": " << rp.rank << ", \"rows\": [" << rp.rowBegin << ", " << rp.rowEnd
-       << "], \"rows_received\": " << rp.rowsReceived << ", \"bytes_forward\": "
+    os << "    {\"rank\": " << rp.rank << ", \"rows\": [";
+    for (size_t k = 0; k < rp.shard.size(); ++k)
+      os << (k ? ", " : "") << "[" << rp.shard[k].begin << ", " << rp.shard[k].end << "]";
+    os << "], \"rows_received\": " << rp.rowsReceived << ", \"bytes_forward\": "
        << rp.bytesForward << ", \"bytes_backward\": " << rp.bytesBackward
        << ", \"receives\": [";
     for (size_t x = 0; x < rp.receives.size(); ++x) {

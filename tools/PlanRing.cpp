@@ -22,19 +22,23 @@ std::string mib(int64_t bytes) {
 }
 
 void printPlan(const RingPlan &plan, const AttentionSpec &spec) {
-  std::printf("attention %s: N = %lld over %d ranks of %lld rows; %d kv heads, head_dim %d, %s\n",
+  std::printf("attention %s: N = %lld over %d ranks of %lld rows (%s); %d kv heads, head_dim "
+              "%d, %s\n",
               spec.name.c_str(), static_cast<long long>(plan.seqLen), plan.ranks,
-              static_cast<long long>(plan.shardRows), plan.kvHeads, plan.headDim,
-              toString(spec.dtype));
+              static_cast<long long>(plan.shardRows), toString(plan.layout), plan.kvHeads,
+              plan.headDim, toString(spec.dtype));
   for (size_t b = 0; b < plan.branches.size(); ++b)
     std::printf("  branch %zu: %s, %lld rows received over all ranks\n", b,
                 toString(plan.branches[b].primitive),
                 static_cast<long long>(plan.branches[b].rowsReceived));
   for (const RankPlan &rp : plan.rankPlans) {
-    std::printf("  rank %d, rows [%lld, %lld): receives %lld rows, %s forward, %s backward\n",
-                rp.rank, static_cast<long long>(rp.rowBegin), static_cast<long long>(rp.rowEnd),
-                static_cast<long long>(rp.rowsReceived), mib(rp.bytesForward).c_str(),
-                mib(rp.bytesBackward).c_str());
+    std::string rows;
+    for (const RowRange &r : rp.shard)
+      rows += (rows.empty() ? "" : " + ") + std::string("[") + std::to_string(r.begin) + ", " +
+              std::to_string(r.end) + ")";
+    std::printf("  rank %d, rows %s: receives %lld rows, %s forward, %s backward\n", rp.rank,
+                rows.empty() ? "none" : rows.c_str(), static_cast<long long>(rp.rowsReceived),
+                mib(rp.bytesForward).c_str(), mib(rp.bytesBackward).c_str());
     std::map<int, std::pair<int64_t, int>> perPeer; // rows, kv heads
     for (const PeerRows &pr : rp.receives) {
       perPeer[pr.peer].first += pr.count;

@@ -99,6 +99,7 @@ struct AttentionPlan {
   double scale = 0; ///< resolved (never the default marker)
   bool causal = false;
   int ring = 1;
+  RingLayout ringLayout = RingLayout::Contiguous;
   std::string target; ///< the arch the kernels were chosen for ("" = none yet)
   int smemBytes = 0;  ///< the target's shared memory per block they were chosen for
   std::vector<BranchPlan> branches;

@@ -46,9 +46,14 @@ struct PeerRows {
   int64_t count = 0; ///< rows in total
 };
 
+/// Rows [begin, end).
+struct RowRange {
+  int64_t begin = 0, end = 0;
+};
+
 struct RankPlan {
   int rank = 0;
-  int64_t rowBegin = 0, rowEnd = 0; ///< its shard [rowBegin, rowEnd)
+  std::vector<RowRange> shard;      ///< the rows it holds: one range, two with zigzag
   std::vector<PeerRows> receives;   ///< sorted by (peer, kvHead)
   int64_t rowsReceived = 0;         ///< sum over peers and kv heads
   int64_t bytesForward = 0;         ///< K and V rows in the spec's dtype
@@ -63,7 +68,8 @@ struct BranchRingPlan {
 struct RingPlan {
   int64_t seqLen = 0;
   int ranks = 1;
-  int64_t shardRows = 0; ///< ceil(N / P); the last shards may be shorter or empty
+  RingLayout layout = RingLayout::Contiguous;
+  int64_t shardRows = 0; ///< rows per rank: ceil(N / P), or 2 ceil(N / 2P) with zigzag
   int kvHeads = 0, headDim = 0;
   int64_t elementBytes = 2;
   std::vector<BranchRingPlan> branches;
@@ -79,6 +85,11 @@ struct RingPlan {
 /// spec has one. Throws Error for ranks < 1 or a missing mask.
 RingPlan planRing(const AttentionPlan &plan, int64_t seqLen, int ranks,
                   const BlockMask *mask = nullptr, uint64_t specHash = 0);
+
+/// The rows rank `rank` holds under `layout` (empty ranges dropped).
+std::vector<RowRange> ringShard(RingLayout layout, int64_t seqLen, int ranks, int rank);
+/// The rank that holds row `row`.
+int ringOwner(RingLayout layout, int64_t seqLen, int ranks, int64_t row);
 
 /// The plan as JSON: ranks (each with its shard, receives per peer and
 /// bytes), branches, total_bytes_forward, total_bytes_backward.

@@ -22,9 +22,15 @@ struct SourceLoc {
 
 enum class DType { F16, BF16, F32 };
 enum class Precision { IEEE, TF32 };
+/// Which rows each of the ring's P ranks holds. Contiguous: rank r holds
+/// shard r of P equal shards. Zigzag (for causal attention, whose work grows
+/// with the row index): the rows are cut into 2P chunks and rank r holds
+/// chunks r and 2P - 1 - r, so every rank gets the same causal work.
+enum class RingLayout { Contiguous, Zigzag };
 
 const char *toString(DType t);
 const char *toString(Precision p);
+const char *toString(RingLayout l);
 
 /// The pattern kinds of docs/semantics.md.
 enum class PatternKind {
@@ -94,7 +100,8 @@ struct AttentionSpec {
   Precision precision = Precision::IEEE; ///< only meaningful for fp32
   std::optional<double> scale;           ///< default 1/sqrt(headDim)
   bool causal = false;
-  int ring = 1; ///< sequence shards (GPUs); N must be divisible by it
+  int ring = 1; ///< sequence shards (GPUs), each ceil(N / ring) rows (the last may be shorter)
+  RingLayout ringLayout = RingLayout::Contiguous;
   std::vector<Branch> branches;
   SourceLoc loc;
 

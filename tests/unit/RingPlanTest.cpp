@@ -19,17 +19,33 @@ namespace {
 
 using Needed = std::set<std::tuple<int, int, int64_t>>; // (peer, kv head, row)
 
+/// The owner of each row, straight from the layout's definition: P equal
+/// shards, or 2P equal chunks of which rank r holds r and 2P - 1 - r.
+int owner(const AttentionSpec &spec, int64_t n, int ranks, int64_t row) {
+  if (spec.ringLayout == RingLayout::Zigzag) {
+    const int64_t c = (n + 2 * ranks - 1) / (2 * ranks);
+    for (int r = 0; r < ranks; ++r)
+      if (row / c == r || row / c == 2 * ranks - 1 - r)
+        return r;
+    return -1;
+  }
+  return static_cast<int>(row / ((n + ranks - 1) / ranks));
+}
+
 Needed bruteForce(const AttentionSpec &spec, int64_t n, int ranks, int rank,
                   const BlockMask *mask) {
-  const int64_t L = (n + ranks - 1) / ranks;
-  const int64_t a = std::min<int64_t>(n, rank * L), e = std::min<int64_t>(n, (rank + 1) * L);
   Needed out;
   for (const Branch &b : spec.branches)
     for (int h : b.heads)
-      for (int64_t i = a; i < e; ++i)
-        for (int64_t j = 0; j < n; ++j)
-          if ((j < a || j >= e) && branchContains(spec, b, h, i, j, n, mask))
-            out.insert({static_cast<int>(j / L), spec.kvHeadOf(h), j});
+      for (int64_t i = 0; i < n; ++i) {
+        if (owner(spec, n, ranks, i) != rank)
+          continue;
+        for (int64_t j = 0; j < n; ++j) {
+          const int o = owner(spec, n, ranks, j);
+          if (o != rank && branchContains(spec, b, h, i, j, n, mask))
+            out.insert({o, spec.kvHeadOf(h), j});
+        }
+      }
   return out;
 }
 
@@ -42,17 +58,19 @@ void checkPlan(const AttentionSpec &spec, int64_t n, int ranks, const BlockMask 
                              std::to_string(ranks) + ", rank " + std::to_string(rp.rank);
     Needed planned;
     int64_t rows = 0;
+    // The layout: every row has exactly one owner, the one the plan says.
+    for (const RowRange &r : rp.shard)
+      for (int64_t x = r.begin; x < r.end; ++x)
+        ASSERT_EQ(owner(spec, n, ranks, x), rp.rank) << what << ": row " << x;
     for (const PeerRows &pr : rp.receives) {
       ASSERT_NE(pr.peer, rp.rank) << what;
-      const int64_t pa = std::min<int64_t>(n, pr.peer * plan.shardRows);
-      const int64_t pe = std::min<int64_t>(n, (pr.peer + 1) * plan.shardRows);
       int64_t prev = -1, count = 0;
       for (const RowRun &r : pr.rows) {
         ASSERT_GT(r.count, 0) << what;
         ASSERT_GE(r.step, 1) << what;
         EXPECT_GT(r.start, prev) << what << ": runs overlap or are out of order";
-        EXPECT_GE(r.start, pa) << what;
-        EXPECT_LT(r.last(), pe) << what;
+        EXPECT_EQ(owner(spec, n, ranks, r.start), pr.peer) << what;
+        EXPECT_EQ(owner(spec, n, ranks, r.last()), pr.peer) << what;
         prev = r.last();
         for (int64_t k = 0; k < r.count; ++k)
           EXPECT_TRUE(planned.insert({pr.peer, pr.kvHead, r.start + k * r.step}).second)
@@ -88,6 +106,8 @@ TEST(RingPlan, MatchesBruteForceOnRandomSpecs) {
   SpecGenerator gen(71);
   for (int trial = 0; trial < 400; ++trial) {
     AttentionSpec spec = gen.spec();
+    if (trial % 3 == 0) // a third with the zigzag layout
+      spec.ringLayout = RingLayout::Zigzag;
     const int64_t n = gen.uniform(1, 200);
     const int ranks = static_cast<int>(std::vector<int64_t>{1, 2, 3, 4, 8}[gen.uniform(0, 4)]);
     BlockMask mask;
@@ -113,7 +133,10 @@ TEST(RingPlan, ExamplesMatchBruteForce) {
         b.heads = kept.empty() ? std::vector<int>{0} : kept;
       }
       for (int ranks : {2, 3})
-        checkPlan(spec, 256 + 17, ranks, nullptr);
+        for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag}) {
+          spec.ringLayout = layout;
+          checkPlan(spec, 256 + 17, ranks, nullptr);
+        }
     }
 }
 
@@ -147,6 +170,29 @@ TEST(RingPlan, PacksPerKvHeadNotTheUnion) {
       ASSERT_EQ(pr.rows.size(), 1u);
       EXPECT_EQ(pr.rows[0].step, 4);
     }
+  }
+}
+
+TEST(RingPlan, ZigzagEvensOutCausalWork) {
+  // Dense causal attention over 4 ranks: with contiguous shards the last
+  // rank attends 7x the pairs of the first; zigzag gives every rank the same
+  // number of (query, key) pairs, and every rank holds 2 chunks.
+  ParseResult r = parseSpec("attention t { heads = 1 head_dim = 64 causal = true ring = 4 "
+                            "ring_layout = zigzag branch { dense } }",
+                            "t.dattn");
+  ASSERT_TRUE(r.ok()) << r.formatDiagnostics();
+  const AttentionSpec &spec = r.file.attentions[0];
+  EXPECT_NE(spec.canonical().find("ring_layout = zigzag"), std::string::npos);
+  const int64_t n = 800;
+  const RingPlan plan = planRing(planAttention(spec), n, 4);
+  EXPECT_EQ(plan.layout, RingLayout::Zigzag);
+  for (const RankPlan &rp : plan.rankPlans) {
+    ASSERT_EQ(rp.shard.size(), 2u);
+    int64_t pairs = 0;
+    for (const RowRange &q : rp.shard)
+      for (int64_t i = q.begin; i < q.end; ++i)
+        pairs += i + 1;
+    EXPECT_EQ(pairs, 80100) << "rank " << rp.rank; // (800 * 801 / 2) / 4
   }
 }
 
