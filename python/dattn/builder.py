@@ -96,7 +96,7 @@ def branch(pattern, heads=None):
 
 
 def spec(heads, head_dim, branches, dtype="bf16", kv_heads=None, causal=False, scale=None,
-         ring=1, precision=None, name="attention"):
+         ring=1, ring_layout=None, precision=None, name="attention"):
     """An attention spec from Python values; returns a dattn.Spec."""
     from . import parse
 
@@ -112,6 +112,8 @@ def spec(heads, head_dim, branches, dtype="bf16", kv_heads=None, causal=False, s
         lines.append("  scale = %r" % float(scale))
     if ring != 1:
         lines.append("  ring = %d" % int(ring))
+    if ring_layout is not None:
+        lines.append("  ring_layout = %s" % ring_layout)
     for b in branches:
         lines.append("  " + (b if isinstance(b, Branch) else Branch(b)).text())
     lines.append("}")

@@ -64,6 +64,11 @@ def test_ring_plan():
     assert plan["total_bytes_forward"] == sum(r["bytes_forward"] for r in plan["ranks"])
     assert [b["primitive"] for b in plan["branches"]] == ["halo", "gather"]
     assert plan["ranks"][0]["rows_received"] == 0  # causal: rank 0 needs nobody
+    zigzag = dattn.spec(heads=1, head_dim=64, causal=True, ring=2, ring_layout="zigzag",
+                        branches=[dattn.dense()])
+    z = dattn.plan_ring(zigzag, 400)
+    assert z["layout"] == "zigzag"
+    assert z["ranks"][0]["rows"] == [[0, 100], [300, 400]]
 
 
 def test_machine_queries_do_not_need_a_gpu():
