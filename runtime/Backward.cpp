@@ -18,8 +18,7 @@
 namespace dattn {
 
 void CompiledAttention::backward(const BackwardArgs &a) {
-  const std::string where = "backward(attention '" + spec_.name + "'): ";
-  rt::ArgumentChecker check(where, spec_, device_);
+  rt::ArgumentChecker check("backward", spec_, device_);
   int64_t B = 0, N = 0;
   check.batchAndLength(a.q, &B, &N);
   const int64_t H = spec_.heads, Hk = spec_.kvHeads, D = spec_.headDim;
@@ -41,7 +40,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
     rt::driver().streamIsCapturing(static_cast<CUstream>(a.stream), &capture);
     if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
-      throw Error(where + "the " + (a.deterministic ? "deterministic " : "") +
+      throw Error("backward(attention '" + spec_.name + "'): the " + (a.deterministic ? "deterministic " : "") +
                   "backward kernels are not loaded yet and the stream is being captured: "
                   "call prepareBackward(" + (a.deterministic ? "true" : "false") +
                   ") before the capture");
@@ -80,13 +79,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   long long batch = B, qE = B * N * H * D, kvE = B * N * Hk * D;
   const int finalizeIndex = static_cast<int>(mod.kernels.size()) - 1;
   auto launch = [&](int x, unsigned gx, unsigned gy, unsigned gz, void **args) {
-    const KernelInfo &ki = mod.kernels[x];
-    rt::check(d.launchKernel(static_cast<CUfunction>(loaded.functions[x]), gx, gy, gz,
-                             ki.threads, 1, 1, ki.smemBytes, stream, args, nullptr),
-              where + "launching " + ki.name + " (grid " + std::to_string(gx) + "x" +
-                  std::to_string(gy) + "x" + std::to_string(gz) + ", " +
-                  std::to_string(ki.threads) + " threads, " + std::to_string(ki.smemBytes) +
-                  " bytes of shared memory)");
+    rt::launchKernel(mod.kernels[x], loaded.functions[x], gx, gy, gz, stream, args, "backward: ");
   };
   auto elementwiseGrid = [&](const KernelInfo &ki) {
     return static_cast<unsigned>(
@@ -100,7 +93,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   if (ws.accElems > 0)
     rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(base + ws.deltaCount), 0u,
                                static_cast<size_t>(ws.accElems), stream),
-              where + "clearing the gradient accumulators");
+              "backward: clearing the gradient accumulators");
   if (mod.gradientsDirect) {
     int zero = 0;
     const bool dqDirect = !(mod.gradientFinalize & bwd::kFinalizeDq);
@@ -114,7 +107,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
                                    static_cast<size_t>(t == &a.dq ? qE : kvE) *
                                        t->elementBytes() / 4,
                                    stream),
-                  where + "clearing the gradients");
+                  "backward: clearing the gradients");
       else
         zero |= bit;
     }

@@ -18,7 +18,7 @@
 namespace dattn {
 
 void CompiledAttention::forward(const ForwardArgs &a) const {
-  rt::ArgumentChecker check("forward(attention '" + spec_.name + "'): ", spec_, device_);
+  rt::ArgumentChecker check("forward", spec_, device_);
   int64_t B = 0, N = 0;
   check.batchAndLength(a.q, &B, &N);
   const int64_t H = spec_.heads, Hk = spec_.kvHeads, D = spec_.headDim;
@@ -82,12 +82,7 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       gx = grid.x;
       p.tilesPerSegment = grid.tilesPerSegment;
     }
-    rt::check(d.launchKernel(f, gx, gy, gz, ki.threads, 1, 1, ki.smemBytes, stream, args,
-                             nullptr),
-              "launching " + ki.name + " (grid " + std::to_string(gx) + "x" +
-                  std::to_string(gy) + "x" + std::to_string(gz) + ", " +
-                  std::to_string(ki.threads) + " threads, " + std::to_string(ki.smemBytes) +
-                  " bytes of shared memory)");
+    rt::launchKernel(ki, f, gx, gy, gz, stream, args, "forward: ");
   }
 }
 

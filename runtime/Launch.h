@@ -7,6 +7,7 @@
 #include "dattn/tile_plan.cuh"
 
 #include <cstdint>
+#include <string>
 
 namespace dattn::rt {
 
@@ -31,5 +32,11 @@ inline BranchGrid branchGrid(const KernelInfo &ki, const BranchPlan &b, int64_t 
   }
   return g;
 }
+
+/// Launches kernel `ki` (its CUfunction `fn`) on `stream`. The error
+/// message (what, the kernel, grid, threads, shared memory) is built only
+/// when the launch fails: runs pay no string work.
+void launchKernel(const KernelInfo &ki, void *fn, unsigned gx, unsigned gy, unsigned gz,
+                  void *stream, void **args, const std::string &where);
 
 } // namespace dattn::rt

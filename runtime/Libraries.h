@@ -92,5 +92,10 @@ const Nvrtc &nvrtc();
 
 /// Throws Error("<what>: <driver message>") unless r is CUDA_SUCCESS.
 void check(CUresult r, const std::string &what);
+/// The same without building a string when r is CUDA_SUCCESS (hot paths).
+inline void check(CUresult r, const char *what) {
+  if (r != CUDA_SUCCESS)
+    check(r, std::string(what));
+}
 
 } // namespace dattn::rt

@@ -1,5 +1,6 @@
 #include "ModuleLoader.h"
 
+#include "Launch.h"
 #include "Libraries.h"
 
 namespace dattn::rt {
@@ -39,6 +40,18 @@ std::unique_ptr<LoadedModule> loadModule(KernelCache &cache, const EmittedModule
     report->cacheFolder = kernel->folder;
   }
   return loaded;
+}
+
+void launchKernel(const KernelInfo &ki, void *fn, unsigned gx, unsigned gy, unsigned gz,
+                  void *stream, void **args, const std::string &where) {
+  const CUresult r = driver().launchKernel(static_cast<CUfunction>(fn), gx, gy, gz, ki.threads, 1,
+                                           1, ki.smemBytes, static_cast<CUstream>(stream), args,
+                                           nullptr);
+  if (r != CUDA_SUCCESS)
+    check(r, where + "launching " + ki.name + " (grid " + std::to_string(gx) + "x" +
+                 std::to_string(gy) + "x" + std::to_string(gz) + ", " +
+                 std::to_string(ki.threads) + " threads, " + std::to_string(ki.smemBytes) +
+                 " bytes of shared memory)");
 }
 
 } // namespace dattn::rt

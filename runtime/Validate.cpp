@@ -25,10 +25,12 @@ std::string shapeString(std::initializer_list<int64_t> dims) {
 
 } // namespace
 
-ArgumentChecker::ArgumentChecker(std::string where, const AttentionSpec &spec, int device)
-    : where_(std::move(where)), spec_(spec), device_(device) {}
+ArgumentChecker::ArgumentChecker(const char *pass, const AttentionSpec &spec, int device)
+    : pass_(pass), spec_(spec), device_(device) {}
 
-void ArgumentChecker::fail(const std::string &msg) const { throw ArgumentError(where_ + msg); }
+void ArgumentChecker::fail(const std::string &msg) const {
+  throw ArgumentError(std::string(pass_) + "(attention '" + spec_.name + "'): " + msg);
+}
 
 void ArgumentChecker::batchAndLength(const TensorDesc &q, int64_t *batch, int64_t *seqLen) const {
   if (q.rank != 4)

@@ -14,8 +14,8 @@ namespace dattn::rt {
 
 class ArgumentChecker {
 public:
-  /// `where` prefixes every message ("forward(attention 'x'): ").
-  ArgumentChecker(std::string where, const AttentionSpec &spec, int device);
+  /// Messages start "<pass>(attention '<name>'): " (built only on failure).
+  ArgumentChecker(const char *pass, const AttentionSpec &spec, int device);
 
   /// Reads (B, N) from q, a [B, N, heads, head_dim] tensor.
   void batchAndLength(const TensorDesc &q, int64_t *batch, int64_t *seqLen) const;
@@ -33,7 +33,7 @@ private:
   void deviceMemory(const std::string &name, const void *p, int64_t bytes) const;
   [[noreturn]] void fail(const std::string &msg) const;
 
-  std::string where_;
+  const char *pass_;
   const AttentionSpec &spec_;
   int device_;
 };
