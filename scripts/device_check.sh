@@ -58,7 +58,7 @@ if [ "$mode" = all ] || [ "$mode" = sanitize ]; then
       build/tests/gpu/dattn_gpu_tests --gtest_filter="$subset" > "$OUT/sanitize_$tool.log" 2>&1
     rc=$?
     tail -3 "$OUT/sanitize_$tool.log"
-    summary+=("compute-sanitizer $tool: exit $rc, $(grep -cE '^\[       OK \]' "$OUT/sanitize_$tool.log") tests ok, $(grep -E 'ERROR SUMMARY' "$OUT/sanitize_$tool.log" | tail -1)")
+    summary+=("compute-sanitizer $tool: exit $rc, $(grep -cE '^\[       OK \]' "$OUT/sanitize_$tool.log") tests ok, $(grep -E '(ERROR|RACECHECK) SUMMARY' "$OUT/sanitize_$tool.log" | tail -1)")
     [ $rc -eq 0 ] || status=1
   done
 fi
