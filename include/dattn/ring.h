@@ -9,6 +9,7 @@
 // prints it; tests check it against brute force over the reference's key sets.
 #pragma once
 
+#include "dattn/error.h"
 #include "dattn/plan.h"
 
 #include <cstdint>
@@ -90,6 +91,94 @@ RingPlan planRing(const AttentionPlan &plan, int64_t seqLen, int ranks,
 std::vector<RowRange> ringShard(RingLayout layout, int64_t seqLen, int ranks, int rank);
 /// The rank that holds row `row`.
 int ringOwner(RingLayout layout, int64_t seqLen, int ranks, int64_t row);
+
+/// The exchange schedule. Step s = 1 .. P-1 of rank r receives from peer
+/// (r - s) mod P what r needs of it and sends to peer (r + s) mod P what that
+/// peer needs of r, so every step is one send and one receive per rank, and
+/// a send is empty exactly when its receiver expects nothing (both sides
+/// read the same plan: NCCL's sizes always match). The compute of step s
+/// (and of the local rows, step 0) overlaps the transfer of step s + 1.
+///
+/// A transfer packs K (then V, in a second buffer of the same shape) as
+/// [part][row][head_dim]: parts in (kv head, run) order, each part's rows
+/// ascending. Backward returns the dK and dV partials of the same rows, in
+/// fp32 and the same packing, to the peer they came from. With a batch of
+/// B, a transfer holds B such blocks one after the other.
+struct PackedPart {
+  int kvHead = 0;
+  RowRun rows;        ///< global row positions
+  int64_t offset = 0; ///< first packed row of the part
+};
+
+struct Transfer {
+  int peer = -1;                  ///< -1: nothing this step
+  std::vector<PackedPart> parts;  ///< in packing order
+  int64_t rows = 0;               ///< packed rows (sum of the parts)
+};
+
+struct RingStep {
+  int step = 0;
+  Transfer send, recv;
+};
+
+struct RankSchedule {
+  int rank = 0;
+  std::vector<RingStep> steps;  ///< steps 1 .. P-1 (empty transfers kept)
+  int64_t maxRecvRows = 0;      ///< the largest receive: sizes each receive buffer
+  int64_t maxSendRows = 0;      ///< the largest send: sizes the pack buffer
+};
+
+struct RingSchedule {
+  uint64_t planHash = 0;
+  int64_t headDim = 0, elementBytes = 2;
+  std::vector<RankSchedule> ranks;
+
+  /// Bytes rank r puts on the wire forward (K and V in the dtype) and
+  /// backward (K and V again, then dK and dV partials in fp32).
+  int64_t sendBytesForward(int rank) const;
+  int64_t sendBytesBackward(int rank) const;
+  /// Extra device memory rank r needs for the exchange: two receive buffers
+  /// (double buffering) and one pack buffer, K and V each; backward adds the
+  /// fp32 partials of one receive and one return buffer.
+  int64_t bufferBytesForward(int rank) const;
+  int64_t bufferBytesBackward(int rank) const;
+};
+
+/// The schedule that carries out `plan`.
+RingSchedule scheduleRing(const RingPlan &plan);
+
+/// Where global row `row` sits in a rank's local tensors: its shard's ranges
+/// one after the other (zigzag: chunk r, then chunk 2P - 1 - r). -1 if the
+/// rank does not hold it.
+inline int64_t localRow(const std::vector<RowRange> &shard, int64_t row) {
+  int64_t base = 0;
+  for (const RowRange &r : shard) {
+    if (row >= r.begin && row < r.end)
+      return base + row - r.begin;
+    base += r.end - r.begin;
+  }
+  return -1;
+}
+
+/// Packs the parts' rows of one batch of a rank's local [rows, kvHeads,
+/// headDim] tensor (row stride `rowStride` and kv head stride `headStride`,
+/// in elements) into `dst` as described for Transfer. Host memory; the
+/// executor does the same on the device, batch after batch.
+template <class T>
+void packRows(const std::vector<PackedPart> &parts, const std::vector<RowRange> &shard,
+              const T *src, int64_t rowStride, int64_t headStride, int64_t headDim, T *dst) {
+  for (const PackedPart &part : parts)
+    for (int64_t x = 0; x < part.rows.count; ++x) {
+      const int64_t local = localRow(shard, part.rows.start + x * part.rows.step);
+      if (local < 0)
+        throw Error("ring: packing row " + std::to_string(part.rows.start + x * part.rows.step) +
+                    ", which this rank does not hold");
+      const T *from = src + local * rowStride + part.kvHead * headStride;
+      T *to = dst + (part.offset + x) * headDim;
+      for (int64_t d = 0; d < headDim; ++d)
+        to[d] = from[d];
+    }
+}
 
 /// The plan as JSON: ranks (each with its shard, receives per peer and
 /// bytes), branches, total_bytes_forward, total_bytes_backward.
