@@ -51,6 +51,15 @@ struct EmittedModule {
 EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch,
                        int smemLimit = 0);
 
+/// Whether some head is in several branches: its branches' results are
+/// merged by LSE in an fp32 accumulator (forward kMerge; backward sums).
+bool mergesBranches(const AttentionPlan &plan);
+
+/// The constants of every branch as `BranchK` structs (heads, offsets,
+/// members) in an anonymous namespace: what the forward, backward and ring
+/// modules instantiate their kernels with.
+std::string branchDefinitions(const AttentionPlan &plan);
+
 /// Throws Error unless `plan`'s kernels were chosen for `target`.
 void checkPlannedFor(const AttentionPlan &plan, const Target &target);
 /// Records a family's choice in a branch kernel: family, configuration,
