@@ -34,18 +34,38 @@ std::string compilerSignature(int sm) {
 std::string nvrtcVersion() { return rt::nvrtcVersionString(); }
 std::vector<std::string> nvrtcArchs() { return rt::nvrtcSupportedArchs(rt::nvrtc()); }
 
-OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
-                             const PlanOptions &tiles, bool backward, bool deterministic) {
+namespace {
+
+OfflineKernel compileModule(EmittedModule module, const std::string &name,
+                            const std::string &arch) {
   OfflineKernel k;
-  PlanOptions po = tiles;
-  po.arch = arch;
-  AttentionPlan plan = planAttention(spec, po);
-  k.module = backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
-  rt::CompileOutput out = rt::nvrtcCompile(k.module.source, "dattn_" + spec.name, arch);
+  k.module = std::move(module);
+  rt::CompileOutput out = rt::nvrtcCompile(k.module.source, "dattn_" + name, arch);
   k.ptx = std::move(out.ptx);
   k.cubin = std::move(out.cubin);
   k.compileSeconds = out.seconds;
   return k;
+}
+
+AttentionPlan planFor(const AttentionSpec &spec, const std::string &arch,
+                      const PlanOptions &tiles) {
+  PlanOptions po = tiles;
+  po.arch = arch;
+  return planAttention(spec, po);
+}
+
+} // namespace
+
+OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
+                             const PlanOptions &tiles, bool backward, bool deterministic) {
+  const AttentionPlan plan = planFor(spec, arch, tiles);
+  return compileModule(backward ? emitCudaBackward(plan, arch, deterministic)
+                                : emitCuda(plan, arch),
+                       spec.name, arch);
+}
+
+OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &arch) {
+  return compileModule(emitCudaRing(planFor(spec, arch, {}), arch), spec.name, arch);
 }
 
 int Runtime::deviceCount() {

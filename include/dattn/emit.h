@@ -12,7 +12,8 @@
 namespace dattn {
 
 enum class KernelRole {
-  Init, Branch, Finalize,                    ///< forward module
+  Init, Branch, Finalize,                    ///< forward module (and the ring's)
+  RingPack,                                  ///< ring module: rows packed for a peer
   Delta, DqPass, DkvPass, FinalizeGradients, ///< backward module
 };
 enum class KernelPath { Mma, Simt };
@@ -65,6 +66,13 @@ void checkPlannedFor(const AttentionPlan &plan, const Target &target);
 /// Records a family's choice in a branch kernel: family, configuration,
 /// launch resources, and the configuration's suffix on the kernel's name.
 void setChoice(KernelInfo &kernel, const KernelChoice &choice);
+
+/// The ring module: what one rank of a `ring = P` attention runs per key
+/// block (templates/dattn/ring.cuh): init of its fp32 accumulators, one
+/// block kernel per branch (SIMT, every pattern), the packing of rows for a
+/// peer, and the conversion of the accumulators to O.
+EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch,
+                           int smemLimit = 0);
 
 /// The backward module: Delta, then per branch a dK/dV kernel and (SIMT, or
 /// when `deterministic`) a dQ kernel, then the conversion of the fp32

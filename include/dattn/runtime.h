@@ -182,6 +182,8 @@ struct OfflineKernel {
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
                              const PlanOptions &tiles = {}, bool backward = false,
                              bool deterministic = false);
+/// The same for the ring module (emitCudaRing): what one rank of a ring runs.
+OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &arch);
 
 /// The version ("13.0") of the NVRTC of current GPUs (sm_75 and newer) and
 /// the archs it targets.

@@ -50,6 +50,29 @@ TEST(Nvrtc, BackwardModulesCompile) {
         }
 }
 
+TEST(Nvrtc, RingModulesCompile) {
+  // What one rank of a ring runs, for every example (ring or not: any spec
+  // can be sharded) and for random specs with every pattern.
+  for (const auto &f : exampleFiles())
+    for (const auto &spec : loadSpecFile(f).attentions)
+      for (const char *arch : {"sm_75", "sm_90a"}) {
+        OfflineKernel k = compileOfflineRing(spec, arch);
+        ASSERT_EQ(std::string(k.cubin.data() + 1, 3), "ELF") << spec.name << " " << arch;
+        // init, a block kernel per branch, pack, finalize
+        EXPECT_EQ(k.module.kernels.size(), spec.branches.size() + 3) << spec.name;
+        for (const auto &kernel : k.module.kernels)
+          EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
+      }
+  SpecGenerator gen(7);
+  for (int trial = 0; trial < 4; ++trial) {
+    AttentionSpec spec = gen.spec();
+    spec.dtype = trial % 2 ? DType::F32 : DType::BF16;
+    SCOPED_TRACE(spec.canonical());
+    OfflineKernel k = compileOfflineRing(spec, "sm_80");
+    EXPECT_EQ(std::string(k.cubin.data() + 1, 3), "ELF");
+  }
+}
+
 TEST(Nvrtc, TensorCorePathOnSm80AndSimtOnSm75) {
   SpecFile f = loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn");
   OfflineKernel k80 = compileOffline(f.attentions[0], "sm_80");
