@@ -49,7 +49,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
        << ", Branch" << bi << ">(p, r);\n}\n\n";
   os << "extern \"C\" __global__ void " << add("_pack", KernelRole::RingPack, -1, 256)
      << "(const ring::Part *parts, int numParts, long long packedRows, ring::Params shard, "
-        "const void *src, Layout srcL, void *dst, long long batch) {\n  ring::packRows<"
+        "const void *src, Layout srcL, void *dst, long long batch) {\n  ring::packForPeer<"
      << T << ", " << D
      << ">(parts, numParts, packedRows, shard.qBegin, shard.qEnd, (const " << T
      << " *)src, srcL, (" << T << " *)dst, batch);\n}\n\n";

@@ -232,10 +232,8 @@ void CapturedGraph::launch(void *stream) const {
             "launching a captured graph");
 }
 
-namespace {
-
-std::unique_ptr<DeviceBuffer> upload(const float *host, size_t count, DType dtype,
-                                     std::vector<float> &rounded) {
+std::unique_ptr<DeviceBuffer> uploadRounded(const float *host, size_t count, DType dtype,
+                                            std::vector<float> &rounded) {
   std::vector<char> enc = encode(host, count, dtype);
   rounded.resize(count);
   decode(enc.data(), count, dtype, rounded.data());
@@ -243,6 +241,8 @@ std::unique_ptr<DeviceBuffer> upload(const float *host, size_t count, DType dtyp
   buf->upload(enc.data(), enc.size());
   return buf;
 }
+
+namespace {
 
 constexpr uint32_t kNaN32 = 0xffffffffu; // NaN in every dtype, two halves or one float
 
@@ -255,9 +255,9 @@ HostAttention::HostAttention(CompiledAttention &attn, int64_t batch, int64_t n, 
   const AttentionSpec &s = attn.spec();
   const DType t = s.dtype;
   const int64_t H = s.heads, Hk = s.kvHeads, D = s.headDim;
-  qDev_ = upload(q, static_cast<size_t>(batch * n * H * D), t, q_);
-  kDev_ = upload(k, static_cast<size_t>(batch * n * Hk * D), t, k_);
-  vDev_ = upload(v, static_cast<size_t>(batch * n * Hk * D), t, v_);
+  qDev_ = uploadRounded(q, static_cast<size_t>(batch * n * H * D), t, q_);
+  kDev_ = uploadRounded(k, static_cast<size_t>(batch * n * Hk * D), t, k_);
+  vDev_ = uploadRounded(v, static_cast<size_t>(batch * n * Hk * D), t, v_);
   outDev_ = std::make_unique<DeviceBuffer>(qDev_->bytes());
   lseDev_ = std::make_unique<DeviceBuffer>(static_cast<size_t>(batch * H * n) * 4);
   sizes_ = attn.workspaceSizes(batch, n);
@@ -347,7 +347,7 @@ void HostAttention::read(std::vector<float> &out, std::vector<float> &lse) {
 void HostAttention::backward(const float *dout, bool deterministic) {
   rt::ContextScope scope(attn_.context());
   if (!gradOut_) {
-    gradOut_ = upload(dout, q_.size(), attn_.spec().dtype, doutRounded_);
+    gradOut_ = uploadRounded(dout, q_.size(), attn_.spec().dtype, doutRounded_);
     gradQ_ = std::make_unique<DeviceBuffer>(qDev_->bytes());
     gradK_ = std::make_unique<DeviceBuffer>(kDev_->bytes());
     gradV_ = std::make_unique<DeviceBuffer>(vDev_->bytes());

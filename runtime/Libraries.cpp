@@ -104,6 +104,7 @@ const Driver &driver() {
       resolve("cuMemFree", d.memFree);
       resolve("cuMemcpyHtoD", d.memcpyHtoD);
       resolve("cuMemcpyDtoH", d.memcpyDtoH);
+      resolve("cuMemcpyDtoDAsync", d.memcpyDtoDAsync);
       resolve("cuMemsetD32", d.memsetD32);
       resolve("cuMemsetD32Async", d.memsetD32Async);
       resolve("cuMemGetInfo", d.memGetInfo);

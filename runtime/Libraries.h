@@ -35,6 +35,7 @@ struct Driver {
   decltype(&::cuMemFree) memFree;
   decltype(&::cuMemcpyHtoD) memcpyHtoD;
   decltype(&::cuMemcpyDtoH) memcpyDtoH;
+  decltype(&::cuMemcpyDtoDAsync) memcpyDtoDAsync;
   decltype(&::cuMemsetD32) memsetD32;
   decltype(&::cuMemsetD32Async) memsetD32Async;
   decltype(&::cuMemGetInfo) memGetInfo;

@@ -167,6 +167,7 @@ CompiledAttention::~CompiledAttention() {
     forward_.reset();
     backward_[0].reset();
     backward_[1].reset();
+    ring_.reset();
   } catch (...) {
     // Destructors do not throw; the process is ending or the driver is gone.
   }
@@ -194,6 +195,16 @@ void CompiledAttention::prepareBackward(bool deterministic) {
   rt::ContextScope scope(context_);
   CompileReport r;
   backward_[slot] = rt::loadModule(*cache_, backwardModules_[slot], "dattn_" + spec_.name, arch_, &r);
+}
+
+void CompiledAttention::prepareRing() {
+  std::lock_guard<std::mutex> lock(loadMutex_);
+  if (ring_)
+    return;
+  rt::ContextScope scope(context_);
+  ringModule_ = emitCudaRing(plan_, arch_, smemOptin_);
+  CompileReport r;
+  ring_ = rt::loadModule(*cache_, ringModule_, "dattn_ring_" + spec_.name, arch_, &r);
 }
 
 } // namespace dattn

@@ -4,6 +4,7 @@
 #include "dattn/error.h"
 
 #include <cstdio>
+#include <random>
 
 namespace dattn::tools {
 
@@ -55,6 +56,37 @@ BlockMask readBlockMaskOption(const Options &o, const AttentionSpec &spec, int64
                         std::to_string(n) + " need [" + std::to_string(nb) + ", " +
                         std::to_string(nb) + "]");
   return BlockMask::fromDense(blk, nb, m.data.data());
+}
+
+bool checkForward(const AttentionSpec &spec, int64_t B, int64_t N, const std::vector<float> &q,
+                  const std::vector<float> &k, const std::vector<float> &v,
+                  const BlockMask *mask, const std::vector<float> &out,
+                  const std::vector<float> &lse) {
+  // Rows to compare: all of them for small N, else 256 spread over [0, N).
+  std::vector<int64_t> rows;
+  if (N <= 2048) {
+    for (int64_t i = 0; i < N; ++i)
+      rows.push_back(i);
+  } else {
+    std::mt19937_64 rng(7);
+    rows = {0, N - 1};
+    while (rows.size() < 256)
+      rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(N)));
+  }
+  std::vector<float> ref(q.size(), 0.f), refLse(lse.size(), 0.f);
+  referenceForward(spec, B, N, q.data(), k.data(), v.data(), mask, ref.data(), refLse.data(), 0,
+                   &rows);
+  const Comparison c =
+      compareWithReference(spec, B, N, out.data(), lse.data(), ref.data(), refLse.data(), &rows);
+  const double tol = toleranceFor(spec.dtype);
+  const bool pass = c.within(tol);
+  std::printf("check: %s: rel. error of O %.2e (tolerance %.0e; worst row %.2e), "
+              "max |LSE error| %.2e, "
+              "%zu rows x %d heads x %lld batch compared, NaN outputs %zu, "
+              "empty-row mismatches %zu\n",
+              pass ? "PASS" : "FAIL", c.relError, tol, c.maxRowError, c.maxLseError, rows.size(),
+              spec.heads, static_cast<long long>(B), c.nans, c.emptyMismatch);
+  return pass;
 }
 
 } // namespace dattn::tools

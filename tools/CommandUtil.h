@@ -24,4 +24,12 @@ std::vector<std::string> splitList(const std::string &s);
 /// (ArgumentError naming the file and the shapes otherwise).
 BlockMask readBlockMaskOption(const Options &o, const AttentionSpec &spec, int64_t n);
 
+/// --check of a forward run: all rows for N <= 2048, else 256 sampled rows
+/// (first and last included) against the reference on the same rounded
+/// inputs; prints the "check:" line and returns whether it passed.
+bool checkForward(const AttentionSpec &spec, int64_t batch, int64_t n,
+                  const std::vector<float> &q, const std::vector<float> &k,
+                  const std::vector<float> &v, const BlockMask *mask,
+                  const std::vector<float> &out, const std::vector<float> &lse);
+
 } // namespace dattn::tools

@@ -3,6 +3,7 @@
 #include "CommandUtil.h"
 #include "Npy.h"
 #include "Options.h"
+#include "RunRing.h"
 
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
@@ -172,31 +173,7 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
   if (!o.has("check"))
     return o.has("backward") && !runBackwardOnGpu(o, spec, B, N, run, mask, ms, pc) ? 1 : 0;
 
-  // Rows to compare: all of them for small N, else 256 spread over [0, N).
-  std::vector<int64_t> rows;
-  if (N <= 2048) {
-    for (int64_t i = 0; i < N; ++i)
-      rows.push_back(i);
-  } else {
-    std::mt19937_64 rng(7);
-    rows = {0, N - 1};
-    while (rows.size() < 256)
-      rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(N)));
-  }
-  std::vector<float> ref(q.size(), 0.f), refLse(lse.size(), 0.f);
-  referenceForward(spec, B, N, run.q().data(), run.k().data(), run.v().data(), mask, ref.data(),
-                   refLse.data(), 0, &rows);
-  const Comparison c =
-      compareWithReference(spec, B, N, out.data(), lse.data(), ref.data(), refLse.data(), &rows);
-  const double tol = toleranceFor(spec.dtype);
-  const bool pass = c.within(tol);
-  std::printf("check: %s: rel. error of O %.2e (tolerance %.0e; worst row %.2e), "
-              "max |LSE error| %.2e, "
-              "%zu rows x %d heads x %lld batch compared, NaN outputs %zu, "
-              "empty-row mismatches %zu\n",
-              pass ? "PASS" : "FAIL", c.relError, tol, c.maxRowError, c.maxLseError, rows.size(),
-              spec.heads,
-              static_cast<long long>(B), c.nans, c.emptyMismatch);
+  const bool pass = checkForward(spec, B, N, run.q(), run.k(), run.v(), mask, out, lse);
   if (!o.has("backward"))
     return pass ? 0 : 1;
   return runBackwardOnGpu(o, spec, B, N, run, mask, ms, pc) && pass ? 0 : 1;
@@ -229,13 +206,18 @@ int runRun(const std::vector<std::string> &args) {
       "  TFLOP/s counts 3.5 x the forward FLOPs), and --check also compares the\n"
       "  gradients with the reference (for N <= 4096) at twice the tolerance.\n"
       "  --deterministic computes dQ in its own pass (bit-identical run to run;\n"
-      "  checked with a second run) instead of fp32 reductions.\n";
+      "  checked with a second run) instead of fp32 reductions.\n"
+      "--ranks P --loopback (with --device gpu) runs the spec as a ring of P ranks\n"
+      "  (default: the spec's ring) on one GPU, device copies standing in for\n"
+      "  NCCL: each rank holds its rows only. It prints the time, the bytes moved\n"
+      "  against plan-ring's, and each rank's device memory; --check as above.\n"
+      "  Forward only for now.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
             {"name", "seq", "batch", "device", "q", "k", "v", "seed", "out", "lse", "block-mask",
-             "gpu", "iters", "tile-m", "tile-n", "dout", "grads"},
-            {"check", "verbose", "backward", "deterministic"});
+             "gpu", "iters", "tile-m", "tile-n", "dout", "grads", "ranks"},
+            {"check", "verbose", "backward", "deterministic", "loopback"});
   if (!o.has("seq"))
     throw UsageError{"--seq N is required"};
   if (o.has("deterministic") && !o.has("backward"))
@@ -248,9 +230,6 @@ int runRun(const std::vector<std::string> &args) {
   const uint64_t seed = static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62));
   SpecFile file = loadSpecFile(onlyFile(o, "run"));
   const AttentionSpec &spec = file.select(o.get("name"));
-  if (N % spec.ring != 0)
-    throw ArgumentError("--seq " + std::to_string(N) + " is not divisible by ring = " +
-                        std::to_string(spec.ring) + " (each rank holds N / ring rows)");
 
   std::mt19937_64 rng(seed);
   const std::vector<int64_t> qShape = {B, N, spec.heads, spec.headDim};
@@ -280,6 +259,12 @@ int runRun(const std::vector<std::string> &args) {
                         "' has no block_mask pattern");
   }
 
+  if (o.has("loopback") || o.has("ranks")) {
+    if (device != "gpu" || !o.has("loopback"))
+      throw UsageError{"--ranks P runs a ring on one GPU: add --device gpu --loopback "
+                       "(a ring over several GPUs comes with the NCCL executor)"};
+    return runRingLoopback(o, spec, B, N, q, k, v, maskPtr);
+  }
   if (device == "gpu")
     return runOnGpu(o, spec, B, N, q, k, v, maskPtr);
   if (!o.has("backward") && (o.has("dout") || o.has("grads")))

@@ -3,6 +3,7 @@
 // it: a framework embedding dattn owns its memory and streams instead.
 #pragma once
 
+#include "dattn/ring_runtime.h"
 #include "dattn/runtime.h"
 
 #include <functional>
@@ -79,6 +80,10 @@ private:
 /// bf16 round to nearest even; fp32 is copied).
 std::vector<char> encode(const float *values, size_t count, DType dtype);
 void decode(const void *data, size_t count, DType dtype, float *values);
+/// `count` floats encoded to `dtype` in a new device buffer (at least 16
+/// bytes); *rounded receives the values as the GPU sees them.
+std::unique_ptr<DeviceBuffer> uploadRounded(const float *host, size_t count, DType dtype,
+                                            std::vector<float> &rounded);
 
 /// Times `fn` (which enqueues work on the default stream) with CUDA events:
 /// `warmup` untimed calls, then the median of `iters` timed ones, in ms.
@@ -143,6 +148,46 @@ private:
   std::vector<float> doutRounded_;
   std::unique_ptr<DeviceBuffer> gradOut_, gradQ_, gradK_, gradV_;
   BackwardArgs bargs_;
+};
+
+/// A ring on one GPU (LoopbackRing) from host float32 arrays of the whole
+/// sequence: each rank gets its rows (the plan's shard, in local order)
+/// uploaded into its own buffers, its outputs are poisoned with NaN before
+/// each run, and read() puts every rank's rows back in place.
+class HostRing {
+public:
+  HostRing(CompiledAttention &attn, int ranks, int64_t batch, int64_t seqLen, const float *q,
+           const float *k, const float *v, const BlockMask *mask = nullptr);
+  ~HostRing();
+  /// Poisons every rank's O and LSE, then runs the ring's forward.
+  void run();
+  /// One forward without poisoning (timing loops).
+  void rerun();
+  /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE
+  /// [batch, heads, seq] of the whole sequence.
+  void read(std::vector<float> &out, std::vector<float> &lse);
+  const LoopbackRing &ring() const { return *ring_; }
+  /// K and V bytes moved between ranks by the last run.
+  int64_t bytesMoved() const { return moved_; }
+  /// Device memory rank r holds: its q, k, v, out, lse and workspace.
+  int64_t rankBytes(int rank) const;
+  /// The inputs as the GPU sees them (rounded to the dtype), for a reference.
+  const std::vector<float> &q() const { return q_; }
+  const std::vector<float> &k() const { return k_; }
+  const std::vector<float> &v() const { return v_; }
+
+private:
+  struct Rank {
+    std::unique_ptr<DeviceBuffer> q, k, v, out, lse, workspace;
+  };
+  CompiledAttention &attn_;
+  int64_t batch_, seqLen_;
+  std::vector<float> q_, k_, v_;
+  std::unique_ptr<DeviceBlockMaskBuffer> mask_;
+  std::unique_ptr<LoopbackRing> ring_;
+  std::vector<Rank> ranks_;
+  std::vector<RingRankForward> args_;
+  int64_t moved_ = 0;
 };
 
 } // namespace dattn

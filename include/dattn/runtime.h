@@ -112,6 +112,10 @@ public:
   /// gradients. Extra memory: the caller's workspace, O(N) (no N x N term).
   void backward(const BackwardArgs &args);
 
+  /// Compiles and loads the ring module (what one rank of a ring runs,
+  /// emitCudaRing) now; the first ring run does it otherwise.
+  void prepareRing();
+
   const AttentionSpec &spec() const { return spec_; }
   const AttentionPlan &plan() const { return plan_; }
   const EmittedModule &module() const { return module_; }
@@ -122,6 +126,7 @@ public:
 
 private:
   friend class Runtime;
+  friend class LoopbackRing;
   CompiledAttention() = default;
 
   rt::KernelCache *cache_ = nullptr; ///< the Runtime's; it outlives this object
@@ -139,6 +144,8 @@ private:
   EmittedModule backwardModules_[2];
   std::string backwardError_[2]; ///< why a mode has no module on this target
   std::unique_ptr<rt::LoadedModule> backward_[2];
+  EmittedModule ringModule_; ///< emitted with the ring module's first use
+  std::unique_ptr<rt::LoadedModule> ring_;
   std::mutex loadMutex_;
 };
 

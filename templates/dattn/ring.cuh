@@ -14,26 +14,10 @@
 #pragma once
 
 #include "dattn/forward_common.cuh"
+#include "dattn/ring_params.cuh"
 
 namespace dattn {
 namespace ring {
-
-/// One run of packed key rows (ring/Schedule.cpp's PackedPart).
-struct Part {
-  long long start, step, count; ///< global rows start + x * step, x < count
-  long long offset;             ///< the first packed row (or local row)
-  int kvHead;
-};
-
-/// Where a block's keys live and which rows the rank holds.
-struct Params {
-  long long globalN;           ///< N of the whole sequence
-  long long qBegin[2], qEnd[2]; ///< the rank's rows, in local order
-  const Part *parts;           ///< device array
-  int numParts;
-  const void *keys, *values;   ///< packed [B][rows][D], or the rank's own k, v
-  Layout keyL, valueL;         ///< their strides; packed: {rows * D, D, 0}
-};
 
 /// The global row of local row li.
 DATTN_DEV long long globalRow(const Params &r, long long li) {
@@ -134,7 +118,7 @@ __device__ void simtRingForward(const fwd::Params &p, const Params &r) {
 /// thread per 16 bytes, grid-stride. `src` has layout `srcL` in local rows;
 /// part.offset is the packed row, localRow() the source row.
 template <class T, int D>
-__device__ void packRows(const Part *parts, int numParts, long long packedRows,
+__device__ void packForPeer(const Part *parts, int numParts, long long packedRows,
                          const long long qBegin[2], const long long qEnd[2], const T *src,
                          Layout srcL, T *dst, long long batch) {
   constexpr int kChunk = 16 / sizeof(T), kChunks = D / kChunk;

@@ -1,0 +1,83 @@
+// The ring on one GPU (LoopbackRing through HostRing): P ranks, each holding
+// only its rows of q, k, v (the shard, in local order), run the ring
+// schedule with device copies as the transport; the rows they return, put
+// back in place, must equal the one-GPU reference with the one-GPU
+// tolerances (outputs poisoned with NaN first), and the bytes moved must
+// equal the plan's. Every
+// pattern of the GPU pattern table, causal or not, GQA (4 heads on 2 kv
+// heads), ragged shards, P = 2, 3, 4, 8, both layouts.
+#include "GpuTest.h"
+
+
+namespace dattn::test {
+namespace {
+
+void expectRingMatches(const AttentionSpec &spec, int64_t batch, int64_t n, int ranks,
+                       uint64_t seed) {
+  const std::string what = spec.canonical() + "N = " + std::to_string(n) + ", P = " +
+                           std::to_string(ranks) + ", batch " + std::to_string(batch);
+  SCOPED_TRACE(what);
+  Runtime &rt = runtime();
+  const int64_t H = spec.heads, Hk = spec.kvHeads, D = spec.headDim;
+  const std::vector<float> q = randomVector(batch * n * H * D, seed),
+                           k = randomVector(batch * n * Hk * D, seed + 1),
+                           v = randomVector(batch * n * Hk * D, seed + 2);
+  BlockMask mask;
+  if (spec.needsBlockMask())
+    mask = SpecGenerator(seed).mask(spec, n);
+  const BlockMask *maskPtr = spec.needsBlockMask() ? &mask : nullptr;
+  auto attn = rt.compile(spec);
+  HostRing run(*attn, ranks, batch, n, q.data(), k.data(), v.data(), maskPtr);
+  ASSERT_EQ(run.ring().ranks(), ranks);
+  run.run();
+  std::vector<float> out, lse;
+  run.read(out, lse);
+  EXPECT_EQ(run.bytesMoved(), run.ring().plan().totalBytesForward * batch);
+
+  std::vector<float> ref(out.size()), refLse(lse.size());
+  referenceForward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(), maskPtr,
+                   ref.data(), refLse.data());
+  const Comparison c =
+      compareWithReference(spec, batch, n, out.data(), lse.data(), ref.data(), refLse.data());
+  const double tol = toleranceFor(spec.dtype);
+  EXPECT_EQ(c.nans, 0u) << "NaN (unwritten) outputs";
+  EXPECT_EQ(c.emptyMismatch, 0u) << "empty rows differ";
+  EXPECT_LT(c.relError, tol);
+  EXPECT_LT(c.maxRowError, kRowToleranceFactor * tol) << "worst row";
+  EXPECT_LT(c.maxLseError, spec.dtype == DType::F32 ? 1e-4 : 1e-2);
+}
+
+TEST(GpuRing, LoopbackEveryPatternMatchesTheReference) {
+  REQUIRE_GPU();
+  const int sizes[] = {2, 3, 4, 8};
+  int trial = 0;
+  for (int p = 0; p < kNumPatterns; ++p)
+    for (bool causal : {false, true}) {
+      AttentionSpec spec = parse(patternSpec(p, "bf16", causal));
+      if (trial % 2)
+        spec.ringLayout = RingLayout::Zigzag;
+      SCOPED_TRACE(kPatterns[p].name);
+      expectRingMatches(spec, 1 + trial % 2, 300 + 7 * trial, sizes[trial % 4], 500 + trial);
+      ++trial;
+    }
+}
+
+TEST(GpuRing, LoopbackDtypesAndBlockMasks) {
+  REQUIRE_GPU();
+  for (const char *dtype : {"fp16", "fp32"})
+    expectRingMatches(parse(patternSpec(0, dtype, true)), 1, 257, 3, 11);
+  SpecGenerator gen(3);
+  for (int trial = 0; trial < 6; ++trial) {
+    AttentionSpec spec = gen.spec(); // every pattern, unions, block masks
+    spec.dtype = DType::BF16;
+    expectRingMatches(spec, 1, gen.uniform(40, 200), trial % 2 ? 4 : 3, 70 + trial);
+  }
+}
+
+TEST(GpuRing, LoopbackMoreRanksThanRows) {
+  REQUIRE_GPU();
+  expectRingMatches(parse(patternSpec(0, "bf16", false)), 1, 5, 8, 3);
+}
+
+} // namespace
+} // namespace dattn::test

@@ -1,0 +1,17 @@
+// tools: `dattn run --ranks P --loopback` (RunRing.cpp), called by `dattn run`.
+#pragma once
+
+#include "Options.h"
+
+#include "dattn/reference.h"
+#include "dattn/spec.h"
+
+#include <vector>
+
+namespace dattn::tools {
+
+int runRingLoopback(const Options &o, const AttentionSpec &spec, int64_t batch, int64_t n,
+                    const std::vector<float> &q, const std::vector<float> &k,
+                    const std::vector<float> &v, const BlockMask *mask);
+
+} // namespace dattn::tools
