@@ -1,7 +1,9 @@
 // The ring module (templates/dattn/ring.cuh, docs/ring.md): what one rank
 // of a ring runs. Its accumulators are always fp32 (every key block is a
 // partial result), so it has its own init and finalize in kMerge mode, one
-// block kernel per branch and the kernel that packs rows for a peer.
+// block kernel per branch and the kernel that packs rows for a peer; for
+// the backward, Delta, a block kernel per branch, the addition of dK/dV
+// partials returned by peers, and the conversion into the gradients.
 #include "dattn/emit.h"
 #include "dattn/error.h"
 
@@ -34,7 +36,10 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     k.role = role;
     k.branch = branch;
     k.threads = threads;
-    k.rowsPerCta = role == KernelRole::Branch ? threads / 32 : 0;
+    k.rowsPerCta = role == KernelRole::Branch || role == KernelRole::DkvPass ||
+                         role == KernelRole::Delta
+                     ? threads / 32 // one warp per row
+                     : 0;
     mod.kernels.push_back(k);
     return k.name;
   };
@@ -55,7 +60,32 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << " *)src, srcL, (" << T << " *)dst, batch);\n}\n\n";
   os << "extern \"C\" __global__ void " << add("_finalize", KernelRole::Finalize, -1, 256)
      << "(fwd::Params p, long long batch) {\n  fwd::finalizeOutputs<" << T << ">(p, " << D
-     << ", batch);\n}\n";
+     << ", batch);\n}\n\n";
+
+  // Backward: Delta, a block kernel per branch, the partials returned to
+  // their owners, the accumulators into the gradients.
+  os << "extern \"C\" __global__ void __launch_bounds__(128) "
+     << add("_delta", KernelRole::Delta, -1, 128)
+     << "(fwd::Params p, const void *dout, Layout doutL, float *delta) {\n  ring::ringDelta<"
+     << T << ", " << D << ">(p, dout, doutL, delta);\n}\n\n";
+  for (size_t bi = 0; bi < plan.branches.size(); ++bi)
+    os << "extern \"C\" __global__ void __launch_bounds__(128) "
+       << add("_b" + std::to_string(bi) + "_block_backward_simt", KernelRole::DkvPass,
+              static_cast<int>(bi), 128)
+       << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  ring::simtRingBackward<" << T
+       << ", " << D << ", Branch" << bi << ">(p, r, g);\n}\n\n";
+  os << "extern \"C\" __global__ void " << add("_return", KernelRole::RingReturn, -1, 256)
+     << "(const ring::Part *parts, int numParts, long long packedRows, ring::Params shard, "
+        "const float *src, float *acc, Layout accL, long long batch) {\n  ring::addReturned<"
+     << D << ">(parts, numParts, packedRows, shard.qBegin, shard.qEnd, src, acc, accL, "
+        "batch);\n}\n\n";
+  os << "extern \"C\" __global__ void "
+     << add("_finalize_gradients", KernelRole::FinalizeGradients, -1, 256)
+     << "(fwd::Params p, const float *dqAcc, void *dq, Layout dqL, const float *dkAcc, "
+        "const float *dvAcc, void *dk, void *dv, Layout dkL, Layout dvL, int kvHeads, "
+        "long long batch) {\n  ring::ringFinalizeGradients<"
+     << T << ", " << D
+     << ">(p, dqAcc, dq, dqL, dkAcc, dvAcc, dk, dv, dkL, dvL, kvHeads, batch);\n}\n";
   mod.source = os.str();
   return mod;
 }

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <random>
+#include <tuple>
 
 namespace dattn::tools {
 
@@ -86,6 +87,37 @@ bool checkForward(const AttentionSpec &spec, int64_t B, int64_t N, const std::ve
               "empty-row mismatches %zu\n",
               pass ? "PASS" : "FAIL", c.relError, tol, c.maxRowError, c.maxLseError, rows.size(),
               spec.heads, static_cast<long long>(B), c.nans, c.emptyMismatch);
+  return pass;
+}
+
+bool checkGradients(const AttentionSpec &spec, int64_t B, int64_t N,
+                    const std::vector<float> &q, const std::vector<float> &k,
+                    const std::vector<float> &v, const std::vector<float> &dout,
+                    const BlockMask *mask, const std::vector<float> &dq,
+                    const std::vector<float> &dk, const std::vector<float> &dv) {
+  if (N > 4096) {
+    std::printf("gradient check: skipped for N > 4096 (the CPU reference is O(N^2))\n");
+    return true;
+  }
+  std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
+  referenceBackward(spec, B, N, q.data(), k.data(), v.data(), dout.data(), mask, rq.data(),
+                    rk.data(), rv.data());
+  const double tol = 2 * toleranceFor(spec.dtype);
+  bool pass = true;
+  std::string line;
+  for (auto [name, got, want] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
+                                 std::tuple{"dv", &dv, &rv}}) {
+    size_t nans = 0;
+    const double rel = relativeError(*got, *want, &nans);
+    const double row = maxRowError(*got, *want, spec.headDim);
+    pass = pass && nans == 0 && rel < tol && row < kRowToleranceFactor * tol;
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%s%s %.2e (worst row %.2e, NaN %zu)",
+                  line.empty() ? "" : ", ", name, rel, row, nans);
+    line += buf;
+  }
+  std::printf("gradient check: %s: rel. errors %s (tolerance %.0e, a row %.0e)\n",
+              pass ? "PASS" : "FAIL", line.c_str(), tol, kRowToleranceFactor * tol);
   return pass;
 }
 

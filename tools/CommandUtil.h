@@ -32,4 +32,13 @@ bool checkForward(const AttentionSpec &spec, int64_t batch, int64_t n,
                   const std::vector<float> &v, const BlockMask *mask,
                   const std::vector<float> &out, const std::vector<float> &lse);
 
+/// --check of a backward run (N <= 4096, else skipped: the reference is
+/// O(N^2)): dq, dk, dv against the reference at twice the forward tolerance,
+/// Frobenius and worst row; prints the "gradient check:" line.
+bool checkGradients(const AttentionSpec &spec, int64_t batch, int64_t n,
+                    const std::vector<float> &q, const std::vector<float> &k,
+                    const std::vector<float> &v, const std::vector<float> &dout,
+                    const BlockMask *mask, const std::vector<float> &dq,
+                    const std::vector<float> &dk, const std::vector<float> &dv);
+
 } // namespace dattn::tools

@@ -1,6 +1,7 @@
 // dattn run --ranks P --loopback: a spec as a ring of P ranks on one GPU
-// (LoopbackRing through HostRing), with its time, the bytes the ranks
-// exchanged against the plan's, and each rank's device memory.
+// (LoopbackRing through HostRing), forward and (--backward) backward, with
+// times, the bytes the ranks exchanged against the plan's, and each rank's
+// device memory.
 #include "CommandUtil.h"
 #include "RunRing.h"
 
@@ -9,14 +10,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <random>
 
 namespace dattn::tools {
 
 int runRingLoopback(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
                     const std::vector<float> &q, const std::vector<float> &k,
                     const std::vector<float> &v, const BlockMask *mask) {
-  if (o.has("backward"))
-    throw UsageError{"--backward with --loopback: the ring's backward is not built yet"};
   const int ranks = static_cast<int>(o.getInt("ranks", spec.ring, 1, 4096));
   Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
   const DeviceInfo &dev = rt.device();
@@ -46,9 +46,29 @@ int runRingLoopback(const Options &o, const AttentionSpec &spec, int64_t B, int6
   std::printf("memory per rank: %.2f MiB most, %.2f MiB least (its q, k, v, out, lse and "
               "workspace; workspace of rank 0 %.2f MiB)\n",
               most / 1048576.0, least / 1048576.0, run.ring().workspaceBytes(0) / 1048576.0);
-  if (!o.has("check"))
-    return 0;
-  return checkForward(spec, B, N, run.q(), run.k(), run.v(), mask, out, lse) ? 0 : 1;
+  bool pass = !o.has("check") || checkForward(spec, B, N, run.q(), run.k(), run.v(), mask, out, lse);
+  if (!o.has("backward"))
+    return pass ? 0 : 1;
+
+  std::vector<float> dout(run.q().size());
+  std::mt19937_64 rng(static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)) + 17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float &x : dout)
+    x = normal(rng);
+  run.backward(dout.data());
+  std::vector<float> dq, dk, dv;
+  run.readGradients(dq, dk, dv);
+  const int64_t movedBackward = run.bytesMoved();
+  const double bms = timeMedianMs([&](int) { run.rebackward(); }, 1, iters);
+  std::printf("backward: %.3f ms (median of %d); moved %lld bytes (plan-ring: %lld x batch "
+              "%lld); workspace of rank 0 %.2f MiB\n",
+              bms, iters, static_cast<long long>(movedBackward),
+              static_cast<long long>(plan.totalBytesBackward), static_cast<long long>(B),
+              run.ring().backwardWorkspaceBytes(0) / 1048576.0);
+  if (o.has("check"))
+    pass = checkGradients(spec, B, N, run.q(), run.k(), run.v(), run.dout(), mask, dq, dk, dv) &&
+           pass;
+  return pass ? 0 : 1;
 }
 
 } // namespace dattn::tools

@@ -14,6 +14,7 @@ namespace dattn {
 enum class KernelRole {
   Init, Branch, Finalize,                    ///< forward module (and the ring's)
   RingPack,                                  ///< ring module: rows packed for a peer
+  RingReturn,                                ///< ring module: dK/dV partials back from a peer
   Delta, DqPass, DkvPass, FinalizeGradients, ///< backward module
 };
 enum class KernelPath { Mma, Simt };
@@ -70,7 +71,8 @@ void setChoice(KernelInfo &kernel, const KernelChoice &choice);
 /// The ring module: what one rank of a `ring = P` attention runs per key
 /// block (templates/dattn/ring.cuh): init of its fp32 accumulators, one
 /// block kernel per branch (SIMT, every pattern), the packing of rows for a
-/// peer, and the conversion of the accumulators to O.
+/// peer, and the conversion of the accumulators to O; then the backward's
+/// Delta, block kernels, returned-partial addition and gradient conversion.
 EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch,
                            int smemLimit = 0);
 

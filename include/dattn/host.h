@@ -166,10 +166,21 @@ public:
   /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE
   /// [batch, heads, seq] of the whole sequence.
   void read(std::vector<float> &out, std::vector<float> &lse);
+  /// Poisons every rank's gradients with NaN, then runs the ring's backward
+  /// for the upstream gradient `dout` (host, float32, like O; uploaded on
+  /// the first call and kept) after a run().
+  void backward(const float *dout);
+  /// One backward without poisoning (timing loops); backward() first.
+  void rebackward();
+  /// Waits, then decodes dq, dk, dv of the whole sequence.
+  void readGradients(std::vector<float> &dq, std::vector<float> &dk, std::vector<float> &dv);
+  /// dout as the GPU sees it (rounded to the dtype).
+  const std::vector<float> &dout() const { return dout_; }
   const LoopbackRing &ring() const { return *ring_; }
-  /// K and V bytes moved between ranks by the last run.
+  /// Bytes moved between ranks by the last run or backward.
   int64_t bytesMoved() const { return moved_; }
-  /// Device memory rank r holds: its q, k, v, out, lse and workspace.
+  /// Device memory rank r holds: its q, k, v, out, lse, workspace and,
+  /// after a backward(), dout, dq, dk and dv.
   int64_t rankBytes(int rank) const;
   /// The inputs as the GPU sees them (rounded to the dtype), for a reference.
   const std::vector<float> &q() const { return q_; }
@@ -179,7 +190,13 @@ public:
 private:
   struct Rank {
     std::unique_ptr<DeviceBuffer> q, k, v, out, lse, workspace;
+    std::unique_ptr<DeviceBuffer> dout, dq, dk, dv; ///< after the first backward()
   };
+  /// Rank r's rows of a [B, N, width] host tensor, in its shard's order.
+  std::vector<float> rowsOf(const std::vector<float> &full, int64_t width, int rank) const;
+  /// The inverse: rank r's [B, rows, width] decoded from `buffer` into `full`.
+  void putRows(const DeviceBuffer &buffer, int64_t width, int rank,
+               std::vector<float> &full) const;
   CompiledAttention &attn_;
   int64_t batch_, seqLen_;
   std::vector<float> q_, k_, v_;
@@ -187,6 +204,8 @@ private:
   std::unique_ptr<LoopbackRing> ring_;
   std::vector<Rank> ranks_;
   std::vector<RingRankForward> args_;
+  std::vector<RingRankBackward> bargs_;
+  std::vector<float> dout_;
   int64_t moved_ = 0;
 };
 

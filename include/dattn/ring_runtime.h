@@ -5,12 +5,13 @@
 // (include/dattn/ring.h): at every step a rank packs the rows a peer needs,
 // the transport moves them, and the rank attends its queries to the block
 // it received, merging partial results by LSE in fp32 (ring module:
-// templates/dattn/ring.cuh).
+// templates/dattn/ring.cuh); the backward replays the steps and returns the
+// dK/dV partials of each received block to its owner in fp32.
 //
 // LoopbackRing runs P ranks on one GPU in one process, with device-to-device
 // copies as the transport: the same plan, schedule, packing and kernels as
 // over NCCL, so every ring test and the single-GPU memory study run on one
-// GPU. Forward only so far.
+// GPU.
 #pragma once
 
 #include "dattn/ring.h"
@@ -28,6 +29,14 @@ namespace dattn {
 struct RingRankForward {
   TensorDesc q, k, v, out, lse;
   Workspace workspace; ///< at least LoopbackRing::workspaceBytes(rank)
+};
+
+/// One rank's backward: q, k, v, out and lse as given to and returned by
+/// the forward, dout and dq like q, dk and dv like k (summed over the query
+/// heads of each kv head), each with its own strides.
+struct RingRankBackward {
+  TensorDesc q, k, v, out, lse, dout, dq, dk, dv;
+  Workspace workspace; ///< at least LoopbackRing::backwardWorkspaceBytes(rank)
 };
 
 class LoopbackRing {
@@ -52,13 +61,23 @@ public:
   /// and one pack buffer (K and V).
   int64_t workspaceBytes(int rank) const;
 
+  /// Device memory rank r's backward needs: Delta, fp32 dQ, dK and dV
+  /// accumulators, receive and pack buffers (K and V), and fp32 partials of
+  /// one received block and of one returned block.
+  int64_t backwardWorkspaceBytes(int rank) const;
+
   /// Every rank's forward, enqueued on `stream`; validates each rank's
   /// tensors first. Returns the bytes moved between ranks (K and V), which
   /// equal the plan's total_bytes_forward times the batch.
   int64_t forward(const std::vector<RingRankForward> &ranks, void *stream = nullptr);
+  /// Every rank's backward: the forward's schedule again (K and V moved
+  /// again), and the dK/dV partials of received rows returned to their
+  /// owners in fp32. Returns the bytes moved (total_bytes_backward x batch).
+  int64_t backward(const std::vector<RingRankBackward> &ranks, void *stream = nullptr);
 
 private:
   struct Impl;
+  struct Launch;
   CompiledAttention &attention_;
   int64_t batch_ = 0, seqLen_ = 0;
   DeviceBlockMask deviceMask_;

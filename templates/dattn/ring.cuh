@@ -114,6 +114,150 @@ __device__ void simtRingForward(const fwd::Params &p, const Params &r) {
     *lsePtr = lseNew;
 }
 
+/// Backward over one block, with the rank's final LSE and Delta: for every
+/// (local query row, head) and every key of the block in its key set,
+/// p = exp(s - L), dS = p (dP - Delta); dQ accumulates in registers and is
+/// added to g.dqAcc, dK and dV of the key are added (fp32 atomics: many
+/// query rows share a key) to g.dk and g.dv. The scale goes into dQ and dK.
+template <class T, int D, class Branch>
+__device__ void simtRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
+  constexpr int kPerLane = (D + 31) / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, rows = p.seqLen;
+  const long long li = (long long)blockIdx.x * (blockDim.x / 32) + warp;
+  if (li >= rows)
+    return;
+  const float lse = p.lse[(batch * p.heads + head) * rows + li];
+  if (lse == dev::negInf())
+    return; // a row with no key anywhere has zero gradients
+  const float delta = g.delta[(batch * p.heads + head) * rows + li];
+  const long long i = globalRow(r, li);
+  const int kvHead = head / p.groupSize;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  if constexpr (Branch::kKind == fwd::kBlocksBranch) {
+    fwd::Params global = p;
+    global.seqLen = r.globalN;
+    for (int m = 0; m < Branch::kNumMembers; ++m)
+      members[m] = Branch::member(m, headIndex, head, global);
+  }
+  const T *q = (const T *)p.q + p.qL.at(batch, li, head);
+  const T *dout = (const T *)g.dout + g.doutL.at(batch, li, head);
+  float qv[kPerLane], gv[kPerLane], dq[kPerLane];
+  for (int c = 0; c < kPerLane; ++c) {
+    const int d = lane + 32 * c;
+    qv[c] = d < D ? dev::toFloat(q[d]) : 0.f;
+    gv[c] = d < D ? dev::toFloat(dout[d]) : 0.f;
+    dq[c] = 0.f;
+  }
+  for (int pi = 0; pi < r.numParts; ++pi) {
+    const Part part = r.parts[pi];
+    if (part.kvHead != kvHead)
+      continue;
+    for (long long x = 0; x < part.count; ++x) {
+      const long long j = part.start + x * part.step;
+      if (!keeps<Branch>(members, headIndex, r.globalN, i, j))
+        continue;
+      const T *k = (const T *)r.keys + r.keyL.at(batch, part.offset + x, kvHead);
+      const T *v = (const T *)r.values + r.valueL.at(batch, part.offset + x, kvHead);
+      const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane)) * p.scale;
+      const float dp = dev::warpSum(dev::warpDot<D>(gv, v, lane));
+      const float pij = expf(s - lse), ds = pij * (dp - delta);
+      float *dk = g.dk + g.gradL.at(batch, part.offset + x, kvHead);
+      float *dv = g.dv + g.gradL.at(batch, part.offset + x, kvHead);
+      for (int c = 0; c < kPerLane; ++c) {
+        const int d = lane + 32 * c;
+        if (d < D) {
+          dq[c] += ds * dev::toFloat(k[d]);
+          atomicAdd(dk + d, ds * p.scale * qv[c]);
+          atomicAdd(dv + d, pij * gv[c]);
+        }
+      }
+    }
+  }
+  float *dqRow = g.dqAcc + ((batch * rows + li) * p.heads + head) * D;
+  for (int c = 0; c < kPerLane; ++c) {
+    const int d = lane + 32 * c;
+    if (d < D)
+      dqRow[d] += dq[c] * p.scale;
+  }
+}
+
+/// Delta = dO . O for every (local row, head): one warp per row and head.
+template <class T, int D>
+__device__ void ringDelta(const fwd::Params &p, const void *dout, Layout doutL, float *delta) {
+  constexpr int kPerLane = (D + 31) / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const long long rows = p.seqLen, batch = blockIdx.z;
+  const long long li = (long long)blockIdx.x * (blockDim.x / 32) + warp;
+  const int head = blockIdx.y;
+  if (li >= rows)
+    return;
+  const T *o = (const T *)p.o + p.oL.at(batch, li, head);
+  const T *g = (const T *)dout + doutL.at(batch, li, head);
+  float ov[kPerLane];
+  for (int c = 0; c < kPerLane; ++c) {
+    const int d = lane + 32 * c;
+    ov[c] = d < D ? dev::toFloat(o[d]) : 0.f;
+  }
+  const float x = dev::warpSum(dev::warpDot<D>(ov, g, lane));
+  if (lane == 0)
+    delta[(batch * p.heads + head) * rows + li] = x;
+}
+
+/// The local row of global row g in a rank's shard.
+DATTN_DEV long long localRow(const long long qBegin[2], const long long qEnd[2], long long g) {
+  return g >= qBegin[0] && g < qEnd[0] ? g - qBegin[0] : (qEnd[0] - qBegin[0]) + g - qBegin[1];
+}
+
+/// The part holding packed row `row` (parts are few and in offset order).
+DATTN_DEV const Part &partOf(const Part *parts, int numParts, long long row) {
+  int pi = 0;
+  while (pi + 1 < numParts && parts[pi + 1].offset <= row)
+    ++pi;
+  return parts[pi];
+}
+
+/// The dK (or dV) partials a peer computed for the rows this rank sent it,
+/// packed fp32 [B][rows][D], added into the rank's accumulator (layout accL).
+template <int D>
+__device__ void addReturned(const Part *parts, int numParts, long long packedRows,
+                            const long long qBegin[2], const long long qEnd[2],
+                            const float *src, float *acc, Layout accL, long long batch) {
+  const long long total = batch * packedRows * D;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
+    const int d = static_cast<int>(x % D);
+    const long long row = (x / D) % packedRows, b = x / D / packedRows;
+    const Part &part = partOf(parts, numParts, row);
+    const long long local = localRow(qBegin, qEnd, part.start + (row - part.offset) * part.step);
+    acc[accL.at(b, local, part.kvHead) + d] += src[x];
+  }
+}
+
+/// The fp32 gradient accumulators into dq, dk, dv (their layouts).
+template <class T, int D>
+__device__ void ringFinalizeGradients(const fwd::Params &p, const float *dqAcc, void *dq,
+                                      Layout dqL, const float *dkAcc, const float *dvAcc,
+                                      void *dk, void *dv, Layout dkL, Layout dvL, int kvHeads,
+                                      long long batch) {
+  const long long rows = p.seqLen, stride = (long long)gridDim.x * blockDim.x;
+  const long long qElems = batch * rows * p.heads * D, kvElems = batch * rows * kvHeads * D;
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems + kvElems;
+       x += stride) {
+    if (x < qElems) {
+      const long long d = x % D, row = x / D; // row = (b * rows + i) * H + h
+      const long long h = row % p.heads, bi = row / p.heads;
+      ((T *)dq)[dqL.at(bi / rows, bi % rows, h) + d] = dev::fromFloat<T>(dqAcc[x]);
+    } else {
+      const long long y = x - qElems, d = y % D, row = y / D; // (b * rows + j) * Hk + kv
+      const long long kv = row % kvHeads, bj = row / kvHeads;
+      ((T *)dk)[dkL.at(bj / rows, bj % rows, kv) + d] = dev::fromFloat<T>(dkAcc[y]);
+      ((T *)dv)[dvL.at(bj / rows, bj % rows, kv) + d] = dev::fromFloat<T>(dvAcc[y]);
+    }
+  }
+}
+
 /// Packs the parts' rows of the rank's k (or v) into [B][rows][D]: one
 /// thread per 16 bytes, grid-stride. `src` has layout `srcL` in local rows;
 /// part.offset is the packed row, localRow() the source row.
@@ -127,13 +271,8 @@ __device__ void packForPeer(const Part *parts, int numParts, long long packedRow
   for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
     const int ch = static_cast<int>(x % kChunks);
     const long long row = (x / kChunks) % packedRows, b = x / kChunks / packedRows;
-    int pi = 0; // the part holding packed row `row` (parts are few and in offset order)
-    while (pi + 1 < numParts && parts[pi + 1].offset <= row)
-      ++pi;
-    const Part part = parts[pi];
-    const long long g = part.start + (row - part.offset) * part.step;
-    const long long first = qEnd[0] - qBegin[0];
-    const long long local = g < qEnd[0] && g >= qBegin[0] ? g - qBegin[0] : first + g - qBegin[1];
+    const Part &part = partOf(parts, numParts, row);
+    const long long local = localRow(qBegin, qEnd, part.start + (row - part.offset) * part.step);
     const uint4 *from =
         reinterpret_cast<const uint4 *>(src + srcL.at(b, local, part.kvHead) + ch * kChunk);
     reinterpret_cast<uint4 *>(dst + (b * packedRows + row) * D)[ch] = *from;

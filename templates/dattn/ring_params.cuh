@@ -25,5 +25,15 @@ struct Params {
   Layout keyL, valueL;          ///< their strides; packed: {rows * D, D, 0}
 };
 
+/// The backward's extra operands for one block (templates/dattn/ring.cuh).
+struct Grad {
+  const void *dout;   ///< the rank's dO, layout doutL
+  Layout doutL;
+  const float *delta; ///< [B, H, rows]: dO . O per row and head
+  float *dqAcc;       ///< fp32 [B, rows, H, D], contiguous
+  float *dk, *dv;     ///< fp32 partials of the block's keys, layout gradL
+  Layout gradL;       ///< own rows: [B, rows, kv_heads, D]; packed: {rows * D, D, 0}
+};
+
 } // namespace ring
 } // namespace dattn

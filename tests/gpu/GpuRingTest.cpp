@@ -2,8 +2,8 @@
 // only its rows of q, k, v (the shard, in local order), run the ring
 // schedule with device copies as the transport; the rows they return, put
 // back in place, must equal the one-GPU reference with the one-GPU
-// tolerances (outputs poisoned with NaN first), and the bytes moved must
-// equal the plan's. Every
+// tolerances (outputs poisoned with NaN first), forward and gradients, and
+// the bytes moved must equal the plan's, forward and backward. Every
 // pattern of the GPU pattern table, causal or not, GQA (4 heads on 2 kv
 // heads), ragged shards, P = 2, 3, 4, 8, both layouts.
 #include "GpuTest.h"
@@ -45,6 +45,19 @@ void expectRingMatches(const AttentionSpec &spec, int64_t batch, int64_t n, int 
   EXPECT_LT(c.relError, tol);
   EXPECT_LT(c.maxRowError, kRowToleranceFactor * tol) << "worst row";
   EXPECT_LT(c.maxLseError, spec.dtype == DType::F32 ? 1e-4 : 1e-2);
+
+  // Backward: the same schedule, partials returned to their owners.
+  const std::vector<float> dout = randomVector(q.size(), seed + 3);
+  run.backward(dout.data());
+  std::vector<float> dq, dk, dv;
+  run.readGradients(dq, dk, dv);
+  EXPECT_EQ(run.bytesMoved(), run.ring().plan().totalBytesBackward * batch);
+  std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
+  referenceBackward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(),
+                    run.dout().data(), maskPtr, rq.data(), rk.data(), rv.data());
+  expectGradientClose("dq", dq, rq, D, spec.dtype, what);
+  expectGradientClose("dk", dk, rk, D, spec.dtype, what);
+  expectGradientClose("dv", dv, rv, D, spec.dtype, what);
 }
 
 TEST(GpuRing, LoopbackEveryPatternMatchesTheReference) {
