@@ -46,26 +46,6 @@ template <class T, int D> __device__ void computeDelta(const Params &p, long lon
     p.delta[(b * p.heads + h) * p.seqLen + i] = sum;
 }
 
-/// Whether (i, j) is a pair of this branch for `head` (causal included).
-template <class Branch>
-__device__ bool branchPair(const plan::Member *members, int headIndex, long long i, long long j,
-                           long long n) {
-  if (Branch::kCausal && j > i)
-    return false;
-  if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    const long long r = Branch::kStride, o = Branch::offset(headIndex);
-    if (i % r != o || j % r != o)
-      return false;
-    const long long w = plan::segmentLength(Branch::kSegment, n);
-    return i / w == j / w;
-  } else {
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      if (plan::memberContains(members[m], i, j))
-        return true;
-    return false;
-  }
-}
-
 /// dQ for one query row per warp (grid.x rows of 4 warps, y heads of the branch, z batch).
 template <class T, int D, class Branch> __device__ void dqPass(const Params &p) {
   constexpr int kPerLane = (D + 31) / 32;
@@ -104,7 +84,7 @@ template <class T, int D, class Branch> __device__ void dqPass(const Params &p) 
   }
   for (long long j = jBegin; j < jEnd; j += jStep) {
     if constexpr (Branch::kKind == fwd::kBlocksBranch) {
-      if (!branchPair<Branch>(members, headIndex, i, j, n))
+      if (!fwd::branchPair<Branch>(members, headIndex, i, j, n))
         continue;
     }
     const T *k = (const T *)p.k + p.kL.at(b, j, kvHead);
@@ -164,7 +144,7 @@ template <class T, int D, class Branch> __device__ void dkvPass(const Params &p)
   }
   for (long long i = iBegin; i < iEnd; i += iStep) {
     if constexpr (Branch::kKind == fwd::kBlocksBranch) {
-      if (!branchPair<Branch>(members, headIndex, i, j, n))
+      if (!fwd::branchPair<Branch>(members, headIndex, i, j, n))
         continue;
     }
     const float L = p.lse[(b * p.heads + head) * n + i];

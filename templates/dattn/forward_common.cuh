@@ -35,6 +35,28 @@ DATTN_DEV void mergeLse(float a, float b, float *lseOut, float *wa, float *wb) {
   *wb = eb / s;
 }
 
+/// Whether (i, j) is a pair of this branch for its headIndex-th head, causal
+/// included: the per-pair predicate of the SIMT and ring kernels. `members`
+/// holds the blocks branch's members (unused for strided branches).
+template <class Branch>
+DATTN_DEV bool branchPair(const plan::Member *members, int headIndex, long long i, long long j,
+                          long long n) {
+  if (Branch::kCausal && j > i)
+    return false;
+  if constexpr (Branch::kKind == kStridedBranch) {
+    const long long r = Branch::kStride, o = Branch::offset(headIndex);
+    if (i % r != o || j % r != o)
+      return false;
+    const long long w = plan::segmentLength(Branch::kSegment, n);
+    return i / w == j / w;
+  } else {
+    for (int m = 0; m < Branch::kNumMembers; ++m)
+      if (plan::memberContains(members[m], i, j))
+        return true;
+    return false;
+  }
+}
+
 /// Fills O (or the fp32 accumulator) with 0 and LSE with -inf: rows that no
 /// branch reaches keep exactly these values (O = 0, LSE = -inf). One thread
 /// per element, consecutive threads on consecutive d, so stores coalesce.

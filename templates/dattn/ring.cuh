@@ -25,23 +25,34 @@ DATTN_DEV long long globalRow(const Params &r, long long li) {
   return li < first ? r.qBegin[0] + li : r.qBegin[1] + (li - first);
 }
 
-/// Whether key j is in S_b(h, i) (causal included), in global positions.
+/// Calls visit(k, v, packedRow) for every key of the block that is in
+/// S_b(h, i) of query row i (global positions) for kv head `kvHead`.
+template <class T, class Branch, class Visit>
+DATTN_DEV void forEachKey(const Params &r, const plan::Member *members, int headIndex,
+                          int kvHead, long long batch, long long i, Visit visit) {
+  for (int pi = 0; pi < r.numParts; ++pi) {
+    const Part part = r.parts[pi];
+    if (part.kvHead != kvHead)
+      continue;
+    for (long long x = 0; x < part.count; ++x) {
+      if (!fwd::branchPair<Branch>(members, headIndex, i, part.start + x * part.step, r.globalN))
+        continue;
+      const long long row = part.offset + x;
+      visit((const T *)r.keys + r.keyL.at(batch, row, kvHead),
+            (const T *)r.values + r.valueL.at(batch, row, kvHead), row);
+    }
+  }
+}
+
+/// The blocks branch's members for head `head` (in global terms).
 template <class Branch>
-DATTN_DEV bool keeps(const plan::Member *members, int headIndex, long long n, long long i,
-                     long long j) {
-  if (Branch::kCausal && j > i)
-    return false;
-  if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    const long long r = Branch::kStride, o = Branch::offset(headIndex);
-    if (i % r != o || j % r != o)
-      return false;
-    const long long w = plan::segmentLength(Branch::kSegment, n);
-    return i / w == j / w;
-  } else {
+DATTN_DEV void loadMembers(const fwd::Params &p, const Params &r, int headIndex, int head,
+                           plan::Member *members) {
+  if constexpr (Branch::kKind == fwd::kBlocksBranch) {
+    fwd::Params global = p; // members read N-dependent fields in global terms
+    global.seqLen = r.globalN;
     for (int m = 0; m < Branch::kNumMembers; ++m)
-      if (plan::memberContains(members[m], i, j))
-        return true;
-    return false;
+      members[m] = Branch::member(m, headIndex, head, global);
   }
 }
 
@@ -59,12 +70,7 @@ __device__ void simtRingForward(const fwd::Params &p, const Params &r) {
   const long long i = globalRow(r, li);
   const int kvHead = head / p.groupSize;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if constexpr (Branch::kKind == fwd::kBlocksBranch) {
-    fwd::Params global = p; // members read N-dependent fields in global terms
-    global.seqLen = r.globalN;
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      members[m] = Branch::member(m, headIndex, head, global);
-  }
+  loadMembers<Branch>(p, r, headIndex, head, members);
 
   const T *q = (const T *)p.q + p.qL.at(batch, li, head);
   float qv[kPerLane], acc[kPerLane];
@@ -74,27 +80,19 @@ __device__ void simtRingForward(const fwd::Params &p, const Params &r) {
     acc[c] = 0.f;
   }
   float m = dev::negInf(), l = 0.f;
-  for (int pi = 0; pi < r.numParts; ++pi) {
-    const Part part = r.parts[pi];
-    if (part.kvHead != kvHead)
-      continue;
-    for (long long x = 0; x < part.count; ++x) {
-      const long long j = part.start + x * part.step;
-      if (!keeps<Branch>(members, headIndex, r.globalN, i, j))
-        continue;
-      const T *k = (const T *)r.keys + r.keyL.at(batch, part.offset + x, kvHead);
-      const T *v = (const T *)r.values + r.valueL.at(batch, part.offset + x, kvHead);
-      const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane));
-      const float mNew = fmaxf(m, s);
-      const float corr = expf(m - mNew), pj = expf(s - mNew); // m = -inf first: corr 0
-      l = l * corr + pj;
-      for (int c = 0; c < kPerLane; ++c) {
-        const int d = lane + 32 * c;
-        acc[c] = acc[c] * corr + (d < D ? pj * dev::toFloat(v[d]) : 0.f);
-      }
-      m = mNew;
-    }
-  }
+  forEachKey<T, Branch>(r, members, headIndex, kvHead, batch, i,
+                        [&](const T *k, const T *v, long long) {
+                          const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane));
+                          const float mNew = fmaxf(m, s);
+                          // m = -inf at the first key: corr = 0
+                          const float corr = expf(m - mNew), pj = expf(s - mNew);
+                          l = l * corr + pj;
+                          for (int c = 0; c < kPerLane; ++c) {
+                            const int d = lane + 32 * c;
+                            acc[c] = acc[c] * corr + (d < D ? pj * dev::toFloat(v[d]) : 0.f);
+                          }
+                          m = mNew;
+                        });
   if (l == 0.f)
     return; // none of this row's keys is in the block
 
@@ -135,12 +133,7 @@ __device__ void simtRingBackward(const fwd::Params &p, const Params &r, const Gr
   const long long i = globalRow(r, li);
   const int kvHead = head / p.groupSize;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if constexpr (Branch::kKind == fwd::kBlocksBranch) {
-    fwd::Params global = p;
-    global.seqLen = r.globalN;
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      members[m] = Branch::member(m, headIndex, head, global);
-  }
+  loadMembers<Branch>(p, r, headIndex, head, members);
   const T *q = (const T *)p.q + p.qL.at(batch, li, head);
   const T *dout = (const T *)g.dout + g.doutL.at(batch, li, head);
   float qv[kPerLane], gv[kPerLane], dq[kPerLane];
@@ -150,31 +143,22 @@ __device__ void simtRingBackward(const fwd::Params &p, const Params &r, const Gr
     gv[c] = d < D ? dev::toFloat(dout[d]) : 0.f;
     dq[c] = 0.f;
   }
-  for (int pi = 0; pi < r.numParts; ++pi) {
-    const Part part = r.parts[pi];
-    if (part.kvHead != kvHead)
-      continue;
-    for (long long x = 0; x < part.count; ++x) {
-      const long long j = part.start + x * part.step;
-      if (!keeps<Branch>(members, headIndex, r.globalN, i, j))
-        continue;
-      const T *k = (const T *)r.keys + r.keyL.at(batch, part.offset + x, kvHead);
-      const T *v = (const T *)r.values + r.valueL.at(batch, part.offset + x, kvHead);
-      const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane)) * p.scale;
-      const float dp = dev::warpSum(dev::warpDot<D>(gv, v, lane));
-      const float pij = expf(s - lse), ds = pij * (dp - delta);
-      float *dk = g.dk + g.gradL.at(batch, part.offset + x, kvHead);
-      float *dv = g.dv + g.gradL.at(batch, part.offset + x, kvHead);
-      for (int c = 0; c < kPerLane; ++c) {
-        const int d = lane + 32 * c;
-        if (d < D) {
-          dq[c] += ds * dev::toFloat(k[d]);
-          atomicAdd(dk + d, ds * p.scale * qv[c]);
-          atomicAdd(dv + d, pij * gv[c]);
+  forEachKey<T, Branch>(
+      r, members, headIndex, kvHead, batch, i, [&](const T *k, const T *v, long long row) {
+        const float s = dev::warpSum(dev::warpDot<D>(qv, k, lane)) * p.scale;
+        const float dp = dev::warpSum(dev::warpDot<D>(gv, v, lane));
+        const float pij = expf(s - lse), ds = pij * (dp - delta);
+        float *dk = g.dk + g.gradL.at(batch, row, kvHead);
+        float *dv = g.dv + g.gradL.at(batch, row, kvHead);
+        for (int c = 0; c < kPerLane; ++c) {
+          const int d = lane + 32 * c;
+          if (d < D) {
+            dq[c] += ds * dev::toFloat(k[d]);
+            atomicAdd(dk + d, ds * p.scale * qv[c]);
+            atomicAdd(dv + d, pij * gv[c]);
+          }
         }
-      }
-    }
-  }
+      });
   float *dqRow = g.dqAcc + ((batch * rows + li) * p.heads + head) * D;
   for (int c = 0; c < kPerLane; ++c) {
     const int d = lane + 32 * c;
