@@ -45,6 +45,9 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
     Block &body = *br.getBody();
     auto dilated = body.getOperations().size() == 1 ? dyn_cast<DilatedOp>(body.front())
                                                     : DilatedOp();
+    // A lone dense member is one unbounded segment of dilation 1: the
+    // strided kernels run it with no member list to evaluate per tile.
+    const bool loneDense = body.getOperations().size() == 1 && isa<DenseOp>(body.front());
     if (dilated) {
       // Step 1: strided. A short segment has few compact rows: shrink tiles
       // to them rather than compute padding.
@@ -78,7 +81,8 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
     if (tileN) blockN = tileN;
     // Step 3: the members' iterators are the pattern ops themselves (read by
     // codegen into plan::Member); nothing else needs recording.
-    br.setPlanAttr(TilesAttr::get(br.getContext(), dilated ? "strided" : "blocks", blockM, blockN));
+    br.setPlanAttr(TilesAttr::get(br.getContext(), dilated || loneDense ? "strided" : "blocks",
+                                   blockM, blockN));
   }
 };
 

@@ -81,6 +81,12 @@ BranchPlan readBranch(BranchOp br) {
       pk.candidates = static_cast<int>(k.getCandidates());
       p.kernels.push_back(pk);
     }
+  if (p.kind == BranchKind::Strided && isa<DenseOp>(br.getBody()->front())) {
+    p.segment = kUnbounded; // dense: one segment, every row, offset 0
+    p.dilation = 1;
+    p.offsets.assign(p.heads.size(), 0);
+    return p;
+  }
   if (p.kind == BranchKind::Strided) {
     auto d = cast<DilatedOp>(br.getBody()->front());
     p.segment = optionalOr(d.getSegment(), kUnbounded);

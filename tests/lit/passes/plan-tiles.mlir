@@ -28,10 +28,11 @@ dattn.attention @strided attributes {dtype = "bf16", head_dim = 128 : i64, heads
 
 // Everything else iterates blocks (each member is its own closed-form
 // iterator). Tiles shrink to the smallest block; head_dim 256 halves the
-// query tile.
+// query tile. A lone dense member is one unbounded segment of dilation 1,
+// so it runs strided.
 // CHECK-LABEL: dattn.attention @blocks
 // CHECK: plan = #dattn.tiles<kind = "blocks", block_m = 32, block_n = 32>
-// CHECK: plan = #dattn.tiles<kind = "blocks", block_m = 64, block_n = 64>
+// CHECK: plan = #dattn.tiles<kind = "strided", block_m = 64, block_n = 64>
 // CHECK: plan = #dattn.tiles<kind = "blocks", block_m = 64, block_n = 64>
 dattn.attention @blocks attributes {causal, dtype = "fp16", head_dim = 256 : i64, heads = 3 : i64, kv_heads = 1 : i64, precision = "ieee", ring = 1 : i64} {
   dattn.branch heads [0] {
