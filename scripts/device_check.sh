@@ -5,7 +5,7 @@
 # Exit status: non-zero if any test shard, example or sanitizer run failed,
 # including one that crashed or was killed.
 #
-#   scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare]
+#   scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring]
 #   compare: build-baseline/dattn-bench (the code before a change) and
 #   build/bin/dattn-bench in alternating runs, forward and backward.
 set -uo pipefail
@@ -94,6 +94,26 @@ if [ "$mode" = all ] || [ "$mode" = bench ]; then
   build/bin/dattn-bench --root . --iters 20 2>&1 | tee "$OUT/bench.log"
   build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --backward 2>&1 |
     tee "$OUT/bench_backward.log"
+fi
+if [ "$mode" = all ] || [ "$mode" = ring ]; then
+  # The loopback ring: its GPU tests (also in `tests`), then each example as
+  # a ring of 1, 2, 4 and 8 ranks on one GPU, forward and backward, checked.
+  ring_fail=0
+  build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuRing*' > "$OUT/ring_tests.log" 2>&1 ||
+    { ring_fail=1; echo "FAILED: GpuRing tests"; }
+  tail -3 "$OUT/ring_tests.log"
+  for f in examples/*.dattn; do
+    for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
+      for p in 1 2 4 8; do
+        build/bin/dattn run "$f" --name "$name" --seq 2048 --device gpu --ranks $p --loopback \
+          --backward --check --iters 3 >> "$OUT/ring_examples.log" 2>&1 ||
+          { ring_fail=1; echo "FAILED: $name ranks $p"; }
+      done
+    done
+  done
+  grep -E "^ring of|^moved|^memory|^check|^gradient check|^backward" "$OUT/ring_examples.log" | head -80
+  summary+=("ring (loopback): $([ $ring_fail = 0 ] && echo all passed || echo FAILED)")
+  [ $ring_fail = 0 ] || status=1
 fi
 if [ "$mode" = compare ]; then
   # Before/after in alternating runs on the same machine: forward of every
