@@ -35,7 +35,12 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   check.mask(a.mask, N);
 
   const int slot = a.deterministic ? 1 : 0;
-  if (!backward_[slot]) {
+  const int variant = a.q.isContiguous() && a.k.isContiguous() && a.v.isContiguous() &&
+                              a.dout.isContiguous() && a.dq.isContiguous() &&
+                              a.dk.isContiguous() && a.dv.isContiguous()
+                          ? 1
+                          : 0;
+  if (!backward_[slot][variant]) {
     // Loading a module inside a stream capture would break the capture.
     CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
     rt::driver().streamIsCapturing(static_cast<CUstream>(a.stream), &capture);
@@ -44,10 +49,10 @@ void CompiledAttention::backward(const BackwardArgs &a) {
                   "backward kernels are not loaded yet and the stream is being captured: "
                   "call prepareBackward(" + (a.deterministic ? "true" : "false") +
                   ") before the capture");
-    prepareBackward(a.deterministic);
+    loadBackward(slot, variant);
   }
-  const EmittedModule &mod = backwardModules_[slot];
-  const rt::LoadedModule &loaded = *backward_[slot];
+  const EmittedModule &mod = backwardModules_[slot][variant];
+  const rt::LoadedModule &loaded = *backward_[slot][variant];
   const rt::BackwardWorkspace ws = rt::backwardWorkspace(mod, B, N, H, D);
   check.workspace(a.workspace, ws.bytes());
 

@@ -57,9 +57,10 @@ AttentionPlan planFor(const AttentionSpec &spec, const std::string &arch,
 } // namespace
 
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
-                             const PlanOptions &tiles, bool backward, bool deterministic) {
+                             const PlanOptions &tiles, bool backward, bool deterministic,
+                             bool contiguous) {
   const AttentionPlan plan = planFor(spec, arch, tiles);
-  return compileModule(backward ? emitCudaBackward(plan, arch, deterministic)
+  return compileModule(backward ? emitCudaBackward(plan, arch, deterministic, 0, contiguous)
                                 : emitCuda(plan, arch),
                        spec.name, arch);
 }
@@ -144,8 +145,9 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
   // this target says why when it is asked for.
   for (int mode = 0; mode < 2; ++mode) {
     try {
-      c->backwardModules_[mode] =
-          emitCudaBackward(c->plan_, c->arch_, mode == 1, info_.smemOptinBytes);
+      for (int variant = 0; variant < 2; ++variant)
+        c->backwardModules_[mode][variant] = emitCudaBackward(
+            c->plan_, c->arch_, mode == 1, info_.smemOptinBytes, variant == 1);
     } catch (const Error &e) {
       c->backwardError_[mode] = e.what();
     }
@@ -165,8 +167,9 @@ CompiledAttention::~CompiledAttention() {
   try {
     rt::ContextScope scope(context_);
     forward_.reset();
-    backward_[0].reset();
-    backward_[1].reset();
+    for (auto &mode : backward_)
+      for (auto &variant : mode)
+        variant.reset();
     ring_.reset();
   } catch (...) {
     // Destructors do not throw; the process is ending or the driver is gone.
@@ -180,21 +183,26 @@ WorkspaceSizes CompiledAttention::workspaceSizes(int64_t batch, int64_t seqLen) 
   for (int mode = 0; mode < 2; ++mode)
     if (backwardError_[mode].empty())
       w.backward = std::max(
-          w.backward, rt::backwardWorkspace(backwardModules_[mode], batch, seqLen, H, D).bytes());
+          w.backward, rt::backwardWorkspace(backwardModules_[mode][0], batch, seqLen, H, D).bytes());
   return w;
 }
 
 void CompiledAttention::prepareBackward(bool deterministic) {
-  const int slot = deterministic ? 1 : 0;
+  for (int variant = 0; variant < 2; ++variant)
+    loadBackward(deterministic ? 1 : 0, variant);
+}
+
+void CompiledAttention::loadBackward(int mode, int variant) {
   std::lock_guard<std::mutex> lock(loadMutex_);
-  if (backward_[slot])
+  if (backward_[mode][variant])
     return;
-  if (!backwardError_[slot].empty())
+  if (!backwardError_[mode].empty())
     throw Error("the backward pass of attention '" + spec_.name + "' on " + arch_ + ": " +
-                backwardError_[slot]);
+                backwardError_[mode]);
   rt::ContextScope scope(context_);
   CompileReport r;
-  backward_[slot] = rt::loadModule(*cache_, backwardModules_[slot], "dattn_" + spec_.name, arch_, &r);
+  backward_[mode][variant] =
+      rt::loadModule(*cache_, backwardModules_[mode][variant], "dattn_" + spec_.name, arch_, &r);
 }
 
 void CompiledAttention::prepareRing() {

@@ -44,6 +44,7 @@ struct EmittedModule {
   bool gradientsDirect = false; ///< branch kernels write dq/dk/dv in the dtype
   bool atomicDq = false;        ///< dQ added with fp32 reductions (not deterministic)
   int gradientFinalize = 0;     ///< bwd::FinalizeWhat bits the finalize kernel converts
+  bool contiguousTensors = false; ///< for contiguous q, k, v, dout, dq, dk, dv only
 };
 
 /// `arch` is "sm_XY" or "sm_XYa" (Target::parse). `smemLimit` is the
@@ -81,8 +82,13 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch,
 /// accumulators. Tensor cores (fp16/bf16, sm_80+, head_dim <= 128) fuse dQ
 /// into the dK/dV kernel with fp32 reductions unless `deterministic`; the
 /// SIMT path is always deterministic.
+///
+/// `contiguous`: a module for calls whose q, k, v, dout, dq, dk and dv are
+/// all contiguous [B, N, heads, D]; its tensor-core kernels write those
+/// strides as expressions of N, heads and D rather than read them.
 EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arch,
-                               bool deterministic = false, int smemLimit = 0);
+                               bool deterministic = false, int smemLimit = 0,
+                               bool contiguous = false);
 
 
 } // namespace dattn

@@ -103,7 +103,8 @@ public:
   void forward(const ForwardArgs &args) const;
 
   /// Compiles and loads the backward kernels of one mode now (the first
-  /// backward() of a mode does it otherwise). Call it before capturing a
+  /// backward() of a mode does it otherwise), both variants: the one for
+  /// contiguous tensors and the general one. Call it before capturing a
   /// backward into a CUDA graph: a capture cannot load modules.
   void prepareBackward(bool deterministic);
 
@@ -139,11 +140,16 @@ private:
   EmittedModule module_;
   CompileReport report_;
   std::unique_ptr<rt::LoadedModule> forward_;
-  // Backward modules, [0] default and [1] deterministic: emitted at compile
-  // time (their workspace needs are known up front), loaded on first use.
-  EmittedModule backwardModules_[2];
+  // Backward modules, [mode][variant]: mode 0 default, 1 deterministic;
+  // variant 0 general strides, 1 every tensor contiguous (the strides are
+  // then compile-time expressions: fewer registers in the dK/dV kernel).
+  // Emitted at compile time (their workspace needs are known up front),
+  // loaded on first use.
+  EmittedModule backwardModules_[2][2];
   std::string backwardError_[2]; ///< why a mode has no module on this target
-  std::unique_ptr<rt::LoadedModule> backward_[2];
+  std::unique_ptr<rt::LoadedModule> backward_[2][2];
+  /// Loads backward module [mode][variant] if it is not loaded yet.
+  void loadBackward(int mode, int variant);
   EmittedModule ringModule_; ///< emitted with the ring module's first use
   std::unique_ptr<rt::LoadedModule> ring_;
   std::mutex loadMutex_;
@@ -188,7 +194,7 @@ struct OfflineKernel {
 };
 OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
                              const PlanOptions &tiles = {}, bool backward = false,
-                             bool deterministic = false);
+                             bool deterministic = false, bool contiguous = false);
 /// The same for the ring module (emitCudaRing): what one rank of a ring runs.
 OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &arch);
 

@@ -4,8 +4,31 @@
 #include "dattn/backward_params.cuh"
 #include "dattn/forward_common.cuh"
 
+// A module emitted for contiguous [B, N, H, D] tensors defines this as 1
+// (emitCudaBackward's `contiguous`); the runtime picks that module when
+// every tensor of a call is contiguous.
+#ifndef DATTN_CONTIGUOUS_TENSORS
+#define DATTN_CONTIGUOUS_TENSORS 0
+#endif
+
 namespace dattn {
 namespace bwd {
+
+constexpr bool kContiguousTensors = DATTN_CONTIGUOUS_TENSORS;
+
+/// The layout kernels index a [B, N, heads, D] tensor with: the caller's
+/// strides, or in a contiguous module the same strides written as
+/// expressions of N, heads and D. The compiler then shares address
+/// arithmetic between tensors with equal strides (q, dO and the fp32 dQ
+/// accumulator), which the dK/dV kernel needs: its accumulators use most of
+/// the registers, and run-time strides cost it 40 bytes more of spills.
+template <int D>
+DATTN_DEV Layout layoutOf(const Params &p, const Layout &given, int heads) {
+  if constexpr (kContiguousTensors)
+    return Layout{p.seqLen * heads * D, (long long)heads * D, D};
+  else
+    return given;
+}
 
 /// The union members of a blocks branch for its headIndex-th head (the
 /// generated Branch::member reads the block mask from forward parameters).

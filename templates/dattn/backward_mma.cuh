@@ -296,8 +296,8 @@ DATTN_DEV void storeKeyRows(const Params &p, const float (&dk)[D / 8][4],
       continue;
     const long long row = rm.base + b * rm.step;
     if constexpr (MODE == kDirect) {
-      T *dkRow = (T *)p.dk + p.dkL.at(batch, row, kvHead);
-      T *dvRow = (T *)p.dv + p.dvL.at(batch, row, kvHead);
+      T *dkRow = (T *)p.dk + layoutOf<D>(p, p.dkL, p.kvHeads).at(batch, row, kvHead);
+      T *dvRow = (T *)p.dv + layoutOf<D>(p, p.dvL, p.kvHeads).at(batch, row, kvHead);
 #pragma unroll
       for (int nb = 0; nb < D / 8; ++nb) {
         const int c = nb * 8 + (lane % 4) * 2;
@@ -341,7 +341,8 @@ DATTN_DEV void storeQueryRows(const Params &p, const float (&acc)[D / 8][4], con
       const int c = nb * 8 + (lane % 4) * 2;
       const float x = acc[nb][2 * half] * p.scale, y = acc[nb][2 * half + 1] * p.scale;
       if constexpr (MODE == kDirect) {
-        *reinterpret_cast<unsigned *>((T *)p.dq + p.dqL.at(batch, row, head) + c) =
+        const Layout dqL = layoutOf<D>(p, p.dqL, p.heads);
+        *reinterpret_cast<unsigned *>((T *)p.dq + dqL.at(batch, row, head) + c) =
             dev::pack2<T>(x, y);
       } else {
         Pair *dst = reinterpret_cast<Pair *>(p.dqAcc + qRow * D + c);
@@ -401,10 +402,12 @@ __device__ void mmaBackwardKV(const Params &p) {
 
   typename Tile::template RowLoader<BN> kLoader, vLoader;
   typename Tile::template RowLoader<BM> qLoader, gLoader;
-  kLoader.init((const T *)p.k + p.kL.at(batch, 0, kvHead), p.kL.row, rm.base, rm.step);
-  vLoader.init((const T *)p.v + p.vL.at(batch, 0, kvHead), p.vL.row, rm.base, rm.step);
-  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, rm.base, rm.step);
-  gLoader.init((const T *)p.dout + p.doutL.at(batch, 0, head), p.doutL.row, rm.base, rm.step);
+  const Layout qL = layoutOf<D>(p, p.qL, p.heads), gL = layoutOf<D>(p, p.doutL, p.heads);
+  const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
+  kLoader.init((const T *)p.k + kL.at(batch, 0, kvHead), kL.row, rm.base, rm.step);
+  vLoader.init((const T *)p.v + vL.at(batch, 0, kvHead), vL.row, rm.base, rm.step);
+  qLoader.init((const T *)p.q + qL.at(batch, 0, head), qL.row, rm.base, rm.step);
+  gLoader.init((const T *)p.dout + gL.at(batch, 0, head), gL.row, rm.base, rm.step);
   const float *lseSrc = p.lse + (batch * p.heads + head) * n;
   const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
   // Q, dO, L and Delta of query tile qt into stage `st`.
@@ -501,10 +504,12 @@ __device__ void mmaBackwardQ(const Params &p) {
 
   typename Tile::template RowLoader<BM> qLoader, gLoader;
   typename Tile::template RowLoader<BN> kLoader, vLoader;
-  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, rm.base, rm.step);
-  gLoader.init((const T *)p.dout + p.doutL.at(batch, 0, head), p.doutL.row, rm.base, rm.step);
-  kLoader.init((const T *)p.k + p.kL.at(batch, 0, kvHead), p.kL.row, rm.base, rm.step);
-  vLoader.init((const T *)p.v + p.vL.at(batch, 0, kvHead), p.vL.row, rm.base, rm.step);
+  const Layout qL = layoutOf<D>(p, p.qL, p.heads), gL = layoutOf<D>(p, p.doutL, p.heads);
+  const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
+  qLoader.init((const T *)p.q + qL.at(batch, 0, head), qL.row, rm.base, rm.step);
+  gLoader.init((const T *)p.dout + gL.at(batch, 0, head), gL.row, rm.base, rm.step);
+  kLoader.init((const T *)p.k + kL.at(batch, 0, kvHead), kL.row, rm.base, rm.step);
+  vLoader.init((const T *)p.v + vL.at(batch, 0, kvHead), vL.row, rm.base, rm.step);
 
   long long t = nextTile(t0);
   qLoader.load(sQ, qa0, rm.count);

@@ -74,6 +74,30 @@ TEST(Nvrtc, RingModulesCompile) {
   }
 }
 
+TEST(Nvrtc, ContiguousBackwardVariantCompiles) {
+  // The variant for contiguous tensors: same kernels, strides as
+  // compile-time expressions (the runtime picks it when every tensor of a
+  // call is contiguous).
+  for (const auto &f : exampleFiles())
+    for (const auto &spec : loadSpecFile(f).attentions)
+      for (bool deterministic : {false, true}) {
+        PlanOptions po;
+        po.arch = "sm_90";
+        const AttentionPlan plan = planAttention(spec, po);
+        const EmittedModule general = emitCudaBackward(plan, "sm_90", deterministic);
+        OfflineKernel contiguous = compileOffline(spec, "sm_90", {}, true, deterministic, true);
+        EXPECT_TRUE(contiguous.module.contiguousTensors);
+        EXPECT_FALSE(general.contiguousTensors);
+        EXPECT_NE(contiguous.module.source.find("#define DATTN_CONTIGUOUS_TENSORS 1"),
+                  std::string::npos);
+        ASSERT_EQ(contiguous.module.kernels.size(), general.kernels.size());
+        for (size_t k = 0; k < general.kernels.size(); ++k) {
+          EXPECT_EQ(contiguous.module.kernels[k].name, general.kernels[k].name);
+          EXPECT_NE(contiguous.ptx.find(".entry " + general.kernels[k].name), std::string::npos);
+        }
+      }
+}
+
 TEST(Nvrtc, TensorCorePathOnSm80AndSimtOnSm75) {
   SpecFile f = loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn");
   OfflineKernel k80 = compileOffline(f.attentions[0], "sm_80");
