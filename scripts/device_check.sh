@@ -5,7 +5,11 @@
 # Exit status: non-zero if any test shard, example or sanitizer run failed,
 # including one that crashed or was killed.
 #
-#   scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring]
+#   scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring|python]
+#   python: the pytest suite with the torch ops on the GPU. The device's Python
+#   is 3.12: build the (abi3) extension for it here and carry build-py312/python:
+#     cmake -S . -B build-py312 -G Ninja -DCMAKE_BUILD_TYPE=Release \
+#       -DPython3_EXECUTABLE=<a python3.12 with nanobind> && ninja -C build-py312 _dattn
 #   compare: build-baseline/dattn-bench (the code before a change) and
 #   build/bin/dattn-bench in alternating runs, forward and backward.
 set -uo pipefail
@@ -114,6 +118,14 @@ if [ "$mode" = all ] || [ "$mode" = ring ]; then
   grep -E "^ring of|^moved|^memory|^check|^gradient check|^backward" "$OUT/ring_examples.log" | head -80
   summary+=("ring (loopback): $([ $ring_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ring_fail = 0 ] || status=1
+fi
+if [ "$mode" = all ] || [ "$mode" = python ]; then
+  PYTHONPATH=build-py312/python python3 -m pytest -q -rs -p no:cacheprovider tests/python \
+    > "$OUT/python.log" 2>&1
+  rc=$?
+  tail -15 "$OUT/python.log"
+  summary+=("python (torch ops): exit $rc, $(tail -1 "$OUT/python.log")")
+  [ $rc -eq 0 ] || status=1
 fi
 if [ "$mode" = compare ]; then
   # Before/after in alternating runs on the same machine: forward of every

@@ -12,9 +12,14 @@ spec, however made, is checked by the same front end and raises
                                           heads=range(0, 4))])
     print(s.canonical())
 
-The torch ops (forward and backward with autograd), the nn modules and the
-ring from torch.distributed build on this package next.
+With PyTorch installed, ``dattn.attention(q, k, v, spec)`` runs a spec on
+CUDA tensors through the torch custom ops of ``dattn.ops`` (autograd,
+``torch.compile``); ``dattn.precompile(spec)`` loads its kernels ahead of a
+CUDA-graph capture. The package itself does not need torch. The nn modules
+and the ring from torch.distributed come next.
 """
+
+import importlib.util
 
 from ._dattn import ArgumentError, Error, Spec, SpecError, device_count, load, nvrtc_version
 from ._dattn import parse as _parse
@@ -26,7 +31,23 @@ __all__ = [
     "ArgumentError", "Branch", "Error", "Pattern", "Spec", "SpecError", "block_mask", "branch",
     "dense", "device_count", "dilated", "dilated_blocks", "global_tokens", "hierarchical",
     "load", "nvrtc_version", "parse", "plan_ring", "random_blocks", "spec", "window",
+    "attention", "precompile",
 ]
+
+
+if importlib.util.find_spec("torch") is not None:
+    # The ops register with torch.library on import; importing them here
+    # keeps dattn.attention free of imports when torch.compile traces it.
+    from .ops import attention, precompile
+else:
+
+    def attention(q, k, v, spec):
+        """Attention of `spec` over CUDA tensors (needs PyTorch: dattn.ops)."""
+        raise ImportError("dattn.attention needs PyTorch, which is not installed")
+
+    def precompile(spec, device=None, backward=True):
+        """Compiles and loads `spec`'s kernels now (needs PyTorch: dattn.ops)."""
+        raise ImportError("dattn.precompile needs PyTorch, which is not installed")
 
 
 def parse(text, filename="<string>"):

@@ -1,6 +1,7 @@
 // _dattn: the C++ core of the dattn Python package. Specs (parse, load,
-// canonical text), the ring plan, and what the machine offers. The torch
-// ops come on top of this, in Python, with the runtime's descriptors.
+// canonical text), the ring plan, what the machine offers, and (runtime.cpp)
+// compiled attentions run on raw device pointers, which the torch ops in
+// python/dattn/ops.py call.
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
 #include "dattn/error.h"
@@ -24,6 +25,8 @@ std::vector<dattn::AttentionSpec> parse(const std::string &text, const std::stri
 }
 
 } // namespace
+
+void bindRuntime(nb::module_ &m); // runtime.cpp
 
 NB_MODULE(_dattn, m) {
   m.doc() = "dattn's C++ core: specs, plans and the machine";
@@ -76,4 +79,5 @@ NB_MODULE(_dattn, m) {
       "The version of the NVRTC that compiles for current GPUs; raises Error if none loads.");
   m.def("device_count", &dattn::Runtime::deviceCount,
         "GPUs the driver sees (0 without a driver).");
+  bindRuntime(m);
 }

@@ -77,3 +77,26 @@ def test_machine_queries_do_not_need_a_gpu():
         assert dattn.nvrtc_version().count(".") == 1
     except dattn.Error as e:  # no NVRTC: the error says what was searched
         assert "nvrtc" in str(e).lower()
+
+
+def test_dense_masks_follow_the_semantics():
+    # The membership masks the torch tests build their reference from.
+    import numpy as np
+
+    from dattn import _dattn
+
+    s = dattn.parse("attention a { heads = 2 head_dim = 32 causal = true "
+                    "branch { window(left = 2, right = 0) } "
+                    "branch heads 1 { dilated(segment = 4, dilation = 2, offset = 1) } }")[0]
+    m = np.frombuffer(_dattn.dense_masks(s, 8), dtype=np.uint8).reshape(2, 2, 8, 8)
+    for i in range(8):
+        for j in range(8):
+            assert m[0, 0, i, j] == m[0, 1, i, j] == (i - 2 <= j <= i)
+            # branch 1 holds head 1 only; causal; rows and keys j = 1 (mod 2)
+            # of the same segment of 4
+            assert m[1, 0, i, j] == 0
+            assert m[1, 1, i, j] == (i % 2 == 1 and j % 2 == 1 and i // 4 == j // 4 and j <= i)
+    masked = dattn.parse("attention b { heads = 1 head_dim = 32 "
+                         "branch { block_mask(block = 16) } }")[0]
+    with pytest.raises(dattn.ArgumentError, match="block_mask"):
+        _dattn.dense_masks(masked, 32)

@@ -1,0 +1,163 @@
+"""dattn's torch ops: forward and backward as ``torch.library`` custom ops on
+CUDA tensors ``[B, N, heads, head_dim]`` (any strides the runtime accepts),
+with fake implementations (``torch.compile(fullgraph=True)`` traces through
+them) and autograd.
+
+Outputs and workspaces are allocated by torch (its caching allocator); the
+kernels run on torch's current stream. The spec travels as its canonical
+text, so an op call is fully described by its arguments; compiled kernels
+are cached per (spec, GPU) in this process and on disk.
+
+    import dattn, torch
+    spec = dattn.load("examples/longnet_head_partitioned.dattn")[0]
+    out = dattn.attention(q, k, v, spec)          # differentiable
+    out.sum().backward()
+
+The log-sum-exp output of ``torch.ops.dattn.forward`` is for the backward
+pass; a loss that depends on it gets an error in backward, not a wrong
+gradient.
+"""
+
+import threading
+
+import torch
+
+from . import _dattn
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_compiled = {}
+_lock = threading.Lock()
+
+
+def _attention(spec_text, device):
+    """(compiled attention, its torch dtype) of `spec_text` on CUDA device
+    index `device`: compiled on first use, then a dictionary lookup."""
+    key = (spec_text, device)
+    entry = _compiled.get(key)
+    if entry is None:
+        with _lock:
+            entry = _compiled.get(key)
+            if entry is None:
+                specs = _dattn.parse(spec_text, "<dattn.ops>")
+                if len(specs) != 1:
+                    raise ValueError(f"dattn: the spec text holds {len(specs)} attentions, "
+                                     "expected 1")
+                spec = specs[0]
+                entry = _compiled[key] = (_dattn.Attention(spec, device), _DTYPES[spec.dtype])
+    return entry
+
+
+def _tensor(t):
+    return (t.data_ptr(), list(t.shape), list(t.stride()))
+
+
+def _check(name, t, dtype):
+    # The runtime checks shapes, strides, alignment and the device of the
+    # pointers; these two it cannot see from a pointer.
+    if not t.is_cuda:
+        raise ValueError(f"dattn: {name} must be a CUDA tensor, got device {t.device}")
+    if t.dtype != dtype:
+        raise ValueError(f"dattn: {name} has dtype {t.dtype}, the spec's is {dtype}")
+
+
+def _spec_of(spec):
+    """The text the ops take: spec text as given (the op parses it on its
+    first call and raises SpecError there), or a Spec's canonical text.
+    Under torch.compile pass text made outside the compiled function
+    (``spec.canonical()``): a call into the extension would break the graph."""
+    return spec if isinstance(spec, str) else spec.canonical()
+
+
+@torch.library.custom_op("dattn::forward", mutates_args=(), device_types="cuda")
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    a, dtype = _attention(spec, q.device.index)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check(name, t, dtype)
+    B, N, H, D = q.shape
+    out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    need, _ = a.workspace_sizes(B, N)
+    # From torch's caching allocator; freed on return, which is safe: later
+    # work on this stream that reuses the memory runs after the kernels.
+    ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
+    a.forward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse),
+              ws.data_ptr() if need else 0, need,
+              torch.cuda.current_stream(q.device).cuda_stream)
+    return out, lse
+
+
+@_forward.register_fake
+def _(q, k, v, spec):
+    B, N, H, D = q.shape
+    return q.new_empty((B, N, H, D)), q.new_empty((B, H, N), dtype=torch.float32)
+
+
+@torch.library.custom_op("dattn::backward", mutates_args=(), device_types="cuda")
+def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+              lse: torch.Tensor, dout: torch.Tensor, spec: str,
+              deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    a, dtype = _attention(spec, q.device.index)
+    _check("dout", dout, dtype)
+    B, N = q.shape[0], q.shape[1]
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    _, need = a.workspace_sizes(B, N)
+    ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
+    a.backward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse), _tensor(dout),
+               _tensor(dq), _tensor(dk), _tensor(dv), ws.data_ptr() if need else 0, need,
+               torch.cuda.current_stream(q.device).cuda_stream, deterministic)
+    return dq, dk, dv
+
+
+@_backward.register_fake
+def _(q, k, v, out, lse, dout, spec, deterministic):
+    # Like the real op: dense gradients whatever the inputs' strides.
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, spec = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.spec = spec
+    ctx.set_materialize_grads(False)
+
+
+def _backward_rule(ctx, dout, dlse):
+    if dlse is not None:
+        raise RuntimeError("dattn: a gradient flows into the log-sum-exp output, which the "
+                           "backward pass does not support; use only the attention output")
+    q, k, v, out, lse = ctx.saved_tensors
+    if dout is None:
+        return None, None, None, None
+    # Autograd may hand an expanded (stride 0) gradient: the kernels need
+    # rows they can load, so give them a dense one.
+    dq, dk, dv = torch.ops.dattn.backward(q, k, v, out, lse, dout.contiguous(), ctx.spec, False)
+    return dq, dk, dv, None
+
+
+_forward.register_autograd(_backward_rule, setup_context=_setup_context)
+
+
+def attention(q, k, v, spec):
+    """Attention of `spec` (a dattn.Spec, or spec text with one attention) over
+    q [B, N, heads, head_dim] and k, v [B, N, kv_heads, head_dim] on a CUDA
+    GPU; differentiable in q, k and v."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not t.is_cuda:  # the ops exist for CUDA only: say so plainly
+            raise ValueError(f"dattn: {name} must be a CUDA tensor, got device {t.device}")
+    out, _ = torch.ops.dattn.forward(q, k, v, _spec_of(spec))
+    return out
+
+
+def precompile(spec, device=None, backward=True):
+    """Compiles and loads `spec`'s kernels on `device` (default: the current
+    CUDA device) now, forward and (with `backward`) backward, so that a later
+    CUDA-graph capture finds them loaded."""
+    index = torch.cuda.current_device() if device is None else torch.device(device).index
+    a, _ = _attention(_spec_of(spec), index)
+    if backward:
+        a.prepare_backward(False)
+    return a

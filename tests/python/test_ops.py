@@ -1,0 +1,134 @@
+"""The torch ops on a GPU (skipped, with the reason, without PyTorch or a
+GPU): values and gradients against a float64 PyTorch reference of
+docs/semantics.md built from dense membership masks (dattn's own membership
+predicate, independent of the kernels' tiling), strided views, opcheck,
+torch.compile(fullgraph=True), and errors for wrong inputs."""
+import numpy as np
+import pytest
+
+import dattn
+from dattn import _dattn
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+if not torch.cuda.is_available() or dattn.device_count() == 0:
+    pytest.skip("no CUDA GPU", allow_module_level=True)
+
+TOLERANCE = {"bf16": 1e-2, "fp16": 3e-3, "fp32": 1e-5}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+SPECS = [
+    "attention gqa { heads = 4 kv_heads = 2 head_dim = 64 dtype = bf16 causal = true "
+    "branch { window(left = 40, right = 0) | global(tokens = 9) } }",
+    "attention multi { heads = 4 head_dim = 64 dtype = fp16 "
+    "branch { dilated(segment = 64, dilation = 1) } "
+    "branch { dilated(segment = 128, dilation = 2, offset = head) } }",
+    "attention exact { heads = 2 head_dim = 32 dtype = fp32 branch { dense } }",
+]
+
+
+def reference(spec, q, k, v):
+    """O and LSE in float64 from dense masks: the multiset union of the
+    branches' key sets is one softmax in which key j counts c_j times."""
+    B, N, H, D = q.shape
+    group = H // spec.kv_heads
+    masks = np.frombuffer(_dattn.dense_masks(spec, N), dtype=np.uint8)
+    counts = torch.from_numpy(masks.reshape(-1, H, N, N).sum(0).astype(np.float64)).to(q.device)
+    q64, k64, v64 = (t.double() for t in (q, k, v))
+    k64 = k64.repeat_interleave(group, dim=2)
+    v64 = v64.repeat_interleave(group, dim=2)
+    keep = counts > 0
+    s = torch.einsum("bihd,bjhd->bhij", q64, k64) * spec.scale
+    # Pairs outside every key set get a finite stand-in and p = 0, so rows
+    # with no key have O = 0 and finite gradients (no -inf - -inf).
+    logits = torch.where(keep, s + counts.clamp_min(1).log(), torch.full_like(s, -1e30))
+    lse = torch.logsumexp(logits, dim=-1)
+    p = torch.exp(logits - lse[..., None]) * keep
+    out = torch.einsum("bhij,bjhd->bihd", p, v64)
+    empty = ~keep.any(dim=-1).expand_as(lse)
+    return out, torch.where(empty, torch.full_like(lse, float("-inf")), lse)
+
+
+def rel(got, want):
+    return ((got.double() - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+def inputs(spec, n, batch=2, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    dt = DTYPES[spec.dtype]
+    shape_q = (batch, n, spec.heads, spec.head_dim)
+    shape_kv = (batch, n, spec.kv_heads, spec.head_dim)
+    return [torch.randn(s, generator=g, device="cuda").to(dt).requires_grad_()
+            for s in (shape_q, shape_kv, shape_kv)]
+
+
+@pytest.mark.parametrize("text", SPECS)
+def test_values_and_gradients_match_the_reference(text):
+    spec = dattn.parse(text)[0]
+    q, k, v = inputs(spec, 300)
+    out = dattn.attention(q, k, v, spec)
+    _, lse = torch.ops.dattn.forward(q, k, v, spec.canonical())
+    refs = [t.detach().clone().double().requires_grad_() for t in (q, k, v)]
+    ref_out, ref_lse = reference(spec, *refs)
+    tol = TOLERANCE[spec.dtype]
+    assert not torch.isnan(out).any()
+    assert rel(out, ref_out) < tol
+    finite = ~torch.isinf(ref_lse)
+    assert torch.equal(torch.isinf(lse), ~finite)
+    assert (lse.double()[finite] - ref_lse[finite]).abs().max().item() < 1e-2
+
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    ref_out.backward(dout.double())
+    for name, got, want in (("dq", q.grad, refs[0].grad), ("dk", k.grad, refs[1].grad),
+                            ("dv", v.grad, refs[2].grad)):
+        assert not torch.isnan(got).any(), name
+        assert rel(got, want) < 2 * tol, name
+
+
+def test_strided_views_packed_qkv():
+    spec = dattn.parse(SPECS[1])[0]
+    B, N, H, D = 1, 256, spec.heads, spec.head_dim
+    qkv = torch.randn(B, N, 3, H, D, device="cuda", dtype=torch.float16, requires_grad=True)
+    q, k, v = qkv.unbind(2)  # strided views of one tensor
+    out = dattn.attention(q, k, v, spec)
+    ref_out, _ = reference(spec, q.detach(), k.detach(), v.detach())
+    assert rel(out, ref_out) < TOLERANCE["fp16"]
+    out.sum().backward()
+    assert qkv.grad is not None and not torch.isnan(qkv.grad).any()
+
+
+def test_opcheck():
+    spec = dattn.parse(SPECS[0])[0]
+    q, k, v = (t.detach().requires_grad_() for t in inputs(spec, 128, batch=1))
+    torch.library.opcheck(torch.ops.dattn.forward.default, (q, k, v, spec.canonical()))
+
+
+def test_compile_fullgraph_forward_and_backward():
+    spec = dattn.parse(SPECS[0])[0]
+    text = spec.canonical()  # outside the compiled function
+
+    def loss(q, k, v):
+        return dattn.attention(q, k, v, text).float().square().sum()
+
+    q, k, v = inputs(spec, 256, batch=1, seed=3)
+    eager = loss(q, k, v)
+    eager.backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    compiled = torch.compile(loss, fullgraph=True)(q, k, v)
+    compiled.backward()
+    assert torch.allclose(compiled, eager, rtol=1e-3)
+    for got, want in zip((q.grad, k.grad, v.grad), grads):
+        assert rel(got, want.double()) < 1e-2
+
+
+def test_wrong_inputs_say_what():
+    spec = dattn.parse(SPECS[0])[0]
+    q, k, v = inputs(spec, 64, batch=1)
+    with pytest.raises(ValueError, match="dtype"):
+        dattn.attention(q.detach().float(), k, v, spec)
+    with pytest.raises(ValueError, match="CUDA"):
+        dattn.attention(q.detach().cpu(), k.detach().cpu(), v.detach().cpu(), spec)
+    with pytest.raises(ValueError):  # the runtime names the argument and the shapes
+        dattn.attention(q, k[:, :32], v, spec)
