@@ -14,8 +14,7 @@ are cached per (spec, GPU) in this process and on disk.
     out.sum().backward()
 
 The log-sum-exp output of ``torch.ops.dattn.forward`` is for the backward
-pass; a loss that depends on it gets an error in backward, not a wrong
-gradient.
+pass and is not differentiable (it has ``requires_grad`` False).
 """
 
 import threading
@@ -122,16 +121,14 @@ def _setup_context(ctx, inputs, output):
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.spec = spec
-    ctx.set_materialize_grads(False)
+    # LSE is an output for the backward pass, not a differentiable result:
+    # it comes back with requires_grad False, so a loss built only on it is
+    # an error at backward() rather than a silently wrong gradient.
+    ctx.mark_non_differentiable(lse)
 
 
-def _backward_rule(ctx, dout, dlse):
-    if dlse is not None:
-        raise RuntimeError("dattn: a gradient flows into the log-sum-exp output, which the "
-                           "backward pass does not support; use only the attention output")
+def _backward_rule(ctx, dout, _dlse):
     q, k, v, out, lse = ctx.saved_tensors
-    if dout is None:
-        return None, None, None, None
     # Autograd may hand an expanded (stride 0) gradient: the kernels need
     # rows they can load, so give them a dense one.
     dq, dk, dv = torch.ops.dattn.backward(q, k, v, out, lse, dout.contiguous(), ctx.spec, False)

@@ -123,6 +123,13 @@ def test_compile_fullgraph_forward_and_backward():
         assert rel(got, want.double()) < 1e-2
 
 
+def test_lse_is_not_differentiable():
+    spec = dattn.parse(SPECS[0])[0]
+    q, k, v = inputs(spec, 64, batch=1)
+    out, lse = torch.ops.dattn.forward(q, k, v, spec.canonical())
+    assert out.requires_grad and not lse.requires_grad
+
+
 def test_wrong_inputs_say_what():
     spec = dattn.parse(SPECS[0])[0]
     q, k, v = inputs(spec, 64, batch=1)
