@@ -15,8 +15,9 @@ spec, however made, is checked by the same front end and raises
 With PyTorch installed, ``dattn.attention(q, k, v, spec)`` runs a spec on
 CUDA tensors through the torch custom ops of ``dattn.ops`` (autograd,
 ``torch.compile``); ``dattn.precompile(spec)`` loads its kernels ahead of a
-CUDA-graph capture. The package itself does not need torch. The nn modules
-and the ring from torch.distributed come next.
+CUDA-graph capture; ``dattn.nn`` holds the modules users of the
+dilated-attention ports know. The package itself does not need torch. The
+ring from torch.distributed comes next.
 """
 
 import importlib.util

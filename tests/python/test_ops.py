@@ -139,3 +139,26 @@ def test_wrong_inputs_say_what():
         dattn.attention(q.detach().cpu(), k.detach().cpu(), v.detach().cpu(), spec)
     with pytest.raises(ValueError):  # the runtime names the argument and the shapes
         dattn.attention(q, k[:, :32], v, spec)
+
+
+def test_dilated_attention_module_is_the_head_grouped_spec():
+    from dattn.nn import DilatedAttention, MultiheadDilatedAttention
+
+    module = DilatedAttention([64, 128], [1, 2])
+    q, k, v = (torch.randn(1, 300, 4, 64, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))  # 300: not divisible by the segments
+    got = module(q, k, v, is_causal=True)
+    # Heads 0-1: segment 64, dilation 1, offset 0; heads 2-3: 128, 2, offset 1.
+    text = ("attention t { heads = 4 head_dim = 64 dtype = bf16 causal = true "
+            "branch heads 0..1 { dilated(segment = 64, dilation = 1, offset = 0) } "
+            "branch heads 2..3 { dilated(segment = 128, dilation = 2, offset = 1) } }")
+    want = dattn.attention(q, k, v, text)
+    assert torch.equal(got, want)
+
+    block = MultiheadDilatedAttention(256, 4, [1, 2], [64, 128], device="cuda",
+                                      dtype=torch.bfloat16)
+    x = torch.randn(2, 256, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    y, none = block(x, x, x, is_causal=False)
+    assert none is None and y.shape == x.shape
+    y.float().sum().backward()
+    assert x.grad is not None and not torch.isnan(x.grad).any()
