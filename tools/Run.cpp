@@ -114,9 +114,16 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
     if (!rep.cacheFolder.empty())
       std::printf(" (cache %s)", rep.cacheFolder.c_str());
     std::printf("\n");
+    // Which configuration ran and where it came from: the kernel families'
+    // heuristic today (the tuning database is not consulted at run time yet).
     for (const auto &ki : attn->module().kernels)
-      std::printf("  kernel %s: %d threads, %d bytes shared memory\n", ki.name.c_str(),
-                  ki.threads, ki.smemBytes);
+      if (ki.family.empty())
+        std::printf("  kernel %s: %d threads (elementwise)\n", ki.name.c_str(), ki.threads);
+      else
+        std::printf("  kernel %s: family %s, config %s (heuristic, 1 of %d candidates), "
+                    "%d threads, %d bytes shared memory\n",
+                    ki.name.c_str(), ki.family.c_str(), ki.config.describe().c_str(),
+                    ki.candidates, ki.threads, ki.smemBytes);
   }
   // The device computes on dtype-rounded inputs; so does the check.
   HostAttention run(*attn, B, N, q.data(), k.data(), v.data(), mask);
