@@ -120,9 +120,15 @@ if [ "$mode" = all ] || [ "$mode" = ring ]; then
   [ $ring_fail = 0 ] || status=1
 fi
 if [ "$mode" = all ] || [ "$mode" = python ]; then
-  PYTHONPATH=build-py312/python python3 -m pytest -q -rs -p no:cacheprovider tests/python \
-    > "$OUT/python.log" 2>&1
-  rc=$?
+  if ls build-py312/python/dattn/_dattn.* > /dev/null 2>&1; then
+    PYTHONPATH=build-py312/python python3 -m pytest -q -rs -p no:cacheprovider tests/python \
+      > "$OUT/python.log" 2>&1
+    rc=$?
+  else
+    echo "FAILED: no build-py312/python/dattn/_dattn.* (build it and carry it: see the top)" |
+      tee "$OUT/python.log"
+    rc=1
+  fi
   tail -15 "$OUT/python.log"
   summary+=("python (torch ops): exit $rc, $(tail -1 "$OUT/python.log")")
   [ $rc -eq 0 ] || status=1
