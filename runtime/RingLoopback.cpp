@@ -123,10 +123,18 @@ struct LoopbackRing::Launch {
     return static_cast<unsigned>(
         std::clamp<int64_t>((count + threads - 1) / threads, 1, int64_t(65535) * 16));
   }
-  /// Grid x of a one-warp-per-row kernel over rank r's rows.
+  /// Grid x over rank r's rows: rowsPerCta rows per CTA (one warp per row
+  /// for SIMT kernels); tensor-core tiles do not straddle the rank's two
+  /// zigzag ranges, so each range gets its own tiles.
   unsigned rowsGrid(size_t x, int r) const {
-    return static_cast<unsigned>((params[r].seqLen + mod.kernels[x].rowsPerCta - 1) /
-                                 mod.kernels[x].rowsPerCta);
+    const int64_t per = mod.kernels[x].rowsPerCta;
+    if (mod.kernels[x].path != KernelPath::Mma)
+      return static_cast<unsigned>((params[r].seqLen + per - 1) / per);
+    const ring::Params &s = shards[r];
+    int64_t tiles = 0;
+    for (int range = 0; range < 2; ++range)
+      tiles += (s.qEnd[range] - s.qBegin[range] + per - 1) / per;
+    return static_cast<unsigned>(tiles);
   }
   float *f32(int r, int64_t offset) const {
     return reinterpret_cast<float *>(workspace[r] + offset);
