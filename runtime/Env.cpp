@@ -15,6 +15,12 @@ std::string cacheRoot() {
   return "/tmp/dattn-cache";
 }
 
+std::string tuningDatabase() {
+  if (const char *p = std::getenv("DATTN_TUNING_DB"); p && *p)
+    return p;
+  return cacheRoot() + "/tuning.json";
+}
+
 bool verbose() {
   const char *v = std::getenv("DATTN_VERBOSE");
   return v && *v && std::strcmp(v, "0") != 0;

@@ -6,6 +6,7 @@
 //   DATTN_NVRTC12     libnvrtc.so.12 or its folder: the NVRTC for GPUs older
 //                     than sm_75 (default: the nvidia-cuda-nvrtc-cu12 wheel
 //                     found at build time, then the usual places)
+//   DATTN_TUNING_DB   the user's tuning database (default <cache>/tuning.json)
 #pragma once
 
 #include <string>
@@ -19,5 +20,7 @@ bool verbose();
 const char *cudaHome();
 /// DATTN_NVRTC12, or nullptr.
 const char *nvrtc12();
+/// DATTN_TUNING_DB, else cacheRoot() + "/tuning.json".
+std::string tuningDatabase();
 
 } // namespace dattn::env

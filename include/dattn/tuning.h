@@ -97,4 +97,38 @@ private:
 /// JSON of one entry / an entry from JSON (nullopt and *why on failure).
 std::string tuningEntryJson(const TuningEntry &e);
 
+/// A configuration from a tuning database, and which one.
+struct TunedConfig {
+  KernelConfig config;
+  std::string origin; ///< "user database PATH" or "shipped database PATH"
+  double medianMs = 0;
+};
+
+/// The databases a run consults, in order: the user's (DATTN_TUNING_DB,
+/// default <cache folder>/tuning.json: env::tuningDatabase()), then the
+/// shipped ones (autotune/db/*.json, installed with the library); after
+/// them, the kernel family's heuristic. Loaded once at construction with
+/// the current signature; a lookup is a map read. What was skipped while
+/// loading (unreadable, malformed or stale entries) is in report().
+class TuningLookup {
+public:
+  TuningLookup(const TuningSignature &current, const std::string &userPath,
+               const std::vector<std::string> &shippedPaths);
+
+  /// The first database's entry for `key` whose configuration is among
+  /// `candidates` (the family's, for this plan and target). An entry whose
+  /// configuration is not a candidate (the family changed) is skipped and
+  /// reported; nullopt means the heuristic.
+  std::optional<TunedConfig> lookup(const TuningKey &key,
+                                    const std::vector<KernelConfig> &candidates) const;
+
+  const std::vector<std::string> &report() const { return report_; }
+  /// The *.json files of `folder`, sorted (none if it does not exist).
+  static std::vector<std::string> shippedIn(const std::string &folder);
+
+private:
+  std::vector<std::pair<std::string, TuningDatabase>> databases_; ///< (origin, database)
+  mutable std::vector<std::string> report_;
+};
+
 } // namespace dattn

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -101,6 +102,56 @@ TEST(TuningDatabase, StaleAndMalformedEntriesAreReportedAndIgnored) {
   EXPECT_EQ(mixed.size(), 1u);
   ASSERT_EQ(report.size(), 1u);
   EXPECT_NE(report[0].find("entry 0 ignored: field 'gpu'"), std::string::npos) << report[0];
+}
+
+TEST(TuningLookup, UserFirstThenShippedThenHeuristic) {
+  const std::string user = tempPath("tuning_user.json");
+  const std::string folder = ::testing::TempDir() + "/tuning_shipped";
+  std::system(("rm -rf '" + folder + "' && mkdir -p '" + folder + "'").c_str());
+  const std::string shippedA = folder + "/a.json", shippedB = folder + "/b.json";
+  auto write = [](const std::string &path, const std::vector<TuningEntry> &entries) {
+    TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+    for (const TuningEntry &e : entries)
+      db.put(e);
+    db.save(path);
+  };
+  TuningEntry other = entry("sm80_mma_forward", 64, 2.0);
+  other.key.geometry = "rows4096";
+  write(shippedA, {entry("sm80_mma_forward", 64, 2.0), other});
+  write(shippedB, {entry("sm80_mma_forward", 32, 2.5)});
+  write(user, {entry("sm80_mma_forward", 128, 1.0)});
+  const std::vector<KernelConfig> candidates = {
+      {32, 64, 2, false}, {64, 64, 2, false}, {128, 64, 2, false}};
+  ASSERT_EQ(TuningLookup::shippedIn(folder), (std::vector<std::string>{shippedA, shippedB}));
+  EXPECT_TRUE(TuningLookup::shippedIn(folder + "/none").empty());
+
+  TuningLookup lookup(h100(), user, TuningLookup::shippedIn(folder));
+  const TuningKey key = entry("sm80_mma_forward", 0, 0).key;
+  std::optional<TunedConfig> got = lookup.lookup(key, candidates);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->config.blockM, 128); // the user's database first
+  EXPECT_EQ(got->origin, "user database " + user);
+  // Only the shipped database has the other geometry.
+  got = lookup.lookup(other.key, candidates);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->config.blockM, 64);
+  EXPECT_EQ(got->origin, "shipped database " + shippedA);
+  // A configuration the family no longer offers: reported, and the next
+  // database answers; with none left, the heuristic (nullopt).
+  got = lookup.lookup(key, {{64, 64, 2, false}, {32, 64, 2, false}});
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->config.blockM, 64);
+  ASSERT_EQ(lookup.report().size(), 1u);
+  EXPECT_NE(lookup.report()[0].find("no longer offers"), std::string::npos)
+      << lookup.report()[0];
+  EXPECT_FALSE(lookup.lookup(key, {{16, 16, 1, false}}));
+  TuningKey unknown = key;
+  unknown.seqBucket = 1 << 20;
+  EXPECT_FALSE(lookup.lookup(unknown, candidates));
+  // Another GPU's signature: nothing applies.
+  TuningSignature h200 = h100();
+  h200.gpu = "NVIDIA H200";
+  EXPECT_FALSE(TuningLookup(h200, user, TuningLookup::shippedIn(folder)).lookup(key, candidates));
 }
 
 TEST(TuningDatabase, CorruptFileIsAnEmptyDatabaseWithAReport) {
