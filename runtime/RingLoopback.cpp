@@ -72,6 +72,18 @@ RankWorkspace carve(bool backward, int64_t batch, int64_t rows, int64_t heads,
   return w;
 }
 
+/// Rank r's rows (one range, or two with zigzag) as ring parameters, no parts.
+ring::Params shardOf(const RingPlan &plan, int r) {
+  ring::Params s{};
+  s.globalN = plan.seqLen;
+  const std::vector<RowRange> &shard = plan.rankPlans[r].shard;
+  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
+    s.qBegin[x] = shard[x].begin;
+    s.qEnd[x] = shard[x].end;
+  }
+  return s;
+}
+
 } // namespace
 
 /// The part lists of every rank and step on the device, and the workspaces.
@@ -151,6 +163,15 @@ struct LoopbackRing::Launch {
                                            static_cast<size_t>(bytes), stream),
               "ring: copying a block between ranks");
     moved += bytes;
+  }
+
+  /// Adds rank r (its rows, its workspace, empty parameters) in rank order;
+  /// false if it holds no rows (more ranks than rows: it does nothing).
+  bool addRank(int r, void *rankWorkspace) {
+    shards.push_back(shardOf(ring.plan_, r));
+    workspace.push_back(static_cast<char *>(rankWorkspace));
+    params.push_back(fwd::Params{});
+    return ring.rows(r) > 0;
   }
 
   /// Rank r's own rows as a block (keys read in place).
@@ -325,16 +346,6 @@ fwd::Params rankParams(rt::ArgumentChecker &check, const AttentionSpec &spec,
   return p;
 }
 
-ring::Params shardOf(const RingPlan &plan, int r) {
-  ring::Params s{};
-  s.globalN = plan.seqLen;
-  const std::vector<RowRange> &shard = plan.rankPlans[r].shard;
-  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
-    s.qBegin[x] = shard[x].begin;
-    s.qEnd[x] = shard[x].end;
-  }
-  return s;
-}
 
 void checkRankCount(const AttentionSpec &spec, const char *pass, int ranks, size_t given) {
   if (static_cast<int>(given) != ranks)
@@ -353,12 +364,9 @@ int64_t LoopbackRing::forward(const std::vector<RingRankForward> &args, void *st
   Launch L{*this, attention_.ringModule_, attention_.ring_->functions,
            static_cast<CUstream>(stream), B, {}, {}, {}, impl_->forward};
   for (int r = 0; r < P; ++r) {
-    L.shards.push_back(shardOf(plan_, r));
-    L.workspace.push_back(static_cast<char *>(args[r].workspace.data));
-    const int64_t n = rows(r);
-    L.params.push_back(fwd::Params{});
-    if (n == 0) // more ranks than rows: this one holds nothing and does nothing
+    if (!L.addRank(r, args[r].workspace.data))
       continue;
+    const int64_t n = rows(r);
     const std::string pass = "ring forward, rank " + std::to_string(r);
     rt::ArgumentChecker check(pass.c_str(), spec, attention_.device());
     const RingRankForward &a = args[r];
@@ -407,12 +415,9 @@ int64_t LoopbackRing::backward(const std::vector<RingRankBackward> &args, void *
   std::vector<ring::Grad> grads(P);
   std::vector<Layout> dqL(P), dkL(P), dvL(P);
   for (int r = 0; r < P; ++r) {
-    L.shards.push_back(shardOf(plan_, r));
-    L.workspace.push_back(static_cast<char *>(args[r].workspace.data));
-    const int64_t n = rows(r);
-    L.params.push_back(fwd::Params{});
-    if (n == 0)
+    if (!L.addRank(r, args[r].workspace.data))
       continue;
+    const int64_t n = rows(r);
     const std::string pass = "ring backward, rank " + std::to_string(r);
     rt::ArgumentChecker check(pass.c_str(), spec, attention_.device());
     const RingRankBackward &a = args[r];

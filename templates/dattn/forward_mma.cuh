@@ -200,17 +200,9 @@ DATTN_DEV int keyTileClass(const TileRange &tr, const plan::Member *members, lon
 template <class Branch, int BN, int MT>
 DATTN_DEV void maskPartialTile(float (&s)[MT][BN / 8][4], const plan::Member *members,
                                long long count, long long row0, long long key0, int lane) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        long long a = row0 + mt * 16 + lane / 4 + (e >> 1) * 8;
-        long long bkey = key0 + nb * 8 + (lane % 4) * 2 + (e & 1);
-        if (!partialPairKept<Branch>(members, count, a, bkey))
-          s[mt][nb][e] = dev::negInf();
-      }
+  warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+    return partialPairKept<Branch>(members, count, row0 + a, key0 + b);
+  });
 }
 
 /// The epilogue: O = acc / l and LSE = (m + log2 l) ln 2 for this warp's

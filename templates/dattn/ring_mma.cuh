@@ -27,17 +27,9 @@ struct KeyTile {
 template <int BN, int MT>
 DATTN_DEV void maskRingTile(float (&s)[MT][BN / 8][4], long long qPos0, long long kPos0,
                             long long keysLeft, bool causal, int lane) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const long long a = mt * 16 + lane / 4 + (e >> 1) * 8;
-        const long long b = nb * 8 + (lane % 4) * 2 + (e & 1);
-        if (b >= keysLeft || (causal && kPos0 + b > qPos0 + a))
-          s[mt][nb][e] = dev::negInf();
-      }
+  warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+    return b < keysLeft && !(causal && kPos0 + b > qPos0 + a);
+  });
 }
 
 /// One CTA per (query tile of one of the rank's ranges, branch head, batch).

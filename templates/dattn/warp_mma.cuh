@@ -54,6 +54,23 @@ DATTN_DEV void scores(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int r
   }
 }
 
+/// -inf for every score whose pair (a, b) the predicate drops: a is the
+/// pair's row in the warp's 16 * MT rows, b its column in the BN keys (the
+/// fragment layout above). Masks raw scores: the scale is applied later,
+/// inside the exponent.
+template <int BN, int MT, class Keep>
+DATTN_DEV void mask(float (&s)[MT][BN / 8][4], int lane, Keep keep) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nb = 0; nb < BN / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (!keep((long long)mt * 16 + lane / 4 + (e >> 1) * 8,
+                  (long long)nb * 8 + (lane % 4) * 2 + (e & 1)))
+          s[mt][nb][e] = dev::negInf();
+}
+
 /// acc += P V: P from score fragments (re-packed to T in registers, never
 /// through shared memory), V the [BN, D] tile at sV via ldmatrix.trans.
 template <class T, class Tile, int D, int BN, int MT>
