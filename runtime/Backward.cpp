@@ -36,8 +36,8 @@ void CompiledAttention::backward(const BackwardArgs &a) {
 
   const int slot = a.deterministic ? 1 : 0;
   const int variant = a.q.isContiguous() && a.k.isContiguous() && a.v.isContiguous() &&
-                              a.dout.isContiguous() && a.dq.isContiguous() &&
-                              a.dk.isContiguous() && a.dv.isContiguous()
+                              a.out.isContiguous() && a.dout.isContiguous() &&
+                              a.dq.isContiguous() && a.dk.isContiguous() && a.dv.isContiguous()
                           ? 1
                           : 0;
   if (!backward_[slot][variant]) {

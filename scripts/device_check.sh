@@ -5,7 +5,7 @@
 # Exit status: non-zero if any test shard, example or sanitizer run failed,
 # including one that crashed or was killed.
 #
-#   scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring|python]
+#   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring|python]
 #   python: the pytest suite with the torch ops on the GPU. The device's Python
 #   is 3.12: build the (abi3) extension for it here and carry build-py312/python:
 #     cmake -S . -B build-py312 -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -51,7 +51,7 @@ run_shards() {
 }
 
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
-  run_shards gpu_tests '*'
+  run_shards gpu_tests "${DATTN_FILTER:-*}"
 fi
 if [ "$mode" = all ] || [ "$mode" = sanitize ]; then
   # memcheck and racecheck on a subset that covers every kernel kind:

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import builder
 from .ops import attention
+from .spec_text import one_line
 
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -51,7 +52,7 @@ class DilatedAttention(nn.Module):
         self._texts = {}
 
     def spec_text(self, heads, kv_heads, head_dim, dtype, causal):
-        """The canonical spec text this module runs for those shapes."""
+        """The spec text (canonical, on one line) this module runs for those shapes."""
         key = (heads, kv_heads, head_dim, dtype, causal)
         text = self._texts.get(key)
         if text is None:
@@ -67,6 +68,7 @@ class DilatedAttention(nn.Module):
                                 dtype=_DTYPE_NAMES[dtype], causal=causal,
                                 scale=self.softmax_scale, branches=branches,
                                 name="dilated_attention").canonical()
+            text = one_line(text)  # as the ops carry it
             self._texts[key] = text
         return text
 

@@ -4,9 +4,10 @@ with fake implementations (``torch.compile(fullgraph=True)`` traces through
 them) and autograd.
 
 Outputs and workspaces are allocated by torch (its caching allocator); the
-kernels run on torch's current stream. The spec travels as its canonical
-text, so an op call is fully described by its arguments; compiled kernels
-are cached per (spec, GPU) in this process and on disk.
+kernels run on torch's current stream. The spec travels as its text on one
+line (``op_text``), so an op call is fully described by its arguments and
+torch.compile can write it into the code it generates; compiled kernels are
+cached per (spec, GPU) in this process and on disk.
 
     import dattn, torch
     spec = dattn.load("examples/longnet_head_partitioned.dattn")[0]
@@ -22,6 +23,7 @@ import threading
 import torch
 
 from . import _dattn
+from .spec_text import one_line
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _compiled = {}
@@ -59,12 +61,21 @@ def _check(name, t, dtype):
         raise ValueError(f"dattn: {name} has dtype {t.dtype}, the spec's is {dtype}")
 
 
-def _spec_of(spec):
-    """The text the ops take: spec text as given (the op parses it on its
-    first call and raises SpecError there), or a Spec's canonical text.
-    Under torch.compile pass text made outside the compiled function
-    (``spec.canonical()``): a call into the extension would break the graph."""
-    return spec if isinstance(spec, str) else spec.canonical()
+def op_text(spec):
+    """The spec argument of the ops: a Spec's canonical text, or spec text as
+    given, on one line (comments dropped). The ops parse it on their first
+    call and raise SpecError there. Under torch.compile pass text, or call
+    this on a Spec outside the compiled function: a call into the extension
+    would break the graph. Text works inside it (this is pure Python)."""
+    return one_line(spec if isinstance(spec, str) else spec.canonical())
+
+
+def _one_line_only(spec):
+    # Traced (fake) calls are the ones inductor writes into generated code.
+    if "\n" in spec:
+        raise ValueError("dattn: under torch.compile the ops' spec text must be on one line: "
+                         "pass dattn.ops.op_text(spec) (torch.compile writes string arguments "
+                         "into the Python it generates)")
 
 
 @torch.library.custom_op("dattn::forward", mutates_args=(), device_types="cuda")
@@ -88,6 +99,7 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @_forward.register_fake
 def _(q, k, v, spec):
+    _one_line_only(spec)
     B, N, H, D = q.shape
     return q.new_empty((B, N, H, D)), q.new_empty((B, H, N), dtype=torch.float32)
 
@@ -112,6 +124,7 @@ def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tens
 
 @_backward.register_fake
 def _(q, k, v, out, lse, dout, spec, deterministic):
+    _one_line_only(spec)
     # Like the real op: dense gradients whatever the inputs' strides.
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
@@ -145,7 +158,7 @@ def attention(q, k, v, spec):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not t.is_cuda:  # the ops exist for CUDA only: say so plainly
             raise ValueError(f"dattn: {name} must be a CUDA tensor, got device {t.device}")
-    out, _ = torch.ops.dattn.forward(q, k, v, _spec_of(spec))
+    out, _ = torch.ops.dattn.forward(q, k, v, op_text(spec))
     return out
 
 
@@ -154,7 +167,7 @@ def precompile(spec, device=None, backward=True):
     CUDA device) now, forward and (with `backward`) backward, so that a later
     CUDA-graph capture finds them loaded."""
     index = torch.cuda.current_device() if device is None else torch.device(device).index
-    a, _ = _attention(_spec_of(spec), index)
+    a, _ = _attention(op_text(spec), index)
     if backward:
         a.prepare_backward(False)
     return a

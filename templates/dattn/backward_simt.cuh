@@ -32,8 +32,10 @@ template <class T, int D> __device__ void computeDelta(const Params &p, long lon
   if (row >= rows)
     return;
   const long long h = row % p.heads, bi = row / p.heads, b = bi / p.seqLen, i = bi % p.seqLen;
-  const T *o = (const T *)p.o + p.oL.at(b, i, h);
-  const T *g = (const T *)p.dout + p.doutL.at(b, i, h);
+  // A contiguous module addresses O and dO by the row alone: the loads then
+  // wait on no 64-bit division (this kernel is bound by their latency).
+  const T *o = (const T *)p.o + (kContiguousTensors ? row * D : p.oL.at(b, i, h));
+  const T *g = (const T *)p.dout + (kContiguousTensors ? row * D : p.doutL.at(b, i, h));
   float sum = 0.f;
 #pragma unroll
   for (int c = 0; c < kPerLane; ++c) {
@@ -183,22 +185,27 @@ __device__ void finalizeGradients(const Params &p, long long qElems, long long k
                                   int what) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   // Contiguous gradients (the common case) skip the 64-bit index arithmetic.
-  const bool dqDense = p.dqL.head == D && p.dqL.row == (long long)p.heads * D &&
-                       p.dqL.batch == p.seqLen * p.heads * D;
-  const bool dkvDense = p.dkL.head == D && p.dkL.row == (long long)p.kvHeads * D &&
-                        p.dkL.batch == p.seqLen * p.kvHeads * D && p.dvL.head == p.dkL.head &&
-                        p.dvL.row == p.dkL.row && p.dvL.batch == p.dkL.batch;
-  if (what & (kFinalizeDq | kZeroDq))
+  const bool dqDense = kContiguousTensors ||
+                       (p.dqL.head == D && p.dqL.row == (long long)p.heads * D &&
+                        p.dqL.batch == p.seqLen * p.heads * D);
+  const bool dkvDense = kContiguousTensors ||
+                        (p.dkL.head == D && p.dkL.row == (long long)p.kvHeads * D &&
+                         p.dkL.batch == p.seqLen * p.kvHeads * D && p.dvL.head == p.dkL.head &&
+                         p.dvL.row == p.dkL.row && p.dvL.batch == p.dkL.batch);
+  if ((what & kFinalizeDq) && dqDense) {
+    // A plain conversion, kept free of branches so that it runs at copy speed.
+    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems;
+         x += stride)
+      ((T *)p.dq)[x] = dev::fromFloat<T>(p.dqAcc[x]);
+  } else if (what & (kFinalizeDq | kZeroDq)) {
     for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems;
          x += stride) {
-      long long at = x;
-      if (!dqDense) {
-        const long long d = x % D, row = x / D; // row = (b * N + i) * H + h
-        const long long h = row % p.heads, bi = row / p.heads;
-        at = p.dqL.at(bi / p.seqLen, bi % p.seqLen, h) + d;
-      }
+      const long long d = x % D, row = x / D; // row = (b * N + i) * H + h
+      const long long h = row % p.heads, bi = row / p.heads;
+      const long long at = dqDense ? x : p.dqL.at(bi / p.seqLen, bi % p.seqLen, h) + d;
       ((T *)p.dq)[at] = dev::fromFloat<T>(what & kFinalizeDq ? p.dqAcc[x] : 0.f);
     }
+  }
   if (what & (kFinalizeDkv | kZeroDkv))
     for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems;
          x += stride) {

@@ -100,12 +100,15 @@ def test_strided_views_packed_qkv():
 def test_opcheck():
     spec = dattn.parse(SPECS[0])[0]
     q, k, v = (t.detach().requires_grad_() for t in inputs(spec, 128, batch=1))
-    torch.library.opcheck(torch.ops.dattn.forward.default, (q, k, v, spec.canonical()))
+    torch.library.opcheck(torch.ops.dattn.forward.default, (q, k, v, dattn.ops.op_text(spec)))
 
 
 def test_compile_fullgraph_forward_and_backward():
     spec = dattn.parse(SPECS[0])[0]
-    text = spec.canonical()  # outside the compiled function
+    # Made outside the compiled function; on several lines, which
+    # dattn.attention puts on one (inductor writes it into Python source).
+    text = spec.canonical()
+    assert "\n" in text
 
     def loss(q, k, v):
         return dattn.attention(q, k, v, text).float().square().sum()
@@ -121,6 +124,18 @@ def test_compile_fullgraph_forward_and_backward():
     assert torch.allclose(compiled, eager, rtol=1e-3)
     for got, want in zip((q.grad, k.grad, v.grad), grads):
         assert rel(got, want.double()) < 1e-2
+
+
+def test_compile_says_when_the_ops_spec_text_has_line_breaks():
+    spec = dattn.parse(SPECS[0])[0]
+    text = spec.canonical()
+    q, k, v = inputs(spec, 64, batch=1)
+
+    def raw(q, k, v):
+        return torch.ops.dattn.forward(q, k, v, text)[0]
+
+    with pytest.raises(Exception, match="must be on one line"):
+        torch.compile(raw, fullgraph=True)(q, k, v)
 
 
 def test_lse_is_not_differentiable():

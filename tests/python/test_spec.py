@@ -18,6 +18,23 @@ def test_parse_and_canonical_round_trip():
     assert again == s and hash(again) == hash(s)
 
 
+def test_one_line_spec_text_is_the_same_spec():
+    # The torch ops carry spec text on one line (torch.compile writes it into
+    # Python source): comments go, line breaks become spaces.
+    from dattn.spec_text import one_line
+
+    for path in sorted(os.listdir(EXAMPLES)):
+        if not path.endswith(".dattn"):
+            continue
+        with open(os.path.join(EXAMPLES, path)) as f:
+            text = f.read()
+        line = one_line(text)
+        assert "\n" not in line and "#" not in line
+        assert dattn.parse(line) == dattn.parse(text), path
+    assert one_line("attention a { # a comment\n heads = 4 // another\n}") == \
+        "attention a { heads = 4 }"
+
+
 def test_diagnostics_carry_file_line_col():
     with pytest.raises(dattn.SpecError) as e:
         dattn.parse("attention a {\n  heads = 4\n  head_dim = 64\n"
