@@ -57,12 +57,12 @@ public:
   int ranks() const { return plan_.ranks; }
   /// Rows rank r holds.
   int64_t rows(int rank) const;
-  /// Device memory rank r's run needs: its fp32 O accumulator, one receive
-  /// and one pack buffer (K and V).
+  /// Device memory rank r's run needs: its fp32 O accumulator, two receive
+  /// slots and one pack buffer (K and V), as over NCCL (the same executor).
   int64_t workspaceBytes(int rank) const;
 
   /// Device memory rank r's backward needs: Delta, fp32 dQ, dK and dV
-  /// accumulators, receive and pack buffers (K and V), and fp32 partials of
+  /// accumulators, two receive slots and a pack buffer (K and V), fp32 partials of
   /// one received block and of one returned block.
   int64_t backwardWorkspaceBytes(int rank) const;
 
@@ -77,7 +77,6 @@ public:
 
 private:
   struct Impl;
-  struct Launch;
   CompiledAttention &attention_;
   int64_t batch_ = 0, seqLen_ = 0;
   DeviceBlockMask deviceMask_;

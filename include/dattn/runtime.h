@@ -36,6 +36,7 @@ namespace dattn {
 namespace rt {
 class KernelCache;
 struct LoadedModule;
+class RankRun;
 }
 
 struct DeviceInfo {
@@ -127,7 +128,7 @@ public:
 
 private:
   friend class Runtime;
-  friend class LoopbackRing;
+  friend class rt::RankRun;
   CompiledAttention() = default;
 
   rt::KernelCache *cache_ = nullptr; ///< the Runtime's; it outlives this object

@@ -1,0 +1,388 @@
+// RankRun (RingRank.h): one rank's work of each ring step, enqueued on its
+// stream. The kernels are the ring module's (templates/dattn/ring.cuh), by
+// role: Init/Branch/Finalize forward; Delta/DkvPass/RingReturn/
+// FinalizeGradients backward; RingPack both.
+#include "RingRank.h"
+
+#include "Context.h"
+#include "Launch.h"
+#include "Libraries.h"
+#include "ModuleLoader.h"
+#include "Validate.h"
+
+#include "dattn/error.h"
+
+#include <algorithm>
+
+namespace dattn::rt {
+
+namespace {
+
+constexpr int64_t kAlign = 256;
+int64_t aligned(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+
+RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionSpec &spec,
+                    int64_t elementBytes, const RankSchedule &rs) {
+  RankWorkspace w;
+  int64_t next = 0;
+  auto take = [&](int64_t bytes) {
+    const int64_t at = next;
+    next += aligned(bytes);
+    return at;
+  };
+  const int64_t D = spec.headDim, q = batch * rows * spec.heads * D,
+                kv = batch * rows * spec.kvHeads * D;
+  if (backward) {
+    w.delta = take(batch * spec.heads * rows * 4);
+    w.dqAcc = take(q * 4);
+    w.dkAcc = take(kv * 4);
+    w.dvAcc = take(kv * 4);
+  } else {
+    w.oAcc = take(q * 4);
+  }
+  const int64_t recv = batch * rs.maxRecvRows * D, send = batch * rs.maxSendRows * D;
+  for (int slot = 0; slot < 2; ++slot) {
+    w.recvK[slot] = take(recv * elementBytes);
+    w.recvV[slot] = take(recv * elementBytes);
+  }
+  w.packK = take(send * elementBytes);
+  w.packV = take(send * elementBytes);
+  if (backward) {
+    w.partialDk = take(recv * 4);
+    w.partialDv = take(recv * 4);
+    w.returnedDk = take(send * 4);
+    w.returnedDv = take(send * 4);
+  }
+  w.total = next;
+  return w;
+}
+
+} // namespace
+
+RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
+                 const RingSchedule &schedule, int rank, int64_t batch, DeviceBlockMask mask)
+    : attention_(attention), schedule_(schedule.ranks.at(rank)), rank_(rank), batch_(batch),
+      rows_(0), headDim_(plan.headDim), elementBytes_(plan.elementBytes), mask_(mask) {
+  const AttentionSpec &spec = attention.spec();
+  shard_.globalN = plan.seqLen;
+  const std::vector<RowRange> &shard = plan.rankPlans.at(rank).shard;
+  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
+    shard_.qBegin[x] = shard[x].begin;
+    shard_.qEnd[x] = shard[x].end;
+    rows_ += shard[x].end - shard[x].begin;
+  }
+  forwardLayout_ = carve(false, batch, rows_, spec, elementBytes_, schedule_);
+  backwardLayout_ = carve(true, batch, rows_, spec, elementBytes_, schedule_);
+
+  // The part lists in one array: the own rows (one part per kv head and
+  // shard range, rows numbered locally), then each step's receive and send.
+  std::vector<ring::Part> all;
+  auto append = [&](const std::vector<PackedPart> &list) {
+    Span s{static_cast<int64_t>(all.size()), static_cast<int>(list.size())};
+    for (const PackedPart &p : list)
+      all.push_back({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead});
+    return s;
+  };
+  std::vector<PackedPart> own;
+  for (int kv = 0; kv < spec.kvHeads; ++kv) {
+    int64_t local = 0;
+    for (const RowRange &range : shard) {
+      own.push_back({kv, {range.begin, 1, range.end - range.begin}, local});
+      local += range.end - range.begin;
+    }
+  }
+  local_ = append(own);
+  for (const RingStep &st : schedule_.steps) {
+    recvParts_.push_back(append(st.recv.parts));
+    sendParts_.push_back(append(st.send.parts));
+  }
+  attention.prepareRing();
+  ContextScope scope(attention.context());
+  const Driver &d = driver();
+  const size_t bytes = std::max<size_t>(1, all.size()) * sizeof(ring::Part);
+  check(d.memAlloc(&partsDevice_, bytes), "ring: allocating the part lists");
+  if (!all.empty())
+    check(d.memcpyHtoD(partsDevice_, all.data(), all.size() * sizeof(ring::Part)),
+          "ring: uploading the part lists");
+}
+
+RankRun::~RankRun() {
+  try {
+    ContextScope scope(attention_.context());
+    if (partsDevice_)
+      driver().memFree(partsDevice_);
+  } catch (...) {
+    // Destructors do not throw; the driver is gone.
+  }
+}
+
+size_t RankRun::kernel(KernelRole role) const {
+  const EmittedModule &mod = attention_.ringModule_;
+  for (size_t x = 0; x < mod.kernels.size(); ++x)
+    if (mod.kernels[x].role == role)
+      return x;
+  throw Error("the ring module has no kernel for role " + std::to_string(static_cast<int>(role)));
+}
+
+void RankRun::launch(size_t x, unsigned gx, unsigned gy, unsigned gz, void **args) const {
+  launchKernel(attention_.ringModule_.kernels[x], attention_.ring_->functions[x], gx, gy, gz,
+               stream_, args, "ring: ");
+}
+
+unsigned RankRun::elementwise(size_t x, int64_t count) const {
+  const int threads = attention_.ringModule_.kernels[x].threads;
+  return static_cast<unsigned>(
+      std::clamp<int64_t>((count + threads - 1) / threads, 1, int64_t(65535) * 16));
+}
+
+/// Grid x over the rank's rows: rowsPerCta rows per CTA (one warp per row
+/// for SIMT kernels); tensor-core tiles do not straddle the two zigzag
+/// ranges, so each range gets its own tiles.
+unsigned RankRun::rowsGrid(size_t x) const {
+  const KernelInfo &ki = attention_.ringModule_.kernels[x];
+  const int64_t per = ki.rowsPerCta;
+  if (ki.path != KernelPath::Mma)
+    return static_cast<unsigned>((rows_ + per - 1) / per);
+  int64_t tiles = 0;
+  for (int range = 0; range < 2; ++range)
+    tiles += (shard_.qEnd[range] - shard_.qBegin[range] + per - 1) / per;
+  return static_cast<unsigned>(tiles);
+}
+
+void RankRun::zero(void *at, int64_t floats, uint32_t bits) const {
+  if (floats > 0)
+    check(driver().memsetD32Async(reinterpret_cast<CUdeviceptr>(at), bits,
+                                  static_cast<size_t>(floats), stream_),
+          "ring: clearing an accumulator");
+}
+
+float *RankRun::f32(int64_t offset) const {
+  return reinterpret_cast<float *>(workspace_ + offset);
+}
+const ring::Part *RankRun::parts(int64_t first) const {
+  return reinterpret_cast<const ring::Part *>(partsDevice_) + first;
+}
+void *RankRun::packBuffer(int kv) const { return workspace_ + (kv ? layout_->packV : layout_->packK); }
+void *RankRun::recvBuffer(int kv, int slot) const {
+  return workspace_ + (kv ? layout_->recvV[slot] : layout_->recvK[slot]);
+}
+float *RankRun::partialBuffer(int kv) const {
+  return f32(kv ? layout_->partialDv : layout_->partialDk);
+}
+float *RankRun::returnedBuffer(int kv) const {
+  return f32(kv ? layout_->returnedDv : layout_->returnedDk);
+}
+
+void RankRun::bindCommon(const TensorDesc &q, const TensorDesc &k, const TensorDesc &v,
+                         const TensorDesc &out, const TensorDesc &lse, const Workspace &ws,
+                         bool backward, const char *pass) {
+  layout_ = backward ? &backwardLayout_ : &forwardLayout_;
+  workspace_ = static_cast<char *>(ws.data);
+  if (rows_ == 0)
+    return; // more ranks than rows: this one does nothing
+  const AttentionSpec &spec = attention_.spec();
+  const std::string what = std::string(pass) + ", rank " + std::to_string(rank_);
+  ArgumentChecker check(what.c_str(), spec, attention_.device());
+  const int64_t B = batch_, n = rows_, H = spec.heads, Hk = spec.kvHeads;
+  fwd::Params &p = params_;
+  p = fwd::Params{};
+  p.qL = check.rows("q", q, B, n, H);
+  p.kL = check.rows("k", k, B, n, Hk);
+  p.vL = check.rows("v", v, B, n, Hk);
+  p.oL = check.rows("out", out, B, n, H);
+  check.lse("lse", lse, B, n);
+  check.workspace(ws, layout_->total);
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.o = out.data;
+  p.lse = static_cast<float *>(lse.data);
+  p.seqLen = n;
+  p.heads = static_cast<int>(H);
+  p.groupSize = static_cast<int>(H / Hk);
+  p.scale = static_cast<float>(attention_.plan().scale);
+  p.maskRows = reinterpret_cast<const long long *>(mask_.rowOffsets);
+  p.maskCols = reinterpret_cast<const long long *>(mask_.colIndices);
+}
+
+void RankRun::bindForward(const RingRankForward &a, CUstream stream) {
+  stream_ = stream;
+  bindCommon(a.q, a.k, a.v, a.out, a.lse, a.workspace, false, "ring forward");
+  if (rows_ > 0)
+    params_.oAcc = f32(layout_->oAcc);
+}
+
+void RankRun::bindBackward(const RingRankBackward &a, CUstream stream) {
+  stream_ = stream;
+  bindCommon(a.q, a.k, a.v, a.out, a.lse, a.workspace, true, "ring backward");
+  if (rows_ == 0)
+    return;
+  const AttentionSpec &spec = attention_.spec();
+  const std::string what = "ring backward, rank " + std::to_string(rank_);
+  ArgumentChecker check(what.c_str(), spec, attention_.device());
+  const int64_t B = batch_, n = rows_, H = spec.heads, Hk = spec.kvHeads;
+  grad_ = ring::Grad{};
+  grad_.doutL = check.rows("dout", a.dout, B, n, H);
+  dqL_ = check.rows("dq", a.dq, B, n, H);
+  dkL_ = check.rows("dk", a.dk, B, n, Hk);
+  dvL_ = check.rows("dv", a.dv, B, n, Hk);
+  grad_.dout = a.dout.data;
+  grad_.delta = f32(layout_->delta);
+  grad_.dqAcc = f32(layout_->dqAcc);
+  dq_ = a.dq.data;
+  dk_ = a.dk.data;
+  dv_ = a.dv.data;
+}
+
+void RankRun::branches(KernelRole role, ring::Params block, ring::Grad *grad) const {
+  const EmittedModule &mod = attention_.ringModule_;
+  for (size_t x = 0; x < mod.kernels.size(); ++x) {
+    const KernelInfo &ki = mod.kernels[x];
+    if (ki.role != role)
+      continue;
+    fwd::Params p = params_;
+    void *args[] = {&p, &block, grad};
+    launch(x, rowsGrid(x),
+           static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),
+           static_cast<unsigned>(batch_), args);
+  }
+}
+
+ring::Params RankRun::ownBlock() const {
+  ring::Params b = shard_;
+  b.parts = parts(local_.first);
+  b.numParts = local_.count;
+  b.keys = params_.k;
+  b.values = params_.v;
+  b.keyL = params_.kL;
+  b.valueL = params_.vL;
+  return b;
+}
+
+ring::Params RankRun::receivedBlock(int step, int slot) const {
+  const Transfer &t = recv(step);
+  ring::Params b = shard_;
+  b.parts = parts(recvParts_[step - 1].first);
+  b.numParts = recvParts_[step - 1].count;
+  b.keys = recvBuffer(0, slot);
+  b.values = recvBuffer(1, slot);
+  b.keyL = b.valueL = Layout{t.rows * headDim_, headDim_, 0};
+  return b;
+}
+
+void RankRun::beginForward() {
+  if (rows_ == 0)
+    return;
+  const int64_t H = attention_.spec().heads;
+  zero(params_.oAcc, batch_ * rows_ * H * headDim_);
+  zero(params_.lse, batch_ * H * rows_, 0xff800000u); // -inf
+  branches(KernelRole::Branch, ownBlock(), nullptr);
+}
+
+void RankRun::beginBackward() {
+  if (rows_ == 0)
+    return;
+  const AttentionSpec &spec = attention_.spec();
+  const int64_t q = batch_ * rows_ * spec.heads * headDim_,
+                kv = batch_ * rows_ * spec.kvHeads * headDim_;
+  zero(f32(layout_->dqAcc), q);
+  zero(f32(layout_->dkAcc), kv);
+  zero(f32(layout_->dvAcc), kv);
+  const size_t delta = kernel(KernelRole::Delta);
+  fwd::Params p = params_;
+  float *deltaPtr = const_cast<float *>(grad_.delta);
+  void *args[] = {&p, const_cast<void **>(&grad_.dout), const_cast<Layout *>(&grad_.doutL),
+                  &deltaPtr};
+  launch(delta, rowsGrid(delta), static_cast<unsigned>(spec.heads),
+         static_cast<unsigned>(batch_), args);
+  // The own rows' dK/dV go straight into the accumulators [B, rows, kv_heads, D].
+  ring::Grad g = grad_;
+  g.dk = f32(layout_->dkAcc);
+  g.dv = f32(layout_->dvAcc);
+  g.gradL = Layout{rows_ * spec.kvHeads * headDim_, spec.kvHeads * headDim_, headDim_};
+  branches(KernelRole::DkvPass, ownBlock(), &g);
+}
+
+void RankRun::pack(int step) {
+  const Transfer &t = send(step);
+  if (t.peer < 0 || t.rows == 0)
+    return;
+  const size_t x = kernel(KernelRole::RingPack);
+  const ring::Part *list = parts(sendParts_[step - 1].first);
+  int numParts = sendParts_[step - 1].count;
+  long long packedRows = t.rows, b = batch_;
+  for (int kv = 0; kv < 2; ++kv) {
+    const void *src = kv == 0 ? params_.k : params_.v;
+    Layout srcL = kv == 0 ? params_.kL : params_.vL;
+    void *dst = packBuffer(kv);
+    ring::Params shard = shard_;
+    void *args[] = {&list, &numParts, &packedRows, &shard, &src, &srcL, &dst, &b};
+    launch(x, elementwise(x, batch_ * t.rows * headDim_ / 4), 1, 1, args);
+  }
+}
+
+void RankRun::attend(int step, int slot) {
+  if (recv(step).peer >= 0 && recv(step).rows > 0 && rows_ > 0)
+    branches(KernelRole::Branch, receivedBlock(step, slot), nullptr);
+}
+
+void RankRun::attendBackward(int step, int slot) {
+  const Transfer &t = recv(step);
+  if (t.peer < 0 || t.rows == 0 || rows_ == 0)
+    return;
+  zero(partialBuffer(0), batch_ * t.rows * headDim_);
+  zero(partialBuffer(1), batch_ * t.rows * headDim_);
+  ring::Grad g = grad_;
+  g.dk = partialBuffer(0);
+  g.dv = partialBuffer(1);
+  g.gradL = Layout{t.rows * headDim_, headDim_, 0};
+  branches(KernelRole::DkvPass, receivedBlock(step, slot), &g);
+}
+
+void RankRun::addReturned(int step) {
+  const Transfer &t = send(step);
+  if (t.peer < 0 || t.rows == 0)
+    return;
+  const size_t x = kernel(KernelRole::RingReturn);
+  const int64_t Hk = attention_.spec().kvHeads;
+  const ring::Part *list = parts(sendParts_[step - 1].first);
+  int numParts = sendParts_[step - 1].count;
+  long long packedRows = t.rows, b = batch_;
+  Layout accL{rows_ * Hk * headDim_, Hk * headDim_, headDim_};
+  ring::Params shard = shard_;
+  for (int kv = 0; kv < 2; ++kv) {
+    const float *src = returnedBuffer(kv);
+    float *acc = f32(kv ? layout_->dvAcc : layout_->dkAcc);
+    void *args[] = {&list, &numParts, &packedRows, &shard, &src, &acc, &accL, &b};
+    launch(x, elementwise(x, batch_ * t.rows * headDim_), 1, 1, args);
+  }
+}
+
+void RankRun::endForward() {
+  if (rows_ == 0)
+    return;
+  const size_t x = kernel(KernelRole::Finalize);
+  fwd::Params p = params_;
+  long long b = batch_;
+  void *args[] = {&p, &b};
+  launch(x, elementwise(x, batch_ * rows_ * attention_.spec().heads * headDim_), 1, 1, args);
+}
+
+void RankRun::endBackward() {
+  if (rows_ == 0)
+    return;
+  const AttentionSpec &spec = attention_.spec();
+  const size_t x = kernel(KernelRole::FinalizeGradients);
+  fwd::Params p = params_;
+  const float *dqAcc = f32(layout_->dqAcc), *dkAcc = f32(layout_->dkAcc),
+              *dvAcc = f32(layout_->dvAcc);
+  void *dq = dq_, *dk = dk_, *dv = dv_;
+  Layout dqL = dqL_, dkL = dkL_, dvL = dvL_;
+  int kvHeads = spec.kvHeads;
+  long long b = batch_;
+  void *args[] = {&p, &dqAcc, &dq, &dqL, &dkAcc, &dvAcc, &dk, &dv, &dkL, &dvL, &kvHeads, &b};
+  launch(x, elementwise(x, batch_ * rows_ * (spec.heads + spec.kvHeads) * headDim_), 1, 1,
+         args);
+}
+
+} // namespace dattn::rt

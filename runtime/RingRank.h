@@ -1,0 +1,131 @@
+// runtime: one rank of a ring, whatever moves the bytes. RankRun owns the
+// rank's part lists on its GPU and the layout of its workspace, and enqueues
+// the rank's work of each step on a stream: pack what the send peer needs,
+// attend to the block that arrived, return and add dK/dV partials. The
+// transports drive it: LoopbackRing (every rank on one GPU, device copies)
+// and NcclRing (comm/, NCCL send/recv on a communication stream). Both
+// follow the same schedule (include/dattn/ring.h), so a loopback test
+// checks the executor that NCCL runs.
+#pragma once
+
+#include "dattn/ring.h"
+#include "dattn/ring_runtime.h"
+
+#include "dattn/params.cuh"
+#include "dattn/ring_params.cuh"
+
+#include <cuda.h>
+
+#include <vector>
+
+namespace dattn::rt {
+
+/// Where a rank's buffers sit in its workspace (byte offsets; -1 = absent).
+/// Two receive slots (a step's block arrives while the previous one is
+/// attended to), one pack buffer; backward adds the fp32 dK/dV partials of
+/// one received block and one returned block.
+struct RankWorkspace {
+  int64_t oAcc = -1;                                      ///< forward: fp32 O
+  int64_t delta = -1, dqAcc = -1, dkAcc = -1, dvAcc = -1; ///< backward
+  int64_t recvK[2] = {0, 0}, recvV[2] = {0, 0}, packK = 0, packV = 0;
+  int64_t partialDk = -1, partialDv = -1, returnedDk = -1, returnedDv = -1;
+  int64_t total = 0;
+};
+
+class RankRun {
+public:
+  /// Rank `rank` of `schedule` (for `plan`) running `attention`'s ring
+  /// module on its GPU for `batch`; uploads the rank's part lists.
+  RankRun(CompiledAttention &attention, const RingPlan &plan, const RingSchedule &schedule,
+          int rank, int64_t batch, DeviceBlockMask mask);
+  ~RankRun();
+  RankRun(const RankRun &) = delete;
+  RankRun &operator=(const RankRun &) = delete;
+
+  int rank() const { return rank_; }
+  int64_t rows() const { return rows_; }
+  int64_t workspaceBytes(bool backward) const {
+    return (backward ? backwardLayout_ : forwardLayout_).total;
+  }
+  CompiledAttention &attention() const { return attention_; }
+  /// Step s's send and receive (peer -1: nothing).
+  const Transfer &send(int step) const { return schedule_.steps[step - 1].send; }
+  const Transfer &recv(int step) const { return schedule_.steps[step - 1].recv; }
+  /// Bytes of one of K or V of `rows` packed rows (all batches), and of
+  /// one of the fp32 dK or dV partials of them.
+  int64_t blockBytes(int64_t rows) const { return batch_ * rows * headDim_ * elementBytes_; }
+  int64_t partialBytes(int64_t rows) const { return batch_ * rows * headDim_ * 4; }
+
+  /// Validates the rank's tensors (errors name the pass and the rank) and
+  /// binds them and `stream` for the calls below.
+  void bindForward(const RingRankForward &args, CUstream stream);
+  void bindBackward(const RingRankBackward &args, CUstream stream);
+  CUstream stream() const { return stream_; }
+
+  /// Forward: empty accumulators (O = 0, LSE = -inf), then the own rows.
+  void beginForward();
+  /// Backward: zeroed accumulators, Delta = rowsum(dO * O), the own rows.
+  void beginBackward();
+  /// Packs step s's send (K and V) into the pack buffer.
+  void pack(int step);
+  /// Forward: merges the block received at step s (in receive slot
+  /// `slot`) into O and LSE.
+  void attend(int step, int slot);
+  /// Backward: dQ of the block of step s (receive slot `slot`) into the
+  /// rank's accumulator, its dK/dV partials into the partial buffers.
+  void attendBackward(int step, int slot);
+  /// Backward: adds the partials returned for step s's send (in the
+  /// returned buffers) into the rank's dK/dV accumulators.
+  void addReturned(int step);
+  /// The final casts: O (forward), dq, dk, dv (backward).
+  void endForward();
+  void endBackward();
+
+  /// Buffers of the bound workspace (kv: 0 = K or dK, 1 = V or dV).
+  void *packBuffer(int kv) const;
+  void *recvBuffer(int kv, int slot) const;
+  float *partialBuffer(int kv) const;
+  float *returnedBuffer(int kv) const;
+
+private:
+  size_t kernel(KernelRole role) const;
+  void launch(size_t x, unsigned gx, unsigned gy, unsigned gz, void **args) const;
+  unsigned elementwise(size_t x, int64_t count) const;
+  unsigned rowsGrid(size_t x) const;
+  void zero(void *at, int64_t floats, uint32_t bits = 0) const;
+  float *f32(int64_t offset) const;
+  const ring::Part *parts(int64_t first) const;
+  /// Every branch's kernel of `role` over the rank's rows.
+  void branches(KernelRole role, ring::Params block, ring::Grad *grad) const;
+  ring::Params ownBlock() const;
+  ring::Params receivedBlock(int step, int slot) const;
+  void bindCommon(const TensorDesc &q, const TensorDesc &k, const TensorDesc &v,
+                  const TensorDesc &out, const TensorDesc &lse, const Workspace &ws,
+                  bool backward, const char *pass);
+
+  struct Span {
+    int64_t first = 0; ///< index of the first Part in the device array
+    int count = 0;
+  };
+  CompiledAttention &attention_;
+  const RankSchedule &schedule_;
+  int rank_;
+  int64_t batch_, rows_, headDim_, elementBytes_;
+  DeviceBlockMask mask_;
+  ring::Params shard_{}; ///< the rank's rows, no parts
+  CUdeviceptr partsDevice_ = 0;
+  Span local_;
+  std::vector<Span> recvParts_, sendParts_; ///< [step - 1]
+  RankWorkspace forwardLayout_, backwardLayout_;
+
+  // Bound by bindForward / bindBackward.
+  CUstream stream_ = nullptr;
+  char *workspace_ = nullptr;
+  const RankWorkspace *layout_ = nullptr;
+  fwd::Params params_{};
+  ring::Grad grad_{};
+  Layout dqL_{}, dkL_{}, dvL_{};
+  void *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr;
+};
+
+} // namespace dattn::rt
