@@ -57,6 +57,7 @@ const Nccl &nccl() {
     resolve("ncclGroupEnd", n.groupEnd);
     resolve("ncclSend", n.send);
     resolve("ncclRecv", n.recv);
+    resolve("ncclAllGather", n.allGather);
     resolve("ncclGetErrorString", n.getErrorString);
   });
   if (!failure.empty())

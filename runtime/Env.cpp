@@ -1,4 +1,5 @@
 #include "dattn/env.h"
+#include "dattn/error.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,18 @@ std::string tuningDatabase() {
   if (const char *p = std::getenv("DATTN_TUNING_DB"); p && *p)
     return p;
   return cacheRoot() + "/tuning.json";
+}
+
+double ringTimeoutSeconds() {
+  const char *v = std::getenv("DATTN_RING_TIMEOUT");
+  if (!v || !*v)
+    return 60.0;
+  char *end = nullptr;
+  const double s = std::strtod(v, &end);
+  if (*end != '\0' || !(s > 0) || s > 1e7)
+    throw Error(std::string("DATTN_RING_TIMEOUT='") + v +
+                "' is not a positive number of seconds (default 60)");
+  return s;
 }
 
 bool verbose() {

@@ -124,6 +124,8 @@ const Driver &driver() {
       resolve("cuEventDestroy", d.eventDestroy);
       resolve("cuEventRecord", d.eventRecord);
       resolve("cuEventSynchronize", d.eventSynchronize);
+      resolve("cuEventQuery", d.eventQuery);
+      resolve("cuStreamWaitEvent", d.streamWaitEvent);
       resolve("cuEventElapsedTime", d.eventElapsedTime);
       resolve("cuGetErrorString", d.getErrorString);
       CUresult r = d.init(0);

@@ -55,6 +55,8 @@ struct Driver {
   decltype(&::cuEventDestroy) eventDestroy;
   decltype(&::cuEventRecord) eventRecord;
   decltype(&::cuEventSynchronize) eventSynchronize;
+  decltype(&::cuEventQuery) eventQuery;
+  decltype(&::cuStreamWaitEvent) streamWaitEvent;
   decltype(&::cuEventElapsedTime) eventElapsedTime;
   decltype(&::cuGetErrorString) getErrorString;
   std::string path; ///< the library that was loaded

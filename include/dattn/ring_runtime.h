@@ -9,16 +9,21 @@
 // dK/dV partials of each received block to its owner in fp32.
 //
 // LoopbackRing runs P ranks on one GPU in one process, with device-to-device
-// copies as the transport: the same plan, schedule, packing and kernels as
-// over NCCL, so every ring test and the single-GPU memory study run on one
-// GPU.
+// copies as the transport; NcclRing runs this process's ranks of a ring
+// over NCCL (one per process under a launcher, or several GPUs driven from
+// one process). Both drive the same per-rank executor (runtime/RingRank.h)
+// through the same plan, schedule, packing and kernels, so every ring test
+// and the single-GPU memory study run on one GPU.
 #pragma once
 
+#include "dattn/comm.h"
 #include "dattn/ring.h"
 #include "dattn/runtime.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace dattn {
@@ -83,6 +88,72 @@ private:
   RingPlan plan_;
   RingSchedule schedule_;
   std::unique_ptr<Impl> impl_;
+};
+
+/// One rank of this process in an NcclRing: the attention compiled on the
+/// rank's GPU and the rank's communicator (the same GPU).
+struct RingMember {
+  CompiledAttention *attention = nullptr;
+  RingCommunicator *comm = nullptr;
+  DeviceBlockMask mask; ///< on the rank's GPU, when the spec has a block_mask
+};
+
+class NcclRing {
+public:
+  /// Plans the ring (P = the communicators' world size) for (batch,
+  /// seqLen), loads the ring module on each member's GPU, then compares a
+  /// hash of the plan with every rank's (one all-gather): a different
+  /// spec, sequence length, batch or ring size on any rank is an Error on
+  /// all of them, naming the ranks that differ. `mask`: the host block
+  /// mask when the spec has a block_mask pattern.
+  NcclRing(std::vector<RingMember> members, int64_t batch, int64_t seqLen,
+           const BlockMask *mask = nullptr);
+  ~NcclRing();
+  NcclRing(const NcclRing &) = delete;
+  NcclRing &operator=(const NcclRing &) = delete;
+
+  const RingPlan &plan() const { return plan_; }
+  const RingSchedule &schedule() const { return schedule_; }
+  /// This process's members, in the order given; member m is rank rank(m).
+  int members() const { return static_cast<int>(members_.size()); }
+  int rank(int member) const { return members_.at(member).comm->rank(); }
+  int64_t rows(int member) const;
+  /// Device memory member m's forward and backward need (as LoopbackRing's).
+  int64_t workspaceBytes(int member) const;
+  int64_t backwardWorkspaceBytes(int member) const;
+
+  /// Each member's forward, on its stream (streams[m]; empty: the default
+  /// streams). Transfers run on a communication stream of each member and
+  /// overlap the attention to the previous block. Returns after every
+  /// transfer completed, watching each against DATTN_RING_TIMEOUT: a peer
+  /// that died or hangs aborts the communicators and throws an Error that
+  /// names the rank, the peer and the step. Returns the bytes this
+  /// process's ranks sent (K and V).
+  int64_t forward(const std::vector<RingRankForward> &members,
+                  const std::vector<void *> &streams = {});
+  /// The backward (as LoopbackRing's), watched the same way. Returns the
+  /// bytes sent (K and V, then the fp32 dK/dV partials).
+  int64_t backward(const std::vector<RingRankBackward> &members,
+                   const std::vector<void *> &streams = {});
+
+private:
+  struct Member;
+  void checkPlans();
+  void abortAll();
+  /// One NCCL group of every member's calls (`post`); aborts on failure.
+  void group(const std::string &what, const std::function<void(Member &)> &post);
+  /// Waits for `event` (a CUevent) with the deadline; aborts and throws.
+  void watch(const Member &m, void *event, const std::string &what);
+  std::vector<void *> computeStreams(const std::vector<void *> &streams, size_t given,
+                                     const char *pass) const;
+  int64_t transfer(int step);
+  int64_t returnPartials(int step);
+  int64_t run(bool backward);
+  std::vector<RingMember> members_;
+  RingPlan plan_;
+  RingSchedule schedule_;
+  std::vector<std::unique_ptr<Member>> state_;
+  bool aborted_ = false;
 };
 
 } // namespace dattn
