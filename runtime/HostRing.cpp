@@ -6,6 +6,7 @@
 #include "dattn/host.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace dattn {
 
@@ -39,56 +40,125 @@ HostRing::HostRing(CompiledAttention &attn, int ranks, int64_t batch, int64_t n,
                    const float *k, const float *v, const BlockMask *mask)
     : attn_(attn), batch_(batch), seqLen_(n) {
   rt::ContextScope scope(attn.context());
-  const AttentionSpec &s = attn.spec();
-  const DType t = s.dtype;
-  const int64_t H = s.heads, Hk = s.kvHeads, D = s.headDim;
-  q_ = rounded(q, batch * n * H * D, t);
-  k_ = rounded(k, batch * n * Hk * D, t);
-  v_ = rounded(v, batch * n * Hk * D, t);
   if (mask)
     mask_ = std::make_unique<DeviceBlockMaskBuffer>(*mask, n);
-  ring_ = std::make_unique<LoopbackRing>(attn, batch, n, ranks, mask,
-                                         mask_ ? mask_->view() : DeviceBlockMask{});
-  const int P = ring_->ranks();
-  ranks_.resize(P);
-  args_.resize(P);
-  for (int r = 0; r < P; ++r) {
-    const int64_t rows = ring_->rows(r);
-    Rank &x = ranks_[r];
-    x.q = deviceCopy(rowsOf(q_, H * D, r), t);
-    x.k = deviceCopy(rowsOf(k_, Hk * D, r), t);
-    x.v = deviceCopy(rowsOf(v_, Hk * D, r), t);
-    x.out = std::make_unique<DeviceBuffer>(x.q->bytes());
-    x.lse = std::make_unique<DeviceBuffer>(std::max<size_t>(16, batch * H * rows * 4));
-    x.workspace = std::make_unique<DeviceBuffer>(std::max<int64_t>(
-        16, std::max(ring_->workspaceBytes(r), ring_->backwardWorkspaceBytes(r))));
-    if (rows == 0)
-      continue; // no tensors: the ring gives this rank nothing to do
-    RingRankForward &a = args_[r];
-    a.q = TensorDesc::contiguous(x.q->data(), t, {batch, rows, H, D});
-    a.k = TensorDesc::contiguous(x.k->data(), t, {batch, rows, Hk, D});
-    a.v = TensorDesc::contiguous(x.v->data(), t, {batch, rows, Hk, D});
-    a.out = TensorDesc::contiguous(x.out->data(), t, {batch, rows, H, D});
-    a.lse = TensorDesc::contiguous(x.lse->data(), DType::F32, {batch, H, rows});
-    a.workspace = x.workspace->workspace();
+  loopback_ = std::make_unique<LoopbackRing>(attn, batch, n, ranks, mask,
+                                             mask_ ? mask_->view() : DeviceBlockMask{});
+  ranks_.resize(loopback_->ranks());
+  for (Rank &x : ranks_)
+    x.context = attn.context();
+  setUp(q, k, v);
+}
+
+HostRing::HostRing(std::vector<RingMember> members, int64_t batch, int64_t n, const float *q,
+                   const float *k, const float *v, const BlockMask *mask)
+    : attn_(*members.at(0).attention), batch_(batch), seqLen_(n) {
+  std::vector<std::unique_ptr<DeviceBlockMaskBuffer>> masks;
+  for (RingMember &m : members)
+    if (mask) {
+      rt::ContextScope scope(m.attention->context());
+      masks.push_back(std::make_unique<DeviceBlockMaskBuffer>(*mask, n));
+      m.mask = masks.back()->view();
+    }
+  nccl_ = std::make_unique<NcclRing>(members, batch, n, mask);
+  ranks_.resize(nccl_->plan().ranks);
+  for (int m = 0; m < nccl_->members(); ++m) {
+    Rank &x = ranks_[nccl_->rank(m)];
+    x.context = members[m].attention->context();
+    x.member = m;
+    if (mask)
+      x.mask = std::move(masks[m]);
   }
+  setUp(q, k, v);
+}
+
+void HostRing::setUp(const float *q, const float *k, const float *v) {
+  const AttentionSpec &s = attn_.spec();
+  const DType t = s.dtype;
+  const int64_t H = s.heads, Hk = s.kvHeads, D = s.headDim, n = seqLen_;
+  q_ = rounded(q, batch_ * n * H * D, t);
+  k_ = rounded(k, batch_ * n * Hk * D, t);
+  v_ = rounded(v, batch_ * n * Hk * D, t);
+  args_.resize(nccl_ ? nccl_->members() : ranks());
+  for (int r = 0; r < ranks(); ++r)
+    if (holds(r))
+      allocate(r);
+}
+
+/// Rank r's inputs, outputs and workspace on its GPU, and its arguments.
+void HostRing::allocate(int r) {
+  const AttentionSpec &s = attn_.spec();
+  const DType t = s.dtype;
+  const int64_t H = s.heads, Hk = s.kvHeads, D = s.headDim, B = batch_, rows = this->rows(r);
+  Rank &x = ranks_[r];
+  rt::ContextScope scope(x.context);
+  x.q = deviceCopy(rowsOf(q_, H * D, r), t);
+  x.k = deviceCopy(rowsOf(k_, Hk * D, r), t);
+  x.v = deviceCopy(rowsOf(v_, Hk * D, r), t);
+  x.out = std::make_unique<DeviceBuffer>(x.q->bytes());
+  x.lse = std::make_unique<DeviceBuffer>(std::max<size_t>(16, B * H * rows * 4));
+  x.workspace = std::make_unique<DeviceBuffer>(
+      std::max<int64_t>(16, std::max(workspaceBytes(r), backwardWorkspaceBytes(r))));
+  if (rows == 0)
+    return; // no tensors: the ring gives this rank nothing to do
+  RingRankForward &a = args_[nccl_ ? x.member : r];
+  a.q = TensorDesc::contiguous(x.q->data(), t, {B, rows, H, D});
+  a.k = TensorDesc::contiguous(x.k->data(), t, {B, rows, Hk, D});
+  a.v = TensorDesc::contiguous(x.v->data(), t, {B, rows, Hk, D});
+  a.out = TensorDesc::contiguous(x.out->data(), t, {B, rows, H, D});
+  a.lse = TensorDesc::contiguous(x.lse->data(), DType::F32, {B, H, rows});
+  a.workspace = x.workspace->workspace();
 }
 
 HostRing::~HostRing() {
   try {
+    for (Rank &x : ranks_)
+      if (x.context) {
+        rt::ContextScope scope(x.context);
+        x = Rank{};
+      }
     rt::ContextScope scope(attn_.context());
-    ranks_.clear();
-    ring_.reset();
+    loopback_.reset();
+    nccl_.reset();
     mask_.reset();
   } catch (...) {
   }
+}
+
+const RingPlan &HostRing::plan() const { return nccl_ ? nccl_->plan() : loopback_->plan(); }
+
+int64_t HostRing::rows(int rank) const {
+  int64_t n = 0;
+  for (const RowRange &r : plan().rankPlans.at(rank).shard)
+    n += r.end - r.begin;
+  return n;
+}
+
+int64_t HostRing::workspaceBytes(int rank) const {
+  return nccl_ ? nccl_->workspaceBytes(ranks_.at(rank).member) : loopback_->workspaceBytes(rank);
+}
+
+int64_t HostRing::backwardWorkspaceBytes(int rank) const {
+  return nccl_ ? nccl_->backwardWorkspaceBytes(ranks_.at(rank).member)
+               : loopback_->backwardWorkspaceBytes(rank);
+}
+
+std::vector<int64_t> HostRing::heldRows() const {
+  std::vector<int64_t> out;
+  for (int r = 0; r < ranks(); ++r)
+    if (holds(r))
+      for (const RowRange &range : plan().rankPlans[r].shard)
+        for (int64_t i = range.begin; i < range.end; ++i)
+          out.push_back(i);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::vector<float> HostRing::rowsOf(const std::vector<float> &full, int64_t width,
                                     int rank) const {
   std::vector<float> out;
   for (int64_t b = 0; b < batch_; ++b)
-    for (const RowRange &r : ring_->plan().rankPlans[rank].shard)
+    for (const RowRange &r : plan().rankPlans[rank].shard)
       out.insert(out.end(), full.begin() + (b * seqLen_ + r.begin) * width,
                  full.begin() + (b * seqLen_ + r.end) * width);
   return out;
@@ -96,7 +166,7 @@ std::vector<float> HostRing::rowsOf(const std::vector<float> &full, int64_t widt
 
 void HostRing::putRows(const DeviceBuffer &buffer, int64_t width, int rank,
                        std::vector<float> &full) const {
-  const int64_t rows = ring_->rows(rank);
+  const int64_t rows = this->rows(rank);
   const DType t = attn_.spec().dtype;
   std::vector<char> raw(batch_ * rows * width * elementBytes(t));
   buffer.download(raw.data(), raw.size());
@@ -104,23 +174,39 @@ void HostRing::putRows(const DeviceBuffer &buffer, int64_t width, int rank,
   decode(raw.data(), mine.size(), t, mine.data());
   for (int64_t b = 0; b < batch_; ++b) {
     int64_t local = 0;
-    for (const RowRange &r : ring_->plan().rankPlans[rank].shard)
+    for (const RowRange &r : plan().rankPlans[rank].shard)
       for (int64_t i = r.begin; i < r.end; ++i, ++local)
         std::copy_n(&mine[(b * rows + local) * width], width, &full[(b * seqLen_ + i) * width]);
   }
 }
 
+void HostRing::synchronizeAll(const std::string &what) const {
+  for (const Rank &x : ranks_)
+    if (x.context) {
+      rt::ContextScope scope(x.context);
+      synchronize(what);
+    }
+}
+
 void HostRing::run() {
-  rt::ContextScope scope(attn_.context());
-  for (Rank &x : ranks_) {
-    x.out->fill32(kNaN32);
-    x.lse->fill32(kNaN32);
-    x.workspace->fill32(kNaN32);
-  }
+  for (Rank &x : ranks_)
+    if (x.context) {
+      rt::ContextScope scope(x.context);
+      x.out->fill32(kNaN32);
+      x.lse->fill32(kNaN32);
+      x.workspace->fill32(kNaN32);
+    }
   rerun();
 }
 
-void HostRing::rerun() { moved_ = ring_->forward(args_); }
+void HostRing::rerun() {
+  if (nccl_) {
+    moved_ = nccl_->forward(args_);
+  } else {
+    rt::ContextScope scope(attn_.context());
+    moved_ = loopback_->forward(args_);
+  }
+}
 
 int64_t HostRing::rankBytes(int rank) const {
   const Rank &x = ranks_.at(rank);
@@ -132,21 +218,22 @@ int64_t HostRing::rankBytes(int rank) const {
 }
 
 void HostRing::read(std::vector<float> &out, std::vector<float> &lse) {
-  rt::ContextScope scope(attn_.context());
-  synchronize("running the ring of attention '" + attn_.spec().name + "'");
+  synchronizeAll("running the ring of attention '" + attn_.spec().name + "'");
   const AttentionSpec &s = attn_.spec();
   const int64_t H = s.heads, D = s.headDim, B = batch_, n = seqLen_;
-  out.assign(q_.size(), 0.f);
-  lse.assign(B * H * n, 0.f);
-  for (int r = 0; r < ring_->ranks(); ++r) {
-    const int64_t rows = ring_->rows(r);
-    if (rows == 0)
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  out.assign(q_.size(), nan);
+  lse.assign(B * H * n, nan);
+  for (int r = 0; r < ranks(); ++r) {
+    const int64_t rows = this->rows(r);
+    if (rows == 0 || !holds(r))
       continue;
+    rt::ContextScope scope(ranks_[r].context);
     putRows(*ranks_[r].out, H * D, r, out);
     std::vector<float> l(B * H * rows); // [B, H, rows]: rows are the last index
     ranks_[r].lse->download(l.data(), l.size() * 4);
     int64_t local = 0;
-    for (const RowRange &range : ring_->plan().rankPlans[r].shard)
+    for (const RowRange &range : plan().rankPlans[r].shard)
       for (int64_t i = range.begin; i < range.end; ++i, ++local)
         for (int64_t bh = 0; bh < B * H; ++bh)
           lse[bh * n + i] = l[bh * rows + local];
@@ -154,28 +241,31 @@ void HostRing::read(std::vector<float> &out, std::vector<float> &lse) {
 }
 
 void HostRing::backward(const float *dout) {
-  rt::ContextScope scope(attn_.context());
   const AttentionSpec &s = attn_.spec();
   const DType t = s.dtype;
   const int64_t H = s.heads, Hk = s.kvHeads, D = s.headDim, B = batch_;
   if (bargs_.empty()) {
     dout_ = rounded(dout, q_.size(), t);
-    bargs_.resize(ranks_.size());
-    for (size_t r = 0; r < ranks_.size(); ++r) {
+    bargs_.resize(args_.size());
+    for (int r = 0; r < ranks(); ++r) {
+      if (!holds(r))
+        continue;
       Rank &x = ranks_[r];
-      const int64_t rows = ring_->rows(static_cast<int>(r));
-      x.dout = deviceCopy(rowsOf(dout_, H * D, static_cast<int>(r)), t);
+      rt::ContextScope scope(x.context);
+      const int64_t rows = this->rows(r);
+      x.dout = deviceCopy(rowsOf(dout_, H * D, r), t);
       x.dq = std::make_unique<DeviceBuffer>(x.q->bytes());
       x.dk = std::make_unique<DeviceBuffer>(x.k->bytes());
       x.dv = std::make_unique<DeviceBuffer>(x.v->bytes());
       if (rows == 0)
         continue;
-      RingRankBackward &a = bargs_[r];
-      a.q = args_[r].q;
-      a.k = args_[r].k;
-      a.v = args_[r].v;
-      a.out = args_[r].out;
-      a.lse = args_[r].lse;
+      const int at = nccl_ ? x.member : r;
+      RingRankBackward &a = bargs_[at];
+      a.q = args_[at].q;
+      a.k = args_[at].k;
+      a.v = args_[at].v;
+      a.out = args_[at].out;
+      a.lse = args_[at].lse;
       a.dout = TensorDesc::contiguous(x.dout->data(), t, {B, rows, H, D});
       a.dq = TensorDesc::contiguous(x.dq->data(), t, {B, rows, H, D});
       a.dk = TensorDesc::contiguous(x.dk->data(), t, {B, rows, Hk, D});
@@ -183,32 +273,40 @@ void HostRing::backward(const float *dout) {
       a.workspace = x.workspace->workspace();
     }
   }
-  for (Rank &x : ranks_) {
-    x.dq->fill32(kNaN32);
-    x.dk->fill32(kNaN32);
-    x.dv->fill32(kNaN32);
-  }
+  for (Rank &x : ranks_)
+    if (x.context) {
+      rt::ContextScope scope(x.context);
+      x.dq->fill32(kNaN32);
+      x.dk->fill32(kNaN32);
+      x.dv->fill32(kNaN32);
+    }
   rebackward();
 }
 
 void HostRing::rebackward() {
   if (bargs_.empty())
     throw Error("HostRing: rebackward() before backward()");
-  moved_ = ring_->backward(bargs_);
+  if (nccl_) {
+    moved_ = nccl_->backward(bargs_);
+  } else {
+    rt::ContextScope scope(attn_.context());
+    moved_ = loopback_->backward(bargs_);
+  }
 }
 
 void HostRing::readGradients(std::vector<float> &dq, std::vector<float> &dk,
                              std::vector<float> &dv) {
-  rt::ContextScope scope(attn_.context());
-  synchronize("running the ring's backward of attention '" + attn_.spec().name + "'");
+  synchronizeAll("running the ring's backward of attention '" + attn_.spec().name + "'");
   const AttentionSpec &s = attn_.spec();
   const int64_t H = s.heads, Hk = s.kvHeads, D = s.headDim;
-  dq.assign(q_.size(), 0.f);
-  dk.assign(k_.size(), 0.f);
-  dv.assign(v_.size(), 0.f);
-  for (int r = 0; r < ring_->ranks(); ++r) {
-    if (ring_->rows(r) == 0)
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  dq.assign(q_.size(), nan);
+  dk.assign(k_.size(), nan);
+  dv.assign(v_.size(), nan);
+  for (int r = 0; r < ranks(); ++r) {
+    if (rows(r) == 0 || !holds(r))
       continue;
+    rt::ContextScope scope(ranks_[r].context);
     putRows(*ranks_[r].dq, H * D, r, dq);
     putRows(*ranks_[r].dk, Hk * D, r, dk);
     putRows(*ranks_[r].dv, Hk * D, r, dv);

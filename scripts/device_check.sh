@@ -133,6 +133,81 @@ if [ "$mode" = all ] || [ "$mode" = python ]; then
   summary+=("python (torch ops): exit $rc, $(tail -1 "$OUT/python.log")")
   [ $rc -eq 0 ] || status=1
 fi
+if [ "$mode" = nccl ]; then
+  export NCCL_NVLS_ENABLE=0 DATTN_RING_TIMEOUT=${DATTN_RING_TIMEOUT:-30}
+  nccl_fail=0
+  build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuNcclRing*' > "$OUT/nccl_tests.log" 2>&1 ||
+    { nccl_fail=1; echo "FAILED: GpuNcclRing tests"; }
+  tail -3 "$OUT/nccl_tests.log"
+  # A rank of a two-process ring, as torchrun would start it.
+  rank() { # rank, port, then dattn run's arguments
+    local r=$1 port=$2
+    shift 2
+    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      build/bin/dattn run "$@" --device gpu --ranks 2
+  }
+  port=29400
+  for f in examples/*.dattn; do
+    for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
+      build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --ranks 2 --backward \
+        --check --iters 3 >> "$OUT/nccl_one_process.log" 2>&1 ||
+        { nccl_fail=1; echo "FAILED (one process): $name"; }
+      port=$((port + 2))
+      rank 0 $port "$f" --name "$name" --seq 4096 --backward --check --iters 3 \
+        > "$OUT/nccl_rank0_$name.log" 2>&1 &
+      p0=$!
+      rank 1 $port "$f" --name "$name" --seq 4096 --backward --check --iters 3 \
+        > "$OUT/nccl_rank1_$name.log" 2>&1
+      r1=$?
+      wait $p0
+      r0=$?
+      [ $r0 = 0 ] && [ $r1 = 0 ] || { nccl_fail=1; echo "FAILED (two processes): $name: $r0 $r1"; }
+    done
+  done
+  grep -hE "^ring of|^moved|^memory|^check|^gradient check|^backward" "$OUT"/nccl_one_process.log |
+    head -40
+  # Mismatched plans: rank 1 was given another sequence length.
+  port=$((port + 2))
+  rank 0 $port examples/dense_ring.dattn --seq 4096 > "$OUT/nccl_mismatch0.log" 2>&1 &
+  p0=$!
+  rank 1 $port examples/dense_ring.dattn --seq 8192 > "$OUT/nccl_mismatch1.log" 2>&1
+  r1=$?
+  wait $p0
+  r0=$?
+  if [ $r0 = 0 ] || [ $r1 = 0 ] || ! grep -q disagree "$OUT/nccl_mismatch0.log" ||
+     ! grep -q disagree "$OUT/nccl_mismatch1.log"; then
+    nccl_fail=1
+    echo "FAILED: mismatched plans ($r0, $r1)"
+  fi
+  tail -1 "$OUT/nccl_mismatch0.log"
+  # A killed peer: rank 1 dies mid-run; rank 0 must fail within the timeout.
+  port=$((port + 2))
+  rank 0 $port examples/dense_ring.dattn --seq 65536 --iters 100000 > "$OUT/nccl_killed0.log" 2>&1 &
+  p0=$!
+  rank 1 $port examples/dense_ring.dattn --seq 65536 --iters 100000 > "$OUT/nccl_killed1.log" 2>&1 &
+  p1=$!
+  sleep 45
+  kill -9 $p1
+  t0=$(date +%s)
+  wait $p0
+  r0=$?
+  t1=$(date +%s)
+  echo "killed peer: survivor exited with $r0 after $((t1 - t0)) s (timeout $DATTN_RING_TIMEOUT s)"
+  tail -2 "$OUT/nccl_killed0.log"
+  if [ $r0 = 0 ] || [ $((t1 - t0)) -gt $((DATTN_RING_TIMEOUT + 30)) ]; then
+    nccl_fail=1
+    echo "FAILED: killed peer"
+  fi
+  # Efficiency T1 / (P T_P), dense and dense causal at 128K.
+  for spec in bench/dense.dattn examples/dense_ring.dattn; do
+    build/bin/dattn run $spec --seq 131072 --device gpu --iters 10 --backward 2>&1 |
+      grep -E "^gpu|^backward|time" | sed "s|^|one gpu  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
+    build/bin/dattn run $spec --seq 131072 --device gpu --ranks 2 --iters 10 --backward 2>&1 |
+      grep -E "^ring of|^backward" | sed "s|^|2 ranks  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
+  done
+  summary+=("nccl ring: $([ $nccl_fail = 0 ] && echo all passed || echo FAILED)")
+  [ $nccl_fail = 0 ] || status=1
+fi
 if [ "$mode" = compare ]; then
   # Before/after in alternating runs on the same machine: forward of every
   # configuration, backward of the head-partitioned one.

@@ -62,17 +62,21 @@ BlockMask readBlockMaskOption(const Options &o, const AttentionSpec &spec, int64
 bool checkForward(const AttentionSpec &spec, int64_t B, int64_t N, const std::vector<float> &q,
                   const std::vector<float> &k, const std::vector<float> &v,
                   const BlockMask *mask, const std::vector<float> &out,
-                  const std::vector<float> &lse) {
-  // Rows to compare: all of them for small N, else 256 spread over [0, N).
-  std::vector<int64_t> rows;
-  if (N <= 2048) {
+                  const std::vector<float> &lse, const std::vector<int64_t> *only) {
+  // Rows to compare: all of them (or of `only`, the rows this process
+  // holds) for small N, else 256 spread over them.
+  std::vector<int64_t> pool = only ? *only : std::vector<int64_t>{};
+  if (!only)
     for (int64_t i = 0; i < N; ++i)
-      rows.push_back(i);
+      pool.push_back(i);
+  std::vector<int64_t> rows;
+  if (N <= 2048 || pool.size() <= 256) {
+    rows = pool;
   } else {
     std::mt19937_64 rng(7);
-    rows = {0, N - 1};
+    rows = {pool.front(), pool.back()};
     while (rows.size() < 256)
-      rows.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(N)));
+      rows.push_back(pool[rng() % pool.size()]);
   }
   std::vector<float> ref(q.size(), 0.f), refLse(lse.size(), 0.f);
   referenceForward(spec, B, N, q.data(), k.data(), v.data(), mask, ref.data(), refLse.data(), 0,
@@ -94,7 +98,8 @@ bool checkGradients(const AttentionSpec &spec, int64_t B, int64_t N,
                     const std::vector<float> &q, const std::vector<float> &k,
                     const std::vector<float> &v, const std::vector<float> &dout,
                     const BlockMask *mask, const std::vector<float> &dq,
-                    const std::vector<float> &dk, const std::vector<float> &dv) {
+                    const std::vector<float> &dk, const std::vector<float> &dv,
+                    const std::vector<int64_t> *only) {
   if (N > 4096) {
     std::printf("gradient check: skipped for N > 4096 (the CPU reference is O(N^2))\n");
     return true;
@@ -105,11 +110,24 @@ bool checkGradients(const AttentionSpec &spec, int64_t B, int64_t N,
   const double tol = 2 * toleranceFor(spec.dtype);
   bool pass = true;
   std::string line;
-  for (auto [name, got, want] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
-                                 std::tuple{"dv", &dv, &rv}}) {
+  // [B, N, width] restricted to the rows of `only` (all rows without it).
+  auto held = [&](const std::vector<float> &full) {
+    if (!only)
+      return full;
+    const int64_t width = static_cast<int64_t>(full.size()) / (B * N);
+    std::vector<float> out;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i : *only)
+        out.insert(out.end(), full.begin() + (b * N + i) * width,
+                   full.begin() + (b * N + i + 1) * width);
+    return out;
+  };
+  for (auto [name, gotAll, wantAll] : {std::tuple{"dq", &dq, &rq}, std::tuple{"dk", &dk, &rk},
+                                       std::tuple{"dv", &dv, &rv}}) {
+    const std::vector<float> got = held(*gotAll), want = held(*wantAll);
     size_t nans = 0;
-    const double rel = relativeError(*got, *want, &nans);
-    const double row = maxRowError(*got, *want, spec.headDim);
+    const double rel = relativeError(got, want, &nans);
+    const double row = maxRowError(got, want, spec.headDim);
     pass = pass && nans == 0 && rel < tol && row < kRowToleranceFactor * tol;
     char buf[128];
     std::snprintf(buf, sizeof buf, "%s%s %.2e (worst row %.2e, NaN %zu)",

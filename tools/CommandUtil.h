@@ -30,7 +30,8 @@ BlockMask readBlockMaskOption(const Options &o, const AttentionSpec &spec, int64
 bool checkForward(const AttentionSpec &spec, int64_t batch, int64_t n,
                   const std::vector<float> &q, const std::vector<float> &k,
                   const std::vector<float> &v, const BlockMask *mask,
-                  const std::vector<float> &out, const std::vector<float> &lse);
+                  const std::vector<float> &out, const std::vector<float> &lse,
+                  const std::vector<int64_t> *only = nullptr);
 
 /// --check of a backward run (N <= 4096, else skipped: the reference is
 /// O(N^2)): dq, dk, dv against the reference at twice the forward tolerance,
@@ -39,6 +40,7 @@ bool checkGradients(const AttentionSpec &spec, int64_t batch, int64_t n,
                     const std::vector<float> &q, const std::vector<float> &k,
                     const std::vector<float> &v, const std::vector<float> &dout,
                     const BlockMask *mask, const std::vector<float> &dq,
-                    const std::vector<float> &dk, const std::vector<float> &dv);
+                    const std::vector<float> &dk, const std::vector<float> &dv,
+                    const std::vector<int64_t> *only = nullptr);
 
 } // namespace dattn::tools

@@ -191,11 +191,15 @@ int runRun(const std::vector<std::string> &args) {
       "  gradients with the reference (for N <= 4096) at twice the tolerance.\n"
       "  --deterministic computes dQ in its own pass (bit-identical run to run;\n"
       "  checked with a second run) instead of fp32 reductions.\n"
-      "--ranks P --loopback (with --device gpu) runs the spec as a ring of P ranks\n"
-      "  (default: the spec's ring) on one GPU, device copies standing in for\n"
-      "  NCCL: each rank holds its rows only. It prints the time, the bytes moved\n"
-      "  against plan-ring's, and each rank's device memory; --check as above.\n"
-      "  --backward runs the ring's backward too (--check compares gradients).\n";
+      "--ranks P (with --device gpu) runs the spec as a ring of P ranks (default:\n"
+      "  the spec's ring), each holding its rows only, over NCCL: one process per\n"
+      "  rank under torchrun, srun or mpirun (the launcher's variables say which;\n"
+      "  --gpu overrides the local rank's GPU), else this process on GPUs 0..P-1.\n"
+      "  --loopback runs the P ranks on one GPU, device copies standing in for\n"
+      "  NCCL. It prints the time, the bytes moved against plan-ring's, and each\n"
+      "  rank's device memory; --check as above, on the rows this process holds.\n"
+      "  --backward runs the ring's backward too (--check compares gradients).\n"
+      "  A peer that dies or hangs is an error after DATTN_RING_TIMEOUT seconds.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args,
@@ -244,10 +248,9 @@ int runRun(const std::vector<std::string> &args) {
   }
 
   if (o.has("loopback") || o.has("ranks")) {
-    if (device != "gpu" || !o.has("loopback"))
-      throw UsageError{"--ranks P runs a ring on one GPU: add --device gpu --loopback "
-                       "(a ring over several GPUs comes with the NCCL executor)"};
-    return runRingLoopback(o, spec, B, N, q, k, v, maskPtr);
+    if (device != "gpu")
+      throw UsageError{"--ranks P runs a ring on GPUs: add --device gpu"};
+    return runRing(o, spec, B, N, q, k, v, maskPtr);
   }
   if (device == "gpu")
     return runOnGpu(o, spec, B, N, q, k, v, maskPtr);

@@ -1,10 +1,16 @@
-// dattn run --ranks P --loopback: a spec as a ring of P ranks on one GPU
-// (LoopbackRing through HostRing), forward and (--backward) backward, with
-// times, the bytes the ranks exchanged against the plan's, and each rank's
-// device memory.
+// dattn run --ranks P: a spec as a ring, forward and (--backward) backward,
+// with times, the bytes the ranks exchanged against the plan's, and each
+// rank's device memory (HostRing over either transport):
+//   --loopback   P ranks on one GPU, device copies standing in for NCCL;
+//   otherwise    NCCL: under a launcher (torchrun, srun, mpirun) this
+//                process is the one rank the launcher named; without one,
+//                the process drives P GPUs, rank i on GPU i.
+// Every process draws the same whole-sequence inputs (the same seed), keeps
+// its ranks' rows, and --check compares the rows it holds.
 #include "CommandUtil.h"
 #include "RunRing.h"
 
+#include "dattn/comm.h"
 #include "dattn/compiler.h"
 #include "dattn/host.h"
 
@@ -14,39 +20,42 @@
 
 namespace dattn::tools {
 
-int runRingLoopback(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
-                    const std::vector<float> &q, const std::vector<float> &k,
-                    const std::vector<float> &v, const BlockMask *mask) {
-  const int ranks = static_cast<int>(o.getInt("ranks", spec.ring, 1, 4096));
-  Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
-  const DeviceInfo &dev = rt.device();
-  std::unique_ptr<CompiledAttention> attn = rt.compile(spec);
-  HostRing run(*attn, ranks, B, N, q.data(), k.data(), v.data(), mask);
+namespace {
+
+/// Runs, times and checks `run`; `where` describes the ranks and GPUs.
+int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, HostRing &run,
+           const BlockMask *mask, const std::string &where) {
   run.run();
   std::vector<float> out, lse;
   run.read(out, lse);
   const int iters = static_cast<int>(o.getInt("iters", 10, 1, 100000));
   const double ms = timeMedianMs([&](int) { run.rerun(); }, 1, iters);
-
-  const RingPlan &plan = run.ring().plan();
+  const RingPlan &plan = run.plan();
   int64_t most = 0, least = -1;
-  for (int r = 0; r < ranks; ++r) {
+  int first = -1;
+  for (int r = 0; r < run.ranks(); ++r) {
+    if (!run.holds(r))
+      continue;
+    first = first < 0 ? r : first;
     most = std::max(most, run.rankBytes(r));
     least = least < 0 ? run.rankBytes(r) : std::min(least, run.rankBytes(r));
   }
   std::printf("attention %s: batch %lld, seq %lld, heads %d (kv %d), head_dim %d, %s\n",
               spec.name.c_str(), static_cast<long long>(B), static_cast<long long>(N),
               spec.heads, spec.kvHeads, spec.headDim, toString(spec.dtype));
-  std::printf("ring of %d ranks on gpu %d (%s, loopback: device copies for NCCL), %s layout: "
-              "%.3f ms (median of %d)\n",
-              ranks, dev.ordinal, dev.name.c_str(), toString(plan.layout), ms, iters);
-  std::printf("moved: %lld bytes of K and V (plan-ring: %lld x batch %lld)\n",
+  std::printf("ring of %d ranks %s, %s layout: %.3f ms (median of %d)\n", plan.ranks,
+              where.c_str(), toString(plan.layout), ms, iters);
+  std::printf("moved: %lld bytes of K and V by this process's ranks (plan-ring: %lld x batch "
+              "%lld for all ranks)\n",
               static_cast<long long>(run.bytesMoved()),
               static_cast<long long>(plan.totalBytesForward), static_cast<long long>(B));
   std::printf("memory per rank: %.2f MiB most, %.2f MiB least (its q, k, v, out, lse and "
-              "workspace; workspace of rank 0 %.2f MiB)\n",
-              most / 1048576.0, least / 1048576.0, run.ring().workspaceBytes(0) / 1048576.0);
-  bool pass = !o.has("check") || checkForward(spec, B, N, run.q(), run.k(), run.v(), mask, out, lse);
+              "workspace; workspace of rank %d %.2f MiB)\n",
+              most / 1048576.0, least / 1048576.0, first, run.workspaceBytes(first) / 1048576.0);
+  const std::vector<int64_t> held = run.heldRows();
+  const std::vector<int64_t> *only = static_cast<int64_t>(held.size()) < N ? &held : nullptr;
+  bool pass =
+      !o.has("check") || checkForward(spec, B, N, run.q(), run.k(), run.v(), mask, out, lse, only);
   if (!o.has("backward"))
     return pass ? 0 : 1;
 
@@ -61,14 +70,74 @@ int runRingLoopback(const Options &o, const AttentionSpec &spec, int64_t B, int6
   const int64_t movedBackward = run.bytesMoved();
   const double bms = timeMedianMs([&](int) { run.rebackward(); }, 1, iters);
   std::printf("backward: %.3f ms (median of %d); moved %lld bytes (plan-ring: %lld x batch "
-              "%lld); workspace of rank 0 %.2f MiB\n",
+              "%lld); workspace of rank %d %.2f MiB\n",
               bms, iters, static_cast<long long>(movedBackward),
-              static_cast<long long>(plan.totalBytesBackward), static_cast<long long>(B),
-              run.ring().backwardWorkspaceBytes(0) / 1048576.0);
+              static_cast<long long>(plan.totalBytesBackward), static_cast<long long>(B), first,
+              run.backwardWorkspaceBytes(first) / 1048576.0);
   if (o.has("check"))
-    pass = checkGradients(spec, B, N, run.q(), run.k(), run.v(), run.dout(), mask, dq, dk, dv) &&
+    pass = checkGradients(spec, B, N, run.q(), run.k(), run.v(), run.dout(), mask, dq, dk, dv,
+                          only) &&
            pass;
   return pass ? 0 : 1;
+}
+
+/// Whether a launcher started this process (its rank variable is set).
+bool underLauncher() {
+  for (const char *v : {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"})
+    if (const char *x = std::getenv(v); x && *x)
+      return true;
+  return false;
+}
+
+} // namespace
+
+int runRing(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
+            const std::vector<float> &q, const std::vector<float> &k,
+            const std::vector<float> &v, const BlockMask *mask) {
+  if (o.has("loopback")) {
+    const int ranks = static_cast<int>(o.getInt("ranks", spec.ring, 1, 4096));
+    Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
+    std::unique_ptr<CompiledAttention> attn = rt.compile(spec);
+    HostRing run(*attn, ranks, B, N, q.data(), k.data(), v.data(), mask);
+    return report(o, spec, B, N, run, mask,
+                  "on gpu " + std::to_string(rt.device().ordinal) + " (" + rt.device().name +
+                      ", loopback: device copies for NCCL)");
+  }
+  std::vector<std::unique_ptr<RingCommunicator>> comms;
+  if (underLauncher()) {
+    comms.push_back(RingCommunicator::fromEnvironment(
+        o.has("gpu") ? static_cast<int>(o.getInt("gpu", 0, 0, 1023)) : -1));
+    if (o.has("ranks") && o.getInt("ranks", 0, 1, 4096) != comms[0]->size())
+      throw UsageError{"--ranks " + o.get("ranks") + ", but the launcher started " +
+                       std::to_string(comms[0]->size()) + " ranks"};
+  } else {
+    const int ranks = static_cast<int>(o.getInt("ranks", spec.ring, 1, 4096));
+    const int gpus = Runtime::deviceCount();
+    if (gpus < ranks)
+      throw UsageError{"a ring of " + std::to_string(ranks) + " ranks over NCCL needs " +
+                       std::to_string(ranks) + " GPUs (one rank per GPU), this machine has " +
+                       std::to_string(gpus) +
+                       ": add --loopback to run the ranks on one GPU, or start one process "
+                       "per GPU under torchrun, srun or mpirun"};
+    std::vector<int> devices(ranks);
+    for (int r = 0; r < ranks; ++r)
+      devices[r] = r;
+    comms = RingCommunicator::forDevices(devices);
+  }
+  std::vector<std::unique_ptr<Runtime>> runtimes;
+  std::vector<std::unique_ptr<CompiledAttention>> attns;
+  std::vector<RingMember> members;
+  std::string where = "over NCCL, this process: ";
+  for (const auto &c : comms) {
+    runtimes.push_back(std::make_unique<Runtime>(c->device()));
+    attns.push_back(runtimes.back()->compile(spec));
+    members.push_back({attns.back().get(), c.get(), {}});
+    where += (members.size() > 1 ? ", " : "") + std::string("rank ") + std::to_string(c->rank()) +
+             " on gpu " + std::to_string(c->device());
+  }
+  where += " (" + runtimes[0]->device().name + ")";
+  HostRing run(members, B, N, q.data(), k.data(), v.data(), mask);
+  return report(o, spec, B, N, run, mask, where);
 }
 
 } // namespace dattn::tools

@@ -1,4 +1,4 @@
-// tools: `dattn run --ranks P --loopback` (RunRing.cpp), called by `dattn run`.
+// tools: `dattn run --ranks P [--loopback]` (RunRing.cpp), called by `dattn run`.
 #pragma once
 
 #include "Options.h"
@@ -10,7 +10,7 @@
 
 namespace dattn::tools {
 
-int runRingLoopback(const Options &o, const AttentionSpec &spec, int64_t batch, int64_t n,
+int runRing(const Options &o, const AttentionSpec &spec, int64_t batch, int64_t n,
                     const std::vector<float> &q, const std::vector<float> &k,
                     const std::vector<float> &v, const BlockMask *mask);
 

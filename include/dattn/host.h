@@ -150,34 +150,50 @@ private:
   BackwardArgs bargs_;
 };
 
-/// A ring on one GPU (LoopbackRing) from host float32 arrays of the whole
-/// sequence: each rank gets its rows (the plan's shard, in local order)
-/// uploaded into its own buffers, its outputs are poisoned with NaN before
-/// each run, and read() puts every rank's rows back in place.
+/// A ring fed from host float32 arrays of the whole sequence: each rank
+/// gets its rows (the plan's shard, in local order) uploaded into its own
+/// buffers on its GPU, its outputs are poisoned with NaN before each run,
+/// and read() puts the rows back in place. Over a LoopbackRing (every rank
+/// on one GPU) or an NcclRing (this process's ranks; the rows of ranks in
+/// other processes read back as NaN).
 class HostRing {
 public:
+  /// `ranks` ranks on attn's GPU (LoopbackRing; 0 = the spec's ring size).
   HostRing(CompiledAttention &attn, int ranks, int64_t batch, int64_t seqLen, const float *q,
            const float *k, const float *v, const BlockMask *mask = nullptr);
+  /// This process's ranks of an NCCL ring (the members' mask fields are
+  /// filled here from `mask`).
+  HostRing(std::vector<RingMember> members, int64_t batch, int64_t seqLen, const float *q,
+           const float *k, const float *v, const BlockMask *mask = nullptr);
   ~HostRing();
-  /// Poisons every rank's O and LSE, then runs the ring's forward.
+  /// Poisons every local rank's O and LSE, then runs the ring's forward.
   void run();
   /// One forward without poisoning (timing loops).
   void rerun();
   /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE
-  /// [batch, heads, seq] of the whole sequence.
+  /// [batch, heads, seq] of the whole sequence (NaN in rows no local rank holds).
   void read(std::vector<float> &out, std::vector<float> &lse);
-  /// Poisons every rank's gradients with NaN, then runs the ring's backward
-  /// for the upstream gradient `dout` (host, float32, like O; uploaded on
-  /// the first call and kept) after a run().
+  /// Poisons every local rank's gradients with NaN, then runs the ring's
+  /// backward for the upstream gradient `dout` (host, float32, like O;
+  /// uploaded on the first call and kept) after a run().
   void backward(const float *dout);
   /// One backward without poisoning (timing loops); backward() first.
   void rebackward();
-  /// Waits, then decodes dq, dk, dv of the whole sequence.
+  /// Waits, then decodes dq, dk, dv of the whole sequence (NaN as in read()).
   void readGradients(std::vector<float> &dq, std::vector<float> &dk, std::vector<float> &dv);
   /// dout as the GPU sees it (rounded to the dtype).
   const std::vector<float> &dout() const { return dout_; }
-  const LoopbackRing &ring() const { return *ring_; }
-  /// Bytes moved between ranks by the last run or backward.
+  const RingPlan &plan() const;
+  int ranks() const { return plan().ranks; }
+  /// Whether this process holds rank r, and r's rows and workspaces.
+  bool holds(int rank) const { return ranks_.at(rank).context != nullptr; }
+  int64_t rows(int rank) const;
+  int64_t workspaceBytes(int rank) const;
+  int64_t backwardWorkspaceBytes(int rank) const;
+  /// The global rows this process holds, ascending.
+  std::vector<int64_t> heldRows() const;
+  /// Bytes the last run or backward moved between ranks (loopback) or this
+  /// process's ranks sent (NCCL).
   int64_t bytesMoved() const { return moved_; }
   /// Device memory rank r holds: its q, k, v, out, lse, workspace and,
   /// after a backward(), dout, dq, dk and dv.
@@ -189,22 +205,29 @@ public:
 
 private:
   struct Rank {
+    void *context = nullptr; ///< its GPU's; null: another process holds it
+    int member = -1;         ///< NcclRing member index
     std::unique_ptr<DeviceBuffer> q, k, v, out, lse, workspace;
     std::unique_ptr<DeviceBuffer> dout, dq, dk, dv; ///< after the first backward()
+    std::unique_ptr<DeviceBlockMaskBuffer> mask;
   };
+  void setUp(const float *q, const float *k, const float *v);
+  void allocate(int rank);
   /// Rank r's rows of a [B, N, width] host tensor, in its shard's order.
   std::vector<float> rowsOf(const std::vector<float> &full, int64_t width, int rank) const;
   /// The inverse: rank r's [B, rows, width] decoded from `buffer` into `full`.
   void putRows(const DeviceBuffer &buffer, int64_t width, int rank,
                std::vector<float> &full) const;
-  CompiledAttention &attn_;
+  void synchronizeAll(const std::string &what) const;
+  CompiledAttention &attn_; ///< rank 0's (loopback) or the first member's
   int64_t batch_, seqLen_;
   std::vector<float> q_, k_, v_;
   std::unique_ptr<DeviceBlockMaskBuffer> mask_;
-  std::unique_ptr<LoopbackRing> ring_;
+  std::unique_ptr<LoopbackRing> loopback_;
+  std::unique_ptr<NcclRing> nccl_;
   std::vector<Rank> ranks_;
-  std::vector<RingRankForward> args_;
-  std::vector<RingRankBackward> bargs_;
+  std::vector<RingRankForward> args_;   ///< [rank] (loopback) or [member] (NCCL)
+  std::vector<RingRankBackward> bargs_; ///< the same
   std::vector<float> dout_;
   int64_t moved_ = 0;
 };

@@ -28,11 +28,11 @@ void expectRingMatches(const AttentionSpec &spec, int64_t batch, int64_t n, int 
   const BlockMask *maskPtr = spec.needsBlockMask() ? &mask : nullptr;
   auto attn = rt.compile(spec);
   HostRing run(*attn, ranks, batch, n, q.data(), k.data(), v.data(), maskPtr);
-  ASSERT_EQ(run.ring().ranks(), ranks);
+  ASSERT_EQ(run.ranks(), ranks);
   run.run();
   std::vector<float> out, lse;
   run.read(out, lse);
-  EXPECT_EQ(run.bytesMoved(), run.ring().plan().totalBytesForward * batch);
+  EXPECT_EQ(run.bytesMoved(), run.plan().totalBytesForward * batch);
 
   std::vector<float> ref(out.size()), refLse(lse.size());
   referenceForward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(), maskPtr,
@@ -51,7 +51,7 @@ void expectRingMatches(const AttentionSpec &spec, int64_t batch, int64_t n, int 
   run.backward(dout.data());
   std::vector<float> dq, dk, dv;
   run.readGradients(dq, dk, dv);
-  EXPECT_EQ(run.bytesMoved(), run.ring().plan().totalBytesBackward * batch);
+  EXPECT_EQ(run.bytesMoved(), run.plan().totalBytesBackward * batch);
   std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
   referenceBackward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(),
                     run.dout().data(), maskPtr, rq.data(), rk.data(), rv.data());
