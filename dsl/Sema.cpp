@@ -12,6 +12,9 @@
 namespace dattn::dsl {
 namespace {
 
+/// The most heads an attention may have.
+constexpr int64_t kMaxHeads = 1024;
+
 std::string at(const SourceLoc &l) {
   return std::to_string(l.line) + ":" + std::to_string(l.col);
 }
@@ -184,7 +187,7 @@ private:
     };
     int64_t v = 0;
     if (const Value *h = get("heads")) {
-      ok &= read_.integer(*h, "heads", 1, 1024, v);
+      ok &= read_.integer(*h, "heads", 1, kMaxHeads, v);
       spec.heads = static_cast<int>(v);
     } else {
       diags_.error(a.loc, "attention '" + a.name + "' needs 'heads = N'");
@@ -308,10 +311,14 @@ private:
           ok = false;
           continue;
         }
-        if (r.first < 0 || (heads > 0 && r.last >= heads)) {
+        // Without a valid head count (already an error) the range is held
+        // to the largest one allowed, so that a typo cannot make this loop
+        // run for billions of heads.
+        const int64_t limit = heads > 0 ? heads : kMaxHeads;
+        if (r.first < 0 || r.last >= limit) {
           diags_.error(r.loc, "head range " + std::to_string(r.first) + ".." +
                                   std::to_string(r.last) + " is outside [0, " +
-                                  std::to_string(heads) + ")");
+                                  std::to_string(limit) + ")");
           ok = false;
           continue;
         }

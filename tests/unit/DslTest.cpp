@@ -100,6 +100,10 @@ TEST(Dsl, MalformedInputGetsLocatedDiagnostics) {
        1, 64, "precision 'tf32' applies to dtype fp32 only"},
       {"attention a { heads = 4 head_dim = 64 branch heads 2..9 { dense } }", 1, 52,
        "head range 2..9 is outside [0, 4)"},
+      // No valid head count: the range is held to the most heads allowed
+      // (a fuzzer's case: this used to loop over 2e11 heads).
+      {"attention a { heads = 0 head_dim = 64 branch heads 4..222222222227 { dense } }", 1, 52,
+       "head range 4..222222222227 is outside [0, 1024)"},
       {"attention a { heads = 4 head_dim = 64 branch heads 1, 1 { dense } }", 1, 55,
        "head 1 is listed twice"},
       {"attention a { heads = 4 head_dim = 64 branch { random(block = 48, density = 0.1) } }",
