@@ -11,6 +11,17 @@
 
 namespace dattn {
 
+namespace {
+
+/// A dense branch (one unbounded segment, dilation 1) whose forward runs on
+/// tensor cores: the ring's tensor-core kernels serve it.
+bool isDenseOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
+  return b.kind == BranchKind::Strided && b.dilation == 1 && b.segment == kUnbounded &&
+         plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
+}
+
+} // namespace
+
 EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, int smemLimit) {
   const Target target = Target::parse(arch, smemLimit);
   checkPlannedFor(plan, target);
@@ -52,8 +63,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     const KernelChoice forward = plannedKernels(plan, b, "forward").at(0);
     // Dense branches on tensor cores take the forward's tile configuration
     // (ring_mma.cuh); every other branch the SIMT block kernel.
-    if (b.kind == BranchKind::Strided && b.dilation == 1 && b.segment == kUnbounded &&
-        forward.family->usesTensorCores()) {
+    if (isDenseOnTensorCores(plan, b)) {
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
                                    static_cast<int>(bi), forward.resources.threads);
@@ -94,12 +104,39 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << add("_delta", KernelRole::Delta, -1, 128)
      << "(fwd::Params p, const void *dout, Layout doutL, float *delta) {\n  ring::ringDelta<"
      << T << ", " << D << ">(p, dout, doutL, delta);\n}\n\n";
-  for (size_t bi = 0; bi < plan.branches.size(); ++bi)
+  for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
+    const BranchPlan &b = plan.branches[bi];
+    // Dense branches on tensor cores: the one-GPU dK/dV family's
+    // configuration with dQ by reductions (ring_mma.cuh), one CTA per key
+    // tile of the block (KernelInfo::rowsPerCta keys); others SIMT.
+    if (isDenseOnTensorCores(plan, b)) {
+      const KernelChoice dkv = plannedKernels(plan, b, "backward").at(0);
+      if (dkv.family->usesTensorCores() && dkv.config.atomicDq) {
+        const KernelConfig &c = dkv.config;
+        const std::string name =
+            add("_b" + std::to_string(bi) + "_block_backward_mma", KernelRole::DkvPass,
+                static_cast<int>(bi), dkv.resources.threads);
+        KernelInfo &k = mod.kernels.back();
+        k.path = KernelPath::Mma;
+        k.family = dkv.family->name();
+        k.config = c;
+        k.smemBytes = dkv.resources.smemBytes;
+        k.rowsPerCta = c.blockN;
+        os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name
+           << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  static_assert(bwd::KvSmem<"
+           << D << ", " << c.blockM << ", " << c.blockN << ", true>::kBytes == " << k.smemBytes
+           << ", \"the family's shared memory differs from the kernel's\");\n  "
+           << "ring::mmaRingBackward<" << T << ", " << D << ", " << c.blockM << ", "
+           << c.blockN / 16 << ", Branch" << bi << ">(p, r, g);\n}\n\n";
+        continue;
+      }
+    }
     os << "extern \"C\" __global__ void __launch_bounds__(128) "
        << add("_b" + std::to_string(bi) + "_block_backward_simt", KernelRole::DkvPass,
               static_cast<int>(bi), 128)
        << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  ring::simtRingBackward<" << T
        << ", " << D << ", Branch" << bi << ">(p, r, g);\n}\n\n";
+  }
   os << "extern \"C\" __global__ void " << add("_return", KernelRole::RingReturn, -1, 256)
      << "(const ring::Part *parts, int numParts, long long packedRows, ring::Params shard, "
         "const float *src, float *acc, Layout accL, long long batch) {\n  ring::addReturned<"

@@ -92,6 +92,7 @@ RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
     }
   }
   local_ = append(own);
+  ownParts_ = own;
   for (const RingStep &st : schedule_.steps) {
     recvParts_.push_back(append(st.recv.parts));
     sendParts_.push_back(append(st.send.parts));
@@ -146,6 +147,14 @@ unsigned RankRun::rowsGrid(size_t x) const {
   int64_t tiles = 0;
   for (int range = 0; range < 2; ++range)
     tiles += (shard_.qEnd[range] - shard_.qBegin[range] + per - 1) / per;
+  return static_cast<unsigned>(tiles);
+}
+
+unsigned RankRun::keyTilesGrid(size_t x, const std::vector<PackedPart> &parts) const {
+  const int64_t per = attention_.ringModule_.kernels[x].rowsPerCta;
+  int64_t tiles = 0;
+  for (const PackedPart &p : parts)
+    tiles += (p.rows.count + per - 1) / per;
   return static_cast<unsigned>(tiles);
 }
 
@@ -234,15 +243,21 @@ void RankRun::bindBackward(const RingRankBackward &a, CUstream stream) {
   dv_ = a.dv.data;
 }
 
-void RankRun::branches(KernelRole role, ring::Params block, ring::Grad *grad) const {
+void RankRun::branches(KernelRole role, ring::Params block, ring::Grad *grad,
+                       const std::vector<PackedPart> &parts) const {
   const EmittedModule &mod = attention_.ringModule_;
   for (size_t x = 0; x < mod.kernels.size(); ++x) {
     const KernelInfo &ki = mod.kernels[x];
     if (ki.role != role)
       continue;
+    const unsigned gx = role == KernelRole::DkvPass && ki.path == KernelPath::Mma
+                            ? keyTilesGrid(x, parts)
+                            : rowsGrid(x);
+    if (gx == 0)
+      continue;
     fwd::Params p = params_;
     void *args[] = {&p, &block, grad};
-    launch(x, rowsGrid(x),
+    launch(x, gx,
            static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),
            static_cast<unsigned>(batch_), args);
   }
@@ -276,7 +291,7 @@ void RankRun::beginForward() {
   const int64_t H = attention_.spec().heads;
   zero(params_.oAcc, batch_ * rows_ * H * headDim_);
   zero(params_.lse, batch_ * H * rows_, 0xff800000u); // -inf
-  branches(KernelRole::Branch, ownBlock(), nullptr);
+  branches(KernelRole::Branch, ownBlock(), nullptr, ownParts_);
 }
 
 void RankRun::beginBackward() {
@@ -300,7 +315,7 @@ void RankRun::beginBackward() {
   g.dk = f32(layout_->dkAcc);
   g.dv = f32(layout_->dvAcc);
   g.gradL = Layout{rows_ * spec.kvHeads * headDim_, spec.kvHeads * headDim_, headDim_};
-  branches(KernelRole::DkvPass, ownBlock(), &g);
+  branches(KernelRole::DkvPass, ownBlock(), &g, ownParts_);
 }
 
 void RankRun::pack(int step) {
@@ -323,7 +338,7 @@ void RankRun::pack(int step) {
 
 void RankRun::attend(int step, int slot) {
   if (recv(step).peer >= 0 && recv(step).rows > 0 && rows_ > 0)
-    branches(KernelRole::Branch, receivedBlock(step, slot), nullptr);
+    branches(KernelRole::Branch, receivedBlock(step, slot), nullptr, recv(step).parts);
 }
 
 void RankRun::attendBackward(int step, int slot) {
@@ -336,7 +351,7 @@ void RankRun::attendBackward(int step, int slot) {
   g.dk = partialBuffer(0);
   g.dv = partialBuffer(1);
   g.gradL = Layout{t.rows * headDim_, headDim_, 0};
-  branches(KernelRole::DkvPass, receivedBlock(step, slot), &g);
+  branches(KernelRole::DkvPass, receivedBlock(step, slot), &g, t.parts);
 }
 
 void RankRun::addReturned(int step) {

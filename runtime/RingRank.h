@@ -92,11 +92,15 @@ private:
   void launch(size_t x, unsigned gx, unsigned gy, unsigned gz, void **args) const;
   unsigned elementwise(size_t x, int64_t count) const;
   unsigned rowsGrid(size_t x) const;
+  /// Grid x of a tensor-core backward kernel: the block's key tiles.
+  unsigned keyTilesGrid(size_t x, const std::vector<PackedPart> &parts) const;
   void zero(void *at, int64_t floats, uint32_t bits = 0) const;
   float *f32(int64_t offset) const;
   const ring::Part *parts(int64_t first) const;
-  /// Every branch's kernel of `role` over the rank's rows.
-  void branches(KernelRole role, ring::Params block, ring::Grad *grad) const;
+  /// Every branch's kernel of `role` over the rank's rows (the backward's
+  /// tensor-core kernels: over the block's key tiles, from `parts`).
+  void branches(KernelRole role, ring::Params block, ring::Grad *grad,
+                const std::vector<PackedPart> &parts) const;
   ring::Params ownBlock() const;
   ring::Params receivedBlock(int step, int slot) const;
   void bindCommon(const TensorDesc &q, const TensorDesc &k, const TensorDesc &v,
@@ -115,6 +119,7 @@ private:
   ring::Params shard_{}; ///< the rank's rows, no parts
   CUdeviceptr partsDevice_ = 0;
   Span local_;
+  std::vector<PackedPart> ownParts_; ///< the own rows as parts (host)
   std::vector<Span> recvParts_, sendParts_; ///< [step - 1]
   RankWorkspace forwardLayout_, backwardLayout_;
 

@@ -71,7 +71,7 @@ int runCompile(const std::vector<std::string> &args) {
   static const char *help =
       "usage: dattn compile FILE [--name NAME] --emit=KIND [--arch sm_80,sm_90] [-o DIR]\n"
       "                    [--tile-m M] [--tile-n N] [--locations]\n"
-      "                    [--backward [--deterministic]]\n"
+      "                    [--backward [--deterministic] | --ring]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
       "                (and dattn-select-kernels for the one --arch, if given)\n"
@@ -88,6 +88,8 @@ int runCompile(const std::vector<std::string> &args) {
       "  --locations   print each op's spec file:line:col (mlir and plan)\n"
       "  --backward    cuda/ptx/cubin of the backward module (dq, dk, dv) instead;\n"
       "                --deterministic: its bit-reproducible variant\n"
+      "  --ring        cuda/ptx/cubin of the ring module (what one rank of a ring runs,\n"
+      "                forward and backward) instead\n"
       "Without --name every attention of the file is compiled. No GPU is needed.\n";
   if (wantsHelp(args, help))
     return 0;
@@ -96,10 +98,13 @@ int runCompile(const std::vector<std::string> &args) {
     if (x == "-o")
       x = "--output";
   Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output"},
-            {"locations", "backward", "deterministic"});
-  const bool backward = o.has("backward"), deterministic = o.has("deterministic");
+            {"locations", "backward", "deterministic", "ring"});
+  const bool backward = o.has("backward"), deterministic = o.has("deterministic"),
+             ring = o.has("ring");
   if (deterministic && !backward)
     throw UsageError{"--deterministic applies to the backward module: add --backward"};
+  if (ring && backward)
+    throw UsageError{"--ring is one module with the ring's forward and backward: drop --backward"};
   std::string emit = o.get("emit");
   if (emit.empty())
     throw UsageError{"--emit is required (mlir, plan, kernels, cuda, ptx or cubin)"};
@@ -144,20 +149,23 @@ int runCompile(const std::vector<std::string> &args) {
     for (const auto &arch : archs) {
       // The backward modules get their own names: -o DIR keeps every module.
       const std::string stem = dir + "/" + spec.name +
-                               (backward ? deterministic ? ".backward_deterministic" : ".backward"
-                                         : "") +
+                               (ring       ? ".ring"
+                                : backward ? deterministic ? ".backward_deterministic" : ".backward"
+                                           : "") +
                                "." + arch;
       if (emit == "cuda") {
         const AttentionPlan plan = planFor(spec, po, arch);
-        EmittedModule m =
-            backward ? emitCudaBackward(plan, arch, deterministic) : emitCuda(plan, arch);
+        EmittedModule m = ring       ? emitCudaRing(plan, arch)
+                          : backward ? emitCudaBackward(plan, arch, deterministic)
+                                     : emitCuda(plan, arch);
         if (dir.empty())
           std::fputs(m.source.c_str(), stdout);
         else
           writeText(stem + ".cu", m.source.data(), m.source.size());
         continue;
       }
-      OfflineKernel k = compileOffline(spec, arch, po, backward, deterministic);
+      OfflineKernel k = ring ? compileOfflineRing(spec, arch)
+                             : compileOffline(spec, arch, po, backward, deterministic);
       if (emit == "ptx" && dir.empty())
         std::fputs(k.ptx.c_str(), stdout);
       else if (emit == "ptx")

@@ -228,11 +228,12 @@ DATTN_DEV void accumulateDvDk(float (&dv)[D / 8][4], float (&dk)[D / 8][4],
 
 /// ATOMIC_DQ: dS^T goes to shared memory, then dQ (BM x D) = dS (BM x BN)
 /// K (BN x D), split into (16 query rows, DqPassCols columns) items over the
-/// W warps, is added to the fp32 dQ accumulator with vector reductions.
+/// W warps, is added with vector reductions to the fp32 dQ accumulator,
+/// whose (batch, head) rows start at dq0, dqRow floats apart; scaled.
 template <class T, class Tile, int D, int BM, int BN, int W>
-DATTN_DEV void addDqFromDs(const Params &p, const float (&dst)[BM / 8][4], T *sDS, unsigned sK,
-                           const RowMap &rm, long long qa0, int keyRow0, int warpId,
-                           long long batch, int head, int lane) {
+DATTN_DEV void addDqFromDs(const float (&dst)[BM / 8][4], T *sDS, unsigned sK, const RowMap &rm,
+                           long long qa0, int keyRow0, int warpId, float *dq0, long long dqRow,
+                           float scale, int lane) {
 #pragma unroll
   for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
@@ -272,12 +273,11 @@ DATTN_DEV void addDqFromDs(const Params &p, const float (&dst)[BM / 8][4], T *sD
       const long long a = qa0 + qg * 16 + lane / 4 + half * 8;
       if (a >= rm.count)
         continue;
-      float *dst = p.dqAcc + ((batch * p.seqLen + rm.base + a * rm.step) * p.heads + head) * D +
-                   col0;
+      float *dst = dq0 + (rm.base + a * rm.step) * dqRow + col0;
 #pragma unroll
       for (int nb = 0; nb < kCols / 8; ++nb)
-        dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * p.scale,
-                        acc[nb][2 * half + 1] * p.scale);
+        dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * scale,
+                        acc[nb][2 * half + 1] * scale);
     }
   }
 }
@@ -467,8 +467,9 @@ __device__ void mmaBackwardKV(const Params &p) {
                                 lane);                         // 4. P^T, dS^T
     accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
     if constexpr (ATOMIC_DQ) // 6. dQ += dS K by reductions
-      addDqFromDs<T, Tile, D, BM, BN, W>(p, dp, sDS, sKa, rm, qt * BM, keyRow0, warpId, batch,
-                                         head, lane);
+      addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qt * BM, keyRow0, warpId,
+                                         p.dqAcc + (batch * p.seqLen * p.heads + head) * D,
+                                         (long long)p.heads * D, p.scale, lane);
     qt = qtNext;
   }
   storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, lane);

@@ -64,17 +64,22 @@ TEST(Nvrtc, RingModulesCompile) {
         for (const auto &kernel : k.module.kernels)
           EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
       }
-  // A dense branch takes the tensor-core block kernel where the forward
-  // does (sm_80 and newer, 16-bit), the SIMT one elsewhere.
+  // A dense branch takes the tensor-core block kernels, forward and
+  // backward, where the forward does (sm_80 and newer, 16-bit), the SIMT
+  // ones elsewhere.
   const AttentionSpec dense =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/dense_ring.dattn").attentions.at(0);
   for (const char *arch : {"sm_75", "sm_90a"}) {
     OfflineKernel k = compileOfflineRing(dense, arch);
     const bool mma = std::string(arch) != "sm_75";
-    bool found = false;
-    for (const auto &kernel : k.module.kernels)
-      found = found || kernel.name.find(mma ? "_block_mma" : "_block_simt") != std::string::npos;
-    EXPECT_TRUE(found) << arch;
+    bool forward = false, backward = false;
+    for (const auto &kernel : k.module.kernels) {
+      forward = forward || kernel.name.find(mma ? "_block_mma" : "_block_simt") != std::string::npos;
+      backward = backward || kernel.name.find(mma ? "_block_backward_mma"
+                                                  : "_block_backward_simt") != std::string::npos;
+    }
+    EXPECT_TRUE(forward) << arch;
+    EXPECT_TRUE(backward) << arch;
     EXPECT_EQ(k.ptx.find("mma.sync") != std::string::npos, mma) << arch;
   }
   SpecGenerator gen(7);
