@@ -3,7 +3,8 @@
 // loopback ring's bit for bit (the same kernels in the same order on the
 // same inputs), which GpuRingTest checks against the reference; the bytes
 // sent must equal the plan's. Ranks that planned differently must all fail
-// with an error that says so. Needs 2 GPUs (skips with the count otherwise).
+// with an error that says so. Needs 2 GPUs (skips with the count
+// otherwise), except a world of one rank, which runs on any GPU.
 #include "GpuTest.h"
 
 #include "dattn/comm.h"
@@ -75,6 +76,41 @@ TEST(GpuNcclRing, TwoGpusEqualTheLoopbackRing) {
   uint64_t seed = 900;
   for (const char *text : specs)
     expectSameAsLoopback(parse(text), 2, 1000, seed += 10);
+}
+
+// A world of one rank runs on any GPU: no transfers, but NCCL's
+// non-blocking initialization, the plan check (an all-gather of one), the
+// streams, events and watching, and the finalization all run.
+TEST(GpuNcclRing, OneRankWorldEqualsTheLoopback) {
+  REQUIRE_GPU();
+  const AttentionSpec spec = parse("attention a { heads = 4 kv_heads = 2 head_dim = 64 "
+                                   "dtype = bf16 causal = true branch { dense } }");
+  const int64_t n = 700;
+  const std::vector<float> q = randomVector(n * 4 * 64, 1), k = randomVector(n * 2 * 64, 2),
+                           v = randomVector(n * 2 * 64, 3), dout = randomVector(n * 4 * 64, 4);
+  Runtime &rt = runtime();
+  auto attn = rt.compile(spec);
+  HostRing loop(*attn, 1, 1, n, q.data(), k.data(), v.data());
+  loop.run();
+  std::vector<float> out[2], lse[2], dq[2], dk[2], dv[2];
+  loop.read(out[0], lse[0]);
+  loop.backward(dout.data());
+  loop.readGradients(dq[0], dk[0], dv[0]);
+  auto comms = RingCommunicator::forDevices({rt.device().ordinal});
+  {
+    HostRing ring({{attn.get(), comms[0].get(), {}}}, 1, n, q.data(), k.data(), v.data());
+    ring.run();
+    ring.read(out[1], lse[1]);
+    ring.backward(dout.data());
+    ring.readGradients(dq[1], dk[1], dv[1]);
+    EXPECT_EQ(ring.bytesMoved(), 0);
+  }
+  EXPECT_EQ(out[1], out[0]) << "O";
+  EXPECT_EQ(lse[1], lse[0]) << "LSE";
+  EXPECT_EQ(dq[1], dq[0]) << "dq";
+  EXPECT_EQ(dk[1], dk[0]) << "dk";
+  EXPECT_EQ(dv[1], dv[0]) << "dv";
+  EXPECT_FALSE(comms[0]->aborted());
 }
 
 TEST(GpuNcclRing, RanksThatPlannedDifferentlyAllFail) {
