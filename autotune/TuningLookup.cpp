@@ -47,4 +47,22 @@ std::vector<std::string> TuningLookup::shippedIn(const std::string &folder) {
   return files;
 }
 
+std::vector<TunedKernel> tunedKernels(const AttentionPlan &plan, const Target &target,
+                                      const TuningLookup &lookup, int64_t seqLen) {
+  std::vector<TunedKernel> out;
+  for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
+    const BranchPlan &b = plan.branches[bi];
+    for (const PlannedKernel &k : b.kernels) {
+      const KernelFamily &f = familyNamed(k.family);
+      const bool deterministic = k.stage == "backward_deterministic";
+      const std::optional<TunedConfig> t =
+          lookup.lookup(tuningKey(plan, b, k.stage, k.family, seqLen),
+                        f.candidates(plan, b, target, deterministic));
+      if (t)
+        out.push_back({static_cast<int>(bi), k.stage, k.family, t->config, t->origin});
+    }
+  }
+  return out;
+}
+
 } // namespace dattn

@@ -50,6 +50,8 @@ OwningOpRef<ModuleOp> lower(MLIRContext &ctx, const std::vector<AttentionSpec> &
   po.tileN = options.tileN;
   po.arch = options.arch;
   po.smemBytes = options.smemBytes;
+  for (const TunedKernel &t : options.tuned)
+    po.tuned.push_back(t.str());
   ir::buildPipeline(pm, po);
   if (failed(pm.run(*module)))
     throw Error("codegen: the pass pipeline failed:\n" + diags.messages());

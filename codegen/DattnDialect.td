@@ -68,16 +68,20 @@ def Dattn_KernelAttr : Dattn_Attr<"Kernel", "kernel"> {
     "backward" or "backward_deterministic" (a backward stage has a dK/dV
     kernel and, unless it adds dQ itself, a dQ kernel); `family` names a
     kernel family (include/dattn/kernels.h) and the other parameters are its
-    configuration; `candidates` is how many configurations it offered.
+    configuration; `candidates` is how many configurations it offered;
+    `origin` says where the configuration came from: "heuristic" (the
+    family's) or the tuning database that measured it.
 
     Example:
     `#dattn.kernel<stage = "forward", family = "sm80_mma_forward", block_m = 128,
-      block_n = 64, row_tiles = 2, atomic_dq = false, candidates = 21>`
+      block_n = 64, row_tiles = 2, atomic_dq = false, candidates = 21,
+      origin = "heuristic">`
   }];
   let parameters = (ins StringRefParameter<"forward, backward or backward_deterministic">:$stage,
                         StringRefParameter<"a kernel family's name">:$family,
                         "int64_t":$block_m, "int64_t":$block_n, "int64_t":$row_tiles,
-                        "bool":$atomic_dq, "int64_t":$candidates);
+                        "bool":$atomic_dq, "int64_t":$candidates,
+                        StringRefParameter<"heuristic, or the tuning database">:$origin);
   let assemblyFormat = "`<` struct(params) `>`";
 }
 

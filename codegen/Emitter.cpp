@@ -76,6 +76,7 @@ void setChoice(KernelInfo &k, const KernelChoice &c) {
   k.family = c.family->name();
   k.config = c.config;
   k.candidates = c.candidates;
+  k.origin = c.origin;
   k.path = c.family->usesTensorCores() ? KernelPath::Mma : KernelPath::Simt;
   k.threads = c.resources.threads;
   k.smemBytes = c.resources.smemBytes;

@@ -20,6 +20,7 @@ struct PipelineOptions {
   int64_t tileN = 0;
   std::string arch;  ///< "": no select-kernels
   int64_t smemBytes = 0;
+  std::vector<std::string> tuned; ///< TunedKernel::str() of each measured configuration
 };
 
 /// The middle end, in order: verify (implicit), normalize, merge branches,

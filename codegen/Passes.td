@@ -61,10 +61,12 @@ def SelectKernels : Pass<"dattn-select-kernels", "::mlir::ModuleOp"> {
     1. Read each attention's plan (plan-tiles must have run).
     2. For every branch and stage (forward, backward,
        backward_deterministic), take the first kernel family that supports
-       the branch on the target, with that family's heuristic configuration
-       (the autotuner's starting point).
-    3. Record them as #dattn.kernel attributes in the branch's `kernels`,
-       and the target on the attention (`target`, `smem_bytes`).
+       the branch on the target, with the configuration `tuned` gives for
+       (branch, stage, family) when it is among the family's candidates,
+       else the family's heuristic configuration.
+    3. Record them as #dattn.kernel attributes in the branch's `kernels`
+       (with where each configuration came from), and the target on the
+       attention (`target`, `smem_bytes`).
     A branch that no family runs is an error naming the attention and every
     family's reason. Codegen reads the choices; nothing else picks a kernel.
   }];
@@ -72,6 +74,9 @@ def SelectKernels : Pass<"dattn-select-kernels", "::mlir::ModuleOp"> {
     Option<"arch", "arch", "std::string", "\"sm_80\"", "the target: sm_XY or sm_XYa">,
     Option<"smemBytes", "smem-bytes", "int64_t", "0",
            "shared memory per block (0 = the arch's usual)">,
+    ListOption<"tuned", "tuned", "std::string",
+               "configurations measured by the autotuner, each "
+               "branch/stage/family/block_m/block_n/row_tiles/atomic_dq/origin">,
   ];
   let dependentDialects = ["::dattn::ir::DattnDialect"];
 }

@@ -13,6 +13,7 @@ void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options) {
     SelectKernelsOptions select;
     select.arch = options.arch;
     select.smemBytes = options.smemBytes;
+    select.tuned = options.tuned;
     pm.addPass(createSelectKernels(select));
   }
 }

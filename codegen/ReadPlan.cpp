@@ -79,6 +79,7 @@ BranchPlan readBranch(BranchOp br) {
       pk.config.rowTilesPerWarp = static_cast<int>(k.getRowTiles());
       pk.config.atomicDq = k.getAtomicDq();
       pk.candidates = static_cast<int>(k.getCandidates());
+      pk.origin = k.getOrigin().str();
       p.kernels.push_back(pk);
     }
   if (p.kind == BranchKind::Strided && isa<DenseOp>(br.getBody()->front())) {

@@ -8,6 +8,8 @@
 
 #include "mlir/IR/Builders.h"
 
+#include <algorithm>
+
 namespace dattn::ir {
 #define GEN_PASS_DEF_SELECTKERNELS
 #include "Passes.h.inc"
@@ -43,22 +45,44 @@ struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
     } catch (const Error &e) {
       return att.emitError("dattn-select-kernels: ") << e.what();
     }
-    auto record = [&](SmallVector<Attribute> &out, const char *stage, const KernelChoice &c) {
+    std::vector<TunedKernel> measured;
+    try {
+      for (const std::string &t : tuned)
+        measured.push_back(TunedKernel::parse(t));
+    } catch (const Error &e) {
+      return att.emitError("dattn-select-kernels: ") << e.what();
+    }
+    int branchIndex = 0;
+    // The measured configuration of (this branch, stage, family) if the
+    // family still offers it, else the heuristic's choice as it is.
+    auto record = [&](SmallVector<Attribute> &out, const char *stage, KernelChoice c,
+                      const BranchPlan &bp, bool deterministic) {
+      std::string origin = "heuristic";
+      for (const TunedKernel &t : measured) {
+        if (t.branch != branchIndex || t.stage != stage || t.family != c.family->name())
+          continue;
+        const std::vector<KernelConfig> all = c.family->candidates(plan, bp, target, deterministic);
+        if (std::find(all.begin(), all.end(), t.config) != all.end()) {
+          c.config = t.config;
+          origin = t.origin;
+        }
+      }
       out.push_back(KernelAttr::get(att.getContext(), stage, c.family->name(), c.config.blockM,
                                     c.config.blockN, c.config.rowTilesPerWarp, c.config.atomicDq,
-                                    c.candidates));
+                                    c.candidates, origin));
     };
     size_t index = 0;
     for (Operation &op : *att.getBody()) {
       auto br = cast<BranchOp>(op);
+      branchIndex = static_cast<int>(index);
       const BranchPlan &bp = plan.branches[index++];
       SmallVector<Attribute> kernels;
       try { // step 2
-        record(kernels, "forward", chooseForward(plan, bp, target));
+        record(kernels, "forward", chooseForward(plan, bp, target), bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, false))
-          record(kernels, "backward", c);
+          record(kernels, "backward", c, bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, true))
-          record(kernels, "backward_deterministic", c);
+          record(kernels, "backward_deterministic", c, bp, true);
       } catch (const Error &e) {
         return br.emitError("dattn-select-kernels: ") << e.what();
       }

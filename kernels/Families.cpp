@@ -38,6 +38,7 @@ std::vector<KernelChoice> plannedKernels(const AttentionPlan &plan, const Branch
     c.config = k.config;
     c.resources = c.family->resources(plan, k.config);
     c.candidates = k.candidates;
+    c.origin = k.origin;
     out.push_back(c);
   }
   if (out.empty())

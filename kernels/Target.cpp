@@ -2,6 +2,8 @@
 #include "dattn/kernels.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <vector>
 
 namespace dattn {
 
@@ -61,6 +63,44 @@ std::string KernelConfig::describe() const {
   if (atomicDq)
     add("atomic-dq");
   return s.empty() ? "-" : s;
+}
+
+std::string TunedKernel::str() const {
+  return std::to_string(branch) + "/" + stage + "/" + family + "/" +
+         std::to_string(config.blockM) + "/" + std::to_string(config.blockN) + "/" +
+         std::to_string(config.rowTilesPerWarp) + "/" + (config.atomicDq ? "1" : "0") + "/" +
+         origin;
+}
+
+TunedKernel TunedKernel::parse(const std::string &text) {
+  // Seven fields, then the origin (which may hold '/': a path).
+  std::vector<std::string> f;
+  size_t at = 0;
+  for (int x = 0; x < 7; ++x) {
+    const size_t slash = text.find('/', at);
+    if (slash == std::string::npos)
+      throw Error("tuned kernel '" + text +
+                  "': expected branch/stage/family/block_m/block_n/row_tiles/atomic_dq/origin");
+    f.push_back(text.substr(at, slash - at));
+    at = slash + 1;
+  }
+  auto number = [&](const std::string &v, const char *what) {
+    char *end = nullptr;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < 0 || n > 4096)
+      throw Error("tuned kernel '" + text + "': " + what + " '" + v + "' is not a number");
+    return static_cast<int>(n);
+  };
+  TunedKernel t;
+  t.branch = number(f[0], "branch");
+  t.stage = f[1];
+  t.family = f[2];
+  t.config.blockM = number(f[3], "block_m");
+  t.config.blockN = number(f[4], "block_n");
+  t.config.rowTilesPerWarp = number(f[5], "row_tiles");
+  t.config.atomicDq = number(f[6], "atomic_dq") != 0;
+  t.origin = text.substr(at);
+  return t;
 }
 
 } // namespace dattn

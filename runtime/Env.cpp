@@ -22,6 +22,12 @@ std::string tuningDatabase() {
   return cacheRoot() + "/tuning.json";
 }
 
+std::string shippedTuningFolder() {
+  if (const char *p = std::getenv("DATTN_TUNING_SHIPPED"); p && *p)
+    return p;
+  return DATTN_SHIPPED_TUNING_DIR;
+}
+
 double ringTimeoutSeconds() {
   const char *v = std::getenv("DATTN_RING_TIMEOUT");
   if (!v || !*v)

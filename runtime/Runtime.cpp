@@ -2,6 +2,7 @@
 // through the kernel cache), size workspaces, and compile without a GPU.
 // The runs themselves are in Forward.cpp and Backward.cpp.
 #include "Context.h"
+#include "EmbeddedTemplates.h"
 #include "KernelCache.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
@@ -125,7 +126,33 @@ void Runtime::makeCurrent() const {
             "making GPU " + std::to_string(info_.ordinal) + " current");
 }
 
-std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
+TuningSignature Runtime::tuningSignature() const {
+  TuningSignature s;
+  s.gpu = info_.name;
+  s.multiprocessors = info_.multiprocessors;
+  s.sm = info_.smVersion;
+  int v = 0;
+  rt::driver().driverGetVersion(&v);
+  s.driverMajor = v / 1000;
+  s.nvrtc = rt::nvrtcVersionString(info_.smVersion);
+  s.templates = rt::kTemplatesHash;
+  return s;
+}
+
+const TuningLookup &Runtime::tuning() {
+  std::lock_guard<std::mutex> lock(tuningMutex_);
+  if (!tuning_) {
+    tuning_ = std::make_unique<TuningLookup>(tuningSignature(), env::tuningDatabase(),
+                                             TuningLookup::shippedIn(env::shippedTuningFolder()));
+    if (env::verbose())
+      for (const std::string &r : tuning_->report())
+        std::fprintf(stderr, "dattn: tuning database: %s\n", r.c_str());
+  }
+  return *tuning_;
+}
+
+std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
+                                                    const CompileOptions &options) {
   rt::ContextScope scope(context_);
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<CompiledAttention> c(new CompiledAttention());
@@ -134,6 +161,14 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec) {
   po.arch = info_.arch();
   po.smemBytes = info_.smemOptinBytes;
   c->plan_ = planAttention(spec, po);
+  // Measured configurations for this N, where the databases hold some:
+  // planned again with them (the families' choices otherwise stand).
+  if (options.seqLen > 0 && options_.tuningDatabases && po.tuned.empty()) {
+    po.tuned = tunedKernels(c->plan_, Target::parse(po.arch, po.smemBytes), tuning(),
+                            options.seqLen);
+    if (!po.tuned.empty())
+      c->plan_ = planAttention(spec, po);
+  }
   c->module_ = emitCuda(c->plan_, info_.arch(), info_.smemOptinBytes);
   c->cache_ = cache_.get();
   c->context_ = context_;

@@ -106,7 +106,8 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
   Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)), ro);
   const DeviceInfo &dev = rt.device();
   const bool verbose = o.has("verbose");
-  std::unique_ptr<CompiledAttention> attn = rt.compile(spec);
+  // Tuned for this N where a tuning database has entries (--verbose says).
+  std::unique_ptr<CompiledAttention> attn = rt.compile(spec, CompileOptions{N});
   const CompileReport &rep = attn->report();
   if (verbose) {
     std::printf("compile: %s; cold NVRTC compile %.2f s; this load %.3f s", rep.origin.c_str(),
@@ -114,16 +115,16 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
     if (!rep.cacheFolder.empty())
       std::printf(" (cache %s)", rep.cacheFolder.c_str());
     std::printf("\n");
-    // Which configuration ran and where it came from: the kernel families'
-    // heuristic today (the tuning database is not consulted at run time yet).
+    // Which configuration ran and where it came from: the kernel family's
+    // heuristic or a tuning database's measurement for this N.
     for (const auto &ki : attn->module().kernels)
       if (ki.family.empty())
         std::printf("  kernel %s: %d threads (elementwise)\n", ki.name.c_str(), ki.threads);
       else
-        std::printf("  kernel %s: family %s, config %s (heuristic, 1 of %d candidates), "
+        std::printf("  kernel %s: family %s, config %s (%s, 1 of %d candidates), "
                     "%d threads, %d bytes shared memory\n",
                     ki.name.c_str(), ki.family.c_str(), ki.config.describe().c_str(),
-                    ki.candidates, ki.threads, ki.smemBytes);
+                    ki.origin.c_str(), ki.candidates, ki.threads, ki.smemBytes);
   }
   // The device computes on dtype-rounded inputs; so does the check.
   HostAttention run(*attn, B, N, q.data(), k.data(), v.data(), mask);

@@ -16,6 +16,9 @@ struct PlanOptions {
   /// plans tiles only (nothing can be emitted from such a plan).
   std::string arch;
   int smemBytes = 0; ///< the target's shared memory per block; 0: the arch's usual
+  /// Measured configurations (tuning databases) preferred over the
+  /// heuristic, with an arch only.
+  std::vector<TunedKernel> tuned;
 };
 
 enum class IRStage {

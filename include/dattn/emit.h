@@ -30,6 +30,7 @@ struct KernelInfo {
   std::string family; ///< branch kernels: the family's name
   KernelConfig config; ///< branch kernels: the family's configuration
   int candidates = 0;  ///< branch kernels: how many configurations the family offered
+  std::string origin; ///< branch kernels: "heuristic" or the tuning database
   int threads = 128;
   int smemBytes = 0;  ///< dynamic shared memory
   int rowsPerCta = 0; ///< rows one CTA covers (compact rows if strided)

@@ -82,6 +82,7 @@ struct KernelChoice {
   KernelConfig config;
   KernelResources resources;
   int candidates = 0; ///< how many configurations the family offered
+  std::string origin = "heuristic"; ///< or the tuning database (plannedKernels)
 };
 
 /// Every family, in preference order per pass.

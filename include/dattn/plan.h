@@ -36,6 +36,21 @@ struct PlannedKernel {
   std::string family; ///< a kernel family's name
   KernelConfig config;
   int candidates = 0; ///< how many configurations the family offered
+  std::string origin = "heuristic"; ///< or the tuning database that measured config
+};
+
+/// A configuration the autotuner measured for one kernel of one branch:
+/// dattn-select-kernels takes it over the heuristic when the family still
+/// offers it (PlanOptions::tuned).
+struct TunedKernel {
+  int branch = 0;
+  std::string stage, family;
+  KernelConfig config;
+  std::string origin; ///< e.g. "user database /path/tuning.json"
+  /// The pass option's text: branch/stage/family/m/n/row_tiles/atomic/origin.
+  std::string str() const;
+  /// The inverse; throws Error naming the text.
+  static TunedKernel parse(const std::string &text);
 };
 
 /// One union member of a Blocks branch.

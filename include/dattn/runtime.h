@@ -24,6 +24,7 @@
 #include "dattn/reference.h"
 #include "dattn/spec.h"
 #include "dattn/tensor.h"
+#include "dattn/tuning.h"
 
 #include <cstdint>
 #include <memory>
@@ -159,6 +160,16 @@ private:
 struct RuntimeOptions {
   std::string cacheDir; ///< "" = env::cacheRoot(); "-" = no disk cache
   PlanOptions tiles;
+  /// Consult the tuning databases (the user's, DATTN_TUNING_DB, then the
+  /// shipped ones) when compile() is told the sequence length.
+  bool tuningDatabases = true;
+};
+
+struct CompileOptions {
+  /// The sequence length the attention will mostly run at: the tuning
+  /// databases' configurations for its bucket replace the heuristic's
+  /// (0: the heuristic). Any N still runs; only the speed depends on it.
+  int64_t seqLen = 0;
 };
 
 class Runtime {
@@ -174,7 +185,14 @@ public:
   void makeCurrent() const;
 
   const DeviceInfo &device() const { return info_; }
-  std::unique_ptr<CompiledAttention> compile(const AttentionSpec &spec);
+  std::unique_ptr<CompiledAttention> compile(const AttentionSpec &spec,
+                                             const CompileOptions &options = {});
+
+  /// What the tuning databases' configurations depended on, for this GPU.
+  TuningSignature tuningSignature() const;
+  /// The databases compile() consults (loaded on first use; what was
+  /// skipped is in its report()).
+  const TuningLookup &tuning();
 
   /// The number of GPUs the driver sees (0 without a driver or GPU).
   static int deviceCount();
@@ -184,6 +202,8 @@ private:
   RuntimeOptions options_;
   void *context_ = nullptr;
   std::unique_ptr<rt::KernelCache> cache_;
+  std::unique_ptr<TuningLookup> tuning_;
+  std::mutex tuningMutex_;
 };
 
 /// Compiles without a GPU: the module's source, PTX and cubin for `arch`.

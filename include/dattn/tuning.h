@@ -131,4 +131,11 @@ private:
   mutable std::vector<std::string> report_;
 };
 
+/// The measured configurations `lookup` holds for every kernel of `plan`
+/// (planned for `target`: its families are the ones asked about) at
+/// sequence length `seqLen`, for PlanOptions::tuned. Kernels without an
+/// entry keep the heuristic (they are not listed).
+std::vector<TunedKernel> tunedKernels(const AttentionPlan &plan, const Target &target,
+                                      const TuningLookup &lookup, int64_t seqLen);
+
 } // namespace dattn

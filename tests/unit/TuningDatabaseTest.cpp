@@ -6,6 +6,8 @@
 #include "RandomSpec.h"
 
 #include "dattn/compiler.h"
+#include "dattn/emit.h"
+#include "dattn/kernels.h"
 #include "dattn/error.h"
 #include "dattn/tuning.h"
 
@@ -219,6 +221,59 @@ TEST(TuningDatabase, KeysBucketTheGeometry) {
   EXPECT_EQ(b.kind, "blocks");
   EXPECT_EQ(b.geometry, "block64");
   EXPECT_EQ(b.str(), "backward/sm80_mma_backward_dkv/bf16/d64/blocks/block64/n4096");
+}
+
+// The plan a run compiles: the databases' measurement for this N replaces
+// the heuristic where the family still offers it; other N buckets, other
+// GPUs and configurations no longer offered leave the heuristic, and the
+// plan says where each configuration came from.
+TEST(TuningLookup, TunedKernelsReachThePlan) {
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  ASSERT_TRUE(r.ok());
+  const AttentionSpec spec = r.file.attentions[0];
+  PlanOptions po;
+  po.arch = "sm_90a";
+  const AttentionPlan heuristic = planAttention(spec, po);
+  const Target target = Target::parse("sm_90a");
+  const BranchPlan &b = heuristic.branches[0];
+  const std::string path = tempPath("tuning_plan.json");
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+  TuningEntry fwd;
+  fwd.signature = h100();
+  fwd.key = tuningKey(heuristic, b, "forward", "sm80_mma_forward", 65536);
+  fwd.config = {64, 32, 1, false}; // a candidate, not the heuristic's m128 n64 t2
+  fwd.medianMs = 1.0;
+  db.put(fwd);
+  TuningEntry gone = fwd; // the backward's dK/dV with a configuration not offered
+  gone.key = tuningKey(heuristic, b, "backward", "sm80_mma_backward_dkv", 65536);
+  gone.config = {64, 256, 0, true};
+  db.put(gone);
+  db.save(path);
+
+  TuningLookup lookup(h100(), path, {});
+  const std::vector<TunedKernel> tuned = tunedKernels(heuristic, target, lookup, 50000);
+  ASSERT_EQ(tuned.size(), 1u); // N = 50000 is in the 65536 bucket
+  EXPECT_EQ(tuned[0].stage, "forward");
+  EXPECT_EQ(lookup.report().size(), 1u) << "the dK/dV entry's configuration is reported";
+  po.tuned = tuned;
+  const AttentionPlan plan = planAttention(spec, po);
+  const KernelChoice f = plannedKernels(plan, plan.branches[0], "forward").at(0);
+  EXPECT_TRUE(f.config == fwd.config) << f.config.describe();
+  EXPECT_EQ(f.origin, "user database " + path);
+  const KernelChoice d = plannedKernels(plan, plan.branches[0], "backward").at(0);
+  EXPECT_EQ(d.origin, "heuristic");
+  EXPECT_TRUE(d.config == plannedKernels(heuristic, b, "backward").at(0).config);
+  // Another bucket or another GPU: nothing tuned.
+  EXPECT_TRUE(tunedKernels(heuristic, target, lookup, 200000).empty());
+  TuningSignature h200 = h100();
+  h200.gpu = "NVIDIA H200";
+  EXPECT_TRUE(tunedKernels(heuristic, target, TuningLookup(h200, path, {}), 50000).empty());
+  // The emitted module names the measured configuration.
+  const EmittedModule m = emitCuda(plan, "sm_90a");
+  EXPECT_NE(m.source.find("64, 32, 1"), std::string::npos);
+  EXPECT_EQ(m.kernels.at(1).origin, "user database " + path);
 }
 
 } // namespace

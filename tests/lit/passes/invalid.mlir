@@ -123,7 +123,7 @@ dattn.attention @a attributes {dtype = "bf16", head_dim = 64 : i64, heads = 4 : 
 
 dattn.attention @a attributes {dtype = "bf16", head_dim = 64 : i64, heads = 4 : i64, kv_heads = 4 : i64, precision = "ieee", ring = 1 : i64} {
   // expected-error @+1 {{no kernel family is named "sm70_wmma"}}
-  dattn.branch heads [0] attributes {kernels = [#dattn.kernel<stage = "forward", family = "sm70_wmma", block_m = 64, block_n = 64, row_tiles = 1, atomic_dq = false, candidates = 1>]} {
+  dattn.branch heads [0] attributes {kernels = [#dattn.kernel<stage = "forward", family = "sm70_wmma", block_m = 64, block_n = 64, row_tiles = 1, atomic_dq = false, candidates = 1, origin = "heuristic">]} {
     dattn.dense
   }
 }
