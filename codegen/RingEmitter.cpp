@@ -61,9 +61,11 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
     const KernelChoice forward = plannedKernels(plan, b, "forward").at(0);
-    // Dense branches on tensor cores take the forward's tile configuration
-    // (ring_mma.cuh); every other branch the SIMT block kernel.
-    if (isDenseOnTensorCores(plan, b)) {
+    // Strided branches on tensor cores take the forward's tile
+    // configuration (ring_mma.cuh: the dense kernel, or the lattice kernel
+    // for segments and dilations); blocks branches the SIMT block kernel.
+    if (b.kind == BranchKind::Strided && forward.family->usesTensorCores()) {
+      const bool dense = isDenseOnTensorCores(plan, b);
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
                                    static_cast<int>(bi), forward.resources.threads);
@@ -78,7 +80,8 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
          << ", " << c.blockM << ", " << c.blockN << ", " << c.rowTilesPerWarp
          << ">::kSmemBytes == " << k.smemBytes
          << ", \"the family's shared memory differs from the kernel's\");\n  "
-         << "ring::mmaRingForward<" << T << ", " << D << ", " << c.blockM << ", " << c.blockN
+         << (dense ? "ring::mmaRingForward<" : "ring::mmaRingForwardStrided<") << T << ", "
+         << D << ", " << c.blockM << ", " << c.blockN
          << ", " << c.rowTilesPerWarp << ", Branch" << bi << ">(p, r);\n}\n\n";
       continue;
     }

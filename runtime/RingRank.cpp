@@ -137,16 +137,20 @@ unsigned RankRun::elementwise(size_t x, int64_t count) const {
 }
 
 /// Grid x over the rank's rows: rowsPerCta rows per CTA (one warp per row
-/// for SIMT kernels); tensor-core tiles do not straddle the two zigzag
-/// ranges, so each range gets its own tiles.
+/// for SIMT kernels); tensor-core tiles stay inside one range of the rank
+/// and one segment of the branch (ring::tilesPerPiece).
 unsigned RankRun::rowsGrid(size_t x) const {
   const KernelInfo &ki = attention_.ringModule_.kernels[x];
   const int64_t per = ki.rowsPerCta;
   if (ki.path != KernelPath::Mma)
     return static_cast<unsigned>((rows_ + per - 1) / per);
+  const BranchPlan &b = attention_.plan().branches.at(ki.branch);
+  const int64_t w = plan::segmentLength(b.segment, shard_.globalN);
   int64_t tiles = 0;
-  for (int range = 0; range < 2; ++range)
-    tiles += (shard_.qEnd[range] - shard_.qBegin[range] + per - 1) / per;
+  for (int range = 0; range < 2; ++range) {
+    const int64_t begin = shard_.qBegin[range], end = shard_.qEnd[range];
+    tiles += ring::piecesOf(begin, end, w) * ring::tilesPerPiece(begin, end, w, b.dilation, per);
+  }
   return static_cast<unsigned>(tiles);
 }
 

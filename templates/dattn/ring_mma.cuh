@@ -142,6 +142,126 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
   fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
 }
 
+// ---------------------------------------------------------------------------
+// Strided (dilated) branches: segment w, dilation r, offset o per head. A
+// query attends the keys of its segment whose position is congruent to o
+// modulo r, so on both sides the rows of one (segment, head) form a lattice
+// of step r: the rank's queries a piece (segment x shard range) at a time,
+// the block's keys a part at a time, clipped to the segment. Compact
+// indices count lattice points; positions are o + r * compact index.
+
+/// One CTA per (query tile of a piece of the rank's rows, branch head,
+/// batch), over the block's key runs in the piece's segment.
+template <class T, int D, int BM, int BN, int MT, class Branch>
+__device__ void mmaRingForwardStrided(const fwd::Params &p, const Params &r) {
+  static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
+  using Tile = fwd::MmaTile<T, D, BM, BN, MT>;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sQ = reinterpret_cast<T *>(smemRaw);
+  T *sK = sQ + BM * D; // two stages of BN * D
+  T *sV = sK + 2 * BN * D;
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z;
+  const int kvHead = head / p.groupSize;
+  const long long dil = Branch::kStride, o = Branch::offset(headIndex);
+  const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
+
+  QueryPiece q;
+  if (!queryPiece(r, blockIdx.x, w, dil, o, BM, &q))
+    return;
+  const long long segBegin = q.segBegin, segEnd = q.segEnd, first = q.first;
+  fwd::TileRange tr;
+  tr.base = q.localFirst;
+  tr.step = dil;
+  tr.count = q.count;
+  tr.qa0 = q.tile * BM;
+  tr.t0 = tr.t1 = 0; // unused: key tiles come from the parts
+  if (tr.qa0 >= tr.count)
+    return;
+  // Compact lattice indices of positions: (pos - o) / dil.
+  const long long qc0 = (first - o) / dil + tr.qa0;
+  const long long qcLast = qc0 + plan::minI(BM, tr.count - tr.qa0) - 1;
+
+  auto runOf = [&](int part) { return partRun(r.parts[part], dil, o, segBegin, segEnd); };
+  // Key k of a run is at lattice index kc(run) + k * m, m = posStep / dil.
+  auto classOf = [&](const KeyRun &k, long long b0) {
+    const long long m = k.posStep / dil;
+    const long long kc0 = (k.pos - o) / dil + b0 * m;
+    const long long kcLast = kc0 + (plan::minI(BN, k.count - b0) - 1) * m;
+    if (Branch::kCausal && kc0 > qcLast)
+      return (int)plan::kSkip;
+    const bool edge = b0 + BN > k.count || (Branch::kCausal && kcLast > qc0);
+    return (int)(edge ? plan::kPartial : plan::kFull);
+  };
+  // The first key tile at or after (part, b0) that is not skipped.
+  auto advance = [&](KeyTile t) {
+    while (t.part < r.numParts) {
+      if (r.parts[t.part].kvHead == kvHead) {
+        const KeyRun k = runOf(t.part);
+        if (t.b0 < k.count &&
+            !(Branch::kCausal && (k.pos - o) / dil + t.b0 * (k.posStep / dil) > qcLast))
+          return t;
+      }
+      ++t.part;
+      t.b0 = 0;
+    }
+    return t;
+  };
+  auto loadKeys = [&](T *dstK, T *dstV, const KeyTile &t) {
+    const KeyRun k = runOf(t.part);
+    typename Tile::template RowLoader<BN> kLoader, vLoader;
+    kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, k.base, k.step);
+    vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, k.base,
+                 k.step);
+    kLoader.load(dstK, t.b0, k.count);
+    vLoader.load(dstV, t.b0, k.count);
+  };
+
+  KeyTile t = advance(KeyTile{0, 0});
+  if (t.part >= r.numParts)
+    return; // no key of this block for these rows: nothing to merge
+  typename Tile::template RowLoader<BM> qLoader;
+  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, tr.base, tr.step);
+  qLoader.load(sQ, tr.qa0, tr.count);
+  loadKeys(sK, sV, t);
+  dev::cpAsyncCommit();
+
+  float acc[MT][D / 8][4];
+  warp::zero(acc);
+  warp::OnlineSoftmax<MT> softmax;
+  softmax.init();
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const int row0 = warpId * 16 * MT; // this warp's rows in the CTA's tile
+
+  for (int stage = 0; t.part < r.numParts; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const KeyRun k = runOf(t.part);
+    const int cls = classOf(k, t.b0);
+    const KeyTile next = advance(KeyTile{t.part, t.b0 + BN});
+    if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
+      loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
+    dev::cpAsyncCommit();
+    float s[MT][BN / 8][4]; // 2. S = Q K^T
+    warp::scores<T, Tile, D, BN, MT>(s, dev::smemAddress(sQ),
+                                     dev::smemAddress(sK + stage * BN * D), row0, lane);
+    if (cls == plan::kPartial) { // 3. masks on partial tiles only, in lattice indices
+      const long long m = k.posStep / dil, kc0 = (k.pos - o) / dil + t.b0 * m;
+      const long long qcW = qc0 + row0, keysLeft = k.count - t.b0;
+      warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+        return b < keysLeft && !(Branch::kCausal && kc0 + b * m > qcW + a);
+      });
+    }
+    softmax.update(s, acc, scaleLog2); // 4. online softmax
+    warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, dev::smemAddress(sV + stage * BN * D),
+                                           lane); // 5. O += P V
+    t = next;
+  }
+  fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
+}
+
 /// The backward's key tile of this CTA: the blockIdx.x-th tile of BN packed
 /// rows, counting each part's ceil(count / BN) tiles in turn (the executor
 /// launches that many). False if there is none.

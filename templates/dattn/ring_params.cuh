@@ -3,6 +3,7 @@
 #pragma once
 
 #include "dattn/layout.cuh"
+#include "dattn/tile_plan.cuh"
 
 namespace dattn {
 namespace ring {
@@ -34,6 +35,109 @@ struct Grad {
   float *dk, *dv;     ///< fp32 partials of the block's keys, layout gradL
   Layout gradL;       ///< own rows: [B, rows, kv_heads, D]; packed: {rows * D, D, 0}
 };
+
+/// The rank's range [begin, end) of a strided branch (segment length w,
+/// dilation r) as pieces (one per segment it meets), each given the same
+/// number of query tiles of bm compact rows: a piece holds at most
+/// min(w, end - begin) rows, 1 in r of them a head's. The tensor-core
+/// block kernels' grid counts these tiles (a dense branch: one piece, w = N).
+DATTN_HD long long piecesOf(long long begin, long long end, long long w) {
+  return end > begin ? (end - 1) / w - begin / w + 1 : 0;
+}
+DATTN_HD long long tilesPerPiece(long long begin, long long end, long long w, long long r,
+                                 long long bm) {
+  return plan::ceilDiv(plan::ceilDiv(plan::minI(w, end - begin), r), bm);
+}
+
+/// The keys of one part at one residue: packed rows base + k * step at
+/// positions pos + k * posStep (a multiple of r), k < count.
+struct KeyRun {
+  long long base, step, pos, posStep, count;
+};
+
+/// x with a x == b (mod m), 0 <= x < m, for gcd(a, m) == 1 (extended Euclid).
+DATTN_HD long long solveModular(long long a, long long b, long long m) {
+  long long r0 = m, r1 = ((a % m) + m) % m, t0 = 0, t1 = 1;
+  while (r1 != 0) {
+    const long long q = r0 / r1, r2 = r0 - q * r1, t2 = t0 - q * t1;
+    r0 = r1;
+    r1 = r2;
+    t0 = t1;
+    t1 = t2;
+  }
+  const long long inv = ((t0 % m) + m) % m; // a^-1 mod m (m == 1: 0)
+  return (((b % m) + m) % m) * inv % m;
+}
+
+/// The keys of part `pt` at positions congruent to o (mod r) inside
+/// [segBegin, segEnd). The part's rows start + x * step of that residue
+/// are every (r / gcd(step, r))-th row from the first (if any).
+DATTN_HD KeyRun partRun(const Part &pt, long long r, long long o, long long segBegin,
+                        long long segEnd) {
+  KeyRun k{0, 1, 0, r, 0};
+  long long g = pt.step % r, h = r; // g = gcd(step, r)
+  while (g != 0) {
+    const long long t = h % g;
+    h = g;
+    g = t;
+  }
+  g = h;
+  const long long want = (((o - pt.start) % r) + r) % r; // step x == want (mod r)
+  if (want % g != 0)
+    return k;
+  const long long xs = r / g;
+  const long long x0 = solveModular(pt.step / g, want / g, xs);
+  const long long stride = xs * pt.step; // a multiple of r
+  const long long pos0 = pt.start + x0 * pt.step;
+  const long long jLo = segBegin > pos0 ? plan::ceilDiv(segBegin - pos0, stride) : 0;
+  const long long jPart = x0 < pt.count ? plan::ceilDiv(pt.count - x0, xs) : 0;
+  const long long jSeg = segEnd > pos0 ? plan::ceilDiv(segEnd - pos0, stride) : 0;
+  const long long jHi = plan::minI(jPart, jSeg);
+  if (jHi <= jLo)
+    return k;
+  k.base = pt.offset + x0 + jLo * xs;
+  k.step = xs;
+  k.pos = pos0 + jLo * stride;
+  k.posStep = stride;
+  k.count = jHi - jLo;
+  return k;
+}
+
+/// The query rows of tile `x` (blockIdx.x) of a strided branch's
+/// tensor-core block kernel for a head of offset o: the ranges' pieces in
+/// order, tilesPerPiece tiles each. The piece's rows of that residue are
+/// local rows localFirst + a * r at positions first + a * r, a < count;
+/// the tile covers a in [tile * bm, ...). False past the last piece.
+struct QueryPiece {
+  long long segBegin, segEnd; ///< the segment of the piece
+  long long first;            ///< position of compact row 0
+  long long localFirst;       ///< its local row
+  long long count;            ///< compact rows of the piece
+  long long tile;             ///< the tile within the piece
+};
+DATTN_HD bool queryPiece(const Params &rp, long long x, long long w, long long r, long long o,
+                         long long bm, QueryPiece *q) {
+  long long localBase = 0;
+  for (int range = 0; range < 2; ++range) {
+    const long long begin = rp.qBegin[range], end = rp.qEnd[range];
+    const long long per = tilesPerPiece(begin, end, w, r, bm);
+    const long long n = piecesOf(begin, end, w) * per;
+    if (x < n) {
+      q->segBegin = (begin / w + x / per) * w;
+      q->segEnd = plan::minI(q->segBegin + w, rp.globalN);
+      const long long pieceBegin = plan::maxI(q->segBegin, begin);
+      const long long pieceEnd = plan::minI(q->segBegin + w, end);
+      q->first = pieceBegin + ((o - pieceBegin % r) % r + r) % r;
+      q->localFirst = localBase + (q->first - begin);
+      q->count = q->first < pieceEnd ? plan::ceilDiv(pieceEnd - q->first, r) : 0;
+      q->tile = x % per;
+      return true;
+    }
+    x -= n;
+    localBase += end - begin;
+  }
+  return false;
+}
 
 } // namespace ring
 } // namespace dattn

@@ -82,6 +82,14 @@ TEST(Nvrtc, RingModulesCompile) {
     EXPECT_TRUE(backward) << arch;
     EXPECT_EQ(k.ptx.find("mma.sync") != std::string::npos, mma) << arch;
   }
+  // Dilated branches too take the tensor-core block kernel forward (the
+  // lattice kernel of ring_mma.cuh; RingTilingTest checks its indices).
+  const AttentionSpec longnet =
+      loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
+          .attentions.at(0);
+  for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels)
+    if (kernel.role == KernelRole::Branch)
+      EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
   SpecGenerator gen(7);
   for (int trial = 0; trial < 4; ++trial) {
     AttentionSpec spec = gen.spec();

@@ -1,0 +1,150 @@
+// The index arithmetic of the ring's tensor-core block kernels for strided
+// branches (templates/dattn/ring_params.cuh: queryPiece, partRun,
+// tilesPerPiece), checked on the CPU: walking every tile of the launch grid
+// for every head, and every key run of the block's parts, must give each
+// (query, key) pair of the branch between the rank's rows and the block's
+// keys exactly once (a pair seen twice would be counted twice by the online
+// softmax), with the local query row and the packed key row of each
+// position right. Random segments, dilations, offsets, causal, GQA, N, ring
+// sizes, both layouts and tile heights; the own rows and every received
+// block of the schedule.
+#include "RandomSpec.h"
+
+#include "dattn/compiler.h"
+#include "dattn/ring.h"
+#include "dattn/ring_params.cuh"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <tuple>
+
+namespace dattn::test {
+namespace {
+
+/// One block a rank attends to: its parts (rows of kv heads, where each
+/// row sits: packed row or local row).
+using Parts = std::vector<PackedPart>;
+
+ring::Part devicePart(const PackedPart &p) {
+  return {p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead};
+}
+
+void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &plan, int rank,
+                const Parts &parts, int64_t bm, const std::string &what) {
+  SCOPED_TRACE(what);
+  const std::vector<RowRange> &shard = plan.rankPlans[rank].shard;
+  ring::Params rp{};
+  rp.globalN = plan.seqLen;
+  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
+    rp.qBegin[x] = shard[x].begin;
+    rp.qEnd[x] = shard[x].end;
+  }
+  const int64_t w = plan::segmentLength(b.segment, plan.seqLen), r = b.dilation;
+  int64_t grid = 0;
+  for (int range = 0; range < 2; ++range)
+    grid += ring::piecesOf(rp.qBegin[range], rp.qEnd[range], w) *
+            ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], w, r, bm);
+  const int group = spec.heads / spec.kvHeads;
+  // Where each key position of the block sits, per kv head.
+  std::map<std::pair<int, int64_t>, int64_t> keyRow;
+  for (const PackedPart &p : parts)
+    for (int64_t x = 0; x < p.rows.count; ++x)
+      keyRow[{p.kvHead, p.rows.start + x * p.rows.step}] = p.offset + x;
+
+  for (size_t hi = 0; hi < b.heads.size(); ++hi) {
+    const int head = b.heads[hi], kv = head / group;
+    const int64_t o = b.offsets[hi];
+    std::set<std::pair<int64_t, int64_t>> want, got;
+    for (const RowRange &range : shard)
+      for (int64_t i = range.begin; i < range.end; ++i)
+        for (const auto &[key, row] : keyRow) {
+          const int64_t j = key.second;
+          if (key.first != kv || i % r != o || j % r != o || i / w != j / w ||
+              (spec.causal && j > i))
+            continue;
+          want.insert({i, j});
+        }
+    for (int64_t x = 0; x < grid; ++x) {
+      ring::QueryPiece q;
+      ASSERT_TRUE(ring::queryPiece(rp, x, w, r, o, bm, &q)) << "tile " << x;
+      for (int64_t a = q.tile * bm; a < std::min(q.tile * bm + bm, q.count); ++a) {
+        const int64_t i = q.first + a * r;
+        ASSERT_EQ(localRow(shard, i), q.localFirst + a * r) << "query " << i;
+        ASSERT_TRUE(i >= q.segBegin && i < q.segEnd && i % r == o) << "query " << i;
+        for (const PackedPart &p : parts) {
+          if (p.kvHead != kv)
+            continue;
+          const ring::KeyRun k = ring::partRun(devicePart(p), r, o, q.segBegin, q.segEnd);
+          ASSERT_EQ(k.posStep % r, 0) << "a run stays on the lattice";
+          for (int64_t c = 0; c < k.count; ++c) {
+            const int64_t j = k.pos + c * k.posStep;
+            ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
+            if (spec.causal && j > i)
+              continue;
+            EXPECT_TRUE(got.insert({i, j}).second)
+                << "head " << head << ": pair (" << i << ", " << j << ") twice";
+          }
+        }
+      }
+    }
+    EXPECT_EQ(got, want) << "head " << head << " (offset " << o << ")";
+    if (got != want)
+      return;
+  }
+}
+
+TEST(RingTiling, StridedTilesCoverEachPairOnce) {
+  SpecGenerator gen(99);
+  for (int trial = 0; trial < 150; ++trial) {
+    const int kv = static_cast<int>(gen.uniform(1, 2)), heads = kv * int(gen.uniform(1, 3));
+    const int64_t r = gen.uniform(1, 4);
+    const int64_t n = gen.uniform(1, 600);
+    const bool unbounded = gen.uniform(0, 4) == 0;
+    const int64_t segment = unbounded ? 0 : r * gen.uniform(1, 40);
+    const std::string text =
+        "attention t { heads = " + std::to_string(heads) + " kv_heads = " + std::to_string(kv) +
+        " head_dim = 64 dtype = bf16 causal = " + (gen.uniform(0, 1) ? "true" : "false") +
+        (gen.uniform(0, 2) == 0 ? " ring_layout = zigzag" : "") + " branch { " +
+        (unbounded ? "dilated(segment = inf, dilation = " + std::to_string(r)
+                   : "dilated(segment = " + std::to_string(segment) +
+                         ", dilation = " + std::to_string(r)) +
+        ", offset = " + (gen.uniform(0, 1) ? std::string("head") : std::to_string(gen.uniform(0, r - 1))) +
+        ") } }";
+    ParseResult pr = parseSpec(text, "t.dattn");
+    ASSERT_TRUE(pr.ok()) << text;
+    const AttentionSpec &spec = pr.file.attentions[0];
+    const AttentionPlan ap = planAttention(spec);
+    const int ranks = static_cast<int>(std::vector<int64_t>{1, 2, 3, 4, 8}[gen.uniform(0, 4)]);
+    const int64_t bm = std::vector<int64_t>{16, 32, 64}[gen.uniform(0, 2)];
+    const RingPlan plan = planRing(ap, n, ranks);
+    const RingSchedule schedule = scheduleRing(plan);
+    SCOPED_TRACE(text + " N = " + std::to_string(n) + ", P = " + std::to_string(ranks) +
+                 ", bm = " + std::to_string(bm));
+    for (const BranchPlan &b : ap.branches) {
+      if (b.kind != BranchKind::Strided)
+        continue;
+      for (int rank = 0; rank < ranks; ++rank) {
+        Parts own;
+        for (int k = 0; k < spec.kvHeads; ++k) {
+          int64_t local = 0;
+          for (const RowRange &range : plan.rankPlans[rank].shard) {
+            own.push_back({k, {range.begin, 1, range.end - range.begin}, local});
+            local += range.end - range.begin;
+          }
+        }
+        checkBlock(spec, b, plan, rank, own, bm, "rank " + std::to_string(rank) + ", own rows");
+        for (const RingStep &st : schedule.ranks[rank].steps)
+          if (st.recv.peer >= 0)
+            checkBlock(spec, b, plan, rank, st.recv.parts, bm,
+                       "rank " + std::to_string(rank) + ", step " + std::to_string(st.step));
+        if (::testing::Test::HasFailure())
+          return;
+      }
+    }
+  }
+}
+
+} // namespace
+} // namespace dattn::test
