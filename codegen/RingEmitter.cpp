@@ -109,10 +109,13 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << T << ", " << D << ">(p, dout, doutL, delta);\n}\n\n";
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
-    // Dense branches on tensor cores: the one-GPU dK/dV family's
-    // configuration with dQ by reductions (ring_mma.cuh), one CTA per key
-    // tile of the block (KernelInfo::rowsPerCta keys); others SIMT.
-    if (isDenseOnTensorCores(plan, b)) {
+    // Strided branches on tensor cores: the one-GPU dK/dV family's
+    // configuration with dQ by reductions (ring_mma.cuh: the dense kernel,
+    // or the lattice kernel), one CTA per key tile of the block
+    // (KernelInfo::rowsPerCta keys); blocks branches SIMT.
+    if (b.kind == BranchKind::Strided &&
+        plannedKernels(plan, b, "forward").at(0).family->usesTensorCores()) {
+      const bool dense = isDenseOnTensorCores(plan, b);
       const KernelChoice dkv = plannedKernels(plan, b, "backward").at(0);
       if (dkv.family->usesTensorCores() && dkv.config.atomicDq) {
         const KernelConfig &c = dkv.config;
@@ -129,7 +132,8 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
            << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  static_assert(bwd::KvSmem<"
            << D << ", " << c.blockM << ", " << c.blockN << ", true>::kBytes == " << k.smemBytes
            << ", \"the family's shared memory differs from the kernel's\");\n  "
-           << "ring::mmaRingBackward<" << T << ", " << D << ", " << c.blockM << ", "
+           << (dense ? "ring::mmaRingBackward<" : "ring::mmaRingBackwardStrided<") << T
+           << ", " << D << ", " << c.blockM << ", "
            << c.blockN / 16 << ", Branch" << bi << ">(p, r, g);\n}\n\n";
         continue;
       }

@@ -59,7 +59,9 @@ struct NcclRing::Member {
 
 namespace {
 
-void record(CUevent e, CUstream s) { rt::check(rt::driver().eventRecord(e, s), "ring: recording an event"); }
+void record(CUevent e, CUstream s) {
+  rt::check(rt::driver().eventRecord(e, s), "ring: recording an event");
+}
 void waitFor(CUstream s, CUevent e) {
   rt::check(rt::driver().streamWaitEvent(s, e, 0), "ring: ordering the streams");
 }

@@ -155,10 +155,13 @@ unsigned RankRun::rowsGrid(size_t x) const {
 }
 
 unsigned RankRun::keyTilesGrid(size_t x, const std::vector<PackedPart> &parts) const {
-  const int64_t per = attention_.ringModule_.kernels[x].rowsPerCta;
+  const KernelInfo &ki = attention_.ringModule_.kernels[x];
+  const BranchPlan &b = attention_.plan().branches.at(ki.branch);
+  const int64_t w = plan::segmentLength(b.segment, shard_.globalN);
   int64_t tiles = 0;
   for (const PackedPart &p : parts)
-    tiles += (p.rows.count + per - 1) / per;
+    tiles += ring::keyTilesOf({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead}, w,
+                              b.dilation, ki.rowsPerCta);
   return static_cast<unsigned>(tiles);
 }
 
@@ -175,7 +178,9 @@ float *RankRun::f32(int64_t offset) const {
 const ring::Part *RankRun::parts(int64_t first) const {
   return reinterpret_cast<const ring::Part *>(partsDevice_) + first;
 }
-void *RankRun::packBuffer(int kv) const { return workspace_ + (kv ? layout_->packV : layout_->packK); }
+void *RankRun::packBuffer(int kv) const {
+  return workspace_ + (kv ? layout_->packV : layout_->packK);
+}
 void *RankRun::recvBuffer(int kv, int slot) const {
   return workspace_ + (kv ? layout_->recvV[slot] : layout_->recvK[slot]);
 }

@@ -438,5 +438,168 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
   }
 }
 
+/// dK, dV and dQ of one block for strided branches: one CTA per key tile
+/// (keyPiece: bn keys of one part's lattice run in one segment) and branch
+/// head, over the rank's query tiles of that segment and residue (its one
+/// or two ranges); otherwise as mmaRingBackward, in lattice indices.
+template <class T, int D, int BM, int W, class Branch>
+__device__ void mmaRingBackwardStrided(const fwd::Params &p, const Params &r, const Grad &g) {
+  static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
+  constexpr int BN = 16 * W;
+  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
+  constexpr int kThreads = Tile::kThreads;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sK = reinterpret_cast<T *>(smemRaw);
+  T *sV = sK + BN * D;
+  T *sQ = sV + BN * D;      // two stages of BM * D
+  T *sG = sQ + 2 * BM * D;  // dO, two stages
+  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM]
+  float *sL = reinterpret_cast<float *>(sDS + BN * BM); // two stages
+  float *sDelta = sL + 2 * BM;                           // two stages
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, rows = p.seqLen;
+  const int kvHead = head / p.groupSize;
+  const long long dil = Branch::kStride, o = Branch::offset(headIndex);
+  const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
+  KeyPiece kp;
+  if (!keyPiece(r, blockIdx.x, w, dil, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
+    return;
+  const KeyRun run = partRun(r.parts[kp.part], dil, o, kp.segBegin, kp.segEnd);
+  const long long kb0 = kp.tile * BN, kLeft = run.count - kb0;
+  if (kLeft <= 0)
+    return;
+  const long long m = run.posStep / dil; // lattice indices between consecutive keys
+  const long long kc0 = (run.pos - o) / dil + kb0 * m;
+  const long long kcLast = kc0 + (plan::minI(BN, kLeft) - 1) * m;
+
+  // The rank's queries of this segment and residue: tiles of range 0's
+  // piece, then of range 1's.
+  long long qFirst[2], qLocal[2], qCount[2];
+  for (int range = 0; range < 2; ++range)
+    segmentQueries(r, range, kp.segBegin, kp.segEnd, dil, o, &qFirst[range], &qLocal[range],
+                   &qCount[range]);
+  const long long tiles0 = plan::ceilDiv(qCount[0], BM);
+  const long long numTiles = tiles0 + plan::ceilDiv(qCount[1], BM);
+  // Query tile qt: its row map (local rows), first compact row and the
+  // lattice index of that row.
+  auto queryTile = [&](long long qt, bwd::RowMap *rm, long long *qa0, long long *qc0) {
+    const int range = qt < tiles0 ? 0 : 1;
+    rm->base = qLocal[range];
+    rm->step = dil;
+    rm->count = qCount[range];
+    *qa0 = (range == 0 ? qt : qt - tiles0) * BM;
+    *qc0 = (qFirst[range] - o) / dil + *qa0;
+  };
+  auto classOf = [&](long long qt) {
+    bwd::RowMap rm;
+    long long qa0, qc0;
+    queryTile(qt, &rm, &qa0, &qc0);
+    const long long qcLast = qc0 + plan::minI(BM, rm.count - qa0) - 1;
+    if (Branch::kCausal && qcLast < kc0)
+      return (int)plan::kSkip;
+    const bool edge = qa0 + BM > rm.count || kLeft < BN || (Branch::kCausal && qc0 < kcLast);
+    return (int)(edge ? plan::kPartial : plan::kFull);
+  };
+  auto nextTile = [&](long long qt) {
+    while (qt < numTiles && classOf(qt) == plan::kSkip)
+      ++qt;
+    return qt;
+  };
+
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, run.base, run.step);
+  vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, run.base,
+               run.step);
+  const T *qHead = (const T *)p.q + p.qL.at(batch, 0, head);
+  const T *gHead = (const T *)g.dout + g.doutL.at(batch, 0, head);
+  const float *lseSrc = p.lse + (batch * p.heads + head) * rows;
+  const float *deltaSrc = g.delta + (batch * p.heads + head) * rows;
+  auto loadQueries = [&](int st, long long qt) {
+    bwd::RowMap rm;
+    long long qa0, qc0;
+    queryTile(qt, &rm, &qa0, &qc0);
+    typename Tile::template RowLoader<BM> qLoader, gLoader;
+    qLoader.init(qHead, p.qL.row, rm.base, rm.step);
+    gLoader.init(gHead, g.doutL.row, rm.base, rm.step);
+    qLoader.load(sQ + st * BM * D, qa0, rm.count);
+    gLoader.load(sG + st * BM * D, qa0, rm.count);
+    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
+      const int c = x % BM;
+      const bool valid = qa0 + c < rm.count;
+      const long long local = valid ? rm.base + (qa0 + c) * rm.step : 0;
+      dev::cpAsync4(dev::smemAddress((x < BM ? sL : sDelta) + st * BM + c),
+                    (x < BM ? lseSrc : deltaSrc) + local, valid);
+    }
+  };
+
+  long long qt = nextTile(0);
+  if (qt >= numTiles)
+    return; // no query of the rank reaches these keys
+  kLoader.load(sK, kb0, run.count);
+  vLoader.load(sV, kb0, run.count);
+  loadQueries(0, qt);
+  dev::cpAsyncCommit();
+
+  float dk[D / 8][4], dv[D / 8][4];
+  warp::zero(dk);
+  warp::zero(dv);
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
+  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
+
+  for (int stage = 0; qt < numTiles; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const int cls = classOf(qt);
+    const long long qtNext = nextTile(qt + 1);
+    if (qtNext < numTiles) // 1. the next query tile into the other stage
+      loadQueries(stage ^ 1, qtNext);
+    dev::cpAsyncCommit();
+    bwd::RowMap rm;
+    long long qa0, qc0;
+    queryTile(qt, &rm, &qa0, &qc0);
+    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
+    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
+    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
+    bwd::scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
+    if (cls == plan::kPartial) { // 3. pairs outside the block or the causal order: p = 0
+#pragma unroll
+      for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const long long b = keyRow0 + lane / 4 + (e >> 1) * 8;
+          const long long a = nb * 8 + (lane % 4) * 2 + (e & 1);
+          if (b >= kLeft || qa0 + a >= rm.count || (Branch::kCausal && kc0 + b * m > qc0 + a))
+            s[nb][e] = dev::negInf();
+        }
+    }
+    bwd::probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
+                                     lane);                         // 4. P^T, dS^T
+    bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
+    bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
+                                            (long long)p.heads * D, p.scale, lane); // 6. dQ
+    qt = qtNext;
+  }
+  // 7. The tile's partials, for this warp's 16 key rows (dK scaled).
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
+    if (b >= run.count)
+      continue;
+    const long long row = run.base + b * run.step;
+    float *dkRow = g.dk + g.gradL.at(batch, row, kvHead);
+    float *dvRow = g.dv + g.gradL.at(batch, row, kvHead);
+#pragma unroll
+    for (int nb = 0; nb < D / 8; ++nb) {
+      const int c = nb * 8 + (lane % 4) * 2;
+      dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
+      dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
+    }
+  }
+}
+
 } // namespace ring
 } // namespace dattn

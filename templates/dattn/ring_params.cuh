@@ -139,5 +139,53 @@ DATTN_HD bool queryPiece(const Params &rp, long long x, long long w, long long r
   return false;
 }
 
+/// The rank's queries of residue o (mod r) inside [segBegin, segEnd) from
+/// its range `range`: local rows localFirst + a * r at positions first +
+/// a * r, a < count (count 0: none).
+DATTN_HD void segmentQueries(const Params &rp, int range, long long segBegin, long long segEnd,
+                             long long r, long long o, long long *first, long long *localFirst,
+                             long long *count) {
+  const long long begin = rp.qBegin[range], end = rp.qEnd[range];
+  const long long lo = plan::maxI(segBegin, begin), hi = plan::minI(segEnd, end);
+  *first = lo + ((o - lo % r) % r + r) % r;
+  *localFirst = (range == 0 ? 0 : rp.qEnd[0] - rp.qBegin[0]) + (*first - begin);
+  *count = *first < hi ? plan::ceilDiv(hi - *first, r) : 0;
+}
+
+/// Key tiles of bn keys per piece (segment) of a part, for the backward's
+/// tensor-core kernels: a piece holds at most min(count, ceil(w / r)) keys
+/// of one residue.
+DATTN_HD long long keyTilesPerPiece(const Part &pt, long long w, long long r, long long bn) {
+  return plan::ceilDiv(plan::minI(pt.count, plan::ceilDiv(w, r)), bn);
+}
+DATTN_HD long long keyTilesOf(const Part &pt, long long w, long long r, long long bn) {
+  const long long last = pt.start + (pt.count - 1) * pt.step;
+  return pt.count > 0 ? piecesOf(pt.start, last + 1, w) * keyTilesPerPiece(pt, w, r, bn) : 0;
+}
+
+/// The backward's key tile `x` (blockIdx.x): the parts' pieces in order,
+/// keyTilesPerPiece tiles each. False past the last.
+struct KeyPiece {
+  int part;
+  long long segBegin, segEnd, tile;
+};
+DATTN_HD bool keyPiece(const Params &rp, long long x, long long w, long long r, long long bn,
+                       KeyPiece *k) {
+  for (int part = 0; part < rp.numParts; ++part) {
+    const Part &pt = rp.parts[part];
+    const long long n = keyTilesOf(pt, w, r, bn);
+    if (x < n) {
+      const long long per = keyTilesPerPiece(pt, w, r, bn);
+      k->part = part;
+      k->segBegin = (pt.start / w + x / per) * w;
+      k->segEnd = plan::minI(k->segBegin + w, rp.globalN);
+      k->tile = x % per;
+      return true;
+    }
+    x -= n;
+  }
+  return false;
+}
+
 } // namespace ring
 } // namespace dattn

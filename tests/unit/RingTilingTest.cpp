@@ -1,9 +1,9 @@
 // The index arithmetic of the ring's tensor-core block kernels for strided
 // branches (templates/dattn/ring_params.cuh: queryPiece, partRun,
-// tilesPerPiece), checked on the CPU: walking every tile of the launch grid
-// for every head, and every key run of the block's parts, must give each
-// (query, key) pair of the branch between the rank's rows and the block's
-// keys exactly once (a pair seen twice would be counted twice by the online
+// tilesPerPiece forward; keyPiece, keyTilesOf, segmentQueries backward),
+// checked on the CPU: walking every tile of the launch grid for every head
+// must give each (query, key) pair of the branch between the rank's rows
+// and the block's keys exactly once (a pair seen twice would be counted twice by the online
 // softmax), with the local query row and the packed key row of each
 // position right. Random segments, dilations, offsets, causal, GQA, N, ring
 // sizes, both layouts and tile heights; the own rows and every received
@@ -92,17 +92,57 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
     EXPECT_EQ(got, want) << "head " << head << " (offset " << o << ")";
     if (got != want)
       return;
+
+    // Backward: key tiles (keyPiece) against the segment's queries.
+    std::vector<ring::Part> device;
+    for (const PackedPart &p : parts)
+      device.push_back(devicePart(p));
+    rp.parts = device.data();
+    rp.numParts = static_cast<int>(device.size());
+    int64_t keyGrid = 0;
+    for (const ring::Part &p : device)
+      keyGrid += ring::keyTilesOf(p, w, r, bm);
+    std::set<std::pair<int64_t, int64_t>> back;
+    for (int64_t x = 0; x < keyGrid; ++x) {
+      ring::KeyPiece kp;
+      ASSERT_TRUE(ring::keyPiece(rp, x, w, r, bm, &kp)) << "key tile " << x;
+      if (device[kp.part].kvHead != kv)
+        continue;
+      const ring::KeyRun k = ring::partRun(device[kp.part], r, o, kp.segBegin, kp.segEnd);
+      for (int64_t c = kp.tile * bm; c < std::min(kp.tile * bm + bm, k.count); ++c) {
+        const int64_t j = k.pos + c * k.posStep;
+        ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
+        for (int range = 0; range < 2; ++range) {
+          long long first, localFirst, count;
+          ring::segmentQueries(rp, range, kp.segBegin, kp.segEnd, r, o, &first, &localFirst,
+                               &count);
+          for (int64_t a = 0; a < count; ++a) {
+            const int64_t i = first + a * r;
+            ASSERT_EQ(localRow(shard, i), localFirst + a * r) << "query " << i;
+            if (spec.causal && j > i)
+              continue;
+            EXPECT_TRUE(back.insert({i, j}).second)
+                << "backward, head " << head << ": pair (" << i << ", " << j << ") twice";
+          }
+        }
+      }
+    }
+    EXPECT_EQ(back, want) << "backward, head " << head << " (offset " << o << ")";
+    if (back != want)
+      return;
   }
 }
 
 TEST(RingTiling, StridedTilesCoverEachPairOnce) {
   SpecGenerator gen(99);
-  for (int trial = 0; trial < 150; ++trial) {
+  for (int trial = 0; trial < 300; ++trial) {
     const int kv = static_cast<int>(gen.uniform(1, 2)), heads = kv * int(gen.uniform(1, 3));
     const int64_t r = gen.uniform(1, 4);
     const int64_t n = gen.uniform(1, 600);
     const bool unbounded = gen.uniform(0, 4) == 0;
-    const int64_t segment = unbounded ? 0 : r * gen.uniform(1, 40);
+    // Segments need not be multiples of the dilation.
+    const int64_t segment =
+        unbounded ? 0 : (gen.uniform(0, 1) ? r * gen.uniform(1, 40) : gen.uniform(1, 160));
     const std::string text =
         "attention t { heads = " + std::to_string(heads) + " kv_heads = " + std::to_string(kv) +
         " head_dim = 64 dtype = bf16 causal = " + (gen.uniform(0, 1) ? "true" : "false") +
@@ -110,7 +150,8 @@ TEST(RingTiling, StridedTilesCoverEachPairOnce) {
         (unbounded ? "dilated(segment = inf, dilation = " + std::to_string(r)
                    : "dilated(segment = " + std::to_string(segment) +
                          ", dilation = " + std::to_string(r)) +
-        ", offset = " + (gen.uniform(0, 1) ? std::string("head") : std::to_string(gen.uniform(0, r - 1))) +
+        ", offset = " +
+        (gen.uniform(0, 1) ? std::string("head") : std::to_string(gen.uniform(0, r - 1))) +
         ") } }";
     ParseResult pr = parseSpec(text, "t.dattn");
     ASSERT_TRUE(pr.ok()) << text;
