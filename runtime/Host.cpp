@@ -130,7 +130,8 @@ void synchronize(const std::string &what) {
   rt::check(rt::driver().ctxSynchronize(), what);
 }
 
-double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters) {
+double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters,
+                    const std::function<void()> &beforeEach) {
   const rt::Driver &d = rt::driver();
   for (int i = 0; i < warmup; ++i)
     fn(i);
@@ -140,6 +141,8 @@ double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters) {
   rt::check(d.eventCreate(&start, CU_EVENT_DEFAULT), "creating an event");
   rt::check(d.eventCreate(&stop, CU_EVENT_DEFAULT), "creating an event");
   for (int i = 0; i < iters; ++i) {
+    if (beforeEach)
+      beforeEach();
     d.eventRecord(start, nullptr);
     fn(warmup + i);
     d.eventRecord(stop, nullptr);

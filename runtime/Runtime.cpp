@@ -163,7 +163,10 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   c->plan_ = planAttention(spec, po);
   // Measured configurations for this N, where the databases hold some:
   // planned again with them (the families' choices otherwise stand).
-  if (options.seqLen > 0 && options_.tuningDatabases && po.tuned.empty()) {
+  if (!options.kernels.empty()) {
+    po.tuned = options.kernels;
+    c->plan_ = planAttention(spec, po);
+  } else if (options.seqLen > 0 && options_.tuningDatabases && po.tuned.empty()) {
     po.tuned = tunedKernels(c->plan_, Target::parse(po.arch, po.smemBytes), tuning(),
                             options.seqLen);
     if (!po.tuned.empty())

@@ -208,6 +208,19 @@ if [ "$mode" = nccl ]; then
   summary+=("nccl ring: $([ $nccl_fail = 0 ] && echo all passed || echo FAILED)")
   [ $nccl_fail = 0 ] || status=1
 fi
+if [ "$mode" = tune ]; then
+  db="$OUT/tuning.json"
+  build/bin/dattn tune examples/longnet_head_partitioned.dattn --seq 65536 --backward \
+    --budget ${DATTN_TUNE_BUDGET:-300} --out "$db" 2> "$OUT/tune_progress.log" | tee "$OUT/tune.log"
+  tune_rc=${PIPESTATUS[0]}
+  for who in heuristic tuned; do
+    [ $who = tuned ] && export DATTN_TUNING_DB="$db" || export DATTN_TUNING_DB="$OUT/none.json"
+    build/bin/dattn-bench --root . --iters 20 --only longnet_head_partitioned --seq 65536 --backward \
+      2>&1 | grep -vE "^#" | sed "s/^/$who: /" | tee -a "$OUT/tune_bench.log"
+  done
+  summary+=("tune: exit $tune_rc, $(tail -1 "$OUT/tune.log")")
+  [ $tune_rc -eq 0 ] || status=1
+fi
 if [ "$mode" = compare ]; then
   # Before/after in alternating runs on the same machine: forward of every
   # configuration, backward of the head-partitioned one.

@@ -8,10 +8,16 @@
 
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
+#include "dattn/env.h"
 #include "dattn/error.h"
+#include "dattn/host.h"
 #include "dattn/kernels.h"
+#include "dattn/tuner.h"
 
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <random>
 
 namespace dattn::tools {
 
@@ -51,24 +57,190 @@ void listCandidates(const AttentionPlan &plan, const Target &target) {
   }
 }
 
+/// Times a spec on the GPU with forced configurations: random inputs, the
+/// outputs poisoned before the checked run, an L2 flush before every timed
+/// run, the median of `iters`.
+class GpuMeasure : public TuneMeasure {
+public:
+  GpuMeasure(Runtime &rt, const AttentionSpec &spec, int64_t batch, int64_t n, int iters)
+      : rt_(rt), spec_(spec), batch_(batch), n_(n), iters_(iters) {
+    std::mt19937_64 rng(1);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    auto fill = [&](std::vector<float> &x, int64_t heads) {
+      x.resize(batch * n * heads * spec.headDim);
+      for (float &e : x)
+        e = normal(rng);
+    };
+    fill(q_, spec.heads);
+    fill(k_, spec.kvHeads);
+    fill(v_, spec.kvHeads);
+    fill(dout_, spec.heads);
+    if (spec.needsBlockMask()) {
+      const int64_t blk = spec.blockMaskBlock(), nb = (n + blk - 1) / blk;
+      std::vector<float> dense(static_cast<size_t>(nb * nb));
+      std::bernoulli_distribution keep(0.5);
+      for (float &e : dense)
+        e = keep(rng) ? 1.f : 0.f;
+      mask_ = BlockMask::fromDense(blk, nb, dense.data());
+    }
+    rt.makeCurrent();
+    flush_ = std::make_unique<DeviceBuffer>(size_t(256) << 20); // more than any L2
+  }
+
+  Measurement measure(const std::vector<TunedKernel> &kernels, bool backward) override {
+    Measurement m;
+    try {
+      CompileOptions co;
+      co.kernels = kernels;
+      std::unique_ptr<CompiledAttention> attn = rt_.compile(spec_, co);
+      HostAttention run(*attn, batch_, n_, q_.data(), k_.data(), v_.data(),
+                        spec_.needsBlockMask() ? &mask_ : nullptr);
+      auto flush = [&] { flush_->fill32(0); };
+      run.run(); // poisoned first: an unwritten output cannot match
+      std::vector<float> out, lse;
+      run.read(out, lse);
+      m.outputs = out;
+      if (backward) {
+        run.backward(dout_.data());
+        std::vector<float> dq, dk, dv;
+        run.readGradients(dq, dk, dv);
+        for (const auto *g : {&dq, &dk, &dv})
+          m.outputs.insert(m.outputs.end(), g->begin(), g->end());
+        m.ms = timeMedianMs(
+            [&](int) {
+              run.rerun();
+              run.rebackward(false);
+            },
+            1, iters_, flush);
+      } else {
+        m.ms = timeMedianMs([&](int) { run.rerun(); }, 1, iters_, flush);
+      }
+    } catch (const Error &e) {
+      m.error = e.what();
+    }
+    return m;
+  }
+
+private:
+  Runtime &rt_;
+  const AttentionSpec &spec_;
+  int64_t batch_, n_;
+  int iters_;
+  std::vector<float> q_, k_, v_, dout_;
+  BlockMask mask_;
+  std::unique_ptr<DeviceBuffer> flush_;
+};
+
+int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
+  std::vector<int64_t> lengths;
+  for (const std::string &x : splitList(o.get("seq"))) {
+    char *end = nullptr;
+    const long long n = std::strtoll(x.c_str(), &end, 10);
+    if (x.empty() || *end || n < 1 || n > (int64_t(1) << 31))
+      throw UsageError{"--seq takes sequence lengths (1 to 2^31, comma-separated), got '" + x +
+                       "'"};
+    lengths.push_back(n);
+  }
+  const int64_t batch = o.getInt("batch", 1, 1, 1 << 16);
+  const int iters = static_cast<int>(o.getInt("iters", 5, 1, 1000));
+  const double budget = static_cast<double>(o.getInt("budget", 600, 1, 1 << 30));
+  const std::string path = o.get("out", env::tuningDatabase());
+  Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
+  const DeviceInfo &dev = rt.device();
+  const TuningSignature sig = rt.tuningSignature();
+  const Target target = Target::parse(dev.arch(), dev.smemOptinBytes);
+  std::printf("tuning on gpu %d (%s, %s) into %s\n", dev.ordinal, dev.name.c_str(),
+              dev.arch().c_str(), path.c_str());
+  std::vector<std::string> report;
+  TuningDatabase db = TuningDatabase::load(path, sig, &report);
+  for (const std::string &r : report)
+    std::fprintf(stderr, "dattn tune: %s\n", r.c_str());
+  const auto start = std::chrono::steady_clock::now();
+  bool finished = true;
+  std::printf("%-24s %8s %-6s %-9s %-24s %-14s %9s %-14s %9s %7s\n", "attention", "N", "branch",
+              "stage", "family", "heuristic", "ms", "tuned", "ms", "speedup");
+  for (const AttentionSpec &spec : specs)
+    for (int64_t n : lengths) {
+      PlanOptions po;
+      po.arch = dev.arch();
+      po.smemBytes = dev.smemOptinBytes;
+      const AttentionPlan plan = planAttention(spec, po);
+      GpuMeasure gpu(rt, spec, batch, n, iters);
+      TuneOptions opt;
+      opt.backward = o.has("backward");
+      const double spent =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      opt.budgetSeconds = std::max(0.0, budget - spent);
+      opt.progress = [&](int done, int total, double best) {
+        const double t =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::fprintf(stderr, "\r%s N=%lld: %d/%d candidates, best %.3f ms, %.0f s, ~%.0f s left ",
+                     spec.name.c_str(), static_cast<long long>(n), done, total, best, t,
+                     done ? t / done * (total - done) : 0.0);
+      };
+      const TuneReport rep = tune(plan, target, n, sig, gpu, opt);
+      std::fprintf(stderr, "\n");
+      finished = finished && rep.finished;
+      for (const TunedResult &k : rep.kernels) {
+        for (const std::string &why : k.rejected)
+          std::fprintf(stderr, "dattn tune: %s N=%lld %s %s: rejected %s\n", spec.name.c_str(),
+                       static_cast<long long>(n), k.entry.key.stage.c_str(),
+                       k.entry.key.family.c_str(), why.c_str());
+        if (!std::isfinite(k.entry.medianMs))
+          continue; // nothing ran: the heuristic stays, no entry
+        db.put(k.entry);
+        const BranchPlan *b = nullptr;
+        std::string heuristic = "?";
+        for (const BranchPlan &br : plan.branches)
+          for (const PlannedKernel &pk : br.kernels)
+            if (!b && pk.stage == k.entry.key.stage && pk.family == k.entry.key.family &&
+                tuningKey(plan, br, pk.stage, pk.family, n).str() == k.entry.key.str()) {
+              b = &br;
+              heuristic = pk.config.describe();
+            }
+        std::printf("%-24s %8lld %-6ld %-9s %-24s %-14s %9.3f %-14s %9.3f %6.2fx\n",
+                    spec.name.c_str(), static_cast<long long>(n),
+                    b ? static_cast<long>(b - plan.branches.data()) : -1L,
+                    k.entry.key.stage.c_str(), k.entry.key.family.c_str(), heuristic.c_str(),
+                    k.entry.heuristicMs, k.entry.config.describe().c_str(), k.entry.medianMs,
+                    k.entry.heuristicMs / k.entry.medianMs);
+      }
+    }
+  db.save(path);
+  std::printf("%zu entries in %s%s\n", db.size(), path.c_str(),
+              finished ? "" : " (the budget ran out: the rest keep the heuristic)");
+  return 0;
+}
+
 } // namespace
 
 int runTune(const std::vector<std::string> &args) {
   static const char *help =
       "usage: dattn tune --list FILE [--name NAME] [--arch sm_80,sm_90a]\n"
+      "       dattn tune FILE [--name NAME] --seq N[,N...] [--batch B] [--backward]\n"
+      "                  [--out DB] [--budget SECONDS] [--iters K] [--gpu G]\n"
       "--list prints, per branch, every kernel family's candidate configurations\n"
       "for each target (default sm_80) and stage, or why the family does not run\n"
       "the branch. No GPU is needed.\n"
-      "Tuning on the GPU (timing the candidates into a tuning database) is not\n"
-      "built yet.\n";
+      "With --seq it times every candidate of every kernel on the GPU at each\n"
+      "length (one kernel at a time, the others at their best; the median of\n"
+      "--iters runs after an L2 flush; a candidate must match the heuristic's\n"
+      "outputs), with --backward the backward's dK/dV kernels too, and writes\n"
+      "the winners into the tuning database --out (default DATTN_TUNING_DB or\n"
+      "<cache>/tuning.json), merged with what it holds. It stops trying after\n"
+      "--budget seconds (default 600). Runs with --seq (dattn run, dattn-bench,\n"
+      "Runtime::compile with a sequence length) then use the winners.\n";
   if (wantsHelp(args, help))
     return 0;
-  Options o(args, {"name", "arch"}, {"list"});
-  if (!o.has("list"))
-    throw UsageError{"only --list exists yet: timing candidates on the GPU into a tuning "
-                     "database is not built"};
+  Options o(args, {"name", "arch", "seq", "batch", "out", "budget", "iters", "gpu"},
+            {"list", "backward"});
+  if (o.has("list") == o.has("seq"))
+    throw UsageError{"give --list (no GPU) or --seq N (tune on the GPU)"};
   SpecFile file = loadSpecFile(onlyFile(o, "tune"));
-  for (const AttentionSpec &spec : selectSpecs(file, o))
+  const std::vector<AttentionSpec> specs = selectSpecs(file, o);
+  if (o.has("seq"))
+    return tuneOnGpu(o, specs);
+  for (const AttentionSpec &spec : specs)
     for (const std::string &arch : splitList(o.get("arch", "sm_80"))) {
       const Target target = Target::parse(arch);
       listCandidates(planAttention(spec), target);

@@ -87,7 +87,10 @@ std::unique_ptr<DeviceBuffer> uploadRounded(const float *host, size_t count, DTy
 
 /// Times `fn` (which enqueues work on the default stream) with CUDA events:
 /// `warmup` untimed calls, then the median of `iters` timed ones, in ms.
-double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters);
+/// `beforeEach`, if given, is enqueued before every timed call, untimed
+/// (e.g. an L2 flush).
+double timeMedianMs(const std::function<void(int)> &fn, int warmup, int iters,
+                    const std::function<void()> &beforeEach = nullptr);
 
 /// Waits for the device and turns an asynchronous fault into an Error.
 void synchronize(const std::string &what);

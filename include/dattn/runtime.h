@@ -170,6 +170,9 @@ struct CompileOptions {
   /// databases' configurations for its bucket replace the heuristic's
   /// (0: the heuristic). Any N still runs; only the speed depends on it.
   int64_t seqLen = 0;
+  /// Configurations to use instead (the autotuner's candidates): with any,
+  /// the tuning databases are not consulted.
+  std::vector<TunedKernel> kernels;
 };
 
 class Runtime {

@@ -9,6 +9,7 @@
 #include "dattn/emit.h"
 #include "dattn/kernels.h"
 #include "dattn/error.h"
+#include "dattn/tuner.h"
 #include "dattn/tuning.h"
 
 #include <gtest/gtest.h>
@@ -274,6 +275,83 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
   const EmittedModule m = emitCuda(plan, "sm_90a");
   EXPECT_NE(m.source.find("64, 32, 1"), std::string::npos);
   EXPECT_EQ(m.kernels.at(1).origin, "user database " + path);
+}
+
+// The tuner with a model of the GPU: a candidate's time is its distance
+// from a best configuration; one candidate fails to launch, one computes
+// wrong outputs. The tuner must pick the fastest that ran right, record
+// the runner-up and the heuristic's time, tune the backward with the
+// forward's best in place, and stop when the budget is spent.
+class ModelGpu : public TuneMeasure {
+public:
+  std::vector<std::vector<TunedKernel>> calls;
+  Measurement measure(const std::vector<TunedKernel> &kernels, bool backward) override {
+    calls.push_back(kernels);
+    Measurement m;
+    m.outputs = {1.f, 2.f, 3.f};
+    m.ms = backward ? 10 : 1;
+    for (const TunedKernel &k : kernels) {
+      const KernelConfig &c = k.config;
+      if (k.stage == "forward") {
+        if (c.blockM == 16 && c.blockN == 16)
+          m.error = "launch failed";
+        if (c.blockM == 32 && c.blockN == 64 && c.rowTilesPerWarp == 2)
+          m.outputs[1] = 2.5f; // wrong
+        m.ms += std::abs(c.blockM - 32) / 16.0 + std::abs(c.blockN - 64) / 16.0 +
+                (c.rowTilesPerWarp == 2 ? 0 : 0.5);
+      } else {
+        m.ms += std::abs(c.blockN - 64) / 16.0 + std::abs(c.blockM - 32) / 32.0;
+      }
+    }
+    return m;
+  }
+};
+
+TEST(Tuner, PicksTheFastestCorrectCandidate) {
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  ASSERT_TRUE(r.ok());
+  PlanOptions po;
+  po.arch = "sm_90a";
+  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  const Target target = Target::parse("sm_90a");
+  ModelGpu gpu;
+  TuneOptions opt;
+  opt.backward = true;
+  int lastDone = 0, lastTotal = 0;
+  opt.progress = [&](int done, int total, double) {
+    lastDone = done;
+    lastTotal = total;
+  };
+  const TuneReport rep = tune(plan, target, 65536, h100(), gpu, opt);
+  EXPECT_TRUE(rep.finished);
+  ASSERT_EQ(rep.kernels.size(), 2u); // forward, backward dK/dV
+  const TunedResult &f = rep.kernels[0];
+  EXPECT_EQ(f.entry.key.stage, "forward");
+  EXPECT_EQ(f.tried, 21);
+  // m32 n64 t2 is fastest but wrong: m32 n64 t1 wins, 0.5 ms slower.
+  EXPECT_TRUE(f.entry.config == (KernelConfig{32, 64, 1, false})) << f.entry.config.describe();
+  EXPECT_DOUBLE_EQ(f.entry.medianMs, 1.5);
+  EXPECT_EQ(f.rejected.size(), 2u); // the failed launch and the wrong outputs
+  EXPECT_DOUBLE_EQ(f.entry.heuristicMs, 1 + 96 / 16.0 + 0); // m128 n64 t2
+  EXPECT_LT(f.entry.medianMs, f.entry.runnerUpMs);
+  const TunedResult &b = rep.kernels[1];
+  EXPECT_EQ(b.entry.key.stage, "backward");
+  EXPECT_TRUE(b.entry.config == (KernelConfig{32, 64, 0, true})) << b.entry.config.describe();
+  // The backward's measurements ran with the forward's best in place.
+  const std::vector<TunedKernel> &lastCall = gpu.calls.back();
+  ASSERT_EQ(lastCall.size(), 2u);
+  EXPECT_TRUE(lastCall[0].config == f.entry.config);
+  EXPECT_EQ(lastDone, lastTotal);
+  EXPECT_EQ(lastTotal, 21 + 12);
+
+  // No budget: nothing is tried past the references, and the report says so.
+  ModelGpu again;
+  opt.budgetSeconds = 0;
+  const TuneReport none = tune(plan, target, 65536, h100(), again, opt);
+  EXPECT_FALSE(none.finished);
+  EXPECT_EQ(again.calls.size(), 2u); // the heuristic's forward and backward
 }
 
 } // namespace

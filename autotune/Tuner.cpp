@@ -1,0 +1,135 @@
+// tune() (include/dattn/tuner.h): one kernel at a time, every candidate,
+// the others at their best so far; a candidate counts only if it ran and
+// its outputs match the heuristic configuration's.
+#include "dattn/tuner.h"
+
+#include "dattn/error.h"
+#include "dattn/kernels.h"
+
+#include <chrono>
+#include <cmath>
+
+namespace dattn {
+
+namespace {
+
+/// ||a - b|| / ||b||, infinite when the sizes differ or a holds NaN.
+double relativeDifference(const std::vector<float> &a, const std::vector<float> &b) {
+  if (a.size() != b.size())
+    return std::numeric_limits<double>::infinity();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - b[i];
+    num += d * d;
+    den += double(b[i]) * b[i];
+  }
+  if (std::isnan(num))
+    return std::numeric_limits<double>::infinity();
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct Job {
+  int branch;
+  std::string stage;
+  const KernelFamily *family;
+  KernelConfig heuristic;
+  std::vector<KernelConfig> candidates;
+};
+
+} // namespace
+
+TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
+                const TuningSignature &signature, TuneMeasure &measure,
+                const TuneOptions &options) {
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  std::vector<Job> jobs;
+  int total = 0;
+  for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
+    const BranchPlan &b = plan.branches[bi];
+    for (const PlannedKernel &k : b.kernels) {
+      if (k.stage != "forward" && !(options.backward && k.stage == "backward"))
+        continue;
+      const KernelFamily &f = familyNamed(k.family);
+      Job j{static_cast<int>(bi), k.stage, &f, k.config,
+            f.candidates(plan, b, target, /*deterministic=*/false)};
+      total += static_cast<int>(j.candidates.size());
+      jobs.push_back(std::move(j));
+    }
+  }
+  // The heuristic's outputs: what every candidate must reproduce.
+  const Measurement refForward = measure.measure({}, false);
+  if (!refForward.error.empty())
+    throw Error("tuning attention '" + plan.name + "': the heuristic configuration does not run: " +
+                refForward.error);
+  Measurement refBackward;
+  if (options.backward) {
+    refBackward = measure.measure({}, true);
+    if (!refBackward.error.empty())
+      throw Error("tuning attention '" + plan.name +
+                  "': the heuristic configuration's backward does not run: " + refBackward.error);
+  }
+
+  TuneReport report;
+  std::vector<TunedKernel> chosen; // the kernels tuned so far, at their best
+  int done = 0;
+  double bestSoFar = std::numeric_limits<double>::infinity();
+  for (const Job &j : jobs) {
+    const bool backward = j.stage != "forward";
+    const Measurement &ref = backward ? refBackward : refForward;
+    TunedResult r;
+    r.entry.signature = signature;
+    r.entry.key = tuningKey(plan, plan.branches[j.branch], j.stage, j.family->name(), seqLen);
+    double best = std::numeric_limits<double>::infinity(), second = best, heuristicMs = best;
+    KernelConfig bestConfig = j.heuristic, secondConfig = j.heuristic;
+    for (const KernelConfig &c : j.candidates) {
+      if (elapsed() > options.budgetSeconds) {
+        report.finished = false;
+        break;
+      }
+      std::vector<TunedKernel> forced = chosen;
+      forced.push_back({j.branch, j.stage, j.family->name(), c, "tuning"});
+      const Measurement m = measure.measure(forced, backward);
+      ++r.tried;
+      ++done;
+      const double diff = m.error.empty() ? relativeDifference(m.outputs, ref.outputs) : 0;
+      if (!m.error.empty()) {
+        r.rejected.push_back(c.describe() + ": " + m.error);
+      } else if (!(diff <= options.tolerance)) {
+        r.rejected.push_back(c.describe() + ": outputs differ from the heuristic's by " +
+                             std::to_string(diff));
+      } else {
+        if (c == j.heuristic)
+          heuristicMs = m.ms;
+        if (m.ms < best) {
+          second = best;
+          secondConfig = bestConfig;
+          best = m.ms;
+          bestConfig = c;
+        } else if (m.ms < second) {
+          second = m.ms;
+          secondConfig = c;
+        }
+        bestSoFar = std::min(bestSoFar, m.ms);
+      }
+      if (options.progress)
+        options.progress(done, total, bestSoFar);
+    }
+    if (!std::isfinite(best)) // nothing ran: the heuristic stays
+      bestConfig = j.heuristic;
+    r.entry.config = bestConfig;
+    r.entry.medianMs = best;
+    r.entry.runnerUp = secondConfig;
+    r.entry.runnerUpMs = second;
+    r.entry.heuristicMs = heuristicMs;
+    chosen.push_back({j.branch, j.stage, j.family->name(), bestConfig, "tuning"});
+    report.kernels.push_back(std::move(r));
+    if (!report.finished)
+      break;
+  }
+  return report;
+}
+
+} // namespace dattn
