@@ -16,8 +16,9 @@ With PyTorch installed, ``dattn.attention(q, k, v, spec)`` runs a spec on
 CUDA tensors through the torch custom ops of ``dattn.ops`` (autograd,
 ``torch.compile``); ``dattn.precompile(spec)`` loads its kernels ahead of a
 CUDA-graph capture; ``dattn.nn`` holds the modules users of the
-dilated-attention ports know. The package itself does not need torch. The
-ring from torch.distributed comes next.
+dilated-attention ports know; ``dattn.distributed.RingAttention`` runs a
+spec over a ring of GPUs from torch.distributed, each rank holding its rows
+only. The package itself does not need torch.
 """
 
 import importlib.util

@@ -27,6 +27,7 @@ std::vector<dattn::AttentionSpec> parse(const std::string &text, const std::stri
 } // namespace
 
 void bindRuntime(nb::module_ &m); // runtime.cpp
+void bindRing(nb::module_ &m);    // ring.cpp
 
 NB_MODULE(_dattn, m) {
   m.doc() = "dattn's C++ core: specs, plans and the machine";
@@ -80,4 +81,5 @@ NB_MODULE(_dattn, m) {
   m.def("device_count", &dattn::Runtime::deviceCount,
         "GPUs the driver sees (0 without a driver).");
   bindRuntime(m);
+  bindRing(m);
 }

@@ -3,6 +3,8 @@
 // ops (python/dattn/ops.py) need no libtorch at build time. One Runtime per
 // GPU, shared by every attention compiled on it (it binds the GPU's primary
 // context, the one PyTorch uses).
+#include "common.h"
+
 #include "dattn/compiler.h"
 #include "dattn/error.h"
 #include "dattn/reference.h"
@@ -20,19 +22,16 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
-namespace {
+namespace dattn::py {
 
-/// (data pointer, shape, strides in elements), as torch gives them.
-using PyTensor = std::tuple<uintptr_t, std::vector<int64_t>, std::vector<int64_t>>;
-
-dattn::TensorDesc describe(const PyTensor &t, dattn::DType dtype, const char *name) {
+TensorDesc describe(const PyTensor &t, DType dtype, const char *name) {
   const auto &[ptr, shape, strides] = t;
   if (shape.size() != strides.size() || shape.empty() ||
-      shape.size() > static_cast<size_t>(dattn::TensorDesc::kMaxRank))
-    throw dattn::ArgumentError(std::string(name) + ": " + std::to_string(shape.size()) +
-                               " dims and " + std::to_string(strides.size()) +
-                               " strides (1 to 4 dims, one stride each)");
-  dattn::TensorDesc d;
+      shape.size() > static_cast<size_t>(TensorDesc::kMaxRank))
+    throw ArgumentError(std::string(name) + ": " + std::to_string(shape.size()) +
+                        " dims and " + std::to_string(strides.size()) +
+                        " strides (1 to 4 dims, one stride each)");
+  TensorDesc d;
   d.data = reinterpret_cast<void *>(ptr);
   d.dtype = dtype;
   d.rank = static_cast<int>(shape.size());
@@ -43,15 +42,23 @@ dattn::TensorDesc describe(const PyTensor &t, dattn::DType dtype, const char *na
   return d;
 }
 
-std::shared_ptr<dattn::Runtime> runtimeFor(int device) {
+std::shared_ptr<Runtime> runtimeFor(int device) {
   static std::mutex mutex;
-  static std::map<int, std::shared_ptr<dattn::Runtime>> runtimes;
+  static std::map<int, std::shared_ptr<Runtime>> runtimes;
   std::lock_guard<std::mutex> lock(mutex);
   auto &rt = runtimes[device];
   if (!rt)
-    rt = std::make_shared<dattn::Runtime>(device);
+    rt = std::make_shared<Runtime>(device);
   return rt;
 }
+
+} // namespace dattn::py
+
+namespace {
+
+using dattn::py::describe;
+using dattn::py::PyTensor;
+using dattn::py::runtimeFor;
 
 /// A spec compiled for one GPU.
 struct Attention {
