@@ -13,10 +13,10 @@ namespace dattn {
 
 namespace {
 
-/// A dense branch (one unbounded segment, dilation 1) whose forward runs on
-/// tensor cores: the ring's tensor-core kernels serve it.
-bool isDenseOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
-  return b.kind == BranchKind::Strided && b.dilation == 1 && b.segment == kUnbounded &&
+/// A strided branch (dense included) whose forward runs on tensor cores:
+/// the ring's tensor-core kernels (ring_mma.cuh) serve it.
+bool stridedOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
+  return b.kind == BranchKind::Strided &&
          plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
 }
 
@@ -62,10 +62,8 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     const BranchPlan &b = plan.branches[bi];
     const KernelChoice forward = plannedKernels(plan, b, "forward").at(0);
     // Strided branches on tensor cores take the forward's tile
-    // configuration (ring_mma.cuh: the dense kernel, or the lattice kernel
-    // for segments and dilations); blocks branches the SIMT block kernel.
-    if (b.kind == BranchKind::Strided && forward.family->usesTensorCores()) {
-      const bool dense = isDenseOnTensorCores(plan, b);
+    // configuration (ring_mma.cuh); blocks branches the SIMT block kernel.
+    if (stridedOnTensorCores(plan, b)) {
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
                                    static_cast<int>(bi), forward.resources.threads);
@@ -80,8 +78,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
          << ", " << c.blockM << ", " << c.blockN << ", " << c.rowTilesPerWarp
          << ">::kSmemBytes == " << k.smemBytes
          << ", \"the family's shared memory differs from the kernel's\");\n  "
-         << (dense ? "ring::mmaRingForward<" : "ring::mmaRingForwardStrided<") << T << ", "
-         << D << ", " << c.blockM << ", " << c.blockN
+         << "ring::mmaRingForward<" << T << ", " << D << ", " << c.blockM << ", " << c.blockN
          << ", " << c.rowTilesPerWarp << ", Branch" << bi << ">(p, r);\n}\n\n";
       continue;
     }
@@ -110,12 +107,9 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
     // Strided branches on tensor cores: the one-GPU dK/dV family's
-    // configuration with dQ by reductions (ring_mma.cuh: the dense kernel,
-    // or the lattice kernel), one CTA per key tile of the block
-    // (KernelInfo::rowsPerCta keys); blocks branches SIMT.
-    if (b.kind == BranchKind::Strided &&
-        plannedKernels(plan, b, "forward").at(0).family->usesTensorCores()) {
-      const bool dense = isDenseOnTensorCores(plan, b);
+    // configuration with dQ by reductions (ring_mma.cuh), one CTA per key
+    // tile of the block (KernelInfo::rowsPerCta keys); blocks branches SIMT.
+    if (stridedOnTensorCores(plan, b)) {
       const KernelChoice dkv = plannedKernels(plan, b, "backward").at(0);
       if (dkv.family->usesTensorCores() && dkv.config.atomicDq) {
         const KernelConfig &c = dkv.config;
@@ -132,8 +126,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
            << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  static_assert(bwd::KvSmem<"
            << D << ", " << c.blockM << ", " << c.blockN << ", true>::kBytes == " << k.smemBytes
            << ", \"the family's shared memory differs from the kernel's\");\n  "
-           << (dense ? "ring::mmaRingBackward<" : "ring::mmaRingBackwardStrided<") << T
-           << ", " << D << ", " << c.blockM << ", "
+           << "ring::mmaRingBackward<" << T << ", " << D << ", " << c.blockM << ", "
            << c.blockN / 16 << ", Branch" << bi << ">(p, r, g);\n}\n\n";
         continue;
       }

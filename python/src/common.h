@@ -17,6 +17,30 @@ using PyTensor = std::tuple<uintptr_t, std::vector<int64_t>, std::vector<int64_t
 /// The descriptor of `t`; ArgumentError naming `name` for a bad rank.
 TensorDesc describe(const PyTensor &t, DType dtype, const char *name);
 
+/// q, k, v, out and lse of a forward's arguments (ForwardArgs or a ring
+/// rank's), in the spec's dtype (lse fp32).
+template <class Args>
+void describeForward(Args &a, DType t, const PyTensor &q, const PyTensor &k, const PyTensor &v,
+                     const PyTensor &out, const PyTensor &lse) {
+  a.q = describe(q, t, "q");
+  a.k = describe(k, t, "k");
+  a.v = describe(v, t, "v");
+  a.out = describe(out, t, "out");
+  a.lse = describe(lse, DType::F32, "lse");
+}
+
+/// The same, then dout, dq, dk and dv, for a backward's arguments.
+template <class Args>
+void describeBackward(Args &a, DType t, const PyTensor &q, const PyTensor &k, const PyTensor &v,
+                      const PyTensor &out, const PyTensor &lse, const PyTensor &dout,
+                      const PyTensor &dq, const PyTensor &dk, const PyTensor &dv) {
+  describeForward(a, t, q, k, v, out, lse);
+  a.dout = describe(dout, t, "dout");
+  a.dq = describe(dq, t, "dq");
+  a.dk = describe(dk, t, "dk");
+  a.dv = describe(dv, t, "dv");
+}
+
 /// The Runtime of GPU `device`, made on first use and shared (it binds the
 /// GPU's primary context, the one PyTorch uses).
 std::shared_ptr<Runtime> runtimeFor(int device);

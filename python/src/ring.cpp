@@ -20,7 +20,6 @@ using namespace nb::literals;
 
 namespace {
 
-using dattn::py::describe;
 using dattn::py::PyTensor;
 
 struct Ring {
@@ -49,11 +48,7 @@ struct Ring {
   int64_t forward(const PyTensor &q, const PyTensor &k, const PyTensor &v, const PyTensor &out,
                   const PyTensor &lse, uintptr_t workspace, int64_t bytes, uintptr_t stream) {
     dattn::RingRankForward a;
-    a.q = describe(q, dtype(), "q");
-    a.k = describe(k, dtype(), "k");
-    a.v = describe(v, dtype(), "v");
-    a.out = describe(out, dtype(), "out");
-    a.lse = describe(lse, dattn::DType::F32, "lse");
+    dattn::py::describeForward(a, dtype(), q, k, v, out, lse);
     a.workspace = {reinterpret_cast<void *>(workspace), bytes};
     nb::gil_scoped_release release;
     return ring->forward({a}, {reinterpret_cast<void *>(stream)});
@@ -64,15 +59,7 @@ struct Ring {
                    const PyTensor &dk, const PyTensor &dv, uintptr_t workspace, int64_t bytes,
                    uintptr_t stream) {
     dattn::RingRankBackward a;
-    a.q = describe(q, dtype(), "q");
-    a.k = describe(k, dtype(), "k");
-    a.v = describe(v, dtype(), "v");
-    a.out = describe(out, dtype(), "out");
-    a.lse = describe(lse, dattn::DType::F32, "lse");
-    a.dout = describe(dout, dtype(), "dout");
-    a.dq = describe(dq, dtype(), "dq");
-    a.dk = describe(dk, dtype(), "dk");
-    a.dv = describe(dv, dtype(), "dv");
+    dattn::py::describeBackward(a, dtype(), q, k, v, out, lse, dout, dq, dk, dv);
     a.workspace = {reinterpret_cast<void *>(workspace), bytes};
     nb::gil_scoped_release release;
     return ring->backward({a}, {reinterpret_cast<void *>(stream)});

@@ -56,7 +56,6 @@ std::shared_ptr<Runtime> runtimeFor(int device) {
 
 namespace {
 
-using dattn::py::describe;
 using dattn::py::PyTensor;
 using dattn::py::runtimeFor;
 
@@ -86,11 +85,7 @@ struct Attention {
                uintptr_t stream, uintptr_t maskRows, uintptr_t maskCols, int64_t maskBlock,
                int64_t maskBlockRows, int64_t maskNnz) {
     dattn::ForwardArgs a;
-    a.q = describe(q, dtype(), "q");
-    a.k = describe(k, dtype(), "k");
-    a.v = describe(v, dtype(), "v");
-    a.out = describe(out, dtype(), "out");
-    a.lse = describe(lse, dattn::DType::F32, "lse");
+    dattn::py::describeForward(a, dtype(), q, k, v, out, lse);
     a.workspace = {reinterpret_cast<void *>(workspace), workspaceBytes};
     a.stream = reinterpret_cast<void *>(stream);
     if (maskRows)
@@ -106,15 +101,7 @@ struct Attention {
                 uintptr_t maskRows, uintptr_t maskCols, int64_t maskBlock,
                 int64_t maskBlockRows, int64_t maskNnz) {
     dattn::BackwardArgs a;
-    a.q = describe(q, dtype(), "q");
-    a.k = describe(k, dtype(), "k");
-    a.v = describe(v, dtype(), "v");
-    a.out = describe(out, dtype(), "out");
-    a.lse = describe(lse, dattn::DType::F32, "lse");
-    a.dout = describe(dout, dtype(), "dout");
-    a.dq = describe(dq, dtype(), "dq");
-    a.dk = describe(dk, dtype(), "dk");
-    a.dv = describe(dv, dtype(), "dv");
+    dattn::py::describeBackward(a, dtype(), q, k, v, out, lse, dout, dq, dk, dv);
     a.workspace = {reinterpret_cast<void *>(workspace), workspaceBytes};
     a.stream = reinterpret_cast<void *>(stream);
     a.deterministic = deterministic;

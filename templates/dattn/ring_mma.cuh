@@ -1,16 +1,11 @@
-// dattn: the ring's tensor-core block kernel for dense branches (every pair
-// of the sequence, causal or not: a strided branch of one unbounded segment
-// and dilation 1). Such a branch makes every peer send whole shard ranges,
-// so every part of a block is a run of consecutive rows (step 1) and a key
-// tile of BN packed rows is BN consecutive positions: tiles classify by
-// position like the one-GPU kernel's (skip, full, partial at the causal
-// diagonal or a part's end), and the loop is the forward kernel's (warp
-// tile vocabulary, cp.async double buffering), walking the block's parts
-// instead of one key range. Partials merge into the rank's fp32
-// accumulators (kMerge epilogue). The backward is the one-GPU dK/dV
-// kernel's loop (backward_mma.cuh) with the block's key tiles as its CTAs
-// and the rank's query tiles as its steps. Other branches use the SIMT
-// block kernels.
+// dattn: the ring's tensor-core block kernels for strided branches (dense
+// is one unbounded segment of dilation 1). The forward is the one-GPU
+// forward's tile loop (warp tile vocabulary, cp.async double buffering)
+// walking the block's parts instead of one key range, merging into the
+// rank's fp32 accumulators (kMerge epilogue); the backward is the one-GPU
+// dK/dV kernel's loop (backward_mma.cuh) with the block's key tiles as its
+// CTAs and the rank's query tiles as its steps. Blocks branches use the
+// SIMT block kernels (ring.cuh).
 #pragma once
 
 #include "dattn/backward_mma.cuh"
@@ -26,122 +21,6 @@ struct KeyTile {
   long long b0;
 };
 
-/// -inf for the pairs of a partial tile the branch does not attend: keys
-/// past the part's end, and (causal) keys after the query in position.
-template <int BN, int MT>
-DATTN_DEV void maskRingTile(float (&s)[MT][BN / 8][4], long long qPos0, long long kPos0,
-                            long long keysLeft, bool causal, int lane) {
-  warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
-    return b < keysLeft && !(causal && kPos0 + b > qPos0 + a);
-  });
-}
-
-/// One CTA per (query tile of one of the rank's ranges, branch head, batch).
-template <class T, int D, int BM, int BN, int MT, class Branch>
-__device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
-  static_assert(Branch::kKind == fwd::kStridedBranch && Branch::kStride == 1 &&
-                    Branch::kSegment < 0,
-                "the tensor-core ring kernel is for dense branches");
-  using Tile = fwd::MmaTile<T, D, BM, BN, MT>;
-  extern __shared__ __align__(128) unsigned char smemRaw[];
-  T *sQ = reinterpret_cast<T *>(smemRaw);
-  T *sK = sQ + BM * D; // two stages of BN * D
-  T *sV = sK + 2 * BN * D;
-
-  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z;
-  const int kvHead = head / p.groupSize;
-
-  // This CTA's query rows: tiles of the first range, then of the second;
-  // compact index a is local row base + a, at position qPos + a.
-  const long long len0 = r.qEnd[0] - r.qBegin[0], tiles0 = plan::ceilDiv(len0, BM);
-  const int range = blockIdx.x < tiles0 ? 0 : 1;
-  fwd::TileRange tr;
-  tr.base = range == 0 ? 0 : len0;
-  tr.step = 1;
-  tr.count = r.qEnd[range] - r.qBegin[range];
-  tr.qa0 = (range == 0 ? (long long)blockIdx.x : blockIdx.x - tiles0) * BM;
-  tr.t0 = tr.t1 = 0; // unused: key tiles come from the parts
-  if (tr.qa0 >= tr.count)
-    return;
-  const long long qPos = r.qBegin[range] + tr.qa0; // position of the tile's first row
-  const long long qLast = r.qBegin[range] + plan::minI(tr.qa0 + BM, tr.count) - 1;
-
-  auto classOf = [&](const KeyTile &k) {
-    const Part &pt = r.parts[k.part];
-    const long long kFirst = pt.start + k.b0, kLast = pt.start + plan::minI(k.b0 + BN, pt.count) - 1;
-    if (Branch::kCausal && kFirst > qLast)
-      return (int)plan::kSkip;
-    const bool edge = k.b0 + BN > pt.count || (Branch::kCausal && kLast > qPos);
-    return (int)(edge ? plan::kPartial : plan::kFull);
-  };
-  // The first tile at or after k that is not skipped (part = numParts: none).
-  auto advance = [&](KeyTile k) {
-    while (k.part < r.numParts) {
-      const Part &pt = r.parts[k.part];
-      // Another kv head's part, the part's end, or (causal) every later key
-      // after the tile's last query: on to the next part.
-      if (pt.kvHead != kvHead || k.b0 >= pt.count ||
-          (Branch::kCausal && pt.start + k.b0 > qLast)) {
-        ++k.part;
-        k.b0 = 0;
-        continue;
-      }
-      return k;
-    }
-    return k;
-  };
-  auto loadKeys = [&](T *dstK, T *dstV, const KeyTile &k) {
-    const Part &pt = r.parts[k.part];
-    typename Tile::template RowLoader<BN> kLoader, vLoader;
-    kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, pt.offset, 1);
-    vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, pt.offset,
-                 1);
-    kLoader.load(dstK, k.b0, pt.count);
-    vLoader.load(dstV, k.b0, pt.count);
-  };
-
-  KeyTile t = advance(KeyTile{0, 0});
-  if (t.part >= r.numParts)
-    return; // no key of this block for these rows: nothing to merge
-  typename Tile::template RowLoader<BM> qLoader;
-  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, tr.base, 1);
-  qLoader.load(sQ, tr.qa0, tr.count);
-  loadKeys(sK, sV, t);
-  dev::cpAsyncCommit();
-
-  float acc[MT][D / 8][4];
-  warp::zero(acc);
-  warp::OnlineSoftmax<MT> softmax;
-  softmax.init();
-  const float scaleLog2 = p.scale * dev::kLog2e;
-  const int row0 = warpId * 16 * MT; // this warp's rows in the CTA's tile
-
-  for (int stage = 0; t.part < r.numParts; stage ^= 1) {
-    dev::cpAsyncWaitAll();
-    __syncthreads();
-    const int cls = classOf(t);
-    const KeyTile next = advance(KeyTile{t.part, t.b0 + BN});
-    if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
-      loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
-    dev::cpAsyncCommit();
-    float s[MT][BN / 8][4]; // 2. S = Q K^T
-    warp::scores<T, Tile, D, BN, MT>(s, dev::smemAddress(sQ),
-                                     dev::smemAddress(sK + stage * BN * D), row0, lane);
-    if (cls == plan::kPartial) { // 3. masks on partial tiles only
-      const Part &pt = r.parts[t.part];
-      maskRingTile<BN, MT>(s, qPos + row0, pt.start + t.b0, pt.count - t.b0, Branch::kCausal,
-                           lane);
-    }
-    softmax.update(s, acc, scaleLog2); // 4. online softmax
-    warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, dev::smemAddress(sV + stage * BN * D),
-                                           lane); // 5. O += P V
-    t = next;
-  }
-  fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
-}
-
 // ---------------------------------------------------------------------------
 // Strided (dilated) branches: segment w, dilation r, offset o per head. A
 // query attends the keys of its segment whose position is congruent to o
@@ -153,7 +32,7 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
 /// One CTA per (query tile of a piece of the rank's rows, branch head,
 /// batch), over the block's key runs in the piece's segment.
 template <class T, int D, int BM, int BN, int MT, class Branch>
-__device__ void mmaRingForwardStrided(const fwd::Params &p, const Params &r) {
+__device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
   static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
   using Tile = fwd::MmaTile<T, D, BM, BN, MT>;
   extern __shared__ __align__(128) unsigned char smemRaw[];
@@ -184,7 +63,7 @@ __device__ void mmaRingForwardStrided(const fwd::Params &p, const Params &r) {
   const long long qc0 = (first - o) / dil + tr.qa0;
   const long long qcLast = qc0 + plan::minI(BM, tr.count - tr.qa0) - 1;
 
-  auto runOf = [&](int part) { return partRun(r.parts[part], dil, o, segBegin, segEnd); };
+  auto runOf = [&](int part) { return partRun<(Branch::kSegment >= 0)>(r.parts[part], dil, o, segBegin, segEnd); };
   // Key k of a run is at lattice index kc(run) + k * m, m = posStep / dil.
   auto classOf = [&](const KeyRun &k, long long b0) {
     const long long m = k.posStep / dil;
@@ -262,188 +141,14 @@ __device__ void mmaRingForwardStrided(const fwd::Params &p, const Params &r) {
   fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
 }
 
-/// The backward's key tile of this CTA: the blockIdx.x-th tile of BN packed
-/// rows, counting each part's ceil(count / BN) tiles in turn (the executor
-/// launches that many). False if there is none.
-template <int BN> DATTN_DEV bool blockKeyTile(const Params &r, KeyTile *t) {
-  long long x = blockIdx.x;
-  for (int part = 0; part < r.numParts; ++part) {
-    const long long tiles = plan::ceilDiv(r.parts[part].count, BN);
-    if (x < tiles) {
-      *t = KeyTile{part, x * BN};
-      return true;
-    }
-    x -= tiles;
-  }
-  return false;
-}
-
-/// Query tile qt of the rank's rows (the first range's tiles, then the
-/// second's) as a row map of local rows, its first compact row and the
-/// position of that row.
-template <int BM>
-DATTN_DEV void rankQueryTile(const Params &r, long long qt, bwd::RowMap *rm, long long *qa0,
-                             long long *qPos) {
-  const long long len0 = r.qEnd[0] - r.qBegin[0], tiles0 = plan::ceilDiv(len0, BM);
-  const int range = qt < tiles0 ? 0 : 1;
-  rm->base = range == 0 ? 0 : len0;
-  rm->step = 1;
-  rm->count = r.qEnd[range] - r.qBegin[range];
-  *qa0 = (range == 0 ? qt : qt - tiles0) * BM;
-  *qPos = r.qBegin[range] + *qa0;
-}
-
-/// dK, dV and dQ of one block for dense branches: one CTA per key tile of
-/// 16 W packed rows (blockKeyTile) and branch head, over the rank's query
-/// tiles; dQ by fp32 reductions into g.dqAcc, the tile's dK/dV partials
-/// added (reductions: the heads of a kv head share its rows) to g.dk, g.dv.
-template <class T, int D, int BM, int W, class Branch>
-__device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
-  static_assert(Branch::kKind == fwd::kStridedBranch && Branch::kStride == 1 &&
-                    Branch::kSegment < 0,
-                "the tensor-core ring kernel is for dense branches");
-  constexpr int BN = 16 * W;
-  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
-  constexpr int kThreads = Tile::kThreads;
-  extern __shared__ __align__(128) unsigned char smemRaw[];
-  T *sK = reinterpret_cast<T *>(smemRaw);
-  T *sV = sK + BN * D;
-  T *sQ = sV + BN * D;      // two stages of BM * D
-  T *sG = sQ + 2 * BM * D;  // dO, two stages
-  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM]
-  float *sL = reinterpret_cast<float *>(sDS + BN * BM); // two stages
-  float *sDelta = sL + 2 * BM;                           // two stages
-
-  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, rows = p.seqLen;
-  const int kvHead = head / p.groupSize;
-  KeyTile kt;
-  if (!blockKeyTile<BN>(r, &kt) || r.parts[kt.part].kvHead != kvHead)
-    return;
-  const Part pt = r.parts[kt.part];
-  const long long kb0 = kt.b0, kLeft = pt.count - kb0; // keys of the tile: min(BN, kLeft)
-  const long long kFirst = pt.start + kb0, kLast = pt.start + plan::minI(kb0 + BN, pt.count) - 1;
-  const long long numTiles =
-      plan::ceilDiv(r.qEnd[0] - r.qBegin[0], BM) + plan::ceilDiv(r.qEnd[1] - r.qBegin[1], BM);
-
-  // Classes by position: skipped when (causal) every query precedes every
-  // key, partial at the diagonal or where a tile runs past its rows.
-  auto classOf = [&](long long qt) {
-    bwd::RowMap rm;
-    long long qa0, qPos;
-    rankQueryTile<BM>(r, qt, &rm, &qa0, &qPos);
-    const long long qLast = qPos + plan::minI(BM, rm.count - qa0) - 1;
-    if (Branch::kCausal && qLast < kFirst)
-      return (int)plan::kSkip;
-    const bool edge = qa0 + BM > rm.count || kLeft < BN || (Branch::kCausal && qPos < kLast);
-    return (int)(edge ? plan::kPartial : plan::kFull);
-  };
-  auto nextTile = [&](long long qt) {
-    while (qt < numTiles && classOf(qt) == plan::kSkip)
-      ++qt;
-    return qt;
-  };
-
-  typename Tile::template RowLoader<BN> kLoader, vLoader;
-  kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, pt.offset, 1);
-  vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, pt.offset, 1);
-  const T *qHead = (const T *)p.q + p.qL.at(batch, 0, head);
-  const T *gHead = (const T *)g.dout + g.doutL.at(batch, 0, head);
-  const float *lseSrc = p.lse + (batch * p.heads + head) * rows;
-  const float *deltaSrc = g.delta + (batch * p.heads + head) * rows;
-  // Q, dO, L and Delta of query tile qt into stage `st`.
-  auto loadQueries = [&](int st, long long qt) {
-    bwd::RowMap rm;
-    long long qa0, qPos;
-    rankQueryTile<BM>(r, qt, &rm, &qa0, &qPos);
-    typename Tile::template RowLoader<BM> qLoader, gLoader;
-    qLoader.init(qHead, p.qL.row, rm.base, 1);
-    gLoader.init(gHead, g.doutL.row, rm.base, 1);
-    qLoader.load(sQ + st * BM * D, qa0, rm.count);
-    gLoader.load(sG + st * BM * D, qa0, rm.count);
-    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
-      const int c = x % BM;
-      const bool valid = qa0 + c < rm.count;
-      const long long local = valid ? rm.base + qa0 + c : 0;
-      dev::cpAsync4(dev::smemAddress((x < BM ? sL : sDelta) + st * BM + c),
-                    (x < BM ? lseSrc : deltaSrc) + local, valid);
-    }
-  };
-
-  long long qt = nextTile(0);
-  if (qt >= numTiles)
-    return; // no query of the rank reaches these keys
-  kLoader.load(sK, kb0, pt.count);
-  vLoader.load(sV, kb0, pt.count);
-  loadQueries(0, qt);
-  dev::cpAsyncCommit();
-
-  float dk[D / 8][4], dv[D / 8][4];
-  warp::zero(dk);
-  warp::zero(dv);
-  const float scaleLog2 = p.scale * dev::kLog2e;
-  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
-  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
-  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
-
-  for (int stage = 0; qt < numTiles; stage ^= 1) {
-    dev::cpAsyncWaitAll();
-    __syncthreads();
-    const int cls = classOf(qt);
-    const long long qtNext = nextTile(qt + 1);
-    if (qtNext < numTiles) // 1. the next query tile into the other stage
-      loadQueries(stage ^ 1, qtNext);
-    dev::cpAsyncCommit();
-    bwd::RowMap rm;
-    long long qa0, qPos;
-    rankQueryTile<BM>(r, qt, &rm, &qa0, &qPos);
-    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
-    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
-    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
-    bwd::scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
-    if (cls == plan::kPartial) { // 3. pairs outside the block or the causal order: p = 0
-#pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long b = keyRow0 + lane / 4 + (e >> 1) * 8;
-          const long long a = nb * 8 + (lane % 4) * 2 + (e & 1);
-          if (b >= kLeft || qa0 + a >= rm.count ||
-              (Branch::kCausal && kFirst + b > qPos + a))
-            s[nb][e] = dev::negInf();
-        }
-    }
-    bwd::probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
-                                     lane);                         // 4. P^T, dS^T
-    bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
-    bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
-                                            (long long)p.heads * D, p.scale, lane); // 6. dQ
-    qt = qtNext;
-  }
-  // 7. The tile's partials, for this warp's 16 key rows (dK scaled).
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
-    if (b >= pt.count)
-      continue;
-    float *dkRow = g.dk + g.gradL.at(batch, pt.offset + b, kvHead);
-    float *dvRow = g.dv + g.gradL.at(batch, pt.offset + b, kvHead);
-#pragma unroll
-    for (int nb = 0; nb < D / 8; ++nb) {
-      const int c = nb * 8 + (lane % 4) * 2;
-      dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
-      dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
-    }
-  }
-}
-
-/// dK, dV and dQ of one block for strided branches: one CTA per key tile
+/// dK, dV and dQ of one block: one CTA per key tile
 /// (keyPiece: bn keys of one part's lattice run in one segment) and branch
 /// head, over the rank's query tiles of that segment and residue (its one
-/// or two ranges); otherwise as mmaRingBackward, in lattice indices.
+/// or two ranges); dQ by fp32 reductions into g.dqAcc, the tile's dK/dV
+/// partials added (reductions: the heads of a kv head share its rows) to
+/// g.dk, g.dv.
 template <class T, int D, int BM, int W, class Branch>
-__device__ void mmaRingBackwardStrided(const fwd::Params &p, const Params &r, const Grad &g) {
+__device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
   static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
   constexpr int BN = 16 * W;
   using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
@@ -466,7 +171,8 @@ __device__ void mmaRingBackwardStrided(const fwd::Params &p, const Params &r, co
   KeyPiece kp;
   if (!keyPiece(r, blockIdx.x, w, dil, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
     return;
-  const KeyRun run = partRun(r.parts[kp.part], dil, o, kp.segBegin, kp.segEnd);
+  const KeyRun run = partRun<(Branch::kSegment >= 0)>(r.parts[kp.part], dil, o, kp.segBegin,
+                                                          kp.segEnd);
   const long long kb0 = kp.tile * BN, kLeft = run.count - kb0;
   if (kLeft <= 0)
     return;

@@ -71,7 +71,10 @@ DATTN_HD long long solveModular(long long a, long long b, long long m) {
 
 /// The keys of part `pt` at positions congruent to o (mod r) inside
 /// [segBegin, segEnd). The part's rows start + x * step of that residue
-/// are every (r / gcd(step, r))-th row from the first (if any).
+/// are every (r / gcd(step, r))-th row from the first (if any). CLIP false
+/// (an unbounded segment: every row is in it) skips the clipping and its
+/// divisions; with r a compile-time 1 (dense) nothing is left to compute.
+template <bool CLIP = true>
 DATTN_HD KeyRun partRun(const Part &pt, long long r, long long o, long long segBegin,
                         long long segEnd) {
   KeyRun k{0, 1, 0, r, 0};
@@ -89,10 +92,12 @@ DATTN_HD KeyRun partRun(const Part &pt, long long r, long long o, long long segB
   const long long x0 = solveModular(pt.step / g, want / g, xs);
   const long long stride = xs * pt.step; // a multiple of r
   const long long pos0 = pt.start + x0 * pt.step;
-  const long long jLo = segBegin > pos0 ? plan::ceilDiv(segBegin - pos0, stride) : 0;
   const long long jPart = x0 < pt.count ? plan::ceilDiv(pt.count - x0, xs) : 0;
-  const long long jSeg = segEnd > pos0 ? plan::ceilDiv(segEnd - pos0, stride) : 0;
-  const long long jHi = plan::minI(jPart, jSeg);
+  long long jLo = 0, jHi = jPart;
+  if (CLIP) {
+    jLo = segBegin > pos0 ? plan::ceilDiv(segBegin - pos0, stride) : 0;
+    jHi = plan::minI(jPart, segEnd > pos0 ? plan::ceilDiv(segEnd - pos0, stride) : 0);
+  }
   if (jHi <= jLo)
     return k;
   k.base = pt.offset + x0 + jLo * xs;

@@ -78,6 +78,11 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
             continue;
           const ring::KeyRun k = ring::partRun(devicePart(p), r, o, q.segBegin, q.segEnd);
           ASSERT_EQ(k.posStep % r, 0) << "a run stays on the lattice";
+          if (b.segment == kUnbounded) { // the kernels skip the clipping there
+            const ring::KeyRun u = ring::partRun<false>(devicePart(p), r, o, 0, 0);
+            ASSERT_TRUE(u.base == k.base && u.step == k.step && u.pos == k.pos &&
+                        u.posStep == k.posStep && u.count == k.count);
+          }
           for (int64_t c = 0; c < k.count; ++c) {
             const int64_t j = k.pos + c * k.posStep;
             ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
