@@ -97,7 +97,7 @@ int runRing(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
   if (o.has("loopback")) {
     const int ranks = static_cast<int>(o.getInt("ranks", spec.ring, 1, 4096));
     Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
-    std::unique_ptr<CompiledAttention> attn = rt.compile(spec);
+    std::unique_ptr<CompiledAttention> attn = rt.compile(spec, CompileOptions{N});
     HostRing run(*attn, ranks, B, N, q.data(), k.data(), v.data(), mask);
     return report(o, spec, B, N, run, mask,
                   "on gpu " + std::to_string(rt.device().ordinal) + " (" + rt.device().name +
@@ -130,7 +130,7 @@ int runRing(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
   std::string where = "over NCCL, this process: ";
   for (const auto &c : comms) {
     runtimes.push_back(std::make_unique<Runtime>(c->device()));
-    attns.push_back(runtimes.back()->compile(spec));
+    attns.push_back(runtimes.back()->compile(spec, CompileOptions{N}));
     members.push_back({attns.back().get(), c.get(), {}});
     where += (members.size() > 1 ? ", " : "") + std::string("rank ") + std::to_string(c->rank()) +
              " on gpu " + std::to_string(c->device());

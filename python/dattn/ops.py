@@ -30,9 +30,10 @@ _compiled = {}
 _lock = threading.Lock()
 
 
-def _attention(spec_text, device):
+def _attention(spec_text, device, seq_len=0):
     """(compiled attention, its torch dtype) of `spec_text` on CUDA device
-    index `device`: compiled on first use, then a dictionary lookup."""
+    index `device`: compiled on first use (tuned for that call's sequence
+    length where a tuning database has entries), then a dictionary lookup."""
     key = (spec_text, device)
     entry = _compiled.get(key)
     if entry is None:
@@ -44,7 +45,8 @@ def _attention(spec_text, device):
                     raise ValueError(f"dattn: the spec text holds {len(specs)} attentions, "
                                      "expected 1")
                 spec = specs[0]
-                entry = _compiled[key] = (_dattn.Attention(spec, device), _DTYPES[spec.dtype])
+                entry = _compiled[key] = (_dattn.Attention(spec, device, seq_len),
+                                          _DTYPES[spec.dtype])
     return entry
 
 
@@ -81,7 +83,7 @@ def _one_line_only(spec):
 @torch.library.custom_op("dattn::forward", mutates_args=(), device_types="cuda")
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              spec: str) -> tuple[torch.Tensor, torch.Tensor]:
-    a, dtype = _attention(spec, q.device.index)
+    a, dtype = _attention(spec, q.device.index, q.shape[1])
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check(name, t, dtype)
     B, N, H, D = q.shape
@@ -108,7 +110,7 @@ def _(q, k, v, spec):
 def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
               lse: torch.Tensor, dout: torch.Tensor, spec: str,
               deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    a, dtype = _attention(spec, q.device.index)
+    a, dtype = _attention(spec, q.device.index, q.shape[1])
     _check("dout", dout, dtype)
     B, N = q.shape[0], q.shape[1]
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -162,12 +164,13 @@ def attention(q, k, v, spec):
     return out
 
 
-def precompile(spec, device=None, backward=True):
+def precompile(spec, device=None, backward=True, seq_len=0):
     """Compiles and loads `spec`'s kernels on `device` (default: the current
     CUDA device) now, forward and (with `backward`) backward, so that a later
-    CUDA-graph capture finds them loaded."""
+    CUDA-graph capture finds them loaded. With `seq_len`, the kernels are the
+    tuning databases' for that length (else the first call's length picks)."""
     index = torch.cuda.current_device() if device is None else torch.device(device).index
-    a, _ = _attention(op_text(spec), index)
+    a, _ = _attention(op_text(spec), index, seq_len)
     if backward:
         a.prepare_backward(False)
     return a

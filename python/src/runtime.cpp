@@ -64,8 +64,8 @@ struct Attention {
   std::shared_ptr<dattn::Runtime> runtime;
   std::unique_ptr<dattn::CompiledAttention> compiled;
 
-  Attention(const dattn::AttentionSpec &spec, int device)
-      : runtime(runtimeFor(device)), compiled(runtime->compile(spec)) {}
+  Attention(const dattn::AttentionSpec &spec, int device, int64_t seq)
+      : runtime(runtimeFor(device)), compiled(runtime->compile(spec, {seq})) {}
 
   dattn::DType dtype() const { return compiled->spec().dtype; }
 
@@ -139,7 +139,10 @@ nb::bytes denseMasks(const dattn::AttentionSpec &spec, int64_t n) {
 void bindRuntime(nb::module_ &m) {
   nb::class_<Attention>(m, "Attention",
                         "A spec compiled for one GPU (the torch ops wrap it: dattn.ops).")
-      .def(nb::init<const dattn::AttentionSpec &, int>(), "spec"_a, "device"_a)
+      .def(nb::init<const dattn::AttentionSpec &, int, int64_t>(), "spec"_a, "device"_a,
+           "seq"_a = 0,
+           "Compiles `spec` for GPU `device`; with `seq`, the tuning databases' kernels for "
+           "that sequence length.")
       .def(
           "workspace_sizes",
           [](const Attention &a, int64_t batch, int64_t seq) {
