@@ -2,6 +2,8 @@
 #include "dattn/error.h"
 
 #include <cstdlib>
+#include <dlfcn.h>
+#include <sys/stat.h>
 #include <cstring>
 
 namespace dattn::env {
@@ -25,6 +27,17 @@ std::string tuningDatabase() {
 std::string shippedTuningFolder() {
   if (const char *p = std::getenv("DATTN_TUNING_SHIPPED"); p && *p)
     return p;
+  struct stat st;
+  if (stat(DATTN_SHIPPED_TUNING_DIR, &st) == 0)
+    return DATTN_SHIPPED_TUNING_DIR; // the source tree this library was built from
+  // Installed: <prefix>/lib/libdattn.so next to <prefix>/share/dattn/tuning.
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void *>(&shippedTuningFolder), &info) && info.dli_fname) {
+    std::string lib = info.dli_fname;
+    const size_t slash = lib.rfind('/');
+    if (slash != std::string::npos)
+      return lib.substr(0, slash) + "/../share/dattn/tuning";
+  }
   return DATTN_SHIPPED_TUNING_DIR;
 }
 

@@ -8,7 +8,8 @@
 //                     found at build time, then the usual places)
 //   DATTN_TUNING_DB   the user's tuning database (default <cache>/tuning.json)
 //   DATTN_TUNING_SHIPPED the shipped tuning databases' folder (default: the
-//                     source tree's autotune/db, where they are kept)
+//                     source tree's autotune/db, or installed
+//                     <prefix>/share/dattn/tuning)
 //   DATTN_RING_TIMEOUT seconds a ring rank waits for a peer before it aborts
 //                     its communicator (default 60)
 #pragma once
@@ -26,7 +27,8 @@ const char *cudaHome();
 const char *nvrtc12();
 /// DATTN_TUNING_DB, else cacheRoot() + "/tuning.json".
 std::string tuningDatabase();
-/// DATTN_TUNING_SHIPPED, else the source tree's autotune/db.
+/// DATTN_TUNING_SHIPPED, else the source tree's autotune/db if it exists,
+/// else <the library's folder>/../share/dattn/tuning.
 std::string shippedTuningFolder();
 /// DATTN_RING_TIMEOUT in seconds (default 60); throws Error if it is not a
 /// positive number.
