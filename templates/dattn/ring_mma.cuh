@@ -63,7 +63,9 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
   const long long qc0 = (first - o) / dil + tr.qa0;
   const long long qcLast = qc0 + plan::minI(BM, tr.count - tr.qa0) - 1;
 
-  auto runOf = [&](int part) { return partRun<(Branch::kSegment >= 0)>(r.parts[part], dil, o, segBegin, segEnd); };
+  auto runOf = [&](int part) {
+    return partRun<(Branch::kSegment >= 0)>(r.parts[part], dil, o, segBegin, segEnd);
+  };
   // Key k of a run is at lattice index kc(run) + k * m, m = posStep / dil.
   auto classOf = [&](const KeyRun &k, long long b0) {
     const long long m = k.posStep / dil;

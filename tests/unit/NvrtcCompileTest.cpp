@@ -74,7 +74,8 @@ TEST(Nvrtc, RingModulesCompile) {
     const bool mma = std::string(arch) != "sm_75";
     bool forward = false, backward = false;
     for (const auto &kernel : k.module.kernels) {
-      forward = forward || kernel.name.find(mma ? "_block_mma" : "_block_simt") != std::string::npos;
+      forward = forward ||
+                kernel.name.find(mma ? "_block_mma" : "_block_simt") != std::string::npos;
       backward = backward || kernel.name.find(mma ? "_block_backward_mma"
                                                   : "_block_backward_simt") != std::string::npos;
     }
