@@ -132,6 +132,13 @@ if [ "$mode" = all ] || [ "$mode" = python ]; then
   tail -15 "$OUT/python.log"
   summary+=("python (torch ops): exit $rc, $(tail -1 "$OUT/python.log")")
   [ $rc -eq 0 ] || status=1
+  # The training example, a few steps on one GPU.
+  PYTHONPATH=build-py312/python python3 examples/python/train_longnet.py --seq 8192 --steps 4 \
+    > "$OUT/train_example.log" 2>&1
+  rc=$?
+  tail -4 "$OUT/train_example.log"
+  summary+=("python training example: exit $rc")
+  [ $rc -eq 0 ] || status=1
 fi
 if [ "$mode" = nccl ]; then
   export NCCL_NVLS_ENABLE=0 DATTN_RING_TIMEOUT=${DATTN_RING_TIMEOUT:-30}
