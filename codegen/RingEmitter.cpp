@@ -55,6 +55,18 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     mod.kernels.push_back(k);
     return k.name;
   };
+  // The kernel just added runs on tensor cores with `choice`'s family and
+  // configuration; a CTA covers `rowsPerCta` rows (queries forward, keys
+  // backward).
+  auto onTensorCores = [&](const KernelChoice &choice, int rowsPerCta) -> const KernelInfo & {
+    KernelInfo &k = mod.kernels.back();
+    k.path = KernelPath::Mma;
+    k.family = choice.family->name();
+    k.config = choice.config;
+    k.smemBytes = choice.resources.smemBytes;
+    k.rowsPerCta = rowsPerCta;
+    return k;
+  };
   os << "extern \"C\" __global__ void " << add("_init", KernelRole::Init, -1, 256)
      << "(fwd::Params p, long long batch) {\n  fwd::initOutputs<" << T
      << ", fwd::kMerge>(p, " << D << ", batch);\n}\n\n";
@@ -67,12 +79,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
                                    static_cast<int>(bi), forward.resources.threads);
-      KernelInfo &k = mod.kernels.back();
-      k.path = KernelPath::Mma;
-      k.family = forward.family->name();
-      k.config = c;
-      k.smemBytes = forward.resources.smemBytes;
-      k.rowsPerCta = c.blockM;
+      const KernelInfo &k = onTensorCores(forward, c.blockM);
       os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name
          << "(fwd::Params p, ring::Params r) {\n  static_assert(fwd::MmaTile<" << T << ", " << D
          << ", " << c.blockM << ", " << c.blockN << ", " << c.rowTilesPerWarp
@@ -116,12 +123,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
         const std::string name =
             add("_b" + std::to_string(bi) + "_block_backward_mma", KernelRole::DkvPass,
                 static_cast<int>(bi), dkv.resources.threads);
-        KernelInfo &k = mod.kernels.back();
-        k.path = KernelPath::Mma;
-        k.family = dkv.family->name();
-        k.config = c;
-        k.smemBytes = dkv.resources.smemBytes;
-        k.rowsPerCta = c.blockN;
+        const KernelInfo &k = onTensorCores(dkv, c.blockN);
         os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name
            << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  static_assert(bwd::KvSmem<"
            << D << ", " << c.blockM << ", " << c.blockN << ", true>::kBytes == " << k.smemBytes
