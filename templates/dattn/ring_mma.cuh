@@ -19,6 +19,7 @@ namespace ring {
 struct KeyTile {
   int part;
   long long b0;
+  KeyRun run; ///< the part's run at the head's residue in the segment
 };
 
 // ---------------------------------------------------------------------------
@@ -76,11 +77,14 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
     const bool edge = b0 + BN > k.count || (Branch::kCausal && kcLast > qc0);
     return (int)(edge ? plan::kPartial : plan::kFull);
   };
-  // The first key tile at or after (part, b0) that is not skipped.
+  // The first key tile at or after t that is not skipped; a part's run is
+  // computed once, when the walk enters the part (t.b0 == 0).
   auto advance = [&](KeyTile t) {
     while (t.part < r.numParts) {
       if (r.parts[t.part].kvHead == kvHead) {
-        const KeyRun k = runOf(t.part);
+        if (t.b0 == 0)
+          t.run = runOf(t.part);
+        const KeyRun &k = t.run;
         if (t.b0 < k.count &&
             !(Branch::kCausal && (k.pos - o) / dil + t.b0 * (k.posStep / dil) > qcLast))
           return t;
@@ -91,7 +95,7 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
     return t;
   };
   auto loadKeys = [&](T *dstK, T *dstV, const KeyTile &t) {
-    const KeyRun k = runOf(t.part);
+    const KeyRun &k = t.run;
     typename Tile::template RowLoader<BN> kLoader, vLoader;
     kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, k.base, k.step);
     vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, k.base,
@@ -100,7 +104,7 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
     vLoader.load(dstV, t.b0, k.count);
   };
 
-  KeyTile t = advance(KeyTile{0, 0});
+  KeyTile t = advance(KeyTile{0, 0, {}});
   if (t.part >= r.numParts)
     return; // no key of this block for these rows: nothing to merge
   typename Tile::template RowLoader<BM> qLoader;
@@ -119,9 +123,9 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
   for (int stage = 0; t.part < r.numParts; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const KeyRun k = runOf(t.part);
+    const KeyRun &k = t.run;
     const int cls = classOf(k, t.b0);
-    const KeyTile next = advance(KeyTile{t.part, t.b0 + BN});
+    const KeyTile next = advance(KeyTile{t.part, t.b0 + BN, t.run});
     if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
       loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
     dev::cpAsyncCommit();
