@@ -48,8 +48,7 @@ struct LoopbackRing::Impl {
 
 LoopbackRing::LoopbackRing(CompiledAttention &attention, int64_t batch, int64_t seqLen,
                            int ranks, const BlockMask *mask, DeviceBlockMask deviceMask)
-    : attention_(attention), batch_(batch), seqLen_(seqLen), deviceMask_(deviceMask),
-      impl_(std::make_unique<Impl>()) {
+    : attention_(attention), impl_(std::make_unique<Impl>()) {
   const AttentionSpec &spec = attention.spec();
   if (batch < 1)
     throw ArgumentError("ring (attention '" + spec.name + "'): the batch must be >= 1, got " +

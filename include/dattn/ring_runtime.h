@@ -83,8 +83,6 @@ public:
 private:
   struct Impl;
   CompiledAttention &attention_;
-  int64_t batch_ = 0, seqLen_ = 0;
-  DeviceBlockMask deviceMask_;
   RingPlan plan_;
   RingSchedule schedule_;
   std::unique_ptr<Impl> impl_;

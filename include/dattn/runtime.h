@@ -166,6 +166,8 @@ struct RuntimeOptions {
 };
 
 struct CompileOptions {
+  CompileOptions() = default;
+  explicit CompileOptions(int64_t seqLen_) : seqLen(seqLen_) {}
   /// The sequence length the attention will mostly run at: the tuning
   /// databases' configurations for its bucket replace the heuristic's
   /// (0: the heuristic). Any N still runs; only the speed depends on it.

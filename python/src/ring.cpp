@@ -30,7 +30,7 @@ struct Ring {
 
   Ring(const dattn::AttentionSpec &spec, int device, int rank, int world, nb::bytes id,
        int64_t batch, int64_t seq)
-      : runtime(dattn::py::runtimeFor(device)), compiled(runtime->compile(spec, {seq})) {
+      : runtime(dattn::py::runtimeFor(device)), compiled(runtime->compile(spec, dattn::CompileOptions(seq))) {
     dattn::RingUniqueId uid;
     if (id.size() != sizeof uid.bytes)
       throw dattn::ArgumentError("Ring: the unique id has " + std::to_string(id.size()) +

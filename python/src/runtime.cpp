@@ -65,7 +65,7 @@ struct Attention {
   std::unique_ptr<dattn::CompiledAttention> compiled;
 
   Attention(const dattn::AttentionSpec &spec, int device, int64_t seq)
-      : runtime(runtimeFor(device)), compiled(runtime->compile(spec, {seq})) {}
+      : runtime(runtimeFor(device)), compiled(runtime->compile(spec, dattn::CompileOptions(seq))) {}
 
   dattn::DType dtype() const { return compiled->spec().dtype; }
 

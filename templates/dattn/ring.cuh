@@ -56,16 +56,23 @@ DATTN_DEV void loadMembers(const fwd::Params &p, const Params &r, int headIndex,
   }
 }
 
+/// This warp's local query row in the SIMT kernels (one warp per row,
+/// blockDim.x / 32 rows per CTA); false past the rank's rows.
+DATTN_DEV bool warpRow(long long rows, long long *li) {
+  *li = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  return *li < rows;
+}
+
 /// One warp per (local query row, branch head, batch): the block's keys of
 /// its kv head, merged into p.oAcc and p.lse (p.seqLen = the rank's rows).
 template <class T, int D, class Branch>
 __device__ void simtRingForward(const fwd::Params &p, const Params &r) {
   constexpr int kPerLane = (D + 31) / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z, rows = p.seqLen;
-  const long long li = (long long)blockIdx.x * (blockDim.x / 32) + warp;
-  if (li >= rows)
+  long long li;
+  if (!warpRow(rows, &li))
     return;
   const long long i = globalRow(r, li);
   const int kvHead = head / p.groupSize;
@@ -120,11 +127,11 @@ __device__ void simtRingForward(const fwd::Params &p, const Params &r) {
 template <class T, int D, class Branch>
 __device__ void simtRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
   constexpr int kPerLane = (D + 31) / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z, rows = p.seqLen;
-  const long long li = (long long)blockIdx.x * (blockDim.x / 32) + warp;
-  if (li >= rows)
+  long long li;
+  if (!warpRow(rows, &li))
     return;
   const float lse = p.lse[(batch * p.heads + head) * rows + li];
   if (lse == dev::negInf())
@@ -171,11 +178,11 @@ __device__ void simtRingBackward(const fwd::Params &p, const Params &r, const Gr
 template <class T, int D>
 __device__ void ringDelta(const fwd::Params &p, const void *dout, Layout doutL, float *delta) {
   constexpr int kPerLane = (D + 31) / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
   const long long rows = p.seqLen, batch = blockIdx.z;
-  const long long li = (long long)blockIdx.x * (blockDim.x / 32) + warp;
   const int head = blockIdx.y;
-  if (li >= rows)
+  long long li;
+  if (!warpRow(rows, &li))
     return;
   const T *o = (const T *)p.o + p.oL.at(batch, li, head);
   const T *g = (const T *)dout + doutL.at(batch, li, head);

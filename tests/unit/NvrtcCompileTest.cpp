@@ -88,9 +88,11 @@ TEST(Nvrtc, RingModulesCompile) {
   const AttentionSpec longnet =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
           .attentions.at(0);
-  for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels)
-    if (kernel.role == KernelRole::Branch)
+  for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels) {
+    if (kernel.role == KernelRole::Branch) {
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
+    }
+  }
   SpecGenerator gen(7);
   for (int trial = 0; trial < 4; ++trial) {
     AttentionSpec spec = gen.spec();
