@@ -5,7 +5,7 @@
 # Exit status: non-zero if any test shard, example or sanitizer run failed,
 # including one that crashed or was killed.
 #
-#   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring|python]
+#   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring|ringtable|python|nccl|tune]
 #   python: the pytest suite with the torch ops on the GPU. The device's Python
 #   is 3.12: build the (abi3) extension for it here and carry build-py312/python:
 #     cmake -S . -B build-py312 -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -102,22 +102,65 @@ fi
 if [ "$mode" = all ] || [ "$mode" = ring ]; then
   # The loopback ring: its GPU tests (also in `tests`), then each example as
   # a ring of 1, 2, 4 and 8 ranks on one GPU, forward and backward, checked.
+  # One process per example file, in parallel: on a fresh machine NVRTC
+  # compiles dominate, and the machine has 16 cores.
   ring_fail=0
-  build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuRing*' > "$OUT/ring_tests.log" 2>&1 ||
-    { ring_fail=1; echo "FAILED: GpuRing tests"; }
-  tail -3 "$OUT/ring_tests.log"
-  for f in examples/*.dattn; do
+  build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuRing*' > "$OUT/ring_tests.log" 2>&1 &
+  tests_pid=$!
+  ring_example() { # spec file; failures go to $OUT/ring_failures.txt
+    local f=$1 log="$OUT/ring_examples.$(basename "$1" .dattn).log" name p
     for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
       for p in 1 2 4 8; do
         build/bin/dattn run "$f" --name "$name" --seq 2048 --device gpu --ranks $p --loopback \
-          --backward --check --iters 3 >> "$OUT/ring_examples.log" 2>&1 ||
-          { ring_fail=1; echo "FAILED: $name ranks $p"; }
+          --backward --check --iters 3 >> "$log" 2>&1 ||
+          echo "FAILED: $name ranks $p" >> "$OUT/ring_failures.txt"
       done
     done
+  }
+  rm -f "$OUT/ring_failures.txt"
+  pids=()
+  for f in examples/*.dattn; do
+    ring_example "$f" &
+    pids+=($!)
   done
+  wait "${pids[@]}"
+  wait $tests_pid || { ring_fail=1; echo "FAILED: GpuRing tests"; }
+  tail -3 "$OUT/ring_tests.log"
+  cat "$OUT"/ring_examples.*.log > "$OUT/ring_examples.log"
+  if [ -s "$OUT/ring_failures.txt" ]; then
+    ring_fail=1
+    cat "$OUT/ring_failures.txt"
+  fi
+  echo "ring examples: $(grep -c '^gradient check: PASS' "$OUT/ring_examples.log") passed forward and backward"
   grep -E "^ring of|^moved|^memory|^check|^gradient check|^backward" "$OUT/ring_examples.log" | head -80
   summary+=("ring (loopback): $([ $ring_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ring_fail = 0 ] || status=1
+fi
+if [ "$mode" = ringtable ]; then
+  # Time and memory per rank of the loopback ring at N = ${DATTN_RING_SEQ:-8192}, P = 1..8,
+  # forward and backward, against the one-GPU run (ranks run one after another
+  # on the one GPU: the time is the sum over ranks).
+  seq=${DATTN_RING_SEQ:-8192}
+  for f in examples/dense_ring.dattn examples/longnet_head_partitioned.dattn \
+           examples/longnet_whole_sequence.dattn examples/longnet_paper.dattn \
+           examples/causal_ring.dattn; do
+    (
+      log="$OUT/ringtable.$(basename $f .dattn).log"
+      build/bin/dattn run $f --seq $seq --device gpu --iters 5 --backward > "$log" 2>&1
+      line="$(basename $f .dattn) one gpu: $(grep -oE '[0-9.]+ ms \(median' "$log" | head -1 | cut -d' ' -f1-2)"
+      line="$line, backward $(grep -oE '^backward: [0-9.]+ ms' "$log" | grep -oE '[0-9.]+ ms')"
+      for p in 1 2 4 8; do
+        build/bin/dattn run $f --seq $seq --device gpu --ranks $p --loopback --iters 5 --backward \
+          > "$log.$p" 2>&1 || line="$line | P=$p FAILED"
+        line="$line | P=$p $(grep -oE '[0-9.]+ ms \(median' "$log.$p" | head -1 | cut -d' ' -f1-2)"
+        line="$line bwd $(grep -oE '^backward: [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+ ms')"
+        line="$line mem $(grep -oE '^memory per rank: [0-9.]+ MiB' "$log.$p" | grep -oE '[0-9.]+ MiB')"
+      done
+      echo "$line"
+    ) > "$OUT/ringtable.$(basename $f .dattn).txt" &
+  done
+  wait
+  cat "$OUT"/ringtable.*.txt
 fi
 if [ "$mode" = all ] || [ "$mode" = python ]; then
   if ls build-py312/python/dattn/_dattn.* > /dev/null 2>&1; then

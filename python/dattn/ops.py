@@ -18,6 +18,7 @@ The log-sum-exp output of ``torch.ops.dattn.forward`` is for the backward
 pass and is not differentiable (it has ``requires_grad`` False).
 """
 
+import atexit
 import threading
 
 import torch
@@ -28,6 +29,10 @@ from .spec_text import one_line
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _compiled = {}
 _lock = threading.Lock()
+# Compiled attentions go before the interpreter tears modules down: torch
+# keeps this module alive past nanobind's own teardown, which then reports
+# every instance still held here as leaked.
+atexit.register(_compiled.clear)
 
 
 def _attention(spec_text, device, seq_len=0):
