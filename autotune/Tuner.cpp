@@ -1,6 +1,8 @@
 // tune() (include/dattn/tuner.h): one kernel at a time, every candidate,
 // the others at their best so far; a candidate counts only if it ran and
-// its outputs match the heuristic configuration's.
+// its outputs match the heuristic configuration's. Each kernel's heuristic
+// configuration is timed first: a kernel whose tuning starts always has
+// the time a winner must beat, however soon the budget runs out.
 #include "dattn/tuner.h"
 
 #include "dattn/error.h"
@@ -53,8 +55,10 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       if (k.stage != "forward" && !(options.backward && k.stage == "backward"))
         continue;
       const KernelFamily &f = familyNamed(k.family);
-      Job j{static_cast<int>(bi), k.stage, &f, k.config,
-            f.candidates(plan, b, target, /*deterministic=*/false)};
+      Job j{static_cast<int>(bi), k.stage, &f, k.config, {k.config}};
+      for (const KernelConfig &c : f.candidates(plan, b, target, /*deterministic=*/false))
+        if (!(c == k.config))
+          j.candidates.push_back(c);
       total += static_cast<int>(j.candidates.size());
       jobs.push_back(std::move(j));
     }
@@ -84,8 +88,12 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
     r.entry.key = tuningKey(plan, plan.branches[j.branch], j.stage, j.family->name(), seqLen);
     double best = std::numeric_limits<double>::infinity(), second = best, heuristicMs = best;
     KernelConfig bestConfig = j.heuristic, secondConfig = j.heuristic;
+    if (elapsed() > options.budgetSeconds) {
+      report.finished = false; // this kernel and the rest keep the heuristic
+      break;
+    }
     for (const KernelConfig &c : j.candidates) {
-      if (elapsed() > options.budgetSeconds) {
+      if (elapsed() > options.budgetSeconds && !(c == j.heuristic)) {
         report.finished = false;
         break;
       }
@@ -117,8 +125,10 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       if (options.progress)
         options.progress(done, total, bestSoFar);
     }
-    if (!std::isfinite(best)) // nothing ran: the heuristic stays
+    if (!std::isfinite(best) || !(best < heuristicMs)) { // the heuristic stays
       bestConfig = j.heuristic;
+      best = heuristicMs;
+    }
     r.entry.config = bestConfig;
     r.entry.medianMs = best;
     r.entry.runnerUp = secondConfig;

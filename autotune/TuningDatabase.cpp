@@ -11,7 +11,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -61,6 +63,11 @@ llvm::json::Object configJson(const KernelConfig &c) {
                             {"atomic_dq", c.atomicDq}};
 }
 
+/// A time in ms; null where none was measured (JSON has no infinity).
+llvm::json::Value msJson(double ms) {
+  return std::isfinite(ms) ? llvm::json::Value(ms) : llvm::json::Value(nullptr);
+}
+
 llvm::json::Value entryJson(const TuningEntry &e) {
   const TuningSignature &s = e.signature;
   const TuningKey &k = e.key;
@@ -81,10 +88,26 @@ llvm::json::Value entryJson(const TuningEntry &e) {
                                  {"seq_bucket", k.seqBucket},
                                  {"causal", k.causal}}},
       {"config", configJson(e.config)},
-      {"median_ms", e.medianMs},
+      {"median_ms", msJson(e.medianMs)},
       {"runner_up", configJson(e.runnerUp)},
-      {"runner_up_ms", e.runnerUpMs},
-      {"heuristic_ms", e.heuristicMs}};
+      {"runner_up_ms", msJson(e.runnerUpMs)},
+      {"heuristic_ms", msJson(e.heuristicMs)}};
+}
+
+/// Reads a time written by msJson (null: not measured, infinity).
+bool msField(const llvm::json::Object &o, const char *name, double *out, std::string *why) {
+  const llvm::json::Value *v = o.get(name);
+  if (v && v->getAsNull()) {
+    *out = std::numeric_limits<double>::infinity();
+    return true;
+  }
+  std::optional<double> x = v ? v->getAsNumber() : std::nullopt;
+  if (!x || !(*x >= 0)) {
+    *why = std::string("field '") + name + "' is missing or not a time in ms";
+    return false;
+  }
+  *out = *x;
+  return true;
 }
 
 /// Reads one field; false (with *why) if absent or of another type.
@@ -149,8 +172,8 @@ std::optional<TuningEntry> parseEntry(const llvm::json::Value &v, std::string *w
             parseConfig(o->getObject("config"), &e.config, why) &&
             field(*o, "median_ms", &e.medianMs, why) &&
             parseConfig(o->getObject("runner_up"), &e.runnerUp, why) &&
-            field(*o, "runner_up_ms", &e.runnerUpMs, why) &&
-            field(*o, "heuristic_ms", &e.heuristicMs, why);
+            msField(*o, "runner_up_ms", &e.runnerUpMs, why) &&
+            msField(*o, "heuristic_ms", &e.heuristicMs, why);
   if (!ok)
     return std::nullopt;
   return e;

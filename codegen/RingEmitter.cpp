@@ -101,6 +101,11 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << T << ", " << D
      << ">(parts, numParts, packedRows, shard.qBegin, shard.qEnd, (const " << T
      << " *)src, srcL, (" << T << " *)dst, batch);\n}\n\n";
+  os << "extern \"C\" __global__ void " << add("_unpack", KernelRole::RingUnpack, -1, 256)
+     << "(const ring::Part *parts, int numParts, long long packedRows, ring::Params sender, "
+        "const void *src, void *dst, Layout dstL, long long batch) {\n  ring::unpackFromPeer<"
+     << T << ", " << D << ">(parts, numParts, packedRows, sender.qBegin, sender.qEnd, (const "
+     << T << " *)src, (" << T << " *)dst, dstL, batch);\n}\n\n";
   os << "extern \"C\" __global__ void " << add("_finalize", KernelRole::Finalize, -1, 256)
      << "(fwd::Params p, long long batch) {\n  fwd::finalizeOutputs<" << T << ">(p, " << D
      << ", batch);\n}\n\n";
@@ -143,6 +148,13 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << "(const ring::Part *parts, int numParts, long long packedRows, ring::Params shard, "
         "const float *src, float *acc, Layout accL, long long batch) {\n  ring::addReturned<"
      << D << ">(parts, numParts, packedRows, shard.qBegin, shard.qEnd, src, acc, accL, "
+        "batch);\n}\n\n";
+  os << "extern \"C\" __global__ void "
+     << add("_staged_partials", KernelRole::RingStagedPartials, -1, 256)
+     << "(const ring::Part *parts, int numParts, long long packedRows, ring::Params sender, "
+        "const float *src, Layout srcL, float *packed, long long batch) {\n  "
+        "ring::addStagedPartials<"
+     << D << ">(parts, numParts, packedRows, sender.qBegin, sender.qEnd, src, srcL, packed, "
         "batch);\n}\n\n";
   os << "extern \"C\" __global__ void "
      << add("_finalize_gradients", KernelRole::FinalizeGradients, -1, 256)

@@ -1,7 +1,7 @@
 // RankRun (RingRank.h): one rank's work of each ring step, enqueued on its
 // stream. The kernels are the ring module's (templates/dattn/ring.cuh), by
 // role: Init/Branch/Finalize forward; Delta/DkvPass/RingReturn/
-// FinalizeGradients backward; RingPack both.
+// RingStagedPartials/FinalizeGradients backward; RingPack, RingUnpack both.
 #include "RingRank.h"
 
 #include "Context.h"
@@ -22,7 +22,7 @@ constexpr int64_t kAlign = 256;
 int64_t aligned(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 
 RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionSpec &spec,
-                    int64_t elementBytes, const RankSchedule &rs) {
+                    int64_t elementBytes, const RankSchedule &rs, int64_t stageRows) {
   RankWorkspace w;
   int64_t next = 0;
   auto take = [&](int64_t bytes) {
@@ -53,8 +53,47 @@ RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionS
     w.returnedDk = take(send * 4);
     w.returnedDv = take(send * 4);
   }
+  if (stageRows > 0) {
+    const int64_t stage = batch * stageRows * spec.kvHeads * D;
+    w.stageK = take(stage * elementBytes);
+    w.stageV = take(stage * elementBytes);
+    if (backward) {
+      w.stageDk = take(stage * 4);
+      w.stageDv = take(stage * 4);
+    }
+  }
   w.total = next;
   return w;
+}
+
+/// A shard's rows as parts: one per kv head and range, numbered locally.
+std::vector<PackedPart> shardParts(const std::vector<RowRange> &shard, int kvHeads) {
+  std::vector<PackedPart> out;
+  for (int kv = 0; kv < kvHeads; ++kv) {
+    int64_t local = 0;
+    for (const RowRange &range : shard) {
+      out.push_back({kv, {range.begin, 1, range.end - range.begin}, local});
+      local += range.end - range.begin;
+    }
+  }
+  return out;
+}
+
+/// A receive the tensor-core kernels should read staged: its parts average
+/// fewer rows than a key tile (they take at least one tile per part).
+bool fragmented(const Transfer &t) {
+  constexpr int64_t kTileRows = 64;
+  return t.rows > 0 && static_cast<int64_t>(t.parts.size()) * kTileRows > t.rows;
+}
+
+ring::Params shardParams(const std::vector<RowRange> &shard, int64_t n) {
+  ring::Params p{};
+  p.globalN = n;
+  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
+    p.qBegin[x] = shard[x].begin;
+    p.qEnd[x] = shard[x].end;
+  }
+  return p;
 }
 
 } // namespace
@@ -64,15 +103,28 @@ RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
     : attention_(attention), schedule_(schedule.ranks.at(rank)), rank_(rank), batch_(batch),
       rows_(0), headDim_(plan.headDim), elementBytes_(plan.elementBytes), mask_(mask) {
   const AttentionSpec &spec = attention.spec();
-  shard_.globalN = plan.seqLen;
   const std::vector<RowRange> &shard = plan.rankPlans.at(rank).shard;
-  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
-    shard_.qBegin[x] = shard[x].begin;
-    shard_.qEnd[x] = shard[x].end;
-    rows_ += shard[x].end - shard[x].begin;
+  shard_ = shardParams(shard, plan.seqLen);
+  for (const RowRange &range : shard)
+    rows_ += range.end - range.begin;
+  attention.prepareRing();
+  bool tensorCores = false;
+  for (const KernelInfo &k : attention.ringModule_.kernels)
+    tensorCores = tensorCores || (k.role == KernelRole::Branch && k.path == KernelPath::Mma);
+  for (const RingStep &st : schedule_.steps) {
+    const bool staged = tensorCores && fragmented(st.recv);
+    staged_.push_back(staged);
+    const std::vector<RowRange> &sender =
+        staged ? plan.rankPlans.at(st.recv.peer).shard : std::vector<RowRange>{};
+    senderShard_.push_back(shardParams(sender, plan.seqLen));
+    senderPartsHost_.push_back(shardParts(sender, spec.kvHeads));
+    int64_t senderRows = 0;
+    for (const RowRange &range : sender)
+      senderRows += range.end - range.begin;
+    stageRows_ = std::max(stageRows_, senderRows);
   }
-  forwardLayout_ = carve(false, batch, rows_, spec, elementBytes_, schedule_);
-  backwardLayout_ = carve(true, batch, rows_, spec, elementBytes_, schedule_);
+  forwardLayout_ = carve(false, batch, rows_, spec, elementBytes_, schedule_, stageRows_);
+  backwardLayout_ = carve(true, batch, rows_, spec, elementBytes_, schedule_, stageRows_);
 
   // The part lists in one array: the own rows (one part per kv head and
   // shard range, rows numbered locally), then each step's receive and send.
@@ -83,21 +135,13 @@ RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
       all.push_back({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead});
     return s;
   };
-  std::vector<PackedPart> own;
-  for (int kv = 0; kv < spec.kvHeads; ++kv) {
-    int64_t local = 0;
-    for (const RowRange &range : shard) {
-      own.push_back({kv, {range.begin, 1, range.end - range.begin}, local});
-      local += range.end - range.begin;
-    }
+  ownParts_ = shardParts(shard, spec.kvHeads);
+  local_ = append(ownParts_);
+  for (size_t x = 0; x < schedule_.steps.size(); ++x) {
+    recvParts_.push_back(append(schedule_.steps[x].recv.parts));
+    sendParts_.push_back(append(schedule_.steps[x].send.parts));
+    senderParts_.push_back(append(senderPartsHost_[x]));
   }
-  local_ = append(own);
-  ownParts_ = own;
-  for (const RingStep &st : schedule_.steps) {
-    recvParts_.push_back(append(st.recv.parts));
-    sendParts_.push_back(append(st.send.parts));
-  }
-  attention.prepareRing();
   ContextScope scope(attention.context());
   const Driver &d = driver();
   const size_t bytes = std::max<size_t>(1, all.size()) * sizeof(ring::Part);
@@ -252,46 +296,107 @@ void RankRun::bindBackward(const RingRankBackward &a, CUstream stream) {
   dv_ = a.dv.data;
 }
 
-void RankRun::branches(KernelRole role, ring::Params block, ring::Grad *grad,
-                       const std::vector<PackedPart> &parts) const {
+void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView *staged) const {
   const EmittedModule &mod = attention_.ringModule_;
   for (size_t x = 0; x < mod.kernels.size(); ++x) {
     const KernelInfo &ki = mod.kernels[x];
     if (ki.role != role)
       continue;
-    const unsigned gx = role == KernelRole::DkvPass && ki.path == KernelPath::Mma
-                            ? keyTilesGrid(x, parts)
-                            : rowsGrid(x);
+    const bool mma = ki.path == KernelPath::Mma;
+    const BlockView &view = mma && staged ? *staged : packed;
+    const unsigned gx =
+        role == KernelRole::DkvPass && mma ? keyTilesGrid(x, *view.parts) : rowsGrid(x);
     if (gx == 0)
       continue;
     fwd::Params p = params_;
-    void *args[] = {&p, &block, grad};
+    ring::Params block = view.params;
+    ring::Grad grad = view.grad;
+    void *args[] = {&p, &block, &grad};
     launch(x, gx,
            static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),
            static_cast<unsigned>(batch_), args);
   }
 }
 
-ring::Params RankRun::ownBlock() const {
-  ring::Params b = shard_;
-  b.parts = parts(local_.first);
-  b.numParts = local_.count;
-  b.keys = params_.k;
-  b.values = params_.v;
-  b.keyL = params_.kL;
-  b.valueL = params_.vL;
-  return b;
+BlockView RankRun::ownBlock() const {
+  BlockView v;
+  v.params = shard_;
+  v.params.parts = parts(local_.first);
+  v.params.numParts = local_.count;
+  v.params.keys = params_.k;
+  v.params.values = params_.v;
+  v.params.keyL = params_.kL;
+  v.params.valueL = params_.vL;
+  v.parts = &ownParts_;
+  // The own rows' dK/dV go straight into the accumulators [B, rows, kv_heads, D].
+  if (layout_->dkAcc >= 0) {
+    const int64_t Hk = attention_.spec().kvHeads;
+    v.grad = grad_;
+    v.grad.dk = f32(layout_->dkAcc);
+    v.grad.dv = f32(layout_->dvAcc);
+    v.grad.gradL = Layout{rows_ * Hk * headDim_, Hk * headDim_, headDim_};
+  }
+  return v;
 }
 
-ring::Params RankRun::receivedBlock(int step, int slot) const {
+BlockView RankRun::receivedBlock(int step, int slot) const {
   const Transfer &t = recv(step);
-  ring::Params b = shard_;
-  b.parts = parts(recvParts_[step - 1].first);
-  b.numParts = recvParts_[step - 1].count;
-  b.keys = recvBuffer(0, slot);
-  b.values = recvBuffer(1, slot);
-  b.keyL = b.valueL = Layout{t.rows * headDim_, headDim_, 0};
-  return b;
+  BlockView v;
+  v.params = shard_;
+  v.params.parts = parts(recvParts_[step - 1].first);
+  v.params.numParts = recvParts_[step - 1].count;
+  v.params.keys = recvBuffer(0, slot);
+  v.params.values = recvBuffer(1, slot);
+  v.params.keyL = v.params.valueL = Layout{t.rows * headDim_, headDim_, 0};
+  v.parts = &t.parts;
+  if (layout_->partialDk >= 0) {
+    v.grad = grad_;
+    v.grad.dk = partialBuffer(0);
+    v.grad.dv = partialBuffer(1);
+    v.grad.gradL = Layout{t.rows * headDim_, headDim_, 0};
+  }
+  return v;
+}
+
+BlockView RankRun::stagedBlock(int step) const {
+  const int64_t Hk = attention_.spec().kvHeads;
+  const Layout stage{stageRows_ * Hk * headDim_, Hk * headDim_, headDim_};
+  BlockView v;
+  v.params = shard_; // the queries stay the rank's; the keys are the sender's rows
+  v.params.parts = parts(senderParts_[step - 1].first);
+  v.params.numParts = senderParts_[step - 1].count;
+  v.params.keys = workspace_ + layout_->stageK;
+  v.params.values = workspace_ + layout_->stageV;
+  v.params.keyL = v.params.valueL = stage;
+  v.parts = &senderPartsHost_[step - 1];
+  if (layout_->stageDk >= 0) {
+    v.grad = grad_;
+    v.grad.dk = f32(layout_->stageDk);
+    v.grad.dv = f32(layout_->stageDv);
+    v.grad.gradL = stage;
+  }
+  return v;
+}
+
+void RankRun::unpack(int step, int slot) const {
+  const Transfer &t = recv(step);
+  const size_t x = kernel(KernelRole::RingUnpack);
+  const ring::Part *list = parts(recvParts_[step - 1].first);
+  int numParts = recvParts_[step - 1].count;
+  long long packedRows = t.rows, b = batch_;
+  ring::Params sender = senderShard_[step - 1];
+  Layout stage{stageRows_ * attention_.spec().kvHeads * headDim_,
+               attention_.spec().kvHeads * headDim_, headDim_};
+  for (int kv = 0; kv < 2; ++kv) {
+    const void *src = recvBuffer(kv, slot);
+    void *dst = workspace_ + (kv ? layout_->stageV : layout_->stageK);
+    // Zeros first: a tile straddling a causal bound loads rows past the
+    // rank's last query that the plan did not send; masked, they must still
+    // be finite (0 * NaN is NaN in P V and dS K).
+    zero(dst, batch_ * stage.batch * elementBytes_ / 4);
+    void *args[] = {&list, &numParts, &packedRows, &sender, &src, &dst, &stage, &b};
+    launch(x, elementwise(x, batch_ * t.rows * headDim_ * elementBytes_ / 16), 1, 1, args);
+  }
 }
 
 void RankRun::beginForward() {
@@ -300,7 +405,7 @@ void RankRun::beginForward() {
   const int64_t H = attention_.spec().heads;
   zero(params_.oAcc, batch_ * rows_ * H * headDim_);
   zero(params_.lse, batch_ * H * rows_, 0xff800000u); // -inf
-  branches(KernelRole::Branch, ownBlock(), nullptr, ownParts_);
+  branches(KernelRole::Branch, ownBlock(), nullptr);
 }
 
 void RankRun::beginBackward() {
@@ -319,12 +424,7 @@ void RankRun::beginBackward() {
                   &deltaPtr};
   launch(delta, rowsGrid(delta), static_cast<unsigned>(spec.heads),
          static_cast<unsigned>(batch_), args);
-  // The own rows' dK/dV go straight into the accumulators [B, rows, kv_heads, D].
-  ring::Grad g = grad_;
-  g.dk = f32(layout_->dkAcc);
-  g.dv = f32(layout_->dvAcc);
-  g.gradL = Layout{rows_ * spec.kvHeads * headDim_, spec.kvHeads * headDim_, headDim_};
-  branches(KernelRole::DkvPass, ownBlock(), &g, ownParts_);
+  branches(KernelRole::DkvPass, ownBlock(), nullptr);
 }
 
 void RankRun::pack(int step) {
@@ -346,8 +446,15 @@ void RankRun::pack(int step) {
 }
 
 void RankRun::attend(int step, int slot) {
-  if (recv(step).peer >= 0 && recv(step).rows > 0 && rows_ > 0)
-    branches(KernelRole::Branch, receivedBlock(step, slot), nullptr, recv(step).parts);
+  if (recv(step).peer < 0 || recv(step).rows == 0 || rows_ == 0)
+    return;
+  if (!staged_[step - 1]) {
+    branches(KernelRole::Branch, receivedBlock(step, slot), nullptr);
+    return;
+  }
+  unpack(step, slot);
+  const BlockView staged = stagedBlock(step);
+  branches(KernelRole::Branch, receivedBlock(step, slot), &staged);
 }
 
 void RankRun::attendBackward(int step, int slot) {
@@ -356,11 +463,30 @@ void RankRun::attendBackward(int step, int slot) {
     return;
   zero(partialBuffer(0), batch_ * t.rows * headDim_);
   zero(partialBuffer(1), batch_ * t.rows * headDim_);
-  ring::Grad g = grad_;
-  g.dk = partialBuffer(0);
-  g.dv = partialBuffer(1);
-  g.gradL = Layout{t.rows * headDim_, headDim_, 0};
-  branches(KernelRole::DkvPass, receivedBlock(step, slot), &g, t.parts);
+  if (!staged_[step - 1]) {
+    branches(KernelRole::DkvPass, receivedBlock(step, slot), nullptr);
+    return;
+  }
+  // Staged: the tensor-core kernels' partials land in the sender's shape,
+  // then join the others' in the packed partials that go back.
+  unpack(step, slot);
+  const int64_t stage = batch_ * stageRows_ * attention_.spec().kvHeads * headDim_;
+  zero(f32(layout_->stageDk), stage);
+  zero(f32(layout_->stageDv), stage);
+  const BlockView staged = stagedBlock(step);
+  branches(KernelRole::DkvPass, receivedBlock(step, slot), &staged);
+  const size_t x = kernel(KernelRole::RingStagedPartials);
+  const ring::Part *list = parts(recvParts_[step - 1].first);
+  int numParts = recvParts_[step - 1].count;
+  long long packedRows = t.rows, b = batch_;
+  ring::Params sender = senderShard_[step - 1];
+  Layout srcL = staged.grad.gradL;
+  for (int kv = 0; kv < 2; ++kv) {
+    const float *src = kv ? staged.grad.dv : staged.grad.dk;
+    float *packed = partialBuffer(kv);
+    void *args[] = {&list, &numParts, &packedRows, &sender, &src, &srcL, &packed, &b};
+    launch(x, elementwise(x, batch_ * t.rows * headDim_), 1, 1, args);
+  }
 }
 
 void RankRun::addReturned(int step) {

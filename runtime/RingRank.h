@@ -23,13 +23,24 @@ namespace dattn::rt {
 /// Where a rank's buffers sit in its workspace (byte offsets; -1 = absent).
 /// Two receive slots (a step's block arrives while the previous one is
 /// attended to), one pack buffer; backward adds the fp32 dK/dV partials of
-/// one received block and one returned block.
+/// one received block and one returned block. A rank that receives a
+/// fragmented block (below) also has a stage: K and V in the sender's
+/// shape, and backward their fp32 partials.
 struct RankWorkspace {
   int64_t oAcc = -1;                                      ///< forward: fp32 O
   int64_t delta = -1, dqAcc = -1, dkAcc = -1, dvAcc = -1; ///< backward
   int64_t recvK[2] = {0, 0}, recvV[2] = {0, 0}, packK = 0, packV = 0;
   int64_t partialDk = -1, partialDv = -1, returnedDk = -1, returnedDv = -1;
+  int64_t stageK = -1, stageV = -1, stageDk = -1, stageDv = -1;
   int64_t total = 0;
+};
+
+/// A block as the branch kernels see it: where its keys are, which rows
+/// they are (device and host), and backward where its dK/dV partials go.
+struct BlockView {
+  ring::Params params{};
+  const std::vector<PackedPart> *parts = nullptr;
+  ring::Grad grad{};
 };
 
 class RankRun {
@@ -98,11 +109,15 @@ private:
   float *f32(int64_t offset) const;
   const ring::Part *parts(int64_t first) const;
   /// Every branch's kernel of `role` over the rank's rows (the backward's
-  /// tensor-core kernels: over the block's key tiles, from `parts`).
-  void branches(KernelRole role, ring::Params block, ring::Grad *grad,
-                const std::vector<PackedPart> &parts) const;
-  ring::Params ownBlock() const;
-  ring::Params receivedBlock(int step, int slot) const;
+  /// tensor-core kernels: over the block's key tiles). The tensor-core
+  /// kernels read `staged` where given, the others `packed`.
+  void branches(KernelRole role, const BlockView &packed, const BlockView *staged) const;
+  BlockView ownBlock() const;
+  BlockView receivedBlock(int step, int slot) const;
+  /// A fragmented step's block in the sender's shape (after unpack()).
+  BlockView stagedBlock(int step) const;
+  /// Scatters the packed block of step s (receive slot `slot`) into the stage.
+  void unpack(int step, int slot) const;
   void bindCommon(const TensorDesc &q, const TensorDesc &k, const TensorDesc &v,
                   const TensorDesc &out, const TensorDesc &lse, const Workspace &ws,
                   bool backward, const char *pass);
@@ -121,6 +136,15 @@ private:
   Span local_;
   std::vector<PackedPart> ownParts_; ///< the own rows as parts (host)
   std::vector<Span> recvParts_, sendParts_; ///< [step - 1]
+  /// Fragmented receives (many parts of a few rows, e.g. the union of
+  /// several dilations): the tensor-core kernels, which take a tile per
+  /// part, read them staged in the sender's shape, through the sender's
+  /// rows as parts. [step - 1]; staged_ false: read packed.
+  std::vector<char> staged_;
+  std::vector<ring::Params> senderShard_;     ///< the sender's rows, no parts
+  std::vector<Span> senderParts_;
+  std::vector<std::vector<PackedPart>> senderPartsHost_;
+  int64_t stageRows_ = 0; ///< the stage's rows: the largest staged sender's shard
   RankWorkspace forwardLayout_, backwardLayout_;
 
   // Bound by bindForward / bindBackward.

@@ -141,9 +141,9 @@ if [ "$mode" = ringtable ]; then
   # forward and backward, against the one-GPU run (ranks run one after another
   # on the one GPU: the time is the sum over ranks).
   seq=${DATTN_RING_SEQ:-8192}
-  for f in examples/dense_ring.dattn examples/longnet_head_partitioned.dattn \
-           examples/longnet_whole_sequence.dattn examples/longnet_paper.dattn \
-           examples/causal_ring.dattn; do
+  specs=${DATTN_RINGTABLE_SPECS:-examples/dense_ring.dattn examples/longnet_head_partitioned.dattn
+    examples/longnet_whole_sequence.dattn examples/longnet_paper.dattn examples/causal_ring.dattn}
+  for f in $specs; do
     (
       log="$OUT/ringtable.$(basename $f .dattn).log"
       build/bin/dattn run $f --seq $seq --device gpu --iters 5 --backward > "$log" 2>&1
@@ -155,9 +155,9 @@ if [ "$mode" = ringtable ]; then
         line="$line | P=$p $(grep -oE '[0-9.]+ ms \(median' "$log.$p" | head -1 | cut -d' ' -f1-2)"
         line="$line bwd $(grep -oE '^backward: [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+ ms')"
         line="$line mem $(grep -oE '^memory per rank: [0-9.]+ MiB' "$log.$p" | grep -oE '[0-9.]+ MiB')"
+        echo "$line" > "$OUT/ringtable.$(basename $f .dattn).txt"
       done
-      echo "$line"
-    ) > "$OUT/ringtable.$(basename $f .dattn).txt" &
+    ) &
   done
   wait
   cat "$OUT"/ringtable.*.txt

@@ -15,6 +15,8 @@ enum class KernelRole {
   Init, Branch, Finalize,                    ///< forward module (and the ring's)
   RingPack,                                  ///< ring module: rows packed for a peer
   RingReturn,                                ///< ring module: dK/dV partials back from a peer
+  RingUnpack,       ///< ring module: a fragmented block into the sender's shape
+  RingStagedPartials, ///< ring module: its staged dK/dV partials into the packed ones
   Delta, DqPass, DkvPass, FinalizeGradients, ///< backward module
 };
 enum class KernelPath { Mma, Simt };

@@ -201,12 +201,37 @@ DATTN_DEV long long localRow(const long long qBegin[2], const long long qEnd[2],
   return g >= qBegin[0] && g < qEnd[0] ? g - qBegin[0] : (qEnd[0] - qBegin[0]) + g - qBegin[1];
 }
 
-/// The part holding packed row `row` (parts are few and in offset order).
+/// The part holding packed row `row`: parts are in packing order, so their
+/// offsets ascend from 0 (binary search: a fragmented transfer, e.g. the
+/// union of several dilations, holds thousands of short parts).
 DATTN_DEV const Part &partOf(const Part *parts, int numParts, long long row) {
-  int pi = 0;
-  while (pi + 1 < numParts && parts[pi + 1].offset <= row)
-    ++pi;
-  return parts[pi];
+  int lo = 0, hi = numParts - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (parts[mid].offset <= row)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return parts[lo];
+}
+
+/// Every (batch, packed row, chunk) of a transfer whose rows are `parts`,
+/// held by the rank whose shard is [qBegin, qEnd): visit(b, packed row,
+/// local row in that shard, kv head, chunk), one thread each, grid-stride.
+template <int kChunks, class Visit>
+DATTN_DEV void forEachPackedChunk(const Part *parts, int numParts, long long packedRows,
+                                  const long long qBegin[2], const long long qEnd[2],
+                                  long long batch, Visit visit) {
+  const long long total = batch * packedRows * kChunks;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
+    const int ch = static_cast<int>(x % kChunks);
+    const long long row = (x / kChunks) % packedRows, b = x / kChunks / packedRows;
+    const Part &part = partOf(parts, numParts, row);
+    const long long local = localRow(qBegin, qEnd, part.start + (row - part.offset) * part.step);
+    visit(b, row, local, part.kvHead, ch);
+  }
 }
 
 /// The dK (or dV) partials a peer computed for the rows this rank sent it,
@@ -215,15 +240,23 @@ template <int D>
 __device__ void addReturned(const Part *parts, int numParts, long long packedRows,
                             const long long qBegin[2], const long long qEnd[2],
                             const float *src, float *acc, Layout accL, long long batch) {
-  const long long total = batch * packedRows * D;
-  const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
-    const int d = static_cast<int>(x % D);
-    const long long row = (x / D) % packedRows, b = x / D / packedRows;
-    const Part &part = partOf(parts, numParts, row);
-    const long long local = localRow(qBegin, qEnd, part.start + (row - part.offset) * part.step);
-    acc[accL.at(b, local, part.kvHead) + d] += src[x];
-  }
+  forEachPackedChunk<D>(parts, numParts, packedRows, qBegin, qEnd, batch,
+                        [&](long long b, long long row, long long local, int kv, int d) {
+                          acc[accL.at(b, local, kv) + d] += src[(b * packedRows + row) * D + d];
+                        });
+}
+
+/// A fragmented block staged in the sender's shape: the packed partials'
+/// rows gain the staged fp32 partials of the same rows (layout srcL, the
+/// sender's local rows), which the tensor-core kernels wrote there.
+template <int D>
+__device__ void addStagedPartials(const Part *parts, int numParts, long long packedRows,
+                                  const long long qBegin[2], const long long qEnd[2],
+                                  const float *src, Layout srcL, float *packed, long long batch) {
+  forEachPackedChunk<D>(parts, numParts, packedRows, qBegin, qEnd, batch,
+                        [&](long long b, long long row, long long local, int kv, int d) {
+                          packed[(b * packedRows + row) * D + d] += src[srcL.at(b, local, kv) + d];
+                        });
 }
 
 /// The fp32 gradient accumulators into dq, dk, dv (their layouts).
@@ -250,24 +283,33 @@ __device__ void ringFinalizeGradients(const fwd::Params &p, const float *dqAcc, 
 }
 
 /// Packs the parts' rows of the rank's k (or v) into [B][rows][D]: one
-/// thread per 16 bytes, grid-stride. `src` has layout `srcL` in local rows;
-/// part.offset is the packed row, localRow() the source row.
+/// thread per 16 bytes. `src` has layout `srcL` in local rows.
 template <class T, int D>
 __device__ void packForPeer(const Part *parts, int numParts, long long packedRows,
-                         const long long qBegin[2], const long long qEnd[2], const T *src,
-                         Layout srcL, T *dst, long long batch) {
-  constexpr int kChunk = 16 / sizeof(T), kChunks = D / kChunk;
-  const long long total = batch * packedRows * kChunks;
-  const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
-    const int ch = static_cast<int>(x % kChunks);
-    const long long row = (x / kChunks) % packedRows, b = x / kChunks / packedRows;
-    const Part &part = partOf(parts, numParts, row);
-    const long long local = localRow(qBegin, qEnd, part.start + (row - part.offset) * part.step);
-    const uint4 *from =
-        reinterpret_cast<const uint4 *>(src + srcL.at(b, local, part.kvHead) + ch * kChunk);
-    reinterpret_cast<uint4 *>(dst + (b * packedRows + row) * D)[ch] = *from;
-  }
+                            const long long qBegin[2], const long long qEnd[2], const T *src,
+                            Layout srcL, T *dst, long long batch) {
+  constexpr int kChunk = 16 / sizeof(T);
+  forEachPackedChunk<D / kChunk>(
+      parts, numParts, packedRows, qBegin, qEnd, batch,
+      [&](long long b, long long row, long long local, int kv, int ch) {
+        reinterpret_cast<uint4 *>(dst + (b * packedRows + row) * D)[ch] =
+            *reinterpret_cast<const uint4 *>(src + srcL.at(b, local, kv) + ch * kChunk);
+      });
+}
+
+/// The inverse: a received packed block's rows back to their places in the
+/// sender's shape (layout dstL, the sender's local rows [qBegin, qEnd)).
+template <class T, int D>
+__device__ void unpackFromPeer(const Part *parts, int numParts, long long packedRows,
+                               const long long qBegin[2], const long long qEnd[2], const T *src,
+                               T *dst, Layout dstL, long long batch) {
+  constexpr int kChunk = 16 / sizeof(T);
+  forEachPackedChunk<D / kChunk>(
+      parts, numParts, packedRows, qBegin, qEnd, batch,
+      [&](long long b, long long row, long long local, int kv, int ch) {
+        *reinterpret_cast<uint4 *>(dst + dstL.at(b, local, kv) + ch * kChunk) =
+            reinterpret_cast<const uint4 *>(src + (b * packedRows + row) * D)[ch];
+      });
 }
 
 } // namespace ring

@@ -87,6 +87,47 @@ TEST(GpuRing, LoopbackDtypesAndBlockMasks) {
   }
 }
 
+TEST(GpuRing, LoopbackFragmentedReceivesMatchTheReference) {
+  // The paper's shape: several dilations on every head, so a peer's rows for
+  // a kv head are the union of residues of 2, 3, 4 and 6, runs of one to
+  // three rows: the executor stages such blocks in the sender's shape for
+  // the tensor-core kernels (docs/ring.md). Causal and not, both layouts.
+  const char *text = R"(attention frag {
+  heads = 4
+  kv_heads = 2
+  head_dim = 64
+  dtype = bf16
+  causal = %s
+  branch { dilated(segment = 256, dilation = 2, offset = head) }
+  branch { dilated(segment = 512, dilation = 3, offset = head) }
+  branch { dilated(segment = 1024, dilation = 4, offset = head) }
+  branch { dilated(segment = 2048, dilation = 6, offset = head) }
+})";
+  REQUIRE_GPU();
+  int trial = 0;
+  for (const char *causal : {"false", "true"})
+    for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag}) {
+      char buf[1024];
+      std::snprintf(buf, sizeof buf, text, causal);
+      AttentionSpec spec = parse(buf);
+      spec.ringLayout = layout;
+      const int ranks = 2 + trial % 2;
+      const int64_t n = 1500 + 37 * trial;
+      // The plan does fragment: some receive averages fewer rows per part
+      // than a key tile.
+      const AttentionPlan plan = planAttention(spec, PlanOptions{});
+      const RingSchedule sched = scheduleRing(planRing(plan, n, ranks, nullptr, 0));
+      bool fragmented = false;
+      for (const RankSchedule &rs : sched.ranks)
+        for (const RingStep &st : rs.steps)
+          fragmented = fragmented || (st.recv.rows > 0 &&
+                                      static_cast<int64_t>(st.recv.parts.size()) * 64 > st.recv.rows);
+      EXPECT_TRUE(fragmented) << "the test spec no longer fragments its receives";
+      expectRingMatches(spec, 1 + trial % 2, n, ranks, 900 + trial);
+      ++trial;
+    }
+}
+
 TEST(GpuRing, LoopbackMoreRanksThanRows) {
   REQUIRE_GPU();
   expectRingMatches(parse(patternSpec(0, "bf16", false)), 1, 5, 8, 3);

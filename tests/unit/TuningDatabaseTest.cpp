@@ -14,9 +14,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <thread>
 
 namespace dattn::test {
@@ -69,6 +72,27 @@ TEST(TuningDatabase, RoundTrip) {
   EXPECT_DOUBLE_EQ(x->medianMs, 1.5);
   EXPECT_DOUBLE_EQ(x->heuristicMs, 1.5 * 1.2);
   EXPECT_TRUE(back.find(b.key)->config == b.config);
+}
+
+TEST(TuningDatabase, UnmeasuredTimesAreNullNotInfinity) {
+  // JSON has no infinity: a runner-up that never ran is written as null
+  // and read back as infinity, and the file stays valid JSON.
+  const std::string path = tempPath("tuning_null.json");
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+  TuningEntry a = entry("sm80_mma_forward", 128, 1.5);
+  a.runnerUpMs = std::numeric_limits<double>::infinity();
+  db.put(a);
+  db.save(path);
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"runner_up_ms\": null"), std::string::npos) << text;
+  EXPECT_EQ(text.find("inf"), std::string::npos) << text;
+  std::vector<std::string> report;
+  TuningDatabase back = TuningDatabase::load(path, h100(), &report);
+  EXPECT_TRUE(report.empty()) << report[0];
+  ASSERT_NE(back.find(a.key), nullptr);
+  EXPECT_TRUE(std::isinf(back.find(a.key)->runnerUpMs));
+  EXPECT_DOUBLE_EQ(back.find(a.key)->medianMs, 1.5);
 }
 
 TEST(TuningDatabase, StaleAndMalformedEntriesAreReportedAndIgnored) {
@@ -352,6 +376,48 @@ TEST(Tuner, PicksTheFastestCorrectCandidate) {
   const TuneReport none = tune(plan, target, 65536, h100(), again, opt);
   EXPECT_FALSE(none.finished);
   EXPECT_EQ(again.calls.size(), 2u); // the heuristic's forward and backward
+}
+
+/// Every configuration but the heuristic's is slower.
+class HeuristicFastest : public TuneMeasure {
+public:
+  KernelConfig heuristic;
+  std::vector<std::vector<TunedKernel>> calls;
+  Measurement measure(const std::vector<TunedKernel> &kernels, bool) override {
+    calls.push_back(kernels);
+    Measurement m;
+    m.outputs = {1.f};
+    m.ms = 1;
+    for (const TunedKernel &k : kernels)
+      m.ms += k.config == heuristic ? 0 : 1;
+    return m;
+  }
+};
+
+TEST(Tuner, TimesTheHeuristicFirstAndKeepsItWhenNothingBeatsIt) {
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  ASSERT_TRUE(r.ok());
+  PlanOptions po;
+  po.arch = "sm_90a";
+  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  HeuristicFastest gpu;
+  gpu.heuristic = plan.branches[0].kernels[0].config; // the forward's
+  ASSERT_EQ(plan.branches[0].kernels[0].stage, "forward");
+  TuneOptions opt;
+  const TuneReport rep = tune(plan, Target::parse("sm_90a"), 65536, h100(), gpu, opt);
+  ASSERT_EQ(rep.kernels.size(), 1u);
+  ASSERT_GE(gpu.calls.size(), 3u);
+  // After the reference, the first configuration timed is the heuristic's
+  // (so a budget that runs out early still leaves the time to beat).
+  ASSERT_EQ(gpu.calls[1].size(), 1u);
+  EXPECT_TRUE(gpu.calls[1][0].config == gpu.heuristic);
+  const TuningEntry &e = rep.kernels[0].entry;
+  EXPECT_TRUE(e.config == gpu.heuristic) << e.config.describe();
+  EXPECT_DOUBLE_EQ(e.medianMs, 1);
+  EXPECT_DOUBLE_EQ(e.heuristicMs, 1);
+  EXPECT_DOUBLE_EQ(e.runnerUpMs, 2);
 }
 
 } // namespace
