@@ -8,6 +8,7 @@
 #include "dattn/error.h"
 #include "dattn/kernels.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -92,13 +93,25 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       report.finished = false; // this kernel and the rest keep the heuristic
       break;
     }
-    for (const KernelConfig &c : j.candidates) {
+    auto forcing = [&](const KernelConfig &c) {
+      std::vector<TunedKernel> forced = chosen;
+      forced.push_back({j.branch, j.stage, j.family->name(), c, "tuning"});
+      return forced;
+    };
+    const size_t batch = static_cast<size_t>(std::max(1, options.prepareBatch));
+    for (size_t ci = 0; ci < j.candidates.size(); ++ci) {
+      const KernelConfig &c = j.candidates[ci];
       if (elapsed() > options.budgetSeconds && !(c == j.heuristic)) {
         report.finished = false;
         break;
       }
-      std::vector<TunedKernel> forced = chosen;
-      forced.push_back({j.branch, j.stage, j.family->name(), c, "tuning"});
+      if (ci % batch == 0) { // the next batch compiled together
+        std::vector<std::vector<TunedKernel>> next;
+        for (size_t x = ci; x < std::min(j.candidates.size(), ci + batch); ++x)
+          next.push_back(forcing(j.candidates[x]));
+        measure.prepare(next, backward);
+      }
+      const std::vector<TunedKernel> forced = forcing(c);
       const Measurement m = measure.measure(forced, backward);
       ++r.tried;
       ++done;

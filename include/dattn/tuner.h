@@ -30,12 +30,20 @@ public:
   /// Times the attention with `kernels` forcing configurations (the rest
   /// the heuristic's); `backward`: forward and backward, else the forward.
   virtual Measurement measure(const std::vector<TunedKernel> &kernels, bool backward) = 0;
+  /// Called before a batch of measure() calls with their `kernels`: a
+  /// measure that compiles may compile them all now, in parallel, so that
+  /// measure() finds them in its cache. Failures are measure()'s to report.
+  virtual void prepare(const std::vector<std::vector<TunedKernel>> &batch, bool backward) {
+    (void)batch;
+    (void)backward;
+  }
 };
 
 struct TuneOptions {
   bool backward = false;      ///< also tune the backward stage (default mode)
   double budgetSeconds = 600; ///< stop trying candidates after this long
   double tolerance = 1e-2;    ///< relative error a candidate may differ from the heuristic
+  int prepareBatch = 16;      ///< candidates handed to TuneMeasure::prepare at a time
   /// Called after every candidate: done, total, the best time so far (ms).
   std::function<void(int, int, double)> progress;
 };

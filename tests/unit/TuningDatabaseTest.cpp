@@ -308,7 +308,10 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
 // forward's best in place, and stop when the budget is spent.
 class ModelGpu : public TuneMeasure {
 public:
-  std::vector<std::vector<TunedKernel>> calls;
+  std::vector<std::vector<TunedKernel>> calls, prepared;
+  void prepare(const std::vector<std::vector<TunedKernel>> &batch, bool) override {
+    prepared.insert(prepared.end(), batch.begin(), batch.end());
+  }
   Measurement measure(const std::vector<TunedKernel> &kernels, bool backward) override {
     calls.push_back(kernels);
     Measurement m;
@@ -369,6 +372,13 @@ TEST(Tuner, PicksTheFastestCorrectCandidate) {
   EXPECT_TRUE(lastCall[0].config == f.entry.config);
   EXPECT_EQ(lastDone, lastTotal);
   EXPECT_EQ(lastTotal, 21 + 12);
+  // Every measured candidate was handed to prepare() first (in batches,
+  // for compiling in parallel), in the order measured.
+  ASSERT_EQ(gpu.prepared.size(), gpu.calls.size() - 2); // not the references
+  for (size_t x = 0; x < gpu.prepared.size(); ++x) {
+    ASSERT_EQ(gpu.prepared[x].size(), gpu.calls[x + 2].size());
+    EXPECT_TRUE(gpu.prepared[x].back().config == gpu.calls[x + 2].back().config);
+  }
 
   // No budget: nothing is tried past the references, and the report says so.
   ModelGpu again;
