@@ -90,6 +90,16 @@ class Branch:
         return "branch%s { %s }" % (heads, self.pattern.text())
 
 
+def head_groups(heads, groups):
+    """The dilated-attention ports' split of `heads` into `groups` contiguous
+    ranges, the first heads % groups of them one head larger."""
+    sizes = [heads // groups + (1 if i < heads % groups else 0) for i in range(groups)]
+    start = 0
+    for size in sizes:
+        yield range(start, start + size)
+        start += size
+
+
 def branch(pattern, heads=None):
     """A branch over ``heads`` (an iterable of head indices; None: all)."""
     return Branch(pattern, heads)

@@ -15,6 +15,15 @@ outputs by the number of groups, so their outputs are smaller by that
 factor; dattn does not rescale. A sequence length not divisible by the
 segment lengths is accepted: the last segment is shorter (the ports
 require divisibility).
+
+``key_padding_mask`` (b, n), True where a position is padding (as in
+``torch.nn.MultiheadAttention``), takes right padding: in each row the
+padded positions are a suffix. Row i then runs as a sequence of its
+n_i unpadded positions (segments keep their places; the last one ends at
+n_i), which excludes the padded keys from every key set, and its padded
+query rows get zeros. Rows of equal length run together, one call per
+distinct length; the mask is read on the host (a synchronization, and a
+graph break under torch.compile).
 """
 
 import torch
@@ -25,14 +34,6 @@ from .ops import attention
 from .spec_text import one_line
 
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-
-
-def _head_groups(heads, groups):
-    sizes = [heads // groups + (1 if i < heads % groups else 0) for i in range(groups)]
-    start = 0
-    for size in sizes:
-        yield range(start, start + size)
-        start += size
 
 
 class DilatedAttention(nn.Module):
@@ -62,7 +63,8 @@ class DilatedAttention(nn.Module):
             branches = [
                 builder.branch(builder.dilated(s, r, i % r), heads=hs)
                 for i, (s, r, hs) in enumerate(
-                    zip(self.segment_lengths, self.dilation_rates, _head_groups(heads, groups)))
+                    zip(self.segment_lengths, self.dilation_rates,
+                        builder.head_groups(heads, groups)))
             ]
             text = builder.spec(heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                                 dtype=_DTYPE_NAMES[dtype], causal=causal,
@@ -72,10 +74,46 @@ class DilatedAttention(nn.Module):
             self._texts[key] = text
         return text
 
-    def forward(self, query, key, value, is_causal=False):
+    def forward(self, query, key, value, is_causal=False, key_padding_mask=None):
         b, n, h, d = query.shape
         text = self.spec_text(h, key.shape[2], d, query.dtype, bool(is_causal))
-        return attention(query, key, value, text)
+        if key_padding_mask is None:
+            return attention(query, key, value, text)
+        lengths = unpadded_lengths(key_padding_mask, b, n)
+        if all(length == n for length in lengths):
+            return attention(query, key, value, text)
+        rows = [None] * b
+        for length in sorted(set(lengths)):
+            idx = [i for i in range(b) if lengths[i] == length]
+            if length == 0:  # nothing but padding: zeros
+                for i in idx:
+                    rows[i] = query.new_zeros(n, h, d)
+                continue
+            pick = torch.tensor(idx, device=query.device)
+            y = attention(query[pick, :length], key[pick, :length], value[pick, :length], text)
+            y = torch.nn.functional.pad(y, (0, 0, 0, 0, 0, n - length))
+            for j, i in enumerate(idx):
+                rows[i] = y[j]
+        return torch.stack(rows)
+
+
+def unpadded_lengths(key_padding_mask, b, n):
+    """Per row of a (b, n) key padding mask (True: padding), how many
+    positions lead before the padding; ValueError unless the padding of
+    every row is a suffix (right padding)."""
+    mask = torch.as_tensor(key_padding_mask)
+    if mask.shape != (b, n):
+        raise ValueError(f"dattn: key_padding_mask has shape {tuple(mask.shape)}, "
+                         f"expected (batch, seq) = ({b}, {n})")
+    mask = mask.to(torch.bool)
+    lengths = (~mask).sum(dim=1)
+    suffix = torch.arange(n, device=mask.device)[None, :] >= lengths[:, None]
+    if not torch.equal(mask, suffix):
+        bad = (mask != suffix).any(dim=1).nonzero()[0, 0].item()
+        raise ValueError(f"dattn: key_padding_mask row {bad} pads positions that are not a "
+                         "suffix; dattn takes right padding only (True on the last "
+                         "positions of a row)")
+    return lengths.tolist()
 
 
 class MultiheadDilatedAttention(nn.Module):
@@ -114,13 +152,14 @@ class MultiheadDilatedAttention(nn.Module):
             if p.bias is not None:
                 nn.init.constant_(p.bias, 0)
 
-    def forward(self, query, key, value, is_causal=False):
+    def forward(self, query, key, value, is_causal=False, key_padding_mask=None):
         b, n, e = query.shape
         h = self.num_heads
         q = self.q_proj(query).view(b, n, h, e // h)
         k = self.k_proj(key).view(b, n, h, e // h)
         v = self.v_proj(value).view(b, n, h, e // h)
-        x = self.attention(q, k, v, is_causal=is_causal).reshape(b, n, e)
+        x = self.attention(q, k, v, is_causal=is_causal,
+                           key_padding_mask=key_padding_mask).reshape(b, n, e)
         if self.norm is not None:
             x = self.norm(x)
         return self.out_proj(x), None
@@ -135,4 +174,5 @@ def create_multihead_dilated_attention(kind="auto", **kwargs):
     return MultiheadDilatedAttention(**kwargs)
 
 
-__all__ = ["DilatedAttention", "MultiheadDilatedAttention", "create_multihead_dilated_attention"]
+__all__ = ["DilatedAttention", "MultiheadDilatedAttention", "create_multihead_dilated_attention",
+           "unpadded_lengths"]

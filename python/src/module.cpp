@@ -76,6 +76,17 @@ NB_MODULE(_dattn, m) {
       "spec"_a, "seq"_a, "ranks"_a = 0,
       "The ring plan as JSON text (see `dattn plan-ring --json`).");
   m.def(
+      "attended_pairs",
+      [](const dattn::AttentionSpec &s, int64_t seq, int64_t batch) {
+        if (s.needsBlockMask())
+          throw dattn::Error("attention '" + s.name +
+                             "': counting its pairs needs its block mask (not supported here)");
+        return dattn::countPairs(dattn::planAttention(s), seq, batch, nullptr).pairs;
+      },
+      "spec"_a, "seq"_a, "batch"_a = 1,
+      "(query, key) pairs the spec attends at sequence length `seq`, summed over heads, "
+      "branches and batch: what effective TFLOP/s count (4 * pairs * head_dim per forward).");
+  m.def(
       "nvrtc_version", [] { return dattn::nvrtcVersion(); },
       "The version of the NVRTC that compiles for current GPUs; raises Error if none loads.");
   m.def("device_count", &dattn::Runtime::deviceCount,

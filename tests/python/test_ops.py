@@ -177,3 +177,42 @@ def test_dilated_attention_module_is_the_head_grouped_spec():
     assert none is None and y.shape == x.shape
     y.float().sum().backward()
     assert x.grad is not None and not torch.isnan(x.grad).any()
+
+
+def test_key_padding_mask_takes_right_padding():
+    from dattn.nn import DilatedAttention, MultiheadDilatedAttention
+
+    module = DilatedAttention([64, 128], [1, 2])
+    b, n = 3, 300
+    lengths = torch.tensor([300, 173, 0])
+    mask = torch.arange(n)[None, :] >= lengths[:, None]  # True: padding
+    q, k, v = (torch.randn(b, n, 4, 64, device="cuda", dtype=torch.bfloat16,
+                           requires_grad=True) for _ in range(3))
+    for causal in (False, True):
+        got = module(q, k, v, is_causal=causal, key_padding_mask=mask.cuda())
+        for i, length in enumerate(lengths.tolist()):
+            assert torch.equal(got[i, length:], torch.zeros_like(got[i, length:])), i
+            if length:  # the row alone, as a sequence of its unpadded positions
+                want = module(q[i:i + 1, :length], k[i:i + 1, :length], v[i:i + 1, :length],
+                              is_causal=causal)[0]
+                assert rel(got[i, :length], want.double()) < 1e-2, (i, causal)
+        # Padded keys are in no key set: their gradients are zero.
+        q.grad = k.grad = v.grad = None
+        got.float().sum().backward()
+        for g in (k.grad, v.grad):
+            assert not torch.isnan(g).any()
+            assert torch.equal(g[1, 173:], torch.zeros_like(g[1, 173:]))
+            assert torch.equal(g[2], torch.zeros_like(g[2]))
+        assert k.grad[0].abs().sum() > 0
+    # The module passes it through; a mask that is not right padding says so.
+    block = MultiheadDilatedAttention(256, 4, [1, 2], [64, 128], device="cuda",
+                                      dtype=torch.bfloat16)
+    x = torch.randn(2, 256, 256, device="cuda", dtype=torch.bfloat16)
+    y, _ = block(x, x, x, key_padding_mask=torch.arange(256)[None, :].expand(2, -1) >= 200)
+    assert y.shape == x.shape and not torch.isnan(y).any()
+    holes = torch.zeros(b, n, dtype=torch.bool)
+    holes[1, 10] = True
+    with pytest.raises(ValueError, match="row 1 pads positions that are not a suffix"):
+        module(q, k, v, key_padding_mask=holes)
+    with pytest.raises(ValueError, match="expected \\(batch, seq\\) = \\(3, 300\\)"):
+        module(q, k, v, key_padding_mask=holes[:, :10])

@@ -1,0 +1,250 @@
+"""dattn against what its users would run instead, on the current GPU:
+
+    python -m dattn.bench [--seq 16384,65536] [--backward] [--png bench.png]
+
+The configuration is LongNet's head-partitioned one (the ports' split of
+heads into groups, one (segment, dilation) per group, offset = group index
+mod dilation; default: segments 2048, 4096, 8192, dilations 1, 2, 4, 12
+heads of 128, bf16, batch 1). For each N it times, forward (and with
+--backward forward+backward):
+
+- dattn: ``dattn.nn.DilatedAttention`` (the torch op);
+- the PyTorch composite: per group, gather each segment's rows of the
+  group's residue, ``scaled_dot_product_attention`` (whichever backend torch
+  picks), scatter back; rows outside a head's residue are zero, as in
+  dattn's semantics;
+- FlexAttention with a mask_mod of the same pattern (--flex; its block mask
+  is built once per N, outside the timing, and its build time printed).
+
+Times are CUDA-event medians over --iters runs, each after an L2 flush,
+on fresh random inputs. Effective TFLOP/s count only the attended pairs
+(4 * pairs * head_dim per forward, 3.5 times that forward+backward), the
+same count for every implementation. Peak memory is the allocator's peak
+during the timed runs, above the inputs. Each implementation's output is
+compared with dattn's (relative error), so a fast wrong one shows.
+With matplotlib installed, --png writes TFLOP/s against N.
+"""
+
+import argparse
+import math
+import sys
+import time
+
+from .builder import head_groups
+
+
+def _ints(text):
+    return [int(x) for x in text.split(",") if x]
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m dattn.bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
+    p.add_argument("--seq", type=_ints, default=[16384, 65536],
+                   help="sequence lengths, comma-separated (multiples of the largest segment)")
+    p.add_argument("--segments", type=_ints, default=[2048, 4096, 8192])
+    p.add_argument("--dilations", type=_ints, default=[1, 2, 4])
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--backward", action="store_true", help="also time forward+backward")
+    p.add_argument("--flex", action="store_true", help="also time FlexAttention")
+    p.add_argument("--png", help="write a plot of TFLOP/s against N (needs matplotlib)")
+    return p
+
+
+def _check(args):
+    if len(args.segments) != len(args.dilations) or not args.segments:
+        raise SystemExit("dattn.bench: --segments and --dilations need the same, nonzero length")
+    if args.heads < len(args.segments):
+        raise SystemExit(f"dattn.bench: {args.heads} heads for {len(args.segments)} groups")
+    for w, r in zip(args.segments, args.dilations):
+        if w % r:
+            raise SystemExit(f"dattn.bench: segment {w} is not a multiple of its dilation {r}")
+    for n in args.seq:
+        if n % max(args.segments):
+            raise SystemExit(f"dattn.bench: N = {n} is not a multiple of the largest segment "
+                             f"{max(args.segments)} (the composite needs whole segments)")
+
+
+def _groups(args):
+    """(heads, segment, dilation, offset) per group, as dattn.nn assigns them."""
+    out = []
+    for i, (hs, w, r) in enumerate(zip(head_groups(args.heads, len(args.segments)),
+                                       args.segments, args.dilations)):
+        out.append((hs, w, r, i % r))
+    return out
+
+
+def composite(q, k, v, groups, scale):
+    """The ports' way: per group gather the residue rows of each segment,
+    attend with SDPA, scatter back (other rows stay zero)."""
+    import torch
+    import torch.nn.functional as F
+    b, n, _, d = q.shape
+    out = torch.zeros_like(q)
+    for hs, w, r, o in groups:
+        h0, h1 = hs.start, hs.stop
+
+        def take(t):
+            x = t[:, :, h0:h1].reshape(b, n // w, w, h1 - h0, d)[:, :, o::r]
+            return x.reshape(b * (n // w), -1, h1 - h0, d).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(take(q), take(k), take(v), scale=scale)
+        y = y.transpose(1, 2).reshape(b, n // w, -1, h1 - h0, d)
+        view = out[:, :, h0:h1].view(b, n // w, w, h1 - h0, d)
+        view[:, :, o::r] = y  # out's storage: the scatter
+    return out
+
+
+def flex_mask(groups, n, device):
+    """FlexAttention's block mask of the pattern (built outside the timing)."""
+    import torch
+    from torch.nn.attention.flex_attention import create_block_mask
+    heads = sum(len(hs) for hs, *_ in groups)
+    seg = torch.empty(heads, dtype=torch.int64, device=device)
+    dil = torch.empty_like(seg)
+    off = torch.empty_like(seg)
+    for hs, w, r, o in groups:
+        seg[hs.start:hs.stop], dil[hs.start:hs.stop], off[hs.start:hs.stop] = w, r, o
+
+    def keep(b, h, qi, kj):
+        w, r, o = seg[h], dil[h], off[h]
+        return (qi // w == kj // w) & (qi % r == o) & (kj % r == o)
+
+    return create_block_mask(keep, None, heads, n, n, device=device)
+
+
+def _time(fn, iters, flush):
+    """Median ms of fn() over iters runs, each after an L2 flush."""
+    import torch
+    times = []
+    for _ in range(iters):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def run(args):
+    import torch
+    import dattn
+    from dattn import _dattn
+    from dattn.nn import DilatedAttention
+    if not torch.cuda.is_available() or dattn.device_count() == 0:
+        raise SystemExit("dattn.bench: no CUDA GPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dev = torch.device("cuda")
+    groups = _groups(args)
+    module = DilatedAttention(args.segments, args.dilations)
+    scale = 1.0 / math.sqrt(args.head_dim)
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)  # more than any L2
+    gpu = torch.cuda.get_device_name(dev)
+    print(f"# {gpu}; torch {torch.__version__}; {args.heads} heads of {args.head_dim}, "
+          f"{args.dtype}, batch {args.batch}; segments {args.segments}, dilations "
+          f"{args.dilations}; medians of {args.iters} after an L2 flush")
+    print(f"{'impl':<10} {'N':>8} {'pass':<8} {'ms':>9} {'TFLOP/s':>8} {'peak MiB':>9} "
+          f"{'rel.err':>9}")
+    rows = []
+    for n in args.seq:
+        text = module.spec_text(args.heads, args.heads, args.head_dim, dtype, False)
+        pairs = _dattn.attended_pairs(dattn.parse(text)[0], n, args.batch)
+        flops = 4.0 * pairs * args.head_dim
+        g = torch.Generator(device=dev).manual_seed(n)
+        shape = (args.batch, n, args.heads, args.head_dim)
+        q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=dtype) for _ in range(3))
+        impls = [("dattn", lambda q, k, v: module(q, k, v)),
+                 ("composite", lambda q, k, v: composite(q, k, v, groups, scale))]
+        if args.flex:
+            from torch.nn.attention.flex_attention import flex_attention
+            t0 = time.perf_counter()
+            mask = flex_mask(groups, n, dev)
+            torch.cuda.synchronize()
+            print(f"# FlexAttention block mask for N = {n}: {time.perf_counter() - t0:.1f} s")
+            flex = torch.compile(flex_attention)
+
+            def run_flex(q, k, v, mask=mask, flex=flex):
+                y = flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                         block_mask=mask, scale=scale)
+                return y.transpose(1, 2)
+
+            impls.append(("flex", run_flex))
+        want = None
+        for name, fn in impls:
+            passes = [("forward", False)] + ([("fwd+bwd", True)] if args.backward else [])
+            for label, backward in passes:
+                qq, kk, vv = (t.detach().requires_grad_(backward) for t in (q, k, v))
+                dout = torch.randn(shape, generator=g, device=dev, dtype=dtype)
+
+                def step():
+                    y = fn(qq, kk, vv)
+                    if backward:
+                        y.backward(dout)
+                    return y
+
+                try:
+                    y = step()  # warm-up: compiles, autotunes, checks
+                    err = float("nan")
+                    if not backward:
+                        if want is None:
+                            want = y.detach().float()
+                        err = ((y.detach().float() - want).norm() / want.norm()).item()
+                    torch.cuda.synchronize()
+                    base = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                    ms = _time(step, args.iters, flush)
+                    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+                except torch.OutOfMemoryError:
+                    print(f"{name:<10} {n:>8} {label:<8} {'out of memory':>9}")
+                    torch.cuda.empty_cache()
+                    continue
+                tflops = flops * (3.5 if backward else 1.0) / (ms * 1e-3) / 1e12
+                rows.append((name, n, label, ms, tflops, err))
+                print(f"{name:<10} {n:>8} {label:<8} {ms:>9.3f} {tflops:>8.1f} {peak:>9.0f} "
+                      f"{err:>9.2e}", flush=True)
+    if args.png:
+        plot(rows, args.png, gpu)
+    return rows
+
+
+def plot(rows, path, title):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# matplotlib is not installed: no plot (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in sorted({r[0] for r in rows}):
+        for label in sorted({r[2] for r in rows}):
+            pts = [(r[1], r[4]) for r in rows if r[0] == name and r[2] == label]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{name} {label}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel("effective TFLOP/s (attended pairs)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"# plot: {path}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    _check(args)
+    run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""python -m dattn.bench: its arguments without a GPU; on a GPU, a short run
+whose composite must agree with dattn (the same semantics, computed the
+PyTorch way)."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dattn import bench
+
+
+def test_help_needs_no_gpu_and_names_what_it_compares():
+    r = subprocess.run([sys.executable, "-m", "dattn.bench", "--help"], capture_output=True,
+                       text=True, env=dict(os.environ), check=False)
+    assert r.returncode == 0, r.stderr
+    for word in ("composite", "FlexAttention", "--backward", "--png"):
+        assert word in r.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seq", "12288"], "not a multiple of the largest segment"),
+    (["--segments", "2048,4096", "--dilations", "1"], "the same, nonzero length"),
+    (["--segments", "1000", "--dilations", "3", "--seq", "3000"], "not a multiple of its dilation"),
+    (["--heads", "2"], "2 heads for 3 groups"),
+])
+def test_bad_arguments_say_what(argv, message):
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert message in str(e.value)
+
+
+def test_groups_follow_the_ports_assignment():
+    args = bench._parser().parse_args(["--heads", "8", "--segments", "64,128,256",
+                                       "--dilations", "1,2,4"])
+    groups = bench._groups(args)
+    assert [(list(h), w, r, o) for h, w, r, o in groups] == [
+        ([0, 1, 2], 64, 1, 0), ([3, 4, 5], 128, 2, 1), ([6, 7], 256, 4, 2)]
+
+
+def test_short_run_on_a_gpu_agrees_with_the_composite():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    import dattn
+    if not torch.cuda.is_available() or dattn.device_count() == 0:
+        pytest.skip("no CUDA GPU")
+    args = bench._parser().parse_args(["--seq", "4096,8192", "--segments", "1024,2048",
+                                       "--dilations", "1,2", "--heads", "4", "--head-dim", "64",
+                                       "--iters", "3", "--backward"])
+    rows = bench.run(args)
+    assert len(rows) == 2 * 2 * 2  # (dattn, composite) x N x (forward, fwd+bwd)
+    for name, n, label, ms, tflops, err in rows:
+        assert ms > 0 and tflops > 0, (name, n, label)
+        if label == "forward":
+            assert err < 2e-2, (name, n, err)  # bf16 against dattn's own output
+        else:
+            assert math.isnan(err)
