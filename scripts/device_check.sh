@@ -182,6 +182,10 @@ if [ "$mode" = all ] || [ "$mode" = python ]; then
   tail -4 "$OUT/train_example.log"
   summary+=("python training example: exit $rc")
   [ $rc -eq 0 ] || status=1
+  # The op's per-call overhead, then dattn against the PyTorch composite.
+  PYTHONPATH=build-py312/python python3 -m dattn.bench --overhead 2>&1 | tee "$OUT/overhead.log"
+  PYTHONPATH=build-py312/python python3 -m dattn.bench --seq ${DATTN_BENCH_SEQ:-16384,65536} \
+    --backward --png "$OUT/bench.png" 2>&1 | tee "$OUT/python_bench.log"
 fi
 if [ "$mode" = nccl ]; then
   export NCCL_NVLS_ENABLE=0 DATTN_RING_TIMEOUT=${DATTN_RING_TIMEOUT:-30}

@@ -23,6 +23,11 @@ same count for every implementation. Peak memory is the allocator's peak
 during the timed runs, above the inputs. Each implementation's output is
 compared with dattn's (relative error), so a fast wrong one shows.
 With matplotlib installed, --png writes TFLOP/s against N.
+
+--overhead measures instead what the torch op adds per call over the
+extension's launch: host time per call of ``torch.ops.dattn.forward`` and of
+``dattn.attention`` against the extension's ``forward`` on preallocated
+tensors, at a size where the kernel is shorter than either (N = 256).
 """
 
 import argparse
@@ -53,6 +58,8 @@ def _parser():
     p.add_argument("--backward", action="store_true", help="also time forward+backward")
     p.add_argument("--flex", action="store_true", help="also time FlexAttention")
     p.add_argument("--png", help="write a plot of TFLOP/s against N (needs matplotlib)")
+    p.add_argument("--overhead", action="store_true",
+                   help="measure the op's per-call overhead over the extension's launch")
     return p
 
 
@@ -215,6 +222,45 @@ def run(args):
     return rows
 
 
+def overhead(iters=2000):
+    """Host microseconds per call: {"op", "attention", "launch"} (the
+    torch op, dattn.attention, the extension's forward on preallocated
+    tensors), each the median of 5 timings of `iters` back-to-back calls."""
+    import torch
+    from . import ops
+    dev = torch.device("cuda")
+    text = ops.op_text("attention overhead { heads = 4 head_dim = 64 dtype = bf16 "
+                       "branch { dense } }")
+    q, k, v = (torch.randn(1, 256, 4, 64, device=dev, dtype=torch.bfloat16) for _ in range(3))
+    a, _ = ops._attention(text, dev.index, 256)
+    out, lse = torch.empty_like(q), torch.empty(1, 4, 256, device=dev)
+    need, _ = a.workspace_sizes(1, 256)
+    ws = torch.empty(max(need, 1), dtype=torch.uint8, device=dev)
+    stream = torch.cuda.current_stream(dev).cuda_stream
+    args = (ops._tensor(q), ops._tensor(k), ops._tensor(v), ops._tensor(out), ops._tensor(lse),
+            ws.data_ptr() if need else 0, need, stream)
+    calls = {
+        "launch": lambda: a.forward(*args),
+        "op": lambda: torch.ops.dattn.forward(q, k, v, text),
+        "attention": lambda: ops.attention(q, k, v, text),
+    }
+    result = {}
+    for name, fn in calls.items():
+        for _ in range(50):
+            fn()
+        samples = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            samples.append((time.perf_counter() - t0) / iters * 1e6)
+            torch.cuda.synchronize()
+        samples.sort()
+        result[name] = samples[2]
+    return result
+
+
 def plot(rows, path, title):
     try:
         import matplotlib
@@ -242,6 +288,18 @@ def plot(rows, path, title):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.overhead:
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit("dattn.bench: no CUDA GPU")
+        us = overhead()
+        print(f"# {torch.cuda.get_device_name()}: host time per call, median of 5 x 2000 calls "
+              "(N = 256, 4 heads of 64, bf16, dense)")
+        for name in ("launch", "op", "attention"):
+            print(f"{name:<10} {us[name]:8.1f} us")
+        print(f"op overhead over the launch: {us['op'] - us['launch']:.1f} us "
+              f"(dattn.attention: {us['attention'] - us['launch']:.1f} us)")
+        return
     _check(args)
     run(args)
 

@@ -55,3 +55,13 @@ def test_short_run_on_a_gpu_agrees_with_the_composite():
             assert err < 2e-2, (name, n, err)  # bf16 against dattn's own output
         else:
             assert math.isnan(err)
+
+
+def test_overhead_on_a_gpu_is_measured():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    import dattn
+    if not torch.cuda.is_available() or dattn.device_count() == 0:
+        pytest.skip("no CUDA GPU")
+    us = bench.overhead(iters=200)
+    assert set(us) == {"launch", "op", "attention"}
+    assert 0 < us["launch"] < us["op"] * 1.5  # the op does the launch and more

@@ -306,6 +306,18 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
 // wrong outputs. The tuner must pick the fastest that ran right, record
 // the runner-up and the heuristic's time, tune the backward with the
 // forward's best in place, and stop when the budget is spent.
+/// One dilated branch, planned for sm_90a: a forward and a dK/dV kernel.
+AttentionPlan dilatedPlanForSm90a() {
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  if (!r.ok())
+    throw Error("the tuner tests' spec does not parse");
+  PlanOptions po;
+  po.arch = "sm_90a";
+  return planAttention(r.file.attentions[0], po);
+}
+
 class ModelGpu : public TuneMeasure {
 public:
   std::vector<std::vector<TunedKernel>> calls, prepared;
@@ -335,13 +347,7 @@ public:
 };
 
 TEST(Tuner, PicksTheFastestCorrectCandidate) {
-  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
-                            "a.dattn");
-  ASSERT_TRUE(r.ok());
-  PlanOptions po;
-  po.arch = "sm_90a";
-  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  const AttentionPlan plan = dilatedPlanForSm90a();
   const Target target = Target::parse("sm_90a");
   ModelGpu gpu;
   TuneOptions opt;
@@ -405,13 +411,7 @@ public:
 };
 
 TEST(Tuner, TimesTheHeuristicFirstAndKeepsItWhenNothingBeatsIt) {
-  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
-                            "a.dattn");
-  ASSERT_TRUE(r.ok());
-  PlanOptions po;
-  po.arch = "sm_90a";
-  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  const AttentionPlan plan = dilatedPlanForSm90a();
   HeuristicFastest gpu;
   gpu.heuristic = plan.branches[0].kernels[0].config; // the forward's
   ASSERT_EQ(plan.branches[0].kernels[0].stage, "forward");
