@@ -14,8 +14,10 @@
 #include "dattn/runtime.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 namespace dattn {
 
@@ -68,6 +70,89 @@ OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
 
 OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &arch) {
   return compileModule(emitCudaRing(planFor(spec, arch, {}), arch), spec.name, arch);
+}
+
+std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec, const std::string &arch,
+                                          int smemBytes, const std::string &root, int threads) {
+  const Target target = Target::parse(arch, smemBytes);
+  if (target.archSpecific)
+    throw Error("warming the kernel cache: give the GPU's arch as the runtime names it (" +
+                arch.substr(0, arch.size() - 1) + "), not " + arch);
+  PlanOptions po;
+  po.arch = arch;
+  po.smemBytes = target.smemBytes;
+  const AttentionPlan plan = planAttention(spec, po);
+  struct Job {
+    std::string module, name;
+    EmittedModule emitted;
+  };
+  // What Runtime::compile, loadBackward and prepareRing emit, in that order.
+  std::vector<Job> jobs;
+  jobs.push_back({"forward", "dattn_" + spec.name, emitCuda(plan, arch, target.smemBytes)});
+  for (int mode = 0; mode < 2; ++mode)
+    for (int variant = 0; variant < 2; ++variant) {
+      try {
+        jobs.push_back({std::string(mode ? "backward deterministic" : "backward") +
+                            (variant ? ", contiguous" : ""),
+                        "dattn_" + spec.name,
+                        emitCudaBackward(plan, arch, mode == 1, target.smemBytes, variant == 1)});
+      } catch (const Error &) {
+        break; // a mode the target does not support: the runtime says so when asked
+      }
+    }
+  jobs.push_back({"ring", "dattn_ring_" + spec.name, emitCudaRing(plan, arch, target.smemBytes)});
+
+  std::string dir = root.empty() ? env::cacheRoot() : root;
+  if (dir == "-" || dir.empty())
+    throw Error("warming the kernel cache: the disk cache is off (DATTN_CACHE_DIR=-)");
+  rt::KernelCache cache(dir, rt::nvrtcCompile, compilerSignature(target.sm), 8,
+                        [](const std::string &m) { std::fprintf(stderr, "dattn: %s\n", m.c_str()); });
+  std::vector<WarmedModule> out(jobs.size());
+  std::vector<std::string> errors(jobs.size());
+  // A module identical to an earlier one (e.g. SIMT kernels, which are
+  // deterministic either way) is that one's entry: compiled once.
+  std::vector<int> sameAs(jobs.size(), -1);
+  for (size_t x = 0; x < jobs.size(); ++x)
+    for (size_t y = 0; y < x && sameAs[x] < 0; ++y)
+      if (sameAs[y] < 0 && jobs[y].name == jobs[x].name &&
+          jobs[y].emitted.source == jobs[x].emitted.source)
+        sameAs[x] = static_cast<int>(y);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t x = next++; x < jobs.size(); x = next++) {
+      if (sameAs[x] >= 0)
+        continue;
+      try {
+        auto k = cache.get(jobs[x].emitted.source, jobs[x].name, arch);
+        out[x] = {jobs[x].module,
+                  k->origin == rt::CachedKernel::Origin::Compiled ? "compiled" : "disk cache",
+                  k->folder, k->compileSeconds};
+      } catch (const std::exception &e) {
+        errors[x] = e.what();
+      }
+    }
+  };
+  const unsigned n = std::max(1u, std::min<unsigned>(threads > 0 ? threads
+                                                                 : std::thread::hardware_concurrency(),
+                                                     static_cast<unsigned>(jobs.size())));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < n; ++t)
+    pool.emplace_back(work);
+  work();
+  for (std::thread &t : pool)
+    t.join();
+  for (size_t x = 0; x < jobs.size(); ++x) {
+    if (!errors[x].empty())
+      throw Error("attention '" + spec.name + "', " + jobs[x].module + " module for " + arch +
+                  ": " + errors[x]);
+    if (sameAs[x] >= 0) {
+      out[x] = out[sameAs[x]];
+      out[x].module = jobs[x].module;
+      out[x].origin = "the " + jobs[sameAs[x]].module + " module";
+      out[x].compileSeconds = 0;
+    }
+  }
+  return out;
 }
 
 int Runtime::deviceCount() {

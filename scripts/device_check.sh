@@ -17,6 +17,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/dattn-out}
 mkdir -p "$OUT"
 export DATTN_CACHE_DIR=${DATTN_CACHE_DIR:-/tmp/dattn-cache}
+# Kernels compiled here without a GPU (scripts/warm_cache.sh), carried along:
+# the examples and benchmarks then load instead of compiling.
+for warm in build/kernel-cache-*.tgz; do
+  [ -e "$warm" ] && mkdir -p "$DATTN_CACHE_DIR" && tar xzf "$warm" -C "$DATTN_CACHE_DIR" &&
+    echo "kernel cache: unpacked $warm into $DATTN_CACHE_DIR"
+done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 build/bin/dattn info | tee -a "$OUT/gpu.txt"
 mode=${1:-all}

@@ -77,6 +77,11 @@ int runCompile(const std::vector<std::string> &args) {
       "                (and dattn-select-kernels for the one --arch, if given)\n"
       "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
       "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
+      "  --emit=cache  fill the kernel cache (DATTN_CACHE_DIR, or -o DIR) with every\n"
+      "                module a GPU of each --arch (sm_90 for an H100, as the runtime\n"
+      "                names it) compiles for the spec: forward, backward modes, ring;\n"
+      "                --smem BYTES: that GPU's opt-in shared memory (default: the\n"
+      "                arch's usual). That GPU then loads them instead of compiling\n"
       "  --emit=kernels  per branch and pass: the kernel family, its chosen\n"
       "                configuration, its resources and how many candidates it has\n"
       "                (forward; with --backward also both backward modes)\n"
@@ -97,7 +102,7 @@ int runCompile(const std::vector<std::string> &args) {
   for (auto &x : a)
     if (x == "-o")
       x = "--output";
-  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output"},
+  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output", "smem"},
             {"locations", "backward", "deterministic", "ring"});
   const bool backward = o.has("backward"), deterministic = o.has("deterministic"),
              ring = o.has("ring");
@@ -107,7 +112,7 @@ int runCompile(const std::vector<std::string> &args) {
     throw UsageError{"--ring is one module with the ring's forward and backward: drop --backward"};
   std::string emit = o.get("emit");
   if (emit.empty())
-    throw UsageError{"--emit is required (mlir, plan, kernels, cuda, ptx or cubin)"};
+    throw UsageError{"--emit is required (mlir, plan, kernels, cuda, ptx, cubin or cache)"};
   PlanOptions po;
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
@@ -129,8 +134,24 @@ int runCompile(const std::vector<std::string> &args) {
       std::fputc('\n', stdout);
     return 0;
   }
+  if (emit == "cache") {
+    if (backward || ring || po.tileM || po.tileN)
+      throw UsageError{"--emit=cache fills the cache with every module the runtime compiles, "
+                       "with its own tiles: drop --backward, --ring, --tile-m and --tile-n"};
+    const int smem = static_cast<int>(o.getInt("smem", 0, 0, 1 << 20));
+    std::vector<std::string> archs = splitList(o.get("arch", "sm_80"));
+    for (const auto &arch : archs)
+      Target::parse(arch);
+    for (const auto &spec : specs)
+      for (const auto &arch : archs)
+        for (const WarmedModule &m : warmKernelCache(spec, arch, smem, o.get("output")))
+          std::printf("%s %s %s: %s (%.2f s) %s\n", spec.name.c_str(), arch.c_str(),
+                      m.module.c_str(), m.origin.c_str(), m.compileSeconds, m.folder.c_str());
+    return 0;
+  }
   if (emit != "cuda" && emit != "ptx" && emit != "cubin" && emit != "kernels")
-    throw UsageError{"--emit must be mlir, plan, kernels, cuda, ptx or cubin, got '" + emit + "'"};
+    throw UsageError{"--emit must be mlir, plan, kernels, cuda, ptx, cubin or cache, got '" +
+                     emit + "'"};
   if (emit == "cubin" && !o.has("output"))
     throw UsageError{"--emit=cubin writes binary files: give -o DIR"};
   std::vector<std::string> archs = splitList(o.get("arch", "sm_80"));

@@ -224,6 +224,24 @@ OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
 /// The same for the ring module (emitCudaRing): what one rank of a ring runs.
 OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &arch);
 
+/// Fills a kernel cache without a GPU with every module a Runtime on a GPU
+/// of `arch` ("sm_90": what the runtime names the GPU's arch, not sm_90a)
+/// with `smemBytes` of opt-in shared memory (0: the arch's usual limit)
+/// compiles for `spec` with the heuristic configurations: the forward, each
+/// backward mode and variant the target supports, and the ring module.
+/// `root` "" is the runtime's cache (DATTN_CACHE_DIR). A GPU of that arch
+/// then loads them from disk instead of compiling (deployments, CI, a
+/// cluster's shared cache). Modules compile on `threads` host threads.
+struct WarmedModule {
+  std::string module;   ///< "forward", "backward", "backward deterministic", "ring", ...
+  std::string origin;   ///< "compiled", "disk cache" (already there), or "the X module" (identical)
+  std::string folder;   ///< its cache entry
+  double compileSeconds = 0;
+};
+std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec, const std::string &arch,
+                                          int smemBytes = 0, const std::string &root = "",
+                                          int threads = 0);
+
 /// The version ("13.0") of the NVRTC of current GPUs (sm_75 and newer) and
 /// the archs it targets.
 std::string nvrtcVersion();

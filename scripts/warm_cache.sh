@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Fills a kernel cache for a GPU arch without a GPU (`dattn compile
+# --emit=cache`) with every module the examples and the benchmark
+# configurations compile, and packs it as build/kernel-cache-<arch>.tgz.
+# scripts/device_check.sh unpacks it into its cache when it is there, so a
+# fresh GPU machine loads these kernels instead of compiling them (carry the
+# .tgz with the binaries). The NVRTC here must be the GPU machine's version.
+#
+#   scripts/warm_cache.sh [sm_90]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch=${1:-sm_90}
+dir=build/kernel-cache-$arch
+rm -rf "$dir"
+for f in examples/*.dattn bench/*.dattn; do
+  build/bin/dattn compile "$f" --emit=cache --arch "$arch" -o "$dir" | sed 's/) .*/)/'
+done
+tar czf "build/kernel-cache-$arch.tgz" -C "$dir" .
+du -h "build/kernel-cache-$arch.tgz"
