@@ -126,6 +126,30 @@ def test_compile_fullgraph_forward_and_backward():
         assert rel(got, want.double()) < 1e-2
 
 
+def test_cuda_graph_replays_on_new_inputs():
+    # precompile loads the kernels, so the capture launches only; a replay
+    # on new values in the captured tensors equals an eager call (outputs
+    # poisoned before each replay).
+    spec = dattn.parse(SPECS[1])[0]
+    dattn.precompile(spec, backward=False)
+    q, k, v = (t.detach() for t in inputs(spec, 256, batch=1, seed=5))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm the allocator off the capture
+        dattn.attention(q, k, v, spec)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = dattn.attention(q, k, v, spec)
+    for seed in (6, 7):
+        for dst, src in zip((q, k, v), inputs(spec, 256, batch=1, seed=seed)):
+            dst.copy_(src.detach())
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, dattn.attention(q, k, v, spec)), seed
+
+
 def test_compile_says_when_the_ops_spec_text_has_line_breaks():
     spec = dattn.parse(SPECS[0])[0]
     text = spec.canonical()
