@@ -2,7 +2,8 @@
 // forward, backward dK/dV (optionally adding dQ with fp32 reductions) and
 // the deterministic backward dQ. fp16/bf16, sm_80 and newer, head_dim a
 // multiple of 16 (the backward: up to 128, where its accumulators still fit
-// in registers).
+// in registers). The forward also takes fp32 with `precision = tf32`
+// (m16n8k8 on TF32 operands, fp32 tiles in shared memory).
 //
 // The plan's block_m/block_n are upper bounds from the branch's geometry
 // (a short segment's compact rows, the smallest block of a union): the
@@ -18,9 +19,14 @@ namespace dattn::kernels {
 
 namespace {
 
-std::string mmaUnsupported(const AttentionPlan &plan, const Target &t, int maxHeadDim) {
-  if (plan.dtype == DType::F32)
-    return "fp32 inputs (mma.sync takes fp16/bf16; TF32 is not implemented yet)";
+/// Whether a family cannot run `plan` on `t`; `tf32`: it takes fp32 inputs
+/// with precision tf32 on TF32 tensor cores.
+std::string mmaUnsupported(const AttentionPlan &plan, const Target &t, int maxHeadDim,
+                           bool tf32 = false) {
+  if (plan.dtype == DType::F32 && plan.precision != Precision::TF32)
+    return "fp32 inputs with precision ieee (exact fp32: the SIMT kernels)";
+  if (plan.dtype == DType::F32 && !tf32)
+    return "fp32 inputs: this pass has no TF32 kernel yet (precision tf32 runs the SIMT one)";
   if (t.sm < 80)
     return t.arch() + " has no bf16 mma.sync with cp.async (needs sm_80)";
   if (plan.headDim % 16 != 0)
@@ -57,9 +63,15 @@ public:
   KernelPass pass() const override { return KernelPass::Forward; }
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
-    return mmaUnsupported(p, t, 0);
+    return mmaUnsupported(p, t, 0, /*tf32=*/true);
   }
-  static int smem(int d, int bm, int bn) { return (bm * d + 4 * bn * d) * 2; }
+  /// Q and two stages of K and V, in the dtype (fp32 for TF32).
+  static int smemBytes(int d, int bm, int bn, int elementBytes) {
+    return (bm * d + 4 * bn * d) * elementBytes;
+  }
+  static int smem(const AttentionPlan &p, int d, int bm, int bn) {
+    return smemBytes(d, bm, bn, p.dtype == DType::F32 ? 4 : 2);
+  }
   /// Two m16 tiles per warp halve shared-memory reads per mma; above
   /// head_dim 128 their accumulators would not fit in registers.
   static int rowTiles(int d, int bm) { return d <= 128 && bm % 32 == 0 ? 2 : 1; }
@@ -68,7 +80,7 @@ public:
     std::vector<KernelConfig> out;
     for (int bm : powersOfTwo(16, static_cast<int>(std::min<int64_t>(256, b.blockM))))
       for (int bn : powersOfTwo(16, static_cast<int>(std::min<int64_t>(256, b.blockN))))
-        if (smem(p.headDim, bm, bn) <= t.smemBytes)
+        if (smem(p, p.headDim, bm, bn) <= t.smemBytes)
           for (int tiles = 1; tiles <= rowTiles(p.headDim, bm); ++tiles)
             out.push_back({bm, bn, tiles, false});
     return out;
@@ -76,25 +88,28 @@ public:
   KernelConfig heuristic(const AttentionPlan &p, const BranchPlan &b, const Target &t,
                          bool) const override {
     int bm = static_cast<int>(b.blockM), bn = static_cast<int>(b.blockN);
-    while (smem(p.headDim, bm, bn) > t.smemBytes && (bm > 16 || bn > 16)) {
-      if (bn >= bm && bn > 16)
+    // fp32 (TF32) tiles double every term: keep four warps of query rows
+    // and take the key tile down to 32 first (not measured yet).
+    const bool keysFirst = p.dtype == DType::F32;
+    while (smem(p, p.headDim, bm, bn) > t.smemBytes && (bm > 16 || bn > 16)) {
+      if ((bn >= bm || (keysFirst && bn > 32)) && bn > 16)
         bn /= 2;
       else
         bm /= 2;
     }
-    if (smem(p.headDim, bm, bn) > t.smemBytes)
+    if (smem(p, p.headDim, bm, bn) > t.smemBytes)
       throw Error(tooBig(p, t));
     return {bm, bn, rowTiles(p.headDim, bm), false};
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
-    return {c.blockM / (16 * c.rowTilesPerWarp) * 32, smem(p.headDim, c.blockM, c.blockN),
+    return {c.blockM / (16 * c.rowTilesPerWarp) * 32, smem(p, p.headDim, c.blockM, c.blockN),
             c.blockM};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
     return smemCheck("fwd::MmaTile<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
                          std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
                          std::to_string(c.rowTilesPerWarp) + ">::kSmemBytes",
-                     smem(x.headDim, c.blockM, c.blockN)) +
+                     smemBytes(x.headDim, c.blockM, c.blockN, x.deviceType == "float" ? 4 : 2)) +
            "fwd::mmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
            std::to_string(c.rowTilesPerWarp) + ", " + x.outputMode + ", " + x.branch + ">(p);";

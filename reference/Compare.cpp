@@ -16,6 +16,15 @@ double toleranceFor(DType dtype) {
   return 0;
 }
 
+double toleranceFor(const AttentionSpec &spec) {
+  return spec.dtype == DType::F32 && spec.precision == Precision::TF32 ? 2e-3
+                                                                      : toleranceFor(spec.dtype);
+}
+
+double lseToleranceFor(const AttentionSpec &spec) {
+  return spec.dtype == DType::F32 && spec.precision != Precision::TF32 ? 1e-4 : 1e-2;
+}
+
 double relativeError(const std::vector<float> &got, const std::vector<float> &want,
                      size_t *nans) {
   double diff = 0, norm = 0;

@@ -103,7 +103,7 @@ bool checkForward(const AttentionSpec &spec, int64_t B, int64_t N, const std::ve
   const Comparison c =
       compareWithReference(spec, B, N, only ? mine.data() : out.data(),
                            only ? mineLse.data() : lse.data(), ref.data(), refLse.data(), &rows);
-  const double tol = toleranceFor(spec.dtype);
+  const double tol = toleranceFor(spec);
   const bool pass = c.within(tol);
   std::printf("check: %s: rel. error of O %.2e (tolerance %.0e; worst row %.2e), "
               "max |LSE error| %.2e, "
@@ -127,7 +127,7 @@ bool checkGradients(const AttentionSpec &spec, int64_t B, int64_t N,
   std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
   referenceBackward(spec, B, N, q.data(), k.data(), v.data(), dout.data(), mask, rq.data(),
                     rk.data(), rv.data());
-  const double tol = 2 * toleranceFor(spec.dtype);
+  const double tol = 2 * toleranceFor(spec);
   bool pass = true;
   std::string line;
   // [B, N, width] restricted to the rows of `only` (all rows without it).

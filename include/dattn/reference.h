@@ -97,6 +97,11 @@ double maxRowError(const std::vector<float> &got, const std::vector<float> &want
 /// SIMT path: fp32 arithmetic against a double reference), 3e-3 fp16, 1e-2
 /// bf16. Gradients are held to twice these.
 double toleranceFor(DType dtype);
+/// The same for a spec: fp32 with precision tf32 runs on TF32 tensor cores
+/// (10-bit mantissas, ~3e-4 expected), held to 2e-3.
+double toleranceFor(const AttentionSpec &spec);
+/// The bound on Comparison::maxLseError: 1e-4 for exact fp32, else 1e-2.
+double lseToleranceFor(const AttentionSpec &spec);
 
 } // namespace dattn
 

@@ -102,6 +102,33 @@ template <> DATTN_DEV void mma16816<bf16>(float c[4], const unsigned a[4], const
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+/// fp32 rounded to TF32 (nearest, ties away from zero): the 32-bit pattern
+/// a .tf32 mma operand reads (it would otherwise drop the low 13 bits).
+DATTN_DEV unsigned toTf32(float x) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+DATTN_DEV unsigned toTf32(unsigned bits) { return toTf32(__uint_as_float(bits)); }
+
+/// D = A * B + D, m16n8k8 on TF32 operands (sm_80+), fp32 accumulators.
+/// Fragments (PTX ISA): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8,
+/// t + 4); b0 (k = t, n = g), b1 (k = t + 4, n = g); C as for m16n8k16;
+/// g = lane / 4, t = lane % 4.
+DATTN_DEV void mma1688Tf32(float c[4], const unsigned a[4], const unsigned b[2]) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/// One 32-bit word from shared memory.
+DATTN_DEV float ldsF32(unsigned addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+
 /// dst[0] += a, dst[1] += b in global memory, relaxed and unordered (fp32
 /// gradient accumulation). sm_90 has a two-element vector reduction.
 DATTN_DEV void reduceAdd2(float *dst, float a, float b) {

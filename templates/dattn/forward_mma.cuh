@@ -1,4 +1,5 @@
-// dattn: the tensor-core forward kernel (sm_80+, fp16 and bf16).
+// dattn: the tensor-core forward kernel (sm_80+: fp16 and bf16, and fp32
+// inputs on TF32 tensor cores for `precision = tf32`).
 //
 // One CTA computes BM query rows of one (batch, head) for one branch; each of
 // its warps owns MT m16 row tiles (16 * MT rows): every K and V fragment read
@@ -7,7 +8,8 @@
 // (FlashAttention-2):
 //   1. cp.async brings the next K and V tiles into the other shared-memory
 //      stage while this one is computed (double buffering);
-//   2. S = Q K^T with mma.m16n8k16 (Q and K fragments via ldmatrix);
+//   2. S = Q K^T with mma.m16n8k16 (Q and K fragments via ldmatrix; TF32:
+//      m16n8k8);
 //   3. partial tiles mask S per element; the online softmax keeps
 //      m = running row max (log2 domain) and l = running sum of 2^(s - m);
 //   4. O += P V, P re-packed from the S accumulators, V via ldmatrix.trans.
@@ -18,7 +20,8 @@
 //
 // Shared memory rows are swizzled in 16-byte chunks (chunk c of row r lives
 // at c ^ (r mod 8), for D a multiple of 64) so that the 8 rows an ldmatrix
-// reads hit 8 different bank groups.
+// reads hit 8 different bank groups. fp32 tiles hold 4 elements per chunk
+// (the same swizzle also keeps TF32's 32-bit V reads free of conflicts).
 #pragma once
 
 #include "dattn/forward_common.cuh"
@@ -30,18 +33,20 @@ namespace fwd {
 template <class T, int D, int BM, int BN, int MT> struct MmaTile {
   static constexpr int kWarps = BM / (16 * MT);
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kChunks = D / 8; ///< 16-byte chunks per row
+  static constexpr int kBytes = sizeof(T);       ///< per element
+  static constexpr int kPerChunk = 16 / kBytes;  ///< elements per 16-byte chunk
+  static constexpr int kChunks = D / kPerChunk;  ///< 16-byte chunks per row
   // XOR within aligned groups of up to 8 chunks: the group size must divide
   // kChunks (D = 96 has 12 chunks: groups of 4), or a chunk would land past
   // the end of its row.
   static constexpr int kGroup = (kChunks & -kChunks) < 8 ? (kChunks & -kChunks) : 8;
   static constexpr int kSwizzle = kGroup - 1;
   static constexpr int kSmemElems = BM * D + 4 * BN * D; ///< Q + 2 stages of K and V
-  static constexpr int kSmemBytes = kSmemElems * 2;
+  static constexpr int kSmemBytes = kSmemElems * kBytes;
   static_assert(D % 16 == 0 && BN % 16 == 0 && BM % (16 * MT) == 0, "tile shapes");
 
   DATTN_DEV static int offset(int row, int col) {
-    return row * D + (((col >> 3) ^ (row & kSwizzle)) << 3) + (col & 7);
+    return row * D + (((col / kPerChunk) ^ (row & kSwizzle)) * kPerChunk) + (col % kPerChunk);
   }
 
   /// Loads compact rows [a0, a0 + ROWS) of a row map base + a * step into a
@@ -65,7 +70,7 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
       if constexpr (kRegular) {
         rowStep = step_ * rowStride_;
         first = src_ + base_ * rowStride_ + (threadIdx.x / kChunks) * rowStep +
-                (threadIdx.x % kChunks) * 8;
+                (threadIdx.x % kChunks) * kPerChunk;
       } else {
         src = src_;
         rowStride = rowStride_;
@@ -81,14 +86,15 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
         // Rows r0 + it * kRowsPerPass keep r0's swizzle when kRowsPerPass is a
         // multiple of the swizzle group, so one offset serves every pass.
         constexpr bool kSameSwizzle = kRowsPerPass % kGroup == 0;
-        const unsigned dst0 = dev::smemAddress(tile) + 2 * offset(r0, ch * 8);
+        const unsigned dst0 = dev::smemAddress(tile) + kBytes * offset(r0, ch * kPerChunk);
         // Rows left in the tensor from this thread's first row (32-bit: N < 2^31).
         const int left = static_cast<int>(plan::minI(limit - a0, ROWS + 1)) - r0;
 #pragma unroll
         for (int it = 0; it < ROWS / kRowsPerPass; ++it) {
           const int r = r0 + it * kRowsPerPass;
-          const unsigned dst = kSameSwizzle ? dst0 + 2 * it * kRowsPerPass * D
-                                            : dev::smemAddress(tile) + 2 * offset(r, ch * 8);
+          const unsigned dst = kSameSwizzle
+                                   ? dst0 + kBytes * it * kRowsPerPass * D
+                                   : dev::smemAddress(tile) + kBytes * offset(r, ch * kPerChunk);
           // With a zero source size cp.async reads nothing and zero-fills,
           // so rows past the end need no clamped address.
           dev::cpAsync16(dst, g + (long long)it * kRowsPerPass * rowStep,
@@ -99,8 +105,8 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
           int r = c / kChunks, chunk = c % kChunks;
           long long a = a0 + r;
           bool valid = a < limit;
-          const T *g = valid ? src + (base + a * step) * rowStride + chunk * 8 : src;
-          dev::cpAsync16(dev::smemAddress(tile + offset(r, chunk * 8)), g, valid);
+          const T *g = valid ? src + (base + a * step) * rowStride + chunk * kPerChunk : src;
+          dev::cpAsync16(dev::smemAddress(tile + offset(r, chunk * kPerChunk)), g, valid);
         }
       }
     }
@@ -232,8 +238,13 @@ DATTN_DEV void storeRows(const Params &p, const float (&acc)[MT][D / 8][4],
 #pragma unroll
         for (int nb = 0; nb < D / 8; ++nb) {
           int col = nb * 8 + (lane % 4) * 2;
-          *reinterpret_cast<unsigned *>(o + col) =
-              dev::pack2<T>(acc[mt][nb][2 * half] * inv, acc[mt][nb][2 * half + 1] * inv);
+          if constexpr (sizeof(T) == 4) { // fp32 (TF32 tensor cores)
+            o[col] = acc[mt][nb][2 * half] * inv;
+            o[col + 1] = acc[mt][nb][2 * half + 1] * inv;
+          } else {
+            *reinterpret_cast<unsigned *>(o + col) =
+                dev::pack2<T>(acc[mt][nb][2 * half] * inv, acc[mt][nb][2 * half + 1] * inv);
+          }
         }
         if (lane % 4 == 0)
           *lsePtr = lseB;

@@ -1,5 +1,5 @@
 // dattn: the warp-level tile vocabulary of the mma.sync kernels
-// (m16n8k16, fp32 accumulators). A warp owns MT m16 row tiles. A fragment
+// (m16n8k16 for fp16/bf16, m16n8k8 on TF32 for fp32; fp32 accumulators). A warp owns MT m16 row tiles. A fragment
 // array f[mt][nb][4] follows the mma accumulator layout: element e of
 // f[mt][nb] is row lane / 4 + (e / 2) * 8 of row tile mt and column
 // nb * 8 + (lane % 4) * 2 + e % 2. Shared-memory tiles are the swizzled
@@ -25,10 +25,47 @@ template <int A, int B> DATTN_DEV void zero(float (&f)[A][B][4]) {
       f[a][b][0] = f[a][b][1] = f[a][b][2] = f[a][b][3] = 0.f;
 }
 
-/// s = Q K^T for this warp's 16 * MT query rows (from row0 of the Q tile at
-/// sQ) and the BN keys of the K tile at sK; Q and K fragments via ldmatrix.
+/// scores() for fp32 tiles on TF32 tensor cores (m16n8k8). ldmatrix reads
+/// 8 rows of 16 bytes: on fp32 data lane l receives element (row l / 4,
+/// column l % 4) of an 8 x 4 block, which is the TF32 fragment layout, so
+/// the addressing is the 16-bit one with k steps of 8 and half-chunk
+/// columns of 4. Fragments are rounded to TF32 once, where loaded.
+template <class Tile, int D, int BN, int MT>
+DATTN_DEV void scoresTf32(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0,
+                          int lane) {
+  zero(s);
+#pragma unroll
+  for (int kk = 0; kk < D / 8; ++kk) {
+    unsigned qa[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      int r = row0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+      int c = kk * 8 + (lane / 16) * 4;
+      dev::ldmatrixX4(qa[mt], sQ + 4 * Tile::offset(r, c));
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        qa[mt][e] = dev::toTf32(qa[mt][e]);
+    }
+#pragma unroll
+    for (int np = 0; np < BN / 16; ++np) {
+      unsigned r[4];
+      int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 8 + ((lane / 8) % 2) * 4;
+      dev::ldmatrixX4(r, sK + 4 * Tile::offset(row, col));
+      unsigned b0[2] = {dev::toTf32(r[0]), dev::toTf32(r[1])};
+      unsigned b1[2] = {dev::toTf32(r[2]), dev::toTf32(r[3])};
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        dev::mma1688Tf32(s[mt][2 * np], qa[mt], b0);
+        dev::mma1688Tf32(s[mt][2 * np + 1], qa[mt], b1);
+      }
+    }
+  }
+}
+
+/// scores() for fp16/bf16 tiles (m16n8k16).
 template <class T, class Tile, int D, int BN, int MT>
-DATTN_DEV void scores(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0, int lane) {
+DATTN_DEV void scores16(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0,
+                        int lane) {
   zero(s);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
@@ -71,11 +108,44 @@ DATTN_DEV void mask(float (&s)[MT][BN / 8][4], int lane, Keep keep) {
           s[mt][nb][e] = dev::negInf();
 }
 
-/// acc += P V: P from score fragments (re-packed to T in registers, never
-/// through shared memory), V the [BN, D] tile at sV via ldmatrix.trans.
+/// accumulatePV() for fp32 tiles on TF32 tensor cores. The sum over keys
+/// may take them in any order that P and V share: k index t of an 8-key
+/// block stands for key 2t and t + 4 for key 2t + 1, which is where the S
+/// accumulators already hold them (c0, c1 = keys 2t, 2t + 1), so P needs no
+/// shuffle; V's two keys per lane are 32-bit shared-memory reads (no
+/// ldmatrix transposes 32-bit elements), which the chunk swizzle spreads
+/// over all 32 banks.
+template <class Tile, int D, int BN, int MT>
+DATTN_DEV void accumulatePVTf32(float (&acc)[MT][D / 8][4], const float (&p)[MT][BN / 8][4],
+                                unsigned sV, int lane) {
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    unsigned a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      a[mt][0] = dev::toTf32(p[mt][j][0]); // (g, key 2t)
+      a[mt][1] = dev::toTf32(p[mt][j][2]); // (g + 8, key 2t)
+      a[mt][2] = dev::toTf32(p[mt][j][1]); // (g, key 2t + 1)
+      a[mt][3] = dev::toTf32(p[mt][j][3]); // (g + 8, key 2t + 1)
+    }
+    const int key = j * 8 + (lane % 4) * 2;
+#pragma unroll
+    for (int dp = 0; dp < D / 8; ++dp) {
+      const int dim = dp * 8 + lane / 4;
+      const unsigned b[2] = {dev::toTf32(dev::ldsF32(sV + 4 * Tile::offset(key, dim))),
+                             dev::toTf32(dev::ldsF32(sV + 4 * Tile::offset(key + 1, dim)))};
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+        dev::mma1688Tf32(acc[mt][dp], a[mt], b);
+    }
+  }
+}
+
+/// accumulatePV() for fp16/bf16 tiles: P re-packed to T in registers, V
+/// via ldmatrix.trans.
 template <class T, class Tile, int D, int BN, int MT>
-DATTN_DEV void accumulatePV(float (&acc)[MT][D / 8][4], const float (&p)[MT][BN / 8][4],
-                            unsigned sV, int lane) {
+DATTN_DEV void accumulatePV16(float (&acc)[MT][D / 8][4], const float (&p)[MT][BN / 8][4],
+                              unsigned sV, int lane) {
 #pragma unroll
   for (int j = 0; j < BN / 16; ++j) {
     unsigned a[MT][4];
@@ -99,6 +169,27 @@ DATTN_DEV void accumulatePV(float (&acc)[MT][D / 8][4], const float (&p)[MT][BN 
       }
     }
   }
+}
+
+/// s = Q K^T for this warp's 16 * MT query rows (from row0 of the Q tile at
+/// sQ) and the BN keys of the K tile at sK; Q and K fragments via ldmatrix.
+template <class T, class Tile, int D, int BN, int MT>
+DATTN_DEV void scores(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0, int lane) {
+  if constexpr (sizeof(T) == 4)
+    scoresTf32<Tile, D, BN, MT>(s, sQ, sK, row0, lane);
+  else
+    scores16<T, Tile, D, BN, MT>(s, sQ, sK, row0, lane);
+}
+
+/// acc += P V: P from score fragments (in registers, never through shared
+/// memory), V the [BN, D] tile at sV.
+template <class T, class Tile, int D, int BN, int MT>
+DATTN_DEV void accumulatePV(float (&acc)[MT][D / 8][4], const float (&p)[MT][BN / 8][4],
+                            unsigned sV, int lane) {
+  if constexpr (sizeof(T) == 4)
+    accumulatePVTf32<Tile, D, BN, MT>(acc, p, sV, lane);
+  else
+    accumulatePV16<T, Tile, D, BN, MT>(acc, p, sV, lane);
 }
 
 /// The online softmax of this thread's rows (FlashAttention-2), in the log2

@@ -43,13 +43,13 @@ void expectMatchesReference(const AttentionSpec &spec, int64_t n, HostAttention 
   referenceForward(spec, 1, n, h.q().data(), h.k().data(), h.v().data(), nullptr, ro.data(),
                    rl.data());
   Comparison c = compareWithReference(spec, 1, n, r.out.data(), r.lse.data(), ro.data(), rl.data());
-  EXPECT_TRUE(c.within(toleranceFor(spec.dtype))) << what << ": O rel. " << c.relError;
+  EXPECT_TRUE(c.within(toleranceFor(spec))) << what << ": O rel. " << c.relError;
   std::vector<float> rq(r.dq.size()), rk(r.dk.size()), rv(r.dv.size());
   referenceBackward(spec, 1, n, h.q().data(), h.k().data(), h.v().data(), h.dout().data(),
                     nullptr, rq.data(), rk.data(), rv.data());
-  expectGradientClose("dq", r.dq, rq, spec.headDim, spec.dtype, what);
-  expectGradientClose("dk", r.dk, rk, spec.headDim, spec.dtype, what);
-  expectGradientClose("dv", r.dv, rv, spec.headDim, spec.dtype, what);
+  expectGradientClose("dq", r.dq, rq, spec.headDim, toleranceFor(spec), what);
+  expectGradientClose("dk", r.dk, rk, spec.headDim, toleranceFor(spec), what);
+  expectGradientClose("dv", r.dv, rv, spec.headDim, toleranceFor(spec), what);
 }
 
 TEST(GpuConcurrency, TwoStreamsEqualSerialRuns) {
@@ -130,7 +130,7 @@ TEST(GpuConcurrency, CapturedGraphReplaysOnNewInputs) {
       if (deterministic)
         expectSameBits(replayed, eager, what);
       else // fp32 reductions in dQ: the same values up to summation order
-        expectGradientClose("dq (replay vs eager)", replayed.dq, eager.dq, 64, spec.dtype, what);
+        expectGradientClose("dq (replay vs eager)", replayed.dq, eager.dq, 64, toleranceFor(spec), what);
     }
   }
 }

@@ -66,6 +66,32 @@ TEST(GpuForward, LongSequencesWithRaggedTails) {
   }
 }
 
+TEST(GpuForward, Tf32TensorCores) {
+  // fp32 with precision tf32 runs the tensor-core forward (m16n8k8 on TF32
+  // operands), held to 2e-3; its backward is still the exact SIMT one.
+  REQUIRE_GPU();
+  for (int p = 0; p < kNumPatterns; ++p)
+    for (bool causal : {false, true}) {
+      AttentionSpec spec = parse(patternSpec(p, "fp32", causal));
+      spec.precision = Precision::TF32;
+      SCOPED_TRACE(kPatterns[p].name);
+      auto attn = runtime().compile(spec);
+      for (const BranchPlan &b : attn->plan().branches)
+        EXPECT_STREQ(plannedKernels(attn->plan(), b, "forward").at(0).family->name(),
+                     "sm80_mma_forward");
+      for (int64_t n : {77, 300, 513})
+        expectClose(spec, n == 77 ? 2 : 1, n, 3000 + n + p);
+      if (p % 4 == 0)
+        expectGradientsClose(spec, 1, 300, 4000 + p);
+    }
+  for (int d : {32, 96, 128}) {
+    AttentionSpec spec = parse("attention t { heads = 2 head_dim = " + std::to_string(d) +
+                               " dtype = fp32 precision = tf32 branch { dilated(segment = 200, "
+                               "dilation = 2, offset = head) | window(left = 20, right = 20) } }");
+    expectClose(spec, 1, 333, d);
+  }
+}
+
 TEST(GpuForward, HeadDims) {
   REQUIRE_GPU();
   for (int d : {32, 64, 96, 128, 256})

@@ -86,9 +86,9 @@ void checkLayouts(const LayoutCase &c) {
     synchronize("backward on strided views");
     grads.download();
     const std::string context = text + (deterministic ? " (deterministic)" : "");
-    expectGradientClose("dq", grads.read(dq), rq, D, t, context);
-    expectGradientClose("dk", grads.read(dk), rk, D, t, context);
-    expectGradientClose("dv", grads.read(dv), rv, D, t, context);
+    expectGradientClose("dq", grads.read(dq), rq, D, toleranceFor(t), context);
+    expectGradientClose("dk", grads.read(dk), rk, D, toleranceFor(t), context);
+    expectGradientClose("dv", grads.read(dv), rv, D, toleranceFor(t), context);
     EXPECT_EQ(grads.gapsChanged(), 0u) << "the backward wrote outside the gradients\n" << context;
   }
 }

@@ -39,12 +39,12 @@ void expectRingMatches(const AttentionSpec &spec, int64_t batch, int64_t n, int 
                    ref.data(), refLse.data());
   const Comparison c =
       compareWithReference(spec, batch, n, out.data(), lse.data(), ref.data(), refLse.data());
-  const double tol = toleranceFor(spec.dtype);
+  const double tol = toleranceFor(spec);
   EXPECT_EQ(c.nans, 0u) << "NaN (unwritten) outputs";
   EXPECT_EQ(c.emptyMismatch, 0u) << "empty rows differ";
   EXPECT_LT(c.relError, tol);
   EXPECT_LT(c.maxRowError, kRowToleranceFactor * tol) << "worst row";
-  EXPECT_LT(c.maxLseError, spec.dtype == DType::F32 ? 1e-4 : 1e-2);
+  EXPECT_LT(c.maxLseError, lseToleranceFor(spec));
 
   // Backward: the same schedule, partials returned to their owners.
   const std::vector<float> dout = randomVector(q.size(), seed + 3);
@@ -55,9 +55,9 @@ void expectRingMatches(const AttentionSpec &spec, int64_t batch, int64_t n, int 
   std::vector<float> rq(dq.size()), rk(dk.size()), rv(dv.size());
   referenceBackward(spec, batch, n, run.q().data(), run.k().data(), run.v().data(),
                     run.dout().data(), maskPtr, rq.data(), rk.data(), rv.data());
-  expectGradientClose("dq", dq, rq, D, spec.dtype, what);
-  expectGradientClose("dk", dk, rk, D, spec.dtype, what);
-  expectGradientClose("dv", dv, rv, D, spec.dtype, what);
+  expectGradientClose("dq", dq, rq, D, toleranceFor(spec), what);
+  expectGradientClose("dk", dk, rk, D, toleranceFor(spec), what);
+  expectGradientClose("dv", dv, rv, D, toleranceFor(spec), what);
 }
 
 TEST(GpuRing, LoopbackEveryPatternMatchesTheReference) {

@@ -49,21 +49,21 @@ Comparison runAndCompare(const AttentionSpec &spec, int64_t batch, int64_t n, ui
 void expectClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                  const BlockMask *mask, const std::vector<int64_t> *rows) {
   Comparison r = runAndCompare(spec, batch, n, seed, mask, rows);
-  const double tol = toleranceFor(spec.dtype);
+  const double tol = toleranceFor(spec);
   const std::string what = spec.canonical() + "N = " + std::to_string(n) + ", batch " +
                            std::to_string(batch);
   EXPECT_EQ(r.nans, 0u) << "NaN (unwritten or invalid) outputs\n" << what;
   EXPECT_EQ(r.emptyMismatch, 0u) << "empty rows differ\n" << what;
   EXPECT_LT(r.relError, tol) << what;
   EXPECT_LT(r.maxRowError, kRowToleranceFactor * tol) << "worst row\n" << what;
-  EXPECT_LT(r.maxLseError, spec.dtype == DType::F32 ? 1e-4 : 1e-2) << what;
+  EXPECT_LT(r.maxLseError, lseToleranceFor(spec)) << what;
 }
 
 void expectGradientClose(const char *name, const std::vector<float> &got,
-                         const std::vector<float> &want, int64_t headDim, DType dtype,
-                         const std::string &context) {
+                         const std::vector<float> &want, int64_t headDim,
+                         double forwardTolerance, const std::string &context) {
   size_t nans = 0;
-  const double tol = 2 * toleranceFor(dtype);
+  const double tol = 2 * forwardTolerance;
   const double rel = relativeError(got, want, &nans);
   EXPECT_EQ(nans, 0u) << name << "\n" << context;
   EXPECT_LT(rel, tol) << name << "\n" << context;
@@ -93,9 +93,9 @@ void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, u
                     run.dout().data(), maskPtr, rq.data(), rk.data(), rv.data());
   const std::string context = "N = " + std::to_string(n) +
                               (deterministic ? " (deterministic)\n" : "\n") + spec.canonical();
-  expectGradientClose("dq", dq, rq, spec.headDim, spec.dtype, context);
-  expectGradientClose("dk", dk, rk, spec.headDim, spec.dtype, context);
-  expectGradientClose("dv", dv, rv, spec.headDim, spec.dtype, context);
+  expectGradientClose("dq", dq, rq, spec.headDim, toleranceFor(spec), context);
+  expectGradientClose("dk", dk, rk, spec.headDim, toleranceFor(spec), context);
+  expectGradientClose("dv", dv, rv, spec.headDim, toleranceFor(spec), context);
 }
 
 const PatternCase kPatterns[] = {

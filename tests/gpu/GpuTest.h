@@ -39,10 +39,11 @@ void expectClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t s
                  const BlockMask *mask = nullptr, const std::vector<int64_t> *rows = nullptr);
 
 /// One gradient against the reference's: no NaN, Frobenius error under
-/// twice the forward tolerance, worst row under kRowToleranceFactor times that.
+/// twice the forward tolerance (toleranceFor), worst row under
+/// kRowToleranceFactor times that.
 void expectGradientClose(const char *name, const std::vector<float> &got,
-                         const std::vector<float> &want, int64_t headDim, DType dtype,
-                         const std::string &context);
+                         const std::vector<float> &want, int64_t headDim,
+                         double forwardTolerance, const std::string &context);
 /// Forward + backward on random inputs, gradients against the reference's.
 void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                           bool deterministic = false);
