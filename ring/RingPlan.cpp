@@ -202,8 +202,10 @@ RingPlan planRing(const AttentionPlan &p, int64_t n, int ranks, const BlockMask 
   std::vector<std::vector<RowRange>> shards;
   for (int r = 0; r < ranks; ++r)
     shards.push_back(ringShard(p.ringLayout, n, ranks, r));
-  for (size_t b = 0; b < p.branches.size(); ++b)
+  for (size_t b = 0; b < p.branches.size(); ++b) {
+    out.branches[b].what = p.branches[b].describe();
     out.branches[b].primitive = RingPrimitive::Local;
+  }
 
   for (int r = 0; r < ranks; ++r) {
     RankPlan rp;
@@ -272,7 +274,8 @@ std::string ringPlanJson(const RingPlan &plan, const std::string &name) {
      << ",\n  \"element_bytes\": " << plan.elementBytes
      << ",\n  \"plan_hash\": \"" << std::hex << plan.hash << std::dec << "\",\n  \"branches\": [";
   for (size_t b = 0; b < plan.branches.size(); ++b)
-    os << (b ? ", " : "") << "{\"primitive\": \"" << toString(plan.branches[b].primitive)
+    os << (b ? ", " : "") << "{\"branch\": \"" << plan.branches[b].what
+       << "\", \"primitive\": \"" << toString(plan.branches[b].primitive)
        << "\", \"rows_received\": " << plan.branches[b].rowsReceived << "}";
   os << "],\n  \"ranks\": [\n";
   for (size_t r = 0; r < plan.rankPlans.size(); ++r) {

@@ -45,13 +45,7 @@ void printKernels(const AttentionPlan &plan, bool backward) {
   };
   for (size_t b = 0; b < plan.branches.size(); ++b) {
     const BranchPlan &br = plan.branches[b];
-    std::printf("  branch %zu (%zu heads, %s)\n", b, br.heads.size(),
-                br.kind == BranchKind::Strided
-                    ? ("strided, segment " +
-                       (br.segment == kUnbounded ? std::string("inf") : std::to_string(br.segment)) +
-                       ", dilation " + std::to_string(br.dilation))
-                          .c_str()
-                    : (std::to_string(br.members.size()) + " block member(s)").c_str());
+    std::printf("  branch %zu (%s)\n", b, br.describe().c_str());
     line("forward", plannedKernels(plan, br, "forward").at(0));
     if (!backward)
       continue;

@@ -28,8 +28,8 @@ void printPlan(const RingPlan &plan, const AttentionSpec &spec) {
               static_cast<long long>(plan.shardRows), toString(plan.layout), plan.kvHeads,
               plan.headDim, toString(spec.dtype));
   for (size_t b = 0; b < plan.branches.size(); ++b)
-    std::printf("  branch %zu: %s, %lld rows received over all ranks\n", b,
-                toString(plan.branches[b].primitive),
+    std::printf("  branch %zu (%s): %s, %lld rows received over all ranks\n", b,
+                plan.branches[b].what.c_str(), toString(plan.branches[b].primitive),
                 static_cast<long long>(plan.branches[b].rowsReceived));
   for (const RankPlan &rp : plan.rankPlans) {
     std::string rows;

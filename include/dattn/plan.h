@@ -104,6 +104,18 @@ struct BranchPlan {
   std::vector<MemberPlan> members;
   /// Its kernels for AttentionPlan::target, in launch order per stage.
   std::vector<PlannedKernel> kernels;
+
+  /// "4 heads, strided, segment 2048, dilation 1" or "4 heads, 2 block
+  /// member(s)": how tools name a planned branch (plans reorder and merge
+  /// the spec's branches, so an index alone does not say which).
+  std::string describe() const {
+    return std::to_string(heads.size()) + " heads, " +
+           (kind == BranchKind::Strided
+                ? "strided, segment " +
+                      (segment == kUnbounded ? std::string("inf") : std::to_string(segment)) +
+                      ", dilation " + std::to_string(dilation)
+                : std::to_string(members.size()) + " block member(s)");
+  }
 };
 
 struct AttentionPlan {

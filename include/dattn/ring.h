@@ -62,6 +62,7 @@ struct RankPlan {
 };
 
 struct BranchRingPlan {
+  std::string what; ///< BranchPlan::describe() of the planned branch
   RingPrimitive primitive = RingPrimitive::Local;
   int64_t rowsReceived = 0; ///< over all ranks, before merging with other branches
 };
