@@ -5,7 +5,10 @@
 # Exit status: non-zero if any test shard, example or sanitizer run failed,
 # including one that crashed or was killed.
 #
-#   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [all|tests|examples|sanitize|package|bench|compare|ring|ringtable|python|nccl|tune]
+#   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
+#   MODE: all (tests sanitize examples package bench ring python) or any of
+#   those, ringtable, nccl, tune, compare.
+#   Logs end up in $OUT/logs.tgz.
 #   python: the pytest suite with the torch ops on the GPU. The device's Python
 #   is 3.12: build the (abi3) extension for it here and carry build-py312/python:
 #     cmake -S . -B build-py312 -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -25,7 +28,11 @@ for warm in build/kernel-cache-*.tgz; do
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 build/bin/dattn info | tee -a "$OUT/gpu.txt"
-mode=${1:-all}
+# Several modes may be given (device_check.sh tests ring python); they run
+# in this script's order.
+modes=" ${*:-all} "
+want() { [[ "$modes" == *" $1 "* ]]; }  # a mode that `all` leaves out
+wantAll() { want all || want "$1"; }
 status=0
 summary=()
 
@@ -56,10 +63,10 @@ run_shards() {
   [ $failed = 0 ] || status=1
 }
 
-if [ "$mode" = all ] || [ "$mode" = tests ]; then
+if wantAll tests; then
   run_shards gpu_tests "${DATTN_FILTER:-*}"
 fi
-if [ "$mode" = all ] || [ "$mode" = sanitize ]; then
+if wantAll sanitize; then
   # memcheck and racecheck on a subset that covers every kernel kind:
   # forward and backward of each family, strided views, streams, graphs.
   subset='AllPatterns/Patterns.MatchReference/multi_branch_bf16*:AllPatterns/Patterns.MatchReference/window_global_fp32*:AllPatterns/Gradients.MatchReference/head_partitioned_fp16:AllPatterns/Gradients.MatchReference/random_bf16_causal:AllPatterns/Gradients.MatchReference/dilated_fp32:GpuLayouts.*:GpuConcurrency.TwoStreams*:GpuConcurrency.Captured*'
@@ -72,7 +79,7 @@ if [ "$mode" = all ] || [ "$mode" = sanitize ]; then
     [ $rc -eq 0 ] || status=1
   done
 fi
-if [ "$mode" = all ] || [ "$mode" = examples ]; then
+if wantAll examples; then
   ex_fail=0
   for f in examples/*.dattn; do
     for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
@@ -86,7 +93,7 @@ if [ "$mode" = all ] || [ "$mode" = examples ]; then
   summary+=("examples: $([ $ex_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ex_fail = 0 ] || status=1
 fi
-if [ "$mode" = all ] || [ "$mode" = package ]; then
+if wantAll package; then
   # examples/cpp built against the installed package (ctest's cpp_package
   # built it here; carry build/install and build/example).
   lib=build/install/lib
@@ -100,12 +107,12 @@ if [ "$mode" = all ] || [ "$mode" = package ]; then
   summary+=("C++ package example: $([ $pk_fail = 0 ] && echo passed || echo FAILED)")
   [ $pk_fail = 0 ] || status=1
 fi
-if [ "$mode" = all ] || [ "$mode" = bench ]; then
+if wantAll bench; then
   build/bin/dattn-bench --root . --iters 20 2>&1 | tee "$OUT/bench.log"
   build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --backward 2>&1 |
     tee "$OUT/bench_backward.log"
 fi
-if [ "$mode" = all ] || [ "$mode" = ring ]; then
+if wantAll ring; then
   # The loopback ring: its GPU tests (also in `tests`), then each example as
   # a ring of 1, 2, 4 and 8 ranks on one GPU, forward and backward, checked.
   # One process per example file, in parallel: on a fresh machine NVRTC
@@ -142,7 +149,7 @@ if [ "$mode" = all ] || [ "$mode" = ring ]; then
   summary+=("ring (loopback): $([ $ring_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ring_fail = 0 ] || status=1
 fi
-if [ "$mode" = ringtable ]; then
+if want ringtable; then
   # Time and memory per rank of the loopback ring at N = ${DATTN_RING_SEQ:-8192}, P = 1..8,
   # forward and backward, against the one-GPU run (ranks run one after another
   # on the one GPU: the time is the sum over ranks).
@@ -168,7 +175,7 @@ if [ "$mode" = ringtable ]; then
   wait
   cat "$OUT"/ringtable.*.txt
 fi
-if [ "$mode" = all ] || [ "$mode" = python ]; then
+if wantAll python; then
   if ls build-py312/python/dattn/_dattn.* > /dev/null 2>&1; then
     PYTHONPATH=build-py312/python python3 -m pytest -q -rs -p no:cacheprovider tests/python \
       > "$OUT/python.log" 2>&1
@@ -193,7 +200,7 @@ if [ "$mode" = all ] || [ "$mode" = python ]; then
   PYTHONPATH=build-py312/python python3 -m dattn.bench --seq ${DATTN_BENCH_SEQ:-16384,65536} \
     --backward --png "$OUT/bench.png" 2>&1 | tee "$OUT/python_bench.log"
 fi
-if [ "$mode" = nccl ]; then
+if want nccl; then
   export NCCL_NVLS_ENABLE=0 DATTN_RING_TIMEOUT=${DATTN_RING_TIMEOUT:-30}
   nccl_fail=0
   build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuNcclRing*' > "$OUT/nccl_tests.log" 2>&1 ||
@@ -268,7 +275,7 @@ if [ "$mode" = nccl ]; then
   summary+=("nccl ring: $([ $nccl_fail = 0 ] && echo all passed || echo FAILED)")
   [ $nccl_fail = 0 ] || status=1
 fi
-if [ "$mode" = tune ]; then
+if want tune; then
   db="$OUT/tuning.json"
   build/bin/dattn tune examples/longnet_head_partitioned.dattn --seq 65536 --backward \
     --budget ${DATTN_TUNE_BUDGET:-300} --out "$db" 2> "$OUT/tune_progress.log" | tee "$OUT/tune.log"
@@ -281,7 +288,7 @@ if [ "$mode" = tune ]; then
   summary+=("tune: exit $tune_rc, $(tail -1 "$OUT/tune.log")")
   [ $tune_rc -eq 0 ] || status=1
 fi
-if [ "$mode" = compare ]; then
+if want compare; then
   # Before/after in alternating runs on the same machine: forward of every
   # configuration, backward of the head-partitioned one.
   for round in 1 2; do
@@ -293,6 +300,9 @@ if [ "$mode" = compare ]; then
     done
   done
 fi
+# Logs into one archive (the device tool returns a limited number of files).
+(cd "$OUT" && ls ./*.log ./*.log.* > /dev/null 2>&1 &&
+  tar czf logs.tgz ./*.log ./*.log.* 2>/dev/null && rm -f ./*.log ./*.log.*)
 echo "=== summary ==="
 for line in "${summary[@]}"; do echo "$line"; done
 exit $status
