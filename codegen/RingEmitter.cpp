@@ -131,7 +131,8 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
         const KernelInfo &k = onTensorCores(dkv, c.blockN);
         os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name
            << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  static_assert(bwd::KvSmem<"
-           << D << ", " << c.blockM << ", " << c.blockN << ", true>::kBytes == " << k.smemBytes
+           << D << ", " << c.blockM << ", " << c.blockN << ", true, "
+           << (plan.dtype == DType::F32 ? 4 : 2) << ">::kBytes == " << k.smemBytes
            << ", \"the family's shared memory differs from the kernel's\");\n  "
            << "ring::mmaRingBackward<" << T << ", " << D << ", " << c.blockM << ", "
            << c.blockN / 16 << ", Branch" << bi << ">(p, r, g);\n}\n\n";

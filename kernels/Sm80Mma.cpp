@@ -2,7 +2,7 @@
 // forward, backward dK/dV (optionally adding dQ with fp32 reductions) and
 // the deterministic backward dQ. fp16/bf16, sm_80 and newer, head_dim a
 // multiple of 16 (the backward: up to 128, where its accumulators still fit
-// in registers). The forward also takes fp32 with `precision = tf32`
+// in registers). All three also take fp32 with `precision = tf32`
 // (m16n8k8 on TF32 operands, fp32 tiles in shared memory).
 //
 // The plan's block_m/block_n are upper bounds from the branch's geometry
@@ -26,7 +26,7 @@ std::string mmaUnsupported(const AttentionPlan &plan, const Target &t, int maxHe
   if (plan.dtype == DType::F32 && plan.precision != Precision::TF32)
     return "fp32 inputs with precision ieee (exact fp32: the SIMT kernels)";
   if (plan.dtype == DType::F32 && !tf32)
-    return "fp32 inputs: this pass has no TF32 kernel yet (precision tf32 runs the SIMT one)";
+    return "fp32 inputs (no TF32 kernel in this family)";
   if (t.sm < 80)
     return t.arch() + " has no bf16 mma.sync with cp.async (needs sm_80)";
   if (plan.headDim % 16 != 0)
@@ -36,6 +36,9 @@ std::string mmaUnsupported(const AttentionPlan &plan, const Target &t, int maxHe
            std::to_string(maxHeadDim) + " (accumulators would not fit in registers)";
   return "";
 }
+
+/// Bytes per element of the kernel's inputs (fp32 for TF32).
+int eb(const InstanceContext &x) { return x.deviceType == "float" ? 4 : 2; }
 
 std::vector<int> powersOfTwo(int lo, int hi) {
   std::vector<int> v;
@@ -109,7 +112,7 @@ public:
     return smemCheck("fwd::MmaTile<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
                          std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
                          std::to_string(c.rowTilesPerWarp) + ">::kSmemBytes",
-                     smemBytes(x.headDim, c.blockM, c.blockN, x.deviceType == "float" ? 4 : 2)) +
+                     smemBytes(x.headDim, c.blockM, c.blockN, eb(x))) +
            "fwd::mmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
            std::to_string(c.rowTilesPerWarp) + ", " + x.outputMode + ", " + x.branch + ">(p);";
@@ -128,10 +131,15 @@ public:
   KernelPass pass() const override { return KernelPass::BackwardDkv; }
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
-    return mmaUnsupported(p, t, 128);
+    return mmaUnsupported(p, t, 128, /*tf32=*/true);
   }
-  static int smem(int d, int bm, int bn, bool atomicDq) {
-    return 2 * bn * d * 2 + 4 * bm * d * 2 + (atomicDq ? bn * bm * 2 : 0) + 4 * bm * 4;
+  /// K, V, two stages of Q and dO, dS^T (atomic dQ) in the dtype (fp32 for
+  /// TF32), two stages of L and Delta.
+  static int smemBytes(int d, int bm, int bn, bool atomicDq, int eb) {
+    return eb * (2 * bn * d + 4 * bm * d + (atomicDq ? bn * bm : 0)) + 4 * bm * 4;
+  }
+  static int smem(const AttentionPlan &p, int d, int bm, int bn, bool atomicDq) {
+    return smemBytes(d, bm, bn, atomicDq, p.dtype == DType::F32 ? 4 : 2);
   }
   /// 128 keys per CTA on strided branches; on blocks branches no more than
   /// the plan's key tile (which stays inside the smallest block).
@@ -148,7 +156,7 @@ public:
     std::vector<KernelConfig> out;
     for (int bm : powersOfTwo(16, maxStep(b)))
       for (int w : powersOfTwo(1, maxWarps(b)))
-        if (smem(p.headDim, bm, 16 * w, !deterministic) <= t.smemBytes)
+        if (smem(p, p.headDim, bm, 16 * w, !deterministic) <= t.smemBytes)
           out.push_back({bm, 16 * w, 0, !deterministic});
     return out;
   }
@@ -156,24 +164,25 @@ public:
                          bool deterministic) const override {
     const bool atomic = !deterministic;
     int w = maxWarps(b), bm = maxStep(b);
-    while (smem(p.headDim, bm, 16 * w, atomic) > t.smemBytes && (bm > 16 || w > 1)) {
+    while (smem(p, p.headDim, bm, 16 * w, atomic) > t.smemBytes && (bm > 16 || w > 1)) {
       if (bm > 32 || w == 1)
         bm /= 2;
       else
         w /= 2;
     }
-    if (smem(p.headDim, bm, 16 * w, atomic) > t.smemBytes)
+    if (smem(p, p.headDim, bm, 16 * w, atomic) > t.smemBytes)
       throw Error("the backward pass: " + tooBig(p, t));
     return {bm, 16 * w, 0, atomic};
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
-    return {2 * c.blockN, smem(p.headDim, c.blockM, c.blockN, c.atomicDq), c.blockN};
+    return {2 * c.blockN, smem(p, p.headDim, c.blockM, c.blockN, c.atomicDq), c.blockN};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
     return smemCheck("bwd::KvSmem<" + std::to_string(x.headDim) + ", " +
                          std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
-                         (c.atomicDq ? "true" : "false") + ">::kBytes",
-                     smem(x.headDim, c.blockM, c.blockN, c.atomicDq)) +
+                         (c.atomicDq ? "true" : "false") + ", " + std::to_string(eb(x)) +
+                         ">::kBytes",
+                     smemBytes(x.headDim, c.blockM, c.blockN, c.atomicDq, eb(x))) +
            "bwd::mmaBackwardKV<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN / 16) + ", " +
            (c.atomicDq ? "true" : "false") + ", " + x.gradMode + ", " + x.branch + ">(p);";
@@ -192,9 +201,12 @@ public:
   KernelPass pass() const override { return KernelPass::BackwardDq; }
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
-    return mmaUnsupported(p, t, 128);
+    return mmaUnsupported(p, t, 128, /*tf32=*/true);
   }
-  static int smem(int d, int bm, int bn) { return (2 * bm + 4 * bn) * d * 2; }
+  static int smemBytes(int d, int bm, int bn, int eb) { return (2 * bm + 4 * bn) * d * eb; }
+  static int smem(const AttentionPlan &p, int d, int bm, int bn) {
+    return smemBytes(d, bm, bn, p.dtype == DType::F32 ? 4 : 2);
+  }
   static int cap(const BranchPlan &b, int64_t planned) {
     return b.kind == BranchKind::Strided ? 64 : static_cast<int>(std::min<int64_t>(64, planned));
   }
@@ -205,30 +217,31 @@ public:
       return out;
     for (int bm : powersOfTwo(16, cap(b, b.blockM)))
       for (int bn : powersOfTwo(16, cap(b, b.blockN)))
-        if (smem(p.headDim, bm, bn) <= t.smemBytes)
+        if (smem(p, p.headDim, bm, bn) <= t.smemBytes)
           out.push_back({bm, bn, 0, false});
     return out;
   }
   KernelConfig heuristic(const AttentionPlan &p, const BranchPlan &b, const Target &t,
                          bool) const override {
     int qm = cap(b, b.blockM), qn = cap(b, b.blockN);
-    while (smem(p.headDim, qm, qn) > t.smemBytes && (qm > 16 || qn > 16)) {
+    while (smem(p, p.headDim, qm, qn) > t.smemBytes && (qm > 16 || qn > 16)) {
       if (qn >= qm && qn > 16)
         qn /= 2;
       else
         qm /= 2;
     }
-    if (smem(p.headDim, qm, qn) > t.smemBytes)
+    if (smem(p, p.headDim, qm, qn) > t.smemBytes)
       throw Error("the backward pass: " + tooBig(p, t));
     return {qm, qn, 0, false};
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
-    return {c.blockM / 16 * 32, smem(p.headDim, c.blockM, c.blockN), c.blockM};
+    return {c.blockM / 16 * 32, smem(p, p.headDim, c.blockM, c.blockN), c.blockM};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
     return smemCheck("bwd::QSmem<" + std::to_string(x.headDim) + ", " +
-                         std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ">::kBytes",
-                     smem(x.headDim, c.blockM, c.blockN)) +
+                         std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " +
+                         std::to_string(eb(x)) + ">::kBytes",
+                     smemBytes(x.headDim, c.blockM, c.blockN, eb(x))) +
            "bwd::mmaBackwardQ<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            std::to_string(c.blockM) + ", " + std::to_string(c.blockN) + ", " + x.gradMode +
            ", " + x.branch + ">(p);";

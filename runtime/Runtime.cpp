@@ -105,8 +105,8 @@ std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec, const std::
   std::string dir = root.empty() ? env::cacheRoot() : root;
   if (dir == "-" || dir.empty())
     throw Error("warming the kernel cache: the disk cache is off (DATTN_CACHE_DIR=-)");
-  rt::KernelCache cache(dir, rt::nvrtcCompile, compilerSignature(target.sm), 8,
-                        [](const std::string &m) { std::fprintf(stderr, "dattn: %s\n", m.c_str()); });
+  rt::LogFn log = [](const std::string &m) { std::fprintf(stderr, "dattn: %s\n", m.c_str()); };
+  rt::KernelCache cache(dir, rt::nvrtcCompile, compilerSignature(target.sm), 8, log);
   std::vector<WarmedModule> out(jobs.size());
   std::vector<std::string> errors(jobs.size());
   // A module identical to an earlier one (e.g. SIMT kernels, which are
@@ -132,9 +132,8 @@ std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec, const std::
       }
     }
   };
-  const unsigned n = std::max(1u, std::min<unsigned>(threads > 0 ? threads
-                                                                 : std::thread::hardware_concurrency(),
-                                                     static_cast<unsigned>(jobs.size())));
+  const unsigned wanted = threads > 0 ? threads : std::thread::hardware_concurrency();
+  const unsigned n = std::max(1u, std::min<unsigned>(wanted, static_cast<unsigned>(jobs.size())));
   std::vector<std::thread> pool;
   for (unsigned t = 1; t < n; ++t)
     pool.emplace_back(work);

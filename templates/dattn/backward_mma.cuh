@@ -1,5 +1,6 @@
-// dattn: the tensor-core backward kernels (sm_80+, fp16 and bf16,
-// head_dim <= 128), FlashAttention-2 style.
+// dattn: the tensor-core backward kernels (sm_80+, fp16 and bf16, and fp32
+// on TF32 tensor cores for `precision = tf32`; head_dim <= 128),
+// FlashAttention-2 style.
 //
 // Same math as backward_simt.cuh (p = exp(s - L) from the saved LSE,
 // dS = p (dP - Delta)), on tiles, with nothing of size N x N stored:
@@ -29,12 +30,13 @@
 namespace dattn {
 namespace bwd {
 
-/// Offset of element (row, col) of a row-major [rows][COLS] b16 tile whose
-/// 16-byte chunks are XOR-swizzled like fwd::MmaTile's.
-template <int COLS> DATTN_DEV int swizzled(int row, int col) {
-  constexpr int kChunks = COLS / 8;
+/// Offset of element (row, col) of a row-major [rows][COLS] tile of
+/// EB-byte elements whose 16-byte chunks are XOR-swizzled like
+/// fwd::MmaTile's.
+template <int COLS, int EB = 2> DATTN_DEV int swizzled(int row, int col) {
+  constexpr int kPer = 16 / EB, kChunks = COLS / kPer;
   constexpr int kGroup = (kChunks & -kChunks) < 8 ? (kChunks & -kChunks) : 8;
-  return row * COLS + (((col >> 3) ^ (row & (kGroup - 1))) << 3) + (col & 7);
+  return row * COLS + (((col / kPer) ^ (row & (kGroup - 1))) * kPer) + (col % kPer);
 }
 
 /// Two fp32 accumulator elements, one 8-byte access.
@@ -63,12 +65,51 @@ template <int D> struct DqPassCols {
       D <= 64 ? D : D % 64 == 0 ? 64 : D % 48 == 0 ? 48 : D % 32 == 0 ? 32 : 16;
 };
 
-/// s = A B^T and t = A2 B2^T for this warp's m16 row tile (rows row0.. of
-/// the [.., D] tiles at a and a2) against the COLS rows of the tiles at b
-/// and b2, in one pass over D: both products share each step's loads.
+/// scorePair() on TF32 tensor cores (fp32 tiles): warp::scoresTf32's
+/// fragment addressing, two products per pass.
+template <class Tile, int D, int COLS>
+DATTN_DEV void scorePairTf32(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
+                             unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
+#pragma unroll
+  for (int x = 0; x < COLS / 8; ++x)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      s[x][e] = t[x][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 8; ++kk) {
+    unsigned fa[4], fa2[4];
+    {
+      const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 8 + (lane / 16) * 4;
+      dev::ldmatrixX4(fa, a + 4 * Tile::offset(r, c));
+      dev::ldmatrixX4(fa2, a2 + 4 * Tile::offset(r, c));
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        fa[e] = dev::toTf32(fa[e]);
+        fa2[e] = dev::toTf32(fa2[e]);
+      }
+    }
+#pragma unroll
+    for (int np = 0; np < COLS / 16; ++np) {
+      const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 8 + ((lane / 8) % 2) * 4;
+      unsigned f[4];
+      dev::ldmatrixX4(f, b + 4 * Tile::offset(r, c));
+      unsigned b0[2] = {dev::toTf32(f[0]), dev::toTf32(f[1])};
+      unsigned b1[2] = {dev::toTf32(f[2]), dev::toTf32(f[3])};
+      dev::mma1688Tf32(s[2 * np], fa, b0);
+      dev::mma1688Tf32(s[2 * np + 1], fa, b1);
+      dev::ldmatrixX4(f, b2 + 4 * Tile::offset(r, c));
+      unsigned c0[2] = {dev::toTf32(f[0]), dev::toTf32(f[1])};
+      unsigned c1[2] = {dev::toTf32(f[2]), dev::toTf32(f[3])};
+      dev::mma1688Tf32(t[2 * np], fa2, c0);
+      dev::mma1688Tf32(t[2 * np + 1], fa2, c1);
+    }
+  }
+}
+
+/// scorePair() for fp16/bf16 tiles (m16n8k16).
 template <class T, class Tile, int D, int COLS>
-DATTN_DEV void scorePair(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
-                         unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
+DATTN_DEV void scorePair16(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
+                           unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
 #pragma unroll
   for (int x = 0; x < COLS / 8; ++x)
 #pragma unroll
@@ -96,6 +137,28 @@ DATTN_DEV void scorePair(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsig
       dev::mma16816<T>(t[2 * np + 1], fa2, c1);
     }
   }
+}
+
+/// s = A B^T and t = A2 B2^T for this warp's m16 row tile (rows row0.. of
+/// the [.., D] tiles at a and a2) against the COLS rows of the tiles at b
+/// and b2, in one pass over D: both products share each step's loads.
+template <class T, class Tile, int D, int COLS>
+DATTN_DEV void scorePair(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
+                         unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
+  if constexpr (sizeof(T) == 4)
+    scorePairTf32<Tile, D, COLS>(s, t, a, a2, b, b2, row0, lane);
+  else
+    scorePair16<T, Tile, D, COLS>(s, t, a, a2, b, b2, row0, lane);
+}
+
+/// The TF32 A fragment of an m16k8 block j of fp32 accumulator fragments,
+/// with the k order that leaves them in place (k index t = column 2t, t + 4
+/// = column 2t + 1; the B operand takes its rows in the same order).
+template <int N> DATTN_DEV void packATf32(unsigned (&a)[4], const float (&f)[N][4], int j) {
+  a[0] = dev::toTf32(f[j][0]);
+  a[1] = dev::toTf32(f[j][2]);
+  a[2] = dev::toTf32(f[j][1]);
+  a[3] = dev::toTf32(f[j][3]);
 }
 
 /// The four T values of an m16k16 A fragment from fp32 fragments j (k 0-7
@@ -199,30 +262,128 @@ DATTN_DEV void probabilitiesTransposed(float (&s)[BM / 8][4], float (&dp)[BM / 8
   }
 }
 
+/// accumulateDvDk() on TF32 tensor cores: per 8-query block, P^T and dS^T
+/// in place (packATf32) and the dO and Q rows of queries 2t and 2t + 1 as
+/// 32-bit shared-memory reads.
+template <class Tile, int D, int BM>
+DATTN_DEV void accumulateDvDkTf32(float (&dv)[D / 8][4], float (&dk)[D / 8][4],
+                                  const float (&pt)[BM / 8][4], const float (&dst)[BM / 8][4],
+                                  unsigned sG, unsigned sQ, int lane) {
+#pragma unroll
+  for (int j = 0; j < BM / 8; ++j) {
+    unsigned pa[4], da[4];
+    packATf32(pa, pt, j);
+    packATf32(da, dst, j);
+    const int query = j * 8 + (lane % 4) * 2;
+#pragma unroll
+    for (int dd = 0; dd < D / 8; ++dd) {
+      const int dim = dd * 8 + lane / 4;
+      const int o0 = 4 * Tile::offset(query, dim), o1 = 4 * Tile::offset(query + 1, dim);
+      const unsigned g[2] = {dev::toTf32(dev::ldsF32(sG + o0)),
+                             dev::toTf32(dev::ldsF32(sG + o1))};
+      dev::mma1688Tf32(dv[dd], pa, g);
+      const unsigned q[2] = {dev::toTf32(dev::ldsF32(sQ + o0)),
+                             dev::toTf32(dev::ldsF32(sQ + o1))};
+      dev::mma1688Tf32(dk[dd], da, q);
+    }
+  }
+}
+
 /// dV += P^T dO and dK += dS^T Q for this warp's 16 key rows (dO and Q via
 /// ldmatrix.trans from the query tile's stage at sG and sQ).
 template <class T, class Tile, int D, int BM>
 DATTN_DEV void accumulateDvDk(float (&dv)[D / 8][4], float (&dk)[D / 8][4],
                               const float (&pt)[BM / 8][4], const float (&dst)[BM / 8][4],
                               unsigned sG, unsigned sQ, int lane) {
+  if constexpr (sizeof(T) == 4) {
+    accumulateDvDkTf32<Tile, D, BM>(dv, dk, pt, dst, sG, sQ, lane);
+  } else {
 #pragma unroll
-  for (int j = 0; j < BM / 16; ++j) {
-    unsigned pa[4], da[4];
-    packA<T>(pa, pt, j);
-    packA<T>(da, dst, j);
+    for (int j = 0; j < BM / 16; ++j) {
+      unsigned pa[4], da[4];
+      packA<T>(pa, pt, j);
+      packA<T>(da, dst, j);
 #pragma unroll
-    for (int dd = 0; dd < D / 16; ++dd) {
-      const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
-      unsigned b[4];
-      dev::ldmatrixX4Trans(b, sG + 2 * Tile::offset(r, c));
-      unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
-      dev::mma16816<T>(dv[2 * dd], pa, g0);
-      dev::mma16816<T>(dv[2 * dd + 1], pa, g1);
-      dev::ldmatrixX4Trans(b, sQ + 2 * Tile::offset(r, c));
-      unsigned q0[2] = {b[0], b[1]}, q1[2] = {b[2], b[3]};
-      dev::mma16816<T>(dk[2 * dd], da, q0);
-      dev::mma16816<T>(dk[2 * dd + 1], da, q1);
+      for (int dd = 0; dd < D / 16; ++dd) {
+        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8, c = dd * 16 + (lane / 16) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4Trans(b, sG + 2 * Tile::offset(r, c));
+        unsigned g0[2] = {b[0], b[1]}, g1[2] = {b[2], b[3]};
+        dev::mma16816<T>(dv[2 * dd], pa, g0);
+        dev::mma16816<T>(dv[2 * dd + 1], pa, g1);
+        dev::ldmatrixX4Trans(b, sQ + 2 * Tile::offset(r, c));
+        unsigned q0[2] = {b[0], b[1]}, q1[2] = {b[2], b[3]};
+        dev::mma16816<T>(dk[2 * dd], da, q0);
+        dev::mma16816<T>(dk[2 * dd + 1], da, q1);
+      }
     }
+  }
+}
+
+/// The dQ reductions of one (16 query rows, columns) item: acc rows
+/// qa0 + qg * 16 + lane / 4 (+ 8), columns col0 + 2 (lane % 4) (+ 1) of
+/// each 8-column block, scaled.
+template <int COLS>
+DATTN_DEV void reduceDqItem(const float (&acc)[COLS / 8][4], const RowMap &rm, long long qa0,
+                            int qg, int col0, float *dq0, long long dqRow, float scale,
+                            int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long a = qa0 + qg * 16 + lane / 4 + half * 8;
+    if (a >= rm.count)
+      continue;
+    float *dst = dq0 + (rm.base + a * rm.step) * dqRow + col0;
+#pragma unroll
+    for (int nb = 0; nb < COLS / 8; ++nb)
+      dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * scale,
+                      acc[nb][2 * half + 1] * scale);
+  }
+}
+
+/// addDqFromDs() on TF32 tensor cores: dS^T in fp32 in shared memory, dS
+/// and K fragments as 32-bit reads (no ldmatrix transposes 32-bit data).
+template <class Tile, int D, int BM, int BN, int W>
+DATTN_DEV void addDqFromDsTf32(const float (&dst)[BM / 8][4], float *sDS, unsigned sK,
+                               const RowMap &rm, long long qa0, int keyRow0, int warpId,
+                               float *dq0, long long dqRow, float scale, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
+      *reinterpret_cast<Pair *>(sDS + swizzled<BM, 4>(r, c)) =
+          Pair{dst[nb][2 * half], dst[nb][2 * half + 1]};
+    }
+  __syncthreads();
+  constexpr int kCols = DqPassCols<D>::value;
+  constexpr int kItems = (BM / 16) * (D / kCols);
+  const unsigned sDSa = dev::smemAddress(sDS);
+  const int g = lane / 4, t = lane % 4;
+  for (int item = warpId; item < kItems; item += W) {
+    const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
+    float acc[kCols / 8][4];
+#pragma unroll
+    for (int x = 0; x < kCols / 8; ++x)
+      acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+    // Unrolled by 2, not fully: a full unroll hoists every 32-bit read's
+    // address and spilled 1.6 KB (ptxas, sm_90, head_dim 128); by 2, 28 bytes.
+#pragma unroll 2
+    for (int j = 0; j < BN / 8; ++j) {
+      // A = dS rows qg*16 + (g, g + 8), keys j*8 + (t, t + 4): dS^T read across.
+      const int q = qg * 16 + g, key = j * 8 + t;
+      const unsigned a[4] = {dev::toTf32(dev::ldsF32(sDSa + 4 * swizzled<BM, 4>(key, q))),
+                             dev::toTf32(dev::ldsF32(sDSa + 4 * swizzled<BM, 4>(key, q + 8))),
+                             dev::toTf32(dev::ldsF32(sDSa + 4 * swizzled<BM, 4>(key + 4, q))),
+                             dev::toTf32(dev::ldsF32(sDSa + 4 * swizzled<BM, 4>(key + 4, q + 8)))};
+#pragma unroll
+      for (int dd = 0; dd < kCols / 8; ++dd) {
+        const int dim = col0 + dd * 8 + g;
+        const unsigned b[2] = {dev::toTf32(dev::ldsF32(sK + 4 * Tile::offset(key, dim))),
+                               dev::toTf32(dev::ldsF32(sK + 4 * Tile::offset(key + 4, dim)))};
+        dev::mma1688Tf32(acc[dd], a, b);
+      }
+    }
+    reduceDqItem<kCols>(acc, rm, qa0, qg, col0, dq0, dqRow, scale, lane);
   }
 }
 
@@ -234,50 +395,45 @@ template <class T, class Tile, int D, int BM, int BN, int W>
 DATTN_DEV void addDqFromDs(const float (&dst)[BM / 8][4], T *sDS, unsigned sK, const RowMap &rm,
                            long long qa0, int keyRow0, int warpId, float *dq0, long long dqRow,
                            float scale, int lane) {
+  if constexpr (sizeof(T) == 4) {
+    addDqFromDsTf32<Tile, D, BM, BN, W>(dst, sDS, sK, rm, qa0, keyRow0, warpId, dq0, dqRow,
+                                        scale, lane);
+  } else {
 #pragma unroll
-  for (int nb = 0; nb < BM / 8; ++nb)
+    for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
-      *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
-          dev::pack2<T>(dst[nb][2 * half], dst[nb][2 * half + 1]);
-    }
-  __syncthreads();
-  constexpr int kCols = DqPassCols<D>::value;
-  constexpr int kItems = (BM / 16) * (D / kCols);
-  const unsigned sDSa = dev::smemAddress(sDS);
-  for (int item = warpId; item < kItems; item += W) {
-    const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
-    float acc[kCols / 8][4];
-#pragma unroll
-    for (int x = 0; x < kCols / 8; ++x)
-      acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-#pragma unroll
-    for (int j = 0; j < BN / 16; ++j) {
-      unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
-      dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
-                                                      qg * 16 + ((lane / 8) % 2) * 8));
-#pragma unroll
-      for (int dd = 0; dd < kCols / 16; ++dd) {
-        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
-                  c = col0 + dd * 16 + (lane / 16) * 8;
-        unsigned b[4];
-        dev::ldmatrixX4Trans(b, sK + 2 * Tile::offset(r, c));
-        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
-        dev::mma16816<T>(acc[2 * dd], a, k0);
-        dev::mma16816<T>(acc[2 * dd + 1], a, k1);
+      for (int half = 0; half < 2; ++half) {
+        const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
+        *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
+            dev::pack2<T>(dst[nb][2 * half], dst[nb][2 * half + 1]);
       }
-    }
+    __syncthreads();
+    constexpr int kCols = DqPassCols<D>::value;
+    constexpr int kItems = (BM / 16) * (D / kCols);
+    const unsigned sDSa = dev::smemAddress(sDS);
+    for (int item = warpId; item < kItems; item += W) {
+      const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
+      float acc[kCols / 8][4];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const long long a = qa0 + qg * 16 + lane / 4 + half * 8;
-      if (a >= rm.count)
-        continue;
-      float *dst = dq0 + (rm.base + a * rm.step) * dqRow + col0;
+      for (int x = 0; x < kCols / 8; ++x)
+        acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
 #pragma unroll
-      for (int nb = 0; nb < kCols / 8; ++nb)
-        dev::reduceAdd2(dst + nb * 8 + (lane % 4) * 2, acc[nb][2 * half] * scale,
-                        acc[nb][2 * half + 1] * scale);
+      for (int j = 0; j < BN / 16; ++j) {
+        unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
+        dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
+                                                        qg * 16 + ((lane / 8) % 2) * 8));
+#pragma unroll
+        for (int dd = 0; dd < kCols / 16; ++dd) {
+          const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
+                    c = col0 + dd * 16 + (lane / 16) * 8;
+          unsigned b[4];
+          dev::ldmatrixX4Trans(b, sK + 2 * Tile::offset(r, c));
+          unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
+          dev::mma16816<T>(acc[2 * dd], a, k0);
+          dev::mma16816<T>(acc[2 * dd + 1], a, k1);
+        }
+      }
+      reduceDqItem<kCols>(acc, rm, qa0, qg, col0, dq0, dqRow, scale, lane);
     }
   }
 }
@@ -301,10 +457,17 @@ DATTN_DEV void storeKeyRows(const Params &p, const float (&dk)[D / 8][4],
 #pragma unroll
       for (int nb = 0; nb < D / 8; ++nb) {
         const int c = nb * 8 + (lane % 4) * 2;
-        *reinterpret_cast<unsigned *>(dkRow + c) =
-            dev::pack2<T>(dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
-        *reinterpret_cast<unsigned *>(dvRow + c) =
-            dev::pack2<T>(dv[nb][2 * half], dv[nb][2 * half + 1]);
+        if constexpr (sizeof(T) == 4) { // fp32 (TF32 tensor cores)
+          dkRow[c] = dk[nb][2 * half] * p.scale;
+          dkRow[c + 1] = dk[nb][2 * half + 1] * p.scale;
+          dvRow[c] = dv[nb][2 * half];
+          dvRow[c + 1] = dv[nb][2 * half + 1];
+        } else {
+          *reinterpret_cast<unsigned *>(dkRow + c) =
+              dev::pack2<T>(dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
+          *reinterpret_cast<unsigned *>(dvRow + c) =
+              dev::pack2<T>(dv[nb][2 * half], dv[nb][2 * half + 1]);
+        }
       }
     } else {
       float *dkRow = p.dkAcc + ((batch * p.seqLen + row) * p.heads + head) * D;
@@ -342,8 +505,13 @@ DATTN_DEV void storeQueryRows(const Params &p, const float (&acc)[D / 8][4], con
       const float x = acc[nb][2 * half] * p.scale, y = acc[nb][2 * half + 1] * p.scale;
       if constexpr (MODE == kDirect) {
         const Layout dqL = layoutOf<D>(p, p.dqL, p.heads);
-        *reinterpret_cast<unsigned *>((T *)p.dq + dqL.at(batch, row, head) + c) =
-            dev::pack2<T>(x, y);
+        T *dq = (T *)p.dq + dqL.at(batch, row, head) + c;
+        if constexpr (sizeof(T) == 4) { // fp32 (TF32 tensor cores)
+          dq[0] = x;
+          dq[1] = y;
+        } else {
+          *reinterpret_cast<unsigned *>(dq) = dev::pack2<T>(x, y);
+        }
       } else {
         Pair *dst = reinterpret_cast<Pair *>(p.dqAcc + qRow * D + c);
         Pair v = *dst;
@@ -356,15 +524,16 @@ DATTN_DEV void storeQueryRows(const Params &p, const float (&acc)[D / 8][4], con
 }
 
 /// Shared memory of mmaBackwardKV in bytes: K and V tiles, two stages of Q
-/// and dO, dS^T with ATOMIC_DQ, two stages of L and Delta. The host's kernel
-/// family asserts its own figure against this in the generated source.
-template <int D, int BM, int BN, bool ATOMIC_DQ> struct KvSmem {
+/// and dO, dS^T with ATOMIC_DQ (all EB-byte elements: 4 for TF32), two
+/// stages of L and Delta. The host's kernel family asserts its own figure
+/// against this in the generated source.
+template <int D, int BM, int BN, bool ATOMIC_DQ, int EB = 2> struct KvSmem {
   static constexpr int kBytes =
-      2 * (2 * BN * D + 4 * BM * D + (ATOMIC_DQ ? BN * BM : 0)) + 4 * (4 * BM);
+      EB * (2 * BN * D + 4 * BM * D + (ATOMIC_DQ ? BN * BM : 0)) + 4 * (4 * BM);
 };
 /// Shared memory of mmaBackwardQ in bytes: Q, dO, two stages of K and V.
-template <int D, int BM, int BN> struct QSmem {
-  static constexpr int kBytes = 2 * (2 * BM * D + 4 * BN * D);
+template <int D, int BM, int BN, int EB = 2> struct QSmem {
+  static constexpr int kBytes = EB * (2 * BM * D + 4 * BN * D);
 };
 
 /// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile

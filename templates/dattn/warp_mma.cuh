@@ -1,8 +1,8 @@
 // dattn: the warp-level tile vocabulary of the mma.sync kernels
-// (m16n8k16 for fp16/bf16, m16n8k8 on TF32 for fp32; fp32 accumulators). A warp owns MT m16 row tiles. A fragment
-// array f[mt][nb][4] follows the mma accumulator layout: element e of
-// f[mt][nb] is row lane / 4 + (e / 2) * 8 of row tile mt and column
-// nb * 8 + (lane % 4) * 2 + e % 2. Shared-memory tiles are the swizzled
+// (m16n8k16 for fp16/bf16, m16n8k8 on TF32 for fp32; fp32 accumulators).
+// A warp owns MT m16 row tiles. A fragment array f[mt][nb][4] follows the
+// mma accumulator layout: element e of f[mt][nb] is row lane / 4 + (e / 2)
+// * 8 of row tile mt and column nb * 8 + (lane % 4) * 2 + e % 2. Shared-memory tiles are the swizzled
 // [rows, D] layouts of MmaTile (forward_mma.cuh), addressed as 32-bit
 // shared-memory byte addresses.
 #pragma once

@@ -130,7 +130,8 @@ TEST(GpuConcurrency, CapturedGraphReplaysOnNewInputs) {
       if (deterministic)
         expectSameBits(replayed, eager, what);
       else // fp32 reductions in dQ: the same values up to summation order
-        expectGradientClose("dq (replay vs eager)", replayed.dq, eager.dq, 64, toleranceFor(spec), what);
+        expectGradientClose("dq (replay vs eager)", replayed.dq, eager.dq, 64, toleranceFor(spec),
+                            what);
     }
   }
 }

@@ -119,9 +119,10 @@ TEST(GpuRing, LoopbackFragmentedReceivesMatchTheReference) {
       const RingSchedule sched = scheduleRing(planRing(plan, n, ranks, nullptr, 0));
       bool fragmented = false;
       for (const RankSchedule &rs : sched.ranks)
-        for (const RingStep &st : rs.steps)
-          fragmented = fragmented || (st.recv.rows > 0 &&
-                                      static_cast<int64_t>(st.recv.parts.size()) * 64 > st.recv.rows);
+        for (const RingStep &st : rs.steps) {
+          const int64_t parts = static_cast<int64_t>(st.recv.parts.size());
+          fragmented = fragmented || (st.recv.rows > 0 && parts * 64 > st.recv.rows);
+        }
       EXPECT_TRUE(fragmented) << "the test spec no longer fragments its receives";
       expectRingMatches(spec, 1 + trial % 2, n, ranks, 900 + trial);
       ++trial;
