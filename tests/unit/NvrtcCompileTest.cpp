@@ -44,8 +44,10 @@ TEST(Nvrtc, BackwardModulesCompile) {
           const bool reduces = k.ptx.find("\tred.") != std::string::npos ||
                                k.ptx.find("\tatom.") != std::string::npos;
           EXPECT_EQ(reduces, k.module.atomicDq) << spec.name << " " << arch;
-          EXPECT_EQ(k.module.atomicDq, !deterministic && spec.dtype != DType::F32 &&
-                                           std::string(arch) != "sm_75" && spec.headDim <= 128)
+          // Tensor cores: fp16/bf16, and fp32 with precision tf32; sm_80+.
+          const bool tensorCores = (spec.dtype != DType::F32 || spec.precision == Precision::TF32) &&
+                                   std::string(arch) != "sm_75" && spec.headDim <= 128;
+          EXPECT_EQ(k.module.atomicDq, !deterministic && tensorCores)
               << spec.name << " " << arch;
         }
 }
