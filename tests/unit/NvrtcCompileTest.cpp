@@ -45,7 +45,8 @@ TEST(Nvrtc, BackwardModulesCompile) {
                                k.ptx.find("\tatom.") != std::string::npos;
           EXPECT_EQ(reduces, k.module.atomicDq) << spec.name << " " << arch;
           // Tensor cores: fp16/bf16, and fp32 with precision tf32; sm_80+.
-          const bool tensorCores = (spec.dtype != DType::F32 || spec.precision == Precision::TF32) &&
+          const bool tf32 = spec.precision == Precision::TF32;
+          const bool tensorCores = (spec.dtype != DType::F32 || tf32) &&
                                    std::string(arch) != "sm_75" && spec.headDim <= 128;
           EXPECT_EQ(k.module.atomicDq, !deterministic && tensorCores)
               << spec.name << " " << arch;
