@@ -65,90 +65,34 @@ template <int D> struct DqPassCols {
       D <= 64 ? D : D % 64 == 0 ? 64 : D % 48 == 0 ? 48 : D % 32 == 0 ? 32 : 16;
 };
 
-/// scorePair() on TF32 tensor cores (fp32 tiles): warp::scoresTf32's
-/// fragment addressing, two products per pass.
-template <class Tile, int D, int COLS>
-DATTN_DEV void scorePairTf32(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
-                             unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
-#pragma unroll
-  for (int x = 0; x < COLS / 8; ++x)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      s[x][e] = t[x][e] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 8; ++kk) {
-    unsigned fa[4], fa2[4];
-    {
-      const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 8 + (lane / 16) * 4;
-      dev::ldmatrixX4(fa, a + 4 * Tile::offset(r, c));
-      dev::ldmatrixX4(fa2, a2 + 4 * Tile::offset(r, c));
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        fa[e] = dev::toTf32(fa[e]);
-        fa2[e] = dev::toTf32(fa2[e]);
-      }
-    }
-#pragma unroll
-    for (int np = 0; np < COLS / 16; ++np) {
-      const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 8 + ((lane / 8) % 2) * 4;
-      unsigned f[4];
-      dev::ldmatrixX4(f, b + 4 * Tile::offset(r, c));
-      unsigned b0[2] = {dev::toTf32(f[0]), dev::toTf32(f[1])};
-      unsigned b1[2] = {dev::toTf32(f[2]), dev::toTf32(f[3])};
-      dev::mma1688Tf32(s[2 * np], fa, b0);
-      dev::mma1688Tf32(s[2 * np + 1], fa, b1);
-      dev::ldmatrixX4(f, b2 + 4 * Tile::offset(r, c));
-      unsigned c0[2] = {dev::toTf32(f[0]), dev::toTf32(f[1])};
-      unsigned c1[2] = {dev::toTf32(f[2]), dev::toTf32(f[3])};
-      dev::mma1688Tf32(t[2 * np], fa2, c0);
-      dev::mma1688Tf32(t[2 * np + 1], fa2, c1);
-    }
-  }
-}
-
-/// scorePair() for fp16/bf16 tiles (m16n8k16).
-template <class T, class Tile, int D, int COLS>
-DATTN_DEV void scorePair16(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
-                           unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
-#pragma unroll
-  for (int x = 0; x < COLS / 8; ++x)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      s[x][e] = t[x][e] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    unsigned fa[4], fa2[4];
-    {
-      const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * 16 + (lane / 16) * 8;
-      dev::ldmatrixX4(fa, a + 2 * Tile::offset(r, c));
-      dev::ldmatrixX4(fa2, a2 + 2 * Tile::offset(r, c));
-    }
-#pragma unroll
-    for (int np = 0; np < COLS / 16; ++np) {
-      const int r = np * 16 + (lane % 8) + (lane / 16) * 8, c = kk * 16 + ((lane / 8) % 2) * 8;
-      unsigned f[4];
-      dev::ldmatrixX4(f, b + 2 * Tile::offset(r, c));
-      unsigned b0[2] = {f[0], f[1]}, b1[2] = {f[2], f[3]};
-      dev::mma16816<T>(s[2 * np], fa, b0);
-      dev::mma16816<T>(s[2 * np + 1], fa, b1);
-      dev::ldmatrixX4(f, b2 + 2 * Tile::offset(r, c));
-      unsigned c0[2] = {f[0], f[1]}, c1[2] = {f[2], f[3]};
-      dev::mma16816<T>(t[2 * np], fa2, c0);
-      dev::mma16816<T>(t[2 * np + 1], fa2, c1);
-    }
-  }
-}
-
 /// s = A B^T and t = A2 B2^T for this warp's m16 row tile (rows row0.. of
 /// the [.., D] tiles at a and a2) against the COLS rows of the tiles at b
 /// and b2, in one pass over D: both products share each step's loads.
 template <class T, class Tile, int D, int COLS>
 DATTN_DEV void scorePair(float (&s)[COLS / 8][4], float (&t)[COLS / 8][4], unsigned a,
                          unsigned a2, unsigned b, unsigned b2, int row0, int lane) {
-  if constexpr (sizeof(T) == 4)
-    scorePairTf32<Tile, D, COLS>(s, t, a, a2, b, b2, row0, lane);
-  else
-    scorePair16<T, Tile, D, COLS>(s, t, a, a2, b, b2, row0, lane);
+  using P = warp::RowProduct<T>;
+#pragma unroll
+  for (int x = 0; x < COLS / 8; ++x)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      s[x][e] = t[x][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / P::kK; ++kk) {
+    unsigned fa[4], fa2[4];
+    warp::loadRowsA<T, Tile>(fa, a, row0, kk, lane);
+    warp::loadRowsA<T, Tile>(fa2, a2, row0, kk, lane);
+#pragma unroll
+    for (int np = 0; np < COLS / 16; ++np) {
+      unsigned b0[2], b1[2];
+      warp::loadRowsB<T, Tile>(b0, b1, b, np, kk, lane);
+      P::mma(s[2 * np], fa, b0);
+      P::mma(s[2 * np + 1], fa, b1);
+      warp::loadRowsB<T, Tile>(b0, b1, b2, np, kk, lane);
+      P::mma(t[2 * np], fa2, b0);
+      P::mma(t[2 * np + 1], fa2, b1);
+    }
+  }
 }
 
 /// The TF32 A fragment of an m16k8 block j of fp32 accumulator fragments,

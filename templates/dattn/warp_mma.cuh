@@ -25,67 +25,77 @@ template <int A, int B> DATTN_DEV void zero(float (&f)[A][B][4]) {
       f[a][b][0] = f[a][b][1] = f[a][b][2] = f[a][b][3] = 0.f;
 }
 
-/// scores() for fp32 tiles on TF32 tensor cores (m16n8k8). ldmatrix reads
-/// 8 rows of 16 bytes: on fp32 data lane l receives element (row l / 4,
-/// column l % 4) of an 8 x 4 block, which is the TF32 fragment layout, so
-/// the addressing is the 16-bit one with k steps of 8 and half-chunk
-/// columns of 4. Fragments are rounded to TF32 once, where loaded.
-template <class Tile, int D, int BN, int MT>
-DATTN_DEV void scoresTf32(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0,
-                          int lane) {
-  zero(s);
-#pragma unroll
-  for (int kk = 0; kk < D / 8; ++kk) {
-    unsigned qa[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      int r = row0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-      int c = kk * 8 + (lane / 16) * 4;
-      dev::ldmatrixX4(qa[mt], sQ + 4 * Tile::offset(r, c));
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        qa[mt][e] = dev::toTf32(qa[mt][e]);
-    }
-#pragma unroll
-    for (int np = 0; np < BN / 16; ++np) {
-      unsigned r[4];
-      int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 8 + ((lane / 8) % 2) * 4;
-      dev::ldmatrixX4(r, sK + 4 * Tile::offset(row, col));
-      unsigned b0[2] = {dev::toTf32(r[0]), dev::toTf32(r[1])};
-      unsigned b1[2] = {dev::toTf32(r[2]), dev::toTf32(r[3])};
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        dev::mma1688Tf32(s[mt][2 * np], qa[mt], b0);
-        dev::mma1688Tf32(s[mt][2 * np + 1], qa[mt], b1);
-      }
-    }
+/// The row-times-row products (S = Q K^T and its backward relatives) per
+/// operand type: the mma's k step, the ldmatrix column offset of its upper
+/// half, the element size, the rounding of a loaded fragment register and
+/// the mma itself. ldmatrix reads 8 rows of 16 bytes; on fp32 data lane l
+/// receives element (row l / 4, column l % 4) of an 8 x 4 block, which is
+/// the TF32 m16n8k8 fragment layout, so one addressing serves both: k steps
+/// of 16 and halves of 8 columns for 16-bit types, of 8 and 4 for TF32
+/// (whose fragments are rounded to TF32 once, where loaded).
+template <class T> struct RowProduct {
+  static constexpr int kK = 16, kHalf = 8, kBytes = 2;
+  DATTN_DEV static unsigned round(unsigned r) { return r; }
+  DATTN_DEV static void mma(float c[4], const unsigned a[4], const unsigned b[2]) {
+    dev::mma16816<T>(c, a, b);
   }
+};
+template <> struct RowProduct<float> {
+  static constexpr int kK = 8, kHalf = 4, kBytes = 4;
+  DATTN_DEV static unsigned round(unsigned r) { return dev::toTf32(r); }
+  DATTN_DEV static void mma(float c[4], const unsigned a[4], const unsigned b[2]) {
+    dev::mma1688Tf32(c, a, b);
+  }
+};
+
+/// The A fragment of m16 row tile rows row0.. at k step kk of the [.., D]
+/// tile at sA (Tile's swizzle), rounded for the mma.
+template <class T, class Tile>
+DATTN_DEV void loadRowsA(unsigned (&a)[4], unsigned sA, int row0, int kk, int lane) {
+  using P = RowProduct<T>;
+  const int r = row0 + (lane % 8) + ((lane / 8) % 2) * 8, c = kk * P::kK + (lane / 16) * P::kHalf;
+  dev::ldmatrixX4(a, sA + P::kBytes * Tile::offset(r, c));
+#pragma unroll
+  for (int e = 0; e < 4; ++e)
+    a[e] = P::round(a[e]);
 }
 
-/// scores() for fp16/bf16 tiles (m16n8k16).
+/// The B fragments of two 8-row blocks (rows np * 16..) at k step kk of the
+/// tile at sB: b0 for rows np * 16 + 0..7, b1 for np * 16 + 8..15.
+template <class T, class Tile>
+DATTN_DEV void loadRowsB(unsigned (&b0)[2], unsigned (&b1)[2], unsigned sB, int np, int kk,
+                         int lane) {
+  using P = RowProduct<T>;
+  const int row = np * 16 + (lane % 8) + (lane / 16) * 8,
+            col = kk * P::kK + ((lane / 8) % 2) * P::kHalf;
+  unsigned r[4];
+  dev::ldmatrixX4(r, sB + P::kBytes * Tile::offset(row, col));
+  b0[0] = P::round(r[0]);
+  b0[1] = P::round(r[1]);
+  b1[0] = P::round(r[2]);
+  b1[1] = P::round(r[3]);
+}
+
+/// s = Q K^T for this warp's 16 * MT query rows (from row0 of the Q tile at
+/// sQ) and the BN keys of the K tile at sK; Q and K fragments via ldmatrix.
 template <class T, class Tile, int D, int BN, int MT>
-DATTN_DEV void scores16(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0,
-                        int lane) {
+DATTN_DEV void scores(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0, int lane) {
+  using P = RowProduct<T>;
   zero(s);
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
+  for (int kk = 0; kk < D / P::kK; ++kk) {
     unsigned qa[MT][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      int r = row0 + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-      int c = kk * 16 + (lane / 16) * 8;
-      dev::ldmatrixX4(qa[mt], sQ + 2 * Tile::offset(r, c));
-    }
+    for (int mt = 0; mt < MT; ++mt)
+      loadRowsA<T, Tile>(qa[mt], sQ, row0 + mt * 16, kk, lane);
 #pragma unroll
     for (int np = 0; np < BN / 16; ++np) {
-      unsigned r[4];
-      int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
-      dev::ldmatrixX4(r, sK + 2 * Tile::offset(row, col));
-      unsigned b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+      unsigned b0[2], b1[2];
+      loadRowsB<T, Tile>(b0, b1, sK, np, kk, lane);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        dev::mma16816<T>(s[mt][2 * np], qa[mt], b0);
-        dev::mma16816<T>(s[mt][2 * np + 1], qa[mt], b1);
+        P::mma(s[mt][2 * np], qa[mt], b0);
+        P::mma(s[mt][2 * np + 1], qa[mt], b1);
       }
     }
   }
@@ -169,16 +179,6 @@ DATTN_DEV void accumulatePV16(float (&acc)[MT][D / 8][4], const float (&p)[MT][B
       }
     }
   }
-}
-
-/// s = Q K^T for this warp's 16 * MT query rows (from row0 of the Q tile at
-/// sQ) and the BN keys of the K tile at sK; Q and K fragments via ldmatrix.
-template <class T, class Tile, int D, int BN, int MT>
-DATTN_DEV void scores(float (&s)[MT][BN / 8][4], unsigned sQ, unsigned sK, int row0, int lane) {
-  if constexpr (sizeof(T) == 4)
-    scoresTf32<Tile, D, BN, MT>(s, sQ, sK, row0, lane);
-  else
-    scores16<T, Tile, D, BN, MT>(s, sQ, sK, row0, lane);
 }
 
 /// acc += P V: P from score fragments (in registers, never through shared
