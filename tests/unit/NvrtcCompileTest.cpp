@@ -3,6 +3,8 @@
 // embedded templates alone.
 #include "RandomSpec.h"
 
+#include "Nvrtc.h"
+
 #include "dattn/error.h"
 #include "dattn/runtime.h"
 
@@ -171,6 +173,65 @@ TEST(Nvrtc, UnsupportedArchsSayWhy) {
   SpecFile f = loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/causal_ring.dattn");
   EXPECT_THROW(compileOffline(f.attentions[0], "sm_8O"), Error);
   EXPECT_THROW(compileOffline(f.attentions[0], "sm_80a"), Error); // `a` exists from sm_90 on
+}
+
+TEST(Nvrtc, HopperVocabularyAssemblesForSm90a) {
+  // Every instruction of templates/dattn/hopper.cuh in one kernel, through
+  // NVRTC and ptxas for sm_90a: the syntax and operand types of what the
+  // wgmma family will be written in, checked without a GPU.
+  const std::string source = R"(#include "dattn/hopper.cuh"
+using namespace dattn;
+extern "C" __global__ void __launch_bounds__(384, 1)
+probe(const __grid_constant__ hopper::TensorMap map, float *out) {
+  __shared__ __align__(1024) unsigned char tiles[2 * 64 * 128];
+  __shared__ __align__(8) unsigned long long bar;
+  const unsigned sTiles = dev::smemAddress(tiles), sBar = dev::smemAddress(&bar);
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    hopper::mbarrierInit(sBar, 1);
+    hopper::fenceBarrierInit();
+  }
+  __syncthreads();
+  if (warpgroup == 0) { // producer
+    hopper::registersDown<40>();
+    if (threadIdx.x == 0) {
+      hopper::mbarrierArriveExpect(sBar, 2 * 64 * 128);
+      hopper::tmaLoad4d(sTiles, map, sBar, 0, 0, 0, 0);
+      hopper::tmaLoad5d(sTiles + 64 * 128, map, sBar, 0, 0, 0, 0, 0);
+    }
+    hopper::namedBarrierArrive(1, 256 + 32);
+  } else { // consumers
+    hopper::registersUp<232>();
+    hopper::mbarrierWait(sBar, 0);
+    float d[32] = {};
+    const unsigned long long a = hopper::smemDescriptor(sTiles, 16, 1024, 1);
+    const unsigned long long b = hopper::smemDescriptor(sTiles + 64 * 128, 16, 1024, 1);
+    hopper::wgmmaFence();
+    hopper::wgmma64x64Bf16<0>(d, a, b, 0);
+    const unsigned regs[4] = {1u, 2u, 3u, 4u};
+    hopper::wgmma64x64Bf16RegA<1>(d, regs, b, 1);
+    hopper::wgmmaCommit();
+    hopper::wgmmaWait<0>();
+    hopper::fenceProxyAsync();
+    if (threadIdx.x == 128 + 32)
+      hopper::namedBarrierSync(1, 256 + 32);
+    for (int i = 0; i < 32; ++i)
+      out[threadIdx.x * 32 + i] = d[i];
+  }
+}
+)";
+  rt::CompileOutput out = rt::nvrtcCompile(source, "hopper_probe", "sm_90a");
+  ASSERT_GE(out.cubin.size(), 4u);
+  EXPECT_EQ(std::string(out.cubin.data() + 1, 3), "ELF");
+  for (const char *instruction :
+       {"wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16", "wgmma.fence.sync.aligned",
+        "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned",
+        "cp.async.bulk.tensor.4d", "cp.async.bulk.tensor.5d", "mbarrier.try_wait.parity",
+        "mbarrier.arrive.expect_tx", "setmaxnreg.inc.sync.aligned.u32",
+        "setmaxnreg.dec.sync.aligned.u32", "fence.proxy.async.shared::cta", "bar.arrive"})
+    EXPECT_NE(out.ptx.find(instruction), std::string::npos) << instruction;
+  // Plain sm_90 has no wgmma: the family needs the arch-specific target.
+  EXPECT_THROW(rt::nvrtcCompile(source, "hopper_probe", "sm_90"), Error);
 }
 
 } // namespace

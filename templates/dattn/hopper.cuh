@@ -1,0 +1,177 @@
+// dattn: the Hopper (sm_90a) PTX vocabulary the wgmma kernel family is
+// written in, without CUDA toolkit headers (NVRTC compiles it alone):
+// mbarriers, the tensor-memory accelerator (cp.async.bulk.tensor), wgmma
+// with shared-memory descriptors, register reallocation between warpgroups
+// (setmaxnreg), named barriers and the async-proxy fence. Every function is
+// one instruction or a tight loop around one; the kernels say what they
+// mean. Requires --gpu-architecture=sm_90a (plain sm_90 rejects wgmma and
+// setmaxnreg). tests/unit/NvrtcCompileTest.cpp compiles a kernel using each.
+#pragma once
+
+#include "dattn/device.cuh"
+
+namespace dattn {
+namespace hopper {
+
+/// A TMA descriptor (CUtensorMap: 128 opaque bytes, 64-byte aligned),
+/// encoded on the host with cuTensorMapEncodeTiled and passed by value as a
+/// __grid_constant__ kernel parameter.
+struct alignas(64) TensorMap {
+  unsigned long long opaque[16];
+};
+
+// ---- mbarriers (shared-memory barriers that also count bytes) ----
+
+/// Initializes the mbarrier at shared address `bar` for `arrivals` arrivals
+/// per phase; then fence.mbarrier_init makes it visible to the async proxy.
+DATTN_DEV void mbarrierInit(unsigned bar, unsigned arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(arrivals));
+}
+DATTN_DEV void fenceBarrierInit() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+/// This thread's arrival, announcing `bytes` that copies will complete.
+DATTN_DEV void mbarrierArriveExpect(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+DATTN_DEV void mbarrierArrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+/// Whether the phase with parity `parity` of the mbarrier has completed.
+DATTN_DEV bool mbarrierTryWait(unsigned bar, unsigned parity) {
+  unsigned done;
+  asm volatile("{\n"
+               ".reg .pred p;\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+               "selp.u32 %0, 1, 0, p;\n"
+               "}\n"
+               : "=r"(done)
+               : "r"(bar), "r"(parity)
+               : "memory");
+  return done != 0;
+}
+DATTN_DEV void mbarrierWait(unsigned bar, unsigned parity) {
+  while (!mbarrierTryWait(bar, parity)) {
+  }
+}
+
+// ---- the tensor-memory accelerator ----
+
+/// Box (c0..c3) of the 4-D tensor `map` into shared memory at `dst`; the
+/// mbarrier at `bar` counts its bytes. Coordinates are in elements,
+/// innermost first; boxes past a dimension's extent are zero-filled.
+DATTN_DEV void tmaLoad4d(unsigned dst, const TensorMap &map, unsigned bar, int c0, int c1, int c2,
+                         int c3) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes "
+               "[%0], [%1, {%3, %4, %5, %6}], [%2];" ::"r"(dst),
+               "l"(reinterpret_cast<unsigned long long>(&map)), "r"(bar), "r"(c0), "r"(c1),
+               "r"(c2), "r"(c3)
+               : "memory");
+}
+DATTN_DEV void tmaLoad5d(unsigned dst, const TensorMap &map, unsigned bar, int c0, int c1, int c2,
+                         int c3, int c4) {
+  asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes "
+               "[%0], [%1, {%3, %4, %5, %6, %7}], [%2];" ::"r"(dst),
+               "l"(reinterpret_cast<unsigned long long>(&map)), "r"(bar), "r"(c0), "r"(c1),
+               "r"(c2), "r"(c3), "r"(c4)
+               : "memory");
+}
+/// Orders this thread's ordinary shared-memory writes before later reads
+/// by the async proxy (wgmma operands, TMA stores).
+DATTN_DEV void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+// ---- wgmma (bf16 shapes here; the fp16 ones differ only in the type) ----
+
+/// A shared-memory matrix descriptor: start address, leading and stride
+/// byte offsets (16-byte units) and the swizzle mode (0 none, 1 128-byte,
+/// 2 64-byte, 3 32-byte). With 128-byte swizzling a K-major tile is stored
+/// as 8-row groups of 128-byte rows (stride = 1024 bytes between groups)
+/// and the 16-byte chunk c of row r lives at c ^ (r mod 8).
+DATTN_HD unsigned long long smemDescriptor(unsigned addr, unsigned leadingBytes,
+                                           unsigned strideBytes, unsigned swizzle) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) |
+         ((unsigned long long)((leadingBytes >> 4) & 0x3FFF) << 16) |
+         ((unsigned long long)((strideBytes >> 4) & 0x3FFF) << 32) |
+         ((unsigned long long)(swizzle & 3) << 62);
+}
+/// Orders register accesses to accumulators before the next wgmma reads them.
+DATTN_DEV void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+DATTN_DEV void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+/// Waits until at most N committed wgmma groups are pending.
+template <int N> DATTN_DEV void wgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+/// D (64 x 64, fp32, 32 per thread) += A B on the warpgroup's tensor
+/// cores, A (64 x 16, K contiguous) and B (16 x 64) from shared memory
+/// through descriptors; `accumulate` 0 overwrites D. TRANS_B 0: B is stored
+/// [N][K] with K contiguous (K in Q K^T); 1: stored [K][N] with N
+/// contiguous (V in P V).
+template <int TRANS_B>
+DATTN_DEV void wgmma64x64Bf16(float (&d)[32], unsigned long long descA, unsigned long long descB,
+                              int accumulate) {
+  asm volatile("{\n"
+               ".reg .pred p;\n"
+               "setp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13,"
+               "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25,"
+               "%26, %27, %28, %29, %30, %31"
+               "}, %32, %33, p, 1, 1, 0, %35;\n"
+               "}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                 "+f"(d[30]), "+f"(d[31])
+               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B));
+}
+
+/// The same with A (64 x 16) from registers, in the layout of the fp32
+/// accumulator converted to pairs (a thread's four 32-bit registers hold
+/// rows lane / 4 (+ 8) of its warp's 16, columns 2 (lane % 4) (+ 1, + 8,
+/// + 9)): P V with P kept in registers.
+template <int TRANS_B>
+DATTN_DEV void wgmma64x64Bf16RegA(float (&d)[32], const unsigned (&a)[4],
+                                  unsigned long long descB, int accumulate) {
+  asm volatile("{\n"
+               ".reg .pred p;\n"
+               "setp.ne.b32 p, %37, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13,"
+               "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25,"
+               "%26, %27, %28, %29, %30, %31"
+               "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
+               "}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                 "+f"(d[30]), "+f"(d[31])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate),
+                 "n"(TRANS_B));
+}
+
+// ---- warpgroups ----
+
+/// Raises (producers lower) this warpgroup's register budget to N; the
+/// kernel must have a register cap at entry (__launch_bounds__(threads, 1)).
+template <int N> DATTN_DEV void registersUp() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N));
+}
+template <int N> DATTN_DEV void registersDown() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));
+}
+/// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads.
+DATTN_DEV void namedBarrierSync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+DATTN_DEV void namedBarrierArrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+} // namespace hopper
+} // namespace dattn
