@@ -52,6 +52,7 @@ OwningOpRef<ModuleOp> lower(MLIRContext &ctx, const std::vector<AttentionSpec> &
   po.smemBytes = options.smemBytes;
   for (const TunedKernel &t : options.tuned)
     po.tuned.push_back(t.str());
+  po.families = options.families;
   ir::buildPipeline(pm, po);
   if (failed(pm.run(*module)))
     throw Error("codegen: the pass pipeline failed:\n" + diags.messages());

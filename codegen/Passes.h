@@ -21,6 +21,7 @@ struct PipelineOptions {
   std::string arch;  ///< "": no select-kernels
   int64_t smemBytes = 0;
   std::vector<std::string> tuned; ///< TunedKernel::str() of each measured configuration
+  std::vector<std::string> families; ///< families tried first (PlanOptions::families)
 };
 
 /// The middle end, in order: verify (implicit), normalize, merge branches,

@@ -61,7 +61,8 @@ def SelectKernels : Pass<"dattn-select-kernels", "::mlir::ModuleOp"> {
     1. Read each attention's plan (plan-tiles must have run).
     2. For every branch and stage (forward, backward,
        backward_deterministic), take the first kernel family that supports
-       the branch on the target, with the configuration `tuned` gives for
+       the branch on the target (the `families` option's first, then the
+       preference order), with the configuration `tuned` gives for
        (branch, stage, family) when it is among the family's candidates,
        else the family's heuristic configuration.
     3. Record them as #dattn.kernel attributes in the branch's `kernels`
@@ -77,6 +78,9 @@ def SelectKernels : Pass<"dattn-select-kernels", "::mlir::ModuleOp"> {
     ListOption<"tuned", "tuned", "std::string",
                "configurations measured by the autotuner, each "
                "branch/stage/family/block_m/block_n/row_tiles/atomic_dq/origin">,
+    ListOption<"families", "families", "std::string",
+               "kernel families tried before the preference order where they "
+               "support the branch">,
   ];
   let dependentDialects = ["::dattn::ir::DattnDialect"];
 }

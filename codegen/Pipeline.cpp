@@ -14,6 +14,7 @@ void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options) {
     select.arch = options.arch;
     select.smemBytes = options.smemBytes;
     select.tuned = options.tuned;
+    select.families = options.families;
     pm.addPass(createSelectKernels(select));
   }
 }

@@ -78,10 +78,11 @@ struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
       const BranchPlan &bp = plan.branches[index++];
       SmallVector<Attribute> kernels;
       try { // step 2
-        record(kernels, "forward", chooseForward(plan, bp, target), bp, false);
-        for (const KernelChoice &c : chooseBackward(plan, bp, target, false))
+        const std::vector<std::string> first(families.begin(), families.end());
+        record(kernels, "forward", chooseForward(plan, bp, target, first), bp, false);
+        for (const KernelChoice &c : chooseBackward(plan, bp, target, false, first))
           record(kernels, "backward", c, bp, false);
-        for (const KernelChoice &c : chooseBackward(plan, bp, target, true))
+        for (const KernelChoice &c : chooseBackward(plan, bp, target, true, first))
           record(kernels, "backward_deterministic", c, bp, true);
       } catch (const Error &e) {
         return br.emitError("dattn-select-kernels: ") << e.what();

@@ -13,6 +13,8 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
   static const std::vector<const KernelFamily *> all = {
       &sm80MmaForward(),     &simtForward(),       &sm80MmaBackwardDkv(),
       &simtBackwardDkv(),    &sm80MmaBackwardDq(), &simtBackwardDq(),
+      // Chosen only when named first (DATTN_FAMILIES) until measured.
+      &sm90WgmmaForward(),
   };
   return all;
 }
@@ -50,9 +52,17 @@ std::vector<KernelChoice> plannedKernels(const AttentionPlan &plan, const Branch
 namespace {
 
 KernelChoice choose(KernelPass pass, const AttentionPlan &plan, const BranchPlan &branch,
-                    const Target &target, bool deterministic, int tensorCores = -1) {
+                    const Target &target, bool deterministic, const std::vector<std::string> &first,
+                    int tensorCores = -1) {
   std::string why;
-  for (const KernelFamily *f : kernelFamilies()) {
+  std::vector<const KernelFamily *> order;
+  for (const std::string &name : first)
+    for (const KernelFamily *f : kernelFamilies())
+      if (name == f->name())
+        order.push_back(f);
+  for (const KernelFamily *f : kernelFamilies())
+    order.push_back(f);
+  for (const KernelFamily *f : order) {
     if (f->pass() != pass || (tensorCores >= 0 && f->usesTensorCores() != bool(tensorCores)))
       continue;
     const std::string reason = f->unsupported(plan, branch, target);
@@ -74,16 +84,17 @@ KernelChoice choose(KernelPass pass, const AttentionPlan &plan, const BranchPlan
 } // namespace
 
 KernelChoice chooseForward(const AttentionPlan &plan, const BranchPlan &branch,
-                           const Target &target) {
-  return choose(KernelPass::Forward, plan, branch, target, false);
+                           const Target &target, const std::vector<std::string> &first) {
+  return choose(KernelPass::Forward, plan, branch, target, false, first);
 }
 
 std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const BranchPlan &branch,
-                                         const Target &target, bool deterministic) {
+                                         const Target &target, bool deterministic,
+                                         const std::vector<std::string> &first) {
   std::vector<KernelChoice> out = {
-      choose(KernelPass::BackwardDkv, plan, branch, target, deterministic)};
+      choose(KernelPass::BackwardDkv, plan, branch, target, deterministic, first)};
   if (!out[0].config.atomicDq) // dQ from a kernel of the same kind as dK/dV
-    out.push_back(choose(KernelPass::BackwardDq, plan, branch, target, deterministic,
+    out.push_back(choose(KernelPass::BackwardDq, plan, branch, target, deterministic, first,
                          out[0].family->usesTensorCores()));
   return out;
 }

@@ -9,6 +9,7 @@ namespace dattn::kernels {
 const KernelFamily &sm80MmaForward();
 const KernelFamily &sm80MmaBackwardDkv();
 const KernelFamily &sm80MmaBackwardDq();
+const KernelFamily &sm90WgmmaForward();
 const KernelFamily &simtForward();
 const KernelFamily &simtBackwardDkv();
 const KernelFamily &simtBackwardDq();

@@ -18,6 +18,24 @@ std::string cacheRoot() {
   return "/tmp/dattn-cache";
 }
 
+std::vector<std::string> preferredFamilies() {
+  std::vector<std::string> out;
+  const char *p = std::getenv("DATTN_FAMILIES");
+  std::string cur;
+  for (const char *c = p ? p : ""; ; ++c) {
+    if (*c == ',' || *c == '\0') {
+      if (!cur.empty())
+        out.push_back(cur);
+      cur.clear();
+      if (*c == '\0')
+        break;
+    } else if (*c != ' ') {
+      cur += *c;
+    }
+  }
+  return out;
+}
+
 std::string tuningDatabase() {
   if (const char *p = std::getenv("DATTN_TUNING_DB"); p && *p)
     return p;

@@ -242,7 +242,12 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   std::unique_ptr<CompiledAttention> c(new CompiledAttention());
   c->spec_ = spec;
   PlanOptions po = options_.tiles;
-  po.arch = info_.arch();
+  po.families = env::preferredFamilies();
+  // Families named in DATTN_FAMILIES may need the arch-specific target
+  // (sm_90a: wgmma, setmaxnreg); the default kernels need only sm_90.
+  const std::string arch =
+      info_.arch() + (!po.families.empty() && info_.smVersion == 90 ? "a" : "");
+  po.arch = arch;
   po.smemBytes = info_.smemOptinBytes;
   c->plan_ = planAttention(spec, po);
   // Measured configurations for this N, where the databases hold some:
@@ -256,11 +261,11 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
     if (!po.tuned.empty())
       c->plan_ = planAttention(spec, po);
   }
-  c->module_ = emitCuda(c->plan_, info_.arch(), info_.smemOptinBytes);
+  c->module_ = emitCuda(c->plan_, arch, info_.smemOptinBytes);
   c->cache_ = cache_.get();
   c->context_ = context_;
   c->device_ = info_.ordinal;
-  c->arch_ = info_.arch();
+  c->arch_ = arch;
   c->smemOptin_ = info_.smemOptinBytes;
   // The backward modules are emitted now (text only, no NVRTC) so that
   // workspaceSizes() knows what they need; a mode no kernel supports on
@@ -279,7 +284,7 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (env::verbose())
     std::fprintf(stderr, "dattn: attention '%s' for %s: %s (cold compile %.2f s, load %.3f s)%s%s\n",
-                 spec.name.c_str(), info_.arch().c_str(), c->report_.origin.c_str(),
+                 spec.name.c_str(), arch.c_str(), c->report_.origin.c_str(),
                  c->report_.coldCompileSeconds, c->report_.loadSeconds,
                  c->report_.cacheFolder.empty() ? "" : ", ", c->report_.cacheFolder.c_str());
   return c;

@@ -64,7 +64,7 @@ void printKernels(const AttentionPlan &plan, bool backward) {
 int runCompile(const std::vector<std::string> &args) {
   static const char *help =
       "usage: dattn compile FILE [--name NAME] --emit=KIND [--arch sm_80,sm_90] [-o DIR]\n"
-      "                    [--tile-m M] [--tile-n N] [--locations]\n"
+      "                    [--tile-m M] [--tile-n N] [--family LIST] [--locations]\n"
       "                    [--backward [--deterministic] | --ring]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
       "  --emit=plan   after dattn-normalize, dattn-merge-branches, dattn-plan-tiles\n"
@@ -84,6 +84,8 @@ int runCompile(const std::vector<std::string> &args) {
       "  -o DIR        write <attention>[.backward|.backward_deterministic].<arch>.{cu,ptx,cubin}\n"
       "                into DIR instead of stdout\n"
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
+      "  --family LIST kernel families tried first where they support a branch (as\n"
+      "                --emit=kernels names them; DATTN_FAMILIES does it at run time)\n"
       "  --locations   print each op's spec file:line:col (mlir and plan)\n"
       "  --backward    cuda/ptx/cubin of the backward module (dq, dk, dv) instead;\n"
       "                --deterministic: its bit-reproducible variant\n"
@@ -96,7 +98,7 @@ int runCompile(const std::vector<std::string> &args) {
   for (auto &x : a)
     if (x == "-o")
       x = "--output";
-  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output", "smem"},
+  Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output", "smem", "family"},
             {"locations", "backward", "deterministic", "ring"});
   const bool backward = o.has("backward"), deterministic = o.has("deterministic"),
              ring = o.has("ring");
@@ -110,6 +112,7 @@ int runCompile(const std::vector<std::string> &args) {
   PlanOptions po;
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
+  po.families = splitList(o.get("family"));
   SpecFile file = loadSpecFile(onlyFile(o, "compile"));
   std::vector<AttentionSpec> specs = selectSpecs(file, o);
   if (emit == "mlir" || emit == "plan") {

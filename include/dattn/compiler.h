@@ -19,6 +19,8 @@ struct PlanOptions {
   /// Measured configurations (tuning databases) preferred over the
   /// heuristic, with an arch only.
   std::vector<TunedKernel> tuned;
+  /// Kernel families tried first, where they support a branch (DATTN_FAMILIES).
+  std::vector<std::string> families;
 };
 
 enum class IRStage {

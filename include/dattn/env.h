@@ -12,9 +12,14 @@
 //                     <prefix>/share/dattn/tuning)
 //   DATTN_RING_TIMEOUT seconds a ring rank waits for a peer before it aborts
 //                     its communicator (default 60)
+//   DATTN_FAMILIES    kernel families (comma-separated names, as `dattn
+//                     compile --emit=kernels` prints them) tried before the
+//                     preference order, where they support the branch: to
+//                     run a family that is not the default (tests, trials)
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace dattn::env {
 
@@ -33,5 +38,7 @@ std::string shippedTuningFolder();
 /// DATTN_RING_TIMEOUT in seconds (default 60); throws Error if it is not a
 /// positive number.
 double ringTimeoutSeconds();
+/// DATTN_FAMILIES split at commas (empty: the preference order alone).
+std::vector<std::string> preferredFamilies();
 
 } // namespace dattn::env

@@ -90,16 +90,18 @@ const std::vector<const KernelFamily *> &kernelFamilies();
 /// The family called `name` (throws Error if there is none).
 const KernelFamily &familyNamed(const std::string &name);
 
-/// The forward kernel of a branch: the first family (in preference order)
-/// that supports it decides. Throws Error saying why when none does.
+/// The forward kernel of a branch: the first family that supports it
+/// decides, those named in `first` (PlanOptions::families) before the
+/// preference order. Throws Error saying why when none does.
 KernelChoice chooseForward(const AttentionPlan &plan, const BranchPlan &branch,
-                           const Target &target);
+                           const Target &target, const std::vector<std::string> &first = {});
 
 /// The backward kernels of a branch: the dK/dV kernel first, then, unless
 /// that kernel adds dQ itself (tensor cores, not deterministic), a dQ
 /// kernel of the same kind.
 std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const BranchPlan &branch,
-                                         const Target &target, bool deterministic);
+                                         const Target &target, bool deterministic,
+                                         const std::vector<std::string> &first = {});
 
 /// A planned stage's kernels ("forward", "backward",
 /// "backward_deterministic") read back as choices, with their resources.
