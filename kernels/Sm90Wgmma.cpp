@@ -18,7 +18,7 @@ public:
     if (t.sm != 90 || !t.archSpecific)
       return "needs sm_90a (wgmma), the target is " + t.arch();
     if (p.dtype != DType::BF16)
-      return "bf16 only so far";
+      return std::string("bf16 only so far, not ") + toString(p.dtype);
     if (p.headDim % 64 != 0 || p.headDim > 128)
       return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
     if (smem(p.headDim) > t.smemBytes)
