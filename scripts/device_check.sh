@@ -272,6 +272,16 @@ if want nccl; then
     build/bin/dattn run $spec --seq 131072 --device gpu --ranks 2 --iters 10 --backward 2>&1 |
       grep -E "^ring of|^backward" | sed "s|^|2 ranks  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
   done
+  # PyTorch's context parallelism on the same shapes, same run (the baseline
+  # of T1 / (P TP)); then the Python ring's training step under torchrun.
+  for causal in "" --causal; do
+    python3 -m torch.distributed.run --nproc-per-node 2 bench/torch_context_parallel.py \
+      --seq 131072 $causal 2>&1 | grep -E "^#|^torch context" | tee -a "$OUT/nccl_efficiency.log"
+  done
+  PYTHONPATH=build-py312/python python3 -m torch.distributed.run --nproc-per-node 2 \
+    examples/python/train_longnet.py --ring --seq 16384 --steps 4 > "$OUT/nccl_train.log" 2>&1 ||
+    { nccl_fail=1; echo "FAILED: the torchrun training example"; }
+  tail -3 "$OUT/nccl_train.log"
   summary+=("nccl ring: $([ $nccl_fail = 0 ] && echo all passed || echo FAILED)")
   [ $nccl_fail = 0 ] || status=1
 fi
