@@ -88,6 +88,9 @@ __device__ void wgmmaForward(const Params &p) {
   const unsigned sQ = dev::smemAddress(smemRaw), sK = sQ + QTile::kBytes,
                  sV = sK + 2 * KTile::kBytes; // K and V: two stages each
 
+  // The CTA's work, as in mmaForward. Not shared through a struct: one
+  // (ForwardCta, tried) cost the sm80 kernel 8-80 bytes of stack and
+  // spills under ptxas, and that kernel's speed is measured.
   const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z, n = p.seqLen;
