@@ -284,33 +284,34 @@ DATTN_DEV void reduceDqItem(const float (&acc)[COLS / 8][4], const RowMap &rm, l
   }
 }
 
-/// addDqFromDs() on TF32 tensor cores: dS^T in fp32 in shared memory, dS
-/// and K fragments as 32-bit reads (no ldmatrix transposes 32-bit data).
-template <class Tile, int D, int BM, int BN, int W>
-DATTN_DEV void addDqFromDsTf32(const float (&dst)[BM / 8][4], float *sDS, unsigned sK,
-                               const RowMap &rm, long long qa0, int keyRow0, int warpId,
-                               float *dq0, long long dqRow, float scale, int lane) {
+/// dS^T (this warp's 16 key rows of the fp32 fragments dst) into the
+/// [BN][BM] shared tile sDS: T pairs, or fp32 for TF32.
+template <class T, int BM>
+DATTN_DEV void storeDsTransposed(const float (&dst)[BM / 8][4], T *sDS, int keyRow0, int lane) {
 #pragma unroll
   for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
-      *reinterpret_cast<Pair *>(sDS + swizzled<BM, 4>(r, c)) =
-          Pair{dst[nb][2 * half], dst[nb][2 * half + 1]};
+      if constexpr (sizeof(T) == 4)
+        *reinterpret_cast<Pair *>(sDS + swizzled<BM, 4>(r, c)) =
+            Pair{dst[nb][2 * half], dst[nb][2 * half + 1]};
+      else
+        *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
+            dev::pack2<T>(dst[nb][2 * half], dst[nb][2 * half + 1]);
     }
-  __syncthreads();
-  constexpr int kCols = DqPassCols<D>::value;
-  constexpr int kItems = (BM / 16) * (D / kCols);
-  const unsigned sDSa = dev::smemAddress(sDS);
-  const int g = lane / 4, t = lane % 4;
-  for (int item = warpId; item < kItems; item += W) {
-    const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
-    float acc[kCols / 8][4];
-#pragma unroll
-    for (int x = 0; x < kCols / 8; ++x)
-      acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-    // Unrolled by 2, not fully: a full unroll hoists every 32-bit read's
-    // address and spilled 1.6 KB (ptxas, sm_90, head_dim 128); by 2, 28 bytes.
+}
+
+/// acc (16 query rows qg*16.., COLS columns col0..) = dS K from the dS^T
+/// tile at sDSa and the K tile at sK. 16-bit: ldmatrix.trans fragments.
+/// TF32: dS and K as 32-bit reads (no ldmatrix transposes 32-bit data),
+/// the key loop unrolled by 2, not fully: a full unroll hoists every read's
+/// address and spilled 1.6 KB (ptxas, sm_90, head_dim 128); by 2, 28 bytes.
+template <class T, class Tile, int BM, int BN, int COLS>
+DATTN_DEV void dsTimesK(float (&acc)[COLS / 8][4], unsigned sDSa, unsigned sK, int qg, int col0,
+                        int lane) {
+  if constexpr (sizeof(T) == 4) {
+    const int g = lane / 4, t = lane % 4;
 #pragma unroll 2
     for (int j = 0; j < BN / 8; ++j) {
       // A = dS rows qg*16 + (g, g + 8), keys j*8 + (t, t + 4): dS^T read across.
@@ -320,14 +321,30 @@ DATTN_DEV void addDqFromDsTf32(const float (&dst)[BM / 8][4], float *sDS, unsign
                              dev::toTf32(dev::ldsF32(sDSa + 4 * swizzled<BM, 4>(key + 4, q))),
                              dev::toTf32(dev::ldsF32(sDSa + 4 * swizzled<BM, 4>(key + 4, q + 8)))};
 #pragma unroll
-      for (int dd = 0; dd < kCols / 8; ++dd) {
+      for (int dd = 0; dd < COLS / 8; ++dd) {
         const int dim = col0 + dd * 8 + g;
         const unsigned b[2] = {dev::toTf32(dev::ldsF32(sK + 4 * Tile::offset(key, dim))),
                                dev::toTf32(dev::ldsF32(sK + 4 * Tile::offset(key + 4, dim)))};
         dev::mma1688Tf32(acc[dd], a, b);
       }
     }
-    reduceDqItem<kCols>(acc, rm, qa0, qg, col0, dq0, dqRow, scale, lane);
+  } else {
+#pragma unroll
+    for (int j = 0; j < BN / 16; ++j) {
+      unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
+      dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
+                                                      qg * 16 + ((lane / 8) % 2) * 8));
+#pragma unroll
+      for (int dd = 0; dd < COLS / 16; ++dd) {
+        const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
+                  c = col0 + dd * 16 + (lane / 16) * 8;
+        unsigned b[4];
+        dev::ldmatrixX4Trans(b, sK + 2 * Tile::offset(r, c));
+        unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
+        dev::mma16816<T>(acc[2 * dd], a, k0);
+        dev::mma16816<T>(acc[2 * dd + 1], a, k1);
+      }
+    }
   }
 }
 
@@ -339,46 +356,19 @@ template <class T, class Tile, int D, int BM, int BN, int W>
 DATTN_DEV void addDqFromDs(const float (&dst)[BM / 8][4], T *sDS, unsigned sK, const RowMap &rm,
                            long long qa0, int keyRow0, int warpId, float *dq0, long long dqRow,
                            float scale, int lane) {
-  if constexpr (sizeof(T) == 4) {
-    addDqFromDsTf32<Tile, D, BM, BN, W>(dst, sDS, sK, rm, qa0, keyRow0, warpId, dq0, dqRow,
-                                        scale, lane);
-  } else {
+  storeDsTransposed<T, BM>(dst, sDS, keyRow0, lane);
+  __syncthreads();
+  constexpr int kCols = DqPassCols<D>::value;
+  constexpr int kItems = (BM / 16) * (D / kCols);
+  const unsigned sDSa = dev::smemAddress(sDS);
+  for (int item = warpId; item < kItems; item += W) {
+    const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
+    float acc[kCols / 8][4];
 #pragma unroll
-    for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = keyRow0 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
-        *reinterpret_cast<unsigned *>(sDS + swizzled<BM>(r, c)) =
-            dev::pack2<T>(dst[nb][2 * half], dst[nb][2 * half + 1]);
-      }
-    __syncthreads();
-    constexpr int kCols = DqPassCols<D>::value;
-    constexpr int kItems = (BM / 16) * (D / kCols);
-    const unsigned sDSa = dev::smemAddress(sDS);
-    for (int item = warpId; item < kItems; item += W) {
-      const int qg = item % (BM / 16), col0 = (item / (BM / 16)) * kCols;
-      float acc[kCols / 8][4];
-#pragma unroll
-      for (int x = 0; x < kCols / 8; ++x)
-        acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-#pragma unroll
-      for (int j = 0; j < BN / 16; ++j) {
-        unsigned a[4]; // dS rows qg*16.., keys j*16..: transposed read of dS^T
-        dev::ldmatrixX4Trans(a, sDSa + 2 * swizzled<BM>(j * 16 + (lane % 8) + (lane / 16) * 8,
-                                                        qg * 16 + ((lane / 8) % 2) * 8));
-#pragma unroll
-        for (int dd = 0; dd < kCols / 16; ++dd) {
-          const int r = j * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
-                    c = col0 + dd * 16 + (lane / 16) * 8;
-          unsigned b[4];
-          dev::ldmatrixX4Trans(b, sK + 2 * Tile::offset(r, c));
-          unsigned k0[2] = {b[0], b[1]}, k1[2] = {b[2], b[3]};
-          dev::mma16816<T>(acc[2 * dd], a, k0);
-          dev::mma16816<T>(acc[2 * dd + 1], a, k1);
-        }
-      }
-      reduceDqItem<kCols>(acc, rm, qa0, qg, col0, dq0, dqRow, scale, lane);
-    }
+    for (int x = 0; x < kCols / 8; ++x)
+      acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+    dsTimesK<T, Tile, BM, BN, kCols>(acc, sDSa, sK, qg, col0, lane);
+    reduceDqItem<kCols>(acc, rm, qa0, qg, col0, dq0, dqRow, scale, lane);
   }
 }
 
