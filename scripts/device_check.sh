@@ -35,6 +35,13 @@ want() { [[ "$modes" == *" $1 "* ]]; }  # a mode that `all` leaves out
 wantAll() { want all || want "$1"; }
 status=0
 summary=()
+# Logs into one archive (the device tool returns a limited number of files);
+# also when the call's time limit stops the script, so what ran is kept.
+pack_logs() {
+  (cd "$OUT" && ls ./*.log ./*.log.* > /dev/null 2>&1 &&
+    tar czf logs.tgz ./*.log ./*.log.* 2>/dev/null && rm -f ./*.log ./*.log.*)
+}
+trap 'echo "stopped: packing the logs"; pack_logs; exit 124' TERM INT
 
 # Runs the GPU tests matching $2 in 8 parallel shards (NVRTC compiles
 # dominate; the machine has 16 cores) into $OUT/$1.*.log. Every shard's
@@ -177,7 +184,7 @@ if want ringtable; then
 fi
 if wantAll python; then
   if ls build-py312/python/dattn/_dattn.* > /dev/null 2>&1; then
-    PYTHONPATH=build-py312/python python3 -m pytest -q -rs -p no:cacheprovider tests/python \
+    PYTHONPATH=build-py312/python timeout 400 python3 -m pytest -q -rs -p no:cacheprovider tests/python \
       > "$OUT/python.log" 2>&1
     rc=$?
   else
@@ -201,88 +208,115 @@ if wantAll python; then
     --backward --png "$OUT/bench.png" 2>&1 | tee "$OUT/python_bench.log"
 fi
 if want nccl; then
+  # Parts (DATTN_NCCL_PARTS, default all): tests examples faults perf.
+  parts=" ${DATTN_NCCL_PARTS:-tests examples faults perf} "
+  part() { [[ "$parts" == *" $1 "* ]]; }
   export NCCL_NVLS_ENABLE=0 DATTN_RING_TIMEOUT=${DATTN_RING_TIMEOUT:-30}
   nccl_fail=0
-  build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuNcclRing*' > "$OUT/nccl_tests.log" 2>&1 ||
-    { nccl_fail=1; echo "FAILED: GpuNcclRing tests"; }
-  tail -3 "$OUT/nccl_tests.log"
-  # A rank of a two-process ring, as torchrun would start it.
-  rank() { # rank, port, then dattn run's arguments
-    local r=$1 port=$2
-    shift 2
-    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      build/bin/dattn run "$@" --device gpu --ranks 2
+  if part tests; then
+    timeout 300 build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuNcclRing*' \
+      > "$OUT/nccl_tests.log" 2>&1 || { nccl_fail=1; echo "FAILED: GpuNcclRing tests"; }
+    tail -3 "$OUT/nccl_tests.log"
+  fi
+  # The environment of a rank of a two-process ring, as torchrun would set it.
+  rankEnv() { echo RANK=$1 WORLD_SIZE=2 LOCAL_RANK=$1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$2; }
+  # Runs both ranks (each under a time limit, so a hang fails instead of
+  # eating the call); $1 names the logs, the rest are dattn run's arguments.
+  # Sets r0 and r1 to their exit statuses.
+  twoRanks() {
+    local name=$1
+    shift
+    port=$((port + 2))
+    env $(rankEnv 0 $port) timeout 240 build/bin/dattn run "$@" --device gpu --ranks 2 \
+      > "$OUT/nccl_${name}0.log" 2>&1 &
+    local p0=$!
+    env $(rankEnv 1 $port) timeout 240 build/bin/dattn run "$@" --device gpu --ranks 2 \
+      > "$OUT/nccl_${name}1.log" 2>&1
+    r1=$?
+    wait $p0
+    r0=$?
   }
   port=29400
-  for f in examples/*.dattn; do
-    for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
-      build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --ranks 2 --backward \
-        --check --iters 3 >> "$OUT/nccl_one_process.log" 2>&1 ||
-        { nccl_fail=1; echo "FAILED (one process): $name"; }
-      port=$((port + 2))
-      rank 0 $port "$f" --name "$name" --seq 4096 --backward --check --iters 3 \
-        > "$OUT/nccl_rank0_$name.log" 2>&1 &
-      p0=$!
-      rank 1 $port "$f" --name "$name" --seq 4096 --backward --check --iters 3 \
-        > "$OUT/nccl_rank1_$name.log" 2>&1
-      r1=$?
-      wait $p0
-      r0=$?
-      [ $r0 = 0 ] && [ $r1 = 0 ] || { nccl_fail=1; echo "FAILED (two processes): $name: $r0 $r1"; }
+  if part examples; then
+    for f in examples/*.dattn; do
+      for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
+        timeout 240 build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --ranks 2 \
+          --backward --check --iters 3 >> "$OUT/nccl_one_process.log" 2>&1 ||
+          { nccl_fail=1; echo "FAILED (one process): $name"; }
+        twoRanks "rank_${name}_" "$f" --name "$name" --seq 4096 --backward --check --iters 3
+        [ $r0 = 0 ] && [ $r1 = 0 ] || { nccl_fail=1; echo "FAILED (two processes): $name: $r0 $r1"; }
+      done
     done
-  done
-  grep -hE "^ring of|^moved|^memory|^check|^gradient check|^backward" "$OUT"/nccl_one_process.log |
-    head -40
-  # Mismatched plans: rank 1 was given another sequence length.
-  port=$((port + 2))
-  rank 0 $port examples/dense_ring.dattn --seq 4096 > "$OUT/nccl_mismatch0.log" 2>&1 &
-  p0=$!
-  rank 1 $port examples/dense_ring.dattn --seq 8192 > "$OUT/nccl_mismatch1.log" 2>&1
-  r1=$?
-  wait $p0
-  r0=$?
-  if [ $r0 = 0 ] || [ $r1 = 0 ] || ! grep -q disagree "$OUT/nccl_mismatch0.log" ||
-     ! grep -q disagree "$OUT/nccl_mismatch1.log"; then
-    nccl_fail=1
-    echo "FAILED: mismatched plans ($r0, $r1)"
+    grep -hE "^ring of|^moved|^memory|^check|^gradient check|^backward" \
+      "$OUT"/nccl_one_process.log | head -40
   fi
-  tail -1 "$OUT/nccl_mismatch0.log"
-  # A killed peer: rank 1 dies mid-run; rank 0 must fail within the timeout.
-  port=$((port + 2))
-  rank 0 $port examples/dense_ring.dattn --seq 65536 --iters 100000 > "$OUT/nccl_killed0.log" 2>&1 &
-  p0=$!
-  rank 1 $port examples/dense_ring.dattn --seq 65536 --iters 100000 > "$OUT/nccl_killed1.log" 2>&1 &
-  p1=$!
-  sleep 45
-  kill -9 $p1
-  t0=$(date +%s)
-  wait $p0
-  r0=$?
-  t1=$(date +%s)
-  echo "killed peer: survivor exited with $r0 after $((t1 - t0)) s (timeout $DATTN_RING_TIMEOUT s)"
-  tail -2 "$OUT/nccl_killed0.log"
-  if [ $r0 = 0 ] || [ $((t1 - t0)) -gt $((DATTN_RING_TIMEOUT + 30)) ]; then
-    nccl_fail=1
-    echo "FAILED: killed peer"
+  if part faults; then
+    # Mismatched plans: rank 1 was given another sequence length.
+    port=$((port + 2))
+    env $(rankEnv 0 $port) timeout 120 build/bin/dattn run examples/dense_ring.dattn --seq 4096 \
+      --device gpu --ranks 2 > "$OUT/nccl_mismatch0.log" 2>&1 &
+    p0=$!
+    env $(rankEnv 1 $port) timeout 120 build/bin/dattn run examples/dense_ring.dattn --seq 8192 \
+      --device gpu --ranks 2 > "$OUT/nccl_mismatch1.log" 2>&1
+    r1=$?
+    wait $p0
+    r0=$?
+    if [ $r0 = 0 ] || [ $r1 = 0 ] || ! grep -q disagree "$OUT/nccl_mismatch0.log" ||
+       ! grep -q disagree "$OUT/nccl_mismatch1.log"; then
+      nccl_fail=1
+      echo "FAILED: mismatched plans ($r0, $r1)"
+    fi
+    tail -1 "$OUT/nccl_mismatch0.log"
+    # A killed peer: rank 1 dies mid-run; rank 0 must fail within the
+    # timeout. Each rank is started as a plain command, so $! is the dattn
+    # process itself (a function run in the background would be a subshell,
+    # and killing it would leave dattn running).
+    port=$((port + 2))
+    env $(rankEnv 0 $port) build/bin/dattn run examples/dense_ring.dattn --seq 65536 \
+      --device gpu --ranks 2 --iters 100000 > "$OUT/nccl_killed0.log" 2>&1 &
+    p0=$!
+    env $(rankEnv 1 $port) build/bin/dattn run examples/dense_ring.dattn --seq 65536 \
+      --device gpu --ranks 2 --iters 100000 > "$OUT/nccl_killed1.log" 2>&1 &
+    p1=$!
+    sleep 40
+    kill -9 $p1
+    t0=$(date +%s)
+    # The survivor gets the ring's timeout and 60 s more, then is killed.
+    ( sleep $((DATTN_RING_TIMEOUT + 60)); kill -9 $p0 2> /dev/null ) &
+    watchdog=$!
+    wait $p0
+    r0=$?
+    t1=$(date +%s)
+    kill $watchdog 2> /dev/null
+    echo "killed peer: survivor exited with $r0 after $((t1 - t0)) s (timeout $DATTN_RING_TIMEOUT s)"
+    tail -2 "$OUT/nccl_killed0.log"
+    if [ $r0 = 0 ] || [ $r0 = 137 ] || [ $((t1 - t0)) -gt $((DATTN_RING_TIMEOUT + 30)) ]; then
+      nccl_fail=1
+      echo "FAILED: killed peer"
+    fi
   fi
-  # Efficiency T1 / (P T_P), dense and dense causal at 128K.
-  for spec in bench/dense.dattn examples/dense_ring.dattn; do
-    build/bin/dattn run $spec --seq 131072 --device gpu --iters 10 --backward 2>&1 |
-      grep -E "^gpu|^backward|time" | sed "s|^|one gpu  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
-    build/bin/dattn run $spec --seq 131072 --device gpu --ranks 2 --iters 10 --backward 2>&1 |
-      grep -E "^ring of|^backward" | sed "s|^|2 ranks  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
-  done
-  # PyTorch's context parallelism on the same shapes, same run (the baseline
-  # of T1 / (P TP)); then the Python ring's training step under torchrun.
-  for causal in "" --causal; do
-    python3 -m torch.distributed.run --nproc-per-node 2 bench/torch_context_parallel.py \
-      --seq 131072 $causal 2>&1 | grep -E "^#|^torch context" | tee -a "$OUT/nccl_efficiency.log"
-  done
-  PYTHONPATH=build-py312/python python3 -m torch.distributed.run --nproc-per-node 2 \
-    examples/python/train_longnet.py --ring --seq 16384 --steps 4 > "$OUT/nccl_train.log" 2>&1 ||
-    { nccl_fail=1; echo "FAILED: the torchrun training example"; }
-  tail -3 "$OUT/nccl_train.log"
-  summary+=("nccl ring: $([ $nccl_fail = 0 ] && echo all passed || echo FAILED)")
+  if part perf; then
+    # Efficiency T1 / (P T_P), dense and dense causal at 128K.
+    for spec in bench/dense.dattn examples/dense_ring.dattn; do
+      timeout 200 build/bin/dattn run $spec --seq 131072 --device gpu --iters 10 --backward 2>&1 |
+        grep -E "^gpu|^backward|time" | sed "s|^|one gpu  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
+      timeout 200 build/bin/dattn run $spec --seq 131072 --device gpu --ranks 2 --iters 10 \
+        --backward 2>&1 | grep -E "^ring of|^backward" | sed "s|^|2 ranks  $spec: |" |
+        tee -a "$OUT/nccl_efficiency.log"
+    done
+    # PyTorch's context parallelism on the same shapes, same run (the baseline
+    # of T1 / (P TP)); then the Python ring's training step under torchrun.
+    for causal in "" --causal; do
+      timeout 200 python3 -m torch.distributed.run --nproc-per-node 2 \
+        bench/torch_context_parallel.py --seq 131072 $causal 2>&1 |
+        grep -E "^#|^torch context|Error" | tee -a "$OUT/nccl_efficiency.log"
+    done
+    PYTHONPATH=build-py312/python timeout 200 python3 -m torch.distributed.run \
+      --nproc-per-node 2 examples/python/train_longnet.py --ring --seq 16384 --steps 4 \
+      > "$OUT/nccl_train.log" 2>&1 || { nccl_fail=1; echo "FAILED: the torchrun training example"; }
+    tail -3 "$OUT/nccl_train.log"
+  fi
+  summary+=("nccl ring ($parts): $([ $nccl_fail = 0 ] && echo all passed || echo FAILED)")
   [ $nccl_fail = 0 ] || status=1
 fi
 if want tune; then
@@ -310,9 +344,7 @@ if want compare; then
     done
   done
 fi
-# Logs into one archive (the device tool returns a limited number of files).
-(cd "$OUT" && ls ./*.log ./*.log.* > /dev/null 2>&1 &&
-  tar czf logs.tgz ./*.log ./*.log.* 2>/dev/null && rm -f ./*.log ./*.log.*)
+pack_logs
 echo "=== summary ==="
 for line in "${summary[@]}"; do echo "$line"; done
 exit $status
