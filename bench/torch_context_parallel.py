@@ -48,6 +48,14 @@ def main():
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
     mesh = init_device_mesh("cuda", (world,))
+    # PyTorch balances causal work by a zigzag-like layout and refuses to
+    # do so without a causal mask: balance only causal runs.
+    try:
+        from torch.distributed.tensor.experimental import _attention as cp_impl
+        cp_impl._cp_options.enable_load_balance = args.causal
+    except (ImportError, AttributeError) as e:
+        if not args.causal:
+            raise SystemExit(f"cannot turn PyTorch's load balancing off ({e}); run --causal")
     shape = (1, args.heads, args.seq, args.head_dim)  # SDPA's [B, H, N, D]
     g = torch.Generator(device="cuda").manual_seed(0)  # every rank the same tensors
     q, k, v, dout = (torch.randn(shape, generator=g, device="cuda", dtype=torch.bfloat16)

@@ -1,8 +1,8 @@
-// The sm90 wgmma forward family (templates/dattn/forward_wgmma.cuh): one
-// warpgroup, 64 x 64 tiles, bf16, head_dim a multiple of 64 up to 128, on
-// sm_90a. Its first step (issue 12): registered after the sm80 family, so
-// nothing chooses it unless DATTN_FAMILIES (or `dattn compile --family`)
-// names it, until it has run and been measured on a GPU.
+// The sm90 wgmma forward family (templates/dattn/forward_wgmma.cuh): a
+// producer warpgroup and two consumer warpgroups, 128 x 128 tiles, three
+// K/V stages, bf16, head_dim 64 or 128, on sm_90a. Registered after the sm80
+// family, so nothing chooses it unless DATTN_FAMILIES (or `dattn compile
+// --family`) names it, until it is measured faster (docs/perf-notes.md).
 #include "Families.h"
 
 namespace dattn::kernels {
@@ -25,27 +25,28 @@ public:
       return "needs " + std::to_string(smem(p.headDim)) + " bytes of shared memory";
     return "";
   }
-  /// Q, and two stages of K and V: 64 rows each.
-  static int smem(int d) { return 5 * 64 * d * 2; }
+  /// Q (128 rows), three stages of K and V (128 rows each), 7 mbarriers:
+  /// WgmmaShape in the template, which the instantiation checks.
+  static int smem(int d) { return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * 7; }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     return {heuristic(p, b, t, deterministic)};
   }
   KernelConfig heuristic(const AttentionPlan &, const BranchPlan &, const Target &,
                          bool) const override {
-    return {64, 64, 1, false};
+    return {128, 128, 1, false};
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &) const override {
-    return {128, smem(p.headDim), 64};
+    return {384, smem(p.headDim), 128};
   }
   std::string instantiate(const KernelConfig &, const InstanceContext &x) const override {
-    return "static_assert(fwd::WgmmaSmem<" + std::to_string(x.headDim) +
+    return "static_assert(fwd::WgmmaShape<" + std::to_string(x.headDim) +
            ">::kBytes == " + std::to_string(smem(x.headDim)) +
            ", \"the kernel family's shared memory differs from the kernel's\");\n  "
            "fwd::wgmmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
            x.outputMode + ", " + x.branch + ">(p);";
   }
-  std::string suffix(const KernelConfig &) const override { return "_wgmma_m64n64"; }
+  std::string suffix(const KernelConfig &) const override { return "_wgmma_ws_m128n128"; }
 };
 
 } // namespace

@@ -168,6 +168,8 @@ def run(args):
         g = torch.Generator(device=dev).manual_seed(n)
         shape = (args.batch, n, args.heads, args.head_dim)
         q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=dtype) for _ in range(3))
+        # One dout for every implementation, so their gradients compare.
+        dout = torch.randn(shape, generator=g, device=dev, dtype=dtype)
         impls = [("dattn", lambda q, k, v: module(q, k, v)),
                  ("composite", lambda q, k, v: composite(q, k, v, groups, scale))]
         if args.flex:
@@ -184,12 +186,11 @@ def run(args):
                 return y.transpose(1, 2)
 
             impls.append(("flex", run_flex))
-        want = None
+        want = {}
         for name, fn in impls:
             passes = [("forward", False)] + ([("fwd+bwd", True)] if args.backward else [])
             for label, backward in passes:
                 qq, kk, vv = (t.detach().requires_grad_(backward) for t in (q, k, v))
-                dout = torch.randn(shape, generator=g, device=dev, dtype=dtype)
 
                 def step():
                     y = fn(qq, kk, vv)
@@ -199,11 +200,12 @@ def run(args):
 
                 try:
                     y = step()  # warm-up: compiles, autotunes, checks
-                    err = float("nan")
-                    if not backward:
-                        if want is None:
-                            want = y.detach().float()
-                        err = ((y.detach().float() - want).norm() / want.norm()).item()
+                    # Against the first implementation (dattn): the output
+                    # forward, dQ forward+backward.
+                    got = (qq.grad if backward else y).detach().float()
+                    if want.get(label) is None:
+                        want[label] = got
+                    err = ((got - want[label]).norm() / want[label].norm()).item()
                     torch.cuda.synchronize()
                     base = torch.cuda.memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
@@ -228,7 +230,7 @@ def overhead(iters=2000):
     tensors), each the median of 5 timings of `iters` back-to-back calls."""
     import torch
     from . import ops
-    dev = torch.device("cuda")
+    dev = torch.device("cuda", torch.cuda.current_device())
     text = ops.op_text("attention overhead { heads = 4 head_dim = 64 dtype = bf16 "
                        "branch { dense } }")
     q, k, v = (torch.randn(1, 256, 4, 64, device=dev, dtype=torch.bfloat16) for _ in range(3))

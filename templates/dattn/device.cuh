@@ -74,6 +74,10 @@ DATTN_DEV void cpAsync4(unsigned dst, const void *src, bool valid) {
 }
 DATTN_DEV void cpAsyncCommit() { asm volatile("cp.async.commit_group;"); }
 DATTN_DEV void cpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+/// Waits until at most N of this thread's committed cp.async groups are pending.
+template <int N> DATTN_DEV void cpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 /// Four 8x8 b16 matrices; lane t addresses row t % 8 of matrix t / 8.
 DATTN_DEV void ldmatrixX4(unsigned r[4], unsigned addr) {

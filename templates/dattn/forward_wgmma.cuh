@@ -1,21 +1,28 @@
-// dattn: the Hopper forward kernel (sm_90a, bf16): wgmma from shared memory.
+// dattn: the Hopper forward kernel (sm_90a, bf16): warp-specialized wgmma.
 //
-// First step of the sm90 family (issue 12), before TMA, warp specialization
-// and pingpong: one warpgroup (128 threads) per CTA computes 64 query rows
-// of one (batch, head, branch) against key tiles of 64, FlashAttention-2
-// style, with the sm80 kernel's row maps, tile classes, masks, online
-// softmax and epilogue (forward_mma.cuh), so only the products change:
-//   1. cp.async brings the next K, V tiles into the other stage;
-//   2. S = Q K^T: D / 16 wgmma m64n64k16, Q and K from shared memory
-//      (K-major, 128-byte swizzle);
-//   3. partial tiles mask S, the online softmax turns it into P;
-//   4. O += P V: wgmma with P from registers (the accumulator layout packed
-//      to bf16 pairs is wgmma's register-A layout) and V from shared memory
-//      (N-major: V is stored [key][dim], dims contiguous).
-// The wgmma accumulator layout is mma.sync's, warp w holding rows 16w..:
-// element e of 8-column block i is row lane / 4 + (e / 2) * 8, column
-// 8 i + 2 (lane % 4) + e % 2, so s[1][8][4] and acc[1][D / 8][4] are the
-// sm80 kernel's fragments with MT = 1.
+// A CTA of three warpgroups owns 128 query rows of one (batch, head,
+// branch):
+//   - the producer (warpgroup 0, registers lowered with setmaxnreg) loads
+//     Q once, then walks the CTA's key tiles (128 keys; skipped tiles never
+//     load) and brings K and V into a ring of kStages shared-memory stages
+//     with cp.async, through the branch's row map (dilated rows, blocks);
+//     a stage is announced on its `full` mbarrier once its copies landed
+//     and were fenced for the async proxy, and reused when both consumers
+//     arrived on its `empty` mbarrier;
+//   - two consumers (warpgroups 1 and 2, registers raised) own 64 rows
+//     each and, per tile, compute S = Q K^T (wgmma m64n128k16 from shared
+//     memory), mask partial tiles, run the online softmax, and add P V
+//     (wgmma with P from registers, V N-major), FlashAttention-2 style. The
+//     two consumers share every K/V tile, and one's softmax runs while the
+//     other's products occupy the tensor cores.
+// cp.async rather than TMA: one loader serves every row map the plan
+// produces (strided rows, block lists, ragged tails zero-filled), with no
+// tensor map per branch. The row maps, tile classes, masks, online softmax
+// and epilogue are the sm80 kernel's (forward_mma.cuh); the wgmma
+// accumulator layout is mma.sync's (warp w of a warpgroup holds rows
+// 16 w..: element e of 8-column block i is row lane / 4 + (e / 2) * 8,
+// column 8 i + 2 (lane % 4) + e % 2), so s[1][BN / 8][4] and acc[1][D / 8][4]
+// are the sm80 kernel's fragments with MT = 1.
 //
 // Shared memory tiles are [D / 64][rows][64] bf16: each 64-column block is
 // rows of 128 bytes whose 16-byte chunk c of row r lives at c ^ (r mod 8),
@@ -39,13 +46,13 @@ template <int D, int ROWS> struct WgmmaTile {
     return (ch / 8) * kBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) * 16);
   }
   /// Compact rows [a0, a0 + ROWS) of the row map base + a * step (rows at
-  /// or past `limit` zero-filled) into the tile at shared address dst; all
-  /// 128 threads of the CTA take part.
+  /// or past `limit` zero-filled) into the tile at shared address dst; the
+  /// 128 threads of one warpgroup take part (thread = index in it).
   template <class T>
   DATTN_DEV static void load(unsigned dst, const T *src, long long rowStride, long long base,
-                             long long step, long long a0, long long limit) {
+                             long long step, long long a0, long long limit, int thread) {
     constexpr int kChunks = D / 8;
-    for (int c = threadIdx.x; c < ROWS * kChunks; c += 128) {
+    for (int c = thread; c < ROWS * kChunks; c += 128) {
       const int r = c / kChunks, ch = c % kChunks;
       const long long a = a0 + r;
       const bool valid = a < limit;
@@ -66,36 +73,48 @@ template <int D, int ROWS> struct WgmmaTile {
   }
 };
 
-/// Shared memory of wgmmaForward: Q, and two stages of K and V (the host's
-/// family asserts its figure against this in the generated source).
-template <int D> struct WgmmaSmem {
-  static constexpr int kBytes = WgmmaTile<D, 64>::kBytes * 5;
+/// The kernel's shape (the host's family asserts its shared memory against
+/// kBytes in the generated source): Q, kStages stages of K and V, and the
+/// mbarriers (full and empty per stage, and Q's).
+template <int D> struct WgmmaShape {
+  static constexpr int kBM = 128; ///< two consumer warpgroups of 64 rows
+  static constexpr int kBN = 128;
+  static constexpr int kStages = 3;
+  static constexpr int kThreads = 384;
+  static constexpr int kTileBytes = WgmmaTile<D, kBN>::kBytes;
+  static constexpr int kBarrierBytes = 8 * (2 * kStages + 1);
+  static constexpr int kBytes = WgmmaTile<D, kBM>::kBytes + 2 * kStages * kTileBytes +
+                                kBarrierBytes;
 };
 
-/// A 64 x 64 accumulator block of fragments as the 32 floats wgmma takes.
-DATTN_DEV float (&wgmmaBlock(float (&f)[4]))[32] {
+/// A 64 x N accumulator block of fragments as the N / 2 floats wgmma takes.
+template <int NB> DATTN_DEV float (&wgmmaBlock(float (&f)[NB][4]))[NB * 4] {
+  return *reinterpret_cast<float(*)[NB * 4]>(&f[0][0]);
+}
+DATTN_DEV float (&wgmmaBlock64(float (&f)[4]))[32] {
   return *reinterpret_cast<float(*)[32]>(&f[0]);
 }
 
-/// The kernel: one warpgroup, 64 query rows of one (batch, head, branch).
+/// The kernel (top of the file): a producer and two consumer warpgroups.
 template <class T, int D, int MODE, class Branch>
 __device__ void wgmmaForward(const Params &p) {
   static_assert(sizeof(T) == 2, "the wgmma forward takes bf16");
-  constexpr int BM = 64, BN = 64;
+  using Shape = WgmmaShape<D>;
+  constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
   using QTile = WgmmaTile<D, BM>;
   using KTile = WgmmaTile<D, BN>;
   extern __shared__ __align__(1024) unsigned char smemRaw[];
   const unsigned sQ = dev::smemAddress(smemRaw), sK = sQ + QTile::kBytes,
-                 sV = sK + 2 * KTile::kBytes; // K and V: two stages each
+                 sV = sK + kStages * KTile::kBytes, bars = sV + kStages * KTile::kBytes;
+  auto full = [&](int s) { return bars + 8 * s; };
+  auto empty = [&](int s) { return bars + 8 * (kStages + s); };
+  const unsigned qFull = bars + 16 * kStages;
 
-  // The CTA's work, as in mmaForward. Not shared through a struct: one
-  // (ForwardCta, tried) cost the sm80 kernel 8-80 bytes of stack and
-  // spills under ptxas, and that kernel's speed is measured.
-  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // The CTA's work, as in mmaForward (every thread computes it: cheap,
+  // and producer and consumers walk the same tiles).
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z, n = p.seqLen;
   const int kvHead = head / p.groupSize;
-
   TileRange tr;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr))
@@ -105,70 +124,99 @@ __device__ void wgmmaForward(const Params &p) {
       ++t;
     return t;
   };
-  const T *q = (const T *)p.q + p.qL.at(batch, 0, head);
-  const T *k = (const T *)p.k + p.kL.at(batch, 0, kvHead);
-  const T *v = (const T *)p.v + p.vL.at(batch, 0, kvHead);
-  auto loadKeys = [&](int stage, long long t) {
-    KTile::load(sK + stage * KTile::kBytes, k, p.kL.row, tr.base, tr.step, t * BN, tr.count);
-    KTile::load(sV + stage * KTile::kBytes, v, p.vL.row, tr.base, tr.step, t * BN, tr.count);
-  };
 
-  long long t = nextTile(tr.t0);
-  QTile::load(sQ, q, p.qL.row, tr.base, tr.step, tr.qa0, tr.count);
-  if (t < tr.t1)
-    loadKeys(0, t);
-  dev::cpAsyncCommit();
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      hopper::mbarrierInit(full(s), 128);  // every producer thread
+      hopper::mbarrierInit(empty(s), 256); // every consumer thread
+    }
+    hopper::mbarrierInit(qFull, 128);
+    hopper::fenceBarrierInit();
+  }
+  __syncthreads();
+  const int warpgroup = threadIdx.x / 128, thread = threadIdx.x % 128;
 
+  if (warpgroup == 0) { // the producer
+    hopper::registersDown<56>();
+    const T *q = (const T *)p.q + p.qL.at(batch, 0, head);
+    const T *k = (const T *)p.k + p.kL.at(batch, 0, kvHead);
+    const T *v = (const T *)p.v + p.vL.at(batch, 0, kvHead);
+    QTile::load(sQ, q, p.qL.row, tr.base, tr.step, tr.qa0, tr.count, thread);
+    dev::cpAsyncCommit();
+    // Tile i goes into stage i % kStages once its last reader released it;
+    // the previous group (Q, or tile i - 1) is announced after tile i's
+    // copies are issued, so kStages - 1 tiles stay in flight.
+    int i = 0;
+    for (long long t = nextTile(tr.t0); t < tr.t1; t = nextTile(t + 1), ++i) {
+      const int s = i % kStages;
+      hopper::mbarrierWait(empty(s), ((i / kStages) & 1) ^ 1);
+      KTile::load(sK + s * KTile::kBytes, k, p.kL.row, tr.base, tr.step, t * BN, tr.count,
+                  thread);
+      KTile::load(sV + s * KTile::kBytes, v, p.vL.row, tr.base, tr.step, t * BN, tr.count,
+                  thread);
+      dev::cpAsyncCommit();
+      dev::cpAsyncWait<1>();
+      hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
+      hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
+    }
+    dev::cpAsyncWaitAll();
+    hopper::fenceProxyAsync();
+    hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
+    return;
+  }
+
+  // A consumer: 64 rows, warp w of it rows 16 w.. of them.
+  hopper::registersUp<224>();
+  const int lane = threadIdx.x % 32;
+  const int row0 = (warpgroup - 1) * 64 + (thread / 32) * 16; // in the CTA's tile
+  const unsigned sQw = sQ + (warpgroup - 1) * 64 * 128;       // its rows of each block
   float acc[1][D / 8][4];
   warp::zero(acc);
   warp::OnlineSoftmax<1> softmax;
   softmax.init();
   const float scaleLog2 = p.scale * dev::kLog2e;
-  const int row0 = warpId * 16; // this warp's rows in the CTA's tile
+  hopper::mbarrierWait(qFull, 0);
 
-  for (int stage = 0; t < tr.t1; stage ^= 1) {
-    dev::cpAsyncWaitAll();
-    hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read next
-    __syncthreads();
+  long long t = nextTile(tr.t0);
+  for (int i = 0; t < tr.t1; ++i) {
+    const int s = i % kStages;
     const int cls = keyTileClass<Branch, BM, BN>(tr, members, n, t);
     const long long tNext = nextTile(t + 1);
-    if (tNext < tr.t1) // 1. the next K, V tiles into the other stage
-      loadKeys(stage ^ 1, tNext);
-    dev::cpAsyncCommit();
-    const unsigned tk = sK + stage * KTile::kBytes, tv = sV + stage * KTile::kBytes;
+    const unsigned tk = sK + s * KTile::kBytes, tv = sV + s * KTile::kBytes;
+    hopper::mbarrierWait(full(s), (i / kStages) & 1);
 
-    float s[1][BN / 8][4]; // 2. S = Q K^T (the first step overwrites s)
-    warp::zero(s);
+    float sc[1][BN / 8][4]; // S = Q K^T (the first k step overwrites it)
     hopper::wgmmaFence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
-      hopper::wgmma64x64Bf16<0>(wgmmaBlock(s[0][0]), QTile::kMajor(sQ, kk),
-                                KTile::kMajor(tk, kk), kk > 0);
+      hopper::wgmma64x128Bf16<0>(wgmmaBlock(sc[0]), QTile::kMajor(sQw, kk),
+                                 KTile::kMajor(tk, kk), kk > 0);
     hopper::wgmmaCommit();
     hopper::wgmmaWait<0>();
-    if (cls == plan::kPartial) // 3. masks on partial tiles only
-      maskPartialTile<Branch, BN, 1>(s, members, tr.count, tr.qa0 + row0, t * BN, lane);
-    softmax.update(s, acc, scaleLog2);
+    if (cls == plan::kPartial) // masks on partial tiles only
+      maskPartialTile<Branch, BN, 1>(sc, members, tr.count, tr.qa0 + row0, t * BN, lane);
+    softmax.update(sc, acc, scaleLog2);
 
-    // 4. O += P V, P packed to bf16 first: registers written between
+    // O += P V, P packed to bf16 first: registers written between
     // wgmmas would make ptxas serialize them.
     unsigned a[BN / 16][4];
 #pragma unroll
     for (int j = 0; j < BN / 16; ++j) {
-      a[j][0] = dev::pack2<T>(s[0][2 * j][0], s[0][2 * j][1]);
-      a[j][1] = dev::pack2<T>(s[0][2 * j][2], s[0][2 * j][3]);
-      a[j][2] = dev::pack2<T>(s[0][2 * j + 1][0], s[0][2 * j + 1][1]);
-      a[j][3] = dev::pack2<T>(s[0][2 * j + 1][2], s[0][2 * j + 1][3]);
+      a[j][0] = dev::pack2<T>(sc[0][2 * j][0], sc[0][2 * j][1]);
+      a[j][1] = dev::pack2<T>(sc[0][2 * j][2], sc[0][2 * j][3]);
+      a[j][2] = dev::pack2<T>(sc[0][2 * j + 1][0], sc[0][2 * j + 1][1]);
+      a[j][3] = dev::pack2<T>(sc[0][2 * j + 1][2], sc[0][2 * j + 1][3]);
     }
     hopper::wgmmaFence();
 #pragma unroll
     for (int j = 0; j < BN / 16; ++j)
 #pragma unroll
       for (int b = 0; b < D / 64; ++b)
-        hopper::wgmma64x64Bf16RegA<1>(wgmmaBlock(acc[0][8 * b]), a[j], KTile::nMajor(tv, j, b),
+        hopper::wgmma64x64Bf16RegA<1>(wgmmaBlock64(acc[0][8 * b]), a[j], KTile::nMajor(tv, j, b),
                                       1);
     hopper::wgmmaCommit();
     hopper::wgmmaWait<0>();
+    hopper::mbarrierArrive(empty(s)); // this thread is done with the stage
     t = tNext;
   }
   storeRows<T, D, 1, MODE>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);

@@ -1,7 +1,6 @@
 """python -m dattn.bench: its arguments without a GPU; on a GPU, a short run
 whose composite must agree with dattn (the same semantics, computed the
 PyTorch way)."""
-import math
 import os
 import subprocess
 import sys
@@ -51,10 +50,8 @@ def test_short_run_on_a_gpu_agrees_with_the_composite():
     assert len(rows) == 2 * 2 * 2  # (dattn, composite) x N x (forward, fwd+bwd)
     for name, n, label, ms, tflops, err in rows:
         assert ms > 0 and tflops > 0, (name, n, label)
-        if label == "forward":
-            assert err < 2e-2, (name, n, err)  # bf16 against dattn's own output
-        else:
-            assert math.isnan(err)
+        # bf16 against dattn's own output (forward) or dQ (forward+backward)
+        assert err < (2e-2 if label == "forward" else 3e-2), (name, n, label, err)
 
 
 def test_overhead_on_a_gpu_is_measured():

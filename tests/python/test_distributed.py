@@ -52,8 +52,8 @@ def check_rank(rank, world, port, text, n, result):
         g = torch.Generator(device="cuda").manual_seed(5)
         q = torch.randn((1, n, spec.heads, spec.head_dim), generator=g, device="cuda").to(dt)
         k = torch.randn((1, n, spec.kv_heads, spec.head_dim), generator=g, device="cuda").to(dt)
-        v = torch.randn_like(k)
-        dout = torch.randn_like(q)
+        v = torch.randn(k.shape, generator=g, device="cuda").to(dt)
+        dout = torch.randn(q.shape, generator=g, device="cuda").to(dt)
         full = [t.clone().requires_grad_() for t in (q, k, v)]
         want = dattn.attention(*full, spec)
         want.backward(dout)
@@ -65,7 +65,15 @@ def check_rank(rank, world, port, text, n, result):
         errors = {"out": rel(out, ring.shard(want))}
         for name, got, ref in zip(("dq", "dk", "dv"), local, full):
             errors[name] = rel(got.grad, ring.shard(ref.grad))
-        result[rank] = {k: e for k, e in errors.items() if not e < tol} or "ok"
+        bad = {k: e for k, e in errors.items() if not e < tol}
+        if "out" in bad:  # where: the rows and heads that differ
+            want_rows = ring.shard(want).double()
+            diff = (out.double() - want_rows).norm(dim=3) / want_rows.norm(dim=3).clamp_min(1e-30)
+            rows = ring.rows[(diff.amax(dim=(0, 2)) >= tol).cpu()]
+            heads = (diff.amax(dim=(0, 1)) >= tol).nonzero().flatten().tolist()
+            bad["wrong rows"] = f"{rows.numel()} of {len(ring.rows)}: {rows[:4].tolist()} .. " \
+                                f"{rows[-4:].tolist()}, heads {heads}"
+        result[rank] = bad or "ok"
     finally:
         dist.destroy_process_group()
 
