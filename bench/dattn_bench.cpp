@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -31,13 +30,11 @@ struct Inputs {
 };
 
 Inputs randomInputs(const dattn::AttentionSpec &s, int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
   Inputs in;
+  uint64_t stream = 0;
   auto make = [&](int heads) {
-    std::vector<float> x(static_cast<size_t>(n * heads * s.headDim));
-    for (float &f : x)
-      f = normal(rng);
+    const std::vector<float> x =
+        dattn::randomNormal(size_t(n) * heads * s.headDim, seed, stream++);
     std::vector<char> enc = dattn::encode(x.data(), x.size(), s.dtype);
     auto buf = std::make_unique<dattn::DeviceBuffer>(enc.size());
     buf->upload(enc.data(), enc.size());

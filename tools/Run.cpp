@@ -25,8 +25,10 @@ namespace dattn::tools {
 namespace {
 
 /// Loads an input array or draws a standard normal one.
+/// The .npy file named by --KEY, else random normal values of stream
+/// `stream` of the --seed.
 std::vector<float> inputArray(const Options &o, const char *key,
-                              const std::vector<int64_t> &shape, std::mt19937_64 &rng) {
+                              const std::vector<int64_t> &shape, uint64_t stream) {
   size_t count = 1;
   for (int64_t d : shape)
     count *= static_cast<size_t>(d);
@@ -38,11 +40,8 @@ std::vector<float> inputArray(const Options &o, const char *key,
                           shapeString(shape));
     return std::move(a.data);
   }
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(count);
-  for (float &x : v)
-    x = normal(rng);
-  return v;
+  return randomNormal(count, static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)),
+                      stream);
 }
 
 } // namespace
@@ -54,10 +53,9 @@ namespace {
 bool runBackwardOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
                       HostAttention &run, const BlockMask *mask, double forwardMs,
                       const PairCount &pc) {
-  std::mt19937_64 rng(static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)) + 17);
   const std::vector<int64_t> qShape = {B, N, spec.heads, spec.headDim};
   const std::vector<int64_t> kvShape = {B, N, spec.kvHeads, spec.headDim};
-  std::vector<float> dout = inputArray(o, "dout", qShape, rng);
+  std::vector<float> dout = inputArray(o, "dout", qShape, kDoutStream);
   const bool deterministic = o.has("deterministic");
   run.backward(dout.data(), deterministic);
   std::vector<float> dq, dk, dv;
@@ -220,12 +218,12 @@ int runRun(const std::vector<std::string> &args) {
   SpecFile file = loadSpecFile(onlyFile(o, "run"));
   const AttentionSpec &spec = file.select(o.get("name"));
 
-  std::mt19937_64 rng(seed);
+  std::mt19937_64 rng(seed); // the random block mask
   const std::vector<int64_t> qShape = {B, N, spec.heads, spec.headDim};
   const std::vector<int64_t> kvShape = {B, N, spec.kvHeads, spec.headDim};
-  std::vector<float> q = inputArray(o, "q", qShape, rng);
-  std::vector<float> k = inputArray(o, "k", kvShape, rng);
-  std::vector<float> v = inputArray(o, "v", kvShape, rng);
+  std::vector<float> q = inputArray(o, "q", qShape, 0);
+  std::vector<float> k = inputArray(o, "k", kvShape, 1);
+  std::vector<float> v = inputArray(o, "v", kvShape, 2);
 
   BlockMask mask;
   const BlockMask *maskPtr = nullptr;
@@ -279,7 +277,7 @@ int runRun(const std::vector<std::string> &args) {
                 shapeString({B, spec.heads, N}).c_str());
   }
   if (o.has("backward")) {
-    std::vector<float> dout = inputArray(o, "dout", qShape, rng);
+    std::vector<float> dout = inputArray(o, "dout", qShape, kDoutStream);
     std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
     auto tb = std::chrono::steady_clock::now();
     referenceBackward(spec, B, N, q.data(), k.data(), v.data(), dout.data(), maskPtr, dq.data(),

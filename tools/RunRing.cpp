@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <random>
 
 namespace dattn::tools {
 
@@ -59,11 +58,9 @@ int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, Ho
   if (!o.has("backward"))
     return pass ? 0 : 1;
 
-  std::vector<float> dout(run.q().size());
-  std::mt19937_64 rng(static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)) + 17);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (float &x : dout)
-    x = normal(rng);
+  const std::vector<float> dout = randomNormal(
+      run.q().size(), static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)),
+      kDoutStream);
   run.backward(dout.data());
   std::vector<float> dq, dk, dv;
   run.readGradients(dq, dk, dv);

@@ -10,6 +10,10 @@
 
 namespace dattn::tools {
 
+/// The random streams of `dattn run --seed S` (randomNormal): q, k and v
+/// are streams 0, 1 and 2, dout this one, on one GPU, in a ring and on the CPU.
+constexpr uint64_t kDoutStream = 3;
+
 int runRing(const Options &o, const AttentionSpec &spec, int64_t batch, int64_t n,
                     const std::vector<float> &q, const std::vector<float> &k,
                     const std::vector<float> &v, const BlockMask *mask);

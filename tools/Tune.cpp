@@ -67,20 +67,14 @@ class GpuMeasure : public TuneMeasure {
 public:
   GpuMeasure(Runtime &rt, const AttentionSpec &spec, int64_t batch, int64_t n, int iters)
       : rt_(rt), spec_(spec), batch_(batch), n_(n), iters_(iters) {
-    std::mt19937_64 rng(1);
-    std::normal_distribution<float> normal(0.f, 1.f);
-    auto fill = [&](std::vector<float> &x, int64_t heads) {
-      x.resize(batch * n * heads * spec.headDim);
-      for (float &e : x)
-        e = normal(rng);
-    };
-    fill(q_, spec.heads);
-    fill(k_, spec.kvHeads);
-    fill(v_, spec.kvHeads);
-    fill(dout_, spec.heads);
+    q_ = randomNormal(size_t(batch * n * spec.heads * spec.headDim), 1, 0);
+    k_ = randomNormal(size_t(batch * n * spec.kvHeads * spec.headDim), 1, 1);
+    v_ = randomNormal(size_t(batch * n * spec.kvHeads * spec.headDim), 1, 2);
+    dout_ = randomNormal(size_t(batch * n * spec.heads * spec.headDim), 1, 3);
     if (spec.needsBlockMask()) {
       const int64_t blk = spec.blockMaskBlock(), nb = (n + blk - 1) / blk;
       std::vector<float> dense(static_cast<size_t>(nb * nb));
+      std::mt19937_64 rng(1);
       std::bernoulli_distribution keep(0.5);
       for (float &e : dense)
         e = keep(rng) ? 1.f : 0.f;

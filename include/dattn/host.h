@@ -76,6 +76,11 @@ private:
   void *graph_ = nullptr, *exec_ = nullptr;
 };
 
+/// `count` standard normal values for random inputs, the same for a given
+/// (seed, stream) whatever the machine's thread count; filled in parallel
+/// (runtime/Random.cpp). `stream` tells apart the tensors of one seed.
+std::vector<float> randomNormal(size_t count, uint64_t seed, uint64_t stream = 0);
+
 /// Host conversions between float32 and a spec dtype's storage (fp16 and
 /// bf16 round to nearest even; fp32 is copied).
 std::vector<char> encode(const float *values, size_t count, DType dtype);
