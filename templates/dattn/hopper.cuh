@@ -103,6 +103,22 @@ template <int N> DATTN_DEV void wgmmaWait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
 
+// The accumulator operands of a wgmma, 32 floats per 64 columns, and their
+// names in the instruction text: spelled once here for every wrapper below.
+#define DATTN_WGMMA_ACC8(d, i)                                                                \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+#define DATTN_WGMMA_ACC32(d, i)                                                               \
+  DATTN_WGMMA_ACC8(d, i), DATTN_WGMMA_ACC8(d, i + 8), DATTN_WGMMA_ACC8(d, i + 16),            \
+      DATTN_WGMMA_ACC8(d, i + 24)
+#define DATTN_WGMMA_REGS32                                                                    \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define DATTN_WGMMA_REGS64                                                                    \
+  DATTN_WGMMA_REGS32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "     \
+                     "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "   \
+                     "%59, %60, %61, %62, %63"
+
 /// D (64 x 64, fp32, 32 per thread) += A B on the warpgroup's tensor
 /// cores, A (64 x 16, K contiguous) and B (16 x 64) from shared memory
 /// through descriptors; `accumulate` 0 overwrites D. TRANS_B 0: B is stored
@@ -115,17 +131,10 @@ DATTN_DEV void wgmma64x64Bf16(float (&d)[32], unsigned long long descA, unsigned
                ".reg .pred p;\n"
                "setp.ne.b32 p, %34, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13,"
-               "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25,"
-               "%26, %27, %28, %29, %30, %31"
+               DATTN_WGMMA_REGS32
                "}, %32, %33, p, 1, 1, 0, %35;\n"
                "}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                 "+f"(d[30]), "+f"(d[31])
+               : DATTN_WGMMA_ACC32(d, 0)
                : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B));
 }
 
@@ -140,23 +149,10 @@ DATTN_DEV void wgmma64x128Bf16(float (&d)[64], unsigned long long descA, unsigne
                ".reg .pred p;\n"
                "setp.ne.b32 p, %66, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+               DATTN_WGMMA_REGS64
                "}, %64, %65, p, 1, 1, 0, %67;\n"
                "}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                 "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-                 "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-                 "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-                 "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-                 "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : DATTN_WGMMA_ACC32(d, 0), DATTN_WGMMA_ACC32(d, 32)
                : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B));
 }
 
@@ -171,17 +167,10 @@ DATTN_DEV void wgmma64x64Bf16RegA(float (&d)[32], const unsigned (&a)[4],
                ".reg .pred p;\n"
                "setp.ne.b32 p, %37, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13,"
-               "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25,"
-               "%26, %27, %28, %29, %30, %31"
+               DATTN_WGMMA_REGS32
                "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
                "}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                 "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                 "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                 "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                 "+f"(d[30]), "+f"(d[31])
+               : DATTN_WGMMA_ACC32(d, 0)
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate),
                  "n"(TRANS_B));
 }
