@@ -7,7 +7,12 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare.
+#   those, ringtable, nccl, tune, compare, wgmma, tf32.
+#   wgmma: the sm90 wgmma forward family against the default forward (its
+#   test, then dattn-bench with each, alternating); with DATTN_WGMMA_SUITE=1
+#   also every forward GPU test with the family preferred (DATTN_FAMILIES).
+#   tf32: fp32 LongNet and the masked example at 16K, precision tf32 against
+#   ieee, forward and backward (issue 11's 4x), and a --check at 4K.
 #   Logs end up in $OUT/logs.tgz.
 #   python: the pytest suite with the torch ops on the GPU. The device's Python
 #   is 3.12: build the (abi3) extension for it here and carry build-py312/python:
@@ -343,6 +348,50 @@ if want compare; then
         grep forward+backward | tee -a "$OUT/compare.log"
     done
   done
+fi
+if want wgmma; then
+  build/tests/gpu/dattn_gpu_tests --gtest_filter='*Wgmma*' > "$OUT/wgmma_test.log" 2>&1
+  rc=$?
+  grep -E "^\[  (     OK|FAILED  )" "$OUT/wgmma_test.log"
+  summary+=("wgmma family test: exit $rc")
+  [ $rc -eq 0 ] || status=1
+  if [ "${DATTN_WGMMA_SUITE:-0}" = 1 ]; then
+    export DATTN_FAMILIES=sm90_wgmma_forward
+    run_shards wgmma_suite 'Patterns*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
+    unset DATTN_FAMILIES
+  fi
+  for round in 1 2; do
+    for fam in default sm90_wgmma_forward; do
+      echo "## $fam, round $round" | tee -a "$OUT/wgmma_bench.log"
+      ( [ $fam = default ] || export DATTN_FAMILIES=$fam
+        build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#" ) |
+        tee -a "$OUT/wgmma_bench.log"
+    done
+  done
+fi
+if want tf32; then
+  # fp32 LongNet (the head-partitioned example in fp32) and the masked
+  # example, each with precision tf32 and ieee.
+  mkdir -p "$OUT/specs"
+  tf32_run() { # label, spec file, extra arguments
+    local label=$1 f=$2
+    shift 2
+    timeout 300 build/bin/dattn run "$f" "$@" --seq 16384 --device gpu --iters 5 --backward \
+      > "$OUT/tf32_run.log" 2>&1
+    echo "$label: $(grep -E '^device|^backward' "$OUT/tf32_run.log" | tr '\n' ' ')" |
+      tee -a "$OUT/tf32.log"
+  }
+  for p in tf32 ieee; do
+    sed "s/dtype = bf16/dtype = fp32\n  precision = $p/" examples/longnet_head_partitioned.dattn \
+      > "$OUT/specs/longnet_$p.dattn"
+    sed "s/precision = tf32/precision = $p/" examples/block_patterns.dattn \
+      > "$OUT/specs/blocks_$p.dattn"
+    tf32_run "longnet fp32 $p" "$OUT/specs/longnet_$p.dattn"
+    tf32_run "masked $p" "$OUT/specs/blocks_$p.dattn" --name masked
+  done
+  timeout 300 build/bin/dattn run "$OUT/specs/longnet_tf32.dattn" --seq 4096 --device gpu \
+    --iters 2 --backward --check 2>&1 | grep -iE "check" | tee -a "$OUT/tf32.log"
+  rm -f "$OUT/tf32_run.log"
 fi
 pack_logs
 echo "=== summary ==="
