@@ -13,8 +13,9 @@ spec, however made, is checked by the same front end and raises
     print(s.canonical())
 
 With PyTorch installed, ``dattn.attention(q, k, v, spec)`` runs a spec on
-CUDA tensors through the torch custom ops of ``dattn.ops`` (autograd,
-``torch.compile``); ``dattn.precompile(spec)`` loads its kernels ahead of a
+CUDA tensors through the torch custom ops of ``dattn.ops`` under
+``torch.compile`` and without their dispatch in eager mode (autograd either
+way); ``dattn.precompile(spec)`` loads its kernels ahead of a
 CUDA-graph capture; ``dattn.nn`` holds the modules users of the
 dilated-attention ports know; ``dattn.distributed.RingAttention`` runs a
 spec over a ring of GPUs from torch.distributed, each rank holding its rows

@@ -19,6 +19,7 @@ pass and is not differentiable (it has ``requires_grad`` False).
 """
 
 import atexit
+import functools
 import threading
 
 import torch
@@ -59,6 +60,17 @@ def _tensor(t):
     return (t.data_ptr(), list(t.shape), list(t.stride()))
 
 
+# torch's current stream of a device as a raw handle, without building a
+# torch.cuda.Stream object per call (the public call costs microseconds).
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def _stream(device):
+    if _raw_stream is not None:
+        return _raw_stream(device.index)
+    return torch.cuda.current_stream(device).cuda_stream
+
+
 def _check(name, t, dtype):
     # The runtime checks shapes, strides, alignment and the device of the
     # pointers; these two it cannot see from a pointer.
@@ -74,7 +86,17 @@ def op_text(spec):
     call and raise SpecError there. Under torch.compile pass text, or call
     this on a Spec outside the compiled function: a call into the extension
     would break the graph. Text works inside it (this is pure Python)."""
-    return one_line(spec if isinstance(spec, str) else spec.canonical())
+    if isinstance(spec, str):
+        if torch.compiler.is_compiling():  # traced: no cache in the graph
+            return one_line(spec)
+        return _one_line_cached(spec)
+    return one_line(spec.canonical())
+
+
+@functools.lru_cache(maxsize=256)
+def _one_line_cached(text):
+    # A module calls attention() with the same text every step.
+    return one_line(text)
 
 
 def _one_line_only(spec):
@@ -85,9 +107,9 @@ def _one_line_only(spec):
                          "into the Python it generates)")
 
 
-@torch.library.custom_op("dattn::forward", mutates_args=(), device_types="cuda")
-def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+# The work of the ops, shared by the custom ops (torch.compile, opcheck,
+# torch.ops.dattn.*) and the eager path of attention() (_EagerAttention).
+def _run_forward(q, k, v, spec):
     a, dtype = _attention(spec, q.device.index, q.shape[1])
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check(name, t, dtype)
@@ -99,9 +121,29 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # work on this stream that reuses the memory runs after the kernels.
     ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
     a.forward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse),
-              ws.data_ptr() if need else 0, need,
-              torch.cuda.current_stream(q.device).cuda_stream)
+              ws.data_ptr() if need else 0, need, _stream(q.device))
     return out, lse
+
+
+def _run_backward(q, k, v, out, lse, dout, spec, deterministic):
+    a, dtype = _attention(spec, q.device.index, q.shape[1])
+    _check("dout", dout, dtype)
+    B, N = q.shape[0], q.shape[1]
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    _, need = a.workspace_sizes(B, N)
+    ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
+    a.backward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse), _tensor(dout),
+               _tensor(dq), _tensor(dk), _tensor(dv), ws.data_ptr() if need else 0, need,
+               _stream(q.device), deterministic)
+    return dq, dk, dv
+
+
+@torch.library.custom_op("dattn::forward", mutates_args=(), device_types="cuda")
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _run_forward(q, k, v, spec)
 
 
 @_forward.register_fake
@@ -115,18 +157,7 @@ def _(q, k, v, spec):
 def _backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
               lse: torch.Tensor, dout: torch.Tensor, spec: str,
               deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    a, dtype = _attention(spec, q.device.index, q.shape[1])
-    _check("dout", dout, dtype)
-    B, N = q.shape[0], q.shape[1]
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    _, need = a.workspace_sizes(B, N)
-    ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
-    a.backward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse), _tensor(dout),
-               _tensor(dq), _tensor(dk), _tensor(dv), ws.data_ptr() if need else 0, need,
-               torch.cuda.current_stream(q.device).cuda_stream, deterministic)
-    return dq, dk, dv
+    return _run_backward(q, k, v, out, lse, dout, spec, deterministic)
 
 
 @_backward.register_fake
@@ -158,15 +189,41 @@ def _backward_rule(ctx, dout, _dlse):
 _forward.register_autograd(_backward_rule, setup_context=_setup_context)
 
 
+class _EagerAttention(torch.autograd.Function):
+    """attention() outside torch.compile: the ops' work and the same
+    backward rule without the custom op's dispatch (the Python custom op
+    goes through the dispatcher into Python for autograd and again for
+    CUDA: tens of microseconds per call)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, spec):
+        out, lse = _run_forward(q, k, v, spec)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.spec = spec
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = _run_backward(q, k, v, out, lse, dout.contiguous(), ctx.spec, False)
+        return dq, dk, dv, None
+
+
 def attention(q, k, v, spec):
     """Attention of `spec` (a dattn.Spec, or spec text with one attention) over
     q [B, N, heads, head_dim] and k, v [B, N, kv_heads, head_dim] on a CUDA
-    GPU; differentiable in q, k and v."""
+    GPU; differentiable in q, k and v. Under torch.compile it is the
+    dattn::forward op; in eager mode the same kernels without the op's
+    dispatch."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not t.is_cuda:  # the ops exist for CUDA only: say so plainly
             raise ValueError(f"dattn: {name} must be a CUDA tensor, got device {t.device}")
-    out, _ = torch.ops.dattn.forward(q, k, v, op_text(spec))
-    return out
+    text = op_text(spec)
+    if torch.compiler.is_compiling():
+        out, _ = torch.ops.dattn.forward(q, k, v, text)
+        return out
+    return _EagerAttention.apply(q, k, v, text)
 
 
 def precompile(spec, device=None, backward=True, seq_len=0):

@@ -85,6 +85,23 @@ def test_values_and_gradients_match_the_reference(text):
         assert rel(got, want) < 2 * tol, name
 
 
+def test_eager_path_equals_the_op():
+    # dattn.attention in eager mode skips the custom op's dispatch
+    # (_EagerAttention); it must give the op's outputs bit for bit and its
+    # gradients (dQ is summed with fp32 atomics: equal within rounding).
+    spec = dattn.parse(SPECS[1])[0]
+    q, k, v = inputs(spec, 256, seed=11)
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = dattn.attention(q, k, v, spec)
+    out_op, _ = torch.ops.dattn.forward(q2, k2, v2, dattn.ops.op_text(spec))
+    assert torch.equal(out, out_op)
+    dout = torch.randn_like(out)
+    out.backward(dout)
+    out_op.backward(dout)
+    for got, want in ((q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
+        assert rel(got, want.double()) < 1e-3
+
+
 def test_strided_views_packed_qkv():
     spec = dattn.parse(SPECS[1])[0]
     B, N, H, D = 1, 256, spec.heads, spec.head_dim
