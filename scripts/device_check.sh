@@ -10,7 +10,8 @@
 #   those, ringtable, nccl, tune, compare, wgmma, tf32.
 #   wgmma: the sm90 wgmma forward family against the default forward (its
 #   test, then dattn-bench with each, alternating); with DATTN_WGMMA_SUITE=1
-#   also every forward GPU test with the family preferred (DATTN_FAMILIES).
+#   also every forward GPU test with the family preferred (DATTN_FAMILIES),
+#   with DATTN_WGMMA_NCU=1 an Nsight Compute summary of one kernel of each.
 #   tf32: fp32 LongNet and the masked example at 16K, precision tf32 against
 #   ieee, forward and backward (issue 11's 4x), and a --check at 4K.
 #   Logs end up in $OUT/logs.tgz.
@@ -359,6 +360,19 @@ if want wgmma; then
     export DATTN_FAMILIES=sm90_wgmma_forward
     run_shards wgmma_suite 'Patterns*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
     unset DATTN_FAMILIES
+  fi
+  if [ "${DATTN_WGMMA_NCU:-0}" = 1 ]; then
+    # Where the family's time goes: Nsight Compute on one launch of branch
+    # 1 (dilation 2) of head-partitioned LongNet at 64K, each family.
+    for fam in default sm90_wgmma_forward; do
+      ( [ $fam = default ] || export DATTN_FAMILIES=$fam
+        timeout 240 ncu --section SpeedOfLight --section WarpStateStats --section Occupancy \
+          --section MemoryWorkloadAnalysis -k regex:_b1_ --launch-count 1 \
+          build/bin/dattn run examples/longnet_head_partitioned.dattn --seq 65536 --device gpu \
+          --iters 1 ) > "$OUT/wgmma_ncu_$fam.log" 2>&1
+      grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|Registers|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots|Stall" \
+        "$OUT/wgmma_ncu_$fam.log" | sed "s/^/$fam: /" | head -24
+    done
   fi
   for round in 1 2; do
     for fam in default sm90_wgmma_forward; do
