@@ -13,8 +13,8 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
   static const std::vector<const KernelFamily *> all = {
       &sm80MmaForward(),     &simtForward(),       &sm80MmaBackwardDkv(),
       &simtBackwardDkv(),    &sm80MmaBackwardDq(), &simtBackwardDq(),
-      // Chosen only when named first (DATTN_FAMILIES) until measured.
-      &sm90WgmmaForward(),
+      // Chosen only when named first (DATTN_FAMILIES) until the default.
+      &sm90WgmmaForward(),   &sm90WgmmaPipelinedForward(),
   };
   return all;
 }

@@ -1,8 +1,11 @@
-// The sm90 wgmma forward family (templates/dattn/forward_wgmma.cuh): a
+// The sm90 wgmma forward families (templates/dattn/forward_wgmma.cuh): a
 // producer warpgroup and two consumer warpgroups, 128 x 128 tiles, three
-// K/V stages, bf16, head_dim 64 or 128, on sm_90a. Registered after the sm80
-// family, so nothing chooses it unless DATTN_FAMILIES (or `dattn compile
-// --family`) names it, until it is measured faster (docs/perf-notes.md).
+// K/V stages, bf16, head_dim 64 or 128, on sm_90a. sm90_wgmma_forward is the
+// measured kernel; sm90_wgmma_pipelined_forward releases K and V apart and
+// overlaps softmax with the products (pingpong), not yet measured. Both
+// are registered after the sm80 family, so nothing chooses them unless
+// DATTN_FAMILIES (or `dattn compile --family`) names them
+// (docs/perf-notes.md).
 #include "Families.h"
 
 namespace dattn::kernels {
@@ -11,7 +14,10 @@ namespace {
 
 class WgmmaForward : public KernelFamily {
 public:
-  const char *name() const override { return "sm90_wgmma_forward"; }
+  explicit WgmmaForward(bool pipelined) : pipelined_(pipelined) {}
+  const char *name() const override {
+    return pipelined_ ? "sm90_wgmma_pipelined_forward" : "sm90_wgmma_forward";
+  }
   KernelPass pass() const override { return KernelPass::Forward; }
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
@@ -25,9 +31,12 @@ public:
       return "needs " + std::to_string(smem(p.headDim)) + " bytes of shared memory";
     return "";
   }
-  /// Q (128 rows), three stages of K and V (128 rows each), 7 mbarriers:
-  /// WgmmaShape in the template, which the instantiation checks.
-  static int smem(int d) { return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * 7; }
+  /// Q (128 rows), three stages of K and V (128 rows each), 7 mbarriers
+  /// (pipelined: 10): WgmmaShape in the template, which the instantiation
+  /// checks.
+  int smem(int d) const {
+    return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * (pipelined_ ? 10 : 7);
+  }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     return {heuristic(p, b, t, deterministic)};
@@ -40,19 +49,30 @@ public:
     return {384, smem(p.headDim), 128};
   }
   std::string instantiate(const KernelConfig &, const InstanceContext &x) const override {
-    return "static_assert(fwd::WgmmaShape<" + std::to_string(x.headDim) +
+    const std::string flag = pipelined_ ? ", true" : "";
+    return "static_assert(fwd::WgmmaShape<" + std::to_string(x.headDim) + flag +
            ">::kBytes == " + std::to_string(smem(x.headDim)) +
            ", \"the kernel family's shared memory differs from the kernel's\");\n  "
            "fwd::wgmmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
-           x.outputMode + ", " + x.branch + ">(p);";
+           x.outputMode + ", " + x.branch + flag + ">(p);";
   }
-  std::string suffix(const KernelConfig &) const override { return "_wgmma_ws_m128n128"; }
+  std::string suffix(const KernelConfig &) const override {
+    return pipelined_ ? "_wgmma_pp_m128n128" : "_wgmma_ws_m128n128";
+  }
+
+private:
+  bool pipelined_;
 };
 
 } // namespace
 
 const KernelFamily &sm90WgmmaForward() {
-  static const WgmmaForward f;
+  static const WgmmaForward f(false);
+  return f;
+}
+
+const KernelFamily &sm90WgmmaPipelinedForward() {
+  static const WgmmaForward f(true);
   return f;
 }
 

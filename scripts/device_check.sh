@@ -8,7 +8,7 @@
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, wgmma, tf32.
-#   wgmma: the sm90 wgmma forward family against the default forward (its
+#   wgmma: the sm90 wgmma forward families against the default forward (their
 #   test, then dattn-bench with each, alternating); with DATTN_WGMMA_SUITE=1
 #   also every forward GPU test with the family preferred (DATTN_FAMILIES),
 #   with DATTN_WGMMA_NCU=1 an Nsight Compute summary of one kernel of each.
@@ -364,7 +364,7 @@ if want wgmma; then
   if [ "${DATTN_WGMMA_NCU:-0}" = 1 ]; then
     # Where the family's time goes: Nsight Compute on one launch of branch
     # 1 (dilation 2) of head-partitioned LongNet at 64K, each family.
-    for fam in default sm90_wgmma_forward; do
+    for fam in default sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
       ( [ $fam = default ] || export DATTN_FAMILIES=$fam
         timeout 240 ncu --section SpeedOfLight --section WarpStateStats --section Occupancy \
           --section MemoryWorkloadAnalysis -k regex:_b1_ --launch-count 1 \
@@ -375,7 +375,7 @@ if want wgmma; then
     done
   fi
   for round in 1 2; do
-    for fam in default sm90_wgmma_forward; do
+    for fam in default sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
       echo "## $fam, round $round" | tee -a "$OUT/wgmma_bench.log"
       ( [ $fam = default ] || export DATTN_FAMILIES=$fam
         build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#" ) |

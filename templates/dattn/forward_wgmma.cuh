@@ -75,14 +75,15 @@ template <int D, int ROWS> struct WgmmaTile {
 
 /// The kernel's shape (the host's family asserts its shared memory against
 /// kBytes in the generated source): Q, kStages stages of K and V, and the
-/// mbarriers (full and empty per stage, and Q's).
-template <int D> struct WgmmaShape {
+/// mbarriers: full per stage, one empty per stage (PIPELINED: one for K and
+/// one for V), and Q's.
+template <int D, bool PIPELINED = false> struct WgmmaShape {
   static constexpr int kBM = 128; ///< two consumer warpgroups of 64 rows
   static constexpr int kBN = 128;
   static constexpr int kStages = 3;
   static constexpr int kThreads = 384;
   static constexpr int kTileBytes = WgmmaTile<D, kBN>::kBytes;
-  static constexpr int kBarrierBytes = 8 * (2 * kStages + 1);
+  static constexpr int kBarrierBytes = 8 * ((PIPELINED ? 3 : 2) * kStages + 1);
   static constexpr int kBytes = WgmmaTile<D, kBM>::kBytes + 2 * kStages * kTileBytes +
                                 kBarrierBytes;
 };
@@ -95,11 +96,51 @@ DATTN_DEV float (&wgmmaBlock64(float (&f)[4]))[32] {
   return *reinterpret_cast<float(*)[32]>(&f[0]);
 }
 
+/// A consumer's products (issued, then committed as one group): S = Q K^T
+/// over a key tile (the first k step overwrites S), and O += P V with P in
+/// registers (wgma's register-A layout: the accumulator packed to pairs).
+template <int D, int BM, int BN>
+DATTN_DEV void issueScores(float (&sc)[1][BN / 8][4], unsigned sQw, unsigned tk) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    hopper::wgmma64x128Bf16<0>(wgmmaBlock(sc[0]), WgmmaTile<D, BM>::kMajor(sQw, kk),
+                               WgmmaTile<D, BN>::kMajor(tk, kk), kk > 0);
+  hopper::wgmmaCommit();
+}
+template <int D, int BN>
+DATTN_DEV void issuePV(float (&acc)[1][D / 8][4], const unsigned (&a)[BN / 16][4], unsigned tv) {
+#pragma unroll
+  for (int j = 0; j < BN / 16; ++j)
+#pragma unroll
+    for (int b = 0; b < D / 64; ++b)
+      hopper::wgmma64x64Bf16RegA<1>(wgmmaBlock64(acc[0][8 * b]), a[j],
+                                    WgmmaTile<D, BN>::nMajor(tv, j, b), 1);
+  hopper::wgmmaCommit();
+}
+/// P to bf16 pairs before the products that read it: registers written
+/// between wgmmas would make ptxas serialize them.
+template <class T, int BN>
+DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4]) {
+#pragma unroll
+  for (int j = 0; j < BN / 16; ++j) {
+    a[j][0] = dev::pack2<T>(sc[0][2 * j][0], sc[0][2 * j][1]);
+    a[j][1] = dev::pack2<T>(sc[0][2 * j][2], sc[0][2 * j][3]);
+    a[j][2] = dev::pack2<T>(sc[0][2 * j + 1][0], sc[0][2 * j + 1][1]);
+    a[j][3] = dev::pack2<T>(sc[0][2 * j + 1][2], sc[0][2 * j + 1][3]);
+  }
+}
+
 /// The kernel (top of the file): a producer and two consumer warpgroups.
-template <class T, int D, int MODE, class Branch>
+/// PIPELINED (not yet measured; the sm90_wgmma_pipelined_forward family):
+/// K and V are released separately, K as soon as S is computed, so that K
+/// loads stay two tiles ahead; each consumer issues S_i with P_{i-1} V_{i-1}
+/// and runs the softmax of S_i while that product runs, and the consumers
+/// take turns to issue (named barriers), one's softmax overlapping the
+/// other's products.
+template <class T, int D, int MODE, class Branch, bool PIPELINED = false>
 __device__ void wgmmaForward(const Params &p) {
   static_assert(sizeof(T) == 2, "the wgmma forward takes bf16");
-  using Shape = WgmmaShape<D>;
+  using Shape = WgmmaShape<D, PIPELINED>;
   constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
   using QTile = WgmmaTile<D, BM>;
   using KTile = WgmmaTile<D, BN>;
@@ -107,8 +148,9 @@ __device__ void wgmmaForward(const Params &p) {
   const unsigned sQ = dev::smemAddress(smemRaw), sK = sQ + QTile::kBytes,
                  sV = sK + kStages * KTile::kBytes, bars = sV + kStages * KTile::kBytes;
   auto full = [&](int s) { return bars + 8 * s; };
-  auto empty = [&](int s) { return bars + 8 * (kStages + s); };
+  auto empty = [&](int s) { return bars + 8 * (kStages + s); }; // PIPELINED: K's
   const unsigned qFull = bars + 16 * kStages;
+  auto vEmpty = [&](int s) { return bars + 8 * (2 * kStages + 1 + s); };
 
   // The CTA's work, as in mmaForward (every thread computes it: cheap,
   // and producer and consumers walk the same tiles).
@@ -129,6 +171,8 @@ __device__ void wgmmaForward(const Params &p) {
     for (int s = 0; s < kStages; ++s) {
       hopper::mbarrierInit(full(s), 128);  // every producer thread
       hopper::mbarrierInit(empty(s), 256); // every consumer thread
+      if constexpr (PIPELINED)
+        hopper::mbarrierInit(vEmpty(s), 256);
     }
     hopper::mbarrierInit(qFull, 128);
     hopper::fenceBarrierInit();
@@ -137,7 +181,10 @@ __device__ void wgmmaForward(const Params &p) {
   const int warpgroup = threadIdx.x / 128, thread = threadIdx.x % 128;
 
   if (warpgroup == 0) { // the producer
-    hopper::registersDown<56>();
+    // Register split (ptxas, fewest spills over the examples): the
+    // pipelined consumers hold S, P and O at once, but its producer's two
+    // waits per tile need more than 56 too.
+    hopper::registersDown<PIPELINED ? 72 : 56>();
     const T *q = (const T *)p.q + p.qL.at(batch, 0, head);
     const T *k = (const T *)p.k + p.kL.at(batch, 0, kvHead);
     const T *v = (const T *)p.v + p.vL.at(batch, 0, kvHead);
@@ -145,19 +192,32 @@ __device__ void wgmmaForward(const Params &p) {
     dev::cpAsyncCommit();
     // Tile i goes into stage i % kStages once its last reader released it;
     // the previous group (Q, or tile i - 1) is announced after tile i's
-    // copies are issued, so kStages - 1 tiles stay in flight.
+    // copies are issued (PIPELINED: its K copies), so that later tiles stay
+    // in flight.
     int i = 0;
     for (long long t = nextTile(tr.t0); t < tr.t1; t = nextTile(t + 1), ++i) {
       const int s = i % kStages;
-      hopper::mbarrierWait(empty(s), ((i / kStages) & 1) ^ 1);
+      const unsigned phase = ((i / kStages) & 1) ^ 1;
+      hopper::mbarrierWait(empty(s), phase);
       KTile::load(sK + s * KTile::kBytes, k, p.kL.row, tr.base, tr.step, t * BN, tr.count,
                   thread);
-      KTile::load(sV + s * KTile::kBytes, v, p.vL.row, tr.base, tr.step, t * BN, tr.count,
-                  thread);
-      dev::cpAsyncCommit();
-      dev::cpAsyncWait<1>();
-      hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
-      hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
+      if constexpr (PIPELINED) { // K and V are separate groups, V waits for V's readers
+        dev::cpAsyncCommit();
+        dev::cpAsyncWait<1>();
+        hopper::fenceProxyAsync();
+        hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
+        hopper::mbarrierWait(vEmpty(s), phase);
+        KTile::load(sV + s * KTile::kBytes, v, p.vL.row, tr.base, tr.step, t * BN, tr.count,
+                    thread);
+        dev::cpAsyncCommit();
+      } else {
+        KTile::load(sV + s * KTile::kBytes, v, p.vL.row, tr.base, tr.step, t * BN, tr.count,
+                    thread);
+        dev::cpAsyncCommit();
+        dev::cpAsyncWait<1>();
+        hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
+        hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
+      }
     }
     dev::cpAsyncWaitAll();
     hopper::fenceProxyAsync();
@@ -166,58 +226,101 @@ __device__ void wgmmaForward(const Params &p) {
   }
 
   // A consumer: 64 rows, warp w of it rows 16 w.. of them.
-  hopper::registersUp<224>();
-  const int lane = threadIdx.x % 32;
-  const int row0 = (warpgroup - 1) * 64 + (thread / 32) * 16; // in the CTA's tile
-  const unsigned sQw = sQ + (warpgroup - 1) * 64 * 128;       // its rows of each block
+  hopper::registersUp<PIPELINED ? 216 : 224>();
+  const int lane = threadIdx.x % 32, me = warpgroup - 1;
+  const int row0 = me * 64 + (thread / 32) * 16; // in the CTA's tile
+  const unsigned sQw = sQ + me * 64 * 128;       // its rows of each block
   float acc[1][D / 8][4];
   warp::zero(acc);
   warp::OnlineSoftmax<1> softmax;
   softmax.init();
   const float scaleLog2 = p.scale * dev::kLog2e;
   hopper::mbarrierWait(qFull, 0);
-
-  long long t = nextTile(tr.t0);
-  for (int i = 0; t < tr.t1; ++i) {
-    const int s = i % kStages;
-    const int cls = keyTileClass<Branch, BM, BN>(tr, members, n, t);
-    const long long tNext = nextTile(t + 1);
-    const unsigned tk = sK + s * KTile::kBytes, tv = sV + s * KTile::kBytes;
-    hopper::mbarrierWait(full(s), (i / kStages) & 1);
-
-    float sc[1][BN / 8][4]; // S = Q K^T (the first k step overwrites it)
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      hopper::wgmma64x128Bf16<0>(wgmmaBlock(sc[0]), QTile::kMajor(sQw, kk),
-                                 KTile::kMajor(tk, kk), kk > 0);
-    hopper::wgmmaCommit();
-    hopper::wgmmaWait<0>();
+  // The tile class is found before the tile's wait, off the critical path.
+  auto tileClass = [&](long long t) { return keyTileClass<Branch, BM, BN>(tr, members, n, t); };
+  auto maskIfPartial = [&](float (&sc)[1][BN / 8][4], int cls, long long t) {
     if (cls == plan::kPartial) // masks on partial tiles only
       maskPartialTile<Branch, BN, 1>(sc, members, tr.count, tr.qa0 + row0, t * BN, lane);
-    softmax.update(sc, acc, scaleLog2);
+  };
 
-    // O += P V, P packed to bf16 first: registers written between
-    // wgmmas would make ptxas serialize them.
-    unsigned a[BN / 16][4];
-#pragma unroll
-    for (int j = 0; j < BN / 16; ++j) {
-      a[j][0] = dev::pack2<T>(sc[0][2 * j][0], sc[0][2 * j][1]);
-      a[j][1] = dev::pack2<T>(sc[0][2 * j][2], sc[0][2 * j][3]);
-      a[j][2] = dev::pack2<T>(sc[0][2 * j + 1][0], sc[0][2 * j + 1][1]);
-      a[j][3] = dev::pack2<T>(sc[0][2 * j + 1][2], sc[0][2 * j + 1][3]);
+  if constexpr (!PIPELINED) {
+    long long t = nextTile(tr.t0);
+    for (int i = 0; t < tr.t1; ++i) {
+      const int s = i % kStages;
+      const int cls = tileClass(t);
+      const long long tNext = nextTile(t + 1);
+      const unsigned tk = sK + s * KTile::kBytes, tv = sV + s * KTile::kBytes;
+      hopper::mbarrierWait(full(s), (i / kStages) & 1);
+      float sc[1][BN / 8][4];
+      hopper::wgmmaFence();
+      issueScores<D, BM, BN>(sc, sQw, tk);
+      hopper::wgmmaWait<0>();
+      maskIfPartial(sc, cls, t);
+      softmax.update(sc, acc, scaleLog2);
+      unsigned a[BN / 16][4];
+      packP<T, BN>(a, sc);
+      hopper::wgmmaFence();
+      issuePV<D, BN>(acc, a, tv);
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(empty(s)); // this thread is done with the stage
+      t = tNext;
     }
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int j = 0; j < BN / 16; ++j)
-#pragma unroll
-      for (int b = 0; b < D / 64; ++b)
-        hopper::wgmma64x64Bf16RegA<1>(wgmmaBlock64(acc[0][8 * b]), a[j], KTile::nMajor(tv, j, b),
-                                      1);
-    hopper::wgmmaCommit();
-    hopper::wgmmaWait<0>();
-    hopper::mbarrierArrive(empty(s)); // this thread is done with the stage
-    t = tNext;
+  } else {
+    // Turns: consumer 0 issues first; each passes the turn after issuing.
+    // Consumer 1 passes none after its last batch, so every arrival meets
+    // a wait (named barriers 1 and 2; 0 is __syncthreads).
+    auto waitTurn = [&] { hopper::namedBarrierSync(1 + me, 256); };
+    auto passTurn = [&] { hopper::namedBarrierArrive(1 + (me ^ 1), 256); };
+    long long t = nextTile(tr.t0);
+    const bool any = t < tr.t1; // both consumers walk the same tiles
+    int prev = 0;               // the stage of the tile whose P is in a
+    unsigned a[BN / 16][4];     // P, bf16 pairs
+    if (any) {
+      if (me == 1)
+        passTurn();
+      float sc[1][BN / 8][4], corr[1][2];
+      const int cls = tileClass(t);
+      hopper::mbarrierWait(full(0), 0);
+      waitTurn();
+      hopper::wgmmaFence();
+      issueScores<D, BM, BN>(sc, sQw, sK);
+      passTurn();
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(empty(0)); // K of tile 0 is read
+      maskIfPartial(sc, cls, t);
+      softmax.updateScores(sc, scaleLog2, corr); // O is zero: nothing to rescale
+      packP<T, BN>(a, sc);
+      t = nextTile(t + 1);
+    }
+    for (int i = 1; t < tr.t1; t = nextTile(t + 1), ++i) {
+      const int s = i % kStages;
+      float sc[1][BN / 8][4], corr[1][2];
+      const int cls = tileClass(t);
+      hopper::mbarrierWait(full(s), (i / kStages) & 1);
+      waitTurn();
+      hopper::wgmmaFence();
+      issueScores<D, BM, BN>(sc, sQw, sK + s * KTile::kBytes);
+      issuePV<D, BN>(acc, a, sV + prev * KTile::kBytes);
+      passTurn();
+      hopper::wgmmaWait<1>(); // S_i is in; P_{i-1} V_{i-1} may still run
+      hopper::mbarrierArrive(empty(s));
+      maskIfPartial(sc, cls, t);
+      softmax.updateScores(sc, scaleLog2, corr);
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(vEmpty(prev));
+      softmax.rescale(acc, corr);
+      packP<T, BN>(a, sc);
+      prev = s;
+    }
+    if (any) {
+      waitTurn();
+      hopper::wgmmaFence();
+      issuePV<D, BN>(acc, a, sV + prev * KTile::kBytes);
+      if (me == 0)
+        passTurn();
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(vEmpty(prev));
+    }
   }
   storeRows<T, D, 1, MODE>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
 }

@@ -214,37 +214,65 @@ template <int MT> struct OnlineSoftmax {
   template <int NB, int DB>
   DATTN_DEV void update(float (&s)[MT][NB][4], float (&acc)[MT][DB][4], float scaleLog2) {
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float m0 = s[mt][0][2 * half], m1 = s[mt][0][2 * half + 1];
+      for (int half = 0; half < 2; ++half)
+        rescaleRow(acc, mt, half, foldRow(s, mt, half, scaleLog2));
+  }
+
+  /// update() without the accumulator: corr receives the factors that
+  /// rescale() applies to it later (the pipelined wgmma kernel rescales O
+  /// only once the product still adding into it has completed).
+  template <int NB>
+  DATTN_DEV void updateScores(float (&s)[MT][NB][4], float scaleLog2, float (&corr)[MT][2]) {
 #pragma unroll
-        for (int nb = 1; nb < NB; ++nb) { // two chains: shorter dependencies
-          m0 = fmaxf(m0, s[mt][nb][2 * half]);
-          m1 = fmaxf(m1, s[mt][nb][2 * half + 1]);
-        }
-        const float mx = fmaxf(m[mt][half], dev::quadMax(fmaxf(m0, m1)) * scaleLog2);
-        // An all-masked row so far has max -inf: subtract 0 instead, so that
-        // 2^(-inf - 0) = 0 rather than NaN.
-        const float base = mx == dev::negInf() ? 0.f : mx;
-        const float corr = dev::fastExp2(m[mt][half] - base);
-        m[mt][half] = mx;
-        float sum0 = 0.f, sum1 = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-          s[mt][nb][2 * half] = dev::fastExp2(fmaf(s[mt][nb][2 * half], scaleLog2, -base));
-          s[mt][nb][2 * half + 1] =
-              dev::fastExp2(fmaf(s[mt][nb][2 * half + 1], scaleLog2, -base));
-          sum0 += s[mt][nb][2 * half];
-          sum1 += s[mt][nb][2 * half + 1];
-        }
-        l[mt][half] = l[mt][half] * corr + (sum0 + sum1);
+      for (int half = 0; half < 2; ++half)
+        corr[mt][half] = foldRow(s, mt, half, scaleLog2);
+  }
+  template <int DB>
+  DATTN_DEV static void rescale(float (&acc)[MT][DB][4], const float (&corr)[MT][2]) {
 #pragma unroll
-        for (int x = 0; x < DB; ++x) {
-          acc[mt][x][2 * half] *= corr;
-          acc[mt][x][2 * half + 1] *= corr;
-        }
-      }
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        rescaleRow(acc, mt, half, corr[mt][half]);
+  }
+
+private:
+  /// One row's part of update(): its new max, p and l; returns 2^(m_old - m_new).
+  template <int NB>
+  DATTN_DEV float foldRow(float (&s)[MT][NB][4], int mt, int half, float scaleLog2) {
+    float m0 = s[mt][0][2 * half], m1 = s[mt][0][2 * half + 1];
+#pragma unroll
+    for (int nb = 1; nb < NB; ++nb) { // two chains: shorter dependencies
+      m0 = fmaxf(m0, s[mt][nb][2 * half]);
+      m1 = fmaxf(m1, s[mt][nb][2 * half + 1]);
+    }
+    const float mx = fmaxf(m[mt][half], dev::quadMax(fmaxf(m0, m1)) * scaleLog2);
+    // An all-masked row so far has max -inf: subtract 0 instead, so that
+    // 2^(-inf - 0) = 0 rather than NaN.
+    const float base = mx == dev::negInf() ? 0.f : mx;
+    const float corr = dev::fastExp2(m[mt][half] - base);
+    m[mt][half] = mx;
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      s[mt][nb][2 * half] = dev::fastExp2(fmaf(s[mt][nb][2 * half], scaleLog2, -base));
+      s[mt][nb][2 * half + 1] = dev::fastExp2(fmaf(s[mt][nb][2 * half + 1], scaleLog2, -base));
+      sum0 += s[mt][nb][2 * half];
+      sum1 += s[mt][nb][2 * half + 1];
+    }
+    l[mt][half] = l[mt][half] * corr + (sum0 + sum1);
+    return corr;
+  }
+  template <int DB>
+  DATTN_DEV static void rescaleRow(float (&acc)[MT][DB][4], int mt, int half, float corr) {
+#pragma unroll
+    for (int x = 0; x < DB; ++x) {
+      acc[mt][x][2 * half] *= corr;
+      acc[mt][x][2 * half + 1] *= corr;
     }
   }
 };

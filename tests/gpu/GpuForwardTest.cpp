@@ -96,33 +96,35 @@ TEST(GpuForward, Tf32TensorCores) {
 }
 
 TEST(GpuForward, WgmmaFamilyOnHopper) {
-  // The sm90 wgmma forward (not chosen by default yet), forced through
-  // DATTN_FAMILIES, against the reference: every pattern, causal or not,
-  // head_dim 64 and 128, ragged N.
+  // The sm90 wgmma forward families (not chosen by default yet), each
+  // forced through DATTN_FAMILIES, against the reference: every pattern,
+  // causal or not, head_dim 64 and 128, ragged N.
   REQUIRE_GPU();
   if (runtime().device().smVersion != 90)
-    GTEST_SKIP() << "the wgmma family needs an sm_90 GPU, this one is sm_"
+    GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
                  << runtime().device().smVersion;
-  struct Families { // DATTN_FAMILIES for this test only
-    Families() { setenv("DATTN_FAMILIES", "sm90_wgmma_forward", 1); }
-    ~Families() { unsetenv("DATTN_FAMILIES"); }
-  } families;
-  auto check = [&](const AttentionSpec &spec) {
-    auto attn = runtime().compile(spec);
-    for (const BranchPlan &b : attn->plan().branches)
-      EXPECT_STREQ(plannedKernels(attn->plan(), b, "forward").at(0).family->name(),
-                   "sm90_wgmma_forward");
-    for (int64_t n : {77, 300, 1000})
-      expectClose(spec, n == 77 ? 2 : 1, n, 5000 + n);
-  };
-  for (int p = 0; p < kNumPatterns; ++p)
-    for (bool causal : {false, true}) {
-      SCOPED_TRACE(kPatterns[p].name);
-      check(parse(patternSpec(p, "bf16", causal)));
-    }
-  check(parse("attention t { heads = 4 head_dim = 128 dtype = bf16 "
-              "branch heads 0..1 { dilated(segment = 512, dilation = 1) } "
-              "branch heads 2..3 { dilated(segment = 1024, dilation = 4, offset = head) } }"));
+  for (const char *family : {"sm90_wgmma_forward", "sm90_wgmma_pipelined_forward"}) {
+    SCOPED_TRACE(family);
+    struct Families { // DATTN_FAMILIES for this family only
+      explicit Families(const char *f) { setenv("DATTN_FAMILIES", f, 1); }
+      ~Families() { unsetenv("DATTN_FAMILIES"); }
+    } families(family);
+    auto check = [&](const AttentionSpec &spec) {
+      auto attn = runtime().compile(spec);
+      for (const BranchPlan &b : attn->plan().branches)
+        EXPECT_STREQ(plannedKernels(attn->plan(), b, "forward").at(0).family->name(), family);
+      for (int64_t n : {77, 300, 1000})
+        expectClose(spec, n == 77 ? 2 : 1, n, 5000 + n);
+    };
+    for (int p = 0; p < kNumPatterns; ++p)
+      for (bool causal : {false, true}) {
+        SCOPED_TRACE(kPatterns[p].name);
+        check(parse(patternSpec(p, "bf16", causal)));
+      }
+    check(parse("attention t { heads = 4 head_dim = 128 dtype = bf16 "
+                "branch heads 0..1 { dilated(segment = 512, dilation = 1) } "
+                "branch heads 2..3 { dilated(segment = 1024, dilation = 4, offset = head) } }"));
+  }
 }
 
 TEST(GpuForward, HeadDims) {
