@@ -40,8 +40,7 @@ std::vector<float> inputArray(const Options &o, const char *key,
                           shapeString(shape));
     return std::move(a.data);
   }
-  return randomNormal(count, static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)),
-                      stream);
+  return randomNormal(count, seedOption(o), stream);
 }
 
 } // namespace
@@ -214,7 +213,7 @@ int runRun(const std::vector<std::string> &args) {
     throw UsageError{"--device must be cpu or gpu, got '" + device + "'"};
   const int64_t N = o.getInt("seq", 0, 1, int64_t(1) << 31);
   const int64_t B = o.getInt("batch", 1, 1, 1 << 16);
-  const uint64_t seed = static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62));
+  const uint64_t seed = seedOption(o);
   SpecFile file = loadSpecFile(onlyFile(o, "run"));
   const AttentionSpec &spec = file.select(o.get("name"));
 

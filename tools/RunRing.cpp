@@ -58,9 +58,7 @@ int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, Ho
   if (!o.has("backward"))
     return pass ? 0 : 1;
 
-  const std::vector<float> dout = randomNormal(
-      run.q().size(), static_cast<uint64_t>(o.getInt("seed", 0, 0, int64_t(1) << 62)),
-      kDoutStream);
+  const std::vector<float> dout = randomNormal(run.q().size(), seedOption(o), kDoutStream);
   run.backward(dout.data());
   std::vector<float> dq, dk, dv;
   run.readGradients(dq, dk, dv);

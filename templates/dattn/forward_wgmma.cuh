@@ -81,7 +81,6 @@ template <int D, bool PIPELINED = false> struct WgmmaShape {
   static constexpr int kBM = 128; ///< two consumer warpgroups of 64 rows
   static constexpr int kBN = 128;
   static constexpr int kStages = 3;
-  static constexpr int kThreads = 384;
   static constexpr int kTileBytes = WgmmaTile<D, kBN>::kBytes;
   static constexpr int kBarrierBytes = 8 * ((PIPELINED ? 3 : 2) * kStages + 1);
   static constexpr int kBytes = WgmmaTile<D, kBM>::kBytes + 2 * kStages * kTileBytes +
@@ -98,7 +97,7 @@ DATTN_DEV float (&wgmmaBlock64(float (&f)[4]))[32] {
 
 /// A consumer's products (issued, then committed as one group): S = Q K^T
 /// over a key tile (the first k step overwrites S), and O += P V with P in
-/// registers (wgma's register-A layout: the accumulator packed to pairs).
+/// registers (wgmma's register-A layout: the accumulator packed to pairs).
 template <int D, int BM, int BN>
 DATTN_DEV void issueScores(float (&sc)[1][BN / 8][4], unsigned sQw, unsigned tk) {
 #pragma unroll
