@@ -20,6 +20,25 @@ bool stridedOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
          plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
 }
 
+/// The ring's tensor-core block kernel (ring_mma.cuh) is built on the sm80
+/// forward's tile: a branch whose one-GPU forward is another tensor-core
+/// family (the sm_90a wgmma ones) takes the sm80 family's heuristic here.
+KernelChoice ringForward(const AttentionPlan &plan, const BranchPlan &b, const Target &target) {
+  KernelChoice c = plannedKernels(plan, b, "forward").at(0);
+  const KernelFamily &sm80 = familyNamed("sm80_mma_forward");
+  if (c.family == &sm80)
+    return c;
+  const std::string why = sm80.unsupported(plan, b, target);
+  if (!why.empty())
+    throw Error("attention '" + plan.name + "': the ring's tensor-core kernel needs " +
+                sm80.name() + ", which does not run a branch here: " + why);
+  c.family = &sm80;
+  c.config = sm80.heuristic(plan, b, target, /*deterministic=*/false);
+  c.resources = sm80.resources(plan, c.config);
+  c.origin = "the ring's kernel";
+  return c;
+}
+
 } // namespace
 
 EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, int smemLimit) {
@@ -72,10 +91,10 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << ", fwd::kMerge>(p, " << D << ", batch);\n}\n\n";
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
-    const KernelChoice forward = plannedKernels(plan, b, "forward").at(0);
     // Strided branches on tensor cores take the forward's tile
     // configuration (ring_mma.cuh); blocks branches the SIMT block kernel.
     if (stridedOnTensorCores(plan, b)) {
+      const KernelChoice forward = ringForward(plan, b, target);
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
                                    static_cast<int>(bi), forward.resources.threads);

@@ -11,10 +11,15 @@ using namespace kernels;
 
 const std::vector<const KernelFamily *> &kernelFamilies() {
   static const std::vector<const KernelFamily *> all = {
-      &sm80MmaForward(),     &simtForward(),       &sm80MmaBackwardDkv(),
-      &simtBackwardDkv(),    &sm80MmaBackwardDq(), &simtBackwardDq(),
-      // Chosen only when named first (DATTN_FAMILIES) until the default.
-      &sm90WgmmaForward(),   &sm90WgmmaPipelinedForward(),
+      // sm_90a (the H100's and H200's kernels, Target::forGpu) runs the
+      // pipelined wgmma forward wherever it supports a branch (bf16,
+      // head_dim 64 or 128); the sm80 mma.sync forward everything else.
+      &sm90WgmmaPipelinedForward(), &sm80MmaForward(), &simtForward(),
+      &sm80MmaBackwardDkv(),        &simtBackwardDkv(), &sm80MmaBackwardDq(),
+      &simtBackwardDq(),
+      // After the sm80 forward, so chosen only when named (DATTN_FAMILIES):
+      // the first warp-specialized kernel, kept as the pipelined one's baseline.
+      &sm90WgmmaForward(),
   };
   return all;
 }

@@ -1,11 +1,11 @@
 // The sm90 wgmma forward families (templates/dattn/forward_wgmma.cuh): a
 // producer warpgroup and two consumer warpgroups, 128 x 128 tiles, three
-// K/V stages, bf16, head_dim 64 or 128, on sm_90a. sm90_wgmma_forward is the
-// measured kernel; sm90_wgmma_pipelined_forward releases K and V apart and
-// overlaps softmax with the products (pingpong), not yet measured. Both
-// are registered after the sm80 family, so nothing chooses them unless
-// DATTN_FAMILIES (or `dattn compile --family`) names them
-// (docs/perf-notes.md).
+// K/V stages, bf16, head_dim 64 or 128, on sm_90a.
+// sm90_wgmma_pipelined_forward releases K and V apart and overlaps softmax
+// with the products (pingpong): the sm_90a default forward (Families.cpp).
+// sm90_wgmma_forward holds a stage for both products; it is chosen only when
+// named (DATTN_FAMILIES, `dattn compile --family`), the baseline the
+// pipelined kernel is measured against (docs/perf-notes.md).
 #include "Families.h"
 
 namespace dattn::kernels {

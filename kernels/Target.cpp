@@ -38,6 +38,12 @@ Target Target::parse(const std::string &arch, int smemBytes) {
   return t;
 }
 
+Target Target::forGpu(int sm, int smemBytes) {
+  // Only sm_90 has kernels that need the "a" features; a cubin for sm_90a
+  // runs on sm_90 GPUs only, which is all the runtime compiles it for.
+  return parse("sm_" + std::to_string(sm) + (sm == 90 ? "a" : ""), smemBytes);
+}
+
 std::string Target::arch() const {
   return "sm_" + std::to_string(sm) + (archSpecific ? "a" : "");
 }

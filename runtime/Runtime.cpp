@@ -72,12 +72,12 @@ OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &a
   return compileModule(emitCudaRing(planFor(spec, arch, {}), arch), spec.name, arch);
 }
 
-std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec, const std::string &arch,
-                                          int smemBytes, const std::string &root, int threads) {
-  const Target target = Target::parse(arch, smemBytes);
-  if (target.archSpecific)
-    throw Error("warming the kernel cache: give the GPU's arch as the runtime names it (" +
-                arch.substr(0, arch.size() - 1) + "), not " + arch);
+std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec,
+                                          const std::string &gpuArch, int smemBytes, const std::string &root, int threads) {
+  // The GPU's arch ("sm_90", or "sm_90a" alike) becomes the one the
+  // runtime compiles that GPU's kernels for.
+  const Target target = Target::forGpu(Target::parse(gpuArch).sm, smemBytes);
+  const std::string arch = target.arch();
   PlanOptions po;
   po.arch = arch;
   po.smemBytes = target.smemBytes;
@@ -243,10 +243,7 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   c->spec_ = spec;
   PlanOptions po = options_.tiles;
   po.families = env::preferredFamilies();
-  // Families named in DATTN_FAMILIES may need the arch-specific target
-  // (sm_90a: wgmma, setmaxnreg); the default kernels need only sm_90.
-  const std::string arch =
-      info_.arch() + (!po.families.empty() && info_.smVersion == 90 ? "a" : "");
+  const std::string arch = Target::forGpu(info_.smVersion, info_.smemOptinBytes).arch();
   po.arch = arch;
   po.smemBytes = info_.smemOptinBytes;
   c->plan_ = planAttention(spec, po);

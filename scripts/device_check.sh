@@ -7,11 +7,13 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare, wgmma, tf32.
-#   wgmma: the sm90 wgmma forward families against the default forward (their
-#   test, then dattn-bench with each, alternating); with DATTN_WGMMA_SUITE=1
-#   also every forward GPU test with the family preferred (DATTN_FAMILIES),
-#   with DATTN_WGMMA_NCU=1 an Nsight Compute summary of one kernel of each.
+#   those, ringtable, nccl, tune, compare, families, wgmma, tf32.
+#   families: every forward GPU test again with each family of
+#   DATTN_SUITE_FAMILIES (default: sm80_mma_forward sm90_wgmma_forward, the
+#   H100's non-default forwards) preferred through DATTN_FAMILIES.
+#   wgmma: the sm90 wgmma forward families against the sm80 forward (their
+#   test, then dattn-bench with each, alternating); with DATTN_WGMMA_NCU=1 an
+#   Nsight Compute summary of one kernel of each.
 #   tf32: fp32 LongNet and the masked example at 16K, precision tf32 against
 #   ieee, forward and backward (issue 11's 4x), and a --check at 4K.
 #   Logs end up in $OUT/logs.tgz.
@@ -350,22 +352,27 @@ if want compare; then
     done
   done
 fi
+if want families; then
+  # The forward GPU tests once more per family that is not the default on
+  # this GPU, that family preferred (on an H100: the sm80 forward and the
+  # first wgmma kernel; the default ran in `tests`).
+  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward}; do
+    export DATTN_FAMILIES=$fam
+    run_shards "suite_$fam" 'Patterns*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
+    unset DATTN_FAMILIES
+  done
+fi
 if want wgmma; then
   build/tests/gpu/dattn_gpu_tests --gtest_filter='*Wgmma*' > "$OUT/wgmma_test.log" 2>&1
   rc=$?
   grep -E "^\[  (     OK|FAILED  )" "$OUT/wgmma_test.log"
   summary+=("wgmma family test: exit $rc")
   [ $rc -eq 0 ] || status=1
-  if [ "${DATTN_WGMMA_SUITE:-0}" = 1 ]; then
-    export DATTN_FAMILIES=sm90_wgmma_forward
-    run_shards wgmma_suite 'Patterns*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
-    unset DATTN_FAMILIES
-  fi
   if [ "${DATTN_WGMMA_NCU:-0}" = 1 ]; then
     # Where the family's time goes: Nsight Compute on one launch of branch
     # 1 (dilation 2) of head-partitioned LongNet at 64K, each family.
-    for fam in default sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
-      ( [ $fam = default ] || export DATTN_FAMILIES=$fam
+    for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
+      ( export DATTN_FAMILIES=$fam
         timeout 240 ncu --section SpeedOfLight --section WarpStateStats --section Occupancy \
           --section MemoryWorkloadAnalysis -k regex:_b1_ --launch-count 1 \
           build/bin/dattn run examples/longnet_head_partitioned.dattn --seq 65536 --device gpu \
@@ -375,9 +382,9 @@ if want wgmma; then
     done
   fi
   for round in 1 2; do
-    for fam in default sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
+    for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
       echo "## $fam, round $round" | tee -a "$OUT/wgmma_bench.log"
-      ( [ $fam = default ] || export DATTN_FAMILIES=$fam
+      ( export DATTN_FAMILIES=$fam
         build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#" ) |
         tee -a "$OUT/wgmma_bench.log"
     done

@@ -9,7 +9,7 @@
 #   scripts/warm_cache.sh [sm_90]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=${1:-sm_90}
+arch=${1:-sm_90}  # the GPU's arch; an sm_90 cache holds sm_90a kernels
 dir=build/kernel-cache-$arch
 rm -rf "$dir"
 for f in examples/*.dattn bench/*.dattn; do

@@ -72,8 +72,9 @@ int runCompile(const std::vector<std::string> &args) {
       "  --emit=cuda   the generated CUDA C++ (per --arch)\n"
       "  --emit=ptx    PTX from NVRTC; --emit=cubin: a cubin (needs -o)\n"
       "  --emit=cache  fill the kernel cache (DATTN_CACHE_DIR, or -o DIR) with every\n"
-      "                module a GPU of each --arch (sm_90 for an H100, as the runtime\n"
-      "                names it) compiles for the spec: forward, backward modes, ring;\n"
+      "                module a GPU of each --arch (sm_90 for an H100, whose kernels\n"
+      "                compile for sm_90a) compiles for the spec: forward, backward\n"
+      "                modes, ring;\n"
       "                --smem BYTES: that GPU's opt-in shared memory (default: the\n"
       "                arch's usual). That GPU then loads them instead of compiling\n"
       "  --emit=kernels  per branch and pass: the kernel family, its chosen\n"
@@ -140,10 +141,13 @@ int runCompile(const std::vector<std::string> &args) {
     for (const auto &arch : archs)
       Target::parse(arch);
     for (const auto &spec : specs)
-      for (const auto &arch : archs)
+      for (const auto &arch : archs) {
+        // What that GPU's runtime compiles for (an H100's sm_90: sm_90a).
+        const std::string kernelArch = Target::forGpu(Target::parse(arch).sm).arch();
         for (const WarmedModule &m : warmKernelCache(spec, arch, smem, o.get("output")))
-          std::printf("%s %s %s: %s (%.2f s) %s\n", spec.name.c_str(), arch.c_str(),
+          std::printf("%s %s %s: %s (%.2f s) %s\n", spec.name.c_str(), kernelArch.c_str(),
                       m.module.c_str(), m.origin.c_str(), m.compileSeconds, m.folder.c_str());
+      }
     return 0;
   }
   if (emit != "cuda" && emit != "ptx" && emit != "cubin" && emit != "kernels")

@@ -174,9 +174,9 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
   Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
   const DeviceInfo &dev = rt.device();
   const TuningSignature sig = rt.tuningSignature();
-  const Target target = Target::parse(dev.arch(), dev.smemOptinBytes);
+  const Target target = Target::forGpu(dev.smVersion, dev.smemOptinBytes);
   std::printf("tuning on gpu %d (%s, %s) into %s\n", dev.ordinal, dev.name.c_str(),
-              dev.arch().c_str(), path.c_str());
+              target.arch().c_str(), path.c_str());
   std::vector<std::string> report;
   TuningDatabase db = TuningDatabase::load(path, sig, &report);
   for (const std::string &r : report)
@@ -188,7 +188,7 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
   for (const AttentionSpec &spec : specs)
     for (int64_t n : lengths) {
       PlanOptions po;
-      po.arch = dev.arch();
+      po.arch = target.arch();
       po.smemBytes = dev.smemOptinBytes;
       const AttentionPlan plan = planAttention(spec, po);
       GpuMeasure gpu(rt, spec, batch, n, iters);

@@ -26,6 +26,9 @@ struct Target {
   /// "sm_80", "sm_90a", ...; smemBytes 0 means the arch's usual limit.
   /// Throws Error naming the string otherwise.
   static Target parse(const std::string &arch, int smemBytes = 0);
+  /// What dattn compiles a GPU of compute capability `sm` for: sm_90 with
+  /// its arch-specific features (the wgmma families), others as they are.
+  static Target forGpu(int sm, int smemBytes = 0);
   std::string arch() const; ///< "sm_90a": also what NVRTC is given
 };
 

@@ -225,8 +225,8 @@ OfflineKernel compileOffline(const AttentionSpec &spec, const std::string &arch,
 OfflineKernel compileOfflineRing(const AttentionSpec &spec, const std::string &arch);
 
 /// Fills a kernel cache without a GPU with every module a Runtime on a GPU
-/// of `arch` ("sm_90": what the runtime names the GPU's arch, not sm_90a)
-/// with `smemBytes` of opt-in shared memory (0: the arch's usual limit)
+/// of `gpuArch` ("sm_90" for an H100; the modules compile for what the
+/// runtime compiles that GPU's kernels for, Target::forGpu: sm_90a) with `smemBytes` of opt-in shared memory (0: the arch's usual limit)
 /// compiles for `spec` with the heuristic configurations: the forward, each
 /// backward mode and variant the target supports, and the ring module.
 /// `root` "" is the runtime's cache (DATTN_CACHE_DIR). A GPU of that arch
@@ -238,8 +238,8 @@ struct WarmedModule {
   std::string folder;   ///< its cache entry
   double compileSeconds = 0;
 };
-std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec, const std::string &arch,
-                                          int smemBytes = 0, const std::string &root = "",
+std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec,
+                                          const std::string &gpuArch, int smemBytes = 0, const std::string &root = "",
                                           int threads = 0);
 
 /// The version ("13.0") of the NVRTC of current GPUs (sm_75 and newer) and

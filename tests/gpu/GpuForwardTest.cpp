@@ -96,7 +96,7 @@ TEST(GpuForward, Tf32TensorCores) {
 }
 
 TEST(GpuForward, WgmmaFamilyOnHopper) {
-  // The sm90 wgmma forward families (not chosen by default yet), each
+  // The sm90 wgmma forward families (the pipelined one is the default), each
   // forced through DATTN_FAMILIES, against the reference: every pattern,
   // causal or not, head_dim 64 and 128, ragged N.
   REQUIRE_GPU();

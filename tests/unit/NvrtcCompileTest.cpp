@@ -94,9 +94,12 @@ TEST(Nvrtc, RingModulesCompile) {
   const AttentionSpec longnet =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
           .attentions.at(0);
+  // On sm_90a the one-GPU forward is a wgmma family; the ring's block
+  // kernel keeps the sm80 tile it is built on.
   for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels) {
     if (kernel.role == KernelRole::Branch) {
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
+      EXPECT_EQ(kernel.family, "sm80_mma_forward") << kernel.name;
     }
   }
   SpecGenerator gen(7);

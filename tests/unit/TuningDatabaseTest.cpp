@@ -259,9 +259,9 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
   ASSERT_TRUE(r.ok());
   const AttentionSpec spec = r.file.attentions[0];
   PlanOptions po;
-  po.arch = "sm_90a";
+  po.arch = "sm_90";
   const AttentionPlan heuristic = planAttention(spec, po);
-  const Target target = Target::parse("sm_90a");
+  const Target target = Target::parse("sm_90");
   const BranchPlan &b = heuristic.branches[0];
   const std::string path = tempPath("tuning_plan.json");
   TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
@@ -296,7 +296,7 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
   h200.gpu = "NVIDIA H200";
   EXPECT_TRUE(tunedKernels(heuristic, target, TuningLookup(h200, path, {}), 50000).empty());
   // The emitted module names the measured configuration.
-  const EmittedModule m = emitCuda(plan, "sm_90a");
+  const EmittedModule m = emitCuda(plan, "sm_90");
   EXPECT_NE(m.source.find("64, 32, 1"), std::string::npos);
   EXPECT_EQ(m.kernels.at(1).origin, "user database " + path);
 }
@@ -306,15 +306,15 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
 // wrong outputs. The tuner must pick the fastest that ran right, record
 // the runner-up and the heuristic's time, tune the backward with the
 // forward's best in place, and stop when the budget is spent.
-/// One dilated branch, planned for sm_90a: a forward and a dK/dV kernel.
-AttentionPlan dilatedPlanForSm90a() {
+/// One dilated branch, planned for sm_90 (the sm80 families): a forward and a dK/dV kernel.
+AttentionPlan dilatedPlanForSm90() {
   ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
                             "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
                             "a.dattn");
   if (!r.ok())
     throw Error("the tuner tests' spec does not parse");
   PlanOptions po;
-  po.arch = "sm_90a";
+  po.arch = "sm_90";
   return planAttention(r.file.attentions[0], po);
 }
 
@@ -347,8 +347,8 @@ public:
 };
 
 TEST(Tuner, PicksTheFastestCorrectCandidate) {
-  const AttentionPlan plan = dilatedPlanForSm90a();
-  const Target target = Target::parse("sm_90a");
+  const AttentionPlan plan = dilatedPlanForSm90();
+  const Target target = Target::parse("sm_90");
   ModelGpu gpu;
   TuneOptions opt;
   opt.backward = true;
@@ -411,12 +411,12 @@ public:
 };
 
 TEST(Tuner, TimesTheHeuristicFirstAndKeepsItWhenNothingBeatsIt) {
-  const AttentionPlan plan = dilatedPlanForSm90a();
+  const AttentionPlan plan = dilatedPlanForSm90();
   HeuristicFastest gpu;
   gpu.heuristic = plan.branches[0].kernels[0].config; // the forward's
   ASSERT_EQ(plan.branches[0].kernels[0].stage, "forward");
   TuneOptions opt;
-  const TuneReport rep = tune(plan, Target::parse("sm_90a"), 65536, h100(), gpu, opt);
+  const TuneReport rep = tune(plan, Target::parse("sm_90"), 65536, h100(), gpu, opt);
   ASSERT_EQ(rep.kernels.size(), 1u);
   ASSERT_GE(gpu.calls.size(), 3u);
   // After the reference, the first configuration timed is the heuristic's

@@ -3,8 +3,8 @@
 // RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90a" -split-input-file | dattn-opt -split-input-file | FileCheck %s
 // RUN: not dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_80a" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADARCH
 // RUN: not dattn-opt %s -dattn-select-kernels="arch=sm_90" -split-input-file 2>&1 | FileCheck %s --check-prefix=NOPLAN
-// RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90a tuned=0/forward/sm80_mma_forward/64/64/1/0/user:/tmp/t.json,0/backward/sm80_mma_backward_dkv/64/256/0/1/shipped,0/backward_deterministic/sm80_mma_backward_dq/32/16/0/0/shipped,0/forward/simt_forward/0/0/0/0/other" -split-input-file | FileCheck %s --check-prefix=TUNED
-// RUN: not dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90a tuned=0/forward/sm80_mma_forward" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADTUNED
+// RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90 tuned=0/forward/sm80_mma_forward/64/64/1/0/user:/tmp/t.json,0/backward/sm80_mma_backward_dkv/64/256/0/1/shipped,0/backward_deterministic/sm80_mma_backward_dq/32/16/0/0/shipped,0/forward/simt_forward/0/0/0/0/other" -split-input-file | FileCheck %s --check-prefix=TUNED
+// RUN: not dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90 tuned=0/forward/sm80_mma_forward" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADTUNED
 
 // Measured configurations replace the heuristic's where the family offers
 // them (n256 is not a dK/dV candidate: the heuristic stays; a family the
@@ -18,13 +18,14 @@
 // BADARCH: unknown GPU architecture 'sm_80a'
 // NOPLAN: dattn-select-kernels: codegen: branch has no plan (plan-tiles did not run)
 
-// A bf16 strided branch on sm_90a: the tensor-core families, with a dQ
-// kernel only in the deterministic backward stage; the target is recorded.
+// A bf16 strided branch on sm_90a: the tensor-core families (the wgmma
+// forward), with a dQ kernel only in the deterministic backward stage; the
+// target is recorded.
 // On sm_75 every stage falls back to SIMT, whose dQ is its own kernel.
 // CHECK-LABEL: dattn.attention @strided
 // CHECK-SAME: smem_bytes = 232448 : i64
 // CHECK-SAME: target = "sm_90a"
-// CHECK: kernels = [#dattn.kernel<stage = "forward", family = "sm80_mma_forward", block_m = 128, block_n = 64, row_tiles = 2, atomic_dq = false, candidates = 21, origin = "heuristic">, #dattn.kernel<stage = "backward", family = "sm80_mma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = true, candidates = 12, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = false, candidates = 12, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dq", block_m = 64, block_n = 64, row_tiles = 0, atomic_dq = false, candidates = 9, origin = "heuristic">]
+// CHECK: kernels = [#dattn.kernel<stage = "forward", family = "sm90_wgmma_pipelined_forward", block_m = 128, block_n = 128, row_tiles = 1, atomic_dq = false, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward", family = "sm80_mma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = true, candidates = 12, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = false, candidates = 12, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dq", block_m = 64, block_n = 64, row_tiles = 0, atomic_dq = false, candidates = 9, origin = "heuristic">]
 // SIMT-LABEL: dattn.attention @strided
 // SIMT: #dattn.kernel<stage = "forward", family = "simt_forward"
 // SIMT-SAME: #dattn.kernel<stage = "backward", family = "simt_backward_dkv"
