@@ -31,13 +31,44 @@ double relativeDifference(const std::vector<float> &a, const std::vector<float> 
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+/// A configuration of a family.
+struct Candidate {
+  const KernelFamily *family;
+  KernelConfig config;
+  bool operator==(const Candidate &o) const { return family == o.family && config == o.config; }
+  std::string describe() const {
+    return std::string(family->name()) + " " + config.describe();
+  }
+};
+
 struct Job {
   int branch;
   std::string stage;
-  const KernelFamily *family;
-  KernelConfig heuristic;
-  std::vector<KernelConfig> candidates;
+  Candidate heuristic; ///< its family names the database key
+  std::vector<Candidate> candidates;
 };
+
+/// A kernel's candidates: the planned family's (the heuristic first); for
+/// the forward also those of every other forward family that runs the
+/// branch on the target with the same kind of cores (on sm_90a the sm80
+/// mma.sync tiles beside the wgmma kernels).
+std::vector<Candidate> candidatesOf(const AttentionPlan &plan, const BranchPlan &b,
+                                    const Target &target, const Candidate &heuristic,
+                                    bool forward) {
+  std::vector<Candidate> out = {heuristic};
+  std::vector<const KernelFamily *> families = {heuristic.family};
+  if (forward)
+    for (const KernelFamily *f : kernelFamilies())
+      if (f != heuristic.family && f->pass() == KernelPass::Forward &&
+          f->usesTensorCores() == heuristic.family->usesTensorCores() &&
+          f->unsupported(plan, b, target).empty())
+        families.push_back(f);
+  for (const KernelFamily *f : families)
+    for (const KernelConfig &c : f->candidates(plan, b, target, /*deterministic=*/false))
+      if (!(Candidate{f, c} == heuristic))
+        out.push_back({f, c});
+  return out;
+}
 
 } // namespace
 
@@ -55,11 +86,9 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
     for (const PlannedKernel &k : b.kernels) {
       if (k.stage != "forward" && !(options.backward && k.stage == "backward"))
         continue;
-      const KernelFamily &f = familyNamed(k.family);
-      Job j{static_cast<int>(bi), k.stage, &f, k.config, {k.config}};
-      for (const KernelConfig &c : f.candidates(plan, b, target, /*deterministic=*/false))
-        if (!(c == k.config))
-          j.candidates.push_back(c);
+      const Candidate heuristic{&familyNamed(k.family), k.config};
+      Job j{static_cast<int>(bi), k.stage, heuristic,
+            candidatesOf(plan, b, target, heuristic, k.stage == "forward")};
       total += static_cast<int>(j.candidates.size());
       jobs.push_back(std::move(j));
     }
@@ -86,21 +115,22 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
     const Measurement &ref = backward ? refBackward : refForward;
     TunedResult r;
     r.entry.signature = signature;
-    r.entry.key = tuningKey(plan, plan.branches[j.branch], j.stage, j.family->name(), seqLen);
+    r.entry.key =
+        tuningKey(plan, plan.branches[j.branch], j.stage, j.heuristic.family->name(), seqLen);
     double best = std::numeric_limits<double>::infinity(), second = best, heuristicMs = best;
-    KernelConfig bestConfig = j.heuristic, secondConfig = j.heuristic;
+    Candidate bestConfig = j.heuristic, secondConfig = j.heuristic;
     if (elapsed() > options.budgetSeconds) {
       report.finished = false; // this kernel and the rest keep the heuristic
       break;
     }
-    auto forcing = [&](const KernelConfig &c) {
+    auto forcing = [&](const Candidate &c) {
       std::vector<TunedKernel> forced = chosen;
-      forced.push_back({j.branch, j.stage, j.family->name(), c, "tuning"});
+      forced.push_back({j.branch, j.stage, c.family->name(), c.config, "tuning"});
       return forced;
     };
     const size_t batch = static_cast<size_t>(std::max(1, options.prepareBatch));
     for (size_t ci = 0; ci < j.candidates.size(); ++ci) {
-      const KernelConfig &c = j.candidates[ci];
+      const Candidate &c = j.candidates[ci];
       if (elapsed() > options.budgetSeconds && !(c == j.heuristic)) {
         report.finished = false;
         break;
@@ -142,12 +172,13 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       bestConfig = j.heuristic;
       best = heuristicMs;
     }
-    r.entry.config = bestConfig;
+    r.entry.family = bestConfig.family->name();
+    r.entry.config = bestConfig.config;
     r.entry.medianMs = best;
-    r.entry.runnerUp = secondConfig;
+    r.entry.runnerUp = secondConfig.config;
     r.entry.runnerUpMs = second;
     r.entry.heuristicMs = heuristicMs;
-    chosen.push_back({j.branch, j.stage, j.family->name(), bestConfig, "tuning"});
+    chosen.push_back({j.branch, j.stage, r.entry.family, bestConfig.config, "tuning"});
     report.kernels.push_back(std::move(r));
     if (!report.finished)
       break;

@@ -87,6 +87,7 @@ llvm::json::Value entryJson(const TuningEntry &e) {
                                  {"geometry", k.geometry},
                                  {"seq_bucket", k.seqBucket},
                                  {"causal", k.causal}}},
+      {"config_family", e.family.empty() ? k.family : e.family},
       {"config", configJson(e.config)},
       {"median_ms", msJson(e.medianMs)},
       {"runner_up", configJson(e.runnerUp)},
@@ -176,6 +177,16 @@ std::optional<TuningEntry> parseEntry(const llvm::json::Value &v, std::string *w
             msField(*o, "heuristic_ms", &e.heuristicMs, why);
   if (!ok)
     return std::nullopt;
+  // Written since the tuner compares families (older entries: the key's).
+  if (const llvm::json::Value *f = o->get("config_family")) {
+    if (!f->getAsString() || f->getAsString()->empty()) {
+      *why = "an entry's config_family is not a family name";
+      return std::nullopt;
+    }
+    e.family = f->getAsString()->str();
+  } else {
+    e.family = e.key.family;
+  }
   return e;
 }
 

@@ -1,5 +1,6 @@
 // TuningLookup (include/dattn/tuning.h): the user's database first, then the
-// shipped ones, then (nullopt) the family's heuristic.
+// shipped ones, then (nullopt) the family's heuristic. A forward entry may
+// name another family than the heuristic's: the one that won the tuning.
 #include "dattn/tuning.h"
 
 #include <algorithm>
@@ -17,20 +18,32 @@ TuningLookup::TuningLookup(const TuningSignature &current, const std::string &us
 }
 
 std::optional<TunedConfig> TuningLookup::lookup(const TuningKey &key,
-                                                const std::vector<KernelConfig> &candidates) const {
+                                                const Offered &offered) const {
   for (const auto &[origin, db] : databases_) {
     const TuningEntry *e = db.find(key);
     if (!e)
       continue;
-    if (std::find(candidates.begin(), candidates.end(), e->config) == candidates.end()) {
-      report_.push_back(origin + ": " + key.str() + " has configuration " +
-                        e->config.describe() +
-                        ", which the family no longer offers; ignored");
+    const std::string family = e->family.empty() ? key.family : e->family;
+    const std::string why = offered(family, e->config);
+    if (!why.empty()) {
+      report_.push_back(origin + ": " + key.str() + " has " + family + " " +
+                        e->config.describe() + ", " + why + "; ignored");
       continue;
     }
-    return TunedConfig{e->config, origin, e->medianMs};
+    return TunedConfig{family, e->config, origin, e->medianMs};
   }
   return std::nullopt;
+}
+
+std::optional<TunedConfig> TuningLookup::lookup(const TuningKey &key,
+                                                const std::vector<KernelConfig> &candidates) const {
+  return lookup(key, [&](const std::string &family, const KernelConfig &c) -> std::string {
+    if (family != key.family)
+      return "not the family asked about";
+    if (std::find(candidates.begin(), candidates.end(), c) == candidates.end())
+      return "which the family no longer offers";
+    return "";
+  });
 }
 
 std::vector<std::string> TuningLookup::shippedIn(const std::string &folder) {
@@ -53,13 +66,32 @@ std::vector<TunedKernel> tunedKernels(const AttentionPlan &plan, const Target &t
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
     for (const PlannedKernel &k : b.kernels) {
-      const KernelFamily &f = familyNamed(k.family);
       const bool deterministic = k.stage == "backward_deterministic";
+      // The planned family's candidates; for the forward also another
+      // forward family's that runs the branch (tune() tries them too).
+      auto offered = [&](const std::string &name, const KernelConfig &c) -> std::string {
+        const KernelFamily *f = nullptr;
+        for (const KernelFamily *x : kernelFamilies())
+          if (name == x->name())
+            f = x;
+        if (!f)
+          return "a family this version does not have";
+        if (name != k.family) {
+          if (k.stage != "forward" || f->pass() != KernelPass::Forward)
+            return "another family, which only the forward may take";
+          const std::string why = f->unsupported(plan, b, target);
+          if (!why.empty())
+            return "which does not run the branch here (" + why + ")";
+        }
+        const std::vector<KernelConfig> all = f->candidates(plan, b, target, deterministic);
+        if (std::find(all.begin(), all.end(), c) == all.end())
+          return "which the family no longer offers";
+        return "";
+      };
       const std::optional<TunedConfig> t =
-          lookup.lookup(tuningKey(plan, b, k.stage, k.family, seqLen),
-                        f.candidates(plan, b, target, deterministic));
+          lookup.lookup(tuningKey(plan, b, k.stage, k.family, seqLen), offered);
       if (t)
-        out.push_back({static_cast<int>(bi), k.stage, k.family, t->config, t->origin});
+        out.push_back({static_cast<int>(bi), k.stage, t->family, t->config, t->origin});
     }
   }
   return out;

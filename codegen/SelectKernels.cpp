@@ -79,7 +79,17 @@ struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
       SmallVector<Attribute> kernels;
       try { // step 2
         const std::vector<std::string> first(families.begin(), families.end());
-        record(kernels, "forward", chooseForward(plan, bp, target, first), bp, false);
+        // A forward measured fastest with another family that runs the
+        // branch: that family, as if named first (its configuration below).
+        KernelChoice forward = chooseForward(plan, bp, target, first);
+        for (const TunedKernel &t : measured)
+          if (t.branch == branchIndex && t.stage == "forward" &&
+              t.family != forward.family->name()) {
+            KernelChoice other = chooseForward(plan, bp, target, {t.family});
+            if (t.family == other.family->name())
+              forward = other;
+          }
+        record(kernels, "forward", forward, bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, false, first))
           record(kernels, "backward", c, bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, true, first))

@@ -46,7 +46,7 @@ summary=()
 # Logs into one archive (the device tool returns a limited number of files);
 # also when the call's time limit stops the script, so what ran is kept.
 pack_logs() {
-  (cd "$OUT" && ls ./*.log ./*.log.* > /dev/null 2>&1 &&
+  (cd "$OUT" && ls ./*.log > /dev/null 2>&1 &&
     tar czf logs.tgz ./*.log ./*.log.* 2>/dev/null && rm -f ./*.log ./*.log.*)
 }
 trap 'echo "stopped: packing the logs"; pack_logs; exit 124' TERM INT
@@ -328,16 +328,40 @@ if want nccl; then
   [ $nccl_fail = 0 ] || status=1
 fi
 if want tune; then
+  # This GPU's shipped database (autotune/db/<gpu>.json): the benchmark
+  # configurations at dattn-bench's lengths and every other example at 16K,
+  # forward and backward, within DATTN_TUNE_BUDGET seconds in all; then the
+  # same configurations with and without it (no configuration may be slower).
   db="$OUT/tuning.json"
-  build/bin/dattn tune examples/longnet_head_partitioned.dattn --seq 65536 --backward \
-    --budget ${DATTN_TUNE_BUDGET:-300} --out "$db" 2> "$OUT/tune_progress.log" | tee "$OUT/tune.log"
-  tune_rc=${PIPESTATUS[0]}
+  deadline=$(( $(date +%s) + ${DATTN_TUNE_BUDGET:-330} ))
+  tune_rc=0
+  tune_one() { # spec file, lengths
+    local left=$(( deadline - $(date +%s) ))
+    if [ $left -lt 10 ]; then echo "tune: no budget left for $1" | tee -a "$OUT/tune.log"; return; fi
+    build/bin/dattn tune "$1" --seq "$2" --backward --budget $left --out "$db" \
+      2>> "$OUT/tune_progress.log" | tee -a "$OUT/tune.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || tune_rc=1
+  }
+  tune_one examples/longnet_head_partitioned.dattn 16384,65536,262144
+  tune_one examples/longnet_paper.dattn 32768,131072
+  tune_one bench/dense.dattn 16384
+  examples16k="window_global_random_gqa causal_ring block_patterns dense_ring longnet_whole_sequence"
+  for f in $examples16k; do tune_one examples/$f.dattn 16384; done
+  echo "tune: $(( ${DATTN_TUNE_BUDGET:-330} - deadline + $(date +%s) )) s" | tee -a "$OUT/tune.log"
   for who in heuristic tuned; do
     [ $who = tuned ] && export DATTN_TUNING_DB="$db" || export DATTN_TUNING_DB="$OUT/none.json"
-    build/bin/dattn-bench --root . --iters 20 --only longnet_head_partitioned --seq 65536 --backward \
-      2>&1 | grep -vE "^#" | sed "s/^/$who: /" | tee -a "$OUT/tune_bench.log"
+    build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#|^GPU|^config" |
+      sed "s/^/$who: /" | tee -a "$OUT/tune_bench.log"
+    build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --seq 65536 \
+      --backward 2>&1 | grep forward+backward | sed "s/^/$who: /" | tee -a "$OUT/tune_bench.log"
+    for f in $examples16k; do
+      timeout 100 build/bin/dattn run examples/$f.dattn --seq 16384 --device gpu --iters 10 \
+        --backward 2>&1 | grep -E "^attention|^device|^backward" | tr '\n' ' ' |
+        sed "s/^/$who: /; s/$/\n/" | tee -a "$OUT/tune_bench.log"
+    done
   done
-  summary+=("tune: exit $tune_rc, $(tail -1 "$OUT/tune.log")")
+  unset DATTN_TUNING_DB
+  summary+=("tune: exit $tune_rc, $(grep -c . "$db" 2> /dev/null) lines in $db")
   [ $tune_rc -eq 0 ] || status=1
 fi
 if want compare; then

@@ -228,7 +228,11 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
                     spec.name.c_str(), static_cast<long long>(n),
                     b ? static_cast<long>(b - plan.branches.data()) : -1L,
                     k.entry.key.stage.c_str(), k.entry.key.family.c_str(), heuristic.c_str(),
-                    k.entry.heuristicMs, k.entry.config.describe().c_str(), k.entry.medianMs,
+                    k.entry.heuristicMs,
+                    ((k.entry.family != k.entry.key.family ? k.entry.family + " " : "") +
+                     k.entry.config.describe())
+                        .c_str(),
+                    k.entry.medianMs,
                     k.entry.heuristicMs / k.entry.medianMs);
       }
     }

@@ -14,6 +14,7 @@
 #include "dattn/kernels.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -59,7 +60,9 @@ TuningKey tuningKey(const AttentionPlan &plan, const BranchPlan &b, const std::s
 
 struct TuningEntry {
   TuningSignature signature;
-  TuningKey key;
+  TuningKey key;     ///< its family: the one the heuristic plans for the branch
+  std::string family; ///< the family that runs `config`: key.family, or
+                      ///< (forward) another family that won; "" reads as key.family
   KernelConfig config;
   double medianMs = 0;
   KernelConfig runnerUp;
@@ -99,6 +102,7 @@ std::string tuningEntryJson(const TuningEntry &e);
 
 /// A configuration from a tuning database, and which one.
 struct TunedConfig {
+  std::string family; ///< the family that runs it (the key's, or another forward family)
   KernelConfig config;
   std::string origin; ///< "user database PATH" or "shipped database PATH"
   double medianMs = 0;
@@ -115,10 +119,15 @@ public:
   TuningLookup(const TuningSignature &current, const std::string &userPath,
                const std::vector<std::string> &shippedPaths);
 
-  /// The first database's entry for `key` whose configuration is among
-  /// `candidates` (the family's, for this plan and target). An entry whose
-  /// configuration is not a candidate (the family changed) is skipped and
-  /// reported; nullopt means the heuristic.
+  /// Why a family does not offer a configuration for the kernel looked up
+  /// ("" if it does).
+  using Offered = std::function<std::string(const std::string &family, const KernelConfig &)>;
+  /// The first database's entry for `key` whose (family, configuration)
+  /// `offered` accepts. An entry it refuses (the family changed, or no
+  /// longer runs the branch) is skipped and reported; nullopt means the
+  /// heuristic.
+  std::optional<TunedConfig> lookup(const TuningKey &key, const Offered &offered) const;
+  /// The same, where only key.family's `candidates` are offered.
   std::optional<TunedConfig> lookup(const TuningKey &key,
                                     const std::vector<KernelConfig> &candidates) const;
 

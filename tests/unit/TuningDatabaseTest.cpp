@@ -72,6 +72,36 @@ TEST(TuningDatabase, RoundTrip) {
   EXPECT_DOUBLE_EQ(x->medianMs, 1.5);
   EXPECT_DOUBLE_EQ(x->heuristicMs, 1.5 * 1.2);
   EXPECT_TRUE(back.find(b.key)->config == b.config);
+  EXPECT_EQ(x->family, "sm80_mma_forward"); // unset: the key's
+}
+
+TEST(TuningDatabase, AnotherFamilysWinnerRoundTrips) {
+  // A forward whose winner is another family's configuration keeps both
+  // names; an entry written before config_family reads as the key's family.
+  const std::string path = tempPath("tuning_family.json");
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+  TuningEntry e = entry("sm90_wgmma_pipelined_forward", 32, 1.0);
+  e.family = "sm80_mma_forward";
+  db.put(e);
+  db.save(path);
+  std::vector<std::string> report;
+  TuningDatabase back = TuningDatabase::load(path, h100(), &report);
+  ASSERT_NE(back.find(e.key), nullptr);
+  EXPECT_EQ(back.find(e.key)->family, "sm80_mma_forward");
+  EXPECT_EQ(back.find(e.key)->key.family, "sm90_wgmma_pipelined_forward");
+  std::string old = tuningEntryJson(entry("sm80_mma_forward", 64, 2.0));
+  const size_t at = old.find("\"config_family\"");
+  ASSERT_NE(at, std::string::npos) << old;
+  old.erase(at, old.find(',', at) + 1 - at);
+  {
+    std::ofstream out(path);
+    out << "{\"format\": \"dattn-tuning-1\", \"entries\": [" << old << "]}";
+  }
+  report.clear();
+  TuningDatabase before = TuningDatabase::load(path, h100(), &report);
+  EXPECT_TRUE(report.empty()) << report[0];
+  ASSERT_EQ(before.size(), 1u);
+  EXPECT_EQ(before.find(entry("sm80_mma_forward", 64, 2.0).key)->family, "sm80_mma_forward");
 }
 
 TEST(TuningDatabase, UnmeasuredTimesAreNullNotInfinity) {
@@ -428,6 +458,86 @@ TEST(Tuner, TimesTheHeuristicFirstAndKeepsItWhenNothingBeatsIt) {
   EXPECT_DOUBLE_EQ(e.medianMs, 1);
   EXPECT_DOUBLE_EQ(e.heuristicMs, 1);
   EXPECT_DOUBLE_EQ(e.runnerUpMs, 2);
+}
+
+TEST(TuningLookup, AnotherFamilysForwardReachesThePlan) {
+  // On sm_90a the heuristic's forward is the pipelined wgmma kernel; an
+  // entry under its key whose winner is an sm80 tile plans that tile. An
+  // entry naming a family this version lacks, or one that does not run the
+  // branch, is reported and ignored.
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  ASSERT_TRUE(r.ok());
+  const AttentionSpec spec = r.file.attentions[0];
+  PlanOptions po;
+  po.arch = "sm_90a";
+  const AttentionPlan heuristic = planAttention(spec, po);
+  const BranchPlan &b = heuristic.branches[0];
+  ASSERT_STREQ(plannedKernels(heuristic, b, "forward").at(0).family->name(),
+               "sm90_wgmma_pipelined_forward");
+  const std::string path = tempPath("tuning_across.json");
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+  TuningEntry fwd;
+  fwd.signature = h100();
+  fwd.key = tuningKey(heuristic, b, "forward", "sm90_wgmma_pipelined_forward", 65536);
+  fwd.family = "sm80_mma_forward";
+  fwd.config = {64, 32, 1, false};
+  fwd.medianMs = 1.0;
+  db.put(fwd);
+  db.save(path);
+  TuningLookup lookup(h100(), path, {});
+  const std::vector<TunedKernel> tuned =
+      tunedKernels(heuristic, Target::parse("sm_90a"), lookup, 65536);
+  ASSERT_EQ(tuned.size(), 1u);
+  EXPECT_EQ(tuned[0].family, "sm80_mma_forward");
+  po.tuned = tuned;
+  const AttentionPlan plan = planAttention(spec, po);
+  const KernelChoice f = plannedKernels(plan, plan.branches[0], "forward").at(0);
+  EXPECT_STREQ(f.family->name(), "sm80_mma_forward");
+  EXPECT_TRUE(f.config == fwd.config) << f.config.describe();
+  EXPECT_EQ(f.origin, "user database " + path);
+
+  for (const char *family : {"sm70_imaginary_forward", "sm80_mma_backward_dkv"}) {
+    SCOPED_TRACE(family);
+    fwd.family = family;
+    TuningDatabase bad = TuningDatabase::load(path, h100(), nullptr);
+    bad.put(fwd);
+    bad.save(path);
+    TuningLookup badLookup(h100(), path, {});
+    EXPECT_TRUE(tunedKernels(heuristic, Target::parse("sm_90a"), badLookup, 65536).empty());
+    ASSERT_EQ(badLookup.report().size(), 1u);
+    EXPECT_NE(badLookup.report()[0].find("ignored"), std::string::npos)
+        << badLookup.report()[0];
+  }
+}
+
+TEST(Tuner, ComparesTheForwardAcrossFamilies) {
+  // On sm_90a the forward's candidates are the wgmma kernels and the sm80
+  // tiles; ModelGpu makes m32 n64 t1 of sm80 the fastest correct one. The
+  // entry stays under the heuristic's (pipelined wgmma) key and names the
+  // sm80 family as the one that runs it.
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  ASSERT_TRUE(r.ok());
+  PlanOptions po;
+  po.arch = "sm_90a";
+  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  ModelGpu gpu;
+  TuneOptions opt;
+  const TuneReport rep = tune(plan, Target::parse("sm_90a"), 65536, h100(), gpu, opt);
+  ASSERT_EQ(rep.kernels.size(), 1u);
+  const TunedResult &f = rep.kernels[0];
+  EXPECT_EQ(f.tried, 1 + 1 + 21); // pipelined, the first wgmma kernel, sm80's 21
+  EXPECT_EQ(f.entry.key.family, "sm90_wgmma_pipelined_forward");
+  EXPECT_EQ(f.entry.family, "sm80_mma_forward");
+  EXPECT_TRUE(f.entry.config == (KernelConfig{32, 64, 1, false})) << f.entry.config.describe();
+  EXPECT_DOUBLE_EQ(f.entry.heuristicMs, 1 + 96 / 16.0 + 64 / 16.0 + 0.5); // m128 n128 t1
+  // The heuristic (the planned family) was timed first, after the reference.
+  ASSERT_GE(gpu.calls.size(), 2u);
+  ASSERT_EQ(gpu.calls[1].size(), 1u);
+  EXPECT_EQ(gpu.calls[1][0].family, "sm90_wgmma_pipelined_forward");
 }
 
 } // namespace
