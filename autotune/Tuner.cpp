@@ -46,6 +46,8 @@ struct Job {
   std::string stage;
   Candidate heuristic; ///< its family names the database key
   std::vector<Candidate> candidates;
+  TuningKey key;
+  int sameKeyAs = -1; ///< an earlier job with this key: its winner, not measured again
 };
 
 /// A kernel's candidates: the planned family's (the heuristic first); for
@@ -88,8 +90,15 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
         continue;
       const Candidate heuristic{&familyNamed(k.family), k.config};
       Job j{static_cast<int>(bi), k.stage, heuristic,
-            candidatesOf(plan, b, target, heuristic, k.stage == "forward")};
-      total += static_cast<int>(j.candidates.size());
+            candidatesOf(plan, b, target, heuristic, k.stage == "forward"),
+            tuningKey(plan, b, k.stage, k.family, seqLen)};
+      // Branches of the same geometry (LongNet's segment/dilation pairs with
+      // equal rows per segment) share a key and so one database entry.
+      for (size_t x = 0; x < jobs.size() && j.sameKeyAs < 0; ++x)
+        if (jobs[x].sameKeyAs < 0 && jobs[x].key.str() == j.key.str())
+          j.sameKeyAs = static_cast<int>(x);
+      if (j.sameKeyAs < 0)
+        total += static_cast<int>(j.candidates.size());
       jobs.push_back(std::move(j));
     }
   }
@@ -108,15 +117,21 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
 
   TuneReport report;
   std::vector<TunedKernel> chosen; // the kernels tuned so far, at their best
+  std::vector<Candidate> winners;  // per job
   int done = 0;
   double bestSoFar = std::numeric_limits<double>::infinity();
   for (const Job &j : jobs) {
+    if (j.sameKeyAs >= 0) { // the entry is the earlier job's: run its winner
+      const Candidate w = winners.at(static_cast<size_t>(j.sameKeyAs));
+      winners.push_back(w);
+      chosen.push_back({j.branch, j.stage, w.family->name(), w.config, "tuning"});
+      continue;
+    }
     const bool backward = j.stage != "forward";
     const Measurement &ref = backward ? refBackward : refForward;
     TunedResult r;
     r.entry.signature = signature;
-    r.entry.key =
-        tuningKey(plan, plan.branches[j.branch], j.stage, j.heuristic.family->name(), seqLen);
+    r.entry.key = j.key;
     double best = std::numeric_limits<double>::infinity(), second = best, heuristicMs = best;
     Candidate bestConfig = j.heuristic, secondConfig = j.heuristic;
     if (elapsed() > options.budgetSeconds) {
@@ -179,6 +194,7 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
     r.entry.runnerUpMs = second;
     r.entry.heuristicMs = heuristicMs;
     chosen.push_back({j.branch, j.stage, r.entry.family, bestConfig.config, "tuning"});
+    winners.push_back(bestConfig);
     report.kernels.push_back(std::move(r));
     if (!report.finished)
       break;

@@ -253,7 +253,7 @@ constexpr uint32_t kNaN32 = 0xffffffffu; // NaN in every dtype, two halves or on
 
 HostAttention::HostAttention(CompiledAttention &attn, int64_t batch, int64_t n, const float *q,
                              const float *k, const float *v, const BlockMask *mask)
-    : attn_(attn) {
+    : attn_(&attn), batch_(batch), seqLen_(n) {
   rt::ContextScope scope(attn.context());
   const AttentionSpec &s = attn.spec();
   const DType t = s.dtype;
@@ -280,12 +280,26 @@ HostAttention::HostAttention(CompiledAttention &attn, int64_t batch, int64_t n, 
 
 HostAttention::~HostAttention() {
   try {
-    rt::ContextScope scope(attn_.context());
+    rt::ContextScope scope(attn_->context());
     qDev_.reset(), kDev_.reset(), vDev_.reset(), outDev_.reset(), lseDev_.reset();
     workspace_.reset(), mask_.reset();
     gradOut_.reset(), gradQ_.reset(), gradK_.reset(), gradV_.reset();
   } catch (...) {
   }
+}
+
+void HostAttention::useAttention(CompiledAttention &attn) {
+  if (attn.spec().canonical() != attn_->spec().canonical())
+    throw Error("HostAttention::useAttention: attention '" + attn.spec().name +
+                "' is not the spec these buffers were made for ('" + attn_->spec().name + "')");
+  rt::ContextScope scope(attn.context());
+  sizes_ = attn.workspaceSizes(batch_, seqLen_);
+  const size_t need = static_cast<size_t>(std::max(sizes_.forward, sizes_.backward));
+  if (need > workspace_->bytes()) {
+    workspace_ = std::make_unique<DeviceBuffer>(need);
+    args_.workspace = bargs_.workspace = workspace_->workspace();
+  }
+  attn_ = &attn;
 }
 
 void HostAttention::setStream(void *stream) {
@@ -294,8 +308,8 @@ void HostAttention::setStream(void *stream) {
 }
 
 void HostAttention::setInputs(const float *q, const float *k, const float *v) {
-  rt::ContextScope scope(attn_.context());
-  const DType t = attn_.spec().dtype;
+  rt::ContextScope scope(attn_->context());
+  const DType t = attn_->spec().dtype;
   for (auto [src, dev, rounded] : {std::tuple{q, qDev_.get(), &q_}, std::tuple{k, kDev_.get(), &k_},
                                    std::tuple{v, vDev_.get(), &v_}}) {
     std::vector<char> enc = encode(src, rounded->size(), t);
@@ -307,14 +321,14 @@ void HostAttention::setInputs(const float *q, const float *k, const float *v) {
 void HostAttention::setDout(const float *dout) {
   if (!gradOut_)
     throw Error("HostAttention::setDout before backward");
-  rt::ContextScope scope(attn_.context());
-  std::vector<char> enc = encode(dout, q_.size(), attn_.spec().dtype);
-  decode(enc.data(), q_.size(), attn_.spec().dtype, doutRounded_.data());
+  rt::ContextScope scope(attn_->context());
+  std::vector<char> enc = encode(dout, q_.size(), attn_->spec().dtype);
+  decode(enc.data(), q_.size(), attn_->spec().dtype, doutRounded_.data());
   gradOut_->upload(enc.data(), enc.size());
 }
 
 void HostAttention::poisonOutputs() {
-  rt::ContextScope scope(attn_.context());
+  rt::ContextScope scope(attn_->context());
   outDev_->fill32(kNaN32);
   lseDev_->fill32(0x7fc00000u);
 }
@@ -322,35 +336,35 @@ void HostAttention::poisonOutputs() {
 void HostAttention::poisonGradients() {
   if (!gradOut_)
     return;
-  rt::ContextScope scope(attn_.context());
+  rt::ContextScope scope(attn_->context());
   for (auto *g : {gradQ_.get(), gradK_.get(), gradV_.get()})
     g->fill32(kNaN32);
 }
 
 void HostAttention::wait(const std::string &what) const {
-  rt::ContextScope scope(attn_.context());
+  rt::ContextScope scope(attn_->context());
   rt::check(rt::driver().streamSynchronize(static_cast<CUstream>(stream_)), what);
 }
 
 void HostAttention::run() {
   poisonOutputs();
-  attn_.forward(args_);
+  attn_->forward(args_);
 }
 
 void HostAttention::read(std::vector<float> &out, std::vector<float> &lse) {
-  wait("running attention '" + attn_.spec().name + "'");
+  wait("running attention '" + attn_->spec().name + "'");
   std::vector<char> raw(outDev_->bytes());
   outDev_->download(raw.data(), raw.size());
   out.resize(q_.size());
-  decode(raw.data(), out.size(), attn_.spec().dtype, out.data());
+  decode(raw.data(), out.size(), attn_->spec().dtype, out.data());
   lse.resize(lseDev_->bytes() / 4);
   lseDev_->download(lse.data(), lseDev_->bytes());
 }
 
 void HostAttention::backward(const float *dout, bool deterministic) {
-  rt::ContextScope scope(attn_.context());
+  rt::ContextScope scope(attn_->context());
   if (!gradOut_) {
-    gradOut_ = uploadRounded(dout, q_.size(), attn_.spec().dtype, doutRounded_);
+    gradOut_ = uploadRounded(dout, q_.size(), attn_->spec().dtype, doutRounded_);
     gradQ_ = std::make_unique<DeviceBuffer>(qDev_->bytes());
     gradK_ = std::make_unique<DeviceBuffer>(kDev_->bytes());
     gradV_ = std::make_unique<DeviceBuffer>(vDev_->bytes());
@@ -379,13 +393,13 @@ void HostAttention::rebackward(bool deterministic) {
   if (!gradOut_)
     throw Error("HostAttention::rebackward before backward");
   bargs_.deterministic = deterministic;
-  attn_.backward(bargs_);
+  attn_->backward(bargs_);
 }
 
 void HostAttention::readGradients(std::vector<float> &dq, std::vector<float> &dk,
                                   std::vector<float> &dv) {
-  wait("the backward pass of attention '" + attn_.spec().name + "'");
-  const DType t = attn_.spec().dtype;
+  wait("the backward pass of attention '" + attn_->spec().name + "'");
+  const DType t = attn_->spec().dtype;
   for (auto [buf, out, count] : {std::tuple{gradQ_.get(), &dq, q_.size()},
                                  std::tuple{gradK_.get(), &dk, k_.size()},
                                  std::tuple{gradV_.get(), &dv, v_.size()}}) {

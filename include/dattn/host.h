@@ -111,6 +111,11 @@ public:
                 const float *k, const float *v, const BlockMask *mask = nullptr);
   ~HostAttention();
   void setStream(void *stream);
+  /// Runs `attn` from now on, on the same buffers: another configuration of
+  /// the same attention (the tuner's candidates, without uploading the
+  /// inputs again). Throws Error if its spec differs; the workspace grows
+  /// if it needs more. `attn` must outlive this object or the next call.
+  void useAttention(CompiledAttention &attn);
   /// New inputs in the same device buffers (for replaying a captured graph).
   void setInputs(const float *q, const float *k, const float *v);
   /// A new upstream gradient in the same buffer (after a first backward()).
@@ -121,7 +126,7 @@ public:
   /// Poisons O and LSE, then runs one forward.
   void run();
   /// One forward without poisoning (for timing loops).
-  void rerun() { attn_.forward(args_); }
+  void rerun() { attn_->forward(args_); }
   /// Waits, then decodes O [batch, seq, heads, head_dim] and LSE [batch, heads, seq].
   void read(std::vector<float> &out, std::vector<float> &lse);
   /// Poisons the gradients with NaN, then runs the backward pass for
@@ -146,7 +151,8 @@ public:
 private:
   void wait(const std::string &what) const;
 
-  CompiledAttention &attn_;
+  CompiledAttention *attn_;
+  int64_t batch_, seqLen_;
   void *stream_ = nullptr;
   std::vector<float> q_, k_, v_;
   std::unique_ptr<DeviceBuffer> qDev_, kDev_, vDev_, outDev_, lseDev_, workspace_;

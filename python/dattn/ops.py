@@ -57,7 +57,8 @@ def _attention(spec_text, device, seq_len=0):
 
 
 def _tensor(t):
-    return (t.data_ptr(), list(t.shape), list(t.stride()))
+    # torch.Size and stride() are tuples, which the extension takes as they are.
+    return (t.data_ptr(), t.shape, t.stride())
 
 
 # torch's current stream of a device as a raw handle, without building a
@@ -223,7 +224,15 @@ def attention(q, k, v, spec):
     if torch.compiler.is_compiling():
         out, _ = torch.ops.dattn.forward(q, k, v, text)
         return out
-    return _EagerAttention.apply(q, k, v, text)
+    return _eager(q, k, v, text)
+
+
+def _eager(q, k, v, text):
+    # With no gradient to track (inference, torch.no_grad, frozen inputs) the
+    # forward alone: autograd's Function costs microseconds per call.
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _EagerAttention.apply(q, k, v, text)
+    return _run_forward(q, k, v, text)[0]
 
 
 def precompile(spec, device=None, backward=True, seq_len=0):

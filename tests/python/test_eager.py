@@ -50,3 +50,23 @@ def test_eager_function_has_no_second_derivative(monkeypatch):
     (g,) = torch.autograd.grad(out.sum(), q, create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+def test_eager_without_gradients_runs_the_forward_alone(monkeypatch):
+    # No input requires grad, or grad mode is off: the forward's work with
+    # no autograd node; otherwise the Function.
+    calls = []
+
+    def forward(q, k, v, spec):
+        calls.append(spec)
+        return q + k + v, torch.zeros(1)
+
+    monkeypatch.setattr(ops, "_run_forward", forward)
+    frozen = [torch.randn(1, 4, 2, 4) for _ in range(3)]
+    out = ops._eager(*frozen, "a")
+    assert out.grad_fn is None and torch.equal(out, sum(frozen))
+    trained = [t.clone().requires_grad_() for t in frozen]
+    with torch.no_grad():
+        assert ops._eager(*trained, "b").grad_fn is None
+    assert ops._eager(*trained, "c").grad_fn is not None
+    assert calls == ["a", "b", "c"]

@@ -540,5 +540,27 @@ TEST(Tuner, ComparesTheForwardAcrossFamilies) {
   EXPECT_EQ(gpu.calls[1][0].family, "sm90_wgmma_pipelined_forward");
 }
 
+TEST(Tuner, BranchesWithOneKeyAreTunedOnce) {
+  // LongNet's branches of equal rows per segment share a database key: the
+  // first is tuned, the second runs its winner without being measured.
+  ParseResult r = parseSpec(
+      "attention a { heads = 4 head_dim = 128 dtype = bf16 "
+      "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
+      "branch heads 2..3 { dilated(segment = 4096, dilation = 2, offset = 1) } }",
+      "a.dattn");
+  ASSERT_TRUE(r.ok());
+  PlanOptions po;
+  po.arch = "sm_90";
+  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  ASSERT_EQ(plan.branches.size(), 2u);
+  ASSERT_EQ(tuningKey(plan, plan.branches[0], "forward", "sm80_mma_forward", 65536).str(),
+            tuningKey(plan, plan.branches[1], "forward", "sm80_mma_forward", 65536).str());
+  ModelGpu gpu;
+  const TuneReport rep = tune(plan, Target::parse("sm_90"), 65536, h100(), gpu, TuneOptions());
+  ASSERT_EQ(rep.kernels.size(), 1u);
+  EXPECT_EQ(rep.kernels[0].tried, 21);
+  EXPECT_EQ(gpu.calls.size(), 1u + 21); // the reference, then branch 0's candidates
+}
+
 } // namespace
 } // namespace dattn::test
