@@ -130,7 +130,7 @@ DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4])
 }
 
 /// The kernel (top of the file): a producer and two consumer warpgroups.
-/// PIPELINED (not yet measured; the sm90_wgmma_pipelined_forward family):
+/// PIPELINED (the sm90_wgmma_pipelined_forward family, sm_90a's default):
 /// K and V are released separately, K as soon as S is computed, so that K
 /// loads stay two tiles ahead; each consumer issues S_i with P_{i-1} V_{i-1}
 /// and runs the softmax of S_i while that product runs, and the consumers
