@@ -2,6 +2,7 @@
 // streams, graphs, dtype conversion, event timing, and HostAttention.
 #include "Context.h"
 #include "Libraries.h"
+#include "Parallel.h"
 
 #include "dattn/error.h"
 #include "dattn/host.h"
@@ -111,8 +112,10 @@ std::vector<char> encode(const float *values, size_t count, DType dtype) {
   }
   std::vector<char> out(count * 2);
   auto *dst = reinterpret_cast<uint16_t *>(out.data());
-  for (size_t i = 0; i < count; ++i)
-    dst[i] = dtype == DType::F16 ? toHalf(values[i]) : toBf16(values[i]);
+  rt::forChunks(count, size_t(1) << 20, 1, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i)
+      dst[i] = dtype == DType::F16 ? toHalf(values[i]) : toBf16(values[i]);
+  });
   return out;
 }
 
@@ -122,8 +125,10 @@ void decode(const void *data, size_t count, DType dtype, float *values) {
     return;
   }
   auto *src = static_cast<const uint16_t *>(data);
-  for (size_t i = 0; i < count; ++i)
-    values[i] = dtype == DType::F16 ? fromHalf(src[i]) : fromBf16(src[i]);
+  rt::forChunks(count, size_t(1) << 20, 1, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i)
+      values[i] = dtype == DType::F16 ? fromHalf(src[i]) : fromBf16(src[i]);
+  });
 }
 
 void synchronize(const std::string &what) {

@@ -3,12 +3,12 @@
 // array one thread would. The benchmarks draw billions of inputs at long
 // sequence lengths; a sequential std::normal_distribution took minutes of
 // GPU-machine time for them.
+#include "Parallel.h"
+
 #include "dattn/host.h"
 
 #include <algorithm>
 #include <cmath>
-#include <system_error>
-#include <thread>
 
 namespace dattn {
 
@@ -43,21 +43,9 @@ void fill(float *out, size_t begin, size_t end, uint64_t key) {
 std::vector<float> randomNormal(size_t count, uint64_t seed, uint64_t stream) {
   std::vector<float> out(count);
   const uint64_t key = mix(mix(seed) ^ (stream * 0x100000001b3ULL));
-  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 64);
-  // Even chunk boundaries keep every pair inside one chunk; small arrays
-  // are not worth a thread.
-  const size_t chunk = std::max<size_t>(1 << 20, (count / threads + 1) & ~size_t(1));
-  std::vector<std::thread> pool;
-  for (size_t b = chunk; b < count; b += chunk) {
-    try {
-      pool.emplace_back(fill, out.data(), b, std::min(count, b + chunk), key);
-    } catch (const std::system_error &) { // no thread to be had: this one does it
-      fill(out.data(), b, std::min(count, b + chunk), key);
-    }
-  }
-  fill(out.data(), 0, std::min(count, chunk), key);
-  for (std::thread &t : pool)
-    t.join();
+  // Even chunk boundaries keep every pair inside one chunk.
+  rt::forChunks(count, size_t(1) << 20, 2,
+                [&](size_t b, size_t e) { fill(out.data(), b, e, key); });
   return out;
 }
 
