@@ -278,16 +278,29 @@ TEST(TuningDatabase, KeysBucketTheGeometry) {
   EXPECT_EQ(b.str(), "backward/sm80_mma_backward_dkv/bf16/d64/blocks/block64/n4096");
 }
 
+/// One dilated branch: on sm_90 a forward and a dK/dV kernel of the sm80
+/// families; on sm_90a the forward is the pipelined wgmma kernel.
+AttentionSpec dilatedSpec() {
+  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
+                            "a.dattn");
+  if (!r.ok())
+    throw Error("the tuning tests' spec does not parse");
+  return r.file.attentions[0];
+}
+
+AttentionPlan dilatedPlanFor(const char *arch) {
+  PlanOptions po;
+  po.arch = arch;
+  return planAttention(dilatedSpec(), po);
+}
+
 // The plan a run compiles: the databases' measurement for this N replaces
 // the heuristic where the family still offers it; other N buckets, other
 // GPUs and configurations no longer offered leave the heuristic, and the
 // plan says where each configuration came from.
 TEST(TuningLookup, TunedKernelsReachThePlan) {
-  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
-                            "a.dattn");
-  ASSERT_TRUE(r.ok());
-  const AttentionSpec spec = r.file.attentions[0];
+  const AttentionSpec spec = dilatedSpec();
   PlanOptions po;
   po.arch = "sm_90";
   const AttentionPlan heuristic = planAttention(spec, po);
@@ -336,18 +349,6 @@ TEST(TuningLookup, TunedKernelsReachThePlan) {
 // wrong outputs. The tuner must pick the fastest that ran right, record
 // the runner-up and the heuristic's time, tune the backward with the
 // forward's best in place, and stop when the budget is spent.
-/// One dilated branch, planned for sm_90 (the sm80 families): a forward and a dK/dV kernel.
-AttentionPlan dilatedPlanForSm90() {
-  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
-                            "a.dattn");
-  if (!r.ok())
-    throw Error("the tuner tests' spec does not parse");
-  PlanOptions po;
-  po.arch = "sm_90";
-  return planAttention(r.file.attentions[0], po);
-}
-
 class ModelGpu : public TuneMeasure {
 public:
   std::vector<std::vector<TunedKernel>> calls, prepared;
@@ -377,7 +378,7 @@ public:
 };
 
 TEST(Tuner, PicksTheFastestCorrectCandidate) {
-  const AttentionPlan plan = dilatedPlanForSm90();
+  const AttentionPlan plan = dilatedPlanFor("sm_90");
   const Target target = Target::parse("sm_90");
   ModelGpu gpu;
   TuneOptions opt;
@@ -441,7 +442,7 @@ public:
 };
 
 TEST(Tuner, TimesTheHeuristicFirstAndKeepsItWhenNothingBeatsIt) {
-  const AttentionPlan plan = dilatedPlanForSm90();
+  const AttentionPlan plan = dilatedPlanFor("sm_90");
   HeuristicFastest gpu;
   gpu.heuristic = plan.branches[0].kernels[0].config; // the forward's
   ASSERT_EQ(plan.branches[0].kernels[0].stage, "forward");
@@ -465,11 +466,7 @@ TEST(TuningLookup, AnotherFamilysForwardReachesThePlan) {
   // entry under its key whose winner is an sm80 tile plans that tile. An
   // entry naming a family this version lacks, or one that does not run the
   // branch, is reported and ignored.
-  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
-                            "a.dattn");
-  ASSERT_TRUE(r.ok());
-  const AttentionSpec spec = r.file.attentions[0];
+  const AttentionSpec spec = dilatedSpec();
   PlanOptions po;
   po.arch = "sm_90a";
   const AttentionPlan heuristic = planAttention(spec, po);
@@ -517,13 +514,7 @@ TEST(Tuner, ComparesTheForwardAcrossFamilies) {
   // tiles; ModelGpu makes m32 n64 t1 of sm80 the fastest correct one. The
   // entry stays under the heuristic's (pipelined wgmma) key and names the
   // sm80 family as the one that runs it.
-  ParseResult r = parseSpec("attention a { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 4096, dilation = 2, offset = head) } }",
-                            "a.dattn");
-  ASSERT_TRUE(r.ok());
-  PlanOptions po;
-  po.arch = "sm_90a";
-  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  const AttentionPlan plan = dilatedPlanFor("sm_90a");
   ModelGpu gpu;
   TuneOptions opt;
   const TuneReport rep = tune(plan, Target::parse("sm_90a"), 65536, h100(), gpu, opt);
