@@ -53,6 +53,7 @@ OwningOpRef<ModuleOp> lower(MLIRContext &ctx, const std::vector<AttentionSpec> &
   for (const TunedKernel &t : options.tuned)
     po.tuned.push_back(t.str());
   po.families = options.families;
+  po.splitUnions = options.splitUnions;
   ir::buildPipeline(pm, po);
   if (failed(pm.run(*module)))
     throw Error("codegen: the pass pipeline failed:\n" + diags.messages());

@@ -170,11 +170,14 @@ def Dattn_DilatedOp : Dattn_PatternOp<"dilated"> {
     Row i of head h (the k-th head of the branch) has keys
     { j : j / segment == i / segment, j mod dilation == offsets[k] } when
     i mod dilation == offsets[k], and none otherwise. No `segment` means the
-    whole sequence is one segment.
+    whole sequence is one segment. `excluded` (set by dattn-split-unions,
+    never by a spec) takes these pairs out of the branch's union instead:
+    another branch of the same heads attends to them.
   }];
   let arguments = (ins OptionalAttr<Dattn_I64Attr>:$segment, Dattn_I64Attr:$dilation,
-                       DenseI64ArrayAttr:$offsets);
-  let assemblyFormat = "(`segment` $segment^)? `dilation` $dilation `offsets` $offsets attr-dict";
+                       DenseI64ArrayAttr:$offsets, UnitAttr:$excluded);
+  let assemblyFormat = "(`segment` $segment^)? `dilation` $dilation `offsets` $offsets "
+                       "(`excluded` $excluded^)? attr-dict";
   let hasVerifier = 1;
 }
 

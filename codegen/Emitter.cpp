@@ -135,6 +135,8 @@ std::string branchDefinitions(const AttentionPlan &plan) {
         case plan::kSegment:
           mem << "      x.segment = " << mp.segment << "LL;\n      x.stride = " << mp.dilation
               << "LL;\n      x.offset = kSegOffsets" << id << "_" << m << "[k];\n";
+          if (mp.excluded)
+            mem << "      x.excluded = 1;\n";
           break;
         case plan::kHash:
           mem << "      x.block = " << mp.block << "LL;\n      x.seed = " << mp.seed

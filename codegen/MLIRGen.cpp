@@ -24,7 +24,7 @@ void buildPattern(OpBuilder &b, const Pattern &p, const Branch &br) {
     for (int h : br.heads)
       offsets.push_back(p.offsetFor(h));
     auto op = b.create<DilatedOp>(loc, IntegerAttr(), b.getI64IntegerAttr(p.dilation),
-                                  b.getDenseI64ArrayAttr(offsets));
+                                  b.getDenseI64ArrayAttr(offsets), UnitAttr());
     if (auto seg = extent(p.segment))
       op.setSegment(*seg);
     return;

@@ -41,7 +41,7 @@ void foldTerm(Operation *op, bool causal) {
     return;
   }
   if (auto d = dyn_cast<DilatedOp>(op)) {
-    if (!d.getSegment() && d.getDilation() == 1)
+    if (!d.getSegment() && d.getDilation() == 1 && !d.getExcluded())
       replaceWithDense(op);
     return;
   }
@@ -66,14 +66,19 @@ void foldTerm(Operation *op, bool causal) {
 /// Step 2: simplify the union of one branch.
 void simplifyUnion(BranchOp br) {
   Block &body = *br.getBody();
-  // Dense absorbs every other member.
+  // Dense absorbs every other member (not an excluded one, which takes
+  // pairs out: dattn-split-unions, should this pass run after it).
+  auto excluded = [](Operation &op) {
+    auto d = dyn_cast<DilatedOp>(op);
+    return d && d.getExcluded();
+  };
   Operation *dense = nullptr;
   for (Operation &op : body)
     if (isa<DenseOp>(op))
       dense = &op;
   if (dense) {
     for (Operation &op : llvm::make_early_inc_range(body))
-      if (&op != dense)
+      if (&op != dense && !excluded(op))
         op.erase();
     return;
   }

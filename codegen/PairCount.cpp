@@ -43,11 +43,8 @@ PairCount countPairs(const AttentionPlan &plan, int64_t n, int64_t batch, const 
         for (int64_t j = lo; j < hi; ++j) {
           if (plan.causal && j > i)
             break;
-          for (const auto &m : members)
-            if (plan::memberContains(m, i, j)) {
-              pairs += 1;
-              break;
-            }
+          if (plan::unionContains(members.data(), count, i, j))
+            pairs += 1;
         }
         rowsCounted += 1;
       }

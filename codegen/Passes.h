@@ -22,10 +22,11 @@ struct PipelineOptions {
   int64_t smemBytes = 0;
   std::vector<std::string> tuned; ///< TunedKernel::str() of each measured configuration
   std::vector<std::string> families; ///< families tried first (PlanOptions::families)
+  bool splitUnions = false;          ///< run dattn-split-unions (PlanOptions::splitUnions)
 };
 
-/// The middle end, in order: verify (implicit), normalize, merge branches,
-/// plan tiles, and, given a target, select kernels. This one function is the
+/// The middle end, in order: verify (implicit), normalize, (split unions,)
+/// merge branches, plan tiles, and, given a target, select kernels. This one function is the
 /// whole pipeline.
 void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options = {});
 

@@ -23,6 +23,26 @@ def Normalize : Pass<"dattn-normalize", "::mlir::ModuleOp"> {
   let dependentDialects = ["::dattn::ir::DattnDialect"];
 }
 
+def SplitUnions : Pass<"dattn-split-unions", "::mlir::ModuleOp"> {
+  let summary = "Run a union's dilated member as its own strided branch";
+  let description = [{
+    A union with a dilated member and others runs every tile the dilated
+    member touches as a partial tile: with dilation r, r^2 times the pairs
+    it attends. For each such branch (after dattn-normalize):
+    1. Copy the dilated member into a new branch of the same heads (it is
+       alone there, so dattn-plan-tiles makes it strided: compact rows, the
+       fast kernels).
+    2. Mark the member `excluded` in the original branch: that branch keeps
+       the other members' pairs minus the dilated ones.
+    The two branches are disjoint and their union is the original's, so each
+    key counts once; the heads' outputs merge across the two branches as
+    for any head in several branches. Opt-in (PlanOptions::splitUnions,
+    DATTN_SPLIT_UNIONS=1) until its kernels have run on a GPU. A union with
+    several dilated members is left as it is.
+  }];
+  let dependentDialects = ["::dattn::ir::DattnDialect"];
+}
+
 def MergeBranches : Pass<"dattn-merge-branches", "::mlir::ModuleOp"> {
   let summary = "Merge branches of the same geometry on disjoint heads";
   let description = [{

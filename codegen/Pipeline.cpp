@@ -4,6 +4,8 @@ namespace dattn::ir {
 
 void buildPipeline(mlir::OpPassManager &pm, const PipelineOptions &options) {
   pm.addPass(createNormalize());
+  if (options.splitUnions)
+    pm.addPass(createSplitUnions());
   pm.addPass(createMergeBranches());
   PlanTilesOptions plan;
   plan.tileM = options.tileM;

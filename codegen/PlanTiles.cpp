@@ -45,6 +45,8 @@ struct PlanTilesPass : impl::PlanTilesBase<PlanTilesPass> {
     Block &body = *br.getBody();
     auto dilated = body.getOperations().size() == 1 ? dyn_cast<DilatedOp>(body.front())
                                                     : DilatedOp();
+    if (dilated && dilated.getExcluded())
+      dilated = DilatedOp(); // (never alone: dattn-split-unions keeps the rest with it)
     // A lone dense member is one unbounded segment of dilation 1: the
     // strided kernels run it with no member list to evaluate per tile.
     const bool loneDense = body.getOperations().size() == 1 && isa<DenseOp>(body.front());

@@ -31,6 +31,7 @@ MemberPlan readMember(Operation *op) {
     m.segment = optionalOr(d.getSegment(), kUnbounded);
     m.dilation = d.getDilation();
     m.offsets = toVector(d.getOffsets());
+    m.excluded = d.getExcluded();
   } else if (auto r = dyn_cast<RandomOp>(op)) {
     m.kind = plan::kHash;
     m.block = r.getBlock();

@@ -19,6 +19,8 @@ std::string geometryKey(Operation *op) {
     if (auto seg = d.getSegment())
       s += " segment " + std::to_string(*seg);
     s += " dilation " + std::to_string(d.getDilation());
+    if (d.getExcluded())
+      s += " excluded";
     return s;
   }
   return termKey(op);

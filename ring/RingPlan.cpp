@@ -120,7 +120,8 @@ void branchKeys(const AttentionPlan &p, const BranchPlan &b, int headIndex, int6
   const int64_t *rows = mask ? mask->rowOffsets.data() : nullptr;
   const int64_t *cols = mask ? mask->colIndices.data() : nullptr;
   for (const MemberPlan &mp : b.members)
-    memberKeys(mp.forHead(headIndex, b.heads[headIndex], rows, cols), a, e, n, p.causal, out);
+    if (!mp.excluded) // its keys come through the branch that runs it
+      memberKeys(mp.forHead(headIndex, b.heads[headIndex], rows, cols), a, e, n, p.causal, out);
 }
 
 RingPrimitive primitiveOf(const BranchPlan &b) {

@@ -76,6 +76,11 @@ bool verbose() {
   return v && *v && std::strcmp(v, "0") != 0;
 }
 
+bool splitUnions() {
+  const char *v = std::getenv("DATTN_SPLIT_UNIONS");
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+
 const char *cudaHome() {
   if (const char *h = std::getenv("CUDA_HOME"); h && *h)
     return h;

@@ -78,9 +78,11 @@ std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec,
   // runtime compiles that GPU's kernels for.
   const Target target = Target::forGpu(Target::parse(gpuArch).sm, smemBytes);
   const std::string arch = target.arch();
-  PlanOptions po;
+  PlanOptions po; // as Runtime::compile plans, environment included
   po.arch = arch;
   po.smemBytes = target.smemBytes;
+  po.families = env::preferredFamilies();
+  po.splitUnions = env::splitUnions();
   const AttentionPlan plan = planAttention(spec, po);
   struct Job {
     std::string module, name;
@@ -243,6 +245,7 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   c->spec_ = spec;
   PlanOptions po = options_.tiles;
   po.families = env::preferredFamilies();
+  po.splitUnions = env::splitUnions();
   const std::string arch = Target::forGpu(info_.smVersion, info_.smemOptinBytes).arch();
   po.arch = arch;
   po.smemBytes = info_.smemOptinBytes;

@@ -7,7 +7,9 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare, families, wgmma, tf32.
+#   those, ringtable, nccl, tune, compare, split, families, wgmma, tf32.
+#   split: the GPU tests, examples and causal_ring's speed with
+#   DATTN_SPLIT_UNIONS=1 (a union's dilated member as its own branch).
 #   families: every forward GPU test again with each family of
 #   DATTN_SUITE_FAMILIES (default: sm80_mma_forward sm90_wgmma_forward, the
 #   H100's non-default forwards) preferred through DATTN_FAMILIES.
@@ -382,9 +384,31 @@ if want families; then
   # first wgmma kernel; the default ran in `tests`).
   for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward}; do
     export DATTN_FAMILIES=$fam
-    run_shards "suite_$fam" 'Patterns*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
+    run_shards "suite_$fam" 'AllPatterns/Patterns.*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
     unset DATTN_FAMILIES
   done
+fi
+if want split; then
+  # dattn-split-unions (opt-in until this passes): the GPU tests of every
+  # pattern forward and backward with DATTN_SPLIT_UNIONS=1, the examples
+  # whose unions hold a dilated member checked, then causal_ring at 16K
+  # without and with it.
+  export DATTN_SPLIT_UNIONS=1
+  run_shards split_tests 'AllPatterns/*:GpuForward*:GpuBackward*:GpuRing*'
+  for f in causal_ring block_patterns window_global_random_gqa; do
+    for det in "" --deterministic; do
+      timeout 200 build/bin/dattn run examples/$f.dattn --device gpu --check --backward $det \
+        > "$OUT/split_example.log" 2>&1 || { status=1; echo "FAILED: split $f $det"; }
+      grep -E "^attention|check:|deterministic" "$OUT/split_example.log" | tee -a "$OUT/split.log"
+    done
+  done
+  unset DATTN_SPLIT_UNIONS
+  for split in 0 1; do
+    DATTN_SPLIT_UNIONS=$split timeout 200 build/bin/dattn run examples/causal_ring.dattn \
+      --seq 16384 --device gpu --iters 10 --backward 2>&1 | grep -E "^device|^backward" |
+      sed "s/^/split $split: /" | tee -a "$OUT/split.log"
+  done
+  rm -f "$OUT/split_example.log"
 fi
 if want wgmma; then
   build/tests/gpu/dattn_gpu_tests --gtest_filter='*Wgmma*' > "$OUT/wgmma_test.log" 2>&1

@@ -21,6 +21,9 @@ struct PlanOptions {
   std::vector<TunedKernel> tuned;
   /// Kernel families tried first, where they support a branch (DATTN_FAMILIES).
   std::vector<std::string> families;
+  /// A union's dilated member as its own strided branch (dattn-split-unions;
+  /// DATTN_SPLIT_UNIONS=1). Off until its kernels have run on a GPU.
+  bool splitUnions = false;
 };
 
 enum class IRStage {

@@ -64,6 +64,9 @@ struct MemberPlan {
   uint64_t seed = 0, keep = 0;                   ///< hash
   int levels = 0;                                ///< hierarchy
   std::vector<int64_t> rates;                    ///< block_offsets
+  /// segment_masked only: its pairs are taken out of the union (another
+  /// branch of the same heads runs them strided; dattn-split-unions).
+  bool excluded = false;
 
   /// The member's constants for the branch's headIndex-th head (`head`).
   /// The mask arrays are used by block_mask members only.
@@ -81,6 +84,7 @@ struct MemberPlan {
     m.keep = keep;
     m.head = head;
     m.levels = levels;
+    m.excluded = excluded ? 1 : 0;
     m.numRates = static_cast<int>(rates.size());
     for (size_t k = 0; k < rates.size() && k < plan::kMaxRates; ++k)
       m.rates[k] = rates[k];

@@ -50,10 +50,7 @@ DATTN_DEV bool branchPair(const plan::Member *members, int headIndex, long long 
     const long long w = plan::segmentLength(Branch::kSegment, n);
     return i / w == j / w;
   } else {
-    for (int m = 0; m < Branch::kNumMembers; ++m)
-      if (plan::memberContains(members[m], i, j))
-        return true;
-    return false;
+    return plan::unionContains(members, Branch::kNumMembers, i, j);
   }
 }
 

@@ -116,12 +116,9 @@ template <class T, int D, int BM, int BN, int MT> struct MmaTile {
 /// Whether (i, j) is in the union. Out of line on purpose: it runs on partial
 /// tiles only, and inlining it into the unrolled tile loops multiplies code
 /// size (and register pressure) by the number of elements per thread.
-__device__ __noinline__ bool unionContains(const plan::Member *members, int count, long long i,
-                                           long long j) {
-  for (int m = 0; m < count; ++m)
-    if (plan::memberContains(members[m], i, j))
-      return true;
-  return false;
+__device__ __noinline__ bool unionContainsOutOfLine(const plan::Member *members, int count,
+                                                    long long i, long long j) {
+  return plan::unionContains(members, count, i, j);
 }
 
 /// Whether compact pair (a, b) of a partial tile is attended: both rows
@@ -135,7 +132,7 @@ DATTN_DEV bool partialPairKept(const plan::Member *members, long long count, lon
   if constexpr (Branch::kKind == kStridedBranch)
     return true;
   else
-    return unionContains(members, Branch::kNumMembers, a, b);
+    return unionContainsOutOfLine(members, Branch::kNumMembers, a, b);
 }
 
 /// Segment `seg` of a strided branch for its headIndex-th head: the rows

@@ -49,10 +49,7 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
   float m = dev::negInf(), l = 0.f;
   for (long long j = jBegin; j < jEnd; j += jStep) {
     if constexpr (Branch::kKind == kBlocksBranch) {
-      bool any = false;
-      for (int mm = 0; mm < Branch::kNumMembers && !any; ++mm)
-        any = plan::memberContains(members[mm], i, j);
-      if (!any)
+      if (!plan::unionContains(members, Branch::kNumMembers, i, j))
         continue;
     }
     const T *k = (const T *)p.k + p.kL.at(batch, j, kvHead);

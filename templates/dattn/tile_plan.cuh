@@ -64,6 +64,7 @@ struct Member {
   i64 rates[kMaxRates];
   const i64 *maskRows; ///< kBlockMask: BSR row offsets (NB + 1)
   const i64 *maskCols; ///< kBlockMask: BSR column indices
+  int excluded; ///< its pairs are out of the union (run by another branch)
 };
 
 DATTN_HD i64 minI(i64 a, i64 b) { return a < b ? a : b; }
@@ -190,6 +191,17 @@ DATTN_HD bool memberContains(const Member &m, i64 i, i64 j) {
   default:
     return blockKept(m, i / m.block, j / m.block);
   }
+}
+
+/// Whether (i, j) is in the union of members[0..count) (no causal): in a
+/// member that is not excluded and in no excluded one.
+DATTN_HD bool unionContains(const Member *members, int count, i64 i, i64 j) {
+  bool in = false;
+  for (int k = 0; k < count && !in; ++k)
+    in = !members[k].excluded && memberContains(members[k], i, j);
+  for (int k = 0; k < count && in; ++k)
+    in = !(members[k].excluded && memberContains(members[k], i, j));
+  return in;
 }
 
 /// Key range [*jlo, *jhi) that query rows [i0, i1) can reach through m.
@@ -325,8 +337,18 @@ DATTN_HD TileClass unionTileClass(const Member *members, int count, bool causal,
     return kSkip;
   int best = kSkip;
   for (int k = 0; k < count && best != kFull; ++k) {
+    if (members[k].excluded)
+      continue;
     int c = memberTileClass(members[k], i0, i1, j0, j1);
     best = c > best ? c : best;
+  }
+  // Excluded members take their pairs out: all of them skip the tile, some
+  // make it partial.
+  for (int k = 0; k < count && best != kSkip; ++k) {
+    if (!members[k].excluded)
+      continue;
+    int c = memberTileClass(members[k], i0, i1, j0, j1);
+    best = c == kFull ? kSkip : c == kPartial ? kPartial : best;
   }
   if (best == kFull && causal && j1 - 1 > i0)
     best = kPartial;
@@ -338,6 +360,8 @@ DATTN_HD void unionKeyTiles(const Member *members, int count, bool causal, i64 i
                             i64 seqLen, i64 blockN, i64 *t0, i64 *t1) {
   i64 lo = seqLen, hi = 0;
   for (int k = 0; k < count; ++k) {
+    if (members[k].excluded) // takes keys out, reaches none
+      continue;
     i64 a, b;
     memberKeyRange(members[k], i0, i1, seqLen, &a, &b);
     lo = minI(lo, a);
@@ -361,7 +385,7 @@ DATTN_HD void unionQueryTiles(const Member *members, int count, bool causal, i64
                               i64 seqLen, i64 blockM, i64 *t0, i64 *t1) {
   i64 lo = seqLen, hi = 0;
   for (int k = 0; k < count; ++k)
-    for (int end = 0; end < 2; ++end) {
+    for (int end = 0; end < 2 && !members[k].excluded; ++end) {
       const i64 j = end == 0 ? j0 : j1 - 1;
       i64 a, b;
       memberQueryRange(members[k], j, seqLen, &a, &b);

@@ -31,6 +31,34 @@ TEST(Nvrtc, EveryExampleCompilesForEveryArch) {
         expectCubin(spec, arch);
 }
 
+TEST(Nvrtc, SplitUnionModulesCompile) {
+  // dattn-split-unions (opt-in): the examples whose unions hold a dilated
+  // member, every module the runtime would compile, with an excluded
+  // member in the union's tables.
+  PlanOptions split;
+  split.splitUnions = true;
+  for (const auto &f : exampleFiles())
+    for (const auto &spec : loadSpecFile(f).attentions) {
+      PlanOptions po = split;
+      po.arch = "sm_90a";
+      bool excluded = false;
+      for (const BranchPlan &b : planAttention(spec, po).branches)
+        for (const MemberPlan &m : b.members)
+          excluded = excluded || m.excluded;
+      if (!excluded)
+        continue;
+      SCOPED_TRACE(spec.name);
+      for (const char *arch : {"sm_75", "sm_90a"}) {
+        for (const OfflineKernel &k :
+             {compileOffline(spec, arch, split), compileOffline(spec, arch, split, true, false),
+              compileOffline(spec, arch, split, true, true)}) {
+          EXPECT_EQ(std::string(k.cubin.data() + 1, 3), "ELF") << arch;
+          EXPECT_NE(k.module.source.find("x.excluded = 1;"), std::string::npos) << arch;
+        }
+      }
+    }
+}
+
 TEST(Nvrtc, BackwardModulesCompile) {
   for (const auto &f : exampleFiles())
     for (const auto &spec : loadSpecFile(f).attentions)

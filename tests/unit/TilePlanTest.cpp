@@ -10,6 +10,7 @@
 #include "RandomSpec.h"
 
 #include "dattn/compiler.h"
+#include "dattn/dsl.h"
 
 #include <gtest/gtest.h>
 
@@ -84,8 +85,7 @@ void addBlocks(const BranchPlan &bp, int headIndex, int head, bool causal, int64
         for (int64_t j = j0; j < j1; ++j) {
           bool keep = cls == plan::kFull;
           if (!keep && (!causal || j <= i))
-            for (const auto &m : members)
-              keep = keep || plan::memberContains(m, i, j);
+            keep = plan::unionContains(members.data(), count, i, j);
           c[i * n + j] += keep;
         }
     }
@@ -151,11 +151,53 @@ TEST(TilePlan, RandomSpecsMatchReferenceKeySets) {
     PlanOptions opts;
     opts.tileM = tiles[gen.uniform(0, 3)];
     opts.tileN = tiles[gen.uniform(0, 3)];
+    opts.splitUnions = trial % 2 == 1; // dattn-split-unions on every other spec
     SCOPED_TRACE("trial " + std::to_string(trial));
     checkPlanMatchesReference(spec, n, opts, gen);
     if (HasFatalFailure())
       return;
   }
+}
+
+TEST(TilePlan, SplitUnionsCountEachKeyOnce) {
+  // dattn-split-unions: a union's dilated member runs as its own strided
+  // branch and is excluded from the union it came from. The plans (every
+  // key once, across both branches) against the reference, causal or not,
+  // ragged N, segments finite or not; the plan has the extra branch.
+  SpecGenerator gen(7);
+  for (const char *members :
+       {"dilated(segment = inf, dilation = 4, offset = head) | global(tokens = 16)",
+        "dilated(segment = 48, dilation = 3, offset = head) | window(left = 10, right = 3)",
+        "dilated(segment = 64, dilation = 2) | global(tokens = 5) | window(left = 7, right = 0)",
+        "dilated(segment = 40, dilation = 2, offset = 1) | random(block = 16, density = 0.3, "
+        "seed = 3)"})
+    for (bool causal : {false, true}) {
+      const std::string text = std::string("attention t { heads = 4 head_dim = 64 dtype = bf16") +
+                               (causal ? " causal = true" : "") + " branch { " + members + " } }";
+      SCOPED_TRACE(text);
+      ParseResult r = parseSpec(text, "t.dattn");
+      ASSERT_TRUE(r.ok());
+      const AttentionSpec &spec = r.file.attentions[0];
+      for (int64_t n : {1, 37, 200}) {
+        PlanOptions opts;
+        opts.splitUnions = true;
+        checkPlanMatchesReference(spec, n, opts, gen);
+        if (HasFatalFailure())
+          return;
+      }
+      PlanOptions opts;
+      opts.splitUnions = true;
+      const AttentionPlan p = planAttention(spec, opts);
+      ASSERT_EQ(p.branches.size(), 2u) << emitIR({spec}, IRStage::Planned, opts);
+      int strided = 0, excluded = 0;
+      for (const BranchPlan &b : p.branches) {
+        strided += b.kind == BranchKind::Strided;
+        for (const MemberPlan &m : b.members)
+          excluded += m.excluded;
+      }
+      EXPECT_EQ(strided, 1);
+      EXPECT_EQ(excluded, 1);
+    }
 }
 
 TEST(TilePlan, QueryRangesHoldEveryQueryOfAKey) {
