@@ -158,7 +158,7 @@ KeyBlock receivedBlock(const Transfer &t, int D, const std::vector<float> &k,
 }
 
 void simulate(const AttentionSpec &spec, int64_t n, int ranks, const BlockMask *mask,
-              uint64_t seed) {
+              uint64_t seed, bool splitUnions = false) {
   const std::string what = spec.canonical() + "N = " + std::to_string(n) + ", P = " +
                            std::to_string(ranks);
   SCOPED_TRACE(what);
@@ -173,7 +173,9 @@ void simulate(const AttentionSpec &spec, int64_t n, int ranks, const BlockMask *
   referenceBackward(spec, 1, n, q.data(), k.data(), v.data(), dout.data(), mask, refDq.data(),
                     refDk.data(), refDv.data());
 
-  const RingPlan plan = planRing(planAttention(spec), n, ranks, mask);
+  PlanOptions po;
+  po.splitUnions = splitUnions; // the keys move by the split branches' plans
+  const RingPlan plan = planRing(planAttention(spec, po), n, ranks, mask);
   const RingSchedule schedule = scheduleRing(plan);
   ASSERT_EQ(schedule.ranks.size(), size_t(ranks));
 
@@ -321,7 +323,8 @@ TEST(RingSimulation, RandomSpecsMatchTheReference) {
     if (spec.needsBlockMask())
       mask = gen.mask(spec, n);
     SCOPED_TRACE("trial " + std::to_string(trial));
-    simulate(spec, n, ranks, spec.needsBlockMask() ? &mask : nullptr, 100 + trial);
+    simulate(spec, n, ranks, spec.needsBlockMask() ? &mask : nullptr, 100 + trial,
+             /*splitUnions=*/trial % 2 == 1);
     if (::testing::Test::HasFailure())
       return;
   }
