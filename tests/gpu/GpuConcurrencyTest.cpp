@@ -2,7 +2,7 @@
 // workspaces at once equal serial runs; a forward+backward captured in a
 // CUDA graph and replayed on new inputs equals eager runs; attentions on
 // GPU 0 and GPU 1 used alternately from one thread are both correct (skips
-// with a reason below two GPUs).
+// with a reason below two GPUs); one HostAttention serves two configurations.
 #include "GpuTest.h"
 
 #include <cstring>
@@ -50,6 +50,47 @@ void expectMatchesReference(const AttentionSpec &spec, int64_t n, HostAttention 
   expectGradientClose("dq", r.dq, rq, spec.headDim, toleranceFor(spec), what);
   expectGradientClose("dk", r.dk, rk, spec.headDim, toleranceFor(spec), what);
   expectGradientClose("dv", r.dv, rv, spec.headDim, toleranceFor(spec), what);
+}
+
+TEST(GpuConcurrency, OneHostAttentionRunsAnotherConfiguration) {
+  // HostAttention::useAttention (the tuner's candidates on one set of
+  // buffers): the same inputs through a second configuration (branch 0's
+  // forward on the sm80 family, its dK/dV kernel on its last candidate)
+  // match the reference, outputs and gradients poisoned before each run;
+  // another spec is refused.
+  REQUIRE_GPU();
+  AttentionSpec spec = parse(kSpec);
+  auto heuristic = runtime().compile(spec);
+  const AttentionPlan &plan = heuristic->plan();
+  const Target target = Target::forGpu(runtime().device().smVersion,
+                                       runtime().device().smemOptinBytes);
+  const KernelFamily &sm80 = familyNamed("sm80_mma_forward");
+  const KernelChoice dkv = plannedKernels(plan, plan.branches[0], "backward").at(0);
+  CompileOptions other;
+  other.kernels = {
+      {0, "forward", sm80.name(), sm80.heuristic(plan, plan.branches[0], target, false), "test"},
+      {0, "backward", dkv.family->name(),
+       dkv.family->candidates(plan, plan.branches[0], target, false).back(), "test"}};
+  auto second = runtime().compile(spec, other);
+  EXPECT_STREQ(plannedKernels(second->plan(), second->plan().branches[0], "forward")
+                   .at(0).family->name(), "sm80_mma_forward");
+  const int64_t n = 700;
+  const std::vector<float> q = randomVector(size_t(n) * 4 * 64, 1),
+                           k = randomVector(size_t(n) * 2 * 64, 2),
+                           v = randomVector(size_t(n) * 2 * 64, 3),
+                           dout = randomVector(size_t(n) * 4 * 64, 4);
+  HostAttention h(*heuristic, 1, n, q.data(), k.data(), v.data());
+  expectMatchesReference(spec, n, h, runOnce(h, dout), "the heuristic");
+  h.useAttention(*second);
+  expectMatchesReference(spec, n, h, runOnce(h, dout), "the second configuration");
+  auto unrelated = runtime().compile(parse("attention u { heads = 2 head_dim = 64 dtype = bf16 "
+                                           "branch { dense } }"));
+  try {
+    h.useAttention(*unrelated);
+    ADD_FAILURE() << "another spec was accepted";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("not the spec"), std::string::npos) << e.what();
+  }
 }
 
 TEST(GpuConcurrency, TwoStreamsEqualSerialRuns) {
