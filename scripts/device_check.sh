@@ -337,18 +337,18 @@ if want tune; then
   db="$OUT/tuning.json"
   deadline=$(( $(date +%s) + ${DATTN_TUNE_BUDGET:-330} ))
   tune_rc=0
-  tune_one() { # spec file, lengths
-    local left=$(( deadline - $(date +%s) ))
-    if [ $left -lt 10 ]; then echo "tune: no budget left for $1" | tee -a "$OUT/tune.log"; return; fi
-    build/bin/dattn tune "$1" --seq "$2" --backward --budget $left --out "$db" \
+  tune_one() { # lengths, spec files
+    local left=$(( deadline - $(date +%s) )) seq=$1
+    shift
+    if [ $left -lt 10 ]; then echo "tune: no budget left for $*" | tee -a "$OUT/tune.log"; return; fi
+    build/bin/dattn tune "$@" --seq "$seq" --backward --budget $left --out "$db" \
       2>> "$OUT/tune_progress.log" | tee -a "$OUT/tune.log"
     [ "${PIPESTATUS[0]}" = 0 ] || tune_rc=1
   }
-  tune_one examples/longnet_head_partitioned.dattn 16384,65536,262144
-  tune_one examples/longnet_paper.dattn 32768,131072
-  tune_one bench/dense.dattn 16384
+  tune_one 16384,65536,262144 examples/longnet_head_partitioned.dattn
+  tune_one 32768,131072 examples/longnet_paper.dattn
   examples16k="window_global_random_gqa causal_ring block_patterns dense_ring longnet_whole_sequence"
-  for f in $examples16k; do tune_one examples/$f.dattn 16384; done
+  tune_one 16384 bench/dense.dattn $(for f in $examples16k; do echo examples/$f.dattn; done)
   echo "tune: $(( ${DATTN_TUNE_BUDGET:-330} - deadline + $(date +%s) )) s" | tee -a "$OUT/tune.log"
   for who in heuristic tuned; do
     [ $who = tuned ] && export DATTN_TUNING_DB="$db" || export DATTN_TUNING_DB="$OUT/none.json"

@@ -274,8 +274,8 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
 
 int runTune(const std::vector<std::string> &args) {
   static const char *help =
-      "usage: dattn tune --list FILE [--name NAME] [--arch sm_80,sm_90a]\n"
-      "       dattn tune FILE [--name NAME] --seq N[,N...] [--batch B] [--backward]\n"
+      "usage: dattn tune --list FILE... [--name NAME] [--arch sm_80,sm_90a]\n"
+      "       dattn tune FILE... [--name NAME] --seq N[,N...] [--batch B] [--backward]\n"
       "                  [--out DB] [--budget SECONDS] [--iters K] [--gpu G]\n"
       "--list prints, per branch, every kernel family's candidate configurations\n"
       "for each target (default sm_80) and stage, or why the family does not run\n"
@@ -294,8 +294,18 @@ int runTune(const std::vector<std::string> &args) {
             {"list", "backward"});
   if (o.has("list") == o.has("seq"))
     throw UsageError{"give --list (no GPU) or --seq N (tune on the GPU)"};
-  SpecFile file = loadSpecFile(onlyFile(o, "tune"));
-  const std::vector<AttentionSpec> specs = selectSpecs(file, o);
+  // Every attention of every file (the shipped databases tune the examples
+  // and the benchmark configurations in one run), or those named --name.
+  if (o.positional().empty())
+    throw UsageError{"dattn tune: give one or more spec files"};
+  std::vector<AttentionSpec> specs;
+  for (const std::string &path : o.positional())
+    for (const AttentionSpec &spec : loadSpecFile(path).attentions)
+      if (!o.has("name") || spec.name == o.get("name"))
+        specs.push_back(spec);
+  if (specs.empty())
+    throw UsageError{"dattn tune: no attention named '" + o.get("name") + "' in " +
+                     std::to_string(o.positional().size()) + " file(s)"};
   if (o.has("seq"))
     return tuneOnGpu(o, specs);
   for (const AttentionSpec &spec : specs)
