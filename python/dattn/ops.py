@@ -115,12 +115,13 @@ def _run_forward(q, k, v, spec):
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check(name, t, dtype)
     B, N, H, D = q.shape
-    out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    # new_empty: q's device and dtype without parsing them again per call.
+    out = q.new_empty((B, N, H, D))
+    lse = q.new_empty((B, H, N), dtype=torch.float32)
     need, _ = a.workspace_sizes(B, N)
     # From torch's caching allocator; freed on return, which is safe: later
     # work on this stream that reuses the memory runs after the kernels.
-    ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
+    ws = q.new_empty(need, dtype=torch.uint8) if need else None
     a.forward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse),
               ws.data_ptr() if need else 0, need, _stream(q.device))
     return out, lse
@@ -130,11 +131,9 @@ def _run_backward(q, k, v, out, lse, dout, spec, deterministic):
     a, dtype = _attention(spec, q.device.index, q.shape[1])
     _check("dout", dout, dtype)
     B, N = q.shape[0], q.shape[1]
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     _, need = a.workspace_sizes(B, N)
-    ws = torch.empty(need, dtype=torch.uint8, device=q.device) if need else None
+    ws = q.new_empty(need, dtype=torch.uint8) if need else None
     a.backward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse), _tensor(dout),
                _tensor(dq), _tensor(dk), _tensor(dv), ws.data_ptr() if need else 0, need,
                _stream(q.device), deterministic)
