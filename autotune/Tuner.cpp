@@ -50,22 +50,13 @@ struct Job {
   int sameKeyAs = -1; ///< an earlier job with this key: its winner, not measured again
 };
 
-/// A kernel's candidates: the planned family's (the heuristic first); for
-/// the forward also those of every other forward family that runs the
-/// branch on the target with the same kind of cores (on sm_90a the sm80
-/// mma.sync tiles beside the wgmma kernels).
+/// A kernel's candidates: the heuristic first, then every configuration of
+/// the families that may replace it (tunableFamilies).
 std::vector<Candidate> candidatesOf(const AttentionPlan &plan, const BranchPlan &b,
                                     const Target &target, const Candidate &heuristic,
-                                    bool forward) {
+                                    const std::string &stage) {
   std::vector<Candidate> out = {heuristic};
-  std::vector<const KernelFamily *> families = {heuristic.family};
-  if (forward)
-    for (const KernelFamily *f : kernelFamilies())
-      if (f != heuristic.family && f->pass() == KernelPass::Forward &&
-          f->usesTensorCores() == heuristic.family->usesTensorCores() &&
-          f->unsupported(plan, b, target).empty())
-        families.push_back(f);
-  for (const KernelFamily *f : families)
+  for (const KernelFamily *f : tunableFamilies(plan, b, target, *heuristic.family, stage))
     for (const KernelConfig &c : f->candidates(plan, b, target, /*deterministic=*/false))
       if (!(Candidate{f, c} == heuristic))
         out.push_back({f, c});
@@ -90,7 +81,7 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
         continue;
       const Candidate heuristic{&familyNamed(k.family), k.config};
       Job j{static_cast<int>(bi), k.stage, heuristic,
-            candidatesOf(plan, b, target, heuristic, k.stage == "forward"),
+            candidatesOf(plan, b, target, heuristic, k.stage),
             tuningKey(plan, b, k.stage, k.family, seqLen)};
       // Branches of the same geometry (LongNet's segment/dilation pairs with
       // equal rows per segment) share a key and so one database entry.

@@ -67,22 +67,17 @@ std::vector<TunedKernel> tunedKernels(const AttentionPlan &plan, const Target &t
     const BranchPlan &b = plan.branches[bi];
     for (const PlannedKernel &k : b.kernels) {
       const bool deterministic = k.stage == "backward_deterministic";
-      // The planned family's candidates; for the forward also another
-      // forward family's that runs the branch (tune() tries them too).
+      // The configurations tune() searches: the planned family's, for the
+      // forward also those of the families that may replace it.
+      const std::vector<const KernelFamily *> families =
+          tunableFamilies(plan, b, target, familyNamed(k.family), k.stage);
       auto offered = [&](const std::string &name, const KernelConfig &c) -> std::string {
         const KernelFamily *f = nullptr;
-        for (const KernelFamily *x : kernelFamilies())
+        for (const KernelFamily *x : families)
           if (name == x->name())
             f = x;
         if (!f)
-          return "a family this version does not have";
-        if (name != k.family) {
-          if (k.stage != "forward" || f->pass() != KernelPass::Forward)
-            return "another family, which only the forward may take";
-          const std::string why = f->unsupported(plan, b, target);
-          if (!why.empty())
-            return "which does not run the branch here (" + why + ")";
-        }
+          return "a family that cannot run this kernel here";
         const std::vector<KernelConfig> all = f->candidates(plan, b, target, deterministic);
         if (std::find(all.begin(), all.end(), c) == all.end())
           return "which the family no longer offers";

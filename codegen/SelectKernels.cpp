@@ -79,16 +79,17 @@ struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
       SmallVector<Attribute> kernels;
       try { // step 2
         const std::vector<std::string> first(families.begin(), families.end());
-        // A forward measured fastest with another family that runs the
-        // branch: that family, as if named first (its configuration below).
+        // A forward measured fastest with another family that may replace
+        // the chosen one (tunableFamilies): that family, as if named first
+        // (its configuration below).
         KernelChoice forward = chooseForward(plan, bp, target, first);
+        const std::vector<const KernelFamily *> tunable =
+            tunableFamilies(plan, bp, target, *forward.family, "forward");
         for (const TunedKernel &t : measured)
-          if (t.branch == branchIndex && t.stage == "forward" &&
-              t.family != forward.family->name()) {
-            KernelChoice other = chooseForward(plan, bp, target, {t.family});
-            if (t.family == other.family->name())
-              forward = other;
-          }
+          for (const KernelFamily *f : tunable)
+            if (t.branch == branchIndex && t.stage == "forward" && f != forward.family &&
+                t.family == f->name())
+              forward = chooseForward(plan, bp, target, {t.family});
         record(kernels, "forward", forward, bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, false, first))
           record(kernels, "backward", c, bp, false);

@@ -31,6 +31,20 @@ const KernelFamily &familyNamed(const std::string &name) {
   throw Error("no kernel family is named '" + name + "'");
 }
 
+std::vector<const KernelFamily *> tunableFamilies(const AttentionPlan &plan,
+                                                  const BranchPlan &branch, const Target &target,
+                                                  const KernelFamily &planned,
+                                                  const std::string &stage) {
+  std::vector<const KernelFamily *> out = {&planned};
+  if (stage == "forward") // the backward's dK/dV and dQ families come in pairs
+    for (const KernelFamily *f : kernelFamilies())
+      if (f != &planned && f->pass() == KernelPass::Forward &&
+          f->usesTensorCores() == planned.usesTensorCores() &&
+          f->unsupported(plan, branch, target).empty())
+        out.push_back(f);
+  return out;
+}
+
 std::vector<KernelChoice> plannedKernels(const AttentionPlan &plan, const BranchPlan &branch,
                                          const std::string &stage) {
   if (plan.target.empty())

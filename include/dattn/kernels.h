@@ -106,6 +106,16 @@ std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const Branch
                                          const Target &target, bool deterministic,
                                          const std::vector<std::string> &first = {});
 
+/// The families whose configurations may replace `planned`'s for a kernel
+/// of `stage` of a branch (the autotuner's search, the tuning lookup's
+/// check): `planned` itself, and for the forward every other forward family
+/// that runs the branch on the target with the same kind of cores (on
+/// sm_90a the sm80 tiles beside the wgmma kernels). `planned` first.
+std::vector<const KernelFamily *> tunableFamilies(const AttentionPlan &plan,
+                                                  const BranchPlan &branch, const Target &target,
+                                                  const KernelFamily &planned,
+                                                  const std::string &stage);
+
 /// A planned stage's kernels ("forward", "backward",
 /// "backward_deterministic") read back as choices, with their resources.
 /// Throws Error if the plan has no kernels chosen (PlanOptions::arch unset)

@@ -23,13 +23,8 @@ import torch
 import torch.distributed as dist
 
 from . import _dattn
+from .ops import _DTYPES, _stream, _tensor
 from .spec_text import one_line
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def _tensor(t):
-    return (t.data_ptr(), list(t.shape), list(t.stride()))
 
 
 class RingAttention:
@@ -86,7 +81,7 @@ class RingAttention:
         need, _ = self._ring.workspace_sizes()
         ws = torch.empty(max(need, 1), dtype=torch.uint8, device=q.device)
         self._ring.forward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse),
-                           ws.data_ptr(), need, torch.cuda.current_stream(q.device).cuda_stream)
+                           ws.data_ptr(), need, _stream(q.device))
         return out, lse
 
     def backward(self, q, k, v, out, lse, dout):
@@ -96,7 +91,7 @@ class RingAttention:
         ws = torch.empty(max(need, 1), dtype=torch.uint8, device=q.device)
         self._ring.backward(_tensor(q), _tensor(k), _tensor(v), _tensor(out), _tensor(lse),
                             _tensor(dout), _tensor(dq), _tensor(dk), _tensor(dv), ws.data_ptr(),
-                            need, torch.cuda.current_stream(q.device).cuda_stream)
+                            need, _stream(q.device))
         return dq, dk, dv
 
 
