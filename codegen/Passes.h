@@ -22,7 +22,7 @@ struct PipelineOptions {
   int64_t smemBytes = 0;
   std::vector<std::string> tuned; ///< TunedKernel::str() of each measured configuration
   std::vector<std::string> families; ///< families tried first (PlanOptions::families)
-  bool splitUnions = false;          ///< run dattn-split-unions (PlanOptions::splitUnions)
+  bool splitUnions = true;           ///< run dattn-split-unions (PlanOptions::splitUnions)
 };
 
 /// The middle end, in order: verify (implicit), normalize, (split unions,)

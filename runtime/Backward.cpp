@@ -137,8 +137,14 @@ void CompiledAttention::backward(const BackwardArgs &a) {
       const BranchPlan &b = plan_.branches[ki.branch];
       const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
       p.tilesPerSegment = grid.tilesPerSegment;
-      launch(x, grid.x, static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B),
-             argsOnly);
+      // Long walks over query tiles in several CTAs, where the module adds
+      // dK/dV into fp32 accumulators in any order.
+      const rt::QuerySplit split =
+          rt::querySplit(ki, b, N, B, !mod.gradientsDirect && !a.deterministic);
+      p.queryChunks = split.chunks;
+      p.chunkTiles = split.tiles;
+      launch(x, grid.x, static_cast<unsigned>(b.heads.size()),
+             static_cast<unsigned>(B * split.chunks), argsOnly);
       break;
     }
     default: // FinalizeGradients

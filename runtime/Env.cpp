@@ -78,7 +78,7 @@ bool verbose() {
 
 bool splitUnions() {
   const char *v = std::getenv("DATTN_SPLIT_UNIONS");
-  return v && *v && std::strcmp(v, "0") != 0;
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 const char *cudaHome() {

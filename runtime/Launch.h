@@ -33,6 +33,25 @@ inline BranchGrid branchGrid(const KernelInfo &ki, const BranchPlan &b, int64_t 
   return g;
 }
 
+/// The walk of a tensor-core dK/dV kernel over query tiles, split across
+/// CTAs: one CTA per key tile would walk every query tile of a long key
+/// column alone (global tokens, a causal prefix, a long segment) while the
+/// rest of the GPU idles (causal_ring's global tokens: 256 tiles in one CTA
+/// per head). Chunk c of a key tile's walk [t0, t1) covers [t0 + c tiles,
+/// t0 + (c + 1) tiles), the last chunk to t1 (so the walk's bound only
+/// balances, never drops a tile); the grid's z is batch x chunks and the chunks add
+/// their dK/dV with fp32 reductions, so only a module that accumulates in
+/// any order (fp32 accumulators, not deterministic) splits.
+struct QuerySplit {
+  int chunks = 1;
+  long long tiles = 0; ///< query tiles per chunk (0: no split)
+};
+/// A chunk's query tiles: long enough that K/V loads and the reductions
+/// stay small next to the chunk's work, short enough to spread one column.
+constexpr int64_t kQueryChunkTiles = 16;
+QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t batch,
+                      bool accumulatesInAnyOrder);
+
 /// Launches kernel `ki` (its CUfunction `fn`) on `stream`. The error
 /// message (what, the kernel, grid, threads, shared memory) is built only
 /// when the launch fails: runs pay no string work.

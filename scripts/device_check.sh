@@ -9,7 +9,8 @@
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, split, families, wgmma, tf32.
 #   split: the GPU tests, examples and causal_ring's speed with
-#   DATTN_SPLIT_UNIONS=1 (a union's dilated member as its own branch).
+#   DATTN_SPLIT_UNIONS=0 (a union's dilated member kept in the union; the
+#   default splits it into its own branch).
 #   families: every forward GPU test again with each family of
 #   DATTN_SUITE_FAMILIES (default: sm80_mma_forward sm90_wgmma_forward, the
 #   H100's non-default forwards) preferred through DATTN_FAMILIES.
@@ -48,8 +49,8 @@ summary=()
 # Logs into one archive (the device tool returns a limited number of files);
 # also when the call's time limit stops the script, so what ran is kept.
 pack_logs() {
-  (cd "$OUT" && ls ./*.log > /dev/null 2>&1 &&
-    tar czf logs.tgz ./*.log ./*.log.* 2>/dev/null && rm -f ./*.log ./*.log.*)
+  (cd "$OUT" && shopt -s nullglob && logs=(./*.log ./*.log.*) && [ ${#logs[@]} -gt 0 ] &&
+    tar czf "logs$(date +%H%M%S).tgz" "${logs[@]}" && rm -f "${logs[@]}")
 }
 trap 'echo "stopped: packing the logs"; pack_logs; exit 124' TERM INT
 
@@ -389,17 +390,21 @@ if want families; then
   done
 fi
 if want split; then
-  # dattn-split-unions (opt-in until this passes): the GPU tests of every
-  # pattern forward and backward with DATTN_SPLIT_UNIONS=1, the examples
-  # whose unions hold a dilated member checked, then causal_ring at 16K
-  # without and with it.
-  export DATTN_SPLIT_UNIONS=1
+  # Without dattn-split-unions (the default runs it): the GPU tests of
+  # every pattern forward and backward with DATTN_SPLIT_UNIONS=0, the
+  # examples whose unions hold a dilated member checked, then causal_ring at
+  # 16K without and with it.
+  export DATTN_SPLIT_UNIONS=0
+  split_fail=0
   run_shards split_tests 'AllPatterns/*:GpuForward*:GpuBackward*:GpuRing*'
   for f in causal_ring block_patterns window_global_random_gqa; do
-    for det in "" --deterministic; do
-      timeout 200 build/bin/dattn run examples/$f.dattn --device gpu --check --backward $det \
-        > "$OUT/split_example.log" 2>&1 || { status=1; echo "FAILED: split $f $det"; }
-      grep -E "^attention|check:|deterministic" "$OUT/split_example.log" | tee -a "$OUT/split.log"
+    for name in $(build/bin/dattn check examples/$f.dattn | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
+      for det in "" --deterministic; do
+        timeout 200 build/bin/dattn run examples/$f.dattn --name "$name" --seq 4096 --device gpu \
+          --check --backward $det > "$OUT/split_example.log" 2>&1 ||
+          { split_fail=1; echo "FAILED: split $f $name $det"; }
+        grep -E "^attention|check:|deterministic" "$OUT/split_example.log" | tee -a "$OUT/split.log"
+      done
     done
   done
   unset DATTN_SPLIT_UNIONS
@@ -409,6 +414,8 @@ if want split; then
       sed "s/^/split $split: /" | tee -a "$OUT/split.log"
   done
   rm -f "$OUT/split_example.log"
+  summary+=("split examples: $([ $split_fail = 0 ] && echo all passed || echo FAILED)")
+  [ $split_fail = 0 ] || status=1
 fi
 if want wgmma; then
   build/tests/gpu/dattn_gpu_tests --gtest_filter='*Wgmma*' > "$OUT/wgmma_test.log" 2>&1

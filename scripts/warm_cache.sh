@@ -15,5 +15,11 @@ rm -rf "$dir"
 for f in examples/*.dattn bench/*.dattn; do
   build/bin/dattn compile "$f" --emit=cache --arch "$arch" -o "$dir" | sed 's/) .*/)/'
 done
+# The unions with a dilated member once more without dattn-split-unions
+# (DATTN_SPLIT_UNIONS=0), for device_check.sh's split mode.
+for f in causal_ring block_patterns window_global_random_gqa; do
+  DATTN_SPLIT_UNIONS=0 build/bin/dattn compile "examples/$f.dattn" --emit=cache --arch "$arch" \
+    -o "$dir" | sed 's/) .*/)/'
+done
 tar czf "build/kernel-cache-$arch.tgz" -C "$dir" .
 du -h "build/kernel-cache-$arch.tgz"

@@ -64,7 +64,7 @@ void printKernels(const AttentionPlan &plan, bool backward) {
 int runCompile(const std::vector<std::string> &args) {
   static const char *help =
       "usage: dattn compile FILE [--name NAME] --emit=KIND [--arch sm_80,sm_90] [-o DIR]\n"
-      "                    [--tile-m M] [--tile-n N] [--family LIST] [--split-unions]\n"
+      "                    [--tile-m M] [--tile-n N] [--family LIST] [--no-split-unions]\n"
       "                    [--locations]\n"
       "                    [--backward [--deterministic] | --ring]\n"
       "  --emit=mlir   the dattn dialect as generated from the spec (verified)\n"
@@ -88,8 +88,9 @@ int runCompile(const std::vector<std::string> &args) {
       "  --tile-m/-n   force tile sizes (powers of two in [16, 256]) in the plan\n"
       "  --family LIST kernel families tried first where they support a branch (as\n"
       "                --emit=kernels names them; DATTN_FAMILIES does it at run time)\n"
-      "  --split-unions  a union's dilated member as its own strided branch\n"
-      "                (dattn-split-unions; DATTN_SPLIT_UNIONS=1 at run time)\n"
+      "  --no-split-unions  a union's dilated member stays in the union (by default\n"
+      "                its own strided branch: dattn-split-unions; DATTN_SPLIT_UNIONS=0\n"
+      "                at run time)\n"
       "  --locations   print each op's spec file:line:col (mlir and plan)\n"
       "  --backward    cuda/ptx/cubin of the backward module (dq, dk, dv) instead;\n"
       "                --deterministic: its bit-reproducible variant\n"
@@ -103,7 +104,7 @@ int runCompile(const std::vector<std::string> &args) {
     if (x == "-o")
       x = "--output";
   Options o(a, {"name", "emit", "tile-m", "tile-n", "arch", "output", "smem", "family"},
-            {"locations", "backward", "deterministic", "ring", "split-unions"});
+            {"locations", "backward", "deterministic", "ring", "no-split-unions"});
   const bool backward = o.has("backward"), deterministic = o.has("deterministic"),
              ring = o.has("ring");
   if (deterministic && !backward)
@@ -117,7 +118,7 @@ int runCompile(const std::vector<std::string> &args) {
   po.tileM = o.getInt("tile-m", 0, 0, 256);
   po.tileN = o.getInt("tile-n", 0, 0, 256);
   po.families = splitList(o.get("family"));
-  po.splitUnions = o.has("split-unions");
+  po.splitUnions = !o.has("no-split-unions");
   SpecFile file = loadSpecFile(onlyFile(o, "compile"));
   std::vector<AttentionSpec> specs = selectSpecs(file, o);
   if (emit == "mlir" || emit == "plan") {

@@ -22,8 +22,8 @@ struct PlanOptions {
   /// Kernel families tried first, where they support a branch (DATTN_FAMILIES).
   std::vector<std::string> families;
   /// A union's dilated member as its own strided branch (dattn-split-unions;
-  /// DATTN_SPLIT_UNIONS=1). Off until its kernels have run on a GPU.
-  bool splitUnions = false;
+  /// DATTN_SPLIT_UNIONS=0 at run time turns it off).
+  bool splitUnions = true;
 };
 
 enum class IRStage {

@@ -16,8 +16,9 @@
 //                     compile --emit=kernels` prints them) tried before the
 //                     preference order, where they support the branch: to
 //                     run a family that is not the default (tests, trials)
-//   DATTN_SPLIT_UNIONS 1: a union's dilated member runs as its own strided
-//                     branch (dattn-split-unions; off until GPU-tested)
+//   DATTN_SPLIT_UNIONS 0: a union's dilated member stays in the union (the
+//                     default splits it into its own strided branch:
+//                     dattn-split-unions)
 #pragma once
 
 #include <string>
@@ -42,7 +43,7 @@ std::string shippedTuningFolder();
 double ringTimeoutSeconds();
 /// DATTN_FAMILIES split at commas (empty: the preference order alone).
 std::vector<std::string> preferredFamilies();
-/// DATTN_SPLIT_UNIONS set and not "0": PlanOptions::splitUnions.
+/// PlanOptions::splitUnions: true unless DATTN_SPLIT_UNIONS is "0".
 bool splitUnions();
 
 } // namespace dattn::env

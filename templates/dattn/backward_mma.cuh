@@ -374,11 +374,13 @@ DATTN_DEV void addDqFromDs(const float (&dst)[BM / 8][4], T *sDS, unsigned sK, c
 
 /// The dK/dV epilogue for this warp's 16 key rows (from compact row b0):
 /// kDirect stores them in the dtype, kAccumulate adds them to the query
-/// head's slice of the fp32 accumulators. dK gets the scale here.
+/// head's slice of the fp32 accumulators (with reductions when other CTAs,
+/// the key tile's other query chunks, add to the same rows). dK gets the
+/// scale here.
 template <class T, int D, int MODE>
 DATTN_DEV void storeKeyRows(const Params &p, const float (&dk)[D / 8][4],
                             const float (&dv)[D / 8][4], const RowMap &rm, long long b0,
-                            long long batch, int head, int kvHead, int lane) {
+                            long long batch, int head, int kvHead, bool shared, int lane) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const long long b = b0 + lane / 4 + half * 8;
@@ -409,6 +411,11 @@ DATTN_DEV void storeKeyRows(const Params &p, const float (&dk)[D / 8][4],
 #pragma unroll
       for (int nb = 0; nb < D / 8; ++nb) {
         const int c = nb * 8 + (lane % 4) * 2;
+        if (shared) {
+          dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
+          dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
+          continue;
+        }
         Pair k2 = *reinterpret_cast<Pair *>(dkRow + c);
         Pair v2 = *reinterpret_cast<Pair *>(dvRow + c);
         k2.x += dk[nb][2 * half] * p.scale;
@@ -489,7 +496,12 @@ __device__ void mmaBackwardKV(const Params &p) {
 
   const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, n = p.seqLen;
+  // Only modules that accumulate in any order split a walk (the
+  // deterministic and direct-write ones hold no reductions at all).
+  constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate;
+  const int chunks = kMaySplit && p.queryChunks > 1 ? p.queryChunks : 1;
+  const int chunk = blockIdx.z % chunks;
+  const long long batch = blockIdx.z / chunks, n = p.seqLen;
   const int kvHead = head / p.groupSize;
 
   RowMap rm;
@@ -497,6 +509,13 @@ __device__ void mmaBackwardKV(const Params &p) {
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if (!keyCtaRange<Branch, BM, BN>(p, headIndex, head, members, &rm, &kb0, &qt0, &qt1))
     return;
+  if (chunks > 1) { // this CTA's share of the walk (Params::queryChunks)
+    qt0 += chunk * p.chunkTiles;
+    if (chunk + 1 < chunks)
+      qt1 = plan::minI(qt1, qt0 + p.chunkTiles);
+    if (qt0 >= qt1)
+      return;
+  }
   auto nextTile = [&](long long qt) {
     while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
       ++qt;
@@ -575,7 +594,7 @@ __device__ void mmaBackwardKV(const Params &p) {
                                          (long long)p.heads * D, p.scale, lane);
     qt = qtNext;
   }
-  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, lane);
+  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunks > 1, lane);
 }
 
 /// The deterministic dQ: one CTA per query tile of BM rows and query head,

@@ -79,6 +79,14 @@ __device__ void initOutputs(const Params &p, int headDim, long long batch) {
 template <class T> __device__ void finalizeOutputs(const Params &p, int headDim, long long batch) {
   const long long total = batch * p.seqLen * p.heads * headDim;
   const long long stride = (long long)gridDim.x * blockDim.x;
+  if (p.oL.head == headDim && p.oL.row == (long long)p.heads * headDim &&
+      p.oL.batch == p.seqLen * p.heads * headDim) {
+    // A contiguous O (the common case): a plain conversion, without the
+    // 64-bit divisions that made it ALU-bound (0.14 ms for 16M elements).
+    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride)
+      ((T *)p.o)[x] = dev::fromFloat<T>(p.oAcc[x]);
+    return;
+  }
   for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < total; x += stride) {
     long long row = x / headDim, d = x % headDim;
     long long h = row % p.heads, bi = row / p.heads;

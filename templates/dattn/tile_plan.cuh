@@ -70,6 +70,15 @@ struct Member {
 DATTN_HD i64 minI(i64 a, i64 b) { return a < b ? a : b; }
 DATTN_HD i64 maxI(i64 a, i64 b) { return a > b ? a : b; }
 DATTN_HD i64 ceilDiv(i64 a, i64 b) { return (a + b - 1) / b; }
+/// a / b and a % b for a >= 0, b > 0, in 32 bits when both fit: the masks
+/// of partial tiles test every pair, and a 64-bit division is a long
+/// software sequence on the GPU where a 32-bit one is a few instructions.
+DATTN_HD i64 divNonNegative(i64 a, i64 b) {
+  return ((a | b) >> 31) == 0 ? (i64)((unsigned)a / (unsigned)b) : a / b;
+}
+DATTN_HD i64 modNonNegative(i64 a, i64 b) {
+  return ((a | b) >> 31) == 0 ? (i64)((unsigned)a % (unsigned)b) : a % b;
+}
 /// The least power of two >= v (1 for v <= 1).
 DATTN_HD i64 nextPowerOfTwo(i64 v) {
   i64 p = 1;
@@ -185,11 +194,11 @@ DATTN_HD bool memberContains(const Member &m, i64 i, i64 j) {
   case kPrefix:
     return j < m.lo || i < m.lo;
   case kSegment:
-    if (i % m.stride != m.offset || j % m.stride != m.offset)
+    if (modNonNegative(i, m.stride) != m.offset || modNonNegative(j, m.stride) != m.offset)
       return false;
-    return m.segment < 0 || i / m.segment == j / m.segment;
+    return m.segment < 0 || divNonNegative(i, m.segment) == divNonNegative(j, m.segment);
   default:
-    return blockKept(m, i / m.block, j / m.block);
+    return blockKept(m, divNonNegative(i, m.block), divNonNegative(j, m.block));
   }
 }
 

@@ -48,6 +48,28 @@ TEST(GpuBackward, RandomSpecsAndHeadDims) {
   }
 }
 
+TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
+  REQUIRE_GPU();
+  // Key tiles whose walk over query tiles is longer than one chunk
+  // (rt::kQueryChunkTiles of 64 rows at N = 2500: 40 tiles) run it in
+  // several CTAs adding dK/dV by reductions: global tokens' columns, a
+  // causal unbounded dilated segment, a 2048-row segment, in modules with
+  // accumulators (GQA; a head in two branches), and deterministic (one
+  // CTA per key tile) for comparison.
+  const char *specs[] = {
+      "attention t { heads = 4 kv_heads = 2 head_dim = 128 dtype = bf16 causal = true "
+      "branch heads 0..1 { window(left = 100, right = 0) } "
+      "branch heads 2..3 { dilated(segment = inf, dilation = 2, offset = head) | "
+      "global(tokens = 9) } }",
+      "attention t { heads = 2 head_dim = 64 dtype = fp16 "
+      "branch { window(left = 30, right = 30) | global(tokens = 7) } "
+      "branch { dilated(segment = 2048, dilation = 1) } }",
+  };
+  for (const char *text : specs)
+    for (bool deterministic : {false, true})
+      expectGradientsClose(parse(text), 1, 2500, 41, deterministic);
+}
+
 /// Runs the backward pass of `spec` twice in deterministic mode, each on
 /// gradients poisoned with NaN, and expects bit-identical results.
 void expectBitIdentical(const AttentionSpec &spec, int64_t n) {

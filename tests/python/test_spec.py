@@ -79,7 +79,9 @@ def test_ring_plan():
     assert plan["world_size"] == 4
     assert len(plan["ranks"]) == 4
     assert plan["total_bytes_forward"] == sum(r["bytes_forward"] for r in plan["ranks"])
-    assert [b["primitive"] for b in plan["branches"]] == ["halo", "gather"]
+    # the window's halo; the global tokens and the dilated member (its own
+    # strided branch: dattn-split-unions) gathered
+    assert [b["primitive"] for b in plan["branches"]] == ["halo", "gather", "gather"]
     assert plan["ranks"][0]["rows_received"] == 0  # causal: rank 0 needs nobody
     zigzag = dattn.spec(heads=1, head_dim=64, causal=True, ring=2, ring_layout="zigzag",
                         branches=[dattn.dense()])

@@ -32,11 +32,12 @@ TEST(Nvrtc, EveryExampleCompilesForEveryArch) {
 }
 
 TEST(Nvrtc, SplitUnionModulesCompile) {
-  // dattn-split-unions (opt-in): the examples whose unions hold a dilated
-  // member, every module the runtime would compile, with an excluded
-  // member in the union's tables.
-  PlanOptions split;
-  split.splitUnions = true;
+  // dattn-split-unions (the default): the examples whose unions hold a
+  // dilated member, every module the runtime would compile, with an
+  // excluded member in the union's tables; and the forward of the unsplit
+  // plan (DATTN_SPLIT_UNIONS=0), which has none.
+  PlanOptions split, unsplit;
+  unsplit.splitUnions = false;
   for (const auto &f : exampleFiles())
     for (const auto &spec : loadSpecFile(f).attentions) {
       PlanOptions po = split;
@@ -55,6 +56,9 @@ TEST(Nvrtc, SplitUnionModulesCompile) {
           EXPECT_EQ(std::string(k.cubin.data() + 1, 3), "ELF") << arch;
           EXPECT_NE(k.module.source.find("x.excluded = 1;"), std::string::npos) << arch;
         }
+        const OfflineKernel whole = compileOffline(spec, arch, unsplit);
+        EXPECT_EQ(std::string(whole.cubin.data() + 1, 3), "ELF") << arch;
+        EXPECT_EQ(whole.module.source.find("x.excluded = 1;"), std::string::npos) << arch;
       }
     }
 }
@@ -94,7 +98,8 @@ TEST(Nvrtc, RingModulesCompile) {
         // forward: init, a block kernel per branch, pack, unpack, finalize;
         // backward: delta, a block kernel per branch, return, staged
         // partials, finalize
-        EXPECT_EQ(k.module.kernels.size(), 2 * spec.branches.size() + 8) << spec.name;
+        EXPECT_EQ(k.module.kernels.size(), 2 * planAttention(spec).branches.size() + 8)
+            << spec.name;
         for (const auto &kernel : k.module.kernels)
           EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
       }

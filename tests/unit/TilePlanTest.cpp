@@ -260,10 +260,7 @@ TEST(TilePlan, QueryTilesHoldEveryQueryOfAKeyTile) {
             for (int64_t i = 0; i < n; ++i) {
               if (p.causal && j > i)
                 continue;
-              bool in = false;
-              for (const auto &m : members)
-                in = in || plan::memberContains(m, i, j);
-              if (in) {
+              if (plan::unionContains(members.data(), static_cast<int>(members.size()), i, j)) {
                 ASSERT_TRUE(i >= t0 * bm && i < t1 * bm)
                     << "i=" << i << " j=" << j << " tiles [" << t0 << ", " << t1 << ") of "
                     << bm << "\n" << spec.canonical();

@@ -1,0 +1,54 @@
+// runtime: how a tensor-core dK/dV kernel's walk over query tiles is split
+// across CTAs (Launch.h).
+#include "Launch.h"
+
+#include <algorithm>
+
+namespace dattn::rt {
+namespace {
+
+/// How many query rows can reach one key tile of `keyRows` rows in a
+/// blocks branch, at most: a band's width plus the tile; the whole
+/// sequence for members whose columns are long (global tokens, an
+/// unbounded band, a dilated segment) or scattered (block patterns).
+int64_t blocksQuerySpan(const BranchPlan &b, int64_t seqLen, int64_t keyRows) {
+  int64_t span = 0;
+  for (const MemberPlan &m : b.members) {
+    if (m.excluded) // takes pairs out, reaches none
+      continue;
+    if (m.kind == plan::kBand && m.left != kUnbounded && m.right != kUnbounded)
+      span = std::max(span, m.left + m.right + keyRows);
+    else if (m.kind == plan::kSegment && m.segment != kUnbounded) // a tile meets two
+      span = std::max(span, 2 * std::min(m.segment, seqLen) + keyRows);
+    else
+      return seqLen;
+  }
+  return std::min(span, seqLen);
+}
+
+} // namespace
+
+QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t batch,
+                      bool accumulatesInAnyOrder) {
+  QuerySplit s;
+  const int64_t bm = ki.config.blockM;
+  if (!accumulatesInAnyOrder || ki.role != KernelRole::DkvPass || ki.path != KernelPath::Mma ||
+      bm <= 0)
+    return s;
+  int64_t walk; // query tiles one key tile's CTA walks, at most
+  if (b.kind == BranchKind::Strided) {
+    const int64_t w = plan::segmentLength(b.segment, seqLen);
+    walk = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
+  } else {
+    walk = plan::ceilDiv(blocksQuerySpan(b, seqLen, ki.rowsPerCta), bm) + 1;
+  }
+  const int64_t chunks = std::min<int64_t>(plan::ceilDiv(walk, kQueryChunkTiles),
+                                  std::max<int64_t>(1, 65535 / std::max<int64_t>(batch, 1)));
+  if (chunks <= 1)
+    return s;
+  s.chunks = static_cast<int>(chunks);
+  s.tiles = plan::ceilDiv(walk, chunks);
+  return s;
+}
+
+} // namespace dattn::rt
