@@ -1,6 +1,6 @@
 // The sm90 wgmma forward families (templates/dattn/forward_wgmma.cuh): a
 // producer warpgroup and two consumer warpgroups, 128 x 128 tiles, three
-// K/V stages, bf16, head_dim 64 or 128, on sm_90a.
+// K/V stages, bf16 or fp16, head_dim 64 or 128, on sm_90a.
 // sm90_wgmma_pipelined_forward releases K and V apart and overlaps softmax
 // with the products (pingpong): the sm_90a default forward (Families.cpp).
 // sm90_wgmma_forward holds a stage for both products; it is chosen only when
@@ -23,8 +23,8 @@ public:
   std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
     if (t.sm != 90 || !t.archSpecific)
       return "needs sm_90a (wgmma), the target is " + t.arch();
-    if (p.dtype != DType::BF16)
-      return std::string("bf16 only so far, not ") + toString(p.dtype);
+    if (p.dtype != DType::BF16 && p.dtype != DType::F16)
+      return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
     if (p.headDim % 64 != 0 || p.headDim > 128)
       return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
     if (smem(p.headDim) > t.smemBytes)

@@ -1,4 +1,4 @@
-// dattn: the Hopper forward kernel (sm_90a, bf16): warp-specialized wgmma.
+// dattn: the Hopper forward kernel (sm_90a, bf16 or fp16): warp-specialized wgmma.
 //
 // A CTA of three warpgroups owns 128 query rows of one (batch, head,
 // branch):
@@ -24,7 +24,7 @@
 // column 8 i + 2 (lane % 4) + e % 2), so s[1][BN / 8][4] and acc[1][D / 8][4]
 // are the sm80 kernel's fragments with MT = 1.
 //
-// Shared memory tiles are [D / 64][rows][64] bf16: each 64-column block is
+// Shared memory tiles are [D / 64][rows][64] 16-bit elements: each 64-column block is
 // rows of 128 bytes whose 16-byte chunk c of row r lives at c ^ (r mod 8),
 // the canonical 128-byte-swizzle layout (8-row atoms of 1024 bytes).
 #pragma once
@@ -35,7 +35,7 @@
 namespace dattn {
 namespace fwd {
 
-/// A [ROWS, D] bf16 tile as wgmma reads it (above), loaded with cp.async.
+/// A [ROWS, D] 16-bit tile as wgmma reads it (above), loaded with cp.async.
 template <int D, int ROWS> struct WgmmaTile {
   static_assert(D % 64 == 0 && ROWS % 8 == 0, "wgmma tiles: 64-column blocks, 8-row atoms");
   static constexpr int kBytes = ROWS * D * 2;
@@ -98,25 +98,25 @@ DATTN_DEV float (&wgmmaBlock64(float (&f)[4]))[32] {
 /// A consumer's products (issued, then committed as one group): S = Q K^T
 /// over a key tile (the first k step overwrites S), and O += P V with P in
 /// registers (wgmma's register-A layout: the accumulator packed to pairs).
-template <int D, int BM, int BN>
+template <class T, int D, int BM, int BN>
 DATTN_DEV void issueScores(float (&sc)[1][BN / 8][4], unsigned sQw, unsigned tk) {
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
-    hopper::wgmma64x128Bf16<0>(wgmmaBlock(sc[0]), WgmmaTile<D, BM>::kMajor(sQw, kk),
+    hopper::wgmma64x128<T, 0>(wgmmaBlock(sc[0]), WgmmaTile<D, BM>::kMajor(sQw, kk),
                                WgmmaTile<D, BN>::kMajor(tk, kk), kk > 0);
   hopper::wgmmaCommit();
 }
-template <int D, int BN>
+template <class T, int D, int BN>
 DATTN_DEV void issuePV(float (&acc)[1][D / 8][4], const unsigned (&a)[BN / 16][4], unsigned tv) {
 #pragma unroll
   for (int j = 0; j < BN / 16; ++j)
 #pragma unroll
     for (int b = 0; b < D / 64; ++b)
-      hopper::wgmma64x64Bf16RegA<1>(wgmmaBlock64(acc[0][8 * b]), a[j],
+      hopper::wgmma64x64RegA<T, 1>(wgmmaBlock64(acc[0][8 * b]), a[j],
                                     WgmmaTile<D, BN>::nMajor(tv, j, b), 1);
   hopper::wgmmaCommit();
 }
-/// P to bf16 pairs before the products that read it: registers written
+/// P to 16-bit pairs before the products that read it: registers written
 /// between wgmmas would make ptxas serialize them.
 template <class T, int BN>
 DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4]) {
@@ -138,7 +138,7 @@ DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4])
 /// other's products.
 template <class T, int D, int MODE, class Branch, bool PIPELINED = false>
 __device__ void wgmmaForward(const Params &p) {
-  static_assert(sizeof(T) == 2, "the wgmma forward takes bf16");
+  static_assert(sizeof(T) == 2, "the wgmma forward takes bf16 or fp16");
   using Shape = WgmmaShape<D, PIPELINED>;
   constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
   using QTile = WgmmaTile<D, BM>;
@@ -252,14 +252,14 @@ __device__ void wgmmaForward(const Params &p) {
       hopper::mbarrierWait(full(s), (i / kStages) & 1);
       float sc[1][BN / 8][4];
       hopper::wgmmaFence();
-      issueScores<D, BM, BN>(sc, sQw, tk);
+      issueScores<T, D, BM, BN>(sc, sQw, tk);
       hopper::wgmmaWait<0>();
       maskIfPartial(sc, cls, t);
       softmax.update(sc, acc, scaleLog2);
       unsigned a[BN / 16][4];
       packP<T, BN>(a, sc);
       hopper::wgmmaFence();
-      issuePV<D, BN>(acc, a, tv);
+      issuePV<T, D, BN>(acc, a, tv);
       hopper::wgmmaWait<0>();
       hopper::mbarrierArrive(empty(s)); // this thread is done with the stage
       t = tNext;
@@ -273,7 +273,7 @@ __device__ void wgmmaForward(const Params &p) {
     long long t = nextTile(tr.t0);
     const bool any = t < tr.t1; // both consumers walk the same tiles
     int prev = 0;               // the stage of the tile whose P is in a
-    unsigned a[BN / 16][4];     // P, bf16 pairs
+    unsigned a[BN / 16][4];     // P, pairs of T
     if (any) {
       if (me == 1)
         passTurn();
@@ -282,7 +282,7 @@ __device__ void wgmmaForward(const Params &p) {
       hopper::mbarrierWait(full(0), 0);
       waitTurn();
       hopper::wgmmaFence();
-      issueScores<D, BM, BN>(sc, sQw, sK);
+      issueScores<T, D, BM, BN>(sc, sQw, sK);
       passTurn();
       hopper::wgmmaWait<0>();
       hopper::mbarrierArrive(empty(0)); // K of tile 0 is read
@@ -298,8 +298,8 @@ __device__ void wgmmaForward(const Params &p) {
       hopper::mbarrierWait(full(s), (i / kStages) & 1);
       waitTurn();
       hopper::wgmmaFence();
-      issueScores<D, BM, BN>(sc, sQw, sK + s * KTile::kBytes);
-      issuePV<D, BN>(acc, a, sV + prev * KTile::kBytes);
+      issueScores<T, D, BM, BN>(sc, sQw, sK + s * KTile::kBytes);
+      issuePV<T, D, BN>(acc, a, sV + prev * KTile::kBytes);
       passTurn();
       hopper::wgmmaWait<1>(); // S_i is in; P_{i-1} V_{i-1} may still run
       hopper::mbarrierArrive(empty(s));
@@ -314,7 +314,7 @@ __device__ void wgmmaForward(const Params &p) {
     if (any) {
       waitTurn();
       hopper::wgmmaFence();
-      issuePV<D, BN>(acc, a, sV + prev * KTile::kBytes);
+      issuePV<T, D, BN>(acc, a, sV + prev * KTile::kBytes);
       if (me == 0)
         passTurn();
       hopper::wgmmaWait<0>();

@@ -81,7 +81,7 @@ DATTN_DEV void tmaLoad5d(unsigned dst, const TensorMap &map, unsigned bar, int c
 /// by the async proxy (wgmma operands, TMA stores).
 DATTN_DEV void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
-// ---- wgmma (bf16 shapes here; the fp16 ones differ only in the type) ----
+// ---- wgmma (bf16 and fp16 operands, fp32 accumulators) ----
 
 /// A shared-memory matrix descriptor: start address, leading and stride
 /// byte offsets (16-byte units) and the swizzle mode (0 none, 1 128-byte,
@@ -119,61 +119,83 @@ template <int N> DATTN_DEV void wgmmaWait() {
                      "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "   \
                      "%59, %60, %61, %62, %63"
 
+// One wgmma instruction per input type (bf16 or f16: the shapes, operand
+// layouts and fp32 accumulators are the same; only the type in the
+// instruction's name differs). TYPE is the PTX type, a string literal.
+#define DATTN_WGMMA_NAME(SHAPE, TYPE) "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPE "." TYPE " {"
+
+/// 1 for fp16 operands, 0 for bf16 (the kernels' dev::f16 / dev::bf16).
+template <class T> struct WgmmaIsF16 { static constexpr int value = 0; };
+template <> struct WgmmaIsF16<dev::f16> { static constexpr int value = 1; };
+
 /// D (64 x 64, fp32, 32 per thread) += A B on the warpgroup's tensor
 /// cores, A (64 x 16, K contiguous) and B (16 x 64) from shared memory
 /// through descriptors; `accumulate` 0 overwrites D. TRANS_B 0: B is stored
 /// [N][K] with K contiguous (K in Q K^T); 1: stored [K][N] with N
-/// contiguous (V in P V).
-template <int TRANS_B>
-DATTN_DEV void wgmma64x64Bf16(float (&d)[32], unsigned long long descA, unsigned long long descB,
-                              int accumulate) {
-  asm volatile("{\n"
-               ".reg .pred p;\n"
-               "setp.ne.b32 p, %34, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-               DATTN_WGMMA_REGS32
-               "}, %32, %33, p, 1, 1, 0, %35;\n"
-               "}\n"
-               : DATTN_WGMMA_ACC32(d, 0)
-               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B));
+/// contiguous (V in P V). T: dev::bf16 or dev::f16.
+template <class T, int TRANS_B>
+DATTN_DEV void wgmma64x64(float (&d)[32], unsigned long long descA, unsigned long long descB,
+                          int accumulate) {
+#define DATTN_WGMMA_64x64(TYPE)                                                               \
+  asm volatile("{\n"                                                                          \
+               ".reg .pred p;\n"                                                              \
+               "setp.ne.b32 p, %34, 0;\n" DATTN_WGMMA_NAME("m64n64k16", TYPE)                 \
+               DATTN_WGMMA_REGS32 "}, %32, %33, p, 1, 1, 0, %35;\n"                           \
+               "}\n"                                                                          \
+               : DATTN_WGMMA_ACC32(d, 0)                                                     \
+               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B))
+  if constexpr (WgmmaIsF16<T>::value)
+    DATTN_WGMMA_64x64("f16");
+  else
+    DATTN_WGMMA_64x64("bf16");
+#undef DATTN_WGMMA_64x64
 }
 
 /// D (64 x 128, fp32, 64 per thread) += A B with A (64 x 16) and B (16 x
 /// 128) from shared memory: Q K^T over a 128-key tile, B stored [N][K]
-/// (K-major, TRANS_B 0) as in wgmma64x64Bf16. The accumulator layout
-/// extends the 64 x 64 one: 8-column block i of a warp's 16 rows.
-template <int TRANS_B>
-DATTN_DEV void wgmma64x128Bf16(float (&d)[64], unsigned long long descA, unsigned long long descB,
-                               int accumulate) {
-  asm volatile("{\n"
-               ".reg .pred p;\n"
-               "setp.ne.b32 p, %66, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-               DATTN_WGMMA_REGS64
-               "}, %64, %65, p, 1, 1, 0, %67;\n"
-               "}\n"
-               : DATTN_WGMMA_ACC32(d, 0), DATTN_WGMMA_ACC32(d, 32)
-               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B));
+/// (K-major, TRANS_B 0) as in wgmma64x64. The accumulator layout extends
+/// the 64 x 64 one: 8-column block i of a warp's 16 rows.
+template <class T, int TRANS_B>
+DATTN_DEV void wgmma64x128(float (&d)[64], unsigned long long descA, unsigned long long descB,
+                           int accumulate) {
+#define DATTN_WGMMA_64x128(TYPE)                                                              \
+  asm volatile("{\n"                                                                          \
+               ".reg .pred p;\n"                                                              \
+               "setp.ne.b32 p, %66, 0;\n" DATTN_WGMMA_NAME("m64n128k16", TYPE)                \
+               DATTN_WGMMA_REGS64 "}, %64, %65, p, 1, 1, 0, %67;\n"                           \
+               "}\n"                                                                          \
+               : DATTN_WGMMA_ACC32(d, 0), DATTN_WGMMA_ACC32(d, 32)                           \
+               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B))
+  if constexpr (WgmmaIsF16<T>::value)
+    DATTN_WGMMA_64x128("f16");
+  else
+    DATTN_WGMMA_64x128("bf16");
+#undef DATTN_WGMMA_64x128
 }
 
 /// The same with A (64 x 16) from registers, in the layout of the fp32
 /// accumulator converted to pairs (a thread's four 32-bit registers hold
 /// rows lane / 4 (+ 8) of its warp's 16, columns 2 (lane % 4) (+ 1, + 8,
 /// + 9)): P V with P kept in registers.
-template <int TRANS_B>
-DATTN_DEV void wgmma64x64Bf16RegA(float (&d)[32], const unsigned (&a)[4],
-                                  unsigned long long descB, int accumulate) {
-  asm volatile("{\n"
-               ".reg .pred p;\n"
-               "setp.ne.b32 p, %37, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-               DATTN_WGMMA_REGS32
-               "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
-               "}\n"
-               : DATTN_WGMMA_ACC32(d, 0)
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate),
-                 "n"(TRANS_B));
+template <class T, int TRANS_B>
+DATTN_DEV void wgmma64x64RegA(float (&d)[32], const unsigned (&a)[4], unsigned long long descB,
+                              int accumulate) {
+#define DATTN_WGMMA_64x64_REG_A(TYPE)                                                         \
+  asm volatile("{\n"                                                                          \
+               ".reg .pred p;\n"                                                              \
+               "setp.ne.b32 p, %37, 0;\n" DATTN_WGMMA_NAME("m64n64k16", TYPE)                 \
+               DATTN_WGMMA_REGS32 "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"             \
+               "}\n"                                                                          \
+               : DATTN_WGMMA_ACC32(d, 0)                                                     \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate),    \
+                 "n"(TRANS_B))
+  if constexpr (WgmmaIsF16<T>::value)
+    DATTN_WGMMA_64x64_REG_A("f16");
+  else
+    DATTN_WGMMA_64x64_REG_A("bf16");
+#undef DATTN_WGMMA_64x64_REG_A
 }
+#undef DATTN_WGMMA_NAME
 
 // ---- warpgroups ----
 

@@ -98,7 +98,7 @@ TEST(GpuForward, Tf32TensorCores) {
 TEST(GpuForward, WgmmaFamilyOnHopper) {
   // The sm90 wgmma forward families (the pipelined one is the default), each
   // forced through DATTN_FAMILIES, against the reference: every pattern,
-  // causal or not, head_dim 64 and 128, ragged N.
+  // causal (fp16) or not (bf16), head_dim 64 and 128, ragged N.
   REQUIRE_GPU();
   if (runtime().device().smVersion != 90)
     GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
@@ -119,7 +119,7 @@ TEST(GpuForward, WgmmaFamilyOnHopper) {
     for (int p = 0; p < kNumPatterns; ++p)
       for (bool causal : {false, true}) {
         SCOPED_TRACE(kPatterns[p].name);
-        check(parse(patternSpec(p, "bf16", causal)));
+        check(parse(patternSpec(p, causal ? "fp16" : "bf16", causal))); // both dtypes
       }
     check(parse("attention t { heads = 4 head_dim = 128 dtype = bf16 "
                 "branch heads 0..1 { dilated(segment = 512, dilation = 1) } "

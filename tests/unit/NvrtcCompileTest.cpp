@@ -243,9 +243,11 @@ probe(const __grid_constant__ hopper::TensorMap map, float *out) {
     const unsigned long long a = hopper::smemDescriptor(sTiles, 16, 1024, 1);
     const unsigned long long b = hopper::smemDescriptor(sTiles + 64 * 128, 16, 1024, 1);
     hopper::wgmmaFence();
-    hopper::wgmma64x64Bf16<0>(d, a, b, 0);
+    hopper::wgmma64x64<dev::bf16, 0>(d, a, b, 0);
+    hopper::wgmma64x64<dev::f16, 0>(d, a, b, 1);
     const unsigned regs[4] = {1u, 2u, 3u, 4u};
-    hopper::wgmma64x64Bf16RegA<1>(d, regs, b, 1);
+    hopper::wgmma64x64RegA<dev::bf16, 1>(d, regs, b, 1);
+    hopper::wgmma64x64RegA<dev::f16, 1>(d, regs, b, 1);
     hopper::wgmmaCommit();
     hopper::wgmmaWait<0>();
     hopper::fenceProxyAsync();
@@ -260,7 +262,8 @@ probe(const __grid_constant__ hopper::TensorMap map, float *out) {
   ASSERT_GE(out.cubin.size(), 4u);
   EXPECT_EQ(std::string(out.cubin.data() + 1, 3), "ELF");
   for (const char *instruction :
-       {"wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16", "wgmma.fence.sync.aligned",
+       {"wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16",
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16", "wgmma.fence.sync.aligned",
         "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned",
         "cp.async.bulk.tensor.4d", "cp.async.bulk.tensor.5d", "mbarrier.try_wait.parity",
         "mbarrier.arrive.expect_tx", "setmaxnreg.inc.sync.aligned.u32",
