@@ -6,8 +6,9 @@
 //     deterministic (otherwise the dK/dV kernel adds dQ with reductions);
 //   - SIMT otherwise: bwd::dqPass and bwd::dkvPass, exact fp32.
 // Gradients go straight to dq/dk/dv in the dtype when every head is in one
-// branch and there is no GQA (each row then has one writer per launch);
-// otherwise into fp32 accumulators that the finalize kernel converts.
+// branch and there is no GQA (each row then has one writer per launch) and,
+// unless deterministic, no key column runs the whole sequence; otherwise
+// into fp32 accumulators that the finalize kernel converts.
 #include "dattn/emit.h"
 #include "dattn/error.h"
 
@@ -38,7 +39,15 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
   mod.mergeMode = mergesBranches(plan);
   const int D = plan.headDim;
   const bool gqa = plan.heads != plan.kvHeads;
-  mod.gradientsDirect = tensorCores && !mod.mergeMode && !gqa;
+  // Direct writes need one CTA per key tile; a blocks branch with key
+  // columns as long as the sequence (global tokens, ...) splits them over
+  // CTAs adding by reductions (rt::querySplit), which needs accumulators.
+  // The deterministic module keeps direct writes where it can (no split).
+  bool longColumns = false;
+  for (const BranchPlan &b : plan.branches)
+    longColumns = longColumns ||
+                  (b.kind == BranchKind::Blocks && b.keyColumnSpan(0) == kUnbounded);
+  mod.gradientsDirect = tensorCores && !mod.mergeMode && !gqa && (deterministic || !longColumns);
   mod.atomicDq = tensorCores && !deterministic;
   if (!mod.gradientsDirect)
     mod.gradientFinalize = bwd::kFinalizeDq | bwd::kFinalizeDkv;

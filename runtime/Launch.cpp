@@ -7,23 +7,10 @@
 namespace dattn::rt {
 namespace {
 
-/// How many query rows can reach one key tile of `keyRows` rows in a
-/// blocks branch, at most: a band's width plus the tile; the whole
-/// sequence for members whose columns are long (global tokens, an
-/// unbounded band, a dilated segment) or scattered (block patterns).
+/// How many query rows can reach one key tile of a blocks branch, at most.
 int64_t blocksQuerySpan(const BranchPlan &b, int64_t seqLen, int64_t keyRows) {
-  int64_t span = 0;
-  for (const MemberPlan &m : b.members) {
-    if (m.excluded) // takes pairs out, reaches none
-      continue;
-    if (m.kind == plan::kBand && m.left != kUnbounded && m.right != kUnbounded)
-      span = std::max(span, m.left + m.right + keyRows);
-    else if (m.kind == plan::kSegment && m.segment != kUnbounded) // a tile meets two
-      span = std::max(span, 2 * std::min(m.segment, seqLen) + keyRows);
-    else
-      return seqLen;
-  }
-  return std::min(span, seqLen);
+  const int64_t span = b.keyColumnSpan(keyRows);
+  return span == kUnbounded ? seqLen : std::min(span, seqLen);
 }
 
 } // namespace

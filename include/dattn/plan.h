@@ -120,6 +120,26 @@ struct BranchPlan {
                       ", dilation " + std::to_string(dilation)
                 : std::to_string(members.size()) + " block member(s)");
   }
+
+  /// Blocks branches: how many query rows can reach one key tile of
+  /// `keyRows` rows, at most: a band's width plus the tile, two segments of
+  /// a masked dilated member plus the tile; kUnbounded for members whose
+  /// columns run the whole sequence (global tokens, an unbounded band or
+  /// segment, dense) or are scattered over it (block patterns).
+  int64_t keyColumnSpan(int64_t keyRows) const {
+    int64_t span = 0;
+    for (const MemberPlan &m : members) {
+      if (m.excluded) // takes pairs out, reaches none
+        continue;
+      if (m.kind == plan::kBand && m.left != kUnbounded && m.right != kUnbounded)
+        span = span > m.left + m.right + keyRows ? span : m.left + m.right + keyRows;
+      else if (m.kind == plan::kSegment && m.segment != kUnbounded)
+        span = span > 2 * m.segment + keyRows ? span : 2 * m.segment + keyRows;
+      else
+        return kUnbounded;
+    }
+    return span;
+  }
 };
 
 struct AttentionPlan {
