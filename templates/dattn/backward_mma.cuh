@@ -575,22 +575,15 @@ __device__ void mmaBackwardKV(const Params &p) {
     float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
     scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
     if (cls == plan::kPartial) { // 3. pairs outside the branch: score -inf, p = 0
-      // Per 8-query fragment of this warp's 16 keys, pair by pair only
-      // where the fragment straddles an edge (maskPartialTile, transposed).
-      const long long k0 = kb0 + keyRow0;
 #pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb) {
-        const long long q0 = qt * BM + nb * 8;
-        const int frag = fwd::pairBlockClass<Branch>(members, rm.count, q0, q0 + 8, k0, k0 + 16);
+      for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const long long bkey = k0 + lane / 4 + (e >> 1) * 8;
-          const long long a = q0 + (lane % 4) * 2 + (e & 1);
-          if (frag == plan::kSkip ||
-              (frag == plan::kPartial && !fwd::partialPairKept<Branch>(members, rm.count, a, bkey)))
+          const long long bkey = kb0 + keyRow0 + lane / 4 + (e >> 1) * 8;
+          const long long a = qt * BM + nb * 8 + (lane % 4) * 2 + (e & 1);
+          if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
             s[nb][e] = dev::negInf();
         }
-      }
     }
     probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
                                 lane);                         // 4. P^T, dS^T

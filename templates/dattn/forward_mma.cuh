@@ -121,14 +121,6 @@ __device__ __noinline__ bool unionContainsOutOfLine(const plan::Member *members,
   return plan::unionContains(members, count, i, j);
 }
 
-/// The class of the union over rows [i0, i1) x keys [j0, j1), causal
-/// included; out of line like unionContainsOutOfLine.
-__device__ __noinline__ int unionTileClassOutOfLine(const plan::Member *members, int count,
-                                                    bool causal, long long i0, long long i1,
-                                                    long long j0, long long j1) {
-  return plan::unionTileClass(members, count, causal, i0, i1, j0, j1);
-}
-
 /// Whether compact pair (a, b) of a partial tile is attended: both rows
 /// exist (count: rows of the segment, or N), causal order holds, and for a
 /// blocks branch the union contains it. Full tiles never ask.
@@ -206,62 +198,14 @@ DATTN_DEV int keyTileClass(const TileRange &tr, const plan::Member *members, lon
   }
 }
 
-/// The class of compact pairs [a0, a1) x [b0, b1) inside a partial tile:
-/// kFull or kSkip where the whole block is decided, kPartial where each
-/// pair must be asked (partialPairKept). Lane-uniform arguments, so a warp
-/// pays for one test where the per-pair tests would cost one per element.
-template <class Branch>
-DATTN_DEV int pairBlockClass(const plan::Member *members, long long count, long long a0,
-                             long long a1, long long b0, long long b1) {
-  if (a0 >= count || b0 >= count || (Branch::kCausal && b0 > a1 - 1))
-    return plan::kSkip;
-  if (a1 > count || b1 > count)
-    return plan::kPartial;
-  if constexpr (Branch::kKind == kStridedBranch)
-    return Branch::kCausal && b1 - 1 > a0 ? plan::kPartial : plan::kFull;
-  else
-    return unionTileClassOutOfLine(members, Branch::kNumMembers, Branch::kCausal, a0, a1, b0,
-                                   b1);
-}
-
 /// Partial tiles: -inf for the pairs the branch does not attend (raw
 /// scores; the scale is applied inside the exponent). Full tiles skip this.
-/// A warp's 16 rows are decided per 64-key strip where the strip is all in
-/// or all out (a random block, a window's interior), then per 8-key
-/// fragment, and pair by pair only in fragments that straddle an edge: the
-/// per-pair test (a union of members, block hashes) costs far more than
-/// the tile's products.
 template <class Branch, int BN, int MT>
 DATTN_DEV void maskPartialTile(float (&s)[MT][BN / 8][4], const plan::Member *members,
                                long long count, long long row0, long long key0, int lane) {
-  constexpr int kStrip = BN < 64 ? BN : 64; // keys per strip
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const long long a0 = row0 + mt * 16;
-#pragma unroll
-    for (int g = 0; g < BN / kStrip; ++g) {
-      const long long b0 = key0 + g * kStrip;
-      const int strip = pairBlockClass<Branch>(members, count, a0, a0 + 16, b0, b0 + kStrip);
-      if (strip == plan::kFull)
-        continue;
-#pragma unroll
-      for (int f = 0; f < kStrip / 8; ++f) {
-        const int nb = g * (kStrip / 8) + f;
-        const int frag = strip == plan::kSkip
-                             ? (int)plan::kSkip
-                             : pairBlockClass<Branch>(members, count, a0, a0 + 16,
-                                                      key0 + nb * 8, key0 + nb * 8 + 8);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long a = a0 + lane / 4 + (e >> 1) * 8;
-          const long long b = key0 + nb * 8 + (lane % 4) * 2 + (e & 1);
-          if (frag == plan::kSkip ||
-              (frag == plan::kPartial && !partialPairKept<Branch>(members, count, a, b)))
-            s[mt][nb][e] = dev::negInf();
-        }
-      }
-    }
-  }
+  warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+    return partialPairKept<Branch>(members, count, row0 + a, key0 + b);
+  });
 }
 
 /// The epilogue: O = acc / l and LSE = (m + log2 l) ln 2 for this warp's
