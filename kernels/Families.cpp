@@ -12,8 +12,9 @@ using namespace kernels;
 const std::vector<const KernelFamily *> &kernelFamilies() {
   static const std::vector<const KernelFamily *> all = {
       // sm_90a (the H100's and H200's kernels, Target::forGpu) runs the
-      // pipelined wgmma forward wherever it supports a branch (bf16,
-      // head_dim 64 or 128); the sm80 mma.sync forward everything else.
+      // pipelined wgmma forward wherever it supports a branch by default
+      // (bf16, head_dim 64 or 128; fp16 when named or tuned: byDefault);
+      // the sm80 mma.sync forward everything else.
       &sm90WgmmaPipelinedForward(), &sm80MmaForward(), &simtForward(),
       &sm80MmaBackwardDkv(),        &simtBackwardDkv(), &sm80MmaBackwardDq(),
       &simtBackwardDq(),
@@ -79,11 +80,15 @@ KernelChoice choose(KernelPass pass, const AttentionPlan &plan, const BranchPlan
     for (const KernelFamily *f : kernelFamilies())
       if (name == f->name())
         order.push_back(f);
+  const size_t named = order.size();
   for (const KernelFamily *f : kernelFamilies())
     order.push_back(f);
-  for (const KernelFamily *f : order) {
+  for (size_t x = 0; x < order.size(); ++x) {
+    const KernelFamily *f = order[x];
     if (f->pass() != pass || (tensorCores >= 0 && f->usesTensorCores() != bool(tensorCores)))
       continue;
+    if (x >= named && !f->byDefault(plan, branch))
+      continue; // supported, but only when named or tuned
     const std::string reason = f->unsupported(plan, branch, target);
     if (!reason.empty()) {
       why += std::string(why.empty() ? "" : "; ") + f->name() + ": " + reason;

@@ -37,6 +37,13 @@ public:
   int smem(int d) const {
     return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * (pipelined_ ? 10 : 7);
   }
+  /// fp16 runs (GpuForward.WgmmaFamilyOnHopper) but is not yet measured
+  /// against the sm80 forward on block-sparse branches (bigbird_gqa was
+  /// 1.8 ms there and slower in a run that also changed the masks): named
+  /// or tuned only until it is.
+  bool byDefault(const AttentionPlan &p, const BranchPlan &) const override {
+    return pipelined_ && p.dtype == DType::BF16;
+  }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     return {heuristic(p, b, t, deterministic)};
