@@ -7,7 +7,10 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare, split, families, wgmma, tf32.
+#   those, ringtable, nccl, tune, compare, split, families, patterns, wgmma,
+#   tf32.
+#   patterns: the sparse examples at 16K with the default kernels and with
+#   each forward family named (what KernelFamily::byDefault rests on).
 #   split: the GPU tests, examples and causal_ring's speed with
 #   DATTN_SPLIT_UNIONS=0 (a union's dilated member kept in the union; the
 #   default splits it into its own branch).
@@ -416,6 +419,25 @@ if want split; then
   rm -f "$OUT/split_example.log"
   summary+=("split examples: $([ $split_fail = 0 ] && echo all passed || echo FAILED)")
   [ $split_fail = 0 ] || status=1
+fi
+if want patterns; then
+  # The sparse examples at 16K, forward+backward, with the default kernels
+  # and with each forward family that could take them named
+  # (DATTN_FAMILIES): the measurements KernelFamily::byDefault rests on
+  # (fp16 on the wgmma forward; bf16 block patterns on it), two rounds.
+  for round in 1 2; do
+    for fam in default sm80_mma_forward sm90_wgmma_pipelined_forward; do
+      for f in window_global_random_gqa causal_ring block_patterns; do
+        for name in $(build/bin/dattn check examples/$f.dattn | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
+          line=$( ([ $fam = default ] || export DATTN_FAMILIES=$fam
+            timeout 100 build/bin/dattn run examples/$f.dattn --name "$name" --seq 16384 \
+              --device gpu --iters 10 --backward 2>&1) | grep -E '^device|^backward' |
+            sed 's/.*): //; s/ (median of 10)//' | tr '\n' ' ')
+          echo "round $round, $name, $fam: $line" | tee -a "$OUT/patterns.log"
+        done
+      done
+    done
+  done
 fi
 if want wgmma; then
   build/tests/gpu/dattn_gpu_tests --gtest_filter='*Wgmma*' > "$OUT/wgmma_test.log" 2>&1
