@@ -36,9 +36,9 @@ def SplitUnions : Pass<"dattn-split-unions", "::mlir::ModuleOp"> {
        the other members' pairs minus the dilated ones.
     The two branches are disjoint and their union is the original's, so each
     key counts once; the heads' outputs merge across the two branches as
-    for any head in several branches. Opt-in (PlanOptions::splitUnions,
-    DATTN_SPLIT_UNIONS=1) until its kernels have run on a GPU. A union with
-    several dilated members is left as it is.
+    for any head in several branches. On by default (PlanOptions::splitUnions;
+    DATTN_SPLIT_UNIONS=0 or `dattn compile --no-split-unions` turn it off). A
+    union with several dilated members is left as it is.
   }];
   let dependentDialects = ["::dattn::ir::DattnDialect"];
 }

@@ -37,6 +37,7 @@ public:
   int smem(int d) const {
     return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * (pipelined_ ? 10 : 7);
   }
+  /// sm90_wgmma_forward is the pipelined kernel's baseline: named only.
   /// fp16 runs (GpuForward.WgmmaFamilyOnHopper) but is not yet measured
   /// against the sm80 forward on block-sparse branches (bigbird_gqa was
   /// 1.8 ms there and slower in a run that also changed the masks): named

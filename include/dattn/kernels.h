@@ -64,12 +64,12 @@ public:
   /// "" when the family runs this branch on this target, else why not.
   virtual std::string unsupported(const AttentionPlan &plan, const BranchPlan &branch,
                                   const Target &target) const = 0;
-  /// Every configuration that runs the branch correctly and fits the
-  /// target, for the given mode (deterministic backward or not).
   /// Whether the preference order may pick this family for a branch it
   /// supports; false: only when named (DATTN_FAMILIES, --family) or tuned
   /// (a case that runs correctly but has not been measured to be faster).
   virtual bool byDefault(const AttentionPlan &, const BranchPlan &) const { return true; }
+  /// Every configuration that runs the branch correctly and fits the
+  /// target, for the given mode (deterministic backward or not).
   virtual std::vector<KernelConfig> candidates(const AttentionPlan &plan, const BranchPlan &branch,
                                                const Target &target,
                                                bool deterministic) const = 0;
