@@ -140,11 +140,13 @@ void CompiledAttention::backward(const BackwardArgs &a) {
       // Long walks over query tiles in several CTAs, where the module adds
       // dK/dV into fp32 accumulators in any order.
       const rt::QuerySplit split =
-          rt::querySplit(ki, b, N, B, !mod.gradientsDirect && !a.deterministic);
+          rt::querySplit(ki, b, N, grid.x, !mod.gradientsDirect && !a.deterministic);
       p.queryChunks = split.chunks;
       p.chunkTiles = split.tiles;
-      launch(x, grid.x, static_cast<unsigned>(b.heads.size()),
-             static_cast<unsigned>(B * split.chunks), argsOnly);
+      p.keyCtas = grid.x;
+      p.chunkedKeyCtas = split.chunkedKeyCtas;
+      launch(x, static_cast<unsigned>(split.gridX(grid.x)),
+             static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), argsOnly);
       break;
     }
     default: // FinalizeGradients

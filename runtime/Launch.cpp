@@ -13,28 +13,51 @@ int64_t blocksQuerySpan(const BranchPlan &b, int64_t seqLen, int64_t keyRows) {
   return span == kUnbounded ? seqLen : std::min(span, seqLen);
 }
 
+/// Where only global tokens make a blocks branch's columns long: how many
+/// rows hold the tokens (the largest prefix), else 0.
+int64_t tokenRows(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t bm) {
+  BranchPlan rest = b;
+  rest.members.clear();
+  int64_t tokens = 0;
+  for (const MemberPlan &m : b.members) {
+    if (m.kind == plan::kPrefix && !m.excluded)
+      tokens = std::max(tokens, m.tokens);
+    else
+      rest.members.push_back(m);
+  }
+  const int64_t span = rest.keyColumnSpan(keyRows);
+  const bool restShort = span != kUnbounded &&
+                         plan::ceilDiv(std::min(span, seqLen), bm) + 1 <= kQueryChunkTiles;
+  return restShort ? std::min(tokens, seqLen) : 0;
+}
+
 } // namespace
 
-QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t batch,
+QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
                       bool accumulatesInAnyOrder) {
   QuerySplit s;
   const int64_t bm = ki.config.blockM;
   if (!accumulatesInAnyOrder || ki.role != KernelRole::DkvPass || ki.path != KernelPath::Mma ||
-      bm <= 0)
+      bm <= 0 || keyCtas <= 0)
     return s;
   int64_t walk; // query tiles one key tile's CTA walks, at most
+  int64_t chunked = keyCtas, perChunk = kQueryChunkTiles;
   if (b.kind == BranchKind::Strided) {
     const int64_t w = plan::segmentLength(b.segment, seqLen);
     walk = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
   } else {
     walk = plan::ceilDiv(blocksQuerySpan(b, seqLen, ki.rowsPerCta), bm) + 1;
+    if (const int64_t tokens = tokenRows(b, seqLen, ki.rowsPerCta, bm); tokens > 0) {
+      chunked = std::min<int64_t>(keyCtas, plan::ceilDiv(tokens, ki.rowsPerCta));
+      perChunk = kTokenChunkTiles;
+    }
   }
-  const int64_t chunks = std::min<int64_t>(plan::ceilDiv(walk, kQueryChunkTiles),
-                                  std::max<int64_t>(1, 65535 / std::max<int64_t>(batch, 1)));
-  if (chunks <= 1)
+  const int64_t chunks = plan::ceilDiv(walk, perChunk);
+  if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
   s.chunks = static_cast<int>(chunks);
   s.tiles = plan::ceilDiv(walk, chunks);
+  s.chunkedKeyCtas = chunked;
   return s;
 }
 

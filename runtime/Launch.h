@@ -39,17 +39,27 @@ inline BranchGrid branchGrid(const KernelInfo &ki, const BranchPlan &b, int64_t 
 /// rest of the GPU idles (causal_ring's global tokens: 256 tiles in one CTA
 /// per head). Chunk c of a key tile's walk [t0, t1) covers [t0 + c tiles,
 /// t0 + (c + 1) tiles), the last chunk to t1 (so the walk's bound only
-/// balances, never drops a tile); the grid's z is batch x chunks and the chunks add
-/// their dK/dV with fp32 reductions, so only a module that accumulates in
-/// any order (fp32 accumulators, not deterministic) splits.
+/// balances, never drops a tile). Only the key CTAs with long walks are
+/// chunked: all of them for a strided branch or a long band, the tiles
+/// holding the tokens where global tokens alone make columns long (one
+/// CTA per key tile otherwise: a grid of empty chunks delays the busy
+/// ones). The chunks add their dK/dV with fp32 reductions, so only a
+/// module that accumulates in any order (fp32 accumulators, not
+/// deterministic) splits. Grid x: keyCtas + chunkedKeyCtas (chunks - 1)
+/// (plan::splitKeyCta).
 struct QuerySplit {
   int chunks = 1;
-  long long tiles = 0; ///< query tiles per chunk (0: no split)
+  long long tiles = 0;          ///< query tiles per chunk (0: no split)
+  long long chunkedKeyCtas = 0; ///< the first key CTAs that are chunked
+  /// The grid's x for `keyCtas` key CTAs.
+  long long gridX(long long keyCtas) const { return keyCtas + chunkedKeyCtas * (chunks - 1); }
 };
 /// A chunk's query tiles: long enough that K/V loads and the reductions
-/// stay small next to the chunk's work, short enough to spread one column.
+/// stay small next to the chunk's work, short enough to spread one column;
+/// shorter where only the few tiles holding global tokens are chunked.
 constexpr int64_t kQueryChunkTiles = 16;
-QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t batch,
+constexpr int64_t kTokenChunkTiles = 4;
+QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
                       bool accumulatesInAnyOrder);
 
 /// Launches kernel `ki` (its CUfunction `fn`) on `stream`. The error

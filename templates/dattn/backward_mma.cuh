@@ -118,10 +118,10 @@ template <class T, int N> DATTN_DEV void packA(unsigned (&a)[4], const float (&f
 /// strided branch (blockIdx.x / tilesPerSegment is the segment), else the
 /// whole sequence, whose blocks-branch members it loads.
 template <class Branch>
-DATTN_DEV void ctaRowMap(const Params &p, int headIndex, int head, plan::Member *members,
-                         RowMap *rm) {
+DATTN_DEV void ctaRowMap(const Params &p, long long cta, int headIndex, int head,
+                         plan::Member *members, RowMap *rm) {
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
-    fwd::stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, p.seqLen, &rm->base,
+    fwd::stridedSegment<Branch>(cta / p.tilesPerSegment, headIndex, p.seqLen, &rm->base,
                                 &rm->step, &rm->count);
   } else {
     branchMembers<Branch>(p, headIndex, head, members);
@@ -131,19 +131,19 @@ DATTN_DEV void ctaRowMap(const Params &p, int headIndex, int head, plan::Member 
   }
 }
 
-/// The CTA's first row in its row map: tiles of `rows` compact rows.
-template <class Branch, int ROWS> DATTN_DEV long long ctaFirstRow(const Params &p) {
-  return Branch::kKind == fwd::kStridedBranch ? (blockIdx.x % p.tilesPerSegment) * ROWS
-                                              : (long long)blockIdx.x * ROWS;
+/// CTA `cta`'s first row in its row map: tiles of `rows` compact rows.
+template <class Branch, int ROWS> DATTN_DEV long long ctaFirstRow(const Params &p, long long cta) {
+  return Branch::kKind == fwd::kStridedBranch ? (cta % p.tilesPerSegment) * ROWS : cta * ROWS;
 }
 
-/// dK/dV: this CTA's key rows from *kb0 (16 W of them) and the query tiles
-/// [*qt0, *qt1) that reach them. False if the CTA has no key rows.
+/// dK/dV: key CTA `cta`'s key rows from *kb0 (16 W of them) and the query
+/// tiles [*qt0, *qt1) that reach them. False if the CTA has no key rows.
 template <class Branch, int BM, int BN>
-DATTN_DEV bool keyCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
-                           RowMap *rm, long long *kb0, long long *qt0, long long *qt1) {
-  ctaRowMap<Branch>(p, headIndex, head, members, rm);
-  *kb0 = ctaFirstRow<Branch, BN>(p);
+DATTN_DEV bool keyCtaRange(const Params &p, long long cta, int headIndex, int head,
+                           plan::Member *members, RowMap *rm, long long *kb0, long long *qt0,
+                           long long *qt1) {
+  ctaRowMap<Branch>(p, cta, headIndex, head, members, rm);
+  *kb0 = ctaFirstRow<Branch, BN>(p, cta);
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
     *qt0 = Branch::kCausal ? *kb0 / BM : 0;
     *qt1 = plan::ceilDiv(rm->count, BM);
@@ -159,8 +159,8 @@ DATTN_DEV bool keyCtaRange(const Params &p, int headIndex, int head, plan::Membe
 template <class Branch, int BM, int BN>
 DATTN_DEV bool queryCtaRange(const Params &p, int headIndex, int head, plan::Member *members,
                              RowMap *rm, long long *qa0, long long *t0, long long *t1) {
-  ctaRowMap<Branch>(p, headIndex, head, members, rm);
-  *qa0 = ctaFirstRow<Branch, BM>(p);
+  ctaRowMap<Branch>(p, blockIdx.x, headIndex, head, members, rm);
+  *qa0 = ctaFirstRow<Branch, BM>(p, blockIdx.x);
   if constexpr (Branch::kKind == fwd::kStridedBranch) {
     *t0 = 0;
     *t1 = plan::ceilDiv(Branch::kCausal ? plan::minI(rm->count, *qa0 + BM) : rm->count, BN);
@@ -499,23 +499,22 @@ __device__ void mmaBackwardKV(const Params &p) {
   // Only modules that accumulate in any order split a walk (the
   // deterministic and direct-write ones hold no reductions at all).
   constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate;
-  const int chunks = kMaySplit && p.queryChunks > 1 ? p.queryChunks : 1;
-  const int chunk = blockIdx.z % chunks;
-  const long long batch = blockIdx.z / chunks, n = p.seqLen;
+  const long long chunks = kMaySplit && p.queryChunks > 1 ? p.queryChunks : 1;
+  long long keyCta, chunk;
+  plan::splitKeyCta(blockIdx.x, chunks > 1 ? p.keyCtas : gridDim.x, p.chunkedKeyCtas, chunks,
+                    &keyCta, &chunk);
+  const bool chunked = chunks > 1 && keyCta < p.chunkedKeyCtas; // others add too
+  const long long batch = blockIdx.z, n = p.seqLen;
   const int kvHead = head / p.groupSize;
 
   RowMap rm;
   long long kb0, qt0, qt1;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!keyCtaRange<Branch, BM, BN>(p, headIndex, head, members, &rm, &kb0, &qt0, &qt1))
+  if (!keyCtaRange<Branch, BM, BN>(p, keyCta, headIndex, head, members, &rm, &kb0, &qt0, &qt1))
     return;
-  if (chunks > 1) { // this CTA's share of the walk (Params::queryChunks)
-    qt0 += chunk * p.chunkTiles;
-    if (chunk + 1 < chunks)
-      qt1 = plan::minI(qt1, qt0 + p.chunkTiles);
-    if (qt0 >= qt1)
-      return;
-  }
+  // This CTA's share of the walk (Params::queryChunks).
+  if (chunked && !plan::chunkOfWalk(chunk, chunks, p.chunkTiles, &qt0, &qt1))
+    return;
   auto nextTile = [&](long long qt) {
     while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
       ++qt;
@@ -594,7 +593,7 @@ __device__ void mmaBackwardKV(const Params &p) {
                                          (long long)p.heads * D, p.scale, lane);
     qt = qtNext;
   }
-  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunks > 1, lane);
+  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
 }
 
 /// The deterministic dQ: one CTA per query tile of BM rows and query head,

@@ -35,11 +35,12 @@ struct Params {
   float scale;
   const long long *maskRows, *maskCols;
   long long tilesPerSegment; ///< mma kernels, strided branches: CTAs per segment
-  /// mma dK/dV kernels: a key tile's walk over query tiles in queryChunks
-  /// CTAs (grid z = batch x queryChunks; 0 or 1: one), chunkTiles each
-  /// (the last one to the walk's end); the chunks' dK/dV add by reductions.
+  /// mma dK/dV kernels: the walk over query tiles of each of the first
+  /// chunkedKeyCtas key CTAs (of keyCtas) in queryChunks CTAs
+  /// (plan::splitKeyCta; 0 or 1: one), chunkTiles each (the last one to
+  /// the walk's end); the chunks' dK/dV add by reductions.
   int queryChunks;
-  long long chunkTiles;
+  long long chunkTiles, keyCtas, chunkedKeyCtas;
 };
 
 } // namespace bwd

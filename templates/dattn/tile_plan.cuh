@@ -125,6 +125,31 @@ DATTN_HD void segmentLattice(i64 x, i64 segment, i64 seqLen, i64 stride, i64 off
   *end = minI(seqLen, (s + 1) * w);
 }
 
+/// The dK/dV grid with long walks split (runtime/Launch.h, rt::querySplit):
+/// CTAs [0, keyCtas) run each key CTA's walk, or its first chunk for the
+/// first `chunked` key CTAs, each of which has `chunks` - 1 more CTAs after
+/// them. CTA x's key CTA and chunk.
+DATTN_HD void splitKeyCta(i64 x, i64 keyCtas, i64 chunked, i64 chunks, i64 *keyCta,
+                          i64 *chunk) {
+  if (x < keyCtas || chunks <= 1) {
+    *keyCta = x;
+    *chunk = 0;
+    return;
+  }
+  const i64 e = x - keyCtas;
+  *keyCta = e / (chunks - 1);
+  *chunk = 1 + e % (chunks - 1);
+}
+
+/// Chunk `chunk` of `chunks` of a walk over tiles [*t0, *t1): `tiles` of
+/// them, the last chunk to the walk's end. False if the chunk is empty.
+DATTN_HD bool chunkOfWalk(i64 chunk, i64 chunks, i64 tiles, i64 *t0, i64 *t1) {
+  *t0 += chunk * tiles;
+  if (chunk + 1 < chunks)
+    *t1 = minI(*t1, *t0 + tiles);
+  return *t0 < *t1;
+}
+
 /// Class of compact tile (qa0.., kb0..) of a segment with `rows` rows.
 DATTN_HD TileClass stridedTileClass(i64 qa0, i64 qa1, i64 kb0, i64 kb1, i64 rows, bool causal) {
   if (qa0 >= rows || kb0 >= rows)

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace dattn {
 namespace {
@@ -34,29 +36,80 @@ KernelInfo dkvKernel(int bm, int bn) {
 
 TEST(QuerySplit, LongColumnsSplitBoundedOnesDoNot) {
   const KernelInfo k = dkvKernel(64, 64);
-  const int64_t n = 16384; // 256 query tiles
+  const int64_t n = 16384, keyTiles = n / 64; // 256 query tiles, 256 key tiles
+  // Global tokens make the first key tile's column the whole sequence: only
+  // it is chunked, in chunks of kTokenChunkTiles (257 tiles bound the walk).
   const AttentionPlan global = planOf("branch { window(left = 64, right = 0) | global(tokens = 16) }");
-  const rt::QuerySplit s = rt::querySplit(k, global.branches[0], n, 1, true);
-  EXPECT_EQ(s.chunks, 17); // 257 tiles (a span of N rows meets N / 64 + 1 tiles)
-  EXPECT_EQ(s.tiles, 16);
+  const rt::QuerySplit s = rt::querySplit(k, global.branches[0], n, keyTiles, true);
+  EXPECT_EQ(s.chunkedKeyCtas, 1);
+  EXPECT_EQ(s.chunks, 65);
+  EXPECT_EQ(s.tiles, 4);
+  EXPECT_EQ(s.gridX(keyTiles), keyTiles + 64);
+  // 100 tokens: two key tiles.
+  const AttentionPlan tokens = planOf("branch { global(tokens = 100) }");
+  EXPECT_EQ(rt::querySplit(k, tokens.branches[0], n, keyTiles, true).chunkedKeyCtas, 2);
   // Order-sensitive (deterministic) or direct-write modules never split.
-  EXPECT_EQ(rt::querySplit(k, global.branches[0], n, 1, false).chunks, 1);
+  EXPECT_EQ(rt::querySplit(k, global.branches[0], n, keyTiles, false).chunks, 1);
   // Neither does a bounded window, nor the SIMT path.
   const AttentionPlan window = planOf("branch { window(left = 200, right = 30) }");
-  EXPECT_EQ(rt::querySplit(k, window.branches[0], n, 1, true).chunks, 1);
+  EXPECT_EQ(rt::querySplit(k, window.branches[0], n, keyTiles, true).chunks, 1);
   KernelInfo simt = k;
   simt.path = KernelPath::Simt;
-  EXPECT_EQ(rt::querySplit(simt, global.branches[0], n, 1, true).chunks, 1);
-  // The grid's z (batch x chunks) stays within 65535.
-  const rt::QuerySplit big = rt::querySplit(k, global.branches[0], 1 << 22, 30000, true);
-  EXPECT_EQ(big.chunks, 2);
-  EXPECT_GE(big.chunks * big.tiles, (1 << 22) / 64);
-  // A causal unbounded dilated segment (strided: 8192 compact rows).
+  EXPECT_EQ(rt::querySplit(simt, global.branches[0], n, keyTiles, true).chunks, 1);
+  // A long window and global tokens: every key tile is chunked.
+  const AttentionPlan wide = planOf("branch { window(left = 3000, right = 0) | global(tokens = 8) }");
+  const rt::QuerySplit w = rt::querySplit(k, wide.branches[0], n, keyTiles, true);
+  EXPECT_EQ(w.chunkedKeyCtas, keyTiles);
+  EXPECT_EQ(w.chunks, 17);
+  // A causal unbounded dilated segment (strided: 8192 compact rows, 128
+  // key CTAs of 64): all of them, in chunks of 16 tiles.
   const AttentionPlan dilated =
       planOf("branch { dilated(segment = inf, dilation = 2, offset = head) }", true);
-  const rt::QuerySplit d = rt::querySplit(k, dilated.branches[0], n, 1, true);
+  const rt::QuerySplit d = rt::querySplit(k, dilated.branches[0], n, 128, true);
   EXPECT_EQ(d.chunks, 8);
   EXPECT_EQ(d.tiles, 16);
+  EXPECT_EQ(d.chunkedKeyCtas, 128);
+  EXPECT_EQ(d.gridX(128), 128 * 8);
+}
+
+TEST(QuerySplit, EveryQueryTileOfEveryWalkOnce) {
+  // What the kernel does with blockIdx.x (plan::splitKeyCta, then
+  // plan::chunkOfWalk for chunked key CTAs): over the whole grid, each key
+  // CTA's walk [t0, t1) is covered once, whatever the walks' lengths.
+  for (int64_t keyCtas : {1, 5, 64})
+    for (int64_t chunked : {int64_t(0), int64_t(1), int64_t(3), keyCtas})
+      for (int64_t chunks : {1, 2, 7})
+        for (int64_t tiles : {1, 4, 16}) {
+          if (chunked > keyCtas)
+            continue;
+          std::vector<std::pair<int64_t, int64_t>> walks;
+          for (int64_t c = 0; c < keyCtas; ++c)
+            walks.push_back({(c * 7) % 11, (c * 7) % 11 + (c * 13) % 90}); // some empty
+          std::vector<std::vector<int>> seen(keyCtas, std::vector<int>(200, 0));
+          rt::QuerySplit s;
+          s.chunks = static_cast<int>(chunks);
+          s.tiles = tiles;
+          s.chunkedKeyCtas = chunked;
+          for (int64_t x = 0; x < s.gridX(keyCtas); ++x) {
+            plan::i64 cta, chunk;
+            plan::splitKeyCta(x, keyCtas, chunked, chunks, &cta, &chunk);
+            ASSERT_LT(cta, keyCtas);
+            plan::i64 t0 = walks[cta].first, t1 = walks[cta].second;
+            if (chunks > 1 && cta < chunked) {
+              if (!plan::chunkOfWalk(chunk, chunks, tiles, &t0, &t1))
+                continue;
+            } else {
+              ASSERT_EQ(chunk, 0) << "x " << x;
+            }
+            for (plan::i64 t = t0; t < t1; ++t)
+              ++seen[cta][t];
+          }
+          for (int64_t c = 0; c < keyCtas; ++c)
+            for (int64_t t = 0; t < 200; ++t)
+              ASSERT_EQ(seen[c][t], t >= walks[c].first && t < walks[c].second ? 1 : 0)
+                  << "key CTA " << c << " tile " << t << " chunks " << chunks << " tiles "
+                  << tiles << " chunked " << chunked;
+        }
 }
 
 TEST(QuerySplit, ChunksCoverEveryKeyTilesWalk) {
@@ -78,7 +131,8 @@ TEST(QuerySplit, ChunksCoverEveryKeyTilesWalk) {
             if (b.kind != BranchKind::Blocks)
               continue;
             for (int64_t n : {1000, 6000}) {
-              const rt::QuerySplit s = rt::querySplit(dkvKernel(bm, bn), b, n, 1, true);
+              const int64_t keyTiles = plan::ceilDiv(n, bn);
+              const rt::QuerySplit s = rt::querySplit(dkvKernel(bm, bn), b, n, keyTiles, true);
               const int64_t cover = s.chunks == 1 ? INT64_MAX : s.chunks * s.tiles;
               splits += s.chunks > 1;
               for (size_t h = 0; h < b.heads.size(); ++h) {
@@ -86,6 +140,8 @@ TEST(QuerySplit, ChunksCoverEveryKeyTilesWalk) {
                 for (const MemberPlan &m : b.members)
                   members.push_back(m.forHead(static_cast<int>(h), b.heads[h]));
                 for (int64_t j0 = 0; j0 < n; j0 += bn) {
+                  if (j0 / bn >= s.chunkedKeyCtas && s.chunks > 1)
+                    continue; // not chunked: walks the whole range in one CTA
                   plan::i64 t0, t1;
                   plan::unionQueryTiles(members.data(), static_cast<int>(members.size()),
                                         causal, j0, std::min(n, j0 + bn), n, bm, &t0, &t1);
