@@ -65,7 +65,7 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
      << ".\n// Constants and instantiations only: the logic is in dattn/forward*.cuh.\n"
      << (contiguous ? "#define DATTN_CONTIGUOUS_TENSORS 1 // every tensor [B, N, H, D]\n" : "")
      << "#include \"dattn/forward.cuh\"\n\nusing namespace dattn;\n\n"
-     << branchDefinitions(plan) << "#include \"dattn/backward_simt.cuh\"\n#include \"dattn/backward_mma.cuh\"\n\n";
+     << branchDefinitions(plan) << "#include \"dattn/backward_simt.cuh\"\n#include \"dattn/backward_mma.cuh\"\n#include \"dattn/backward_wgmma.cuh\"\n\n";
 
   KernelInfo delta;
   delta.name = prefix + "_delta";

@@ -18,9 +18,10 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
       &sm90WgmmaPipelinedForward(), &sm80MmaForward(), &simtForward(),
       &sm80MmaBackwardDkv(),        &simtBackwardDkv(), &sm80MmaBackwardDq(),
       &simtBackwardDq(),
-      // After the sm80 forward, so chosen only when named (DATTN_FAMILIES):
-      // the first warp-specialized kernel, kept as the pipelined one's baseline.
-      &sm90WgmmaForward(),
+      // Chosen only when named (DATTN_FAMILIES) or tuned: the first
+      // warp-specialized kernel, kept as the pipelined one's baseline, and
+      // the wgmma dK/dV kernel until it is measured (byDefault).
+      &sm90WgmmaForward(), &sm90WgmmaBackwardDkv(),
   };
   return all;
 }

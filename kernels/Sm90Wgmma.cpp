@@ -6,6 +6,7 @@
 // sm90_wgmma_forward holds a stage for both products; it is chosen only when
 // named (DATTN_FAMILIES, `dattn compile --family`), the baseline the
 // pipelined kernel is measured against (docs/perf-notes.md).
+// sm90_wgmma_backward_dkv: the dK/dV kernel on wgmma (named or tuned only).
 #include "Families.h"
 
 namespace dattn::kernels {
@@ -72,7 +73,67 @@ private:
   bool pipelined_;
 };
 
+/// The dK/dV kernel on wgmma (templates/dattn/backward_wgmma.cuh): the
+/// sm80 kernel's CTA (128 key rows, query steps of 64, dQ by reductions
+/// unless deterministic) with its products on wgmma. A blocks branch needs
+/// the plan's tiles to allow 64 x 128 (they stay inside the smallest block).
+class WgmmaBackwardDkv : public KernelFamily {
+public:
+  const char *name() const override { return "sm90_wgmma_backward_dkv"; }
+  KernelPass pass() const override { return KernelPass::BackwardDkv; }
+  bool usesTensorCores() const override { return true; }
+  std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
+                          const Target &t) const override {
+    if (t.sm != 90 || !t.archSpecific)
+      return "needs sm_90a (wgmma), the target is " + t.arch();
+    if (p.dtype != DType::BF16 && p.dtype != DType::F16)
+      return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
+    if (p.headDim != 64 && p.headDim != 128)
+      return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
+    if (b.kind != BranchKind::Strided && (b.blockM < 64 || b.blockN < 128))
+      return "the plan's tiles (" + std::to_string(b.blockM) + " x " + std::to_string(b.blockN) +
+             ") are below 64 x 128";
+    if (smem(p.headDim, true) > t.smemBytes)
+      return "needs " + std::to_string(smem(p.headDim, true)) + " bytes of shared memory";
+    return "";
+  }
+  /// K, V (128 rows), two stages of Q and dO (64 rows), dS^T with atomic
+  /// dQ, two stages of L and Delta: bwd::KvSmem<D, 64, 128, atomicDq>.
+  static int smem(int d, bool atomicDq) {
+    return 2 * (2 * 128 * d + 4 * 64 * d + (atomicDq ? 128 * 64 : 0)) + 4 * 4 * 64;
+  }
+  /// Named or tuned only until it is measured against the sm80 kernel.
+  bool byDefault(const AttentionPlan &, const BranchPlan &) const override { return false; }
+  std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
+                                       const Target &t, bool deterministic) const override {
+    return {heuristic(p, b, t, deterministic)};
+  }
+  KernelConfig heuristic(const AttentionPlan &, const BranchPlan &, const Target &,
+                         bool deterministic) const override {
+    return {64, 128, 0, !deterministic};
+  }
+  KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
+    return {256, smem(p.headDim, c.atomicDq), 128};
+  }
+  std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
+    const std::string atomic = c.atomicDq ? "true" : "false";
+    return "static_assert(bwd::KvSmem<" + std::to_string(x.headDim) + ", 64, 128, " + atomic +
+           ">::kBytes == " + std::to_string(smem(x.headDim, c.atomicDq)) +
+           ", \"the kernel family's shared memory differs from the kernel's\");\n  "
+           "bwd::wgmmaBackwardKV<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+           atomic + ", " + x.gradMode + ", " + x.branch + ">(p);";
+  }
+  std::string suffix(const KernelConfig &c) const override {
+    return std::string("_dkv_wgmma_m64n128") + (c.atomicDq ? "_atomicdq" : "");
+  }
+};
+
 } // namespace
+
+const KernelFamily &sm90WgmmaBackwardDkv() {
+  static const WgmmaBackwardDkv f;
+  return f;
+}
 
 const KernelFamily &sm90WgmmaForward() {
   static const WgmmaForward f(false);

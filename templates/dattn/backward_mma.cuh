@@ -185,6 +185,60 @@ DATTN_DEV int pairTileClass(const plan::Member *members, const RowMap &rm, long 
   }
 }
 
+/// The dK/dV kernels' key CTA (blockIdx.x through plan::splitKeyCta): its
+/// row map, first key row *kb0 and its share [*qt0, *qt1) of the key tile's
+/// walk over query tiles. *chunked: other CTAs walk the rest of the tile's
+/// column and add to the same dK/dV rows. MAY_SPLIT: the module accumulates
+/// in any order (the deterministic and direct-write ones hold no
+/// reductions at all, and never split). False if the CTA has no work.
+template <class Branch, int BM, int BN, bool MAY_SPLIT>
+DATTN_DEV bool keyCtaWork(const Params &p, int headIndex, int head, plan::Member *members,
+                          RowMap *rm, long long *kb0, long long *qt0, long long *qt1,
+                          bool *chunked) {
+  const long long chunks = MAY_SPLIT && p.queryChunks > 1 ? p.queryChunks : 1;
+  long long keyCta, chunk;
+  plan::splitKeyCta(blockIdx.x, chunks > 1 ? p.keyCtas : gridDim.x, p.chunkedKeyCtas, chunks,
+                    &keyCta, &chunk);
+  *chunked = chunks > 1 && keyCta < p.chunkedKeyCtas;
+  if (!keyCtaRange<Branch, BM, BN>(p, keyCta, headIndex, head, members, rm, kb0, qt0, qt1))
+    return false;
+  return !*chunked || plan::chunkOfWalk(chunk, chunks, p.chunkTiles, qt0, qt1);
+}
+
+/// L and Delta of compact query rows [qa0, qa0 + BM) into sL and sDelta
+/// (cp.async; rows past the map's end read as 0), by the CTA's THREADS
+/// threads.
+template <int BM, int THREADS>
+DATTN_DEV void loadRowStats(float *sL, float *sDelta, const float *lseSrc, const float *deltaSrc,
+                            const RowMap &rm, long long qa0) {
+  for (int x = threadIdx.x; x < 2 * BM; x += THREADS) {
+    const int r = x % BM;
+    const long long a = qa0 + r;
+    const bool valid = a < rm.count;
+    const long long row = valid ? rm.base + a * rm.step : 0;
+    const float *src = x < BM ? lseSrc + row : deltaSrc + row;
+    float *dst = (x < BM ? sL : sDelta) + r;
+    dev::cpAsync4(dev::smemAddress(dst), src, valid);
+  }
+}
+
+/// A partial tile's pairs outside the branch get score -inf (p = 0) in
+/// transposed fragments s (rows: this warp's 16 keys from compact key row
+/// key0; columns: the BM queries from compact row qa0).
+template <class Branch, int BM>
+DATTN_DEV void maskTransposed(float (&s)[BM / 8][4], const plan::Member *members,
+                              const RowMap &rm, long long qa0, long long key0, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const long long bkey = key0 + lane / 4 + (e >> 1) * 8;
+      const long long a = qa0 + nb * 8 + (lane % 4) * 2 + (e & 1);
+      if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
+        s[nb][e] = dev::negInf();
+    }
+}
+
 /// dK/dV kernel, per query tile: P^T = 2^(S^T c - L) and dS^T = P^T (dP^T -
 /// Delta) in place of S^T and dP^T; column c is query c of the tile, whose
 /// L (log2 domain) and Delta are in shared memory.
@@ -496,24 +550,15 @@ __device__ void mmaBackwardKV(const Params &p) {
 
   const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  // Only modules that accumulate in any order split a walk (the
-  // deterministic and direct-write ones hold no reductions at all).
-  constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate;
-  const long long chunks = kMaySplit && p.queryChunks > 1 ? p.queryChunks : 1;
-  long long keyCta, chunk;
-  plan::splitKeyCta(blockIdx.x, chunks > 1 ? p.keyCtas : gridDim.x, p.chunkedKeyCtas, chunks,
-                    &keyCta, &chunk);
-  const bool chunked = chunks > 1 && keyCta < p.chunkedKeyCtas; // others add too
   const long long batch = blockIdx.z, n = p.seqLen;
   const int kvHead = head / p.groupSize;
-
   RowMap rm;
   long long kb0, qt0, qt1;
+  bool chunked;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!keyCtaRange<Branch, BM, BN>(p, keyCta, headIndex, head, members, &rm, &kb0, &qt0, &qt1))
-    return;
-  // This CTA's share of the walk (Params::queryChunks).
-  if (chunked && !plan::chunkOfWalk(chunk, chunks, p.chunkTiles, &qt0, &qt1))
+  if (!keyCtaWork<Branch, BM, BN, ATOMIC_DQ && MODE == kAccumulate>(p, headIndex, head, members,
+                                                                      &rm, &kb0, &qt0, &qt1,
+                                                                      &chunked))
     return;
   auto nextTile = [&](long long qt) {
     while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
@@ -536,15 +581,7 @@ __device__ void mmaBackwardKV(const Params &p) {
     const long long qa0 = qt * BM;
     qLoader.load(sQ + st * BM * D, qa0, rm.count);
     gLoader.load(sG + st * BM * D, qa0, rm.count);
-    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
-      const int r = x % BM;
-      const long long a = qa0 + r;
-      const bool valid = a < rm.count;
-      const long long row = valid ? rm.base + a * rm.step : 0;
-      const float *src = x < BM ? lseSrc + row : deltaSrc + row;
-      float *dst = (x < BM ? sL : sDelta) + st * BM + r;
-      dev::cpAsync4(dev::smemAddress(dst), src, valid);
-    }
+    loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, rm, qa0);
   };
 
   long long qt = nextTile(qt0);
@@ -573,17 +610,8 @@ __device__ void mmaBackwardKV(const Params &p) {
     const unsigned tg = dev::smemAddress(sG + stage * BM * D);
     float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
     scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
-    if (cls == plan::kPartial) { // 3. pairs outside the branch: score -inf, p = 0
-#pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long bkey = kb0 + keyRow0 + lane / 4 + (e >> 1) * 8;
-          const long long a = qt * BM + nb * 8 + (lane % 4) * 2 + (e & 1);
-          if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
-            s[nb][e] = dev::negInf();
-        }
-    }
+    if (cls == plan::kPartial) // 3. pairs outside the branch: score -inf, p = 0
+      maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
     probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
                                 lane);                         // 4. P^T, dS^T
     accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK

@@ -46,13 +46,14 @@ template <int D, int ROWS> struct WgmmaTile {
     return (ch / 8) * kBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) * 16);
   }
   /// Compact rows [a0, a0 + ROWS) of the row map base + a * step (rows at
-  /// or past `limit` zero-filled) into the tile at shared address dst; the
-  /// 128 threads of one warpgroup take part (thread = index in it).
-  template <class T>
+  /// or past `limit` zero-filled) into the tile at shared address dst;
+  /// THREADS threads take part (one warpgroup by default; thread = index
+  /// among them).
+  template <class T, int THREADS = 128>
   DATTN_DEV static void load(unsigned dst, const T *src, long long rowStride, long long base,
                              long long step, long long a0, long long limit, int thread) {
     constexpr int kChunks = D / 8;
-    for (int c = thread; c < ROWS * kChunks; c += 128) {
+    for (int c = thread; c < ROWS * kChunks; c += THREADS) {
       const int r = c / kChunks, ch = c % kChunks;
       const long long a = a0 + r;
       const bool valid = a < limit;

@@ -129,21 +129,22 @@ template <class T> struct WgmmaIsF16 { static constexpr int value = 0; };
 template <> struct WgmmaIsF16<dev::f16> { static constexpr int value = 1; };
 
 /// D (64 x 64, fp32, 32 per thread) += A B on the warpgroup's tensor
-/// cores, A (64 x 16, K contiguous) and B (16 x 64) from shared memory
-/// through descriptors; `accumulate` 0 overwrites D. TRANS_B 0: B is stored
-/// [N][K] with K contiguous (K in Q K^T); 1: stored [K][N] with N
-/// contiguous (V in P V). T: dev::bf16 or dev::f16.
-template <class T, int TRANS_B>
+/// cores, A (64 x 16) and B (16 x 64) from shared memory through
+/// descriptors; `accumulate` 0 overwrites D. TRANS_B 0: B is stored [N][K]
+/// with K contiguous (K in Q K^T); 1: stored [K][N] with N contiguous (V in
+/// P V). TRANS_A 0: A is stored [M][K] with K contiguous; 1: [K][M] with M
+/// contiguous (dS in dQ = dS K, stored as dS^T). T: dev::bf16 or dev::f16.
+template <class T, int TRANS_B, int TRANS_A = 0>
 DATTN_DEV void wgmma64x64(float (&d)[32], unsigned long long descA, unsigned long long descB,
                           int accumulate) {
 #define DATTN_WGMMA_64x64(TYPE)                                                               \
   asm volatile("{\n"                                                                          \
                ".reg .pred p;\n"                                                              \
                "setp.ne.b32 p, %34, 0;\n" DATTN_WGMMA_NAME("m64n64k16", TYPE)                 \
-               DATTN_WGMMA_REGS32 "}, %32, %33, p, 1, 1, 0, %35;\n"                           \
+               DATTN_WGMMA_REGS32 "}, %32, %33, p, 1, 1, %36, %35;\n"                         \
                "}\n"                                                                          \
                : DATTN_WGMMA_ACC32(d, 0)                                                     \
-               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B))
+               : "l"(descA), "l"(descB), "r"(accumulate), "n"(TRANS_B), "n"(TRANS_A))
   if constexpr (WgmmaIsF16<T>::value)
     DATTN_WGMMA_64x64("f16");
   else

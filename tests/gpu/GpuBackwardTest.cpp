@@ -70,6 +70,50 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
       expectGradientsClose(parse(text), 1, 2500, 41, deterministic);
 }
 
+TEST(GpuBackward, WgmmaDkvFamilyOnHopper) {
+  // The wgmma dK/dV kernel forced through DATTN_FAMILIES, against the
+  // reference: every pattern whose plan it takes (blocks branches need
+  // 64 x 128 tiles), causal (fp16) or not (bf16), head_dim 64 and 128,
+  // ragged N, GQA and one kv head per head, both modes; and long key
+  // columns split across CTAs.
+  REQUIRE_GPU();
+  if (runtime().device().smVersion != 90)
+    GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
+                 << runtime().device().smVersion;
+  const std::string family = "sm90_wgmma_backward_dkv";
+  ScopedFamilies families(family.c_str());
+  int branchesOnWgmma = 0;
+  auto check = [&](AttentionSpec spec, int64_t longN) {
+    auto attn = runtime().compile(spec);
+    for (const BranchPlan &b : attn->plan().branches)
+      branchesOnWgmma += plannedKernels(attn->plan(), b, "backward").at(0).family->name() == family;
+    for (int64_t n : {int64_t(77), int64_t(300), longN})
+      expectGradientsClose(spec, n == 77 ? 2 : 1, n, 700 + n, /*deterministic=*/false);
+    expectGradientsClose(spec, 1, 200, 703, /*deterministic=*/true);
+    spec.kvHeads = spec.heads;
+    for (bool deterministic : {false, true})
+      expectGradientsClose(spec, 1, 130, 704, deterministic);
+  };
+  for (int p = 0; p < kNumPatterns; ++p)
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(kPatterns[p].name) + (causal ? " causal" : ""));
+      AttentionSpec spec = parse(patternSpec(p, causal ? "fp16" : "bf16", causal));
+      spec.headDim = (p + causal) % 2 ? 128 : 64;
+      check(spec, 1000);
+    }
+  EXPECT_GE(branchesOnWgmma, 16) << "too few branches ran the wgmma dK/dV kernel";
+  check(parse("attention t { heads = 4 kv_heads = 2 head_dim = 128 dtype = bf16 causal = true "
+              "branch heads 0..1 { window(left = 100, right = 0) } "
+              "branch heads 2..3 { dilated(segment = inf, dilation = 2, offset = head) | "
+              "global(tokens = 9) } }"),
+        2500);
+  for (bool deterministic : {false, true})
+    expectGradientsClose(parse("attention t { heads = 2 head_dim = 64 dtype = fp16 "
+                               "branch { window(left = 30, right = 30) | global(tokens = 7) } "
+                               "branch { dilated(segment = 2048, dilation = 1) } }"),
+                         1, 2500, 705, deterministic);
+}
+
 /// Runs the backward pass of `spec` twice in deterministic mode, each on
 /// gradients poisoned with NaN, and expects bit-identical results.
 void expectBitIdentical(const AttentionSpec &spec, int64_t n) {

@@ -105,10 +105,7 @@ TEST(GpuForward, WgmmaFamilyOnHopper) {
                  << runtime().device().smVersion;
   for (const char *family : {"sm90_wgmma_forward", "sm90_wgmma_pipelined_forward"}) {
     SCOPED_TRACE(family);
-    struct Families { // DATTN_FAMILIES for this family only
-      explicit Families(const char *f) { setenv("DATTN_FAMILIES", f, 1); }
-      ~Families() { unsetenv("DATTN_FAMILIES"); }
-    } families(family);
+    ScopedFamilies families(family);
     auto check = [&](const AttentionSpec &spec) {
       auto attn = runtime().compile(spec);
       for (const BranchPlan &b : attn->plan().branches)

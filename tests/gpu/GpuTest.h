@@ -4,6 +4,8 @@
 // for tensors laid out as views of one allocation.
 #pragma once
 
+#include <cstdlib>
+
 #include "../unit/RandomSpec.h"
 
 #include "dattn/error.h"
@@ -47,6 +49,15 @@ void expectGradientClose(const char *name, const std::vector<float> &got,
 /// Forward + backward on random inputs, gradients against the reference's.
 void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                           bool deterministic = false);
+
+/// DATTN_FAMILIES set to `families` (the kernel families compiled first)
+/// for the object's lifetime.
+struct ScopedFamilies {
+  explicit ScopedFamilies(const char *families) { setenv("DATTN_FAMILIES", families, 1); }
+  ~ScopedFamilies() { unsetenv("DATTN_FAMILIES"); }
+  ScopedFamilies(const ScopedFamilies &) = delete;
+  ScopedFamilies &operator=(const ScopedFamilies &) = delete;
+};
 
 struct PatternCase {
   const char *name;

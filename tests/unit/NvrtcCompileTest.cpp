@@ -87,6 +87,36 @@ TEST(Nvrtc, BackwardModulesCompile) {
         }
 }
 
+TEST(Nvrtc, WgmmaBackwardModulesCompile) {
+  // The wgmma dK/dV family named, on every example it takes (bf16/fp16,
+  // head_dim 64 or 128, tiles of 64 x 128), both modes: its kernels use
+  // wgmma (dQ = dS K reads dS^T transposed: the trans-a operand), and reduce
+  // only where dQ is reduced.
+  PlanOptions named;
+  named.families = {"sm90_wgmma_backward_dkv"};
+  int modules = 0;
+  for (const auto &f : exampleFiles())
+    for (const auto &spec : loadSpecFile(f).attentions) {
+      if (spec.dtype == DType::F32 || (spec.headDim != 64 && spec.headDim != 128))
+        continue;
+      for (bool deterministic : {false, true}) {
+        OfflineKernel k = compileOffline(spec, "sm_90a", named, /*backward=*/true, deterministic);
+        bool onWgmma = false;
+        for (const auto &kernel : k.module.kernels)
+          onWgmma = onWgmma || kernel.name.find("_dkv_wgmma_m64n128") != std::string::npos;
+        if (!onWgmma) // block patterns whose plan keeps tiles under 64 x 128
+          continue;
+        EXPECT_NE(k.ptx.find("wgmma.mma_async.sync.aligned.m64n64k16"), std::string::npos);
+        const bool reduces = k.ptx.find("\tred.") != std::string::npos ||
+                             k.ptx.find("\tatom.") != std::string::npos;
+        EXPECT_EQ(reduces, !deterministic) << spec.name;
+        EXPECT_EQ(k.module.atomicDq, !deterministic) << spec.name;
+        ++modules;
+      }
+    }
+  EXPECT_GE(modules, 10); // every LongNet and ring example, both modes
+}
+
 TEST(Nvrtc, RingModulesCompile) {
   // What one rank of a ring runs, for every example (ring or not: any spec
   // can be sharded) and for random specs with every pattern.

@@ -1,0 +1,199 @@
+// dattn: the Hopper (sm_90a) dK/dV kernel: mmaBackwardKV's algorithm on
+// wgmma (bf16 or fp16, head_dim 64 or 128).
+//
+// The CTA, grid, walk and epilogue are bwd::mmaBackwardKV's with a query
+// step of 64 and 8 warps (128 key rows, 256 threads): two warpgroups own 64
+// key rows each (warp w of the CTA: key rows 16 w..) and keep their dK and
+// dV in wgmma accumulators, whose layout is mma.sync's fragments, so the
+// masks, probabilities and epilogue are the sm80 kernel's. Per query tile
+// of 64 rows:
+//   S^T = K Q^T, dP^T = V dO^T   (wgmma m64n64k16, operands in shared memory)
+//   P^T = 2^(S^T c - L), dS^T = P^T (dP^T - Delta)       (registers)
+//   dV += P^T dO, dK += dS^T Q    (wgmma, P^T and dS^T from registers)
+//   ATOMIC_DQ: dS^T into shared memory, then dQ = dS K (wgmma reading dS^T
+//   transposed) added to the fp32 dQ accumulator with vector reductions.
+//   head_dim 128: warpgroup g computes dQ's columns 64 g.. over all 128
+//   keys; head_dim 64: its own 64 keys over every column (both add).
+// Every thread loads (cp.async, Q, dO, L and Delta double-buffered as in the
+// sm80 kernel): no producer warpgroup yet. Tiles are fwd::WgmmaTile's
+// 128-byte-swizzled layout; dS^T is one too, [key][query].
+#pragma once
+
+#include "dattn/backward_mma.cuh"
+#include "dattn/forward_wgmma.cuh"
+
+namespace dattn {
+namespace bwd {
+
+/// The kernel's tiles: K and V (128 key rows), Q and dO (64 query rows, two
+/// stages each), dS^T ([128 keys][64 queries]). Its shared memory is
+/// KvSmem<D, 64, 128, ATOMIC_DQ>'s, laid out K, V, Q, dO, dS^T, L, Delta.
+template <int D> struct WgmmaKvTiles {
+  static constexpr int kBM = 64, kBN = 128, kThreads = 256;
+  using Keys = fwd::WgmmaTile<D, kBN>;
+  using Queries = fwd::WgmmaTile<D, kBM>;
+  using DsT = fwd::WgmmaTile<kBM, kBN>;
+};
+
+/// dS^T (this warp's 16 key rows of fragments dst) into the [key][query]
+/// tile at byte offset `at` of shared memory `smem`, as T pairs.
+template <class T, int BM>
+DATTN_DEV void storeDsWgmma(const float (&dst)[BM / 8][4], unsigned char *smem, unsigned at,
+                            int keyRow0, int lane) {
+  using DsT = fwd::WgmmaTile<BM, 128>;
+#pragma unroll
+  for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = keyRow0 + lane / 4 + half * 8;
+      *reinterpret_cast<unsigned *>(smem + at + DsT::chunkOffset(r, nb) + (lane % 4) * 4) =
+          dev::pack2<T>(dst[nb][2 * half], dst[nb][2 * half + 1]);
+    }
+}
+
+/// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile of
+/// 128 rows and query head, as mmaBackwardKV<T, D, 64, 8, ...>.
+template <class T, int D, bool ATOMIC_DQ, int MODE, class Branch>
+__device__ void wgmmaBackwardKV(const Params &p) {
+  static_assert(sizeof(T) == 2, "the wgmma backward takes bf16 or fp16");
+  static_assert(D == 64 || D == 128, "the wgmma backward: head_dim 64 or 128");
+  using Tiles = WgmmaKvTiles<D>;
+  constexpr int BM = Tiles::kBM, BN = Tiles::kBN, kThreads = Tiles::kThreads;
+  using KTile = typename Tiles::Keys;
+  using QTile = typename Tiles::Queries;
+  using DsT = typename Tiles::DsT;
+  extern __shared__ __align__(1024) unsigned char smemRaw[];
+  const unsigned base = dev::smemAddress(smemRaw);
+  constexpr unsigned kOffV = KTile::kBytes, kOffQ = 2 * KTile::kBytes,
+                     kOffG = kOffQ + 2 * QTile::kBytes, kOffDs = kOffG + 2 * QTile::kBytes,
+                     kOffL = kOffDs + (ATOMIC_DQ ? DsT::kBytes : 0);
+  const unsigned sK = base, sV = base + kOffV, sQ = base + kOffQ, sG = base + kOffG,
+                 sDS = base + kOffDs;
+  float *sL = reinterpret_cast<float *>(smemRaw + kOffL); // two stages
+  float *sDelta = sL + 2 * BM;                             // two stages
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32, wg = threadIdx.x / 128;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, n = p.seqLen;
+  const int kvHead = head / p.groupSize;
+  RowMap rm;
+  long long kb0, qt0, qt1;
+  bool chunked;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  if (!keyCtaWork<Branch, BM, BN, ATOMIC_DQ && MODE == kAccumulate>(p, headIndex, head, members,
+                                                                      &rm, &kb0, &qt0, &qt1,
+                                                                      &chunked))
+    return;
+  auto nextTile = [&](long long qt) {
+    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
+      ++qt;
+    return qt;
+  };
+
+  const Layout qL = layoutOf<D>(p, p.qL, p.heads), gL = layoutOf<D>(p, p.doutL, p.heads);
+  const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
+  const T *q = (const T *)p.q + qL.at(batch, 0, head);
+  const T *g = (const T *)p.dout + gL.at(batch, 0, head);
+  const float *lseSrc = p.lse + (batch * p.heads + head) * n;
+  const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
+  // Q, dO, L and Delta of query tile qt into stage `st`.
+  auto loadQueries = [&](int st, long long qt) {
+    const long long qa0 = qt * BM;
+    QTile::template load<T, kThreads>(sQ + st * QTile::kBytes, q, qL.row, rm.base, rm.step, qa0,
+                                      rm.count, threadIdx.x);
+    QTile::template load<T, kThreads>(sG + st * QTile::kBytes, g, gL.row, rm.base, rm.step, qa0,
+                                      rm.count, threadIdx.x);
+    loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, rm, qa0);
+  };
+
+  long long qt = nextTile(qt0);
+  KTile::template load<T, kThreads>(sK, (const T *)p.k + kL.at(batch, 0, kvHead), kL.row,
+                                    rm.base, rm.step, kb0, rm.count, threadIdx.x);
+  KTile::template load<T, kThreads>(sV, (const T *)p.v + vL.at(batch, 0, kvHead), vL.row,
+                                    rm.base, rm.step, kb0, rm.count, threadIdx.x);
+  if (qt < qt1)
+    loadQueries(0, qt);
+  dev::cpAsyncCommit();
+
+  float dk[D / 8][4], dv[D / 8][4];
+  warp::zero(dk);
+  warp::zero(dv);
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
+  // This warpgroup's 64 key rows of each 64-column block.
+  const unsigned sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;
+  float *dq0 = p.dqAcc + (batch * p.seqLen * p.heads + head) * D;
+
+  for (int stage = 0; qt < qt1; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
+    __syncthreads();
+    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
+    const long long qtNext = nextTile(qt + 1);
+    if (qtNext < qt1) // 1. the next query tile into the other stage
+      loadQueries(stage ^ 1, qtNext);
+    dev::cpAsyncCommit();
+    const unsigned tq = sQ + stage * QTile::kBytes, tg = sG + stage * QTile::kBytes;
+    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(s), KTile::kMajor(sKw, kk),
+                               QTile::kMajor(tq, kk), kk > 0);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(dp), KTile::kMajor(sVw, kk),
+                               QTile::kMajor(tg, kk), kk > 0);
+    hopper::wgmmaCommit();
+    hopper::wgmmaWait<0>();
+    if (cls == plan::kPartial) // 3. pairs outside the branch: score -inf, p = 0
+      maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
+    probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
+                                lane); // 4. P^T, dS^T
+    if constexpr (ATOMIC_DQ)
+      storeDsWgmma<T, BM>(dp, smemRaw, kOffDs, keyRow0, lane);
+    // 5. dV += P^T dO, dK += dS^T Q; the A operands packed before the
+    // products (registers written between wgmmas serialize them).
+    unsigned pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j) {
+      packA<T>(pa[j], s, j);
+      packA<T>(da[j], dp, j);
+    }
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j)
+#pragma unroll
+      for (int b = 0; b < D / 64; ++b) {
+        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j],
+                                     QTile::nMajor(tg, j, b), 1);
+        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j],
+                                     QTile::nMajor(tq, j, b), 1);
+      }
+    hopper::wgmmaCommit();
+    if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions
+      hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
+      __syncthreads();           // both warpgroups' keys
+      constexpr bool kSplitKeys = D == 64;
+      float dq[8][4];
+      hopper::wgmmaFence();
+#pragma unroll
+      for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
+        const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
+        hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(sDS, kj, 0),
+                                    KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
+      }
+      hopper::wgmmaCommit();
+      hopper::wgmmaWait<0>();
+      reduceDqItem<64>(dq, rm, qt * BM, warpId % 4, kSplitKeys ? 0 : 64 * wg, dq0,
+                       (long long)p.heads * D, p.scale, lane);
+    } else {
+      hopper::wgmmaWait<0>();
+    }
+    qt = qtNext;
+  }
+  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
+}
+
+} // namespace bwd
+} // namespace dattn
