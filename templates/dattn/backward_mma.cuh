@@ -239,24 +239,34 @@ DATTN_DEV void maskTransposed(float (&s)[BM / 8][4], const plan::Member *members
     }
 }
 
-/// dK/dV kernel, per query tile: P^T = 2^(S^T c - L) and dS^T = P^T (dP^T -
-/// Delta) in place of S^T and dP^T; column c is query c of the tile, whose
-/// L (log2 domain) and Delta are in shared memory.
+/// dK/dV kernels, per query tile: P^T = 2^(S^T c - L) in place of S^T;
+/// column c is query c of the tile, whose L (log2 domain) is in shared
+/// memory.
 template <int BM>
-DATTN_DEV void probabilitiesTransposed(float (&s)[BM / 8][4], float (&dp)[BM / 8][4],
-                                       const float *tileL, const float *tileDelta,
+DATTN_DEV void probabilitiesTransposed(float (&s)[BM / 8][4], const float *tileL,
                                        float scaleLog2, int lane) {
 #pragma unroll
   for (int nb = 0; nb < BM / 8; ++nb) {
     const int c = nb * 8 + (lane % 4) * 2;
     const float l0 = lseLog2(tileL[c]), l1 = lseLog2(tileL[c + 1]);
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      s[nb][e] = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -((e & 1) ? l1 : l0)));
+  }
+}
+
+/// Then dS^T = P^T (dP^T - Delta) in place of dP^T (Delta of query c in
+/// shared memory).
+template <int BM>
+DATTN_DEV void scoreGradientsTransposed(const float (&pt)[BM / 8][4], float (&dp)[BM / 8][4],
+                                        const float *tileDelta, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < BM / 8; ++nb) {
+    const int c = nb * 8 + (lane % 4) * 2;
     const float d0 = tileDelta[c], d1 = tileDelta[c + 1];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float pv = dev::fastExp2(fmaf(s[nb][e], scaleLog2, -((e & 1) ? l1 : l0)));
-      s[nb][e] = pv;
-      dp[nb][e] = pv * (dp[nb][e] - ((e & 1) ? d1 : d0));
-    }
+    for (int e = 0; e < 4; ++e)
+      dp[nb][e] = pt[nb][e] * (dp[nb][e] - ((e & 1) ? d1 : d0));
   }
 }
 
@@ -612,8 +622,8 @@ __device__ void mmaBackwardKV(const Params &p) {
     scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
     if (cls == plan::kPartial) // 3. pairs outside the branch: score -inf, p = 0
       maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
-    probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
-                                lane);                         // 4. P^T, dS^T
+    probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T, dS^T
+    scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane);
     accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
     if constexpr (ATOMIC_DQ) // 6. dQ += dS K by reductions
       addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qt * BM, keyRow0, warpId,

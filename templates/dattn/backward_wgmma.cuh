@@ -14,8 +14,11 @@
 //   transposed) added to the fp32 dQ accumulator with vector reductions.
 //   head_dim 128: warpgroup g computes dQ's columns 64 g.. over all 128
 //   keys; head_dim 64: its own 64 keys over every column (both add).
-// Every thread loads (cp.async, Q, dO, L and Delta double-buffered as in the
-// sm80 kernel): no producer warpgroup yet. Tiles are fwd::WgmmaTile's
+// The products run as separate commit groups, waited for where their
+// results are needed, so that P^T's exponentials overlap dP^T's product and
+// dS^T's arithmetic overlaps dV's. Every thread loads (cp.async; Q, dO, L
+// and Delta double-buffered as in the sm80 kernel): no producer warpgroup
+// yet. Tiles are fwd::WgmmaTile's
 // 128-byte-swizzled layout; dS^T is one too, [key][query].
 #pragma once
 
@@ -134,42 +137,53 @@ __device__ void wgmmaBackwardKV(const Params &p) {
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     const unsigned tq = sQ + stage * QTile::kBytes, tg = sG + stage * QTile::kBytes;
-    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
+    // The products run in commit groups, each waited for only where its
+    // result is needed: P^T's exponentials overlap dP^T, and dS^T's
+    // arithmetic overlaps dV's product. The A operands are packed before
+    // the products that read them (registers written between wgmmas would
+    // make ptxas serialize them).
+    float s[BM / 8][4], dp[BM / 8][4];
     hopper::wgmmaFence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
+    for (int kk = 0; kk < D / 16; ++kk) // 2. S^T = K Q^T
       hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(s), KTile::kMajor(sKw, kk),
                                QTile::kMajor(tq, kk), kk > 0);
+    hopper::wgmmaCommit();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
+    for (int kk = 0; kk < D / 16; ++kk) // dP^T = V dO^T
       hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(dp), KTile::kMajor(sVw, kk),
                                QTile::kMajor(tg, kk), kk > 0);
     hopper::wgmmaCommit();
-    hopper::wgmmaWait<0>();
+    hopper::wgmmaWait<1>(); // S^T
     if (cls == plan::kPartial) // 3. pairs outside the branch: score -inf, p = 0
       maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
-    probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
-                                lane); // 4. P^T, dS^T
-    if constexpr (ATOMIC_DQ)
-      storeDsWgmma<T, BM>(dp, smemRaw, kOffDs, keyRow0, lane);
-    // 5. dV += P^T dO, dK += dS^T Q; the A operands packed before the
-    // products (registers written between wgmmas serialize them).
+    probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T
     unsigned pa[BM / 16][4], da[BM / 16][4];
 #pragma unroll
-    for (int j = 0; j < BM / 16; ++j) {
+    for (int j = 0; j < BM / 16; ++j)
       packA<T>(pa[j], s, j);
-      packA<T>(da[j], dp, j);
-    }
     hopper::wgmmaFence();
 #pragma unroll
-    for (int j = 0; j < BM / 16; ++j)
+    for (int j = 0; j < BM / 16; ++j) // 5. dV += P^T dO
 #pragma unroll
-      for (int b = 0; b < D / 64; ++b) {
+      for (int b = 0; b < D / 64; ++b)
         hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j],
                                      QTile::nMajor(tg, j, b), 1);
+    hopper::wgmmaCommit();
+    hopper::wgmmaWait<1>(); // dP^T
+    scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane); // dS^T
+    if constexpr (ATOMIC_DQ)
+      storeDsWgmma<T, BM>(dp, smemRaw, kOffDs, keyRow0, lane);
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j)
+      packA<T>(da[j], dp, j);
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
+#pragma unroll
+      for (int b = 0; b < D / 64; ++b)
         hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j],
                                      QTile::nMajor(tq, j, b), 1);
-      }
     hopper::wgmmaCommit();
     if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma

@@ -288,8 +288,8 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
             s[nb][e] = dev::negInf();
         }
     }
-    bwd::probabilitiesTransposed<BM>(s, dp, sL + stage * BM, sDelta + stage * BM, scaleLog2,
-                                     lane);                         // 4. P^T, dS^T
+    bwd::probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T, dS^T
+    bwd::scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane);
     bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
     bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
                                             (long long)p.heads * D, p.scale, lane); // 6. dQ
