@@ -7,16 +7,18 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare, split, families, patterns, wgmma,
-#   tf32.
+#   those, ringtable, nccl, tune, compare, split, families, bwdfamilies,
+#   patterns, wgmma, tf32.
+#   bwdfamilies: forward+backward speed with the default dK/dV kernel and
+#   with DATTN_BWD_FAMILY (default sm90_wgmma_backward_dkv) named.
 #   patterns: the sparse examples at 16K with the default kernels and with
 #   each forward family named (what KernelFamily::byDefault rests on).
 #   split: the GPU tests, examples and causal_ring's speed with
 #   DATTN_SPLIT_UNIONS=0 (a union's dilated member kept in the union; the
 #   default splits it into its own branch).
-#   families: every forward GPU test again with each family of
-#   DATTN_SUITE_FAMILIES (default: sm80_mma_forward sm90_wgmma_forward, the
-#   H100's non-default forwards) preferred through DATTN_FAMILIES.
+#   families: the GPU tests again with each family of DATTN_SUITE_FAMILIES
+#   (default: sm80_mma_forward sm90_wgmma_forward sm90_wgmma_backward_dkv,
+#   the H100's non-default families) preferred through DATTN_FAMILIES.
 #   wgmma: the sm90 wgmma forward families against the sm80 forward (their
 #   test, then dattn-bench with each, alternating); with DATTN_WGMMA_NCU=1 an
 #   Nsight Compute summary of one kernel of each.
@@ -383,13 +385,36 @@ if want compare; then
   done
 fi
 if want families; then
-  # The forward GPU tests once more per family that is not the default on
-  # this GPU, that family preferred (on an H100: the sm80 forward and the
-  # first wgmma kernel; the default ran in `tests`).
-  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward}; do
+  # The GPU tests once more per family that is not the default on this GPU,
+  # that family preferred (on an H100: the sm80 forward, the first wgmma
+  # kernel and the wgmma dK/dV kernel; the default ran in `tests`).
+  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm90_wgmma_backward_dkv}; do
     export DATTN_FAMILIES=$fam
-    run_shards "suite_$fam" 'AllPatterns/Patterns.*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*'
+    case $fam in
+      *backward*) run_shards "suite_$fam" 'AllPatterns/Gradients.*:GpuBackward*:GpuLayouts*' ;;
+      *) run_shards "suite_$fam" 'AllPatterns/Patterns.*:GpuForward*:GpuLayouts*:GpuConcurrency*:GpuRing*' ;;
+    esac
     unset DATTN_FAMILIES
+  done
+fi
+if want bwdfamilies; then
+  # Forward+backward speed with the default dK/dV kernel and with
+  # DATTN_BWD_FAMILY (default: the wgmma one) named, alternating, two
+  # rounds: dattn-bench's LongNet configurations, causal_ring and dense.
+  named=${DATTN_BWD_FAMILY:-sm90_wgmma_backward_dkv}
+  for round in 1 2; do
+    for fam in default "$named"; do
+      runWith() { if [ "$fam" = default ]; then "$@"; else DATTN_FAMILIES=$fam "$@"; fi; }
+      for c in "longnet_head_partitioned 65536" "longnet_paper 32768" "dense 16384"; do
+        set -- $c
+        line=$(runWith timeout 90 build/bin/dattn-bench --root . --iters 10 --only "$1" --seq "$2" \
+          --backward 2>&1 | grep -E 'forward\+backward|rror')
+        echo "round $round, $fam: $line" | tee -a "$OUT/bwdfamilies.log"
+      done
+      line=$(runWith timeout 90 build/bin/dattn run examples/causal_ring.dattn --seq 16384 \
+        --device gpu --iters 10 --backward 2>&1 | grep -E '^device|^backward|rror' | tr '\n' ' ')
+      echo "round $round, $fam: causal_ring 16384 $line" | tee -a "$OUT/bwdfamilies.log"
+    done
   done
 fi
 if want split; then
