@@ -42,9 +42,16 @@ public:
   /// fp16 runs (GpuForward.WgmmaFamilyOnHopper) but is not yet measured
   /// against the sm80 forward on block-sparse branches (bigbird_gqa was
   /// 1.8 ms there and slower in a run that also changed the masks): named
-  /// or tuned only until it is.
-  bool byDefault(const AttentionPlan &p, const BranchPlan &) const override {
-    return pipelined_ && p.dtype == DType::BF16;
+  /// or tuned only until it is. Neither takes a branch with blocks under
+  /// 128 rows by default: the sm80 forward's tiles stay inside the
+  /// smallest block (dattn-plan-tiles), while a 128 x 128 tile over 64-row
+  /// random or dilated blocks computes every kept pair as a partial tile,
+  /// masked pair by pair, plus the pairs of the blocks left out
+  /// (docs/perf-notes.md, "Block-sparse branches": such straddling tiles
+  /// were 12x slower).
+  bool byDefault(const AttentionPlan &p, const BranchPlan &b) const override {
+    const int64_t block = b.smallestBlock();
+    return pipelined_ && p.dtype == DType::BF16 && (block == 0 || block >= 128);
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {

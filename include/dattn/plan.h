@@ -121,6 +121,17 @@ struct BranchPlan {
                 : std::to_string(members.size()) + " block member(s)");
   }
 
+  /// The smallest block of the branch's block patterns (random,
+  /// dilated_blocks, hierarchical, block_mask); 0 if it has none. The plan's
+  /// tiles stay inside it (dattn-plan-tiles).
+  int64_t smallestBlock() const {
+    int64_t smallest = 0;
+    for (const MemberPlan &m : members)
+      if (m.block > 0 && (smallest == 0 || m.block < smallest))
+        smallest = m.block;
+    return smallest;
+  }
+
   /// Blocks branches: how many query rows can reach one key tile of
   /// `keyRows` rows, at most: a band's width plus the tile, two segments of
   /// a masked dilated member plus the tile; kUnbounded for members whose
