@@ -82,8 +82,8 @@ private:
 
 /// The dK/dV kernel on wgmma (templates/dattn/backward_wgmma.cuh): the
 /// sm80 kernel's CTA (128 key rows, query steps of 64, dQ by reductions
-/// unless deterministic) with its products on wgmma. A blocks branch needs
-/// the plan's tiles to allow 64 x 128 (they stay inside the smallest block).
+/// unless deterministic) with its products on wgmma. A branch with block
+/// patterns needs blocks of 128 rows or more (a key tile stays inside one).
 class WgmmaBackwardDkv : public KernelFamily {
 public:
   const char *name() const override { return "sm90_wgmma_backward_dkv"; }
@@ -97,9 +97,8 @@ public:
       return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
     if (p.headDim != 64 && p.headDim != 128)
       return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
-    if (b.kind != BranchKind::Strided && (b.blockM < 64 || b.blockN < 128))
-      return "the plan's tiles (" + std::to_string(b.blockM) + " x " + std::to_string(b.blockN) +
-             ") are below 64 x 128";
+    if (const int64_t block = b.smallestBlock(); block != 0 && block < 128)
+      return "blocks of " + std::to_string(block) + " rows: its 128-key tiles would straddle them";
     if (smem(p.headDim, true) > t.smemBytes)
       return "needs " + std::to_string(smem(p.headDim, true)) + " bytes of shared memory";
     return "";

@@ -72,8 +72,8 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
 
 TEST(GpuBackward, WgmmaDkvFamilyOnHopper) {
   // The wgmma dK/dV kernel forced through DATTN_FAMILIES, against the
-  // reference: every pattern whose plan it takes (blocks branches need
-  // 64 x 128 tiles), causal (fp16) or not (bf16), head_dim 64 and 128,
+  // reference: every pattern it takes (block patterns need blocks of
+  // 128 rows or more), causal (fp16) or not (bf16), head_dim 64 and 128,
   // ragged N, GQA and one kv head per head, both modes; and long key
   // columns split across CTAs.
   REQUIRE_GPU();

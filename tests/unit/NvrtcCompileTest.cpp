@@ -89,7 +89,7 @@ TEST(Nvrtc, BackwardModulesCompile) {
 
 TEST(Nvrtc, WgmmaBackwardModulesCompile) {
   // The wgmma dK/dV family named, on every example it takes (bf16/fp16,
-  // head_dim 64 or 128, tiles of 64 x 128), both modes: its kernels use
+  // head_dim 64 or 128, no blocks under 128 rows), both modes: its kernels use
   // wgmma (dQ = dS K reads dS^T transposed: the trans-a operand), and reduce
   // only where dQ is reduced.
   PlanOptions named;
@@ -104,7 +104,7 @@ TEST(Nvrtc, WgmmaBackwardModulesCompile) {
         bool onWgmma = false;
         for (const auto &kernel : k.module.kernels)
           onWgmma = onWgmma || kernel.name.find("_dkv_wgmma_m64n128") != std::string::npos;
-        if (!onWgmma) // block patterns whose plan keeps tiles under 64 x 128
+        if (!onWgmma) // blocks under 128 rows
           continue;
         EXPECT_NE(k.ptx.find("wgmma.mma_async.sync.aligned.m64n64k16"), std::string::npos);
         const bool reduces = k.ptx.find("\tred.") != std::string::npos ||
