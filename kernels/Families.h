@@ -16,4 +16,12 @@ const KernelFamily &simtForward();
 const KernelFamily &simtBackwardDkv();
 const KernelFamily &simtBackwardDq();
 
+/// Shared memory of a K/V-stationary dK/dV kernel (bwd::KvSmem: K and V of
+/// bn rows, two stages of Q and dO of bm rows, dS^T with atomic dQ, two
+/// stages of L and Delta), eb bytes per element: the sm80 and the wgmma
+/// dK/dV families' figure.
+inline int kvPassSmemBytes(int d, int bm, int bn, bool atomicDq, int eb) {
+  return eb * (2 * bn * d + 4 * bm * d + (atomicDq ? bn * bm : 0)) + 4 * bm * 4;
+}
+
 } // namespace dattn::kernels

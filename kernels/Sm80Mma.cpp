@@ -133,10 +133,9 @@ public:
   std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
     return mmaUnsupported(p, t, 128, /*tf32=*/true);
   }
-  /// K, V, two stages of Q and dO, dS^T (atomic dQ) in the dtype (fp32 for
-  /// TF32), two stages of L and Delta.
+  /// In the dtype (fp32 for TF32): kvPassSmemBytes.
   static int smemBytes(int d, int bm, int bn, bool atomicDq, int eb) {
-    return eb * (2 * bn * d + 4 * bm * d + (atomicDq ? bn * bm : 0)) + 4 * bm * 4;
+    return kvPassSmemBytes(d, bm, bn, atomicDq, eb);
   }
   static int smem(const AttentionPlan &p, int d, int bm, int bn, bool atomicDq) {
     return smemBytes(d, bm, bn, atomicDq, p.dtype == DType::F32 ? 4 : 2);

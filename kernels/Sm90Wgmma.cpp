@@ -103,11 +103,8 @@ public:
       return "needs " + std::to_string(smem(p.headDim, true)) + " bytes of shared memory";
     return "";
   }
-  /// K, V (128 rows), two stages of Q and dO (64 rows), dS^T with atomic
-  /// dQ, two stages of L and Delta: bwd::KvSmem<D, 64, 128, atomicDq>.
-  static int smem(int d, bool atomicDq) {
-    return 2 * (2 * 128 * d + 4 * 64 * d + (atomicDq ? 128 * 64 : 0)) + 4 * 4 * 64;
-  }
+  /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64).
+  static int smem(int d, bool atomicDq) { return kvPassSmemBytes(d, 64, 128, atomicDq, 2); }
   /// Named or tuned only until it is measured against the sm80 kernel.
   bool byDefault(const AttentionPlan &, const BranchPlan &) const override { return false; }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,

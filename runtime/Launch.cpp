@@ -16,16 +16,11 @@ int64_t blocksQuerySpan(const BranchPlan &b, int64_t seqLen, int64_t keyRows) {
 /// Where only global tokens make a blocks branch's columns long: how many
 /// rows hold the tokens (the largest prefix), else 0.
 int64_t tokenRows(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t bm) {
-  BranchPlan rest = b;
-  rest.members.clear();
   int64_t tokens = 0;
-  for (const MemberPlan &m : b.members) {
+  for (const MemberPlan &m : b.members)
     if (m.kind == plan::kPrefix && !m.excluded)
       tokens = std::max(tokens, m.tokens);
-    else
-      rest.members.push_back(m);
-  }
-  const int64_t span = rest.keyColumnSpan(keyRows);
+  const int64_t span = b.keyColumnSpan(keyRows, /*withTokens=*/false);
   const bool restShort = span != kUnbounded &&
                          plan::ceilDiv(std::min(span, seqLen), bm) + 1 <= kQueryChunkTiles;
   return restShort ? std::min(tokens, seqLen) : 0;

@@ -137,10 +137,12 @@ struct BranchPlan {
   /// a masked dilated member plus the tile; kUnbounded for members whose
   /// columns run the whole sequence (global tokens, an unbounded band or
   /// segment, dense) or are scattered over it (block patterns).
-  int64_t keyColumnSpan(int64_t keyRows) const {
+  /// withTokens false: global tokens' members left out (the span of the
+  /// rest, for a split that chunks the token tiles alone).
+  int64_t keyColumnSpan(int64_t keyRows, bool withTokens = true) const {
     int64_t span = 0;
     for (const MemberPlan &m : members) {
-      if (m.excluded) // takes pairs out, reaches none
+      if (m.excluded || (!withTokens && m.kind == plan::kPrefix)) // reach no column here
         continue;
       if (m.kind == plan::kBand && m.left != kUnbounded && m.right != kUnbounded)
         span = span > m.left + m.right + keyRows ? span : m.left + m.right + keyRows;
