@@ -14,14 +14,14 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
       // sm_90a (the H100's and H200's kernels, Target::forGpu) runs the
       // pipelined wgmma forward wherever it supports a branch by default
       // (bf16, head_dim 64 or 128; fp16 when named or tuned: byDefault);
-      // the sm80 mma.sync forward everything else.
-      &sm90WgmmaPipelinedForward(), &sm80MmaForward(), &simtForward(),
-      &sm80MmaBackwardDkv(),        &simtBackwardDkv(), &sm80MmaBackwardDq(),
-      &simtBackwardDq(),
-      // Chosen only when named (DATTN_FAMILIES) or tuned: the first
-      // warp-specialized kernel, kept as the pipelined one's baseline, and
-      // the wgmma dK/dV kernel until it is measured (byDefault).
-      &sm90WgmmaForward(), &sm90WgmmaBackwardDkv(),
+      // the sm80 mma.sync forward everything else. Likewise the wgmma dK/dV
+      // kernel (bf16; fp16 when named), and the sm80 one everything else.
+      &sm90WgmmaPipelinedForward(), &sm80MmaForward(),    &simtForward(),
+      &sm90WgmmaBackwardDkv(),      &sm80MmaBackwardDkv(), &simtBackwardDkv(),
+      &sm80MmaBackwardDq(),         &simtBackwardDq(),
+      // Chosen only when named (DATTN_FAMILIES): the first warp-specialized
+      // kernel, kept as the pipelined one's baseline.
+      &sm90WgmmaForward(),
   };
   return all;
 }

@@ -105,8 +105,12 @@ public:
   }
   /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64).
   static int smem(int d, bool atomicDq) { return kvPassSmemBytes(d, 64, 128, atomicDq, 2); }
-  /// Named or tuned only until it is measured against the sm80 kernel.
-  bool byDefault(const AttentionPlan &, const BranchPlan &) const override { return false; }
+  /// bf16 by default: on the H100 it took LongNet's forward+backward from
+  /// 233 to 292 TFLOP/s (docs/perf-notes.md, "The dK/dV kernel on wgmma").
+  /// fp16 is not yet measured, so it runs only when named.
+  bool byDefault(const AttentionPlan &p, const BranchPlan &) const override {
+    return p.dtype == DType::BF16;
+  }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     return {heuristic(p, b, t, deterministic)};

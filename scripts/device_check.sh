@@ -10,15 +10,17 @@
 #   those, ringtable, nccl, tune, compare, split, families, bwdfamilies,
 #   patterns, wgmma, tf32.
 #   bwdfamilies: forward+backward speed with the default dK/dV kernel and
-#   with DATTN_BWD_FAMILY (default sm90_wgmma_backward_dkv) named.
+#   with DATTN_BWD_FAMILY (default sm80_mma_backward_dkv, the one the wgmma
+#   kernel replaced on the H100 in bf16) named.
 #   patterns: the sparse examples at 16K with the default kernels and with
 #   each forward family named (what KernelFamily::byDefault rests on).
 #   split: the GPU tests, examples and causal_ring's speed with
 #   DATTN_SPLIT_UNIONS=0 (a union's dilated member kept in the union; the
 #   default splits it into its own branch).
 #   families: the GPU tests again with each family of DATTN_SUITE_FAMILIES
-#   (default: sm80_mma_forward sm90_wgmma_forward sm90_wgmma_backward_dkv,
-#   the H100's non-default families) preferred through DATTN_FAMILIES.
+#   (default: sm80_mma_forward sm90_wgmma_forward sm80_mma_backward_dkv
+#   sm90_wgmma_backward_dkv: the H100's non-default families, and the wgmma
+#   dK/dV kernel for fp16, which it takes only when named) preferred through DATTN_FAMILIES.
 #   wgmma: the sm90 wgmma forward families against the sm80 forward (their
 #   test, then dattn-bench with each, alternating); with DATTN_WGMMA_NCU=1 an
 #   Nsight Compute summary of one kernel of each.
@@ -388,7 +390,7 @@ if want families; then
   # The GPU tests once more per family that is not the default on this GPU,
   # that family preferred (on an H100: the sm80 forward, the first wgmma
   # kernel and the wgmma dK/dV kernel; the default ran in `tests`).
-  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm90_wgmma_backward_dkv}; do
+  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm80_mma_backward_dkv sm90_wgmma_backward_dkv}; do
     export DATTN_FAMILIES=$fam
     case $fam in
       *backward*) run_shards "suite_$fam" 'AllPatterns/Gradients.*:GpuBackward*:GpuLayouts*' ;;
@@ -399,9 +401,9 @@ if want families; then
 fi
 if want bwdfamilies; then
   # Forward+backward speed with the default dK/dV kernel and with
-  # DATTN_BWD_FAMILY (default: the wgmma one) named, alternating, two
+  # DATTN_BWD_FAMILY (default: the sm80 one) named, alternating, two
   # rounds: dattn-bench's LongNet configurations, causal_ring and dense.
-  named=${DATTN_BWD_FAMILY:-sm90_wgmma_backward_dkv}
+  named=${DATTN_BWD_FAMILY:-sm80_mma_backward_dkv}
   for round in 1 2; do
     for fam in default "$named"; do
       runWith() { if [ "$fam" = default ]; then "$@"; else DATTN_FAMILIES=$fam "$@"; fi; }
@@ -414,6 +416,15 @@ if want bwdfamilies; then
       line=$(runWith timeout 90 build/bin/dattn run examples/causal_ring.dattn --seq 16384 \
         --device gpu --iters 10 --backward 2>&1 | grep -E '^device|^backward|rror' | tr '\n' ' ')
       echo "round $round, $fam: causal_ring 16384 $line" | tee -a "$OUT/bwdfamilies.log"
+    done
+    # fp16, where the wgmma dK/dV kernel is not the default: LongNet at 64K.
+    sed 's/dtype = bf16/dtype = fp16/' examples/longnet_head_partitioned.dattn > /tmp/dattn-fp16.dattn
+    for wgmma in 0 1; do
+      line=$( ([ $wgmma = 0 ] || export DATTN_FAMILIES=sm90_wgmma_backward_dkv
+        timeout 90 build/bin/dattn run /tmp/dattn-fp16.dattn --seq 65536 --device gpu --iters 10 \
+          --backward 2>&1) | grep -E '^device|^backward|rror' | tr '\n' ' ')
+      echo "round $round: fp16 longnet 65536, wgmma dK/dV named $wgmma: $line" |
+        tee -a "$OUT/bwdfamilies.log"
     done
   done
 fi
