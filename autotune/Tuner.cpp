@@ -174,7 +174,7 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       if (options.progress)
         options.progress(done, total, bestSoFar);
     }
-    if (!std::isfinite(best) || !(best < heuristicMs)) { // the heuristic stays
+    if (!std::isfinite(best) || !(best < heuristicMs * (1 - options.minGain))) { // the heuristic stays
       bestConfig = j.heuristic;
       best = heuristicMs;
     }

@@ -12,10 +12,10 @@ using namespace kernels;
 const std::vector<const KernelFamily *> &kernelFamilies() {
   static const std::vector<const KernelFamily *> all = {
       // sm_90a (the H100's and H200's kernels, Target::forGpu) runs the
-      // pipelined wgmma forward wherever it supports a branch by default
-      // (bf16, head_dim 64 or 128; fp16 when named or tuned: byDefault);
-      // the sm80 mma.sync forward everything else. Likewise the wgmma dK/dV
-      // kernel (bf16; fp16 when named), and the sm80 one everything else.
+      // pipelined wgmma forward and the wgmma dK/dV kernel wherever they
+      // support a branch by default (bf16 or fp16, head_dim 64 or 128, no
+      // blocks under 128 rows: byDefault); the sm80 mma.sync kernels
+      // everything else.
       &sm90WgmmaPipelinedForward(), &sm80MmaForward(),    &simtForward(),
       &sm90WgmmaBackwardDkv(),      &sm80MmaBackwardDkv(), &simtBackwardDkv(),
       &sm80MmaBackwardDq(),         &simtBackwardDq(),

@@ -39,19 +39,18 @@ public:
     return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * (pipelined_ ? 10 : 7);
   }
   /// sm90_wgmma_forward is the pipelined kernel's baseline: named only.
-  /// fp16 runs (GpuForward.WgmmaFamilyOnHopper) but is not yet measured
-  /// against the sm80 forward on block-sparse branches (bigbird_gqa was
-  /// 1.8 ms there and slower in a run that also changed the masks): named
-  /// or tuned only until it is. Neither takes a branch with blocks under
-  /// 128 rows by default: the sm80 forward's tiles stay inside the
-  /// smallest block (dattn-plan-tiles), while a 128 x 128 tile over 64-row
-  /// random or dilated blocks computes every kept pair as a partial tile,
-  /// masked pair by pair, plus the pairs of the blocks left out
-  /// (docs/perf-notes.md, "Block-sparse branches": such straddling tiles
-  /// were 12x slower).
-  bool byDefault(const AttentionPlan &p, const BranchPlan &b) const override {
+  /// The pipelined kernel takes bf16 and fp16 (fp16 LongNet at 64K on the
+  /// H100: 1.62 -> 1.12 ms against the sm80 forward, docs/perf-notes.md),
+  /// but no branch with blocks under 128 rows by default: the sm80
+  /// forward's tiles stay inside the smallest block (dattn-plan-tiles),
+  /// while a 128 x 128 tile over 64-row random or dilated blocks computes
+  /// every kept pair as a partial tile, masked pair by pair, plus the pairs
+  /// of the blocks left out (docs/perf-notes.md, "Block-sparse branches":
+  /// such straddling tiles were 12x slower; bigbird_gqa's 64-row blocks
+  /// took 8 ms against 1.8 on the sm80 forward).
+  bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {
     const int64_t block = b.smallestBlock();
-    return pipelined_ && p.dtype == DType::BF16 && (block == 0 || block >= 128);
+    return pipelined_ && (block == 0 || block >= 128);
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
@@ -105,12 +104,10 @@ public:
   }
   /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64).
   static int smem(int d, bool atomicDq) { return kvPassSmemBytes(d, 64, 128, atomicDq, 2); }
-  /// bf16 by default: on the H100 it took LongNet's forward+backward from
-  /// 233 to 292 TFLOP/s (docs/perf-notes.md, "The dK/dV kernel on wgmma").
-  /// fp16 is not yet measured, so it runs only when named.
-  bool byDefault(const AttentionPlan &p, const BranchPlan &) const override {
-    return p.dtype == DType::BF16;
-  }
+  // The default wherever it runs (no byDefault override): on the H100 it
+  // took LongNet's forward+backward at 64K from 233 to 292 TFLOP/s in bf16
+  // and its backward from 6.0 to 4.6 ms in fp16 (docs/perf-notes.md, "The
+  // dK/dV kernel on wgmma"). One configuration: nothing to tune.
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     return {heuristic(p, b, t, deterministic)};

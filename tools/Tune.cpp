@@ -198,6 +198,15 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
   const int64_t batch = o.getInt("batch", 1, 1, 1 << 16);
   const int iters = static_cast<int>(o.getInt("iters", 5, 1, 1000));
   const double budget = static_cast<double>(o.getInt("budget", 600, 1, 1 << 30));
+  double minGain = TuneOptions{}.minGain;
+  if (o.has("min-gain")) {
+    const std::string x = o.get("min-gain");
+    char *end = nullptr;
+    const double percent = std::strtod(x.c_str(), &end);
+    if (x.empty() || *end || !(percent >= 0 && percent < 100))
+      throw UsageError{"--min-gain takes a percentage from 0 to under 100, got '" + x + "'"};
+    minGain = percent / 100;
+  }
   const std::string path = o.get("out", env::tuningDatabase());
   Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
   const DeviceInfo &dev = rt.device();
@@ -222,6 +231,7 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
       GpuMeasure gpu(rt, spec, batch, n, iters);
       TuneOptions opt;
       opt.backward = o.has("backward");
+      opt.minGain = minGain;
       const double spent =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       opt.budgetSeconds = std::max(0.0, budget - spent);
@@ -277,6 +287,7 @@ int runTune(const std::vector<std::string> &args) {
       "usage: dattn tune --list FILE... [--name NAME] [--arch sm_80,sm_90a]\n"
       "       dattn tune FILE... [--name NAME] --seq N[,N...] [--batch B] [--backward]\n"
       "                  [--out DB] [--budget SECONDS] [--iters K] [--gpu G]\n"
+      "                  [--min-gain PERCENT]\n"
       "--list prints, per branch, every kernel family's candidate configurations\n"
       "for each target (default sm_80) and stage, or why the family does not run\n"
       "the branch. No GPU is needed.\n"
@@ -286,11 +297,13 @@ int runTune(const std::vector<std::string> &args) {
       "outputs), with --backward the backward's dK/dV kernels too, and writes\n"
       "the winners into the tuning database --out (default DATTN_TUNING_DB or\n"
       "<cache>/tuning.json), merged with what it holds. It stops trying after\n"
-      "--budget seconds (default 600). Runs with --seq (dattn run, dattn-bench,\n"
-      "Runtime::compile with a sequence length) then use the winners.\n";
+      "--budget seconds (default 600). A candidate replaces the heuristic only\n"
+      "when the attention runs at least --min-gain percent faster with it\n"
+      "(default 1: smaller gains are timing noise). Runs with --seq (dattn run,\n"
+      "dattn-bench, Runtime::compile with a sequence length) then use the winners.\n";
   if (wantsHelp(args, help))
     return 0;
-  Options o(args, {"name", "arch", "seq", "batch", "out", "budget", "iters", "gpu"},
+  Options o(args, {"name", "arch", "seq", "batch", "out", "budget", "iters", "gpu", "min-gain"},
             {"list", "backward"});
   if (o.has("list") == o.has("seq"))
     throw UsageError{"give --list (no GPU) or --seq N (tune on the GPU)"};

@@ -43,6 +43,10 @@ struct TuneOptions {
   bool backward = false;      ///< also tune the backward stage (default mode)
   double budgetSeconds = 600; ///< stop trying candidates after this long
   double tolerance = 1e-2;    ///< relative error a candidate may differ from the heuristic
+  /// A candidate replaces the heuristic only when faster by this fraction
+  /// of the attention's time: below it a "win" is timing noise (the H100's
+  /// first database run picked other families for 0.01-0.8% gains).
+  double minGain = 0.01;
   int prepareBatch = 16;      ///< candidates handed to TuneMeasure::prepare at a time
   /// Called after every candidate: done, total, the best time so far (ms).
   std::function<void(int, int, double)> progress;

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <regex>
 #include <thread>
 
 namespace dattn::test {
@@ -209,6 +210,46 @@ TEST(TuningLookup, UserFirstThenShippedThenHeuristic) {
   TuningSignature h200 = h100();
   h200.gpu = "NVIDIA H200";
   EXPECT_FALSE(TuningLookup(h200, user, TuningLookup::shippedIn(folder)).lookup(key, candidates));
+}
+
+/// A string field of the first `"name": "..."` (or number) in `text`.
+std::string firstField(const std::string &text, const std::string &name) {
+  std::smatch m;
+  const std::regex re("\"" + name + "\": *\"?([^\",}]*)");
+  return std::regex_search(text, m, re) ? m[1].str() : "";
+}
+
+TEST(TuningDatabase, ShippedDatabasesLoadWhole) {
+  // Every database in autotune/db is one GPU run: read with its own
+  // signature, no entry is malformed or skipped, and every family it names
+  // exists in this version (a renamed family would silently drop entries).
+  const std::vector<std::string> files = TuningLookup::shippedIn(DATTN_SHIPPED_DB_DIR);
+  for (const std::string &path : files) {
+    SCOPED_TRACE(path);
+    std::ifstream in(path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    TuningSignature sig;
+    sig.gpu = firstField(text, "gpu");
+    sig.multiprocessors = std::atoi(firstField(text, "multiprocessors").c_str());
+    sig.sm = std::atoi(firstField(text, "sm").c_str());
+    sig.driverMajor = std::atoi(firstField(text, "driver_major").c_str());
+    sig.nvrtc = firstField(text, "nvrtc");
+    sig.templates = firstField(text, "templates");
+    ASSERT_FALSE(sig.gpu.empty());
+    std::vector<std::string> report;
+    const TuningDatabase db = TuningDatabase::load(path, sig, &report);
+    EXPECT_TRUE(report.empty()) << report.front();
+    size_t entries = 0;
+    for (size_t at = text.find("\"signature\""); at != std::string::npos;
+         at = text.find("\"signature\"", at + 1))
+      ++entries;
+    EXPECT_GT(entries, 0u);
+    EXPECT_EQ(db.size(), entries);
+    const std::regex family("\"(config_family|family)\": *\"([a-z0-9_]+)\"");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), family);
+         it != std::sregex_iterator(); ++it)
+      EXPECT_NO_THROW(familyNamed((*it)[2].str())) << (*it)[2].str();
+  }
 }
 
 TEST(TuningDatabase, CorruptFileIsAnEmptyDatabaseWithAReport) {
@@ -459,6 +500,48 @@ TEST(Tuner, TimesTheHeuristicFirstAndKeepsItWhenNothingBeatsIt) {
   EXPECT_DOUBLE_EQ(e.medianMs, 1);
   EXPECT_DOUBLE_EQ(e.heuristicMs, 1);
   EXPECT_DOUBLE_EQ(e.runnerUpMs, 2);
+}
+
+/// One configuration other than the heuristic's is slightly faster.
+class SlightlyFaster : public TuneMeasure {
+public:
+  KernelConfig heuristic, faster;
+  double gain = 0;
+  Measurement measure(const std::vector<TunedKernel> &kernels, bool) override {
+    Measurement m;
+    m.outputs = {1.f};
+    m.ms = 1;
+    for (const TunedKernel &k : kernels)
+      m.ms += k.config == heuristic ? 0 : k.config == faster ? -gain : 1;
+    return m;
+  }
+};
+
+TEST(Tuner, KeepsTheHeuristicAgainstGainsUnderTheNoiseMargin) {
+  // 0.5% faster is under the default 1% margin: the heuristic stays, with
+  // its own time; 3% faster replaces it; so does 0.5% with a margin of 0.1%.
+  const AttentionPlan plan = dilatedPlanFor("sm_90");
+  const Target target = Target::parse("sm_90");
+  SlightlyFaster gpu;
+  gpu.heuristic = plan.branches[0].kernels[0].config;
+  gpu.faster = gpu.heuristic == KernelConfig{32, 64, 1, false} ? KernelConfig{64, 64, 1, false}
+                                                               : KernelConfig{32, 64, 1, false};
+  TuneOptions opt;
+  for (double gain : {0.005, 0.03}) {
+    gpu.gain = gain;
+    const TuneReport rep = tune(plan, target, 65536, h100(), gpu, opt);
+    ASSERT_EQ(rep.kernels.size(), 1u);
+    const TuningEntry &e = rep.kernels[0].entry;
+    EXPECT_TRUE(e.config == (gain < opt.minGain ? gpu.heuristic : gpu.faster))
+        << "gain " << gain << ": " << e.config.describe();
+    EXPECT_DOUBLE_EQ(e.medianMs, gain < opt.minGain ? 1 : 1 - gain);
+    EXPECT_DOUBLE_EQ(e.heuristicMs, 1);
+  }
+  gpu.gain = 0.005;
+  opt.minGain = 0.001;
+  const TuneReport rep = tune(plan, target, 65536, h100(), gpu, opt);
+  ASSERT_EQ(rep.kernels.size(), 1u);
+  EXPECT_TRUE(rep.kernels[0].entry.config == gpu.faster);
 }
 
 TEST(TuningLookup, AnotherFamilysForwardReachesThePlan) {
