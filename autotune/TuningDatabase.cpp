@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -258,6 +259,28 @@ TuningDatabase TuningDatabase::load(const std::string &path, const TuningSignatu
   }
   (void)otherGpus;
   return db;
+}
+
+std::vector<std::pair<TuningSignature, size_t>>
+TuningDatabase::signaturesIn(const std::string &path, std::string *error) {
+  std::vector<std::pair<TuningSignature, size_t>> out;
+  error->clear();
+  const std::vector<llvm::json::Value> entries = readEntries(path, error);
+  if (!error->empty())
+    return {};
+  for (const llvm::json::Value &v : entries) {
+    std::string why;
+    std::optional<TuningEntry> e = parseEntry(v, &why);
+    if (!e)
+      continue;
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const auto &x) { return x.first == e->signature; });
+    if (it == out.end())
+      out.push_back({e->signature, 1});
+    else
+      ++it->second;
+  }
+  return out;
 }
 
 const TuningEntry *TuningDatabase::find(const TuningKey &key) const {

@@ -1,4 +1,5 @@
 // querySystem: what `dattn info` prints, each part with why it is missing.
+#include "EmbeddedTemplates.h"
 #include "Libraries.h"
 #include "Nvrtc.h"
 
@@ -11,6 +12,7 @@ namespace dattn {
 SystemInfo querySystem() {
   SystemInfo s;
   s.cacheFolder = env::cacheRoot();
+  s.templatesHash = rt::kTemplatesHash;
   try {
     const rt::Driver &d = rt::driver();
     s.driverLibrary = d.path;

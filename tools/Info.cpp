@@ -7,24 +7,62 @@
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
 #include "dattn/comm.h"
+#include "dattn/env.h"
 #include "dattn/error.h"
 #include "dattn/host.h"
 #include "dattn/reference.h"
+#include "dattn/tuning.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <tuple>
 
 namespace dattn::tools {
 
+namespace {
+
+/// The user's and the shipped tuning databases: for which GPUs, and whether
+/// this build's kernel templates are the ones they were measured with (an
+/// entry of other templates is stale: ignored until the GPU is tuned again).
+void printTuningDatabases(const std::string &templatesHash) {
+  std::vector<std::pair<std::string, std::string>> files = {{"yours", env::tuningDatabase()}};
+  for (const std::string &path : TuningLookup::shippedIn(env::shippedTuningFolder()))
+    files.push_back({"shipped", path});
+  for (const auto &[whose, path] : files) {
+    std::string error;
+    const auto signatures = TuningDatabase::signaturesIn(path, &error);
+    if (!error.empty()) {
+      std::printf("tuning database (%s): %s: unusable: %s\n", whose.c_str(), path.c_str(),
+                  error.c_str());
+      continue;
+    }
+    if (signatures.empty())
+      std::printf("tuning database (%s): %s: %s\n", whose.c_str(), path.c_str(),
+                  std::ifstream(path) ? "no entries" : "not written yet (dattn tune writes it)");
+    for (const auto &[sig, count] : signatures)
+      std::printf("tuning database (%s): %s: %zu entries for %s (%d SMs, sm_%d), driver %d, "
+                  "NVRTC %s; %s\n",
+                  whose.c_str(), path.c_str(), count, sig.gpu.c_str(), sig.multiprocessors,
+                  sig.sm, sig.driverMajor, sig.nvrtc.c_str(),
+                  sig.templates == templatesHash
+                      ? "this build's kernel templates"
+                      : "other kernel templates: stale, ignored until that GPU is tuned again");
+  }
+}
+
+} // namespace
+
 int runInfo(const std::vector<std::string> &args) {
-  static const char *help = "usage: dattn info\nPrints the GPUs, the driver and NVRTC "
-                            "versions, the archs NVRTC targets and the kernel cache folder.\n";
+  static const char *help =
+      "usage: dattn info\nPrints the GPUs, the driver and NVRTC versions, the archs NVRTC\n"
+      "targets, the tuning databases (yours and the shipped ones: for which GPUs,\n"
+      "and whether they match this build's kernel templates) and the kernel cache.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args, {}, {});
@@ -55,6 +93,7 @@ int runInfo(const std::vector<std::string> &args) {
   }
   std::printf("tuning: no GPU before sm_75 is tuned here; such GPUs run the kernel families' "
               "heuristic configurations\n");
+  printTuningDatabases(s.templatesHash);
   const NcclInfo nccl = queryNccl();
   if (nccl.error.empty())
     std::printf("nccl: %s (%s)\n", nccl.version.c_str(), nccl.library.c_str());

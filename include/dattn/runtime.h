@@ -265,6 +265,7 @@ struct SystemInfo {
   NvrtcInfo nvrtc13, nvrtc12; ///< each NVRTC dattn can load (12 serves GPUs before sm_75)
   std::vector<DeviceInfo> devices;
   std::string cacheFolder;
+  std::string templatesHash; ///< of the embedded kernel templates (tuning entries carry it)
 };
 SystemInfo querySystem();
 

@@ -83,6 +83,11 @@ public:
   const TuningEntry *find(const TuningKey &key) const;
   /// Adds or replaces the entry of e.key (its signature must be current).
   void put(const TuningEntry &e);
+  /// What a database file holds, without a GPU: each signature its
+  /// well-formed entries carry, with their count, in file order; *error is
+  /// set (and nothing returned) if the file cannot be read or parsed.
+  static std::vector<std::pair<TuningSignature, size_t>> signaturesIn(const std::string &path,
+                                                                      std::string *error);
   size_t size() const { return entries_.size(); }
 
   /// Writes every entry to `path` atomically (a temporary file renamed into

@@ -252,6 +252,39 @@ TEST(TuningDatabase, ShippedDatabasesLoadWhole) {
   }
 }
 
+TEST(TuningDatabase, SignaturesInSummarizeAFileWithoutAGpu) {
+  // What `dattn info` prints: each signature with its entries' count, in
+  // file order; malformed entries are not counted; a missing file is empty,
+  // a corrupt one an error.
+  const std::string path = tempPath("tuning_signatures.json");
+  TuningEntry other = entry("sm80_mma_forward", 64, 2.0);
+  other.signature.gpu = "NVIDIA H200";
+  TuningEntry second = entry("sm80_mma_forward", 32, 2.0);
+  second.key.geometry = "rows4096";
+  {
+    std::ofstream out(path);
+    out << "{\"format\": \"dattn-tuning-1\", \"entries\": ["
+        << tuningEntryJson(entry("sm80_mma_forward", 128, 1.0)) << ", " << tuningEntryJson(other)
+        << ", {\"signature\": {}}, " << tuningEntryJson(second) << "]}";
+  }
+  std::string error;
+  const auto sigs = TuningDatabase::signaturesIn(path, &error);
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(sigs.size(), 2u);
+  EXPECT_TRUE(sigs[0].first == h100());
+  EXPECT_EQ(sigs[0].second, 2u);
+  EXPECT_EQ(sigs[1].first.gpu, "NVIDIA H200");
+  EXPECT_EQ(sigs[1].second, 1u);
+  EXPECT_TRUE(TuningDatabase::signaturesIn(path + ".missing", &error).empty());
+  EXPECT_EQ(error, "");
+  {
+    std::ofstream out(path);
+    out << "{\"entries\": ";
+  }
+  EXPECT_TRUE(TuningDatabase::signaturesIn(path, &error).empty());
+  EXPECT_NE(error.find("is not valid JSON"), std::string::npos) << error;
+}
+
 TEST(TuningDatabase, CorruptFileIsAnEmptyDatabaseWithAReport) {
   const std::string path = tempPath("tuning_corrupt.json");
   for (const char *text : {"{\"entries\": [", "[1, 2, 3]", "\x01\x02garbage"}) {
