@@ -234,6 +234,9 @@ TuningDatabase TuningDatabase::load(const std::string &path, const TuningSignatu
     return db;
   }
   int otherGpus = 0;
+  // Stale entries are reported once per signature they carry (a shipped
+  // file after a template change would otherwise print a line per entry).
+  std::vector<std::pair<TuningSignature, std::vector<size_t>>> stale;
   for (size_t x = 0; x < entries.size(); ++x) {
     std::string why;
     std::optional<TuningEntry> e = parseEntry(entries[x], &why);
@@ -249,15 +252,25 @@ TuningDatabase TuningDatabase::load(const std::string &path, const TuningSignatu
       continue;
     }
     if (s != current) {
-      if (report)
-        report->push_back(path + ": entry " + std::to_string(x) + " (" + e->key.str() +
-                          ") is stale: measured with " + s.describe() + ", now " +
-                          current.describe() + "; ignored");
+      auto it = std::find_if(stale.begin(), stale.end(),
+                             [&](const auto &g) { return g.first == s; });
+      if (it == stale.end())
+        stale.push_back({s, {x}});
+      else
+        it->second.push_back(x);
       continue;
     }
     db.entries_[e->key.str()] = *e;
   }
   (void)otherGpus;
+  if (report)
+    for (const auto &[sig, which] : stale)
+      report->push_back(path + ": " +
+                        (which.size() == 1 ? "entry " + std::to_string(which[0]) + " is"
+                                           : std::to_string(which.size()) + " entries (from " +
+                                                 std::to_string(which[0]) + ") are") +
+                        " stale: measured with " + sig.describe() + ", now " +
+                        current.describe() + "; ignored until `dattn tune` measures again");
   return db;
 }
 

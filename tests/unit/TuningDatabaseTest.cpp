@@ -140,6 +140,16 @@ TEST(TuningDatabase, StaleAndMalformedEntriesAreReportedAndIgnored) {
   ASSERT_EQ(report.size(), 1u);
   EXPECT_NE(report[0].find("is stale"), std::string::npos) << report[0];
   EXPECT_NE(report[0].find("NVRTC 13.0"), std::string::npos) << report[0];
+  // Several stale entries of one run: one line that counts them.
+  TuningEntry second = entry("sm80_mma_forward", 64, 1.0);
+  second.key.geometry = "rows4096";
+  db.put(second);
+  db.save(path);
+  report.clear();
+  EXPECT_EQ(TuningDatabase::load(path, now, &report).size(), 0u);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_NE(report[0].find("2 entries (from 0) are stale"), std::string::npos) << report[0];
+  EXPECT_EQ(TuningDatabase::load(path, h100(), nullptr).size(), 2u);
   // Another NVRTC, another driver: stale too.
   for (auto change : {+[](TuningSignature &s) { s.nvrtc = "13.1"; },
                       +[](TuningSignature &s) { s.driverMajor = 14; }}) {
