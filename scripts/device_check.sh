@@ -2,7 +2,8 @@
 # On the GPU machine (binaries built here and carried): GPU tests, every
 # example through `dattn run --device gpu --check`, sanitizers, benchmarks.
 # Logs go to $OUT (the device tool returns them); a summary is printed last.
-# Exit status: non-zero if any test shard, example or sanitizer run failed,
+# Exit status: non-zero if any test shard, example or sanitizer run failed
+# (124: it stopped itself at DATTN_CHECK_LIMIT seconds, logs packed),
 # including one that crashed or was killed.
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
@@ -35,6 +36,14 @@
 #   build/bin/dattn-bench in alternating runs, forward and backward.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The device tool kills a call at its limit (600 s, or less when the
+# session's device time is short) without a word: stop first, at
+# DATTN_CHECK_LIMIT seconds (default 570), so that the TERM trap below
+# packs the logs and the summary is printed.
+if [ -z "${DATTN_CHECK_TIMED:-}" ]; then
+  export DATTN_CHECK_TIMED=1
+  exec timeout -s TERM "${DATTN_CHECK_LIMIT:-570}" "$(pwd)/scripts/device_check.sh" "$@"
+fi
 OUT=${OUT:-/tmp/dattn-out}
 mkdir -p "$OUT"
 export DATTN_CACHE_DIR=${DATTN_CACHE_DIR:-/tmp/dattn-cache}
@@ -59,7 +68,11 @@ pack_logs() {
   (cd "$OUT" && shopt -s nullglob && logs=(./*.log ./*.log.*) && [ ${#logs[@]} -gt 0 ] &&
     tar czf "logs$(date +%H%M%S).tgz" "${logs[@]}" && rm -f "${logs[@]}")
 }
-trap 'echo "stopped: packing the logs"; pack_logs; exit 124' TERM INT
+print_summary() {
+  echo "=== summary ==="
+  for line in "${summary[@]}"; do echo "$line"; done
+}
+trap 'echo "stopped at the time limit: packing the logs"; pack_logs; print_summary; exit 124' TERM INT
 
 # Runs the GPU tests matching $2 in 8 parallel shards (NVRTC compiles
 # dominate; the machine has 16 cores) into $OUT/$1.*.log. Every shard's
@@ -528,6 +541,5 @@ if want tf32; then
   rm -f "$OUT/tf32_run.log"
 fi
 pack_logs
-echo "=== summary ==="
-for line in "${summary[@]}"; do echo "$line"; done
+print_summary
 exit $status
