@@ -6,7 +6,8 @@
 // sm90_wgmma_forward holds a stage for both products; it is chosen only when
 // named (DATTN_FAMILIES, `dattn compile --family`), the baseline the
 // pipelined kernel is measured against (docs/perf-notes.md).
-// sm90_wgmma_backward_dkv: the dK/dV kernel on wgmma (named or tuned only).
+// sm90_wgmma_backward_dkv: the dK/dV kernel on wgmma, sm_90a's default dK/dV
+// kernel wherever it runs (templates/dattn/backward_wgmma.cuh).
 #include "Families.h"
 
 namespace dattn::kernels {
