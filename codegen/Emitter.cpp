@@ -240,8 +240,15 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
       break;
     case KernelRole::Branch: {
       InstanceContext ctx{T, D, mode, "", "Branch" + std::to_string(k.branch)};
+      const KernelFamily &family = familyNamed(k.family);
+      // TMA kernels' maps are __grid_constant__ parameters: the TMA reads
+      // them where the launch put them.
+      const char *maps = family.takesTensorMaps()
+                             ? ", const __grid_constant__ hopper::TensorMap kMap, "
+                               "const __grid_constant__ hopper::TensorMap vMap"
+                             : "";
       os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << k.name
-         << "(fwd::Params p) {\n  " << familyNamed(k.family).instantiate(k.config, ctx)
+         << "(fwd::Params p" << maps << ") {\n  " << family.instantiate(k.config, ctx)
          << "\n}\n\n";
       break;
     }

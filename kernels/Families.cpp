@@ -19,9 +19,10 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
       &sm90WgmmaPipelinedForward(), &sm80MmaForward(),    &simtForward(),
       &sm90WgmmaBackwardDkv(),      &sm80MmaBackwardDkv(), &simtBackwardDkv(),
       &sm80MmaBackwardDq(),         &simtBackwardDq(),
-      // Chosen only when named (DATTN_FAMILIES): the first warp-specialized
-      // kernel, kept as the pipelined one's baseline.
-      &sm90WgmmaForward(),
+      // Chosen only when named (DATTN_FAMILIES) or tuned: the first
+      // warp-specialized kernel, kept as the pipelined one's baseline, and
+      // the pipelined one with TMA loads until measured.
+      &sm90WgmmaForward(), &sm90WgmmaTmaForward(),
   };
   return all;
 }

@@ -11,6 +11,7 @@ const KernelFamily &sm80MmaBackwardDkv();
 const KernelFamily &sm80MmaBackwardDq();
 const KernelFamily &sm90WgmmaForward();
 const KernelFamily &sm90WgmmaPipelinedForward();
+const KernelFamily &sm90WgmmaTmaForward();
 const KernelFamily &sm90WgmmaBackwardDkv();
 const KernelFamily &simtForward();
 const KernelFamily &simtBackwardDkv();

@@ -6,9 +6,13 @@
 // sm90_wgmma_forward holds a stage for both products; it is chosen only when
 // named (DATTN_FAMILIES, `dattn compile --family`), the baseline the
 // pipelined kernel is measured against (docs/perf-notes.md).
+// sm90_wgmma_tma_forward: the pipelined kernel with K and V through TMA
+// (named only until measured against it).
 // sm90_wgmma_backward_dkv: the dK/dV kernel on wgmma, sm_90a's default dK/dV
 // kernel wherever it runs (templates/dattn/backward_wgmma.cuh).
 #include "Families.h"
+
+#include "dattn/params.cuh" // fwd::kTmaMaxStride
 
 namespace dattn::kernels {
 
@@ -16,13 +20,20 @@ namespace {
 
 class WgmmaForward : public KernelFamily {
 public:
-  explicit WgmmaForward(bool pipelined) : pipelined_(pipelined) {}
+  /// tma: the pipelined kernel with K and V through TMA.
+  WgmmaForward(bool pipelined, bool tma) : pipelined_(pipelined), tma_(tma) {}
   const char *name() const override {
-    return pipelined_ ? "sm90_wgmma_pipelined_forward" : "sm90_wgmma_forward";
+    return tma_ ? "sm90_wgmma_tma_forward"
+                : pipelined_ ? "sm90_wgmma_pipelined_forward" : "sm90_wgmma_forward";
   }
+  bool takesTensorMaps() const override { return tma_; }
   KernelPass pass() const override { return KernelPass::Forward; }
   bool usesTensorCores() const override { return true; }
-  std::string unsupported(const AttentionPlan &p, const BranchPlan &, const Target &t) const override {
+  std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
+                          const Target &t) const override {
+    if (tma_ && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)
+      return "dilation " + std::to_string(b.dilation) + ": TMA boxes step at most " +
+             std::to_string(fwd::kTmaMaxStride) + " rows";
     if (t.sm != 90 || !t.archSpecific)
       return "needs sm_90a (wgmma), the target is " + t.arch();
     if (p.dtype != DType::BF16 && p.dtype != DType::F16)
@@ -51,7 +62,7 @@ public:
   /// took 8 ms against 1.8 on the sm80 forward).
   bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {
     const int64_t block = b.smallestBlock();
-    return pipelined_ && (block == 0 || block >= 128);
+    return pipelined_ && !tma_ && (block == 0 || block >= 128); // TMA: until measured
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
@@ -70,14 +81,14 @@ public:
            ">::kBytes == " + std::to_string(smem(x.headDim)) +
            ", \"the kernel family's shared memory differs from the kernel's\");\n  "
            "fwd::wgmmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
-           x.outputMode + ", " + x.branch + flag + ">(p);";
+           x.outputMode + ", " + x.branch + flag + (tma_ ? ", true>(p, &kMap, &vMap);" : ">(p);");
   }
   std::string suffix(const KernelConfig &) const override {
-    return pipelined_ ? "_wgmma_pp_m128n128" : "_wgmma_ws_m128n128";
+    return tma_ ? "_wgmma_tma_m128n128" : pipelined_ ? "_wgmma_pp_m128n128" : "_wgmma_ws_m128n128";
   }
 
 private:
-  bool pipelined_;
+  bool pipelined_, tma_;
 };
 
 /// The dK/dV kernel on wgmma (templates/dattn/backward_wgmma.cuh): the
@@ -141,12 +152,17 @@ const KernelFamily &sm90WgmmaBackwardDkv() {
 }
 
 const KernelFamily &sm90WgmmaForward() {
-  static const WgmmaForward f(false);
+  static const WgmmaForward f(false, false);
   return f;
 }
 
 const KernelFamily &sm90WgmmaPipelinedForward() {
-  static const WgmmaForward f(true);
+  static const WgmmaForward f(true, false);
+  return f;
+}
+
+const KernelFamily &sm90WgmmaTmaForward() {
+  static const WgmmaForward f(true, true);
   return f;
 }
 

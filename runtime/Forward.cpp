@@ -4,10 +4,12 @@
 #include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
+#include "TensorMaps.h"
 #include "Validate.h"
 #include "Workspace.h"
 
 #include "dattn/error.h"
+#include "dattn/kernels.h"
 #include "dattn/runtime.h"
 
 #include "dattn/params.cuh"
@@ -67,8 +69,10 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       continue;
     }
     unsigned gx = 1, gy = 1, gz = 1;
+    CUtensorMap kMap, vMap;
     void *argsBatch[] = {&p, &batch};
     void *argsOnly[] = {&p};
+    void *argsMaps[] = {&p, &kMap, &vMap};
     void **args = argsBatch;
     if (ki.role != KernelRole::Branch) {
       gx = static_cast<unsigned>(std::min<long long>((elems + ki.threads - 1) / ki.threads,
@@ -81,6 +85,15 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
       gx = grid.x;
       p.tilesPerSegment = grid.tilesPerSegment;
+      if (familyNamed(ki.family).takesTensorMaps()) {
+        const int r = b.kind == BranchKind::Strided ? static_cast<int>(b.dilation) : 1;
+        const int eb = static_cast<int>(a.k.elementBytes());
+        kMap = rt::encodeKvMap(a.k.data, rt::kvMapShape(p.kL, B, N, Hk, D, eb, r), spec_.dtype,
+                               "k");
+        vMap = rt::encodeKvMap(a.v.data, rt::kvMapShape(p.vL, B, N, Hk, D, eb, r), spec_.dtype,
+                               "v");
+        args = argsMaps;
+      }
     }
     rt::launchKernel(ki, f, gx, gy, gz, stream, args, "forward: ");
   }

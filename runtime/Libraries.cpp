@@ -128,6 +128,7 @@ const Driver &driver() {
       resolve("cuStreamWaitEvent", d.streamWaitEvent);
       resolve("cuEventElapsedTime", d.eventElapsedTime);
       resolve("cuGetErrorString", d.getErrorString);
+      resolve("cuTensorMapEncodeTiled", d.tensorMapEncodeTiled);
       CUresult r = d.init(0);
       if (r != CUDA_SUCCESS) {
         const char *msg = nullptr;

@@ -59,6 +59,7 @@ struct Driver {
   decltype(&::cuStreamWaitEvent) streamWaitEvent;
   decltype(&::cuEventElapsedTime) eventElapsedTime;
   decltype(&::cuGetErrorString) getErrorString;
+  decltype(&::cuTensorMapEncodeTiled) tensorMapEncodeTiled;
   std::string path; ///< the library that was loaded
 };
 

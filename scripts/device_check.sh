@@ -19,12 +19,12 @@
 #   DATTN_SPLIT_UNIONS=0 (a union's dilated member kept in the union; the
 #   default splits it into its own branch).
 #   families: the GPU tests again with each family of DATTN_SUITE_FAMILIES
-#   (default: sm80_mma_forward sm90_wgmma_forward sm80_mma_backward_dkv
-#   sm90_wgmma_backward_dkv: the H100's non-default families, and the wgmma
-#   dK/dV kernel for fp16, which it takes only when named) preferred through DATTN_FAMILIES.
-#   wgmma: the sm90 wgmma forward families against the sm80 forward (their
-#   test, then dattn-bench with each, alternating); with DATTN_WGMMA_NCU=1 an
-#   Nsight Compute summary of one kernel of each.
+#   (default: sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward
+#   sm80_mma_backward_dkv sm90_wgmma_backward_dkv: the H100's non-default
+#   families, and the wgmma dK/dV kernel once more) preferred through DATTN_FAMILIES.
+#   wgmma: the sm90 wgmma forward families (the TMA one included) against
+#   the sm80 forward (their test, then dattn-bench with each, alternating);
+#   with DATTN_WGMMA_NCU=1 an Nsight Compute summary of one kernel of each.
 #   tf32: fp32 LongNet and the masked example at 16K, precision tf32 against
 #   ieee, forward and backward (issue 11's 4x), and a --check at 4K.
 #   Logs end up in $OUT/logs.tgz.
@@ -403,7 +403,7 @@ if want families; then
   # The GPU tests once more per family that is not the default on this GPU,
   # that family preferred (on an H100: the sm80 forward, the first wgmma
   # kernel and the wgmma dK/dV kernel; the default ran in `tests`).
-  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm80_mma_backward_dkv sm90_wgmma_backward_dkv}; do
+  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward sm80_mma_backward_dkv sm90_wgmma_backward_dkv}; do
     export DATTN_FAMILIES=$fam
     case $fam in
       *backward*) run_shards "suite_$fam" 'AllPatterns/Gradients.*:GpuBackward*:GpuLayouts*' ;;
@@ -497,7 +497,7 @@ if want wgmma; then
   if [ "${DATTN_WGMMA_NCU:-0}" = 1 ]; then
     # Where the family's time goes: Nsight Compute on one launch of branch
     # 1 (dilation 2) of head-partitioned LongNet at 64K, each family.
-    for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
+    for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward sm90_wgmma_tma_forward; do
       ( export DATTN_FAMILIES=$fam
         timeout 240 ncu --section SpeedOfLight --section WarpStateStats --section Occupancy \
           --section MemoryWorkloadAnalysis -k regex:_b1_ --launch-count 1 \
@@ -508,7 +508,7 @@ if want wgmma; then
     done
   fi
   for round in 1 2; do
-    for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward; do
+    for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward sm90_wgmma_tma_forward; do
       echo "## $fam, round $round" | tee -a "$OUT/wgmma_bench.log"
       ( export DATTN_FAMILIES=$fam
         build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#" ) |

@@ -81,6 +81,10 @@ public:
   virtual std::string instantiate(const KernelConfig &c, const InstanceContext &ctx) const = 0;
   /// Part of the kernel's name, spelling out the configuration.
   virtual std::string suffix(const KernelConfig &c) const = 0;
+  /// Forward kernels that load K and V through TMA take two tensor maps
+  /// after the parameters (`kMap`, `vMap`: the emitter declares them, the
+  /// launcher encodes them, runtime/TensorMaps.h).
+  virtual bool takesTensorMaps() const { return false; }
 };
 
 /// A family's decision for one kernel of a branch.

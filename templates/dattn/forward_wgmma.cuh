@@ -15,9 +15,13 @@
 //     (wgmma with P from registers, V N-major), FlashAttention-2 style. The
 //     two consumers share every K/V tile, and one's softmax runs while the
 //     other's products occupy the tensor cores.
-// cp.async rather than TMA: one loader serves every row map the plan
-// produces (strided rows, block lists, ragged tails zero-filled), with no
-// tensor map per branch. The row maps, tile classes, masks, online softmax
+// K and V come with cp.async (one loader serves every row map the plan
+// produces: strided rows, block lists, ragged tails zero-filled) or, with
+// TMA (sm90_wgmma_tma_forward), as boxes of a [B, H, N, D] tensor map
+// traversed with the branch's dilation as element stride: one producer
+// thread issues them and the stage's mbarrier counts their bytes; rows past
+// N are zero-filled by the TMA, rows past the segment (real keys of the
+// next one) are masked like the zero-filled ones (the tile is partial). The row maps, tile classes, masks, online softmax
 // and epilogue are the sm80 kernel's (forward_mma.cuh); the wgmma
 // accumulator layout is mma.sync's (warp w of a warpgroup holds rows
 // 16 w..: element e of 8-column block i is row lane / 4 + (e / 2) * 8,
@@ -88,6 +92,23 @@ template <int D, bool PIPELINED = false> struct WgmmaShape {
                                 kBarrierBytes;
 };
 
+/// Rows base + (a0 + j) r, j < ROWS, of one kv head of one batch from the
+/// tensor map into a WgmmaTile<D, ROWS> at dst: per 64-column block,
+/// ROWS / tmaBoxRows(r) boxes of tmaBoxRows(r) rows (1024-byte aligned, so
+/// the TMA's 128-byte swizzle is the tile's). The mbarrier counts the bytes.
+template <int D, int ROWS, int STRIDE>
+DATTN_DEV void tmaLoadRows(unsigned dst, const hopper::TensorMap &map, unsigned bar, int row0,
+                           int kvHead, int batch) {
+  constexpr int R = tmaBoxRows(STRIDE);
+  static_assert(STRIDE <= kTmaMaxStride && ROWS % R == 0, "TMA boxes of a strided tile");
+#pragma unroll
+  for (int b = 0; b < D / 64; ++b)
+#pragma unroll
+    for (int j = 0; j < ROWS / R; ++j)
+      hopper::tmaLoad4d(dst + b * WgmmaTile<D, ROWS>::kBlockBytes + j * R * 128, map, bar, 64 * b,
+                        row0 + j * R * STRIDE, kvHead, batch);
+}
+
 /// A 64 x N accumulator block of fragments as the N / 2 floats wgmma takes.
 template <int NB> DATTN_DEV float (&wgmmaBlock(float (&f)[NB][4]))[NB * 4] {
   return *reinterpret_cast<float(*)[NB * 4]>(&f[0][0]);
@@ -137,9 +158,12 @@ DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4])
 /// and runs the softmax of S_i while that product runs, and the consumers
 /// take turns to issue (named barriers), one's softmax overlapping the
 /// other's products.
-template <class T, int D, int MODE, class Branch, bool PIPELINED = false>
-__device__ void wgmmaForward(const Params &p) {
+/// TMA (PIPELINED only): K and V through kMap and vMap (above).
+template <class T, int D, int MODE, class Branch, bool PIPELINED = false, bool TMA = false>
+__device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nullptr,
+                             const hopper::TensorMap *vMap = nullptr) {
   static_assert(sizeof(T) == 2, "the wgmma forward takes bf16 or fp16");
+  static_assert(PIPELINED || !TMA, "TMA loads are the pipelined kernel's");
   using Shape = WgmmaShape<D, PIPELINED>;
   constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
   using QTile = WgmmaTile<D, BM>;
@@ -169,7 +193,7 @@ __device__ void wgmmaForward(const Params &p) {
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      hopper::mbarrierInit(full(s), 128);  // every producer thread
+      hopper::mbarrierInit(full(s), TMA ? 1 : 128); // the TMA thread, or every producer thread
       hopper::mbarrierInit(empty(s), 256); // every consumer thread
       if constexpr (PIPELINED)
         hopper::mbarrierInit(vEmpty(s), 256);
@@ -183,13 +207,39 @@ __device__ void wgmmaForward(const Params &p) {
   if (warpgroup == 0) { // the producer
     // Register split (ptxas, fewest spills over the examples): the
     // pipelined consumers hold S, P and O at once, but its producer's two
-    // waits per tile need more than 56 too.
-    hopper::registersDown<PIPELINED ? 72 : 56>();
+    // waits per tile need more than 56 too; with TMA the producer computes
+    // no addresses past Q's (40 + 2 x 232 <= 512 per SM sub-partition).
+    hopper::registersDown<TMA ? 40 : PIPELINED ? 72 : 56>();
     const T *q = (const T *)p.q + p.qL.at(batch, 0, head);
     const T *k = (const T *)p.k + p.kL.at(batch, 0, kvHead);
     const T *v = (const T *)p.v + p.vL.at(batch, 0, kvHead);
     QTile::load(sQ, q, p.qL.row, tr.base, tr.step, tr.qa0, tr.count, thread);
     dev::cpAsyncCommit();
+    if constexpr (TMA) {
+      // Q by every producer thread, then K and V by one: per tile, the
+      // stage's K readers gone, its full barrier expects both tiles' bytes;
+      // V's boxes wait for V's readers.
+      dev::cpAsyncWaitAll();
+      hopper::fenceProxyAsync();
+      hopper::mbarrierArrive(qFull);
+      if (thread != 0)
+        return;
+      constexpr int kStride = static_cast<int>(Branch::kStride); // 1 for blocks branches
+      int i = 0;
+      for (long long t = nextTile(tr.t0); t < tr.t1; t = nextTile(t + 1), ++i) {
+        const int s = i % kStages;
+        const unsigned phase = ((i / kStages) & 1) ^ 1;
+        const int row0 = static_cast<int>(tr.base + t * BN * tr.step);
+        hopper::mbarrierWait(empty(s), phase);
+        hopper::mbarrierArriveExpect(full(s), 2 * KTile::kBytes);
+        tmaLoadRows<D, BN, kStride>(sK + s * KTile::kBytes, *kMap, full(s), row0, kvHead,
+                                    static_cast<int>(batch));
+        hopper::mbarrierWait(vEmpty(s), phase);
+        tmaLoadRows<D, BN, kStride>(sV + s * KTile::kBytes, *vMap, full(s), row0, kvHead,
+                                    static_cast<int>(batch));
+      }
+      return;
+    }
     // Tile i goes into stage i % kStages once its last reader released it;
     // the previous group (Q, or tile i - 1) is announced after tile i's
     // copies are issued (PIPELINED: its K copies), so that later tiles stay
@@ -226,7 +276,7 @@ __device__ void wgmmaForward(const Params &p) {
   }
 
   // A consumer: 64 rows, warp w of it rows 16 w.. of them.
-  hopper::registersUp<PIPELINED ? 216 : 224>();
+  hopper::registersUp<TMA ? 232 : PIPELINED ? 216 : 224>();
   const int lane = threadIdx.x % 32, me = warpgroup - 1;
   const int row0 = me * 64 + (thread / 32) * 16; // in the CTA's tile
   const unsigned sQw = sQ + me * 64 * 128;       // its rows of each block

@@ -96,14 +96,17 @@ TEST(GpuForward, Tf32TensorCores) {
 }
 
 TEST(GpuForward, WgmmaFamilyOnHopper) {
-  // The sm90 wgmma forward families (the pipelined one is the default), each
-  // forced through DATTN_FAMILIES, against the reference: every pattern,
-  // causal (fp16) or not (bf16), head_dim 64 and 128, ragged N.
+  // The sm90 wgmma forward families (the pipelined one is the default; the
+  // TMA one loads K and V through tensor maps), each forced through
+  // DATTN_FAMILIES, against the reference: every pattern, causal (fp16) or
+  // not (bf16), head_dim 64 and 128, ragged N; dilations whose TMA boxes
+  // hold 128, 64 and 32 rows, GQA and two batches.
   REQUIRE_GPU();
   if (runtime().device().smVersion != 90)
     GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
                  << runtime().device().smVersion;
-  for (const char *family : {"sm90_wgmma_forward", "sm90_wgmma_pipelined_forward"}) {
+  for (const char *family :
+       {"sm90_wgmma_forward", "sm90_wgmma_pipelined_forward", "sm90_wgmma_tma_forward"}) {
     SCOPED_TRACE(family);
     ScopedFamilies families(family);
     auto check = [&](const AttentionSpec &spec) {
@@ -121,6 +124,12 @@ TEST(GpuForward, WgmmaFamilyOnHopper) {
     check(parse("attention t { heads = 4 head_dim = 128 dtype = bf16 "
                 "branch heads 0..1 { dilated(segment = 512, dilation = 1) } "
                 "branch heads 2..3 { dilated(segment = 1024, dilation = 4, offset = head) } }"));
+    const AttentionSpec strides =
+        parse("attention t { heads = 8 kv_heads = 2 head_dim = 64 dtype = bf16 "
+              "branch heads 0..3 { dilated(segment = 768, dilation = 3, offset = head) } "
+              "branch heads 4..7 { dilated(segment = 1024, dilation = 8, offset = head) } }");
+    check(strides);
+    expectClose(strides, 2, 2500, 5100);
   }
 }
 

@@ -1,0 +1,62 @@
+#include "TensorMaps.h"
+
+#include "Libraries.h"
+
+#include "dattn/error.h"
+#include "dattn/params.cuh"
+
+namespace dattn::rt {
+
+KvMapShape kvMapShape(const Layout &l, int64_t batch, int64_t n, int64_t kvHeads,
+                      int64_t headDim, int elementBytes, int stride) {
+  if (stride < 1 || stride > fwd::kTmaMaxStride)
+    throw Error("TMA maps step 1 to " + std::to_string(fwd::kTmaMaxStride) +
+                " rows, not " + std::to_string(stride));
+  const int64_t rowBytes = l.row * elementBytes;
+  auto strideOf = [&](int64_t elements, int64_t extent) {
+    // Never stepped when the extent is 1: any multiple of 16 bytes will do.
+    return static_cast<cuuint64_t>(extent == 1 ? rowBytes : elements * elementBytes);
+  };
+  KvMapShape s{};
+  s.dims[0] = static_cast<cuuint64_t>(headDim);
+  s.dims[1] = static_cast<cuuint64_t>(n);
+  s.dims[2] = static_cast<cuuint64_t>(kvHeads);
+  s.dims[3] = static_cast<cuuint64_t>(batch);
+  s.strides[0] = static_cast<cuuint64_t>(rowBytes);
+  s.strides[1] = strideOf(l.head, kvHeads);
+  s.strides[2] = strideOf(l.batch, batch);
+  s.box[0] = 128 / elementBytes; // one 128-byte swizzle span
+  s.box[1] = static_cast<cuuint32_t>(fwd::tmaBoxRows(stride) * stride);
+  s.box[2] = s.box[3] = 1;
+  s.elementStrides[0] = 1;
+  s.elementStrides[1] = static_cast<cuuint32_t>(stride);
+  s.elementStrides[2] = s.elementStrides[3] = 1;
+  return s;
+}
+
+CUtensorMap encodeKvMap(const void *data, const KvMapShape &shape, DType dtype,
+                        const std::string &what) {
+  if (dtype != DType::BF16 && dtype != DType::F16)
+    throw Error("TMA maps of " + what + ": bf16 or fp16 only, not " + toString(dtype));
+  CUtensorMap map;
+  const CUresult r = driver().tensorMapEncodeTiled(
+      &map,
+      dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+      4, const_cast<void *>(data), shape.dims, shape.strides, shape.box, shape.elementStrides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    const char *msg = nullptr;
+    driver().getErrorString(r, &msg);
+    throw Error("encoding the TMA map of " + what + " (dims " + std::to_string(shape.dims[0]) +
+                " x " + std::to_string(shape.dims[1]) + " x " + std::to_string(shape.dims[2]) +
+                " x " + std::to_string(shape.dims[3]) + ", byte strides " +
+                std::to_string(shape.strides[0]) + ", " + std::to_string(shape.strides[1]) +
+                ", " + std::to_string(shape.strides[2]) + ", box rows " +
+                std::to_string(shape.box[1]) + " step " + std::to_string(shape.elementStrides[1]) +
+                ") failed: " + (msg ? msg : "unknown error"));
+  }
+  return map;
+}
+
+} // namespace dattn::rt
