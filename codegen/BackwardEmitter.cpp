@@ -65,7 +65,8 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
      << ".\n// Constants and instantiations only: the logic is in dattn/forward*.cuh.\n"
      << (contiguous ? "#define DATTN_CONTIGUOUS_TENSORS 1 // every tensor [B, N, H, D]\n" : "")
      << "#include \"dattn/forward.cuh\"\n\nusing namespace dattn;\n\n"
-     << branchDefinitions(plan) << "#include \"dattn/backward_simt.cuh\"\n#include \"dattn/backward_mma.cuh\"\n#include \"dattn/backward_wgmma.cuh\"\n\n";
+     << branchDefinitions(plan) << "#include \"dattn/backward_simt.cuh\"\n#include \"dattn/backward_mma.cuh\"\n#include \"dattn/backward_wgmma.cuh\"\n"
+     << "#include \"dattn/backward_wgmma_ws.cuh\"\n\n";
 
   KernelInfo delta;
   delta.name = prefix + "_delta";
@@ -86,8 +87,9 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
                                                           : KernelRole::DkvPass;
       setChoice(k, c);
       mod.kernels.push_back(k);
-      os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << k.name
-         << "(bwd::Params p) {\n  " << c.family->instantiate(c.config, ctx) << "\n}\n\n";
+      os << "extern \"C\" __global__ void " << launchBounds(*c.family, k.threads) << " "
+         << k.name << "(bwd::Params p" << tensorMapParameters(*c.family) << ") {\n  "
+         << c.family->instantiate(c.config, ctx) << "\n}\n\n";
     }
   }
 

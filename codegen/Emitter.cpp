@@ -93,6 +93,19 @@ bool mergesBranches(const AttentionPlan &plan) {
   return false;
 }
 
+std::string launchBounds(const KernelFamily &family, int threads) {
+  return "__launch_bounds__(" + std::to_string(threads) +
+         (family.reallocatesRegisters() ? ", 1)" : ")");
+}
+
+std::string tensorMapParameters(const KernelFamily &family) {
+  // __grid_constant__: the TMA reads each map where the launch put it.
+  std::string out;
+  for (const std::string &t : family.tensorMaps())
+    out += ", const __grid_constant__ hopper::TensorMap " + t + "Map";
+  return out;
+}
+
 std::string branchDefinitions(const AttentionPlan &plan) {
   std::ostringstream os;
   os << "namespace {\n";
@@ -241,15 +254,9 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
     case KernelRole::Branch: {
       InstanceContext ctx{T, D, mode, "", "Branch" + std::to_string(k.branch)};
       const KernelFamily &family = familyNamed(k.family);
-      // TMA kernels' maps are __grid_constant__ parameters: the TMA reads
-      // them where the launch put them.
-      const char *maps = family.takesTensorMaps()
-                             ? ", const __grid_constant__ hopper::TensorMap kMap, "
-                               "const __grid_constant__ hopper::TensorMap vMap"
-                             : "";
-      os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << k.name
-         << "(fwd::Params p" << maps << ") {\n  " << family.instantiate(k.config, ctx)
-         << "\n}\n\n";
+      os << "extern \"C\" __global__ void " << launchBounds(family, k.threads) << " " << k.name
+         << "(fwd::Params p" << tensorMapParameters(family) << ") {\n  "
+         << family.instantiate(k.config, ctx) << "\n}\n\n";
       break;
     }
     }

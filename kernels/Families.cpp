@@ -21,8 +21,9 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
       &sm80MmaBackwardDq(),         &simtBackwardDq(),
       // Chosen only when named (DATTN_FAMILIES) or tuned: the first
       // warp-specialized kernel, kept as the pipelined one's baseline, and
-      // the pipelined one with TMA loads until measured.
-      &sm90WgmmaForward(), &sm90WgmmaTmaForward(),
+      // until measured the pipelined one with TMA loads and the
+      // warp-specialized dK/dV kernel.
+      &sm90WgmmaForward(), &sm90WgmmaTmaForward(), &sm90WgmmaWsBackwardDkv(),
   };
   return all;
 }

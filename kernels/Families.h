@@ -13,6 +13,7 @@ const KernelFamily &sm90WgmmaForward();
 const KernelFamily &sm90WgmmaPipelinedForward();
 const KernelFamily &sm90WgmmaTmaForward();
 const KernelFamily &sm90WgmmaBackwardDkv();
+const KernelFamily &sm90WgmmaWsBackwardDkv();
 const KernelFamily &simtForward();
 const KernelFamily &simtBackwardDkv();
 const KernelFamily &simtBackwardDq();

@@ -9,7 +9,9 @@
 // sm90_wgmma_tma_forward: the pipelined kernel with K and V through TMA
 // (named only until measured against it).
 // sm90_wgmma_backward_dkv: the dK/dV kernel on wgmma, sm_90a's default dK/dV
-// kernel wherever it runs (templates/dattn/backward_wgmma.cuh).
+// kernel wherever it runs (templates/dattn/backward_wgmma.cuh);
+// sm90_wgmma_ws_backward_dkv: the same products, warp-specialized, Q and dO
+// through TMA (named only until measured).
 #include "Families.h"
 
 #include "dattn/params.cuh" // fwd::kTmaMaxStride
@@ -26,7 +28,10 @@ public:
     return tma_ ? "sm90_wgmma_tma_forward"
                 : pipelined_ ? "sm90_wgmma_pipelined_forward" : "sm90_wgmma_forward";
   }
-  bool takesTensorMaps() const override { return tma_; }
+  std::vector<std::string> tensorMaps() const override {
+    return tma_ ? std::vector<std::string>{"k", "v"} : std::vector<std::string>{};
+  }
+  bool reallocatesRegisters() const override { return true; } // producer down, consumers up
   KernelPass pass() const override { return KernelPass::Forward; }
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
@@ -97,11 +102,25 @@ private:
 /// patterns needs blocks of 128 rows or more (a key tile stays inside one).
 class WgmmaBackwardDkv : public KernelFamily {
 public:
-  const char *name() const override { return "sm90_wgmma_backward_dkv"; }
+  /// ws: warp-specialized (backward_wgmma_ws.cuh): a producer warpgroup
+  /// brings Q and dO through TMA, two consumers compute.
+  explicit WgmmaBackwardDkv(bool ws) : ws_(ws) {}
+  const char *name() const override {
+    return ws_ ? "sm90_wgmma_ws_backward_dkv" : "sm90_wgmma_backward_dkv";
+  }
   KernelPass pass() const override { return KernelPass::BackwardDkv; }
   bool usesTensorCores() const override { return true; }
+  std::vector<std::string> tensorMaps() const override {
+    return ws_ ? std::vector<std::string>{"q", "dout"} : std::vector<std::string>{};
+  }
+  bool reallocatesRegisters() const override { return ws_; }
+  /// The warp-specialized kernel: named or tuned only until measured.
+  bool byDefault(const AttentionPlan &, const BranchPlan &) const override { return !ws_; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
                           const Target &t) const override {
+    if (ws_ && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)
+      return "dilation " + std::to_string(b.dilation) + ": TMA boxes step at most " +
+             std::to_string(fwd::kTmaMaxStride) + " rows";
     if (t.sm != 90 || !t.archSpecific)
       return "needs sm_90a (wgmma), the target is " + t.arch();
     if (p.dtype != DType::BF16 && p.dtype != DType::F16)
@@ -114,8 +133,15 @@ public:
       return "needs " + std::to_string(smem(p.headDim, true)) + " bytes of shared memory";
     return "";
   }
-  /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64).
-  static int smem(int d, bool atomicDq) { return kvPassSmemBytes(d, 64, 128, atomicDq, 2); }
+  /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64),
+  /// or with ws bwd::WsKvShape<D, atomicDq>: K and V, two stages of Q, dO,
+  /// L and Delta, two dS^T buffers (atomic dQ), four mbarriers.
+  int smem(int d, bool atomicDq) const {
+    if (!ws_)
+      return kvPassSmemBytes(d, 64, 128, atomicDq, 2);
+    return 2 * (2 * 128 * d) + 2 * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * 128) : 0) +
+           2 * (2 * 64 * 4) + 8 * 4;
+  }
   // The default wherever it runs (no byDefault override): on the H100 it
   // took LongNet's forward+backward at 64K from 233 to 292 TFLOP/s in bf16
   // and its backward from 6.0 to 4.6 ms in fp16 (docs/perf-notes.md, "The
@@ -129,25 +155,36 @@ public:
     return {64, 128, 0, !deterministic};
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
-    return {256, smem(p.headDim, c.atomicDq), 128};
+    return {ws_ ? 384 : 256, smem(p.headDim, c.atomicDq), 128};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
-    const std::string atomic = c.atomicDq ? "true" : "false";
-    return "static_assert(bwd::KvSmem<" + std::to_string(x.headDim) + ", 64, 128, " + atomic +
-           ">::kBytes == " + std::to_string(smem(x.headDim, c.atomicDq)) +
-           ", \"the kernel family's shared memory differs from the kernel's\");\n  "
-           "bwd::wgmmaBackwardKV<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
-           atomic + ", " + x.gradMode + ", " + x.branch + ">(p);";
+    const std::string atomic = c.atomicDq ? "true" : "false", d = std::to_string(x.headDim);
+    const std::string shape =
+        ws_ ? "bwd::WsKvShape<" + d + ", " + atomic + ">" : "bwd::KvSmem<" + d + ", 64, 128, " + atomic + ">";
+    return "static_assert(" + shape + "::kBytes == " + std::to_string(smem(x.headDim, c.atomicDq)) +
+           ", \"the kernel family's shared memory differs from the kernel's\");\n  " +
+           (ws_ ? "bwd::wgmmaBackwardKVWs<" : "bwd::wgmmaBackwardKV<") + x.deviceType + ", " + d +
+           ", " + atomic + ", " + x.gradMode + ", " + x.branch +
+           (ws_ ? ">(p, &qMap, &doutMap);" : ">(p);");
   }
   std::string suffix(const KernelConfig &c) const override {
-    return std::string("_dkv_wgmma_m64n128") + (c.atomicDq ? "_atomicdq" : "");
+    return std::string(ws_ ? "_dkv_wgmma_ws_m64n128" : "_dkv_wgmma_m64n128") +
+           (c.atomicDq ? "_atomicdq" : "");
   }
+
+private:
+  bool ws_;
 };
 
 } // namespace
 
 const KernelFamily &sm90WgmmaBackwardDkv() {
-  static const WgmmaBackwardDkv f;
+  static const WgmmaBackwardDkv f(false);
+  return f;
+}
+
+const KernelFamily &sm90WgmmaWsBackwardDkv() {
+  static const WgmmaBackwardDkv f(true);
   return f;
 }
 

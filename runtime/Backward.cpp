@@ -4,10 +4,12 @@
 #include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
+#include "TensorMaps.h"
 #include "Validate.h"
 #include "Workspace.h"
 
 #include "dattn/error.h"
+#include "dattn/kernels.h"
 #include "dattn/runtime.h"
 
 #include "dattn/backward_params.cuh"
@@ -123,11 +125,13 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   }
 
   int what = mod.gradientFinalize;
+  CUtensorMap qMap, doutMap;
   for (int x = 0; x <= finalizeIndex; ++x) {
     const KernelInfo &ki = mod.kernels[x];
     void *argsBatch[] = {&p, &batch};
     void *argsOnly[] = {&p};
     void *argsFinal[] = {&p, &qE, &kvE, &what};
+    void *argsMaps[] = {&p, &qMap, &doutMap};
     switch (ki.role) {
     case KernelRole::Delta:
       launch(x, static_cast<unsigned>((B * N * H + 3) / 4), 1, 1, argsBatch);
@@ -145,8 +149,22 @@ void CompiledAttention::backward(const BackwardArgs &a) {
       p.chunkTiles = split.tiles;
       p.keyCtas = grid.x;
       p.chunkedKeyCtas = split.chunkedKeyCtas;
+      void **args = argsOnly;
+      const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
+      if (!maps.empty()) {
+        if (maps != std::vector<std::string>{"q", "dout"})
+          throw Error("backward: kernel " + ki.name + " asks for tensor maps this launcher "
+                      "does not make");
+        const int r = b.kind == BranchKind::Strided ? static_cast<int>(b.dilation) : 1;
+        const int eb = static_cast<int>(a.q.elementBytes()), rows = ki.config.blockM;
+        qMap = rt::encodeRowMap(a.q.data, rt::rowMapShape(p.qL, B, N, H, D, eb, r, rows),
+                                spec_.dtype, "q");
+        doutMap = rt::encodeRowMap(
+            a.dout.data, rt::rowMapShape(p.doutL, B, N, H, D, eb, r, rows), spec_.dtype, "dout");
+        args = argsMaps;
+      }
       launch(x, static_cast<unsigned>(split.gridX(grid.x)),
-             static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), argsOnly);
+             static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), args);
       break;
     }
     default: // FinalizeGradients

@@ -85,13 +85,17 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
       gx = grid.x;
       p.tilesPerSegment = grid.tilesPerSegment;
-      if (familyNamed(ki.family).takesTensorMaps()) {
+      const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
+      if (!maps.empty()) {
+        if (maps != std::vector<std::string>{"k", "v"})
+          throw Error("forward: kernel " + ki.name + " asks for tensor maps this launcher "
+                      "does not make");
         const int r = b.kind == BranchKind::Strided ? static_cast<int>(b.dilation) : 1;
-        const int eb = static_cast<int>(a.k.elementBytes());
-        kMap = rt::encodeKvMap(a.k.data, rt::kvMapShape(p.kL, B, N, Hk, D, eb, r), spec_.dtype,
-                               "k");
-        vMap = rt::encodeKvMap(a.v.data, rt::kvMapShape(p.vL, B, N, Hk, D, eb, r), spec_.dtype,
-                               "v");
+        const int eb = static_cast<int>(a.k.elementBytes()), rows = ki.config.blockN;
+        kMap = rt::encodeRowMap(a.k.data, rt::rowMapShape(p.kL, B, N, Hk, D, eb, r, rows),
+                                spec_.dtype, "k");
+        vMap = rt::encodeRowMap(a.v.data, rt::rowMapShape(p.vL, B, N, Hk, D, eb, r, rows),
+                                spec_.dtype, "v");
         args = argsMaps;
       }
     }

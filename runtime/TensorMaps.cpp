@@ -7,35 +7,34 @@
 
 namespace dattn::rt {
 
-KvMapShape kvMapShape(const Layout &l, int64_t batch, int64_t n, int64_t kvHeads,
-                      int64_t headDim, int elementBytes, int stride) {
+RowMapShape rowMapShape(const Layout &l, int64_t batch, int64_t n, int64_t heads,
+                        int64_t headDim, int elementBytes, int stride, int tileRows) {
   if (stride < 1 || stride > fwd::kTmaMaxStride)
     throw Error("TMA maps step 1 to " + std::to_string(fwd::kTmaMaxStride) +
                 " rows, not " + std::to_string(stride));
-  const int64_t rowBytes = l.row * elementBytes;
-  auto strideOf = [&](int64_t elements, int64_t extent) {
-    // Never stepped when the extent is 1: any multiple of 16 bytes will do.
-    return static_cast<cuuint64_t>(extent == 1 ? rowBytes : elements * elementBytes);
+  // Never stepped when the extent is 1: any multiple of 16 bytes will do.
+  auto strideOf = [&](int64_t elements, int64_t extent, int64_t otherwise) {
+    return static_cast<cuuint64_t>((extent == 1 ? otherwise : elements) * elementBytes);
   };
-  KvMapShape s{};
+  RowMapShape s{};
   s.dims[0] = static_cast<cuuint64_t>(headDim);
-  s.dims[1] = static_cast<cuuint64_t>(n);
-  s.dims[2] = static_cast<cuuint64_t>(kvHeads);
+  s.dims[1] = static_cast<cuuint64_t>(heads);
+  s.dims[2] = static_cast<cuuint64_t>(n);
   s.dims[3] = static_cast<cuuint64_t>(batch);
-  s.strides[0] = static_cast<cuuint64_t>(rowBytes);
-  s.strides[1] = strideOf(l.head, kvHeads);
-  s.strides[2] = strideOf(l.batch, batch);
+  s.strides[0] = strideOf(l.head, heads, headDim);
+  s.strides[1] = static_cast<cuuint64_t>(l.row * elementBytes);
+  s.strides[2] = strideOf(l.batch, batch, l.row * n);
   s.box[0] = 128 / elementBytes; // one 128-byte swizzle span
-  s.box[1] = static_cast<cuuint32_t>(fwd::tmaBoxRows(stride) * stride);
-  s.box[2] = s.box[3] = 1;
-  s.elementStrides[0] = 1;
-  s.elementStrides[1] = static_cast<cuuint32_t>(stride);
-  s.elementStrides[2] = s.elementStrides[3] = 1;
+  s.box[1] = 1;
+  s.box[2] = static_cast<cuuint32_t>(fwd::tmaBoxRows(stride, tileRows) * stride);
+  s.box[3] = 1;
+  s.elementStrides[0] = s.elementStrides[1] = s.elementStrides[3] = 1;
+  s.elementStrides[2] = static_cast<cuuint32_t>(stride);
   return s;
 }
 
-CUtensorMap encodeKvMap(const void *data, const KvMapShape &shape, DType dtype,
-                        const std::string &what) {
+CUtensorMap encodeRowMap(const void *data, const RowMapShape &shape, DType dtype,
+                         const std::string &what) {
   if (dtype != DType::BF16 && dtype != DType::F16)
     throw Error("TMA maps of " + what + ": bf16 or fp16 only, not " + toString(dtype));
   CUtensorMap map;
@@ -53,7 +52,7 @@ CUtensorMap encodeKvMap(const void *data, const KvMapShape &shape, DType dtype,
                 " x " + std::to_string(shape.dims[3]) + ", byte strides " +
                 std::to_string(shape.strides[0]) + ", " + std::to_string(shape.strides[1]) +
                 ", " + std::to_string(shape.strides[2]) + ", box rows " +
-                std::to_string(shape.box[1]) + " step " + std::to_string(shape.elementStrides[1]) +
+                std::to_string(shape.box[2]) + " step " + std::to_string(shape.elementStrides[2]) +
                 ") failed: " + (msg ? msg : "unknown error"));
   }
   return map;

@@ -12,7 +12,8 @@
 #   patterns, wgmma, tf32.
 #   bwdfamilies: forward+backward speed with the default dK/dV kernel and
 #   with DATTN_BWD_FAMILY (default sm80_mma_backward_dkv, the one the wgmma
-#   kernel replaced on the H100 in bf16) named.
+#   kernel replaced on the H100; sm90_wgmma_ws_backward_dkv for the
+#   warp-specialized one) named.
 #   patterns: the sparse examples at 16K with the default kernels and with
 #   each forward family named (what KernelFamily::byDefault rests on).
 #   split: the GPU tests, examples and causal_ring's speed with
@@ -20,8 +21,8 @@
 #   default splits it into its own branch).
 #   families: the GPU tests again with each family of DATTN_SUITE_FAMILIES
 #   (default: sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward
-#   sm80_mma_backward_dkv sm90_wgmma_backward_dkv: the H100's non-default
-#   families, and the wgmma dK/dV kernel once more) preferred through DATTN_FAMILIES.
+#   sm80_mma_backward_dkv sm90_wgmma_ws_backward_dkv: the H100's
+#   non-default families) preferred through DATTN_FAMILIES.
 #   wgmma: the sm90 wgmma forward families (the TMA one included) against
 #   the sm80 forward (their test, then dattn-bench with each, alternating);
 #   with DATTN_WGMMA_NCU=1 an Nsight Compute summary of one kernel of each.
@@ -403,7 +404,7 @@ if want families; then
   # The GPU tests once more per family that is not the default on this GPU,
   # that family preferred (on an H100: the sm80 forward, the first wgmma
   # kernel and the wgmma dK/dV kernel; the default ran in `tests`).
-  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward sm80_mma_backward_dkv sm90_wgmma_backward_dkv}; do
+  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward sm80_mma_backward_dkv sm90_wgmma_ws_backward_dkv}; do
     export DATTN_FAMILIES=$fam
     case $fam in
       *backward*) run_shards "suite_$fam" 'AllPatterns/Gradients.*:GpuBackward*:GpuLayouts*' ;;

@@ -81,10 +81,17 @@ public:
   virtual std::string instantiate(const KernelConfig &c, const InstanceContext &ctx) const = 0;
   /// Part of the kernel's name, spelling out the configuration.
   virtual std::string suffix(const KernelConfig &c) const = 0;
-  /// Forward kernels that load K and V through TMA take two tensor maps
-  /// after the parameters (`kMap`, `vMap`: the emitter declares them, the
-  /// launcher encodes them, runtime/TensorMaps.h).
-  virtual bool takesTensorMaps() const { return false; }
+  /// The tensors ("k", "v", "q", "dout") whose rows the kernel loads through
+  /// TMA: it takes a tensor map of each after its parameters, named
+  /// <tensor>Map (the emitters declare them, tensorMapParameters; the
+  /// launchers encode them, runtime/TensorMaps.h).
+  virtual std::vector<std::string> tensorMaps() const { return {}; }
+  /// Kernels whose warpgroups trade registers (setmaxnreg): ptxas sizes
+  /// each warpgroup's code for its share only when the launch bounds also
+  /// fix one CTA per SM (`__launch_bounds__(threads, 1)`); without it, it
+  /// fits the whole kernel in 65536 / threads registers (the warp-specialized
+  /// dK/dV kernel spilled 964 bytes that way, 20 with it).
+  virtual bool reallocatesRegisters() const { return false; }
 };
 
 /// A family's decision for one kernel of a branch.

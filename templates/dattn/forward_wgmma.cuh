@@ -17,8 +17,9 @@
 //     other's products occupy the tensor cores.
 // K and V come with cp.async (one loader serves every row map the plan
 // produces: strided rows, block lists, ragged tails zero-filled) or, with
-// TMA (sm90_wgmma_tma_forward), as boxes of a [B, H, N, D] tensor map
-// traversed with the branch's dilation as element stride: one producer
+// TMA (sm90_wgmma_tma_forward), as boxes of the [B, N, H, D] tensor's map
+// (runtime/TensorMaps.h) traversed with the branch's dilation as element
+// stride: one producer
 // thread issues them and the stage's mbarrier counts their bytes; rows past
 // N are zero-filled by the TMA, rows past the segment (real keys of the
 // next one) are masked like the zero-filled ones (the tile is partial). The row maps, tile classes, masks, online softmax
@@ -92,21 +93,21 @@ template <int D, bool PIPELINED = false> struct WgmmaShape {
                                 kBarrierBytes;
 };
 
-/// Rows base + (a0 + j) r, j < ROWS, of one kv head of one batch from the
-/// tensor map into a WgmmaTile<D, ROWS> at dst: per 64-column block,
-/// ROWS / tmaBoxRows(r) boxes of tmaBoxRows(r) rows (1024-byte aligned, so
-/// the TMA's 128-byte swizzle is the tile's). The mbarrier counts the bytes.
+/// Rows row0 + j r, j < ROWS, of one head of one batch from the tensor map
+/// into a WgmmaTile<D, ROWS> at dst: per 64-column block, ROWS / R boxes of
+/// R = tmaBoxRows(r, ROWS) rows (1024-byte aligned, so the TMA's 128-byte
+/// swizzle is the tile's). The mbarrier counts the bytes.
 template <int D, int ROWS, int STRIDE>
 DATTN_DEV void tmaLoadRows(unsigned dst, const hopper::TensorMap &map, unsigned bar, int row0,
-                           int kvHead, int batch) {
-  constexpr int R = tmaBoxRows(STRIDE);
+                           int head, int batch) {
+  constexpr int R = tmaBoxRows(STRIDE, ROWS);
   static_assert(STRIDE <= kTmaMaxStride && ROWS % R == 0, "TMA boxes of a strided tile");
 #pragma unroll
   for (int b = 0; b < D / 64; ++b)
 #pragma unroll
     for (int j = 0; j < ROWS / R; ++j)
       hopper::tmaLoad4d(dst + b * WgmmaTile<D, ROWS>::kBlockBytes + j * R * 128, map, bar, 64 * b,
-                        row0 + j * R * STRIDE, kvHead, batch);
+                        head, row0 + j * R * STRIDE, batch);
 }
 
 /// A 64 x N accumulator block of fragments as the N / 2 floats wgmma takes.

@@ -28,18 +28,25 @@ struct Params {
   const long long *maskCols; ///< block_mask: BSR column indices (device)
 };
 
-/// TMA key/value loads (sm90_wgmma_tma_forward): a tile's rows r apart
-/// (r = the branch's dilation, 1 for blocks branches) are boxes of the
-/// [B, H, N, D] tensor map traversed with element stride r. A box spans at
-/// most 256 rows of the sequence and r at most 8, so a 128-row tile takes
-/// 128 / tmaBoxRows(r) boxes per 64 columns. The host encodes the maps with
-/// the same rule (runtime/TensorMaps.cpp).
+/// TMA row loads (sm90_wgmma_tma_forward's K and V, the warp-specialized
+/// dK/dV kernel's Q and dO): a tile's rows r apart (r = the branch's
+/// dilation, 1 for blocks branches) are boxes of the [B, N, H, D] tensor's
+/// map traversed with element stride r. A box spans at most 256 rows of the
+/// sequence and r is at most 8, so a tile of `rows` (64 or 128) takes
+/// rows / tmaBoxRows(r, rows) boxes per 64 columns. The host encodes the
+/// maps with the same rule (runtime/TensorMaps.cpp).
 constexpr int kTmaMaxStride = 8;
 #ifdef __CUDACC__
 __host__ __device__
 #endif
-constexpr int tmaBoxRows(int stride) {
+constexpr int tmaMaxBoxRows(int stride) { // powers of two, times stride <= 256
   return stride <= 2 ? 128 : stride <= 4 ? 64 : 32;
+}
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+constexpr int tmaBoxRows(int stride, int rows) {
+  return rows < tmaMaxBoxRows(stride) ? rows : tmaMaxBoxRows(stride);
 }
 
 } // namespace fwd

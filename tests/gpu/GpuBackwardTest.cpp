@@ -70,17 +70,13 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
       expectGradientsClose(parse(text), 1, 2500, 41, deterministic);
 }
 
-TEST(GpuBackward, WgmmaDkvFamilyOnHopper) {
-  // The wgmma dK/dV kernel forced through DATTN_FAMILIES, against the
-  // reference: every pattern it takes (block patterns need blocks of
-  // 128 rows or more), causal (fp16) or not (bf16), head_dim 64 and 128,
-  // ragged N, GQA and one kv head per head, both modes; and long key
-  // columns split across CTAs.
-  REQUIRE_GPU();
-  if (runtime().device().smVersion != 90)
-    GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
-                 << runtime().device().smVersion;
-  const std::string family = "sm90_wgmma_backward_dkv";
+/// The wgmma dK/dV family `family` forced through DATTN_FAMILIES, against
+/// the reference: every pattern it takes (block patterns need blocks of 128
+/// rows or more), causal (fp16) or not (bf16), head_dim 64 and 128, ragged
+/// N, GQA and one kv head per head, both modes; and long key columns split
+/// across CTAs.
+void checkWgmmaDkvFamily(const std::string &family) {
+  SCOPED_TRACE(family);
   ScopedFamilies families(family.c_str());
   int branchesOnWgmma = 0;
   auto check = [&](AttentionSpec spec, int64_t longN) {
@@ -101,7 +97,7 @@ TEST(GpuBackward, WgmmaDkvFamilyOnHopper) {
       spec.headDim = (p + causal) % 2 ? 128 : 64;
       check(spec, 1000);
     }
-  EXPECT_GE(branchesOnWgmma, 16) << "too few branches ran the wgmma dK/dV kernel";
+  EXPECT_GE(branchesOnWgmma, 16) << "too few branches ran " << family;
   check(parse("attention t { heads = 4 kv_heads = 2 head_dim = 128 dtype = bf16 causal = true "
               "branch heads 0..1 { window(left = 100, right = 0) } "
               "branch heads 2..3 { dilated(segment = inf, dilation = 2, offset = head) | "
@@ -112,6 +108,31 @@ TEST(GpuBackward, WgmmaDkvFamilyOnHopper) {
                                "branch { window(left = 30, right = 30) | global(tokens = 7) } "
                                "branch { dilated(segment = 2048, dilation = 1) } }"),
                          1, 2500, 705, deterministic);
+  // Dilations whose TMA boxes (the warp-specialized kernel's Q and dO)
+  // hold 64 and 32 rows, two batches.
+  for (bool deterministic : {false, true})
+    expectGradientsClose(
+        parse("attention t { heads = 8 kv_heads = 2 head_dim = 64 dtype = bf16 "
+              "branch heads 0..3 { dilated(segment = 768, dilation = 3, offset = head) } "
+              "branch heads 4..7 { dilated(segment = 1024, dilation = 8, offset = head) } }"),
+        2, 2500, 706, deterministic);
+}
+
+TEST(GpuBackward, WgmmaDkvFamilyOnHopper) {
+  REQUIRE_GPU();
+  if (runtime().device().smVersion != 90)
+    GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
+                 << runtime().device().smVersion;
+  checkWgmmaDkvFamily("sm90_wgmma_backward_dkv");
+}
+
+TEST(GpuBackward, WarpSpecializedWgmmaDkvFamilyOnHopper) {
+  // The same with the producer warpgroup bringing Q and dO through TMA.
+  REQUIRE_GPU();
+  if (runtime().device().smVersion != 90)
+    GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
+                 << runtime().device().smVersion;
+  checkWgmmaDkvFamily("sm90_wgmma_ws_backward_dkv");
 }
 
 /// Runs the backward pass of `spec` twice in deterministic mode, each on

@@ -88,33 +88,45 @@ TEST(Nvrtc, BackwardModulesCompile) {
 }
 
 TEST(Nvrtc, WgmmaBackwardModulesCompile) {
-  // The wgmma dK/dV family named, on every example it takes (bf16/fp16,
-  // head_dim 64 or 128, no blocks under 128 rows), both modes: its kernels use
-  // wgmma (dQ = dS K reads dS^T transposed: the trans-a operand), and reduce
-  // only where dQ is reduced.
-  PlanOptions named;
-  named.families = {"sm90_wgmma_backward_dkv"};
-  int modules = 0;
-  for (const auto &f : exampleFiles())
-    for (const auto &spec : loadSpecFile(f).attentions) {
-      if (spec.dtype == DType::F32 || (spec.headDim != 64 && spec.headDim != 128))
-        continue;
-      for (bool deterministic : {false, true}) {
-        OfflineKernel k = compileOffline(spec, "sm_90a", named, /*backward=*/true, deterministic);
-        bool onWgmma = false;
-        for (const auto &kernel : k.module.kernels)
-          onWgmma = onWgmma || kernel.name.find("_dkv_wgmma_m64n128") != std::string::npos;
-        if (!onWgmma) // blocks under 128 rows
+  // The wgmma dK/dV families named, on every example they take (bf16/fp16,
+  // head_dim 64 or 128, no blocks under 128 rows), both modes: their kernels
+  // use wgmma (dQ = dS K reads dS^T transposed: the trans-a operand), and
+  // reduce only where dQ is reduced; the warp-specialized one takes q's and
+  // dout's maps and loads through TMA.
+  for (const char *family : {"sm90_wgmma_backward_dkv", "sm90_wgmma_ws_backward_dkv"}) {
+    SCOPED_TRACE(family);
+    const bool ws = std::string(family) == "sm90_wgmma_ws_backward_dkv";
+    PlanOptions named;
+    named.families = {family};
+    int modules = 0;
+    for (const auto &f : exampleFiles())
+      for (const auto &spec : loadSpecFile(f).attentions) {
+        if (spec.dtype == DType::F32 || (spec.headDim != 64 && spec.headDim != 128))
           continue;
-        EXPECT_NE(k.ptx.find("wgmma.mma_async.sync.aligned.m64n64k16"), std::string::npos);
-        const bool reduces = k.ptx.find("\tred.") != std::string::npos ||
-                             k.ptx.find("\tatom.") != std::string::npos;
-        EXPECT_EQ(reduces, !deterministic) << spec.name;
-        EXPECT_EQ(k.module.atomicDq, !deterministic) << spec.name;
-        ++modules;
+        for (bool deterministic : {false, true}) {
+          OfflineKernel k = compileOffline(spec, "sm_90a", named, /*backward=*/true, deterministic);
+          bool onWgmma = false;
+          const std::string suffix = ws ? "_dkv_wgmma_ws_m64n128" : "_dkv_wgmma_m64n128";
+          for (const auto &kernel : k.module.kernels)
+            if (kernel.name.find(suffix) != std::string::npos) {
+              onWgmma = true;
+              if (ws)
+                EXPECT_NE(k.ptx.find(kernel.name + "_param_2[128]"), std::string::npos)
+                    << kernel.name;
+            }
+          if (!onWgmma) // blocks under 128 rows
+            continue;
+          EXPECT_NE(k.ptx.find("wgmma.mma_async.sync.aligned.m64n64k16"), std::string::npos);
+          EXPECT_EQ(k.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, ws) << spec.name;
+          const bool reduces = k.ptx.find("\tred.") != std::string::npos ||
+                               k.ptx.find("\tatom.") != std::string::npos;
+          EXPECT_EQ(reduces, !deterministic) << spec.name;
+          EXPECT_EQ(k.module.atomicDq, !deterministic) << spec.name;
+          ++modules;
+        }
       }
-    }
-  EXPECT_GE(modules, 10); // every LongNet and ring example, both modes
+    EXPECT_GE(modules, 10); // every LongNet and ring example, both modes
+  }
 }
 
 TEST(Nvrtc, TmaForwardModulesCompile) {

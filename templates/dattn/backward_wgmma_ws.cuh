@@ -1,0 +1,220 @@
+// dattn: the Hopper (sm_90a) dK/dV kernel, warp-specialized: the wgmma
+// dK/dV kernel's products (backward_wgmma.cuh) on two consumer warpgroups,
+// fed by a producer warpgroup.
+//
+// A CTA of three warpgroups owns 128 key rows of one (batch, head) as in
+// wgmmaBackwardKV:
+//   - the producer (warpgroup 0, 32 registers) walks the CTA's query tiles
+//     (64 rows) and brings each into one of kStages stages: Q and dO as TMA
+//     boxes of the [B, N, H, D] tensor maps traversed with the branch's
+//     dilation as element stride (fwd::tmaLoadRows; rows past N arrive as
+//     zeros, rows past the segment are masked: the tile is partial), L and
+//     Delta by its 128 threads (one row each); the stage's `full` mbarrier
+//     counts the 128 arrivals and the boxes' bytes. A stage is reused once
+//     both consumers arrived on its `empty` mbarrier.
+//   - two consumers (240 registers) load K and V once, then per query tile
+//     run S^T, P^T, dP^T, dV, dS^T, dK (and with ATOMIC_DQ dQ = dS K by
+//     reductions) exactly as wgmmaBackwardKV, with named barriers instead of
+//     __syncthreads: dS^T is double-buffered, so one barrier per tile (both
+//     warpgroups' dS^T written) also orders the reuse of the other buffer.
+// Loads no longer sit between the consumers' products, and the next tiles
+// arrive while they compute.
+#pragma once
+
+#include "dattn/backward_wgmma.cuh"
+
+namespace dattn {
+namespace bwd {
+
+/// Shared memory: K and V (128 rows), kStages stages of Q and dO (64 rows),
+/// two dS^T buffers with ATOMIC_DQ, kStages stages of L and Delta, then the
+/// mbarriers (full and empty per stage).
+template <int D, bool ATOMIC_DQ> struct WsKvShape {
+  static constexpr int kBM = 64, kBN = 128, kStages = 2, kThreads = 384;
+  using Keys = fwd::WgmmaTile<D, kBN>;
+  using Queries = fwd::WgmmaTile<D, kBM>;
+  using DsT = fwd::WgmmaTile<kBM, kBN>;
+  static constexpr int kOffV = Keys::kBytes, kOffQ = 2 * Keys::kBytes,
+                       kOffG = kOffQ + kStages * Queries::kBytes,
+                       kOffDs = kOffG + kStages * Queries::kBytes,
+                       kOffL = kOffDs + (ATOMIC_DQ ? 2 * DsT::kBytes : 0),
+                       kOffBars = kOffL + kStages * 2 * kBM * 4;
+  static constexpr int kBytes = kOffBars + 8 * 2 * kStages;
+};
+
+/// dK and dV (and with ATOMIC_DQ, dQ by reductions), as wgmmaBackwardKV;
+/// qMap and gMap are q's and dout's maps (runtime/TensorMaps.h).
+template <class T, int D, bool ATOMIC_DQ, int MODE, class Branch>
+__device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap,
+                                  const hopper::TensorMap *gMap) {
+  static_assert(sizeof(T) == 2, "the wgmma backward takes bf16 or fp16");
+  static_assert(D == 64 || D == 128, "the wgmma backward: head_dim 64 or 128");
+  using Shape = WsKvShape<D, ATOMIC_DQ>;
+  constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
+  using KTile = typename Shape::Keys;
+  using QTile = typename Shape::Queries;
+  using DsT = typename Shape::DsT;
+  extern __shared__ __align__(1024) unsigned char smemRaw[];
+  const unsigned base = dev::smemAddress(smemRaw);
+  const unsigned sK = base, sV = base + Shape::kOffV, sQ = base + Shape::kOffQ,
+                 sG = base + Shape::kOffG, bars = base + Shape::kOffBars;
+  float *sL = reinterpret_cast<float *>(smemRaw + Shape::kOffL); // kStages x (L, Delta)
+  auto full = [&](int st) { return bars + 8 * st; };
+  auto empty = [&](int st) { return bars + 8 * (kStages + st); };
+
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, n = p.seqLen;
+  const int kvHead = head / p.groupSize;
+  RowMap rm;
+  long long kb0, qt0, qt1;
+  bool chunked;
+  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  if (!keyCtaWork<Branch, BM, BN, ATOMIC_DQ && MODE == kAccumulate>(p, headIndex, head, members,
+                                                                      &rm, &kb0, &qt0, &qt1,
+                                                                      &chunked))
+    return;
+  auto nextTile = [&](long long qt) {
+    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
+      ++qt;
+    return qt;
+  };
+
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      hopper::mbarrierInit(full(st), 128);  // every producer thread (one also counts bytes)
+      hopper::mbarrierInit(empty(st), 256); // every consumer thread
+    }
+    hopper::fenceBarrierInit();
+  }
+  __syncthreads();
+  const int warpgroup = threadIdx.x / 128;
+
+  if (warpgroup == 0) { // the producer
+    hopper::registersDown<32>(); // 32 + 2 x 240 registers x 128 threads: the SM's 64K
+    const int thread = threadIdx.x;
+    const float *stats = thread < BM ? p.lse : p.delta; // thread r: L, BM + r: Delta of row r
+    stats += (batch * p.heads + head) * n;
+    int i = 0;
+    for (long long qt = nextTile(qt0); qt < qt1; qt = nextTile(qt + 1), ++i) {
+      const int st = i % kStages;
+      hopper::mbarrierWait(empty(st), ((i / kStages) & 1) ^ 1);
+      const long long a = qt * BM + thread % BM;
+      sL[st * 2 * BM + thread] = a < rm.count ? stats[rm.base + a * rm.step] : 0.f;
+      if (thread == 0) {
+        const int row0 = static_cast<int>(rm.base + qt * BM * rm.step);
+        constexpr int kStride = static_cast<int>(Branch::kStride); // 1 for blocks branches
+        hopper::mbarrierArriveExpect(full(st), 2 * QTile::kBytes);
+        fwd::tmaLoadRows<D, BM, kStride>(sQ + st * QTile::kBytes, *qMap, full(st), row0, head,
+                                         static_cast<int>(batch));
+        fwd::tmaLoadRows<D, BM, kStride>(sG + st * QTile::kBytes, *gMap, full(st), row0, head,
+                                         static_cast<int>(batch));
+      } else {
+        hopper::mbarrierArrive(full(st));
+      }
+    }
+    return;
+  }
+
+  // A consumer: warpgroup wg's 64 key rows; warp w of the 256 consumer
+  // threads holds key rows 16 w.. as in wgmmaBackwardKV.
+  hopper::registersUp<240>();
+  const int ct = threadIdx.x - 128, wg = warpgroup - 1, warpId = ct / 32, lane = ct % 32;
+  auto consumersSync = [] { hopper::namedBarrierSync(1, 256); };
+  const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
+  KTile::template load<T, 256>(sK, (const T *)p.k + kL.at(batch, 0, kvHead), kL.row, rm.base,
+                               rm.step, kb0, rm.count, ct);
+  KTile::template load<T, 256>(sV, (const T *)p.v + vL.at(batch, 0, kvHead), vL.row, rm.base,
+                               rm.step, kb0, rm.count, ct);
+  dev::cpAsyncCommit();
+  dev::cpAsyncWaitAll();
+  hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
+  consumersSync();           // both warpgroups' key rows (dQ reads all 128)
+
+  float dk[D / 8][4], dv[D / 8][4];
+  warp::zero(dk);
+  warp::zero(dv);
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
+  const unsigned sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;
+  float *dq0 = p.dqAcc + (batch * p.seqLen * p.heads + head) * D;
+
+  long long qt = nextTile(qt0);
+  for (int i = 0; qt < qt1; ++i) {
+    const int st = i % kStages;
+    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
+    const long long qtNext = nextTile(qt + 1);
+    const unsigned tq = sQ + st * QTile::kBytes, tg = sG + st * QTile::kBytes;
+    const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
+    hopper::mbarrierWait(full(st), (i / kStages) & 1);
+    float s[BM / 8][4], dp[BM / 8][4];
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) // S^T = K Q^T
+      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(s), KTile::kMajor(sKw, kk),
+                               QTile::kMajor(tq, kk), kk > 0);
+    hopper::wgmmaCommit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) // dP^T = V dO^T
+      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(dp), KTile::kMajor(sVw, kk),
+                               QTile::kMajor(tg, kk), kk > 0);
+    hopper::wgmmaCommit();
+    hopper::wgmmaWait<1>(); // S^T
+    if (cls == plan::kPartial)
+      maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
+    probabilitiesTransposed<BM>(s, tL, scaleLog2, lane); // P^T
+    unsigned pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j)
+      packA<T>(pa[j], s, j);
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j) // dV += P^T dO
+#pragma unroll
+      for (int b = 0; b < D / 64; ++b)
+        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j],
+                                     QTile::nMajor(tg, j, b), 1);
+    hopper::wgmmaCommit();
+    hopper::wgmmaWait<1>(); // dP^T
+    scoreGradientsTransposed<BM>(s, dp, tDelta, lane); // dS^T
+    const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes;
+    if constexpr (ATOMIC_DQ)
+      storeDsWgmma<T, BM>(dp, smemRaw, dsAt, keyRow0, lane);
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j)
+      packA<T>(da[j], dp, j);
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
+#pragma unroll
+      for (int b = 0; b < D / 64; ++b)
+        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j],
+                                     QTile::nMajor(tq, j, b), 1);
+    hopper::wgmmaCommit();
+    if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions
+      hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
+      consumersSync();           // both warpgroups' keys (and, a tile ago, the other buffer read)
+      constexpr bool kSplitKeys = D == 64;
+      float dq[8][4];
+      hopper::wgmmaFence();
+#pragma unroll
+      for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
+        const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
+        hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(base + dsAt, kj, 0),
+                                    KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
+      }
+      hopper::wgmmaCommit();
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
+      reduceDqItem<64>(dq, rm, qt * BM, warpId % 4, kSplitKeys ? 0 : 64 * wg, dq0,
+                       (long long)p.heads * D, p.scale, lane);
+    } else {
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(empty(st));
+    }
+    qt = qtNext;
+  }
+  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
+}
+
+} // namespace bwd
+} // namespace dattn
