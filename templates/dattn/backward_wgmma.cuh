@@ -54,6 +54,97 @@ DATTN_DEV void storeDsWgmma(const float (&dst)[BM / 8][4], unsigned char *smem, 
     }
 }
 
+/// One query tile's products for this warpgroup's 64 key rows (sKw, sVw)
+/// against Q and dO at tq, tg with their L and Delta (sL, sDelta): S^T and
+/// dP^T, the mask of partial tiles, P^T, dV += P^T dO, dS^T (STORE_DS: also
+/// into the [key][query] tile at byte offset dsAt of smem, for dQ; stored
+/// before dK's product, which keeps it out of the registers live across it)
+/// and dK += dS^T Q, issued and committed, not waited for. The products
+/// run in commit groups, each waited for only where its result is needed:
+/// P^T's exponentials overlap dP^T, and dS^T's arithmetic overlaps dV's
+/// product. The A operands are packed before the products that read them
+/// (registers written between wgmmas would make ptxas serialize them).
+template <class T, int D, int BM, class Branch, bool STORE_DS>
+DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], unsigned sKw,
+                                unsigned sVw, unsigned tq, unsigned tg, const float *sL,
+                                const float *sDelta, unsigned char *smem, unsigned dsAt,
+                                int cls, const plan::Member *members, const RowMap &rm,
+                                long long qa0, long long key0, int keyRow0, float scaleLog2,
+                                int lane) {
+  using KTile = fwd::WgmmaTile<D, 128>;
+  using QTile = fwd::WgmmaTile<D, BM>;
+  float s[BM / 8][4], dp[BM / 8][4];
+  hopper::wgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) // S^T = K Q^T
+    hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(s), KTile::kMajor(sKw, kk), QTile::kMajor(tq, kk),
+                             kk > 0);
+  hopper::wgmmaCommit();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) // dP^T = V dO^T
+    hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(dp), KTile::kMajor(sVw, kk), QTile::kMajor(tg, kk),
+                             kk > 0);
+  hopper::wgmmaCommit();
+  hopper::wgmmaWait<1>(); // S^T
+  if (cls == plan::kPartial) // pairs outside the branch: score -inf, p = 0
+    maskTransposed<Branch, BM>(s, members, rm, qa0, key0, lane);
+  probabilitiesTransposed<BM>(s, sL, scaleLog2, lane); // P^T
+  unsigned pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+  for (int j = 0; j < BM / 16; ++j)
+    packA<T>(pa[j], s, j);
+  hopper::wgmmaFence();
+#pragma unroll
+  for (int j = 0; j < BM / 16; ++j) // dV += P^T dO
+#pragma unroll
+    for (int b = 0; b < D / 64; ++b)
+      hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j], QTile::nMajor(tg, j, b),
+                                   1);
+  hopper::wgmmaCommit();
+  hopper::wgmmaWait<1>(); // dP^T
+  scoreGradientsTransposed<BM>(s, dp, sDelta, lane); // dS^T
+  if constexpr (STORE_DS)
+    storeDsWgmma<T, BM>(dp, smem, dsAt, keyRow0, lane);
+#pragma unroll
+  for (int j = 0; j < BM / 16; ++j)
+    packA<T>(da[j], dp, j);
+  hopper::wgmmaFence();
+#pragma unroll
+  for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
+#pragma unroll
+    for (int b = 0; b < D / 64; ++b)
+      hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j], QTile::nMajor(tq, j, b),
+                                   1);
+  hopper::wgmmaCommit();
+}
+
+/// dQ += dS K for the query tile from qa0 by fp32 reductions: dS^T (both
+/// warpgroups' keys, [key][query] at sDs, written and made visible to the
+/// tensor cores by the caller) read transposed against K at sK. head_dim
+/// 128: warpgroup wg computes dQ's columns 64 wg.. over all 128 keys;
+/// head_dim 64: its own 64 keys over every column (both add). Waits for
+/// every product of the warpgroup.
+template <class T, int D, int BM>
+DATTN_DEV void wgmmaAddDq(unsigned sDs, unsigned sK, const RowMap &rm, long long qa0, int wg,
+                          int warpInGroup, float *dq0, long long dqRowStride, float scale,
+                          int lane) {
+  using KTile = fwd::WgmmaTile<D, 128>;
+  using DsT = fwd::WgmmaTile<BM, 128>;
+  constexpr bool kSplitKeys = D == 64;
+  float dq[8][4];
+  hopper::wgmmaFence();
+#pragma unroll
+  for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
+    const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
+    hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(sDs, kj, 0),
+                                KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
+  }
+  hopper::wgmmaCommit();
+  hopper::wgmmaWait<0>();
+  reduceDqItem<64>(dq, rm, qa0, warpInGroup, kSplitKeys ? 0 : 64 * wg, dq0, dqRowStride, scale,
+                   lane);
+}
+
 /// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile of
 /// 128 rows and query head, as mmaBackwardKV<T, D, 64, 8, ...>.
 template <class T, int D, bool ATOMIC_DQ, int MODE, class Branch>
@@ -137,70 +228,16 @@ __device__ void wgmmaBackwardKV(const Params &p) {
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     const unsigned tq = sQ + stage * QTile::kBytes, tg = sG + stage * QTile::kBytes;
-    // The products run in commit groups, each waited for only where its
-    // result is needed: P^T's exponentials overlap dP^T, and dS^T's
-    // arithmetic overlaps dV's product. The A operands are packed before
-    // the products that read them (registers written between wgmmas would
-    // make ptxas serialize them).
-    float s[BM / 8][4], dp[BM / 8][4];
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) // 2. S^T = K Q^T
-      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(s), KTile::kMajor(sKw, kk),
-                               QTile::kMajor(tq, kk), kk > 0);
-    hopper::wgmmaCommit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) // dP^T = V dO^T
-      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(dp), KTile::kMajor(sVw, kk),
-                               QTile::kMajor(tg, kk), kk > 0);
-    hopper::wgmmaCommit();
-    hopper::wgmmaWait<1>(); // S^T
-    if (cls == plan::kPartial) // 3. pairs outside the branch: score -inf, p = 0
-      maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
-    probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T
-    unsigned pa[BM / 16][4], da[BM / 16][4];
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j)
-      packA<T>(pa[j], s, j);
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j) // 5. dV += P^T dO
-#pragma unroll
-      for (int b = 0; b < D / 64; ++b)
-        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j],
-                                     QTile::nMajor(tg, j, b), 1);
-    hopper::wgmmaCommit();
-    hopper::wgmmaWait<1>(); // dP^T
-    scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane); // dS^T
-    if constexpr (ATOMIC_DQ)
-      storeDsWgmma<T, BM>(dp, smemRaw, kOffDs, keyRow0, lane);
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j)
-      packA<T>(da[j], dp, j);
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
-#pragma unroll
-      for (int b = 0; b < D / 64; ++b)
-        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j],
-                                     QTile::nMajor(tq, j, b), 1);
-    hopper::wgmmaCommit();
+    // 2.-5. the products; dS^T into shared memory for dQ
+    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, sL + stage * BM,
+                                                  sDelta + stage * BM, smemRaw, kOffDs, cls,
+                                                  members, rm, qt * BM, kb0 + keyRow0, keyRow0,
+                                                  scaleLog2, lane);
     if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       __syncthreads();           // both warpgroups' keys
-      constexpr bool kSplitKeys = D == 64;
-      float dq[8][4];
-      hopper::wgmmaFence();
-#pragma unroll
-      for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
-        const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
-        hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(sDS, kj, 0),
-                                    KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
-      }
-      hopper::wgmmaCommit();
-      hopper::wgmmaWait<0>();
-      reduceDqItem<64>(dq, rm, qt * BM, warpId % 4, kSplitKeys ? 0 : 64 * wg, dq0,
-                       (long long)p.heads * D, p.scale, lane);
+      wgmmaAddDq<T, D, BM>(sDS, sK, rm, qt * BM, wg, warpId % 4, dq0, (long long)p.heads * D,
+                           p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();
     }

@@ -13,10 +13,10 @@
 //     counts the 128 arrivals and the boxes' bytes. A stage is reused once
 //     both consumers arrived on its `empty` mbarrier.
 //   - two consumers (240 registers) load K and V once, then per query tile
-//     run S^T, P^T, dP^T, dV, dS^T, dK (and with ATOMIC_DQ dQ = dS K by
-//     reductions) exactly as wgmmaBackwardKV, with named barriers instead of
-//     __syncthreads: dS^T is double-buffered, so one barrier per tile (both
-//     warpgroups' dS^T written) also orders the reuse of the other buffer.
+//     run wgmmaBackwardKV's products (wgmmaKeyTileStep, wgmmaAddDq) with
+//     named barriers instead of __syncthreads: dS^T is double-buffered, so
+//     one barrier per tile (both warpgroups' dS^T written) also orders the
+//     reuse of the other buffer.
 // Loads no longer sit between the consumers' products, and the next tiles
 // arrive while they compute.
 #pragma once
@@ -146,71 +146,19 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     const unsigned tq = sQ + st * QTile::kBytes, tg = sG + st * QTile::kBytes;
     const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
     hopper::mbarrierWait(full(st), (i / kStages) & 1);
-    float s[BM / 8][4], dp[BM / 8][4];
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) // S^T = K Q^T
-      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(s), KTile::kMajor(sKw, kk),
-                               QTile::kMajor(tq, kk), kk > 0);
-    hopper::wgmmaCommit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) // dP^T = V dO^T
-      hopper::wgmma64x64<T, 0>(fwd::wgmmaBlock(dp), KTile::kMajor(sVw, kk),
-                               QTile::kMajor(tg, kk), kk > 0);
-    hopper::wgmmaCommit();
-    hopper::wgmmaWait<1>(); // S^T
-    if (cls == plan::kPartial)
-      maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
-    probabilitiesTransposed<BM>(s, tL, scaleLog2, lane); // P^T
-    unsigned pa[BM / 16][4], da[BM / 16][4];
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j)
-      packA<T>(pa[j], s, j);
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j) // dV += P^T dO
-#pragma unroll
-      for (int b = 0; b < D / 64; ++b)
-        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j],
-                                     QTile::nMajor(tg, j, b), 1);
-    hopper::wgmmaCommit();
-    hopper::wgmmaWait<1>(); // dP^T
-    scoreGradientsTransposed<BM>(s, dp, tDelta, lane); // dS^T
-    const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes;
-    if constexpr (ATOMIC_DQ)
-      storeDsWgmma<T, BM>(dp, smemRaw, dsAt, keyRow0, lane);
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j)
-      packA<T>(da[j], dp, j);
-    hopper::wgmmaFence();
-#pragma unroll
-    for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
-#pragma unroll
-      for (int b = 0; b < D / 64; ++b)
-        hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j],
-                                     QTile::nMajor(tq, j, b), 1);
-    hopper::wgmmaCommit();
+    const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes; // ATOMIC_DQ's buffer
+    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
+                                                  dsAt, cls, members, rm, qt * BM, kb0 + keyRow0,
+                                                  keyRow0, scaleLog2, lane);
     if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       consumersSync();           // both warpgroups' keys (and, a tile ago, the other buffer read)
-      constexpr bool kSplitKeys = D == 64;
-      float dq[8][4];
-      hopper::wgmmaFence();
-#pragma unroll
-      for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
-        const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
-        hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(base + dsAt, kj, 0),
-                                    KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
-      }
-      hopper::wgmmaCommit();
-      hopper::wgmmaWait<0>();
-      hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
-      reduceDqItem<64>(dq, rm, qt * BM, warpId % 4, kSplitKeys ? 0 : 64 * wg, dq0,
-                       (long long)p.heads * D, p.scale, lane);
+      wgmmaAddDq<T, D, BM>(base + dsAt, sK, rm, qt * BM, wg, warpId % 4, dq0,
+                           (long long)p.heads * D, p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();
-      hopper::mbarrierArrive(empty(st));
     }
+    hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
     qt = qtNext;
   }
   storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
