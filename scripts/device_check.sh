@@ -10,6 +10,8 @@
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, split, families, bwdfamilies,
 #   patterns, wgmma, tf32.
+#   tma: branch wip/tma's GPU tests, then its two kernels against the
+#   defaults (dattn-bench, forward and forward+backward, two rounds).
 #   bwdfamilies: forward+backward speed with the default dK/dV kernel and
 #   with DATTN_BWD_FAMILY (default sm80_mma_backward_dkv, the one the wgmma
 #   kernel replaced on the H100; sm90_wgmma_ws_backward_dkv for the
@@ -439,6 +441,30 @@ if want bwdfamilies; then
           --backward 2>&1) | grep -E '^device|^backward|rror' | tr '\n' ' ')
       echo "round $round: fp16 longnet 65536, wgmma dK/dV named $wgmma: $line" |
         tee -a "$OUT/bwdfamilies.log"
+    done
+  done
+fi
+if want tma; then
+  # Branch wip/tma: the TMA forward and the warp-specialized dK/dV kernel.
+  # Their GPU tests and the default kernels' gradients (the dK/dV products
+  # are shared) in 8 shards, then dattn-bench with the defaults and with
+  # both named, alternating, two rounds: every forward configuration, and
+  # forward+backward of LongNet at 64K and 256K, longnet_paper at 32K and
+  # dense at 16K.
+  run_shards tma_tests '*Wgmma*:AllPatterns/Gradients*:GpuLayouts*:GpuBackward*'
+  for round in 1 2; do
+    for who in default tma; do
+      runWho() { if [ $who = default ]; then "$@"; else
+        DATTN_FAMILIES=sm90_wgmma_tma_forward,sm90_wgmma_ws_backward_dkv "$@"; fi; }
+      runWho timeout 150 build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#|^GPU|^config" |
+        sed "s/^/round $round, $who: /" | tee -a "$OUT/tma.log"
+      for c in "longnet_head_partitioned 65536" "longnet_head_partitioned 262144" \
+               "longnet_paper 32768" "dense 16384"; do
+        set -- $c
+        runWho timeout 120 build/bin/dattn-bench --root . --iters 10 --only "$1" --seq "$2" \
+          --backward 2>&1 | grep -E 'forward\+backward|rror' | sed "s/^/round $round, $who: /" |
+          tee -a "$OUT/tma.log"
+      done
     done
   done
 fi
