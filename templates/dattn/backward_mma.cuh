@@ -205,6 +205,16 @@ DATTN_DEV bool keyCtaWork(const Params &p, int headIndex, int head, plan::Member
   return !*chunked || plan::chunkOfWalk(chunk, chunks, p.chunkTiles, qt0, qt1);
 }
 
+/// The first query tile from qt, before qt1, with a pair of the branch in
+/// the key tile from kb0 (qt1 if none): the dK/dV kernels' walk.
+template <class Branch, int BM, int BN>
+DATTN_DEV long long nextQueryTile(const plan::Member *members, const RowMap &rm, long long n,
+                                  long long kb0, long long qt, long long qt1) {
+  while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
+    ++qt;
+  return qt;
+}
+
 /// L and Delta of compact query rows [qa0, qa0 + BM) into sL and sDelta
 /// (cp.async; rows past the map's end read as 0), by the CTA's THREADS
 /// threads.
@@ -571,9 +581,7 @@ __device__ void mmaBackwardKV(const Params &p) {
                                                                       &chunked))
     return;
   auto nextTile = [&](long long qt) {
-    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
-      ++qt;
-    return qt;
+    return nextQueryTile<Branch, BM, BN>(members, rm, n, kb0, qt, qt1);
   };
 
   typename Tile::template RowLoader<BN> kLoader, vLoader;

@@ -179,9 +179,7 @@ __device__ void wgmmaBackwardKV(const Params &p) {
                                                                       &chunked))
     return;
   auto nextTile = [&](long long qt) {
-    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
-      ++qt;
-    return qt;
+    return nextQueryTile<Branch, BM, BN>(members, rm, n, kb0, qt, qt1);
   };
 
   const Layout qL = layoutOf<D>(p, p.qL, p.heads), gL = layoutOf<D>(p, p.doutL, p.heads);

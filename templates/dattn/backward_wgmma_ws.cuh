@@ -74,9 +74,7 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
                                                                       &chunked))
     return;
   auto nextTile = [&](long long qt) {
-    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
-      ++qt;
-    return qt;
+    return nextQueryTile<Branch, BM, BN>(members, rm, n, kb0, qt, qt1);
   };
 
   if (threadIdx.x == 0) {
