@@ -4,7 +4,7 @@
 //
 // A CTA of three warpgroups owns 128 key rows of one (batch, head) as in
 // wgmmaBackwardKV:
-//   - the producer (warpgroup 0, 32 registers) walks the CTA's query tiles
+//   - the producer (warpgroup 0, 24 registers) walks the CTA's query tiles
 //     (64 rows) and brings each into one of kStages stages: Q and dO as TMA
 //     boxes of the [B, N, H, D] tensor maps traversed with the branch's
 //     dilation as element stride (fwd::tmaLoadRows; rows past N arrive as
@@ -54,6 +54,12 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   using KTile = typename Shape::Keys;
   using QTile = typename Shape::Queries;
   using DsT = typename Shape::DsT;
+  // The register split: 24 + 2 x 240 per lane of a warpgroup is the
+  // 168 x 3 the CTA holds (32 + 2 x 240 asked for more than that, and the
+  // consumers' setmaxnreg.inc waited forever).
+  constexpr int kProducerRegisters = 24, kConsumerRegisters = 240;
+  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, 2>(),
+                "the warpgroups' registers exceed the CTA's");
   extern __shared__ __align__(1024) unsigned char smemRaw[];
   const unsigned base = dev::smemAddress(smemRaw);
   const unsigned sK = base, sV = base + Shape::kOffV, sQ = base + Shape::kOffQ,
@@ -88,7 +94,7 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   const int warpgroup = threadIdx.x / 128;
 
   if (warpgroup == 0) { // the producer
-    hopper::registersDown<32>(); // 32 + 2 x 240 registers x 128 threads: the SM's 64K
+    hopper::registersDown<kProducerRegisters>();
     const int thread = threadIdx.x;
     const float *stats = thread < BM ? p.lse : p.delta; // thread r: L, BM + r: Delta of row r
     stats += (batch * p.heads + head) * n;
@@ -115,7 +121,7 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
 
   // A consumer: warpgroup wg's 64 key rows; warp w of the 256 consumer
   // threads holds key rows 16 w.. as in wgmmaBackwardKV.
-  hopper::registersUp<240>();
+  hopper::registersUp<kConsumerRegisters>();
   const int ct = threadIdx.x - 128, wg = warpgroup - 1, warpId = ct / 32, lane = ct % 32;
   auto consumersSync = [] { hopper::namedBarrierSync(1, 256); };
   const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);

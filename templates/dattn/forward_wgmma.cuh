@@ -169,6 +169,14 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
   using QTile = WgmmaTile<D, BM>;
   using KTile = WgmmaTile<D, BN>;
+  // Register split (ptxas, fewest spills over the examples): the
+  // pipelined consumers hold S, P and O at once, but its producer's two
+  // waits per tile need more than 56 too; with TMA the producer computes no
+  // addresses past Q's.
+  constexpr int kProducerRegisters = TMA ? 40 : PIPELINED ? 72 : 56;
+  constexpr int kConsumerRegisters = TMA ? 232 : PIPELINED ? 216 : 224;
+  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, 2>(),
+                "the warpgroups' registers exceed the CTA's");
   extern __shared__ __align__(1024) unsigned char smemRaw[];
   const unsigned sQ = dev::smemAddress(smemRaw), sK = sQ + QTile::kBytes,
                  sV = sK + kStages * KTile::kBytes, bars = sV + kStages * KTile::kBytes;
@@ -206,11 +214,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   const int warpgroup = threadIdx.x / 128, thread = threadIdx.x % 128;
 
   if (warpgroup == 0) { // the producer
-    // Register split (ptxas, fewest spills over the examples): the
-    // pipelined consumers hold S, P and O at once, but its producer's two
-    // waits per tile need more than 56 too; with TMA the producer computes
-    // no addresses past Q's (40 + 2 x 232 <= 512 per SM sub-partition).
-    hopper::registersDown<TMA ? 40 : PIPELINED ? 72 : 56>();
+    hopper::registersDown<kProducerRegisters>();
     const T *q = (const T *)p.q + p.qL.at(batch, 0, head);
     const T *k = (const T *)p.k + p.kL.at(batch, 0, kvHead);
     const T *v = (const T *)p.v + p.vL.at(batch, 0, kvHead);
@@ -277,7 +281,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   }
 
   // A consumer: 64 rows, warp w of it rows 16 w.. of them.
-  hopper::registersUp<TMA ? 232 : PIPELINED ? 216 : 224>();
+  hopper::registersUp<kConsumerRegisters>();
   const int lane = threadIdx.x % 32, me = warpgroup - 1;
   const int row0 = me * 64 + (thread / 32) * 16; // in the CTA's tile
   const unsigned sQw = sQ + me * 64 * 128;       // its rows of each block

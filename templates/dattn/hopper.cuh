@@ -208,6 +208,17 @@ template <int N> DATTN_DEV void registersUp() {
 template <int N> DATTN_DEV void registersDown() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N));
 }
+/// Whether a producer warpgroup at PRODUCER registers and CONSUMERS
+/// warpgroups at CONSUMER fit the registers the CTA holds: with
+/// __launch_bounds__(threads, 1) ptxas gives each thread 65536 / threads
+/// rounded down to a multiple of 8, and setmaxnreg.inc waits until the
+/// pool has what it asks for, so a split past the pool never returns (a
+/// hang, not an error).
+template <int PRODUCER, int CONSUMER, int CONSUMERS>
+constexpr bool registerSplitFits() {
+  constexpr int threads = 128 * (1 + CONSUMERS);
+  return 128 * (PRODUCER + CONSUMERS * CONSUMER) <= (65536 / threads) / 8 * 8 * threads;
+}
 /// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads.
 DATTN_DEV void namedBarrierSync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
