@@ -72,9 +72,16 @@ int64_t RingSchedule::sendBytesBackward(int rank) const {
   return sendBytesForward(rank) + received * headDim * 4 * 2;
 }
 
+int RankSchedule::receiveSlots() const {
+  int receiving = 0;
+  for (const RingStep &st : steps)
+    receiving += st.recv.rows > 0;
+  return std::min(receiving, 2);
+}
+
 int64_t RingSchedule::bufferBytesForward(int rank) const {
   const RankSchedule &rs = ranks.at(rank);
-  return (2 * rs.maxRecvRows + rs.maxSendRows) * headDim * elementBytes * 2;
+  return (rs.receiveSlots() * rs.maxRecvRows + rs.maxSendRows) * headDim * elementBytes * 2;
 }
 
 int64_t RingSchedule::bufferBytesBackward(int rank) const {

@@ -41,9 +41,12 @@ RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionS
     w.oAcc = take(q * 4);
   }
   const int64_t recv = batch * rs.maxRecvRows * D, send = batch * rs.maxSendRows * D;
+  // Step s receives into slot s % 2; with one receiving step both name
+  // the same buffer.
   for (int slot = 0; slot < 2; ++slot) {
-    w.recvK[slot] = take(recv * elementBytes);
-    w.recvV[slot] = take(recv * elementBytes);
+    const bool own = slot < rs.receiveSlots();
+    w.recvK[slot] = own ? take(recv * elementBytes) : w.recvK[0];
+    w.recvV[slot] = own ? take(recv * elementBytes) : w.recvV[0];
   }
   w.packK = take(send * elementBytes);
   w.packV = take(send * elementBytes);

@@ -127,6 +127,11 @@ struct RankSchedule {
   std::vector<RingStep> steps;  ///< steps 1 .. P-1 (empty transfers kept)
   int64_t maxRecvRows = 0;      ///< the largest receive: sizes each receive buffer
   int64_t maxSendRows = 0;      ///< the largest send: sizes the pack buffer
+
+  /// Receive buffers the rank needs: two (a block arrives while the
+  /// previous one is attended to), one when a single step receives (every
+  /// ring of two ranks), none when none does.
+  int receiveSlots() const;
 };
 
 struct RingSchedule {
@@ -138,8 +143,8 @@ struct RingSchedule {
   /// backward (K and V again, then dK and dV partials in fp32).
   int64_t sendBytesForward(int rank) const;
   int64_t sendBytesBackward(int rank) const;
-  /// Extra device memory rank r needs for the exchange: two receive buffers
-  /// (double buffering) and one pack buffer, K and V each; backward adds the
+  /// Extra device memory rank r needs for the exchange: its receive buffers
+  /// (receiveSlots()) and one pack buffer, K and V each; backward adds the
   /// fp32 partials of one receive and one return buffer.
   int64_t bufferBytesForward(int rank) const;
   int64_t bufferBytesBackward(int rank) const;

@@ -361,6 +361,11 @@ TEST(RingSimulation, ScheduleMatchesTheEndsOfEveryTransfer) {
   EXPECT_EQ(plan.totalBytesForward, 6 * 100 * 32 * 2 * 2);
   EXPECT_EQ(s.bufferBytesForward(3), (2 * 100 + 0) * 32 * 2 * 2);
   EXPECT_EQ(s.bufferBytesForward(0), (0 + 100) * 32 * 2 * 2);
+  // Rank r receives in r steps: rank 1 needs one receive buffer, rank 0 none.
+  EXPECT_EQ(s.ranks[0].receiveSlots(), 0);
+  EXPECT_EQ(s.ranks[1].receiveSlots(), 1);
+  EXPECT_EQ(s.ranks[3].receiveSlots(), 2);
+  EXPECT_EQ(s.bufferBytesForward(1), (1 * 100 + 100) * 32 * 2 * 2);
 }
 
 } // namespace
