@@ -184,6 +184,15 @@ if wantAll ring; then
   fi
   echo "ring examples: $(grep -c '^gradient check: PASS' "$OUT/ring_examples.log") passed forward and backward"
   grep -E "^ring of|^moved|^memory|^check|^gradient check|^backward" "$OUT/ring_examples.log" | head -80
+  # causal_ring at 16K: one GPU, then its ring of 1 and 4 ranks on it (the
+  # ring's block kernels against the one-GPU ones).
+  for ranks in 0 1 4; do
+    args=(--device gpu --iters 5 --backward)
+    [ $ranks = 0 ] || args+=(--ranks $ranks --loopback)
+    timeout 120 build/bin/dattn run examples/causal_ring.dattn --seq 16384 "${args[@]}" 2>&1 |
+      grep -E "^ring of|^backward|ms" | sed "s/^/causal_ring 16K, ranks $ranks: /" |
+      tee -a "$OUT/ring_timing.log"
+  done
   summary+=("ring (loopback): $([ $ring_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ring_fail = 0 ] || status=1
 fi
@@ -389,12 +398,16 @@ if want tune; then
 fi
 if want compare; then
   # Before/after in alternating runs on the same machine: forward of every
-  # configuration, backward of the head-partitioned one.
+  # configuration, backward of the head-partitioned one. With
+  # DATTN_COMPARE_FAMILIES, a third contender: build/bin/dattn-bench with
+  # those families preferred (DATTN_FAMILIES).
   for round in 1 2; do
-    for who in build-baseline/dattn-bench build/bin/dattn-bench; do
-      echo "## $who, round $round" | tee -a "$OUT/compare.log"
-      $who --root . --iters 20 2>&1 | grep -vE "^#" | tee -a "$OUT/compare.log"
-      $who --root . --iters 10 --only longnet_head_partitioned --seq 65536 --backward 2>&1 |
+    for who in build-baseline/dattn-bench build/bin/dattn-bench ${DATTN_COMPARE_FAMILIES:+families}; do
+      bench=$who
+      [ "$who" = families ] && bench="env DATTN_FAMILIES=$DATTN_COMPARE_FAMILIES build/bin/dattn-bench"
+      echo "## $bench, round $round" | tee -a "$OUT/compare.log"
+      $bench --root . --iters 20 2>&1 | grep -vE "^#" | tee -a "$OUT/compare.log"
+      $bench --root . --iters 10 --only longnet_head_partitioned --seq 65536 --backward 2>&1 |
         grep forward+backward | tee -a "$OUT/compare.log"
     done
   done
