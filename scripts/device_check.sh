@@ -398,10 +398,11 @@ if want tune; then
 fi
 if want compare; then
   # Before/after in alternating runs on the same machine: forward of every
-  # configuration, backward of the head-partitioned one. With
+  # configuration, backward of the head-partitioned one (DATTN_COMPARE_ROUNDS
+  # rounds, default 2). With
   # DATTN_COMPARE_FAMILIES, a third contender: build/bin/dattn-bench with
   # those families preferred (DATTN_FAMILIES).
-  for round in 1 2; do
+  for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
     for who in build-baseline/dattn-bench build/bin/dattn-bench ${DATTN_COMPARE_FAMILIES:+families}; do
       bench=$who
       [ "$who" = families ] && bench="env DATTN_FAMILIES=$DATTN_COMPARE_FAMILIES build/bin/dattn-bench"
