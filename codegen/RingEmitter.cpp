@@ -13,11 +13,18 @@ namespace dattn {
 
 namespace {
 
-/// A strided branch (dense included) whose forward runs on tensor cores:
-/// the ring's tensor-core kernels (ring_mma.cuh) serve it.
-bool stridedOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
-  return b.kind == BranchKind::Strided &&
-         plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
+/// A branch whose forward runs on tensor cores: the ring's tensor-core
+/// kernels (ring_mma.cuh) serve it, strided (dense included) or blocks.
+bool onTensorCoresOneGpu(const AttentionPlan &plan, const BranchPlan &b) {
+  return plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
+}
+
+/// The kernel template of a branch's kind: ring_mma.cuh's strided pair or
+/// its blocks pair.
+std::string ringKernel(const BranchPlan &b, bool backward) {
+  const bool strided = b.kind == BranchKind::Strided;
+  return backward ? (strided ? "ring::mmaRingBackward" : "ring::mmaRingBlocksBackward")
+                  : (strided ? "ring::mmaRingForward" : "ring::mmaRingBlocksForward");
 }
 
 /// The ring's tensor-core block kernel (ring_mma.cuh) is built on the sm80
@@ -91,9 +98,9 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << ", fwd::kMerge>(p, " << D << ", batch);\n}\n\n";
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
-    // Strided branches on tensor cores take the forward's tile
-    // configuration (ring_mma.cuh); blocks branches the SIMT block kernel.
-    if (stridedOnTensorCores(plan, b)) {
+    // Branches on tensor cores take the sm80 forward's tile configuration
+    // (ring_mma.cuh); the others (fp32) the SIMT block kernel.
+    if (onTensorCoresOneGpu(plan, b)) {
       const KernelChoice forward = ringForward(plan, b, target);
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
@@ -104,7 +111,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
          << ", " << c.blockM << ", " << c.blockN << ", " << c.rowTilesPerWarp
          << ">::kSmemBytes == " << k.smemBytes
          << ", \"the family's shared memory differs from the kernel's\");\n  "
-         << "ring::mmaRingForward<" << T << ", " << D << ", " << c.blockM << ", " << c.blockN
+         << ringKernel(b, false) << "<" << T << ", " << D << ", " << c.blockM << ", " << c.blockN
          << ", " << c.rowTilesPerWarp << ", Branch" << bi << ">(p, r);\n}\n\n";
       continue;
     }
@@ -137,10 +144,10 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
      << T << ", " << D << ">(p, dout, doutL, delta);\n}\n\n";
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
-    // Strided branches on tensor cores: the one-GPU dK/dV family's
-    // configuration with dQ by reductions (ring_mma.cuh), one CTA per key
-    // tile of the block (KernelInfo::rowsPerCta keys); blocks branches SIMT.
-    if (stridedOnTensorCores(plan, b)) {
+    // Branches on tensor cores: the one-GPU dK/dV family's configuration
+    // with dQ by reductions (ring_mma.cuh), one CTA per key tile of the
+    // block (KernelInfo::rowsPerCta keys); the others SIMT.
+    if (onTensorCoresOneGpu(plan, b)) {
       const KernelChoice dkv = plannedKernels(plan, b, "backward").at(0);
       if (dkv.family->usesTensorCores() && dkv.config.atomicDq) {
         const KernelConfig &c = dkv.config;
@@ -153,7 +160,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
            << D << ", " << c.blockM << ", " << c.blockN << ", true, "
            << (plan.dtype == DType::F32 ? 4 : 2) << ">::kBytes == " << k.smemBytes
            << ", \"the family's shared memory differs from the kernel's\");\n  "
-           << "ring::mmaRingBackward<" << T << ", " << D << ", " << c.blockM << ", "
+           << ringKernel(b, true) << "<" << T << ", " << D << ", " << c.blockM << ", "
            << c.blockN / 16 << ", Branch" << bi << ">(p, r, g);\n}\n\n";
         continue;
       }

@@ -111,11 +111,11 @@ RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
   for (const RowRange &range : shard)
     rows_ += range.end - range.begin;
   attention.prepareRing();
-  bool tensorCores = false;
+  bool stridedMma = false;
   for (const KernelInfo &k : attention.ringModule_.kernels)
-    tensorCores = tensorCores || (k.role == KernelRole::Branch && k.path == KernelPath::Mma);
+    stridedMma = stridedMma || (k.role == KernelRole::Branch && readsStaged(k));
   for (const RingStep &st : schedule_.steps) {
-    const bool staged = tensorCores && fragmented(st.recv);
+    const bool staged = stridedMma && fragmented(st.recv);
     staged_.push_back(staged);
     const std::vector<RowRange> &sender =
         staged ? plan.rankPlans.at(st.recv.peer).shard : std::vector<RowRange>{};
@@ -299,6 +299,11 @@ void RankRun::bindBackward(const RingRankBackward &a, CUstream stream) {
   dv_ = a.dv.data;
 }
 
+bool RankRun::readsStaged(const KernelInfo &k) const {
+  return k.path == KernelPath::Mma &&
+         attention_.plan().branches.at(k.branch).kind == BranchKind::Strided;
+}
+
 void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView *staged) const {
   const EmittedModule &mod = attention_.ringModule_;
   for (size_t x = 0; x < mod.kernels.size(); ++x) {
@@ -306,7 +311,7 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
     if (ki.role != role)
       continue;
     const bool mma = ki.path == KernelPath::Mma;
-    const BlockView &view = mma && staged ? *staged : packed;
+    const BlockView &view = staged && readsStaged(ki) ? *staged : packed;
     const unsigned gx =
         role == KernelRole::DkvPass && mma ? keyTilesGrid(x, *view.parts) : rowsGrid(x);
     if (gx == 0)

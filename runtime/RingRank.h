@@ -110,8 +110,12 @@ private:
   const ring::Part *parts(int64_t first) const;
   /// Every branch's kernel of `role` over the rank's rows (the backward's
   /// tensor-core kernels: over the block's key tiles). The tensor-core
-  /// kernels read `staged` where given, the others `packed`.
+  /// kernels of strided branches read `staged` where given, the others
+  /// `packed`.
   void branches(KernelRole role, const BlockView &packed, const BlockView *staged) const;
+  /// A strided branch's tensor-core kernel, which takes a tile per part and
+  /// so reads a fragmented block staged (a blocks branch's reads it packed).
+  bool readsStaged(const KernelInfo &k) const;
   BlockView ownBlock() const;
   BlockView receivedBlock(int step, int slot) const;
   /// A fragmented step's block in the sender's shape (after unpack()).

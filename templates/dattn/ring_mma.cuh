@@ -1,15 +1,20 @@
-// dattn: the ring's tensor-core block kernels for strided branches (dense
-// is one unbounded segment of dilation 1). The forward is the one-GPU
+// dattn: the ring's tensor-core block kernels. For strided branches (dense
+// is one unbounded segment of dilation 1) the forward is the one-GPU
 // forward's tile loop (warp tile vocabulary, cp.async double buffering)
 // walking the block's parts instead of one key range, merging into the
 // rank's fp32 accumulators (kMerge epilogue); the backward is the one-GPU
 // dK/dV kernel's loop (backward_mma.cuh) with the block's key tiles as its
-// CTAs and the rank's query tiles as its steps. Blocks branches use the
-// SIMT block kernels (ring.cuh).
+// CTAs and the rank's query tiles as its steps. Blocks branches (windows,
+// global tokens, block-sparse patterns and their unions) have their own
+// pair at the end: the same loops over contiguous query tiles and over the
+// block's parts in key tiles of packed rows, each tile classified by the
+// union's closed form on the global positions it covers and masked pair by
+// pair when partial.
 #pragma once
 
 #include "dattn/backward_mma.cuh"
 #include "dattn/forward_mma.cuh"
+#include "dattn/ring.cuh"
 #include "dattn/ring_params.cuh"
 
 namespace dattn {
@@ -302,6 +307,265 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     if (b >= run.count)
       continue;
     const long long row = run.base + b * run.step;
+    float *dkRow = g.dk + g.gradL.at(batch, row, kvHead);
+    float *dvRow = g.dv + g.gradL.at(batch, row, kvHead);
+#pragma unroll
+    for (int nb = 0; nb < D / 8; ++nb) {
+      const int c = nb * 8 + (lane % 4) * 2;
+      dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
+      dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Blocks branches: the union's members decide every pair in global
+// positions (the walks and classes are ring_params.cuh's, checked on the
+// CPU by RingTilingTest).
+
+/// Whether a blocks branch attends (i, j), global positions: the causal
+/// order and the union, tested out of line (fwd::partialPairKept says why).
+template <class Branch>
+DATTN_DEV bool blocksPairKept(const plan::Member *members, long long i, long long j) {
+  return !(Branch::kCausal && j > i) &&
+         fwd::unionContainsOutOfLine(members, Branch::kNumMembers, i, j);
+}
+
+/// One CTA per (query tile of the rank's rows, branch head, batch), over
+/// the block's key tiles that the union reaches from the tile's rows.
+template <class T, int D, int BM, int BN, int MT, class Branch>
+__device__ void mmaRingBlocksForward(const fwd::Params &p, const Params &r) {
+  static_assert(Branch::kKind == fwd::kBlocksBranch, "the blocks ring kernel");
+  constexpr int kMembers = Branch::kNumMembers;
+  using Tile = fwd::MmaTile<T, D, BM, BN, MT>;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sQ = reinterpret_cast<T *>(smemRaw);
+  T *sK = sQ + BM * D; // two stages of BN * D
+  T *sV = sK + 2 * BN * D;
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, n = r.globalN;
+  const int kvHead = head / p.groupSize;
+  QueryPiece q;
+  if (!queryPiece(r, blockIdx.x, n, 1, 0, BM, &q))
+    return;
+  fwd::TileRange tr;
+  tr.base = q.localFirst;
+  tr.step = 1;
+  tr.count = q.count;
+  tr.qa0 = q.tile * BM;
+  tr.t0 = tr.t1 = 0; // unused: key tiles come from the parts
+  if (tr.qa0 >= tr.count)
+    return;
+  const long long i0 = q.first + tr.qa0, i1 = q.first + plan::minI(tr.count, tr.qa0 + BM);
+  plan::Member members[kMembers];
+  loadMembers<Branch>(p, r, headIndex, head, members);
+  long long lo, hi; // the keys these rows reach
+  unionKeyReach(members, kMembers, Branch::kCausal, i0, i1, n, &lo, &hi);
+  auto advance = [&](BlocksKeyTile t) {
+    return nextBlocksKeyTile(r, members, kMembers, Branch::kCausal, kvHead, i0, i1, lo, hi, BN,
+                             t);
+  };
+  auto loadKeys = [&](T *dstK, T *dstV, const BlocksKeyTile &t) {
+    const Part &pt = r.parts[t.part];
+    typename Tile::template RowLoader<BN> kLoader, vLoader;
+    kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, pt.offset, 1);
+    vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, pt.offset,
+                 1);
+    kLoader.load(dstK, t.b0, pt.count);
+    vLoader.load(dstV, t.b0, pt.count);
+  };
+
+  BlocksKeyTile t = advance(BlocksKeyTile{0, -1, 0, 0});
+  if (t.part >= r.numParts)
+    return; // no key of this block for these rows: nothing to merge
+  typename Tile::template RowLoader<BM> qLoader;
+  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, tr.base, tr.step);
+  qLoader.load(sQ, tr.qa0, tr.count);
+  loadKeys(sK, sV, t);
+  dev::cpAsyncCommit();
+
+  float acc[MT][D / 8][4];
+  warp::zero(acc);
+  warp::OnlineSoftmax<MT> softmax;
+  softmax.init();
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const int row0 = warpId * 16 * MT; // this warp's rows in the CTA's tile
+
+  for (int stage = 0; t.part < r.numParts; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    BlocksKeyTile next = t;
+    next.b0 += BN;
+    next = advance(next);
+    if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
+      loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
+    dev::cpAsyncCommit();
+    float s[MT][BN / 8][4]; // 2. S = Q K^T
+    warp::scores<T, Tile, D, BN, MT>(s, dev::smemAddress(sQ),
+                                     dev::smemAddress(sK + stage * BN * D), row0, lane);
+    if (t.cls == plan::kPartial) { // 3. masks on partial tiles only, in global positions
+      const Part &pt = r.parts[t.part];
+      const long long keysLeft = pt.count - t.b0, iW = i0 + row0;
+      const long long jFirst = pt.start + t.b0 * pt.step;
+      warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+        return b < keysLeft && blocksPairKept<Branch>(members, iW + a, jFirst + b * pt.step);
+      });
+    }
+    softmax.update(s, acc, scaleLog2); // 4. online softmax
+    warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, dev::smemAddress(sV + stage * BN * D),
+                                           lane); // 5. O += P V
+    t = next;
+  }
+  fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
+}
+
+/// dK, dV and dQ of one block for a blocks branch: one CTA per key tile (BN
+/// packed rows of one part) and branch head, over the rank's query tiles
+/// that the union reaches from the tile's keys; as mmaRingBackward, dQ by
+/// fp32 reductions into g.dqAcc, the tile's dK/dV partials added to g.dk,
+/// g.dv.
+template <class T, int D, int BM, int W, class Branch>
+__device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, const Grad &g) {
+  static_assert(Branch::kKind == fwd::kBlocksBranch, "the blocks ring kernel");
+  constexpr int kMembers = Branch::kNumMembers;
+  constexpr int BN = 16 * W;
+  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
+  constexpr int kThreads = Tile::kThreads;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sK = reinterpret_cast<T *>(smemRaw);
+  T *sV = sK + BN * D;
+  T *sQ = sV + BN * D;      // two stages of BM * D
+  T *sG = sQ + 2 * BM * D;  // dO, two stages
+  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM]
+  float *sL = reinterpret_cast<float *>(sDS + BN * BM); // two stages
+  float *sDelta = sL + 2 * BM;                           // two stages
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
+  const long long batch = blockIdx.z, rows = p.seqLen, n = r.globalN;
+  const int kvHead = head / p.groupSize;
+  KeyPiece kp;
+  if (!keyPiece(r, blockIdx.x, n, 1, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
+    return;
+  const Part pt = r.parts[kp.part];
+  const long long kb0 = kp.tile * BN, kLeft = pt.count - kb0;
+  if (kLeft <= 0)
+    return;
+  long long j0, j1;
+  keyTileSpan(pt, kb0, BN, &j0, &j1);
+  plan::Member members[kMembers];
+  loadMembers<Branch>(p, r, headIndex, head, members);
+  long long lo, hi; // the queries that reach these keys
+  unionQueryReach(members, kMembers, Branch::kCausal, j0, j1, n, &lo, &hi);
+  BlocksQueryTiles tiles;
+  tiles.init(r, lo, hi, BM);
+  // Query tile qt: its row map (local rows), first row in it and that
+  // row's global position.
+  auto queryTile = [&](long long qt, bwd::RowMap *rm, long long *qa0, long long *i0) {
+    const int range = tiles.tile(qt, BM, qa0, i0);
+    rm->base = tiles.local[range];
+    rm->step = 1;
+    rm->count = tiles.rows[range];
+  };
+  auto classOf = [&](long long qt) {
+    bwd::RowMap rm;
+    long long qa0, i0;
+    queryTile(qt, &rm, &qa0, &i0);
+    const long long i1 = i0 + plan::minI(BM, rm.count - qa0);
+    return blocksTileClass(members, kMembers, Branch::kCausal, i0, i1, j0, j1,
+                           kLeft < BN || qa0 + BM > rm.count);
+  };
+  auto nextTile = [&](long long qt) { // the first walked tile at or after qt not skipped
+    for (qt = tiles.walked(qt); qt < tiles.tiles; qt = tiles.walked(qt + 1))
+      if (classOf(qt) != plan::kSkip)
+        return qt;
+    return tiles.tiles;
+  };
+
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, pt.offset, 1);
+  vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, pt.offset, 1);
+  const T *qHead = (const T *)p.q + p.qL.at(batch, 0, head);
+  const T *gHead = (const T *)g.dout + g.doutL.at(batch, 0, head);
+  const float *lseSrc = p.lse + (batch * p.heads + head) * rows;
+  const float *deltaSrc = g.delta + (batch * p.heads + head) * rows;
+  auto loadQueries = [&](int st, long long qt) {
+    bwd::RowMap rm;
+    long long qa0, i0;
+    queryTile(qt, &rm, &qa0, &i0);
+    typename Tile::template RowLoader<BM> qLoader, gLoader;
+    qLoader.init(qHead, p.qL.row, rm.base, rm.step);
+    gLoader.init(gHead, g.doutL.row, rm.base, rm.step);
+    qLoader.load(sQ + st * BM * D, qa0, rm.count);
+    gLoader.load(sG + st * BM * D, qa0, rm.count);
+    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
+      const int c = x % BM;
+      const bool valid = qa0 + c < rm.count;
+      const long long row = valid ? rm.base + qa0 + c : 0;
+      dev::cpAsync4(dev::smemAddress((x < BM ? sL : sDelta) + st * BM + c),
+                    (x < BM ? lseSrc : deltaSrc) + row, valid);
+    }
+  };
+
+  long long qt = nextTile(0);
+  if (qt >= tiles.tiles)
+    return; // no query of the rank reaches these keys
+  kLoader.load(sK, kb0, pt.count);
+  vLoader.load(sV, kb0, pt.count);
+  loadQueries(0, qt);
+  dev::cpAsyncCommit();
+
+  float dk[D / 8][4], dv[D / 8][4];
+  warp::zero(dk);
+  warp::zero(dv);
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
+  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
+
+  for (int stage = 0; qt < tiles.tiles; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const int cls = classOf(qt);
+    const long long qtNext = nextTile(qt + 1);
+    if (qtNext < tiles.tiles) // 1. the next query tile into the other stage
+      loadQueries(stage ^ 1, qtNext);
+    dev::cpAsyncCommit();
+    bwd::RowMap rm;
+    long long qa0, i0;
+    queryTile(qt, &rm, &qa0, &i0);
+    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
+    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
+    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
+    bwd::scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
+    if (cls == plan::kPartial) { // 3. pairs outside the block or the union: p = 0
+#pragma unroll
+      for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const long long b = keyRow0 + lane / 4 + (e >> 1) * 8;
+          const long long a = nb * 8 + (lane % 4) * 2 + (e & 1);
+          if (b >= kLeft || qa0 + a >= rm.count ||
+              !blocksPairKept<Branch>(members, i0 + a, pt.start + (kb0 + b) * pt.step))
+            s[nb][e] = dev::negInf();
+        }
+    }
+    bwd::probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T, dS^T
+    bwd::scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane);
+    bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
+    bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
+                                            (long long)p.heads * D, p.scale, lane); // 6. dQ
+    qt = qtNext;
+  }
+  // 7. The tile's partials, for this warp's 16 key rows (dK scaled).
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
+    if (b >= pt.count)
+      continue;
+    const long long row = pt.offset + b;
     float *dkRow = g.dk + g.gradL.at(batch, row, kvHead);
     float *dvRow = g.dv + g.gradL.at(batch, row, kvHead);
 #pragma unroll

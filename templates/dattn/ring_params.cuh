@@ -192,5 +192,143 @@ DATTN_HD bool keyPiece(const Params &rp, long long x, long long w, long long r, 
   return false;
 }
 
+
+// ---------------------------------------------------------------------------
+// Blocks branches on tensor cores (ring_mma.cuh): the union's members decide
+// every pair in global positions. The rank's rows are one or two contiguous
+// ranges, tiled by queryPiece and keyPiece with one unbounded segment and
+// dilation 1; a key tile is bn consecutive packed rows of one part, at
+// global positions start + x * step.
+
+/// Keys [*lo, *hi) that query rows [i0, i1) can reach through the union of
+/// members[0..count) (*hi <= *lo: none).
+DATTN_HD void unionKeyReach(const plan::Member *members, int count, bool causal, long long i0,
+                            long long i1, long long n, long long *lo, long long *hi) {
+  *lo = n;
+  *hi = 0;
+  for (int m = 0; m < count; ++m) {
+    if (members[m].excluded) // takes pairs out, reaches none
+      continue;
+    long long a, b;
+    plan::memberKeyRange(members[m], i0, i1, n, &a, &b);
+    *lo = plan::minI(*lo, a);
+    *hi = plan::maxI(*hi, b);
+  }
+  if (causal)
+    *hi = plan::minI(*hi, i1);
+}
+
+/// Queries [*lo, *hi) that can reach keys [j0, j1) through the union: the
+/// members' query ranges move monotonically with the key, so those of j0
+/// and j1 - 1 span the others.
+DATTN_HD void unionQueryReach(const plan::Member *members, int count, bool causal, long long j0,
+                              long long j1, long long n, long long *lo, long long *hi) {
+  *lo = n;
+  *hi = 0;
+  for (int m = 0; m < count; ++m)
+    for (int end = 0; end < 2 && !members[m].excluded; ++end) {
+      long long a, b;
+      plan::memberQueryRange(members[m], end == 0 ? j0 : j1 - 1, n, &a, &b);
+      *lo = plan::minI(*lo, a);
+      *hi = plan::maxI(*hi, b);
+    }
+  if (causal)
+    *lo = plan::maxI(*lo, j0);
+}
+
+/// Global positions [*j0, *j1) covered by the key tile of part `pt` that
+/// starts at its packed row b0 (a superset of the tile's keys when step > 1).
+DATTN_HD void keyTileSpan(const Part &pt, long long b0, long long bn, long long *j0,
+                          long long *j1) {
+  *j0 = pt.start + b0 * pt.step;
+  *j1 = pt.start + (b0 + plan::minI(bn, pt.count - b0) - 1) * pt.step + 1;
+}
+
+/// The union's class of query rows [i0, i1) against keys [j0, j1), partial
+/// where the tile has rows that are not real (`ragged`: zero-filled past a
+/// part or a range, masked). A superset span is exact for skip and full
+/// alike: the union keeps all of its pairs or none.
+DATTN_HD int blocksTileClass(const plan::Member *members, int count, bool causal, long long i0,
+                             long long i1, long long j0, long long j1, bool ragged) {
+  const int cls = plan::unionTileClass(members, count, causal, i0, i1, j0, j1);
+  return cls == plan::kFull && ragged ? (int)plan::kPartial : cls;
+}
+
+/// The forward's walk over a block's key tiles for query rows [i0, i1),
+/// which reach keys [lo, hi): the part, the tile's first packed row in it
+/// (-1: entering the part), the end of the part's rows in reach, the class.
+struct BlocksKeyTile {
+  int part;
+  long long b0, b1;
+  int cls;
+};
+/// The first tile at or after t of kv head `kvHead` that is not skipped
+/// (part == numParts: none).
+DATTN_HD BlocksKeyTile nextBlocksKeyTile(const Params &r, const plan::Member *members, int count,
+                                         bool causal, int kvHead, long long i0, long long i1,
+                                         long long lo, long long hi, long long bn,
+                                         BlocksKeyTile t) {
+  for (; t.part < r.numParts; ++t.part, t.b0 = -1) {
+    const Part &pt = r.parts[t.part];
+    if (pt.kvHead != kvHead || hi <= lo)
+      continue;
+    if (t.b0 < 0) {
+      t.b0 = lo > pt.start ? plan::ceilDiv(lo - pt.start, pt.step) : 0;
+      t.b1 = hi > pt.start ? plan::minI(pt.count, plan::ceilDiv(hi - pt.start, pt.step)) : 0;
+    }
+    for (; t.b0 < t.b1; t.b0 += bn) {
+      long long j0, j1;
+      keyTileSpan(pt, t.b0, bn, &j0, &j1);
+      t.cls = blocksTileClass(members, count, causal, i0, i1, j0, j1, t.b0 + bn > pt.count);
+      if (t.cls != plan::kSkip)
+        return t;
+    }
+  }
+  return t;
+}
+
+/// The backward's query tiles of bm rows over the rank's ranges (range 0's,
+/// then range 1's) for a key tile whose keys queries [lo, hi) reach: of
+/// each range only the tiles meeting [lo, hi) are walked.
+struct BlocksQueryTiles {
+  long long begin[2], local[2], rows[2]; ///< each range: first global row, local row, rows
+  long long firstTile[2];                ///< each range's first tile index
+  long long walk0[2], walk1[2];          ///< each range's walked tiles [walk0, walk1)
+  long long tiles;                       ///< past the last tile
+
+  DATTN_HD void init(const Params &r, long long lo, long long hi, long long bm) {
+    long long localRow = 0;
+    tiles = 0;
+    for (int x = 0; x < 2; ++x) {
+      begin[x] = r.qBegin[x];
+      local[x] = localRow;
+      rows[x] = r.qEnd[x] - r.qBegin[x];
+      localRow += rows[x];
+      firstTile[x] = tiles;
+      const long long a = plan::maxI(lo, begin[x]) - begin[x];
+      const long long b = plan::minI(hi, r.qEnd[x]) - begin[x];
+      walk0[x] = a < b ? tiles + a / bm : tiles;
+      walk1[x] = a < b ? tiles + plan::ceilDiv(b, bm) : tiles;
+      tiles += plan::ceilDiv(rows[x], bm);
+    }
+  }
+  /// Tile qt: its range, its first row in the range (qa0) and that row's
+  /// global position.
+  DATTN_HD int tile(long long qt, long long bm, long long *qa0, long long *i0) const {
+    const int x = qt < firstTile[1] ? 0 : 1;
+    *qa0 = (qt - firstTile[x]) * bm;
+    *i0 = begin[x] + *qa0;
+    return x;
+  }
+  /// The first walked tile at or after qt (tiles: none).
+  DATTN_HD long long walked(long long qt) const {
+    if (qt < walk0[0])
+      qt = walk0[0];
+    if (qt >= walk1[0] && qt < walk0[1])
+      qt = walk0[1];
+    return qt < walk1[0] || (qt >= walk0[1] && qt < walk1[1]) ? qt : tiles;
+  }
+};
+
 } // namespace ring
 } // namespace dattn

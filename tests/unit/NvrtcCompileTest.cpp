@@ -165,6 +165,18 @@ TEST(Nvrtc, RingModulesCompile) {
       EXPECT_EQ(kernel.family, "sm80_mma_forward") << kernel.name;
     }
   }
+  // And blocks branches (a window, global tokens: ring_mma.cuh's blocks
+  // pair), forward and backward.
+  const AttentionSpec causalRing =
+      loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/causal_ring.dattn").attentions.at(0);
+  int blocksKernels = 0;
+  for (const auto &kernel : compileOfflineRing(causalRing, "sm_90a").module.kernels)
+    if (kernel.role == KernelRole::Branch || kernel.role == KernelRole::DkvPass) {
+      EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
+      blocksKernels += planAttention(causalRing).branches.at(kernel.branch).kind ==
+                       BranchKind::Blocks;
+    }
+  EXPECT_EQ(blocksKernels, 4); // the window's and the global tokens', both passes
   SpecGenerator gen(7);
   for (int trial = 0; trial < 4; ++trial) {
     AttentionSpec spec = gen.spec();

@@ -1,13 +1,17 @@
-// The index arithmetic of the ring's tensor-core block kernels for strided
-// branches (templates/dattn/ring_params.cuh: queryPiece, partRun,
-// tilesPerPiece forward; keyPiece, keyTilesOf, segmentQueries backward),
-// checked on the CPU: walking every tile of the launch grid for every head
-// must give each (query, key) pair of the branch between the rank's rows
-// and the block's keys exactly once (a pair seen twice would be counted twice by the online
-// softmax), with the local query row and the packed key row of each
-// position right. Random segments, dilations, offsets, causal, GQA, N, ring
-// sizes, both layouts and tile heights; the own rows and every received
-// block of the schedule.
+// The index arithmetic of the ring's tensor-core block kernels
+// (templates/dattn/ring_params.cuh), checked on the CPU: walking every tile
+// of the launch grid for every head must give each (query, key) pair of the
+// branch between the rank's rows and the block's keys exactly once (a pair
+// seen twice would be counted twice by the online softmax), with the local
+// query row and the packed key row of each position right.
+// - Strided branches (queryPiece, partRun, tilesPerPiece forward; keyPiece,
+//   keyTilesOf, segmentQueries backward): random segments, dilations,
+//   offsets, causal, GQA, N, ring sizes, both layouts and tile heights.
+// - Blocks branches (nextBlocksKeyTile forward, BlocksQueryTiles backward,
+//   blocksTileClass both): random unions of every pattern; a tile classed
+//   full must hold only attended pairs, and a partial one is masked pair by
+//   pair as the kernels do.
+// The own rows and every received block of the schedule.
 #include "RandomSpec.h"
 
 #include "dattn/compiler.h"
@@ -69,7 +73,7 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
     for (int64_t x = 0; x < grid; ++x) {
       ring::QueryPiece q;
       ASSERT_TRUE(ring::queryPiece(rp, x, w, r, o, bm, &q)) << "tile " << x;
-      for (int64_t a = q.tile * bm; a < std::min(q.tile * bm + bm, q.count); ++a) {
+      for (int64_t a = q.tile * bm; a < std::min<int64_t>(q.tile * bm + bm, q.count); ++a) {
         const int64_t i = q.first + a * r;
         ASSERT_EQ(localRow(shard, i), q.localFirst + a * r) << "query " << i;
         ASSERT_TRUE(i >= q.segBegin && i < q.segEnd && i % r == o) << "query " << i;
@@ -114,7 +118,7 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
       if (device[kp.part].kvHead != kv)
         continue;
       const ring::KeyRun k = ring::partRun(device[kp.part], r, o, kp.segBegin, kp.segEnd);
-      for (int64_t c = kp.tile * bm; c < std::min(kp.tile * bm + bm, k.count); ++c) {
+      for (int64_t c = kp.tile * bm; c < std::min<int64_t>(kp.tile * bm + bm, k.count); ++c) {
         const int64_t j = k.pos + c * k.posStep;
         ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
         for (int range = 0; range < 2; ++range) {
@@ -136,6 +140,193 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
     if (back != want)
       return;
   }
+}
+
+/// Up to 8 pairs of `a` missing from `b`, for a failure's message.
+std::string missingFrom(const std::set<std::pair<int64_t, int64_t>> &a,
+                        const std::set<std::pair<int64_t, int64_t>> &b) {
+  std::string out;
+  int shown = 0;
+  for (const auto &[i, j] : a)
+    if (!b.count({i, j}) && shown++ < 8)
+      out += " (" + std::to_string(i) + ", " + std::to_string(j) + ")";
+  return out.empty() ? " none" : out;
+}
+
+/// The blocks kernels' walks over one block, for every head of blocks
+/// branch b: forward, every query tile of the grid over the key tiles that
+/// nextBlocksKeyTile yields; backward, every key tile (keyPiece) over the
+/// query tiles BlocksQueryTiles walks. Each against the union's pairs.
+void checkBlocksBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &plan,
+                      int rank, const Parts &parts, const BlockMask &mask, int64_t bm,
+                      int64_t bn, const std::string &what) {
+  SCOPED_TRACE(what);
+  const std::vector<RowRange> &shard = plan.rankPlans[rank].shard;
+  const int64_t n = plan.seqLen;
+  ring::Params rp{};
+  rp.globalN = n;
+  for (size_t x = 0; x < shard.size() && x < 2; ++x) {
+    rp.qBegin[x] = shard[x].begin;
+    rp.qEnd[x] = shard[x].end;
+  }
+  std::vector<ring::Part> device;
+  for (const PackedPart &p : parts)
+    device.push_back(devicePart(p));
+  rp.parts = device.data();
+  rp.numParts = static_cast<int>(device.size());
+  int64_t grid = 0, keyGrid = 0;
+  for (int range = 0; range < 2; ++range)
+    grid += ring::piecesOf(rp.qBegin[range], rp.qEnd[range], n) *
+            ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], n, 1, bm);
+  for (const ring::Part &p : device)
+    keyGrid += ring::keyTilesOf(p, n, 1, bn);
+  const int group = spec.heads / spec.kvHeads;
+  std::map<std::pair<int, int64_t>, int64_t> keyRow; // (kv head, position) -> packed row
+  for (const PackedPart &p : parts)
+    for (int64_t x = 0; x < p.rows.count; ++x)
+      keyRow[{p.kvHead, p.rows.start + x * p.rows.step}] = p.offset + x;
+
+  for (size_t hi = 0; hi < b.heads.size(); ++hi) {
+    const int head = b.heads[hi], kv = head / group;
+    std::vector<plan::Member> members;
+    for (const MemberPlan &m : b.members)
+      members.push_back(m.forHead(static_cast<int>(hi), head, mask.rowOffsets.data(),
+                                  mask.colIndices.data()));
+    const int count = static_cast<int>(members.size());
+    auto kept = [&](int64_t i, int64_t j) {
+      return !(spec.causal && j > i) && plan::unionContains(members.data(), count, i, j);
+    };
+    std::set<std::pair<int64_t, int64_t>> want, got, back;
+    for (const RowRange &range : shard)
+      for (int64_t i = range.begin; i < range.end; ++i)
+        for (const auto &[key, row] : keyRow)
+          if (key.first == kv && kept(i, key.second))
+            want.insert({i, key.second});
+    // A tile's pair (i, j): a full tile holds only attended pairs; a
+    // partial one keeps those the mask keeps.
+    auto take = [&](std::set<std::pair<int64_t, int64_t>> &into, int cls, int64_t i, int64_t j,
+                    const char *pass) {
+      if (cls == plan::kFull)
+        EXPECT_TRUE(kept(i, j)) << pass << ", head " << head << ": (" << i << ", " << j
+                                << ") is in a full tile, outside the branch";
+      else if (!kept(i, j))
+        return;
+      EXPECT_TRUE(into.insert({i, j}).second)
+          << pass << ", head " << head << ": pair (" << i << ", " << j << ") twice";
+    };
+
+    for (int64_t x = 0; x < grid; ++x) {
+      ring::QueryPiece q;
+      ASSERT_TRUE(ring::queryPiece(rp, x, n, 1, 0, bm, &q)) << "tile " << x;
+      const int64_t qa0 = q.tile * bm, qa1 = std::min<int64_t>(qa0 + bm, q.count);
+      if (qa0 >= q.count)
+        continue;
+      const int64_t i0 = q.first + qa0, i1 = q.first + qa1;
+      for (int64_t a = qa0; a < qa1; ++a)
+        ASSERT_EQ(localRow(shard, q.first + a), q.localFirst + a) << "query " << q.first + a;
+      long long lo, hi;
+      ring::unionKeyReach(members.data(), count, spec.causal, i0, i1, n, &lo, &hi);
+      auto next = [&](ring::BlocksKeyTile t) {
+        return ring::nextBlocksKeyTile(rp, members.data(), count, spec.causal, kv, i0, i1, lo,
+                                       hi, bn, t);
+      };
+      for (ring::BlocksKeyTile t = next({0, -1, 0, 0}); t.part < rp.numParts;
+           t.b0 += bn, t = next(t)) {
+        const ring::Part &pt = device[t.part];
+        ASSERT_EQ(pt.kvHead, kv);
+        ASSERT_NE(t.cls, plan::kSkip);
+        if (t.b0 + bn > pt.count)
+          ASSERT_EQ(t.cls, plan::kPartial) << "a tile past the part's rows is masked";
+        for (int64_t k = t.b0; k < std::min<int64_t>(t.b0 + bn, pt.count); ++k) {
+          const int64_t j = pt.start + k * pt.step;
+          ASSERT_EQ(keyRow.at({kv, j}), pt.offset + k) << "key " << j;
+          for (int64_t a = qa0; a < qa1; ++a)
+            take(got, t.cls, q.first + a, j, "forward");
+        }
+      }
+    }
+    EXPECT_TRUE(got == want) << "forward, head " << head << ": pairs missed:"
+                             << missingFrom(want, got) << "; extra:" << missingFrom(got, want);
+
+    for (int64_t x = 0; x < keyGrid; ++x) {
+      ring::KeyPiece kp;
+      ASSERT_TRUE(ring::keyPiece(rp, x, n, 1, bn, &kp)) << "key tile " << x;
+      const ring::Part &pt = device[kp.part];
+      const int64_t kb0 = kp.tile * bn, kLeft = pt.count - kb0;
+      if (pt.kvHead != kv || kLeft <= 0)
+        continue;
+      long long j0, j1, lo, hi;
+      ring::keyTileSpan(pt, kb0, bn, &j0, &j1);
+      ring::unionQueryReach(members.data(), count, spec.causal, j0, j1, n, &lo, &hi);
+      ring::BlocksQueryTiles tiles;
+      tiles.init(rp, lo, hi, bm);
+      for (long long qt = tiles.walked(0); qt < tiles.tiles; qt = tiles.walked(qt + 1)) {
+        long long qa0, i0;
+        const int range = tiles.tile(qt, bm, &qa0, &i0);
+        const int64_t rows = tiles.rows[range], qa1 = std::min<int64_t>(qa0 + bm, rows);
+        ASSERT_LT(qa0, rows) << "query tile " << qt;
+        const int cls = ring::blocksTileClass(members.data(), count, spec.causal, i0,
+                                              i0 + (qa1 - qa0), j0, j1,
+                                              kLeft < bn || qa0 + bm > rows);
+        if (cls == plan::kSkip)
+          continue;
+        for (int64_t a = qa0; a < qa1; ++a) {
+          const int64_t i = i0 + (a - qa0);
+          ASSERT_EQ(localRow(shard, i), tiles.local[range] + a) << "query " << i;
+          for (int64_t k = kb0; k < std::min<int64_t>(kb0 + bn, pt.count); ++k)
+            take(back, cls, i, pt.start + k * pt.step, "backward");
+        }
+      }
+    }
+    EXPECT_TRUE(back == want) << "backward, head " << head << ": pairs missed:"
+                              << missingFrom(want, back) << "; extra:" << missingFrom(back, want);
+    if (got != want || back != want)
+      return;
+  }
+}
+
+TEST(RingTiling, BlocksTilesCoverEachPairOnce) {
+  SpecGenerator gen(31);
+  int checked = 0;
+  for (int trial = 0; trial < 150 && !::testing::Test::HasFailure(); ++trial) {
+    AttentionSpec spec = gen.spec();
+    spec.ringLayout = gen.coin(0.3) ? RingLayout::Zigzag : RingLayout::Contiguous;
+    const int64_t n = gen.uniform(1, 300);
+    const BlockMask mask = spec.blockMaskBlock() > 0 ? gen.mask(spec, n) : BlockMask{};
+    const AttentionPlan ap = planAttention(spec);
+    const int ranks = static_cast<int>(std::vector<int64_t>{1, 2, 3, 4, 8}[gen.uniform(0, 4)]);
+    const int64_t bm = std::vector<int64_t>{16, 32, 64}[gen.uniform(0, 2)];
+    const int64_t bn = std::vector<int64_t>{16, 32, 64}[gen.uniform(0, 2)];
+    const RingPlan plan =
+        planRing(ap, n, ranks, spec.blockMaskBlock() > 0 ? &mask : nullptr);
+    const RingSchedule schedule = scheduleRing(plan);
+    SCOPED_TRACE(spec.canonical() + " N = " + std::to_string(n) + ", P = " +
+                 std::to_string(ranks) + ", bm = " + std::to_string(bm) + ", bn = " +
+                 std::to_string(bn));
+    for (const BranchPlan &b : ap.branches) {
+      if (b.kind != BranchKind::Blocks)
+        continue;
+      for (int rank = 0; rank < ranks && !::testing::Test::HasFailure(); ++rank) {
+        Parts own;
+        for (int k = 0; k < spec.kvHeads; ++k) {
+          int64_t local = 0;
+          for (const RowRange &range : plan.rankPlans[rank].shard) {
+            own.push_back({k, {range.begin, 1, range.end - range.begin}, local});
+            local += range.end - range.begin;
+          }
+        }
+        checkBlocksBlock(spec, b, plan, rank, own, mask, bm, bn,
+                         "rank " + std::to_string(rank) + ", own rows");
+        for (const RingStep &st : schedule.ranks[rank].steps)
+          if (st.recv.peer >= 0)
+            checkBlocksBlock(spec, b, plan, rank, st.recv.parts, mask, bm, bn,
+                             "rank " + std::to_string(rank) + ", step " +
+                                 std::to_string(st.step));
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 100) << "blocks branches checked";
 }
 
 TEST(RingTiling, StridedTilesCoverEachPairOnce) {
