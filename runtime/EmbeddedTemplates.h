@@ -12,5 +12,8 @@ struct EmbeddedFile {
 extern const EmbeddedFile kTemplates[];
 extern const int kNumTemplates;
 extern const char kTemplatesHash[]; ///< SHA-256 over names and contents
+/// The same over the templates tuned kernels include (all but
+/// dattn/ring*.cuh): the tuning database's key.
+extern const char kTunedTemplatesHash[];
 
 } // namespace dattn::rt

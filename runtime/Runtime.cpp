@@ -221,7 +221,7 @@ TuningSignature Runtime::tuningSignature() const {
   rt::driver().driverGetVersion(&v);
   s.driverMajor = v / 1000;
   s.nvrtc = rt::nvrtcVersionString(info_.smVersion);
-  s.templates = rt::kTemplatesHash;
+  s.templates = rt::kTunedTemplatesHash;
   return s;
 }
 

@@ -12,7 +12,7 @@ namespace dattn {
 SystemInfo querySystem() {
   SystemInfo s;
   s.cacheFolder = env::cacheRoot();
-  s.templatesHash = rt::kTemplatesHash;
+  s.templatesHash = rt::kTunedTemplatesHash;
   try {
     const rt::Driver &d = rt::driver();
     s.driverLibrary = d.path;

@@ -265,7 +265,7 @@ struct SystemInfo {
   NvrtcInfo nvrtc13, nvrtc12; ///< each NVRTC dattn can load (12 serves GPUs before sm_75)
   std::vector<DeviceInfo> devices;
   std::string cacheFolder;
-  std::string templatesHash; ///< of the embedded kernel templates (tuning entries carry it)
+  std::string templatesHash; ///< of the templates tuned kernels include (tuning entries carry it)
 };
 SystemInfo querySystem();
 

@@ -10,7 +10,8 @@
 //
 // This is the SIMT version: one warp per query row, keys tested one by one
 // against the branch's predicate, every pattern and dtype. It defines the
-// executor's data flow; tensor-core block kernels come next.
+// executor's data flow and runs what the tensor-core block kernels
+// (ring_mma.cuh) do not: fp32 with precision ieee.
 #pragma once
 
 #include "dattn/forward_common.cuh"
