@@ -14,8 +14,12 @@ namespace dattn {
 namespace {
 
 /// A branch whose forward runs on tensor cores: the ring's tensor-core
-/// kernels (ring_mma.cuh) serve it, strided (dense included) or blocks.
+/// kernels (ring_mma.cuh) serve it, strided (dense included) or blocks. A
+/// blocks branch in fp32 (precision tf32) keeps the SIMT kernels until its
+/// TF32 ring test (GpuRing.LoopbackDtypesAndBlockMasks) has run on a GPU.
 bool onTensorCoresOneGpu(const AttentionPlan &plan, const BranchPlan &b) {
+  if (b.kind == BranchKind::Blocks && plan.dtype == DType::F32)
+    return false;
   return plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
 }
 

@@ -11,7 +11,8 @@
 // This is the SIMT version: one warp per query row, keys tested one by one
 // against the branch's predicate, every pattern and dtype. It defines the
 // executor's data flow and runs what the tensor-core block kernels
-// (ring_mma.cuh) do not: fp32 with precision ieee.
+// (ring_mma.cuh) do not: fp32 (blocks branches; strided ones with precision
+// ieee).
 #pragma once
 
 #include "dattn/forward_common.cuh"

@@ -79,6 +79,18 @@ TEST(GpuRing, LoopbackDtypesAndBlockMasks) {
   REQUIRE_GPU();
   for (const char *dtype : {"fp16", "fp32"})
     expectRingMatches(parse(patternSpec(0, dtype, true)), 1, 257, 3, 11);
+  // fp32 with precision tf32: the strided branch takes the tensor-core
+  // block kernel on TF32 operands, the blocks branches the SIMT ones for
+  // now (codegen/RingEmitter.cpp; ieee: SIMT everywhere).
+  for (const char *pattern : {"dilated", "window_global", "dilated_blocks"})
+    for (int x = 0; x < kNumPatterns; ++x)
+      if (const PatternCase &c = kPatterns[x]; std::string(c.name) == pattern) {
+        SCOPED_TRACE(std::string("tf32 ") + pattern);
+        AttentionSpec spec = parse(std::string("attention t { heads = 4 kv_heads = 2 head_dim = "
+                                               "64 dtype = fp32 precision = tf32 causal = true ") +
+                                   c.branches + " }");
+        expectRingMatches(spec, 1, 300, 3, 17);
+      }
   SpecGenerator gen(3);
   for (int trial = 0; trial < 6; ++trial) {
     AttentionSpec spec = gen.spec(); // every pattern, unions, block masks

@@ -31,6 +31,20 @@ namespace {
 /// row sits: packed row or local row).
 using Parts = std::vector<PackedPart>;
 
+/// The rank's own rows as the executor numbers them: one part per kv head
+/// and shard range, local rows.
+Parts ownParts(const std::vector<RowRange> &shard, int kvHeads) {
+  Parts own;
+  for (int k = 0; k < kvHeads; ++k) {
+    int64_t local = 0;
+    for (const RowRange &range : shard) {
+      own.push_back({k, {range.begin, 1, range.end - range.begin}, local});
+      local += range.end - range.begin;
+    }
+  }
+  return own;
+}
+
 ring::Part devicePart(const PackedPart &p) {
   return {p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead};
 }
@@ -307,14 +321,7 @@ TEST(RingTiling, BlocksTilesCoverEachPairOnce) {
       if (b.kind != BranchKind::Blocks)
         continue;
       for (int rank = 0; rank < ranks && !::testing::Test::HasFailure(); ++rank) {
-        Parts own;
-        for (int k = 0; k < spec.kvHeads; ++k) {
-          int64_t local = 0;
-          for (const RowRange &range : plan.rankPlans[rank].shard) {
-            own.push_back({k, {range.begin, 1, range.end - range.begin}, local});
-            local += range.end - range.begin;
-          }
-        }
+        const Parts own = ownParts(plan.rankPlans[rank].shard, spec.kvHeads);
         checkBlocksBlock(spec, b, plan, rank, own, mask, bm, bn,
                          "rank " + std::to_string(rank) + ", own rows");
         for (const RingStep &st : schedule.ranks[rank].steps)
@@ -363,14 +370,7 @@ TEST(RingTiling, StridedTilesCoverEachPairOnce) {
       if (b.kind != BranchKind::Strided)
         continue;
       for (int rank = 0; rank < ranks; ++rank) {
-        Parts own;
-        for (int k = 0; k < spec.kvHeads; ++k) {
-          int64_t local = 0;
-          for (const RowRange &range : plan.rankPlans[rank].shard) {
-            own.push_back({k, {range.begin, 1, range.end - range.begin}, local});
-            local += range.end - range.begin;
-          }
-        }
+        const Parts own = ownParts(plan.rankPlans[rank].shard, spec.kvHeads);
         checkBlock(spec, b, plan, rank, own, bm, "rank " + std::to_string(rank) + ", own rows");
         for (const RingStep &st : schedule.ranks[rank].steps)
           if (st.recv.peer >= 0)
