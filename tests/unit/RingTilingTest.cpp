@@ -249,8 +249,9 @@ void checkBlocksBlock(const AttentionSpec &spec, const BranchPlan &b, const Ring
         const ring::Part &pt = device[t.part];
         ASSERT_EQ(pt.kvHead, kv);
         ASSERT_NE(t.cls, plan::kSkip);
-        if (t.b0 + bn > pt.count)
+        if (t.b0 + bn > pt.count) {
           ASSERT_EQ(t.cls, plan::kPartial) << "a tile past the part's rows is masked";
+        }
         for (int64_t k = t.b0; k < std::min<int64_t>(t.b0 + bn, pt.count); ++k) {
           const int64_t j = pt.start + k * pt.step;
           ASSERT_EQ(keyRow.at({kv, j}), pt.offset + k) << "key " << j;
