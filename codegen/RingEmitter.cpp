@@ -17,7 +17,7 @@ namespace {
 /// kernels (ring_mma.cuh) serve it, strided (dense included) or blocks. A
 /// blocks branch in fp32 (precision tf32) keeps the SIMT kernels until its
 /// TF32 ring test (GpuRing.LoopbackDtypesAndBlockMasks) has run on a GPU.
-bool onTensorCoresOneGpu(const AttentionPlan &plan, const BranchPlan &b) {
+bool ringOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
   if (b.kind == BranchKind::Blocks && plan.dtype == DType::F32)
     return false;
   return plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
@@ -104,7 +104,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     const BranchPlan &b = plan.branches[bi];
     // Branches on tensor cores take the sm80 forward's tile configuration
     // (ring_mma.cuh); the others (fp32) the SIMT block kernel.
-    if (onTensorCoresOneGpu(plan, b)) {
+    if (ringOnTensorCores(plan, b)) {
       const KernelChoice forward = ringForward(plan, b, target);
       const KernelConfig &c = forward.config;
       const std::string name = add("_b" + std::to_string(bi) + "_block_mma", KernelRole::Branch,
@@ -151,7 +151,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     // Branches on tensor cores: the one-GPU dK/dV family's configuration
     // with dQ by reductions (ring_mma.cuh), one CTA per key tile of the
     // block (KernelInfo::rowsPerCta keys); the others SIMT.
-    if (onTensorCoresOneGpu(plan, b)) {
+    if (ringOnTensorCores(plan, b)) {
       const KernelChoice dkv = plannedKernels(plan, b, "backward").at(0);
       if (dkv.family->usesTensorCores() && dkv.config.atomicDq) {
         const KernelConfig &c = dkv.config;

@@ -43,8 +43,9 @@ RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionS
   const int64_t recv = batch * rs.maxRecvRows * D, send = batch * rs.maxSendRows * D;
   // Step s receives into slot s % 2; with one receiving step both name
   // the same buffer.
+  const int slots = rs.receiveSlots();
   for (int slot = 0; slot < 2; ++slot) {
-    const bool own = slot < rs.receiveSlots();
+    const bool own = slot < slots;
     w.recvK[slot] = own ? take(recv * elementBytes) : w.recvK[0];
     w.recvV[slot] = own ? take(recv * elementBytes) : w.recvV[0];
   }

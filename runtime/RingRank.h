@@ -22,8 +22,9 @@ namespace dattn::rt {
 
 /// Where a rank's buffers sit in its workspace (byte offsets; -1 = absent).
 /// Two receive slots (a step's block arrives while the previous one is
-/// attended to; one when a single step receives), one pack buffer; backward adds the fp32 dK/dV partials of
-/// one received block and one returned block. A rank that receives a
+/// attended to; one when a single step receives), one pack buffer; backward
+/// adds the fp32 dK/dV partials of one received block and one returned
+/// block. A rank that receives a
 /// fragmented block (below) also has a stage: K and V in the sender's
 /// shape, and backward their fp32 partials.
 struct RankWorkspace {

@@ -28,6 +28,81 @@ struct KeyTile {
 };
 
 // ---------------------------------------------------------------------------
+// The tile steps both pairs share (strided and blocks kernels differ in
+// their walks and masks only).
+
+/// Forward steps 2-5 on the stage's K and V tiles (tk, tv): S = Q K^T,
+/// `maskTile(s)` on partial tiles only, the online softmax, O += P V.
+template <class T, class Tile, int D, int BN, int MT, class MaskTile>
+DATTN_DEV void forwardKeyTile(float (&acc)[MT][D / 8][4], warp::OnlineSoftmax<MT> &softmax,
+                              unsigned sQa, unsigned tk, unsigned tv, int row0, bool partial,
+                              float scaleLog2, int lane, MaskTile maskTile) {
+  float s[MT][BN / 8][4]; // 2. S = Q K^T
+  warp::scores<T, Tile, D, BN, MT>(s, sQa, tk, row0, lane);
+  if (partial) // 3. masks on partial tiles only
+    maskTile(s);
+  softmax.update(s, acc, scaleLog2);                  // 4. online softmax
+  warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, tv, lane); // 5. O += P V
+}
+
+/// Backward steps 2-6 for one query tile (tq, tg: its Q and dO; tileL,
+/// tileDelta: its L and Delta): S^T and dP^T, on partial tiles p = 0 where
+/// key b of the tile is past `keysLeft`, query a past the tile's rows or
+/// keep(a, b) says no; P^T, dS^T, dV and dK into the registers, dQ by
+/// reductions.
+template <class T, class Tile, int D, int BM, int BN, int W, class Keep>
+DATTN_DEV void backwardQueryTile(float (&dk)[D / 8][4], float (&dv)[D / 8][4], unsigned sKa,
+                                 unsigned sVa, unsigned tq, unsigned tg, const float *tileL,
+                                 const float *tileDelta, T *sDS, const bwd::RowMap &rm,
+                                 long long qa0, long long keysLeft, bool partial, int keyRow0,
+                                 int warpId, float *dq0, long long dqRowStride, float scale,
+                                 float scaleLog2, int lane, Keep keep) {
+  float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
+  bwd::scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
+  if (partial) { // 3. pairs outside the block or the branch: p = 0
+#pragma unroll
+    for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const long long b = keyRow0 + lane / 4 + (e >> 1) * 8;
+        const long long a = nb * 8 + (lane % 4) * 2 + (e & 1);
+        if (b >= keysLeft || qa0 + a >= rm.count || !keep(a, b))
+          s[nb][e] = dev::negInf();
+      }
+  }
+  bwd::probabilitiesTransposed<BM>(s, tileL, scaleLog2, lane); // 4. P^T, dS^T
+  bwd::scoreGradientsTransposed<BM>(s, dp, tileDelta, lane);
+  bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
+  bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
+                                          dqRowStride, scale, lane); // 6. dQ
+}
+
+/// Backward step 7: the key tile's dK/dV partials of this warp's 16 key
+/// rows (dK scaled) added to g.dk, g.dv (reductions: the heads of a kv head
+/// share its rows) at rows base + b * step of the block, b < count.
+template <int D>
+DATTN_DEV void addKeyPartials(const Grad &g, const float (&dk)[D / 8][4],
+                              const float (&dv)[D / 8][4], long long kb0, int keyRow0,
+                              long long base, long long step, long long count, long long batch,
+                              int kvHead, float scale, int lane) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
+    if (b >= count)
+      continue;
+    const long long row = base + b * step;
+    float *dkRow = g.dk + g.gradL.at(batch, row, kvHead);
+    float *dvRow = g.dv + g.gradL.at(batch, row, kvHead);
+#pragma unroll
+    for (int nb = 0; nb < D / 8; ++nb) {
+      const int c = nb * 8 + (lane % 4) * 2;
+      dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * scale, dk[nb][2 * half + 1] * scale);
+      dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Strided (dilated) branches: segment w, dilation r, offset o per head. A
 // query attends the keys of its segment whose position is congruent to o
 // modulo r, so on both sides the rows of one (segment, head) form a lattice
@@ -134,19 +209,16 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
     if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
       loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
     dev::cpAsyncCommit();
-    float s[MT][BN / 8][4]; // 2. S = Q K^T
-    warp::scores<T, Tile, D, BN, MT>(s, dev::smemAddress(sQ),
-                                     dev::smemAddress(sK + stage * BN * D), row0, lane);
-    if (cls == plan::kPartial) { // 3. masks on partial tiles only, in lattice indices
-      const long long m = k.posStep / dil, kc0 = (k.pos - o) / dil + t.b0 * m;
-      const long long qcW = qc0 + row0, keysLeft = k.count - t.b0;
-      warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
-        return b < keysLeft && !(Branch::kCausal && kc0 + b * m > qcW + a);
-      });
-    }
-    softmax.update(s, acc, scaleLog2); // 4. online softmax
-    warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, dev::smemAddress(sV + stage * BN * D),
-                                           lane); // 5. O += P V
+    forwardKeyTile<T, Tile, D, BN, MT>( // 2-5, masks in lattice indices
+        acc, softmax, dev::smemAddress(sQ), dev::smemAddress(sK + stage * BN * D),
+        dev::smemAddress(sV + stage * BN * D), row0, cls == plan::kPartial, scaleLog2, lane,
+        [&](float (&s)[MT][BN / 8][4]) {
+          const long long m = k.posStep / dil, kc0 = (k.pos - o) / dil + t.b0 * m;
+          const long long qcW = qc0 + row0, keysLeft = k.count - t.b0;
+          warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+            return b < keysLeft && !(Branch::kCausal && kc0 + b * m > qcW + a);
+          });
+        });
     t = next;
   }
   fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
@@ -280,42 +352,16 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     queryTile(qt, &rm, &qa0, &qc0);
     const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
     const unsigned tg = dev::smemAddress(sG + stage * BM * D);
-    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
-    bwd::scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
-    if (cls == plan::kPartial) { // 3. pairs outside the block or the causal order: p = 0
-#pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long b = keyRow0 + lane / 4 + (e >> 1) * 8;
-          const long long a = nb * 8 + (lane % 4) * 2 + (e & 1);
-          if (b >= kLeft || qa0 + a >= rm.count || (Branch::kCausal && kc0 + b * m > qc0 + a))
-            s[nb][e] = dev::negInf();
-        }
-    }
-    bwd::probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T, dS^T
-    bwd::scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane);
-    bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
-    bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
-                                            (long long)p.heads * D, p.scale, lane); // 6. dQ
+    backwardQueryTile<T, Tile, D, BM, BN, W>( // 2-6, the causal order in lattice indices
+        dk, dv, sKa, sVa, tq, tg, sL + stage * BM, sDelta + stage * BM, sDS, rm, qa0, kLeft,
+        cls == plan::kPartial, keyRow0, warpId, dq0, (long long)p.heads * D, p.scale, scaleLog2,
+        lane, [&](long long a, long long b) {
+          return !(Branch::kCausal && kc0 + b * m > qc0 + a);
+        });
     qt = qtNext;
   }
-  // 7. The tile's partials, for this warp's 16 key rows (dK scaled).
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
-    if (b >= run.count)
-      continue;
-    const long long row = run.base + b * run.step;
-    float *dkRow = g.dk + g.gradL.at(batch, row, kvHead);
-    float *dvRow = g.dv + g.gradL.at(batch, row, kvHead);
-#pragma unroll
-    for (int nb = 0; nb < D / 8; ++nb) {
-      const int c = nb * 8 + (lane % 4) * 2;
-      dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
-      dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
-    }
-  }
+  addKeyPartials<D>(g, dk, dv, kb0, keyRow0, run.base, run.step, run.count, batch, kvHead,
+                    p.scale, lane); // 7. the tile's partials
 }
 
 // ---------------------------------------------------------------------------
@@ -402,20 +448,17 @@ __device__ void mmaRingBlocksForward(const fwd::Params &p, const Params &r) {
     if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
       loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
     dev::cpAsyncCommit();
-    float s[MT][BN / 8][4]; // 2. S = Q K^T
-    warp::scores<T, Tile, D, BN, MT>(s, dev::smemAddress(sQ),
-                                     dev::smemAddress(sK + stage * BN * D), row0, lane);
-    if (t.cls == plan::kPartial) { // 3. masks on partial tiles only, in global positions
-      const Part &pt = r.parts[t.part];
-      const long long keysLeft = pt.count - t.b0, iW = i0 + row0;
-      const long long jFirst = pt.start + t.b0 * pt.step;
-      warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
-        return b < keysLeft && blocksPairKept<Branch>(members, iW + a, jFirst + b * pt.step);
-      });
-    }
-    softmax.update(s, acc, scaleLog2); // 4. online softmax
-    warp::accumulatePV<T, Tile, D, BN, MT>(acc, s, dev::smemAddress(sV + stage * BN * D),
-                                           lane); // 5. O += P V
+    forwardKeyTile<T, Tile, D, BN, MT>( // 2-5, masks in global positions
+        acc, softmax, dev::smemAddress(sQ), dev::smemAddress(sK + stage * BN * D),
+        dev::smemAddress(sV + stage * BN * D), row0, t.cls == plan::kPartial, scaleLog2, lane,
+        [&](float (&s)[MT][BN / 8][4]) {
+          const Part &pt = r.parts[t.part];
+          const long long keysLeft = pt.count - t.b0, iW = i0 + row0;
+          const long long jFirst = pt.start + t.b0 * pt.step;
+          warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+            return b < keysLeft && blocksPairKept<Branch>(members, iW + a, jFirst + b * pt.step);
+          });
+        });
     t = next;
   }
   fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
@@ -538,43 +581,16 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
     queryTile(qt, &rm, &qa0, &i0);
     const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
     const unsigned tg = dev::smemAddress(sG + stage * BM * D);
-    float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
-    bwd::scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
-    if (cls == plan::kPartial) { // 3. pairs outside the block or the union: p = 0
-#pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const long long b = keyRow0 + lane / 4 + (e >> 1) * 8;
-          const long long a = nb * 8 + (lane % 4) * 2 + (e & 1);
-          if (b >= kLeft || qa0 + a >= rm.count ||
-              !blocksPairKept<Branch>(members, i0 + a, pt.start + (kb0 + b) * pt.step))
-            s[nb][e] = dev::negInf();
-        }
-    }
-    bwd::probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T, dS^T
-    bwd::scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane);
-    bwd::accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
-    bwd::addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qa0, keyRow0, warpId, dq0,
-                                            (long long)p.heads * D, p.scale, lane); // 6. dQ
+    backwardQueryTile<T, Tile, D, BM, BN, W>( // 2-6, the union in global positions
+        dk, dv, sKa, sVa, tq, tg, sL + stage * BM, sDelta + stage * BM, sDS, rm, qa0, kLeft,
+        cls == plan::kPartial, keyRow0, warpId, dq0, (long long)p.heads * D, p.scale, scaleLog2,
+        lane, [&](long long a, long long b) {
+          return blocksPairKept<Branch>(members, i0 + a, pt.start + (kb0 + b) * pt.step);
+        });
     qt = qtNext;
   }
-  // 7. The tile's partials, for this warp's 16 key rows (dK scaled).
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const long long b = kb0 + keyRow0 + lane / 4 + half * 8;
-    if (b >= pt.count)
-      continue;
-    const long long row = pt.offset + b;
-    float *dkRow = g.dk + g.gradL.at(batch, row, kvHead);
-    float *dvRow = g.dv + g.gradL.at(batch, row, kvHead);
-#pragma unroll
-    for (int nb = 0; nb < D / 8; ++nb) {
-      const int c = nb * 8 + (lane % 4) * 2;
-      dev::reduceAdd2(dkRow + c, dk[nb][2 * half] * p.scale, dk[nb][2 * half + 1] * p.scale);
-      dev::reduceAdd2(dvRow + c, dv[nb][2 * half], dv[nb][2 * half + 1]);
-    }
-  }
+  addKeyPartials<D>(g, dk, dv, kb0, keyRow0, pt.offset, 1, pt.count, batch, kvHead, p.scale,
+                    lane); // 7. the tile's partials
 }
 
 } // namespace ring
