@@ -227,9 +227,10 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
 /// dK, dV and dQ of one block: one CTA per key tile
 /// (keyPiece: bn keys of one part's lattice run in one segment) and branch
 /// head, over the rank's query tiles of that segment and residue (its one
-/// or two ranges); dQ by fp32 reductions into g.dqAcc, the tile's dK/dV
-/// partials added (reductions: the heads of a kv head share its rows) to
-/// g.dk, g.dv.
+/// or two ranges), or per chunk of those tiles where the walk is long
+/// (g.split, splitKeyTile); dQ by fp32 reductions into g.dqAcc, the tile's
+/// dK/dV partials added (reductions: the heads of a kv head share its rows,
+/// and the chunks of a walk its keys) to g.dk, g.dv.
 template <class T, int D, int BM, int W, class Branch>
 __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
   static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
@@ -252,7 +253,10 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
   const long long dil = Branch::kStride, o = Branch::offset(headIndex);
   const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
   KeyPiece kp;
-  if (!keyPiece(r, blockIdx.x, w, dil, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
+  long long chunk;
+  bool chunked;
+  if (!splitKeyTile(r, g.split, blockIdx.x, w, dil, BN, &kp, &chunk, &chunked) ||
+      r.parts[kp.part].kvHead != kvHead)
     return;
   const KeyRun run = partRun<(Branch::kSegment >= 0)>(r.parts[kp.part], dil, o, kp.segBegin,
                                                           kp.segEnd);
@@ -270,7 +274,7 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     segmentQueries(r, range, kp.segBegin, kp.segEnd, dil, o, &qFirst[range], &qLocal[range],
                    &qCount[range]);
   const long long tiles0 = plan::ceilDiv(qCount[0], BM);
-  const long long numTiles = tiles0 + plan::ceilDiv(qCount[1], BM);
+  long long walkEnd = tiles0 + plan::ceilDiv(qCount[1], BM); // this CTA's walk ends there
   // Query tile qt: its row map (local rows), first compact row and the
   // lattice index of that row.
   auto queryTile = [&](long long qt, bwd::RowMap *rm, long long *qa0, long long *qc0) {
@@ -292,7 +296,7 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     return (int)(edge ? plan::kPartial : plan::kFull);
   };
   auto nextTile = [&](long long qt) {
-    while (qt < numTiles && classOf(qt) == plan::kSkip)
+    while (qt < walkEnd && classOf(qt) == plan::kSkip)
       ++qt;
     return qt;
   };
@@ -323,9 +327,9 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     }
   };
 
-  long long qt = nextTile(0);
-  if (qt >= numTiles)
-    return; // no query of the rank reaches these keys
+  long long qt = nextTile(0); // the key tile's walk: from its first tile with a pair
+  if (!walkOfCta(g.split, chunked, chunk, &qt, &walkEnd) || (qt = nextTile(qt)) >= walkEnd)
+    return; // no query of the rank (of this chunk) reaches these keys
   kLoader.load(sK, kb0, run.count);
   vLoader.load(sV, kb0, run.count);
   loadQueries(0, qt);
@@ -339,12 +343,12 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
   const int keyRow0 = warpId * 16; // this warp's key rows in the tile
   float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
 
-  for (int stage = 0; qt < numTiles; stage ^= 1) {
+  for (int stage = 0; qt < walkEnd; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
     const int cls = classOf(qt);
     const long long qtNext = nextTile(qt + 1);
-    if (qtNext < numTiles) // 1. the next query tile into the other stage
+    if (qtNext < walkEnd) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     bwd::RowMap rm;
@@ -466,7 +470,8 @@ __device__ void mmaRingBlocksForward(const fwd::Params &p, const Params &r) {
 
 /// dK, dV and dQ of one block for a blocks branch: one CTA per key tile (BN
 /// packed rows of one part) and branch head, over the rank's query tiles
-/// that the union reaches from the tile's keys; as mmaRingBackward, dQ by
+/// that the union reaches from the tile's keys (chunks of them where
+/// g.split says so: global tokens' columns); as mmaRingBackward, dQ by
 /// fp32 reductions into g.dqAcc, the tile's dK/dV partials added to g.dk,
 /// g.dv.
 template <class T, int D, int BM, int W, class Branch>
@@ -490,7 +495,10 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
   const long long batch = blockIdx.z, rows = p.seqLen, n = r.globalN;
   const int kvHead = head / p.groupSize;
   KeyPiece kp;
-  if (!keyPiece(r, blockIdx.x, n, 1, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
+  long long chunk;
+  bool chunked;
+  if (!splitKeyTile(r, g.split, blockIdx.x, n, 1, BN, &kp, &chunk, &chunked) ||
+      r.parts[kp.part].kvHead != kvHead)
     return;
   const Part pt = r.parts[kp.part];
   const long long kb0 = kp.tile * BN, kLeft = pt.count - kb0;
@@ -520,11 +528,12 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
     return blocksTileClass(members, kMembers, Branch::kCausal, i0, i1, j0, j1,
                            kLeft < BN || qa0 + BM > rm.count);
   };
+  long long walkEnd = tiles.tiles; // this CTA's walk ends there
   auto nextTile = [&](long long qt) { // the first walked tile at or after qt not skipped
-    for (qt = tiles.walked(qt); qt < tiles.tiles; qt = tiles.walked(qt + 1))
+    for (qt = tiles.walked(qt); qt < walkEnd; qt = tiles.walked(qt + 1))
       if (classOf(qt) != plan::kSkip)
         return qt;
-    return tiles.tiles;
+    return walkEnd;
   };
 
   typename Tile::template RowLoader<BN> kLoader, vLoader;
@@ -552,9 +561,9 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
     }
   };
 
-  long long qt = nextTile(0);
-  if (qt >= tiles.tiles)
-    return; // no query of the rank reaches these keys
+  long long qt = nextTile(0); // the key tile's walk: from its first tile with a pair
+  if (!walkOfCta(g.split, chunked, chunk, &qt, &walkEnd) || (qt = nextTile(qt)) >= walkEnd)
+    return; // no query of the rank (of this chunk) reaches these keys
   kLoader.load(sK, kb0, pt.count);
   vLoader.load(sV, kb0, pt.count);
   loadQueries(0, qt);
@@ -568,12 +577,12 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
   const int keyRow0 = warpId * 16; // this warp's key rows in the tile
   float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
 
-  for (int stage = 0; qt < tiles.tiles; stage ^= 1) {
+  for (int stage = 0; qt < walkEnd; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
     const int cls = classOf(qt);
     const long long qtNext = nextTile(qt + 1);
-    if (qtNext < tiles.tiles) // 1. the next query tile into the other stage
+    if (qtNext < walkEnd) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     bwd::RowMap rm;
