@@ -104,6 +104,14 @@ void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan 
   for (size_t hi = 0; hi < b.heads.size(); ++hi) {
     const int head = b.heads[hi], kv = head / group;
     const int64_t o = b.offsets[hi];
+    // A tile's pair (i, j) of the lattice, unless the causal order drops it.
+    auto take = [&](std::set<std::pair<int64_t, int64_t>> &into, int64_t i, int64_t j,
+                    const char *pass) {
+      if (spec.causal && j > i)
+        return;
+      EXPECT_TRUE(into.insert({i, j}).second)
+          << pass << ", head " << head << ": pair (" << i << ", " << j << ") twice";
+    };
     std::set<std::pair<int64_t, int64_t>> want, got;
     for (const RowRange &range : shard)
       for (int64_t i = range.begin; i < range.end; ++i)
@@ -134,10 +142,7 @@ void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan 
           for (int64_t c = 0; c < k.count; ++c) {
             const int64_t j = k.pos + c * k.posStep;
             ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
-            if (spec.causal && j > i)
-              continue;
-            EXPECT_TRUE(got.insert({i, j}).second)
-                << "head " << head << ": pair (" << i << ", " << j << ") twice";
+            take(got, i, j, "forward");
           }
         }
       }
@@ -211,10 +216,7 @@ void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan 
             for (int64_t a = a0; a < a1; ++a) {
               const int64_t i = first[range] + a * r;
               ASSERT_EQ(localRow(shard, i), localFirst[range] + a * r) << "query " << i;
-              if (spec.causal && j > i)
-                continue;
-              EXPECT_TRUE(back.insert({i, j}).second)
-                  << "backward, head " << head << ": pair (" << i << ", " << j << ") twice";
+              take(back, i, j, "backward");
             }
           }
         }
