@@ -78,6 +78,30 @@ std::string splitName(const ring::WalkSplit &s) {
          " tiles, prefix " + std::to_string(s.prefixTiles);
 }
 
+/// A CTA of a split dK/dV grid: its key tile, chunk and whether chunked.
+struct SplitCta {
+  ring::KeyPiece kp;
+  long long chunk;
+  bool chunked;
+};
+
+/// The CTAs of the grid that `split` makes of `keyGrid` key tiles (keyPiece
+/// with segment w, dilation r, tiles of bn) that have a key tile: every
+/// one of the first keyGrid must.
+std::vector<SplitCta> splitCtas(const ring::Params &rp, const ring::WalkSplit &split, int64_t w,
+                                int64_t r, int64_t bn, int64_t keyGrid) {
+  std::vector<SplitCta> out;
+  const int64_t ctas = rt::ringSplitGridX(split, rp.numParts);
+  for (int64_t x = 0; x < ctas; ++x) {
+    SplitCta c;
+    if (ring::splitKeyTile(rp, split, x, w, r, bn, &c.kp, &c.chunk, &c.chunked))
+      out.push_back(c);
+    else
+      EXPECT_GE(x, keyGrid) << "key tile " << x << " has no key tile";
+  }
+  return out;
+}
+
 void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan &b,
                 const RingPlan &plan, int rank, const Parts &parts, int64_t bm,
                 const std::string &what) {
@@ -169,15 +193,7 @@ void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan 
          walkSplits(gen, b, plan.seqLen, queryTiles, keyGrid, rp.numParts, bm, bm)) {
       SCOPED_TRACE(splitName(split));
       back.clear();
-      const int64_t ctas = rt::ringSplitGridX(split, rp.numParts);
-      for (int64_t x = 0; x < ctas; ++x) {
-        ring::KeyPiece kp;
-        long long chunk;
-        bool chunked;
-        if (!ring::splitKeyTile(rp, split, x, w, r, bm, &kp, &chunk, &chunked)) {
-          ASSERT_GE(x, keyGrid) << "key tile " << x;
-          continue;
-        }
+      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, w, r, bm, keyGrid)) {
         if (device[kp.part].kvHead != kv)
           continue;
         const ring::KeyRun k = ring::partRun(device[kp.part], r, o, kp.segBegin, kp.segEnd);
@@ -342,15 +358,7 @@ void checkBlocksBlock(SpecGenerator &gen, const AttentionSpec &spec, const Branc
          walkSplits(gen, b, n, queryTiles, keyGrid, rp.numParts, bm, bn)) {
       SCOPED_TRACE(splitName(split));
       back.clear();
-      const int64_t ctas = rt::ringSplitGridX(split, rp.numParts);
-      for (int64_t x = 0; x < ctas; ++x) {
-        ring::KeyPiece kp;
-        long long chunk;
-        bool chunked;
-        if (!ring::splitKeyTile(rp, split, x, n, 1, bn, &kp, &chunk, &chunked)) {
-          ASSERT_GE(x, keyGrid) << "key tile " << x;
-          continue;
-        }
+      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, n, 1, bn, keyGrid)) {
         const ring::Part &pt = device[kp.part];
         const int64_t kb0 = kp.tile * bn, kLeft = pt.count - kb0;
         if (pt.kvHead != kv || kLeft <= 0)
