@@ -13,13 +13,10 @@ namespace dattn {
 
 namespace {
 
-/// A branch whose forward runs on tensor cores: the ring's tensor-core
-/// kernels (ring_mma.cuh) serve it, strided (dense included) or blocks. A
-/// blocks branch in fp32 (precision tf32) keeps the SIMT kernels until its
-/// TF32 ring test (GpuRing.LoopbackDtypesAndBlockMasks) has run on a GPU.
+/// A branch whose forward runs on tensor cores (bf16, fp16, fp32 with
+/// precision tf32): the ring's tensor-core kernels (ring_mma.cuh) serve it,
+/// strided (dense included) or blocks.
 bool ringOnTensorCores(const AttentionPlan &plan, const BranchPlan &b) {
-  if (b.kind == BranchKind::Blocks && plan.dtype == DType::F32)
-    return false;
   return plannedKernels(plan, b, "forward").at(0).family->usesTensorCores();
 }
 

@@ -56,4 +56,41 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
   return s;
 }
 
+ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_t globalN,
+                               int64_t rankTiles, int64_t keyCtas, int numParts) {
+  ring::WalkSplit s{keyCtas, 0, -1, 1};
+  const int64_t bm = ki.config.blockM;
+  if (ki.role != KernelRole::DkvPass || ki.path != KernelPath::Mma || bm <= 0 || keyCtas <= 0 ||
+      numParts <= 0)
+    return s;
+  int64_t walk, perChunk = kQueryChunkTiles, prefixTiles = -1;
+  if (b.kind == BranchKind::Strided) {
+    // A segment's residue, + 1: a segment may hold both ranges of a zigzag shard.
+    const int64_t w = plan::segmentLength(b.segment, globalN);
+    walk = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm) + 1;
+  } else {
+    // + 2: the reach may end in the first range and go on in the second.
+    walk = plan::ceilDiv(blocksQuerySpan(b, globalN, ki.rowsPerCta), bm) + 2;
+    if (const int64_t tokens = tokenRows(b, globalN, ki.rowsPerCta, bm); tokens > 0) {
+      prefixTiles = plan::ceilDiv(tokens, ki.rowsPerCta);
+      perChunk = kTokenChunkTiles;
+    }
+  }
+  walk = std::min(walk, rankTiles);
+  const int64_t chunks = plan::ceilDiv(walk, perChunk);
+  const int64_t chunked = prefixTiles < 0 ? keyCtas : prefixTiles * numParts;
+  if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
+    return s;
+  s.chunks = static_cast<int>(chunks);
+  s.tiles = plan::ceilDiv(walk, chunks);
+  s.prefixTiles = prefixTiles;
+  return s;
+}
+
+int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts) {
+  if (s.chunks <= 1)
+    return s.keyCtas;
+  return s.keyCtas + (s.prefixTiles < 0 ? s.keyCtas : s.prefixTiles * numParts) * (s.chunks - 1);
+}
+
 } // namespace dattn::rt

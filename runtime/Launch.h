@@ -4,6 +4,7 @@
 
 #include "dattn/emit.h"
 #include "dattn/plan.h"
+#include "dattn/ring_params.cuh"
 #include "dattn/tile_plan.cuh"
 
 #include <cstdint>
@@ -61,6 +62,18 @@ constexpr int64_t kQueryChunkTiles = 16;
 constexpr int64_t kTokenChunkTiles = 4;
 QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
                       bool accumulatesInAnyOrder);
+
+/// The same decision for the ring's tensor-core dK/dV kernels on one block
+/// (templates/dattn/ring_mma.cuh): walks over the rank's query tiles, at
+/// most `rankTiles` (its one or two ranges of rows, compact rows of one
+/// residue for a strided branch), for `keyCtas` key tiles of the block's
+/// `numParts` parts. Where only global tokens make columns long, the
+/// chunked key tiles are each part's first ones (ring::WalkSplit). The
+/// ring's dK/dV partials are always fp32 reductions, so any walk may split.
+ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_t globalN,
+                               int64_t rankTiles, int64_t keyCtas, int numParts);
+/// The grid's x for a split: keyCtas + chunked key tiles x (chunks - 1).
+int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts);
 
 /// Launches kernel `ki` (its CUfunction `fn`) on `stream`. The error
 /// message (what, the kernel, grid, threads, shared memory) is built only

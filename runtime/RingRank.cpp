@@ -202,15 +202,19 @@ unsigned RankRun::rowsGrid(size_t x) const {
   return static_cast<unsigned>(tiles);
 }
 
-unsigned RankRun::keyTilesGrid(size_t x, const std::vector<PackedPart> &parts) const {
+ring::WalkSplit RankRun::keyTilesSplit(size_t x, const std::vector<PackedPart> &parts) const {
   const KernelInfo &ki = attention_.ringModule_.kernels[x];
   const BranchPlan &b = attention_.plan().branches.at(ki.branch);
   const int64_t w = plan::segmentLength(b.segment, shard_.globalN);
-  int64_t tiles = 0;
+  int64_t keyTiles = 0, queryTiles = 0;
   for (const PackedPart &p : parts)
-    tiles += ring::keyTilesOf({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead}, w,
-                              b.dilation, ki.rowsPerCta);
-  return static_cast<unsigned>(tiles);
+    keyTiles += ring::keyTilesOf({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead},
+                                 w, b.dilation, ki.rowsPerCta);
+  for (int range = 0; range < 2; ++range)
+    queryTiles += ring::tilesPerPiece(shard_.qBegin[range], shard_.qEnd[range], w, b.dilation,
+                                      ki.config.blockM);
+  return ringQuerySplit(ki, b, shard_.globalN, queryTiles, keyTiles,
+                        static_cast<int>(parts.size()));
 }
 
 void RankRun::zero(void *at, int64_t floats, uint32_t bits) const {
@@ -313,13 +317,18 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
       continue;
     const bool mma = ki.path == KernelPath::Mma;
     const BlockView &view = staged && readsStaged(ki) ? *staged : packed;
-    const unsigned gx =
-        role == KernelRole::DkvPass && mma ? keyTilesGrid(x, *view.parts) : rowsGrid(x);
+    ring::Grad grad = view.grad;
+    unsigned gx;
+    if (role == KernelRole::DkvPass && mma) {
+      grad.split = keyTilesSplit(x, *view.parts);
+      gx = static_cast<unsigned>(ringSplitGridX(grad.split, static_cast<int>(view.parts->size())));
+    } else {
+      gx = rowsGrid(x);
+    }
     if (gx == 0)
       continue;
     fwd::Params p = params_;
     ring::Params block = view.params;
-    ring::Grad grad = view.grad;
     void *args[] = {&p, &block, &grad};
     launch(x, gx,
            static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),

@@ -102,6 +102,97 @@ DATTN_DEV void addKeyPartials(const Grad &g, const float (&dk)[D / 8][4],
   }
 }
 
+/// Backward steps 1-7 for one key tile of a block (keys: its key rows, at
+/// packed or local rows keyBase + b * keyStep, b < keyCount, the tile from
+/// b = kb0) over the query tiles [qt, walkEnd) of the CTA's walk, qt the
+/// first with a pair: nextTile(t) gives the next at or after t (walkEnd if
+/// none), queryTile(t, &rowMap, &qa0, &pos0) its rows and the position (a
+/// lattice index or a global row) of its first, classOf(t) its class, and
+/// keep(pos0, a, b) decides the pairs of a partial tile. Both ring
+/// backward kernels differ only in these walks (ring_params.cuh).
+template <class T, int D, int BM, int W, class QueryTile, class NextTile, class ClassOf,
+          class Keep>
+DATTN_DEV void backwardKeyTileWalk(const fwd::Params &p, const Params &r, const Grad &g,
+                                   long long batch, int head, int kvHead, long long keyBase,
+                                   long long keyStep, long long keyCount, long long kb0,
+                                   long long qt, long long walkEnd, QueryTile queryTile,
+                                   NextTile nextTile, ClassOf classOf, Keep keep) {
+  constexpr int BN = 16 * W;
+  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
+  constexpr int kThreads = Tile::kThreads;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sK = reinterpret_cast<T *>(smemRaw);
+  T *sV = sK + BN * D;
+  T *sQ = sV + BN * D;      // two stages of BM * D
+  T *sG = sQ + 2 * BM * D;  // dO, two stages
+  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM]
+  float *sL = reinterpret_cast<float *>(sDS + BN * BM); // two stages
+  float *sDelta = sL + 2 * BM;                           // two stages
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const long long rows = p.seqLen, kLeft = keyCount - kb0;
+
+  typename Tile::template RowLoader<BN> kLoader, vLoader;
+  kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, keyBase, keyStep);
+  vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, keyBase,
+               keyStep);
+  const T *qHead = (const T *)p.q + p.qL.at(batch, 0, head);
+  const T *gHead = (const T *)g.dout + g.doutL.at(batch, 0, head);
+  const float *lseSrc = p.lse + (batch * p.heads + head) * rows;
+  const float *deltaSrc = g.delta + (batch * p.heads + head) * rows;
+  auto loadQueries = [&](int st, long long t) {
+    bwd::RowMap rm;
+    long long qa0, pos0;
+    queryTile(t, &rm, &qa0, &pos0);
+    typename Tile::template RowLoader<BM> qLoader, gLoader;
+    qLoader.init(qHead, p.qL.row, rm.base, rm.step);
+    gLoader.init(gHead, g.doutL.row, rm.base, rm.step);
+    qLoader.load(sQ + st * BM * D, qa0, rm.count);
+    gLoader.load(sG + st * BM * D, qa0, rm.count);
+    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
+      const int c = x % BM;
+      const bool valid = qa0 + c < rm.count;
+      const long long local = valid ? rm.base + (qa0 + c) * rm.step : 0;
+      dev::cpAsync4(dev::smemAddress((x < BM ? sL : sDelta) + st * BM + c),
+                    (x < BM ? lseSrc : deltaSrc) + local, valid);
+    }
+  };
+
+  kLoader.load(sK, kb0, keyCount);
+  vLoader.load(sV, kb0, keyCount);
+  loadQueries(0, qt);
+  dev::cpAsyncCommit();
+
+  float dk[D / 8][4], dv[D / 8][4];
+  warp::zero(dk);
+  warp::zero(dv);
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
+  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
+
+  for (int stage = 0; qt < walkEnd; stage ^= 1) {
+    dev::cpAsyncWaitAll();
+    __syncthreads();
+    const int cls = classOf(qt);
+    const long long qtNext = nextTile(qt + 1);
+    if (qtNext < walkEnd) // 1. the next query tile into the other stage
+      loadQueries(stage ^ 1, qtNext);
+    dev::cpAsyncCommit();
+    bwd::RowMap rm;
+    long long qa0, pos0;
+    queryTile(qt, &rm, &qa0, &pos0);
+    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
+    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
+    backwardQueryTile<T, Tile, D, BM, BN, W>( // 2-6
+        dk, dv, sKa, sVa, tq, tg, sL + stage * BM, sDelta + stage * BM, sDS, rm, qa0, kLeft,
+        cls == plan::kPartial, keyRow0, warpId, dq0, (long long)p.heads * D, p.scale, scaleLog2,
+        lane, [&](long long a, long long b) { return keep(pos0, a, b); });
+    qt = qtNext;
+  }
+  addKeyPartials<D>(g, dk, dv, kb0, keyRow0, keyBase, keyStep, keyCount, batch, kvHead, p.scale,
+                    lane); // 7. the tile's partials
+}
+
 // ---------------------------------------------------------------------------
 // Strided (dilated) branches: segment w, dilation r, offset o per head. A
 // query attends the keys of its segment whose position is congruent to o
@@ -227,32 +318,24 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
 /// dK, dV and dQ of one block: one CTA per key tile
 /// (keyPiece: bn keys of one part's lattice run in one segment) and branch
 /// head, over the rank's query tiles of that segment and residue (its one
-/// or two ranges); dQ by fp32 reductions into g.dqAcc, the tile's dK/dV
-/// partials added (reductions: the heads of a kv head share its rows) to
-/// g.dk, g.dv.
+/// or two ranges), or per chunk of those tiles where the walk is long
+/// (g.split, splitKeyTile); dQ by fp32 reductions into g.dqAcc, the tile's
+/// dK/dV partials added (reductions: the heads of a kv head share its rows,
+/// and the chunks of a walk its keys) to g.dk, g.dv.
 template <class T, int D, int BM, int W, class Branch>
 __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
   static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
   constexpr int BN = 16 * W;
-  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
-  constexpr int kThreads = Tile::kThreads;
-  extern __shared__ __align__(128) unsigned char smemRaw[];
-  T *sK = reinterpret_cast<T *>(smemRaw);
-  T *sV = sK + BN * D;
-  T *sQ = sV + BN * D;      // two stages of BM * D
-  T *sG = sQ + 2 * BM * D;  // dO, two stages
-  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM]
-  float *sL = reinterpret_cast<float *>(sDS + BN * BM); // two stages
-  float *sDelta = sL + 2 * BM;                           // two stages
-
-  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, rows = p.seqLen;
+  const long long batch = blockIdx.z;
   const int kvHead = head / p.groupSize;
   const long long dil = Branch::kStride, o = Branch::offset(headIndex);
   const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
   KeyPiece kp;
-  if (!keyPiece(r, blockIdx.x, w, dil, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
+  long long chunk;
+  bool chunked;
+  if (!splitKeyTile(r, g.split, blockIdx.x, w, dil, BN, &kp, &chunk, &chunked) ||
+      r.parts[kp.part].kvHead != kvHead)
     return;
   const KeyRun run = partRun<(Branch::kSegment >= 0)>(r.parts[kp.part], dil, o, kp.segBegin,
                                                           kp.segEnd);
@@ -270,7 +353,7 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     segmentQueries(r, range, kp.segBegin, kp.segEnd, dil, o, &qFirst[range], &qLocal[range],
                    &qCount[range]);
   const long long tiles0 = plan::ceilDiv(qCount[0], BM);
-  const long long numTiles = tiles0 + plan::ceilDiv(qCount[1], BM);
+  long long walkEnd = tiles0 + plan::ceilDiv(qCount[1], BM); // this CTA's walk ends there
   // Query tile qt: its row map (local rows), first compact row and the
   // lattice index of that row.
   auto queryTile = [&](long long qt, bwd::RowMap *rm, long long *qa0, long long *qc0) {
@@ -292,76 +375,19 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
     return (int)(edge ? plan::kPartial : plan::kFull);
   };
   auto nextTile = [&](long long qt) {
-    while (qt < numTiles && classOf(qt) == plan::kSkip)
+    while (qt < walkEnd && classOf(qt) == plan::kSkip)
       ++qt;
     return qt;
   };
 
-  typename Tile::template RowLoader<BN> kLoader, vLoader;
-  kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, run.base, run.step);
-  vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, run.base,
-               run.step);
-  const T *qHead = (const T *)p.q + p.qL.at(batch, 0, head);
-  const T *gHead = (const T *)g.dout + g.doutL.at(batch, 0, head);
-  const float *lseSrc = p.lse + (batch * p.heads + head) * rows;
-  const float *deltaSrc = g.delta + (batch * p.heads + head) * rows;
-  auto loadQueries = [&](int st, long long qt) {
-    bwd::RowMap rm;
-    long long qa0, qc0;
-    queryTile(qt, &rm, &qa0, &qc0);
-    typename Tile::template RowLoader<BM> qLoader, gLoader;
-    qLoader.init(qHead, p.qL.row, rm.base, rm.step);
-    gLoader.init(gHead, g.doutL.row, rm.base, rm.step);
-    qLoader.load(sQ + st * BM * D, qa0, rm.count);
-    gLoader.load(sG + st * BM * D, qa0, rm.count);
-    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
-      const int c = x % BM;
-      const bool valid = qa0 + c < rm.count;
-      const long long local = valid ? rm.base + (qa0 + c) * rm.step : 0;
-      dev::cpAsync4(dev::smemAddress((x < BM ? sL : sDelta) + st * BM + c),
-                    (x < BM ? lseSrc : deltaSrc) + local, valid);
-    }
-  };
-
-  long long qt = nextTile(0);
-  if (qt >= numTiles)
-    return; // no query of the rank reaches these keys
-  kLoader.load(sK, kb0, run.count);
-  vLoader.load(sV, kb0, run.count);
-  loadQueries(0, qt);
-  dev::cpAsyncCommit();
-
-  float dk[D / 8][4], dv[D / 8][4];
-  warp::zero(dk);
-  warp::zero(dv);
-  const float scaleLog2 = p.scale * dev::kLog2e;
-  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
-  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
-  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
-
-  for (int stage = 0; qt < numTiles; stage ^= 1) {
-    dev::cpAsyncWaitAll();
-    __syncthreads();
-    const int cls = classOf(qt);
-    const long long qtNext = nextTile(qt + 1);
-    if (qtNext < numTiles) // 1. the next query tile into the other stage
-      loadQueries(stage ^ 1, qtNext);
-    dev::cpAsyncCommit();
-    bwd::RowMap rm;
-    long long qa0, qc0;
-    queryTile(qt, &rm, &qa0, &qc0);
-    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
-    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
-    backwardQueryTile<T, Tile, D, BM, BN, W>( // 2-6, the causal order in lattice indices
-        dk, dv, sKa, sVa, tq, tg, sL + stage * BM, sDelta + stage * BM, sDS, rm, qa0, kLeft,
-        cls == plan::kPartial, keyRow0, warpId, dq0, (long long)p.heads * D, p.scale, scaleLog2,
-        lane, [&](long long a, long long b) {
-          return !(Branch::kCausal && kc0 + b * m > qc0 + a);
-        });
-    qt = qtNext;
-  }
-  addKeyPartials<D>(g, dk, dv, kb0, keyRow0, run.base, run.step, run.count, batch, kvHead,
-                    p.scale, lane); // 7. the tile's partials
+  long long qt = nextTile(0); // the key tile's walk: from its first tile with a pair
+  if (!walkOfCta(g.split, chunked, chunk, &qt, &walkEnd) || (qt = nextTile(qt)) >= walkEnd)
+    return; // no query of the rank (of this chunk) reaches these keys
+  backwardKeyTileWalk<T, D, BM, W>( // the causal order in lattice indices
+      p, r, g, batch, head, kvHead, run.base, run.step, run.count, kb0, qt, walkEnd, queryTile,
+      nextTile, classOf, [&](long long qc0, long long a, long long b) {
+        return !(Branch::kCausal && kc0 + b * m > qc0 + a);
+      });
 }
 
 // ---------------------------------------------------------------------------
@@ -466,7 +492,8 @@ __device__ void mmaRingBlocksForward(const fwd::Params &p, const Params &r) {
 
 /// dK, dV and dQ of one block for a blocks branch: one CTA per key tile (BN
 /// packed rows of one part) and branch head, over the rank's query tiles
-/// that the union reaches from the tile's keys; as mmaRingBackward, dQ by
+/// that the union reaches from the tile's keys (chunks of them where
+/// g.split says so: global tokens' columns); as mmaRingBackward, dQ by
 /// fp32 reductions into g.dqAcc, the tile's dK/dV partials added to g.dk,
 /// g.dv.
 template <class T, int D, int BM, int W, class Branch>
@@ -474,23 +501,14 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
   static_assert(Branch::kKind == fwd::kBlocksBranch, "the blocks ring kernel");
   constexpr int kMembers = Branch::kNumMembers;
   constexpr int BN = 16 * W;
-  using Tile = fwd::MmaTile<T, D, BN, 16, 1>; // kThreads = 32 W
-  constexpr int kThreads = Tile::kThreads;
-  extern __shared__ __align__(128) unsigned char smemRaw[];
-  T *sK = reinterpret_cast<T *>(smemRaw);
-  T *sV = sK + BN * D;
-  T *sQ = sV + BN * D;      // two stages of BM * D
-  T *sG = sQ + 2 * BM * D;  // dO, two stages
-  T *sDS = sG + 2 * BM * D; // dS^T [BN][BM]
-  float *sL = reinterpret_cast<float *>(sDS + BN * BM); // two stages
-  float *sDelta = sL + 2 * BM;                           // two stages
-
-  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, rows = p.seqLen, n = r.globalN;
+  const long long batch = blockIdx.z, n = r.globalN;
   const int kvHead = head / p.groupSize;
   KeyPiece kp;
-  if (!keyPiece(r, blockIdx.x, n, 1, BN, &kp) || r.parts[kp.part].kvHead != kvHead)
+  long long chunk;
+  bool chunked;
+  if (!splitKeyTile(r, g.split, blockIdx.x, n, 1, BN, &kp, &chunk, &chunked) ||
+      r.parts[kp.part].kvHead != kvHead)
     return;
   const Part pt = r.parts[kp.part];
   const long long kb0 = kp.tile * BN, kLeft = pt.count - kb0;
@@ -520,77 +538,22 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
     return blocksTileClass(members, kMembers, Branch::kCausal, i0, i1, j0, j1,
                            kLeft < BN || qa0 + BM > rm.count);
   };
+  long long walkEnd = tiles.tiles; // this CTA's walk ends there
   auto nextTile = [&](long long qt) { // the first walked tile at or after qt not skipped
-    for (qt = tiles.walked(qt); qt < tiles.tiles; qt = tiles.walked(qt + 1))
+    for (qt = tiles.walked(qt); qt < walkEnd; qt = tiles.walked(qt + 1))
       if (classOf(qt) != plan::kSkip)
         return qt;
-    return tiles.tiles;
+    return walkEnd;
   };
 
-  typename Tile::template RowLoader<BN> kLoader, vLoader;
-  kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, pt.offset, 1);
-  vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, pt.offset, 1);
-  const T *qHead = (const T *)p.q + p.qL.at(batch, 0, head);
-  const T *gHead = (const T *)g.dout + g.doutL.at(batch, 0, head);
-  const float *lseSrc = p.lse + (batch * p.heads + head) * rows;
-  const float *deltaSrc = g.delta + (batch * p.heads + head) * rows;
-  auto loadQueries = [&](int st, long long qt) {
-    bwd::RowMap rm;
-    long long qa0, i0;
-    queryTile(qt, &rm, &qa0, &i0);
-    typename Tile::template RowLoader<BM> qLoader, gLoader;
-    qLoader.init(qHead, p.qL.row, rm.base, rm.step);
-    gLoader.init(gHead, g.doutL.row, rm.base, rm.step);
-    qLoader.load(sQ + st * BM * D, qa0, rm.count);
-    gLoader.load(sG + st * BM * D, qa0, rm.count);
-    for (int x = threadIdx.x; x < 2 * BM; x += kThreads) {
-      const int c = x % BM;
-      const bool valid = qa0 + c < rm.count;
-      const long long row = valid ? rm.base + qa0 + c : 0;
-      dev::cpAsync4(dev::smemAddress((x < BM ? sL : sDelta) + st * BM + c),
-                    (x < BM ? lseSrc : deltaSrc) + row, valid);
-    }
-  };
-
-  long long qt = nextTile(0);
-  if (qt >= tiles.tiles)
-    return; // no query of the rank reaches these keys
-  kLoader.load(sK, kb0, pt.count);
-  vLoader.load(sV, kb0, pt.count);
-  loadQueries(0, qt);
-  dev::cpAsyncCommit();
-
-  float dk[D / 8][4], dv[D / 8][4];
-  warp::zero(dk);
-  warp::zero(dv);
-  const float scaleLog2 = p.scale * dev::kLog2e;
-  const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
-  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
-  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
-
-  for (int stage = 0; qt < tiles.tiles; stage ^= 1) {
-    dev::cpAsyncWaitAll();
-    __syncthreads();
-    const int cls = classOf(qt);
-    const long long qtNext = nextTile(qt + 1);
-    if (qtNext < tiles.tiles) // 1. the next query tile into the other stage
-      loadQueries(stage ^ 1, qtNext);
-    dev::cpAsyncCommit();
-    bwd::RowMap rm;
-    long long qa0, i0;
-    queryTile(qt, &rm, &qa0, &i0);
-    const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
-    const unsigned tg = dev::smemAddress(sG + stage * BM * D);
-    backwardQueryTile<T, Tile, D, BM, BN, W>( // 2-6, the union in global positions
-        dk, dv, sKa, sVa, tq, tg, sL + stage * BM, sDelta + stage * BM, sDS, rm, qa0, kLeft,
-        cls == plan::kPartial, keyRow0, warpId, dq0, (long long)p.heads * D, p.scale, scaleLog2,
-        lane, [&](long long a, long long b) {
-          return blocksPairKept<Branch>(members, i0 + a, pt.start + (kb0 + b) * pt.step);
-        });
-    qt = qtNext;
-  }
-  addKeyPartials<D>(g, dk, dv, kb0, keyRow0, pt.offset, 1, pt.count, batch, kvHead, p.scale,
-                    lane); // 7. the tile's partials
+  long long qt = nextTile(0); // the key tile's walk: from its first tile with a pair
+  if (!walkOfCta(g.split, chunked, chunk, &qt, &walkEnd) || (qt = nextTile(qt)) >= walkEnd)
+    return; // no query of the rank (of this chunk) reaches these keys
+  backwardKeyTileWalk<T, D, BM, W>( // the union in global positions
+      p, r, g, batch, head, kvHead, pt.offset, 1, pt.count, kb0, qt, walkEnd, queryTile,
+      nextTile, classOf, [&](long long i0, long long a, long long b) {
+        return blocksPairKept<Branch>(members, i0 + a, pt.start + (kb0 + b) * pt.step);
+      });
 }
 
 } // namespace ring

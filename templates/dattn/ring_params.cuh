@@ -26,6 +26,19 @@ struct Params {
   Layout keyL, valueL;          ///< their strides; packed: {rows * D, D, 0}
 };
 
+/// A step's dK/dV grid with long query walks split across CTAs (the
+/// runtime's rt::ringQuerySplit decides it; splitKeyTile reads it): CTAs
+/// [0, keyCtas) run each key tile's walk, or its first chunk where chunked;
+/// each chunked key tile has chunks - 1 more CTAs after those, which walk
+/// `tiles` query tiles each (the last chunk to the walk's end). Chunked:
+/// every key tile (prefixTiles < 0), or each part's first prefixTiles tiles
+/// (those holding global tokens, whose columns every query reaches).
+/// chunks <= 1: one CTA per key tile.
+struct WalkSplit {
+  long long keyCtas, tiles, prefixTiles;
+  int chunks;
+};
+
 /// The backward's extra operands for one block (templates/dattn/ring.cuh).
 struct Grad {
   const void *dout;   ///< the rank's dO, layout doutL
@@ -34,6 +47,7 @@ struct Grad {
   float *dqAcc;       ///< fp32 [B, rows, H, D], contiguous
   float *dk, *dv;     ///< fp32 partials of the block's keys, layout gradL
   Layout gradL;       ///< own rows: [B, rows, kv_heads, D]; packed: {rows * D, D, 0}
+  WalkSplit split;    ///< the tensor-core dK/dV kernels' grid
 };
 
 /// The rank's range [begin, end) of a strided branch (segment length w,
@@ -172,7 +186,8 @@ DATTN_HD long long keyTilesOf(const Part &pt, long long w, long long r, long lon
 /// keyTilesPerPiece tiles each. False past the last.
 struct KeyPiece {
   int part;
-  long long segBegin, segEnd, tile;
+  long long segBegin, segEnd, tile; ///< tile: of the piece
+  long long ofPart;                 ///< the tile's index among the part's
 };
 DATTN_HD bool keyPiece(const Params &rp, long long x, long long w, long long r, long long bn,
                        KeyPiece *k) {
@@ -185,11 +200,47 @@ DATTN_HD bool keyPiece(const Params &rp, long long x, long long w, long long r, 
       k->segBegin = (pt.start / w + x / per) * w;
       k->segEnd = plan::minI(k->segBegin + w, rp.globalN);
       k->tile = x % per;
+      k->ofPart = x;
       return true;
     }
     x -= n;
   }
   return false;
+}
+
+/// CTA x of a dK/dV grid split by s (WalkSplit): its key tile (*k, as
+/// keyPiece numbers them), its chunk and whether its walk is chunked. False
+/// if the CTA has no key tile.
+DATTN_HD bool splitKeyTile(const Params &rp, const WalkSplit &s, long long x, long long w,
+                           long long r, long long bn, KeyPiece *k, long long *chunk,
+                           bool *chunked) {
+  const bool split = s.chunks > 1 && s.prefixTiles != 0;
+  *chunk = 0;
+  if (split && x >= s.keyCtas) { // an extra chunk of a chunked key tile
+    const long long e = x - s.keyCtas, c = e / (s.chunks - 1);
+    *chunk = 1 + e % (s.chunks - 1);
+    x = c;
+    if (s.prefixTiles > 0) { // tile c % prefixTiles of part c / prefixTiles
+      const long long part = c / s.prefixTiles, tile = c % s.prefixTiles;
+      if (part >= rp.numParts || tile >= keyTilesOf(rp.parts[part], w, r, bn))
+        return false;
+      x = tile;
+      for (int q = 0; q < part; ++q)
+        x += keyTilesOf(rp.parts[q], w, r, bn);
+    }
+  }
+  if (!keyPiece(rp, x, w, r, bn, k))
+    return false;
+  *chunked = split && (s.prefixTiles < 0 || k->ofPart < s.prefixTiles);
+  return true;
+}
+
+/// The query tiles [*t0, *t1) a CTA walks: its key tile's walk from the
+/// first tile with a pair, t0, to the end, or its chunk of it. False if
+/// the chunk is empty.
+DATTN_HD bool walkOfCta(const WalkSplit &s, bool chunked, long long chunk, long long *t0,
+                        long long *t1) {
+  return *t0 < *t1 && (!chunked || plan::chunkOfWalk(chunk, s.chunks, s.tiles, t0, t1));
 }
 
 

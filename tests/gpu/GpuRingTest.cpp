@@ -79,9 +79,8 @@ TEST(GpuRing, LoopbackDtypesAndBlockMasks) {
   REQUIRE_GPU();
   for (const char *dtype : {"fp16", "fp32"})
     expectRingMatches(parse(patternSpec(0, dtype, true)), 1, 257, 3, 11);
-  // fp32 with precision tf32: the strided branch takes the tensor-core
-  // block kernel on TF32 operands, the blocks branches the SIMT ones for
-  // now (codegen/RingEmitter.cpp; ieee: SIMT everywhere).
+  // fp32 with precision tf32: every branch takes the tensor-core block
+  // kernels on TF32 operands, strided and blocks (ieee: SIMT everywhere).
   for (const char *pattern : {"dilated", "window_global", "dilated_blocks"})
     for (int x = 0; x < kNumPatterns; ++x)
       if (const PatternCase &c = kPatterns[x]; std::string(c.name) == pattern) {

@@ -72,6 +72,44 @@ TEST(QuerySplit, LongColumnsSplitBoundedOnesDoNot) {
   EXPECT_EQ(d.gridX(128), 128 * 8);
 }
 
+TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
+  // causal_ring's branches on a rank of 16384 rows (its ring kernels: query
+  // tiles of 64, key tiles of 128), one block of 2 parts (kv heads).
+  const KernelInfo k = dkvKernel(64, 128);
+  const int64_t n = 16384, rankTiles = n / 64, keyTiles = 2 * n / 128;
+  // Global tokens: each part's first key tile, in chunks of
+  // kTokenChunkTiles; every other key tile walks alone.
+  const AttentionPlan global = planOf(
+      "branch { global(tokens = 16) | dilated(segment = inf, dilation = 4, offset = head) }",
+      true);
+  const BranchPlan &tokens = global.branches.at(0);
+  ASSERT_EQ(tokens.kind, BranchKind::Blocks);
+  ring::WalkSplit s = rt::ringQuerySplit(k, tokens, n, rankTiles, keyTiles, 2);
+  EXPECT_EQ(s.prefixTiles, 1);
+  EXPECT_EQ(s.chunks, 64);
+  EXPECT_EQ(s.tiles, 4);
+  EXPECT_EQ(rt::ringSplitGridX(s, 2), keyTiles + 2 * 63);
+  // The rank's rows bound the walk: a quarter of them, a quarter the chunks.
+  s = rt::ringQuerySplit(k, tokens, n, rankTiles / 4, keyTiles / 4, 2);
+  EXPECT_EQ(s.chunks, 16);
+  // The strided member: every key tile, in chunks of 16 of the rank's 64
+  // compact query tiles.
+  const BranchPlan &strided = global.branches.at(1);
+  ASSERT_EQ(strided.kind, BranchKind::Strided);
+  s = rt::ringQuerySplit(k, strided, n, rankTiles / 4, 32, 2);
+  EXPECT_EQ(s.prefixTiles, -1);
+  EXPECT_EQ(s.chunks, 4);
+  EXPECT_EQ(s.tiles, 16);
+  EXPECT_EQ(rt::ringSplitGridX(s, 2), 32 * 4);
+  // A short window is never split, nor a rank of few rows.
+  const AttentionPlan window = planOf("branch { window(left = 300, right = 0) }", true);
+  EXPECT_EQ(rt::ringQuerySplit(k, window.branches[0], n, rankTiles, keyTiles, 2).chunks, 1);
+  EXPECT_EQ(rt::ringQuerySplit(k, tokens, n, 4, keyTiles, 2).chunks, 1);
+  KernelInfo simt = k;
+  simt.path = KernelPath::Simt;
+  EXPECT_EQ(rt::ringQuerySplit(simt, tokens, n, rankTiles, keyTiles, 2).chunks, 1);
+}
+
 TEST(QuerySplit, EveryQueryTileOfEveryWalkOnce) {
   // What the kernel does with blockIdx.x (plan::splitKeyCta, then
   // plan::chunkOfWalk for chunked key CTAs): over the whole grid, each key

@@ -11,12 +11,15 @@
 //   blocksTileClass both): random unions of every pattern; a tile classed
 //   full must hold only attended pairs, and a partial one is masked pair by
 //   pair as the kernels do.
-// The own rows and every received block of the schedule.
+// Backward walks run whole and split across CTAs (splitKeyTile, walkOfCta),
+// by the runtime's split (rt::ringQuerySplit) and by random ones. The own
+// rows and every received block of the schedule.
 #include "RandomSpec.h"
 
 #include "dattn/compiler.h"
 #include "dattn/ring.h"
 #include "dattn/ring_params.cuh"
+#include "Launch.h"
 
 #include <gtest/gtest.h>
 
@@ -49,8 +52,59 @@ ring::Part devicePart(const PackedPart &p) {
   return {p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead};
 }
 
-void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &plan, int rank,
-                const Parts &parts, int64_t bm, const std::string &what) {
+/// Splits of a dK/dV grid of `keyCtas` key tiles over `parts` parts to walk
+/// (ring::WalkSplit): none, the runtime's own for this branch and tiling,
+/// every key tile chunked and each part's first tiles chunked, with random
+/// chunk counts and lengths (the last chunk runs to the walk's end, so any
+/// split must cover each pair once).
+std::vector<ring::WalkSplit> walkSplits(SpecGenerator &gen, const BranchPlan &b, int64_t n,
+                                        int64_t queryTiles, int64_t keyCtas, int parts,
+                                        int64_t bm, int64_t bn) {
+  KernelInfo ki;
+  ki.role = KernelRole::DkvPass;
+  ki.path = KernelPath::Mma;
+  ki.config.blockM = static_cast<int>(bm);
+  ki.config.blockN = static_cast<int>(bn);
+  ki.rowsPerCta = static_cast<int>(bn);
+  return {ring::WalkSplit{keyCtas, 0, -1, 1},
+          rt::ringQuerySplit(ki, b, n, queryTiles, keyCtas, parts),
+          ring::WalkSplit{keyCtas, gen.uniform(1, 4), -1, static_cast<int>(gen.uniform(2, 5))},
+          ring::WalkSplit{keyCtas, gen.uniform(1, 3), gen.uniform(1, 2),
+                          static_cast<int>(gen.uniform(2, 6))}};
+}
+
+std::string splitName(const ring::WalkSplit &s) {
+  return "split: " + std::to_string(s.chunks) + " chunks of " + std::to_string(s.tiles) +
+         " tiles, prefix " + std::to_string(s.prefixTiles);
+}
+
+/// A CTA of a split dK/dV grid: its key tile, chunk and whether chunked.
+struct SplitCta {
+  ring::KeyPiece kp;
+  long long chunk;
+  bool chunked;
+};
+
+/// The CTAs of the grid that `split` makes of `keyGrid` key tiles (keyPiece
+/// with segment w, dilation r, tiles of bn) that have a key tile: every
+/// one of the first keyGrid must.
+std::vector<SplitCta> splitCtas(const ring::Params &rp, const ring::WalkSplit &split, int64_t w,
+                                int64_t r, int64_t bn, int64_t keyGrid) {
+  std::vector<SplitCta> out;
+  const int64_t ctas = rt::ringSplitGridX(split, rp.numParts);
+  for (int64_t x = 0; x < ctas; ++x) {
+    SplitCta c;
+    if (ring::splitKeyTile(rp, split, x, w, r, bn, &c.kp, &c.chunk, &c.chunked))
+      out.push_back(c);
+    else
+      EXPECT_GE(x, keyGrid) << "key tile " << x << " has no key tile";
+  }
+  return out;
+}
+
+void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan &b,
+                const RingPlan &plan, int rank, const Parts &parts, int64_t bm,
+                const std::string &what) {
   SCOPED_TRACE(what);
   const std::vector<RowRange> &shard = plan.rankPlans[rank].shard;
   ring::Params rp{};
@@ -74,6 +128,14 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
   for (size_t hi = 0; hi < b.heads.size(); ++hi) {
     const int head = b.heads[hi], kv = head / group;
     const int64_t o = b.offsets[hi];
+    // A tile's pair (i, j) of the lattice, unless the causal order drops it.
+    auto take = [&](std::set<std::pair<int64_t, int64_t>> &into, int64_t i, int64_t j,
+                    const char *pass) {
+      if (spec.causal && j > i)
+        return;
+      EXPECT_TRUE(into.insert({i, j}).second)
+          << pass << ", head " << head << ": pair (" << i << ", " << j << ") twice";
+    };
     std::set<std::pair<int64_t, int64_t>> want, got;
     for (const RowRange &range : shard)
       for (int64_t i = range.begin; i < range.end; ++i)
@@ -104,10 +166,7 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
           for (int64_t c = 0; c < k.count; ++c) {
             const int64_t j = k.pos + c * k.posStep;
             ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
-            if (spec.causal && j > i)
-              continue;
-            EXPECT_TRUE(got.insert({i, j}).second)
-                << "head " << head << ": pair (" << i << ", " << j << ") twice";
+            take(got, i, j, "forward");
           }
         }
       }
@@ -116,43 +175,72 @@ void checkBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &
     if (got != want)
       return;
 
-    // Backward: key tiles (keyPiece) against the segment's queries.
+    // Backward: key tiles (keyPiece) against the segment's query tiles,
+    // from the first with a pair, each walk whole or in chunks
+    // (splitKeyTile, walkOfCta).
     std::vector<ring::Part> device;
     for (const PackedPart &p : parts)
       device.push_back(devicePart(p));
     rp.parts = device.data();
     rp.numParts = static_cast<int>(device.size());
-    int64_t keyGrid = 0;
+    int64_t keyGrid = 0, queryTiles = 0;
     for (const ring::Part &p : device)
       keyGrid += ring::keyTilesOf(p, w, r, bm);
+    for (int range = 0; range < 2; ++range)
+      queryTiles += ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], w, r, bm);
     std::set<std::pair<int64_t, int64_t>> back;
-    for (int64_t x = 0; x < keyGrid; ++x) {
-      ring::KeyPiece kp;
-      ASSERT_TRUE(ring::keyPiece(rp, x, w, r, bm, &kp)) << "key tile " << x;
-      if (device[kp.part].kvHead != kv)
-        continue;
-      const ring::KeyRun k = ring::partRun(device[kp.part], r, o, kp.segBegin, kp.segEnd);
-      for (int64_t c = kp.tile * bm; c < std::min<int64_t>(kp.tile * bm + bm, k.count); ++c) {
-        const int64_t j = k.pos + c * k.posStep;
-        ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
-        for (int range = 0; range < 2; ++range) {
-          long long first, localFirst, count;
-          ring::segmentQueries(rp, range, kp.segBegin, kp.segEnd, r, o, &first, &localFirst,
-                               &count);
-          for (int64_t a = 0; a < count; ++a) {
-            const int64_t i = first + a * r;
-            ASSERT_EQ(localRow(shard, i), localFirst + a * r) << "query " << i;
-            if (spec.causal && j > i)
-              continue;
-            EXPECT_TRUE(back.insert({i, j}).second)
-                << "backward, head " << head << ": pair (" << i << ", " << j << ") twice";
+    for (const ring::WalkSplit &split :
+         walkSplits(gen, b, plan.seqLen, queryTiles, keyGrid, rp.numParts, bm, bm)) {
+      SCOPED_TRACE(splitName(split));
+      back.clear();
+      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, w, r, bm, keyGrid)) {
+        if (device[kp.part].kvHead != kv)
+          continue;
+        const ring::KeyRun k = ring::partRun(device[kp.part], r, o, kp.segBegin, kp.segEnd);
+        const int64_t kb0 = kp.tile * bm, kb1 = std::min<int64_t>(kb0 + bm, k.count);
+        if (kb0 >= kb1)
+          continue;
+        // The segment's queries, tile qt: range 0's tiles, then range 1's.
+        long long first[2], localFirst[2], count[2];
+        for (int range = 0; range < 2; ++range)
+          ring::segmentQueries(rp, range, kp.segBegin, kp.segEnd, r, o, &first[range],
+                               &localFirst[range], &count[range]);
+        const int64_t tiles0 = plan::ceilDiv(count[0], bm);
+        long long t1 = tiles0 + plan::ceilDiv(count[1], bm), t0 = t1;
+        auto queriesOf = [&](int64_t qt, int *range, int64_t *a0, int64_t *a1) {
+          *range = qt < tiles0 ? 0 : 1;
+          *a0 = (qt - (*range == 0 ? 0 : tiles0)) * bm;
+          *a1 = std::min<int64_t>(*a0 + bm, count[*range]);
+        };
+        const int64_t jFirst = k.pos + kb0 * k.posStep;
+        for (int64_t qt = 0; qt < t1 && t0 == t1; ++qt) { // the first tile with a pair
+          int range;
+          int64_t a0, a1;
+          queriesOf(qt, &range, &a0, &a1);
+          if (!spec.causal || first[range] + (a1 - 1) * r >= jFirst)
+            t0 = qt;
+        }
+        if (!ring::walkOfCta(split, chunked, chunk, &t0, &t1))
+          continue;
+        for (int64_t qt = t0; qt < t1; ++qt) {
+          int range;
+          int64_t a0, a1;
+          queriesOf(qt, &range, &a0, &a1);
+          for (int64_t c = kb0; c < kb1; ++c) {
+            const int64_t j = k.pos + c * k.posStep;
+            ASSERT_EQ(keyRow.at({kv, j}), k.base + c * k.step) << "key " << j;
+            for (int64_t a = a0; a < a1; ++a) {
+              const int64_t i = first[range] + a * r;
+              ASSERT_EQ(localRow(shard, i), localFirst[range] + a * r) << "query " << i;
+              take(back, i, j, "backward");
+            }
           }
         }
       }
+      EXPECT_EQ(back, want) << "backward, head " << head << " (offset " << o << ")";
+      if (back != want)
+        return;
     }
-    EXPECT_EQ(back, want) << "backward, head " << head << " (offset " << o << ")";
-    if (back != want)
-      return;
   }
 }
 
@@ -171,9 +259,9 @@ std::string missingFrom(const std::set<std::pair<int64_t, int64_t>> &a,
 /// branch b: forward, every query tile of the grid over the key tiles that
 /// nextBlocksKeyTile yields; backward, every key tile (keyPiece) over the
 /// query tiles BlocksQueryTiles walks. Each against the union's pairs.
-void checkBlocksBlock(const AttentionSpec &spec, const BranchPlan &b, const RingPlan &plan,
-                      int rank, const Parts &parts, const BlockMask &mask, int64_t bm,
-                      int64_t bn, const std::string &what) {
+void checkBlocksBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan &b,
+                      const RingPlan &plan, int rank, const Parts &parts, const BlockMask &mask,
+                      int64_t bm, int64_t bn, const std::string &what) {
   SCOPED_TRACE(what);
   const std::vector<RowRange> &shard = plan.rankPlans[rank].shard;
   const int64_t n = plan.seqLen;
@@ -263,39 +351,66 @@ void checkBlocksBlock(const AttentionSpec &spec, const BranchPlan &b, const Ring
     EXPECT_TRUE(got == want) << "forward, head " << head << ": pairs missed:"
                              << missingFrom(want, got) << "; extra:" << missingFrom(got, want);
 
-    for (int64_t x = 0; x < keyGrid; ++x) {
-      ring::KeyPiece kp;
-      ASSERT_TRUE(ring::keyPiece(rp, x, n, 1, bn, &kp)) << "key tile " << x;
-      const ring::Part &pt = device[kp.part];
-      const int64_t kb0 = kp.tile * bn, kLeft = pt.count - kb0;
-      if (pt.kvHead != kv || kLeft <= 0)
-        continue;
-      long long j0, j1, lo, hi;
-      ring::keyTileSpan(pt, kb0, bn, &j0, &j1);
-      ring::unionQueryReach(members.data(), count, spec.causal, j0, j1, n, &lo, &hi);
-      ring::BlocksQueryTiles tiles;
-      tiles.init(rp, lo, hi, bm);
-      for (long long qt = tiles.walked(0); qt < tiles.tiles; qt = tiles.walked(qt + 1)) {
-        long long qa0, i0;
-        const int range = tiles.tile(qt, bm, &qa0, &i0);
-        const int64_t rows = tiles.rows[range], qa1 = std::min<int64_t>(qa0 + bm, rows);
-        ASSERT_LT(qa0, rows) << "query tile " << qt;
-        const int cls = ring::blocksTileClass(members.data(), count, spec.causal, i0,
-                                              i0 + (qa1 - qa0), j0, j1,
-                                              kLeft < bn || qa0 + bm > rows);
-        if (cls == plan::kSkip)
+    int64_t queryTiles = 0;
+    for (int range = 0; range < 2; ++range)
+      queryTiles += ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], n, 1, bm);
+    for (const ring::WalkSplit &split :
+         walkSplits(gen, b, n, queryTiles, keyGrid, rp.numParts, bm, bn)) {
+      SCOPED_TRACE(splitName(split));
+      back.clear();
+      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, n, 1, bn, keyGrid)) {
+        const ring::Part &pt = device[kp.part];
+        const int64_t kb0 = kp.tile * bn, kLeft = pt.count - kb0;
+        if (pt.kvHead != kv || kLeft <= 0)
           continue;
-        for (int64_t a = qa0; a < qa1; ++a) {
-          const int64_t i = i0 + (a - qa0);
-          ASSERT_EQ(localRow(shard, i), tiles.local[range] + a) << "query " << i;
-          for (int64_t k = kb0; k < std::min<int64_t>(kb0 + bn, pt.count); ++k)
-            take(back, cls, i, pt.start + k * pt.step, "backward");
+        long long j0, j1, lo, hi;
+        ring::keyTileSpan(pt, kb0, bn, &j0, &j1);
+        ring::unionQueryReach(members.data(), count, spec.causal, j0, j1, n, &lo, &hi);
+        ring::BlocksQueryTiles tiles;
+        tiles.init(rp, lo, hi, bm);
+        auto classOf = [&](long long qt, long long *qa0, long long *i0, int *range) {
+          *range = tiles.tile(qt, bm, qa0, i0);
+          const int64_t rows = tiles.rows[*range];
+          return ring::blocksTileClass(members.data(), count, spec.causal, *i0,
+                                       *i0 + (std::min<int64_t>(*qa0 + bm, rows) - *qa0), j0,
+                                       j1, kLeft < bn || *qa0 + bm > rows);
+        };
+        // As the kernel: the walk from its first tile with a pair, whole or
+        // this CTA's chunk of it.
+        long long t1 = tiles.tiles, t0 = t1;
+        for (long long qt = tiles.walked(0); qt < t1; qt = tiles.walked(qt + 1)) {
+          long long qa0, i0;
+          int range;
+          if (classOf(qt, &qa0, &i0, &range) != plan::kSkip) {
+            t0 = qt;
+            break;
+          }
+        }
+        if (!ring::walkOfCta(split, chunked, chunk, &t0, &t1))
+          continue;
+        for (long long qt = tiles.walked(t0); qt < t1; qt = tiles.walked(qt + 1)) {
+          long long qa0, i0;
+          int range;
+          const int cls = classOf(qt, &qa0, &i0, &range);
+          const int64_t rows = tiles.rows[range], qa1 = std::min<int64_t>(qa0 + bm, rows);
+          ASSERT_LT(qa0, rows) << "query tile " << qt;
+          if (cls == plan::kSkip)
+            continue;
+          for (int64_t a = qa0; a < qa1; ++a) {
+            const int64_t i = i0 + (a - qa0);
+            ASSERT_EQ(localRow(shard, i), tiles.local[range] + a) << "query " << i;
+            for (int64_t k = kb0; k < std::min<int64_t>(kb0 + bn, pt.count); ++k)
+              take(back, cls, i, pt.start + k * pt.step, "backward");
+          }
         }
       }
+      EXPECT_TRUE(back == want) << "backward, head " << head << ": pairs missed:"
+                                << missingFrom(want, back)
+                                << "; extra:" << missingFrom(back, want);
+      if (back != want)
+        return;
     }
-    EXPECT_TRUE(back == want) << "backward, head " << head << ": pairs missed:"
-                              << missingFrom(want, back) << "; extra:" << missingFrom(back, want);
-    if (got != want || back != want)
+    if (got != want)
       return;
   }
 }
@@ -323,11 +438,11 @@ TEST(RingTiling, BlocksTilesCoverEachPairOnce) {
         continue;
       for (int rank = 0; rank < ranks && !::testing::Test::HasFailure(); ++rank) {
         const Parts own = ownParts(plan.rankPlans[rank].shard, spec.kvHeads);
-        checkBlocksBlock(spec, b, plan, rank, own, mask, bm, bn,
+        checkBlocksBlock(gen, spec, b, plan, rank, own, mask, bm, bn,
                          "rank " + std::to_string(rank) + ", own rows");
         for (const RingStep &st : schedule.ranks[rank].steps)
           if (st.recv.peer >= 0)
-            checkBlocksBlock(spec, b, plan, rank, st.recv.parts, mask, bm, bn,
+            checkBlocksBlock(gen, spec, b, plan, rank, st.recv.parts, mask, bm, bn,
                              "rank " + std::to_string(rank) + ", step " +
                                  std::to_string(st.step));
         ++checked;
@@ -372,10 +487,10 @@ TEST(RingTiling, StridedTilesCoverEachPairOnce) {
         continue;
       for (int rank = 0; rank < ranks; ++rank) {
         const Parts own = ownParts(plan.rankPlans[rank].shard, spec.kvHeads);
-        checkBlock(spec, b, plan, rank, own, bm, "rank " + std::to_string(rank) + ", own rows");
+        checkBlock(gen, spec, b, plan, rank, own, bm, "rank " + std::to_string(rank) + ", own rows");
         for (const RingStep &st : schedule.ranks[rank].steps)
           if (st.recv.peer >= 0)
-            checkBlock(spec, b, plan, rank, st.recv.parts, bm,
+            checkBlock(gen, spec, b, plan, rank, st.recv.parts, bm,
                        "rank " + std::to_string(rank) + ", step " + std::to_string(st.step));
         if (::testing::Test::HasFailure())
           return;
