@@ -47,6 +47,27 @@ KernelChoice ringForward(const AttentionPlan &plan, const BranchPlan &b, const T
   return c;
 }
 
+/// The ring's tensor-core dK/dV kernel (ring_mma.cuh) is the sm80 dK/dV
+/// kernel's CTA (BN / 16 warps over BN key rows): it takes the one-GPU dK/dV
+/// family's configuration, but its threads and shared memory are the sm80
+/// family's for that configuration whichever family runs the one-GPU
+/// kernel (the warp-specialized wgmma one adds a producer warpgroup and
+/// stages the ring's kernel does not have).
+KernelChoice ringBackward(const AttentionPlan &plan, const BranchPlan &b, const Target &target) {
+  KernelChoice c = plannedKernels(plan, b, "backward").at(0);
+  const KernelFamily &sm80 = familyNamed("sm80_mma_backward_dkv");
+  if (c.family == &sm80 || !c.family->usesTensorCores())
+    return c;
+  const std::string why = sm80.unsupported(plan, b, target);
+  if (!why.empty())
+    throw Error("attention '" + plan.name + "': the ring's tensor-core dK/dV kernel needs " +
+                sm80.name() + ", which does not run a branch here: " + why);
+  c.family = &sm80;
+  c.resources = sm80.resources(plan, c.config);
+  c.origin = "the ring's kernel";
+  return c;
+}
+
 } // namespace
 
 EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, int smemLimit) {
@@ -149,7 +170,7 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
     // with dQ by reductions (ring_mma.cuh), one CTA per key tile of the
     // block (KernelInfo::rowsPerCta keys); the others SIMT.
     if (ringOnTensorCores(plan, b)) {
-      const KernelChoice dkv = plannedKernels(plan, b, "backward").at(0);
+      const KernelChoice dkv = ringBackward(plan, b, target);
       if (dkv.family->usesTensorCores() && dkv.config.atomicDq) {
         const KernelConfig &c = dkv.config;
         const std::string name =

@@ -12,18 +12,18 @@ using namespace kernels;
 const std::vector<const KernelFamily *> &kernelFamilies() {
   static const std::vector<const KernelFamily *> all = {
       // sm_90a (the H100's and H200's kernels, Target::forGpu) runs the
-      // pipelined wgmma forward and the wgmma dK/dV kernel wherever they
-      // support a branch by default (bf16 or fp16, head_dim 64 or 128, no
-      // blocks under 128 rows: byDefault); the sm80 mma.sync kernels
-      // everything else.
-      &sm90WgmmaPipelinedForward(), &sm80MmaForward(),    &simtForward(),
-      &sm90WgmmaBackwardDkv(),      &sm80MmaBackwardDkv(), &simtBackwardDkv(),
-      &sm80MmaBackwardDq(),         &simtBackwardDq(),
+      // wgmma forward with K and V through TMA and the warp-specialized
+      // dK/dV kernel wherever they support a branch by default (bf16 or
+      // fp16, head_dim 64 or 128, no blocks under 128 rows: byDefault;
+      // dilations up to 8), the same kernels with cp.async loads where the
+      // dilation is larger, and the sm80 mma.sync kernels everything else.
+      &sm90WgmmaTmaForward(),   &sm90WgmmaPipelinedForward(), &sm80MmaForward(),
+      &simtForward(),           &sm90WgmmaWsBackwardDkv(),    &sm90WgmmaBackwardDkv(),
+      &sm80MmaBackwardDkv(),    &simtBackwardDkv(),           &sm80MmaBackwardDq(),
+      &simtBackwardDq(),
       // Chosen only when named (DATTN_FAMILIES) or tuned: the first
-      // warp-specialized kernel, kept as the pipelined one's baseline, and
-      // until measured the pipelined one with TMA loads and the
-      // warp-specialized dK/dV kernel.
-      &sm90WgmmaForward(), &sm90WgmmaTmaForward(), &sm90WgmmaWsBackwardDkv(),
+      // warp-specialized kernel, kept as the pipelined one's baseline.
+      &sm90WgmmaForward(),
   };
   return all;
 }

@@ -588,7 +588,7 @@ TEST(Tuner, KeepsTheHeuristicAgainstGainsUnderTheNoiseMargin) {
 }
 
 TEST(TuningLookup, AnotherFamilysForwardReachesThePlan) {
-  // On sm_90a the heuristic's forward is the pipelined wgmma kernel; an
+  // On sm_90a the heuristic's forward is the TMA wgmma kernel; an
   // entry under its key whose winner is an sm80 tile plans that tile. An
   // entry naming a family this version lacks, or one that does not run the
   // branch, is reported and ignored.
@@ -598,12 +598,12 @@ TEST(TuningLookup, AnotherFamilysForwardReachesThePlan) {
   const AttentionPlan heuristic = planAttention(spec, po);
   const BranchPlan &b = heuristic.branches[0];
   ASSERT_STREQ(plannedKernels(heuristic, b, "forward").at(0).family->name(),
-               "sm90_wgmma_pipelined_forward");
+               "sm90_wgmma_tma_forward");
   const std::string path = tempPath("tuning_across.json");
   TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
   TuningEntry fwd;
   fwd.signature = h100();
-  fwd.key = tuningKey(heuristic, b, "forward", "sm90_wgmma_pipelined_forward", 65536);
+  fwd.key = tuningKey(heuristic, b, "forward", "sm90_wgmma_tma_forward", 65536);
   fwd.family = "sm80_mma_forward";
   fwd.config = {64, 32, 1, false};
   fwd.medianMs = 1.0;
@@ -638,7 +638,7 @@ TEST(TuningLookup, AnotherFamilysForwardReachesThePlan) {
 TEST(Tuner, ComparesTheForwardAcrossFamilies) {
   // On sm_90a the forward's candidates are the three wgmma kernels and the sm80
   // tiles; ModelGpu makes m32 n64 t1 of sm80 the fastest correct one. The
-  // entry stays under the heuristic's (pipelined wgmma) key and names the
+  // entry stays under the heuristic's (TMA wgmma) key and names the
   // sm80 family as the one that runs it.
   const AttentionPlan plan = dilatedPlanFor("sm_90a");
   ModelGpu gpu;
@@ -646,15 +646,15 @@ TEST(Tuner, ComparesTheForwardAcrossFamilies) {
   const TuneReport rep = tune(plan, Target::parse("sm_90a"), 65536, h100(), gpu, opt);
   ASSERT_EQ(rep.kernels.size(), 1u);
   const TunedResult &f = rep.kernels[0];
-  EXPECT_EQ(f.tried, 1 + 1 + 1 + 21); // pipelined, the first wgmma kernel, the TMA one, sm80's 21
-  EXPECT_EQ(f.entry.key.family, "sm90_wgmma_pipelined_forward");
+  EXPECT_EQ(f.tried, 1 + 1 + 1 + 21); // TMA, the pipelined one, the first wgmma kernel, sm80's 21
+  EXPECT_EQ(f.entry.key.family, "sm90_wgmma_tma_forward");
   EXPECT_EQ(f.entry.family, "sm80_mma_forward");
   EXPECT_TRUE(f.entry.config == (KernelConfig{32, 64, 1, false})) << f.entry.config.describe();
   EXPECT_DOUBLE_EQ(f.entry.heuristicMs, 1 + 96 / 16.0 + 64 / 16.0 + 0.5); // m128 n128 t1
   // The heuristic (the planned family) was timed first, after the reference.
   ASSERT_GE(gpu.calls.size(), 2u);
   ASSERT_EQ(gpu.calls[1].size(), 1u);
-  EXPECT_EQ(gpu.calls[1][0].family, "sm90_wgmma_pipelined_forward");
+  EXPECT_EQ(gpu.calls[1][0].family, "sm90_wgmma_tma_forward");
 }
 
 TEST(Tuner, BranchesWithOneKeyAreTunedOnce) {

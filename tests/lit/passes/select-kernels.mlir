@@ -26,14 +26,14 @@
 // BADARCH: unknown GPU architecture 'sm_80a'
 // NOPLAN: dattn-select-kernels: codegen: branch has no plan (plan-tiles did not run)
 
-// A bf16 strided branch on sm_90a: the tensor-core families (the wgmma
-// forward and dK/dV kernels), with a dQ kernel only in the deterministic
+// A bf16 strided branch on sm_90a: the tensor-core families (the TMA wgmma
+// forward and the warp-specialized dK/dV kernel), with a dQ kernel only in the deterministic
 // backward stage; the target is recorded.
 // On sm_75 every stage falls back to SIMT, whose dQ is its own kernel.
 // CHECK-LABEL: dattn.attention @strided
 // CHECK-SAME: smem_bytes = 232448 : i64
 // CHECK-SAME: target = "sm_90a"
-// CHECK: kernels = [#dattn.kernel<stage = "forward", family = "sm90_wgmma_pipelined_forward", block_m = 128, block_n = 128, row_tiles = 1, atomic_dq = false, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward", family = "sm90_wgmma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = true, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm90_wgmma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = false, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dq", block_m = 64, block_n = 64, row_tiles = 0, atomic_dq = false, candidates = 9, origin = "heuristic">]
+// CHECK: kernels = [#dattn.kernel<stage = "forward", family = "sm90_wgmma_tma_forward", block_m = 128, block_n = 128, row_tiles = 1, atomic_dq = false, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward", family = "sm90_wgmma_ws_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = true, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm90_wgmma_ws_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = false, candidates = 1, origin = "heuristic">, #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dq", block_m = 64, block_n = 64, row_tiles = 0, atomic_dq = false, candidates = 9, origin = "heuristic">]
 // SIMT-LABEL: dattn.attention @strided
 // SIMT: #dattn.kernel<stage = "forward", family = "simt_forward"
 // SIMT-SAME: #dattn.kernel<stage = "backward", family = "simt_backward_dkv"
