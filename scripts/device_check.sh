@@ -9,9 +9,10 @@
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, split, families, bwdfamilies,
-#   patterns, wgmma, tf32.
-#   tma: branch wip/tma's GPU tests, then its two kernels against the
-#   defaults (dattn-bench, forward and forward+backward, two rounds).
+#   patterns, wgmma, tf32, tma.
+#   tma: the TMA forward and the warp-specialized dK/dV kernel (sm_90a's
+#   defaults) against the cp.async wgmma kernels they replaced: their GPU
+#   tests, then dattn-bench both ways, alternating, two rounds.
 #   bwdfamilies: forward+backward speed with the default dK/dV kernel and
 #   with DATTN_BWD_FAMILY (default sm80_mma_backward_dkv, the one the wgmma
 #   kernel replaced on the H100; sm90_wgmma_ws_backward_dkv for the
@@ -22,9 +23,9 @@
 #   DATTN_SPLIT_UNIONS=0 (a union's dilated member kept in the union; the
 #   default splits it into its own branch).
 #   families: the GPU tests again with each family of DATTN_SUITE_FAMILIES
-#   (default: sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward
-#   sm80_mma_backward_dkv sm90_wgmma_ws_backward_dkv: the H100's
-#   non-default families) preferred through DATTN_FAMILIES.
+#   (default: sm80_mma_forward sm90_wgmma_pipelined_forward
+#   sm90_wgmma_forward sm80_mma_backward_dkv sm90_wgmma_backward_dkv: the
+#   H100's and H200's non-default families) preferred through DATTN_FAMILIES.
 #   wgmma: the sm90 wgmma forward families (the TMA one included) against
 #   the sm80 forward (their test, then dattn-bench with each, alternating);
 #   with DATTN_WGMMA_NCU=1 an Nsight Compute summary of one kernel of each.
@@ -418,9 +419,10 @@ if want compare; then
 fi
 if want families; then
   # The GPU tests once more per family that is not the default on this GPU,
-  # that family preferred (on an H100: the sm80 forward, the first wgmma
-  # kernel and the wgmma dK/dV kernel; the default ran in `tests`).
-  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_forward sm90_wgmma_tma_forward sm80_mma_backward_dkv sm90_wgmma_ws_backward_dkv}; do
+  # that family preferred (on an H100 or H200: the sm80 forward, the
+  # cp.async wgmma forwards, the sm80 and the non-specialized wgmma dK/dV
+  # kernels; the defaults ran in `tests`).
+  for fam in ${DATTN_SUITE_FAMILIES:-sm80_mma_forward sm90_wgmma_pipelined_forward sm90_wgmma_forward sm80_mma_backward_dkv sm90_wgmma_backward_dkv}; do
     export DATTN_FAMILIES=$fam
     case $fam in
       *backward*) run_shards "suite_$fam" 'AllPatterns/Gradients.*:GpuBackward*:GpuLayouts*' ;;
@@ -459,17 +461,17 @@ if want bwdfamilies; then
   done
 fi
 if want tma; then
-  # Branch wip/tma: the TMA forward and the warp-specialized dK/dV kernel.
-  # Their GPU tests and the default kernels' gradients (the dK/dV products
-  # are shared) in 8 shards, then dattn-bench with the defaults and with
-  # both named, alternating, two rounds: every forward configuration, and
+  # The TMA forward and the warp-specialized dK/dV kernel (the defaults):
+  # their GPU tests and the cp.async kernels' (the dK/dV products are
+  # shared) in 8 shards, then dattn-bench with the defaults and with the
+  # cp.async kernels named, alternating, two rounds: every forward configuration, and
   # forward+backward of LongNet at 64K and 256K, longnet_paper at 32K and
   # dense at 16K.
   run_shards tma_tests '*Wgmma*:AllPatterns/Gradients*:GpuLayouts*:GpuBackward*'
   for round in 1 2; do
-    for who in default tma; do
+    for who in default cp.async; do
       runWho() { if [ $who = default ]; then "$@"; else
-        DATTN_FAMILIES=sm90_wgmma_tma_forward,sm90_wgmma_ws_backward_dkv "$@"; fi; }
+        DATTN_FAMILIES=sm90_wgmma_pipelined_forward,sm90_wgmma_backward_dkv "$@"; fi; }
       runWho timeout 150 build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#|^GPU|^config" |
         sed "s/^/round $round, $who: /" | tee -a "$OUT/tma.log"
       for c in "longnet_head_partitioned 65536" "longnet_head_partitioned 262144" \
