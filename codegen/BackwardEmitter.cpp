@@ -87,7 +87,7 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
                                                           : KernelRole::DkvPass;
       setChoice(k, c);
       mod.kernels.push_back(k);
-      os << "extern \"C\" __global__ void " << launchBounds(*c.family, k.threads) << " "
+      os << "extern \"C\" __global__ void " << launchBounds(*c.family, c.config, k.threads) << " "
          << k.name << "(bwd::Params p" << tensorMapParameters(*c.family) << ") {\n  "
          << c.family->instantiate(c.config, ctx) << "\n}\n\n";
     }

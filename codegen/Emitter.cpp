@@ -93,9 +93,10 @@ bool mergesBranches(const AttentionPlan &plan) {
   return false;
 }
 
-std::string launchBounds(const KernelFamily &family, int threads) {
+std::string launchBounds(const KernelFamily &family, const KernelConfig &config, int threads) {
+  const int ctas = family.minCtasPerSm(config);
   return "__launch_bounds__(" + std::to_string(threads) +
-         (family.reallocatesRegisters() ? ", 1)" : ")");
+         (ctas > 0 ? ", " + std::to_string(ctas) + ")" : ")");
 }
 
 std::string tensorMapParameters(const KernelFamily &family) {
@@ -254,7 +255,7 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
     case KernelRole::Branch: {
       InstanceContext ctx{T, D, mode, "", "Branch" + std::to_string(k.branch)};
       const KernelFamily &family = familyNamed(k.family);
-      os << "extern \"C\" __global__ void " << launchBounds(family, k.threads) << " " << k.name
+      os << "extern \"C\" __global__ void " << launchBounds(family, k.config, k.threads) << " " << k.name
          << "(fwd::Params p" << tensorMapParameters(family) << ") {\n  "
          << family.instantiate(k.config, ctx) << "\n}\n\n";
       break;

@@ -33,7 +33,9 @@ public:
   std::vector<std::string> tensorMaps() const override {
     return tma_ ? std::vector<std::string>{"k", "v"} : std::vector<std::string>{};
   }
-  bool reallocatesRegisters() const override { return true; } // producer down, consumers up
+  /// Two consumer warpgroups trade registers with the producer (one CTA an
+  /// SM); one consumer (BM 64) trades none and shares its SM with another CTA.
+  int minCtasPerSm(const KernelConfig &c) const override { return c.blockM == 64 ? 2 : 1; }
   KernelPass pass() const override { return KernelPass::Forward; }
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
@@ -47,18 +49,24 @@ public:
       return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
     if (p.headDim % 64 != 0 || p.headDim > 128)
       return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
-    if (smem(p.headDim) > t.smemBytes)
-      return "needs " + std::to_string(smem(p.headDim)) + " bytes of shared memory";
+    if (smem(p.headDim, 128, 128) > t.smemBytes)
+      return "needs " + std::to_string(smem(p.headDim, 128, 128)) + " bytes of shared memory";
     return "";
   }
-  /// Q (128 rows), three stages of K and V (128 rows each), 7 mbarriers
+  /// Q (bm rows), three stages of K and V (bn rows each), 7 mbarriers
   /// (pipelined: 10): WgmmaShape in the template, which the instantiation
   /// checks.
-  int smem(int d) const {
-    return 128 * d * 2 + 2 * 3 * 128 * d * 2 + 8 * (pipelined_ ? 10 : 7);
+  int smem(int d, int bm, int bn) const {
+    return bm * d * 2 + 2 * 3 * bn * d * 2 + 8 * (pipelined_ ? 10 : 7);
+  }
+  /// Tiles inside a branch's smallest block: 64 x 64 (one consumer) where
+  /// blocks are under 128 rows, and only for the TMA kernel.
+  static bool smallTiles(const BranchPlan &b) {
+    const int64_t block = b.smallestBlock();
+    return block != 0 && block < 128;
   }
   /// sm90_wgmma_forward is the pipelined kernel's baseline: named only.
-  /// The pipelined kernel takes bf16 and fp16 (fp16 LongNet at 64K on the
+  /// The pipelined kernels take bf16 and fp16 (fp16 LongNet at 64K on the
   /// H100: 1.62 -> 1.12 ms against the sm80 forward, docs/perf-notes.md),
   /// but no branch with blocks under 128 rows by default: the sm80
   /// forward's tiles stay inside the smallest block (dattn-plan-tiles),
@@ -66,32 +74,42 @@ public:
   /// every kept pair as a partial tile, masked pair by pair, plus the pairs
   /// of the blocks left out (docs/perf-notes.md, "Block-sparse branches":
   /// such straddling tiles were 12x slower; bigbird_gqa's 64-row blocks
-  /// took 8 ms against 1.8 on the sm80 forward).
+  /// took 8 ms against 1.8 on the sm80 forward). The TMA kernel's 64 x 64
+  /// tiles for them run when named or tuned until measured.
   bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {
-    const int64_t block = b.smallestBlock();
-    return pipelined_ && (block == 0 || block >= 128);
+    return pipelined_ && !smallTiles(b);
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
-    return {heuristic(p, b, t, deterministic)};
+    std::vector<KernelConfig> out = {{128, 128, 1, false}};
+    if (tma_ && smallTiles(b) && b.smallestBlock() >= 64)
+      out.insert(out.begin(), {64, 64, 1, false});
+    return out;
   }
-  KernelConfig heuristic(const AttentionPlan &, const BranchPlan &, const Target &,
-                         bool) const override {
-    return {128, 128, 1, false};
+  KernelConfig heuristic(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                         bool deterministic) const override {
+    return candidates(p, b, t, deterministic).front();
   }
-  KernelResources resources(const AttentionPlan &p, const KernelConfig &) const override {
-    return {384, smem(p.headDim), 128};
+  KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
+    return {128 * (1 + c.blockM / 64), smem(p.headDim, c.blockM, c.blockN), c.blockM};
   }
-  std::string instantiate(const KernelConfig &, const InstanceContext &x) const override {
-    const std::string flag = pipelined_ ? ", true" : "";
-    return "static_assert(fwd::WgmmaShape<" + std::to_string(x.headDim) + flag +
-           ">::kBytes == " + std::to_string(smem(x.headDim)) +
+  std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
+    const std::string tiles = c.blockM == 128 && c.blockN == 128
+                                  ? ""
+                                  : ", " + std::to_string(c.blockM) + ", " +
+                                        std::to_string(c.blockN);
+    const std::string flag = pipelined_ ? ", true" : ""; // tiles other than 128 x 128: TMA only
+    const std::string shape = "fwd::WgmmaShape<" + std::to_string(x.headDim) + flag + tiles + ">";
+    return "static_assert(" + shape + "::kBytes == " +
+           std::to_string(smem(x.headDim, c.blockM, c.blockN)) +
            ", \"the kernel family's shared memory differs from the kernel's\");\n  "
            "fwd::wgmmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
-           x.outputMode + ", " + x.branch + flag + (tma_ ? ", true>(p, &kMap, &vMap);" : ">(p);");
+           x.outputMode + ", " + x.branch + flag +
+           (tma_ ? ", true" + tiles + ">(p, &kMap, &vMap);" : ">(p);");
   }
-  std::string suffix(const KernelConfig &) const override {
-    return tma_ ? "_wgmma_tma_m128n128" : pipelined_ ? "_wgmma_pp_m128n128" : "_wgmma_ws_m128n128";
+  std::string suffix(const KernelConfig &c) const override {
+    const std::string tiles = "_m" + std::to_string(c.blockM) + "n" + std::to_string(c.blockN);
+    return (tma_ ? "_wgmma_tma" : pipelined_ ? "_wgmma_pp" : "_wgmma_ws") + tiles;
   }
 
 private:
@@ -115,7 +133,7 @@ public:
   std::vector<std::string> tensorMaps() const override {
     return ws_ ? std::vector<std::string>{"q", "dout"} : std::vector<std::string>{};
   }
-  bool reallocatesRegisters() const override { return ws_; }
+  int minCtasPerSm(const KernelConfig &) const override { return ws_ ? 1 : 0; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
                           const Target &t) const override {
     if (ws_ && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)

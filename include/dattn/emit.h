@@ -68,9 +68,9 @@ std::string branchDefinitions(const AttentionPlan &plan);
 /// ", const __grid_constant__ hopper::TensorMap kMap, ..." for the family's
 /// tensorMaps() (empty for most families).
 std::string tensorMapParameters(const KernelFamily &family);
-/// "__launch_bounds__(threads)", with a minimum of one CTA per SM for
-/// families that reallocate registers (KernelFamily::reallocatesRegisters).
-std::string launchBounds(const KernelFamily &family, int threads);
+/// "__launch_bounds__(threads)", with the minimum of CTAs per SM the
+/// family asks for the configuration (KernelFamily::minCtasPerSm).
+std::string launchBounds(const KernelFamily &family, const KernelConfig &config, int threads);
 
 /// Throws Error unless `plan`'s kernels were chosen for `target`.
 void checkPlannedFor(const AttentionPlan &plan, const Target &target);

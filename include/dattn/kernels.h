@@ -86,12 +86,13 @@ public:
   /// <tensor>Map (the emitters declare them, tensorMapParameters; the
   /// launchers encode them, runtime/TensorMaps.h).
   virtual std::vector<std::string> tensorMaps() const { return {}; }
-  /// Kernels whose warpgroups trade registers (setmaxnreg): ptxas sizes
-  /// each warpgroup's code for its share only when the launch bounds also
+  /// The CTAs per SM the launch bounds ask ptxas to fit (0: none asked).
+  /// Kernels whose warpgroups trade registers (setmaxnreg) say 1: ptxas
+  /// sizes each warpgroup's code for its share only when the launch bounds
   /// fix one CTA per SM (`__launch_bounds__(threads, 1)`); without it, it
   /// fits the whole kernel in 65536 / threads registers (the warp-specialized
   /// dK/dV kernel spilled 964 bytes that way, 20 with it).
-  virtual bool reallocatesRegisters() const { return false; }
+  virtual int minCtasPerSm(const KernelConfig &) const { return 0; }
 };
 
 /// A family's decision for one kernel of a branch.

@@ -82,10 +82,13 @@ template <int D, int ROWS> struct WgmmaTile {
 /// The kernel's shape (the host's family asserts its shared memory against
 /// kBytes in the generated source): Q, kStages stages of K and V, and the
 /// mbarriers: full per stage, one empty per stage (PIPELINED: one for K and
-/// one for V), and Q's.
-template <int D, bool PIPELINED = false> struct WgmmaShape {
-  static constexpr int kBM = 128; ///< two consumer warpgroups of 64 rows
-  static constexpr int kBN = 128;
+/// one for V), and Q's. BM: 128 query rows on two consumer warpgroups, or
+/// 64 on one (tiles inside 64-row blocks); BN: 128 or 64 keys a tile.
+template <int D, bool PIPELINED = false, int BM = 128, int BN = 128> struct WgmmaShape {
+  static_assert((BM == 64 || BM == 128) && (BN == 64 || BN == 128), "wgmma forward tiles");
+  static constexpr int kBM = BM;
+  static constexpr int kBN = BN;
+  static constexpr int kConsumers = BM / 64; ///< warpgroups of 64 query rows
   static constexpr int kStages = 3;
   static constexpr int kTileBytes = WgmmaTile<D, kBN>::kBytes;
   static constexpr int kBarrierBytes = 8 * ((PIPELINED ? 3 : 2) * kStages + 1);
@@ -124,9 +127,14 @@ DATTN_DEV float (&wgmmaBlock64(float (&f)[4]))[32] {
 template <class T, int D, int BM, int BN>
 DATTN_DEV void issueScores(float (&sc)[1][BN / 8][4], unsigned sQw, unsigned tk) {
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    hopper::wgmma64x128<T, 0>(wgmmaBlock(sc[0]), WgmmaTile<D, BM>::kMajor(sQw, kk),
-                               WgmmaTile<D, BN>::kMajor(tk, kk), kk > 0);
+  for (int kk = 0; kk < D / 16; ++kk) {
+    if constexpr (BN == 128)
+      hopper::wgmma64x128<T, 0>(wgmmaBlock(sc[0]), WgmmaTile<D, BM>::kMajor(sQw, kk),
+                                 WgmmaTile<D, BN>::kMajor(tk, kk), kk > 0);
+    else
+      hopper::wgmma64x64<T, 0>(wgmmaBlock(sc[0]), WgmmaTile<D, BM>::kMajor(sQw, kk),
+                                WgmmaTile<D, BN>::kMajor(tk, kk), kk > 0);
+  }
   hopper::wgmmaCommit();
 }
 template <class T, int D, int BN>
@@ -160,22 +168,30 @@ DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4])
 /// take turns to issue (named barriers), one's softmax overlapping the
 /// other's products.
 /// TMA (PIPELINED only): K and V through kMap and vMap (above).
-template <class T, int D, int MODE, class Branch, bool PIPELINED = false, bool TMA = false>
+/// BM_ = 64: one consumer warpgroup (no turns; two CTAs share an SM,
+/// __launch_bounds__(256, 2)); BN_: keys a tile.
+template <class T, int D, int MODE, class Branch, bool PIPELINED = false, bool TMA = false,
+          int BM_ = 128, int BN_ = 128>
 __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nullptr,
                              const hopper::TensorMap *vMap = nullptr) {
   static_assert(sizeof(T) == 2, "the wgmma forward takes bf16 or fp16");
   static_assert(PIPELINED || !TMA, "TMA loads are the pipelined kernel's");
-  using Shape = WgmmaShape<D, PIPELINED>;
+  using Shape = WgmmaShape<D, PIPELINED, BM_, BN_>;
   constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
+  constexpr int kConsumers = Shape::kConsumers, kConsumerThreads = 128 * kConsumers;
+  static_assert(kConsumers == 2 || TMA, "one consumer: its producer's 24 registers issue TMA only");
   using QTile = WgmmaTile<D, BM>;
   using KTile = WgmmaTile<D, BN>;
   // Register split (ptxas, fewest spills over the examples): the
   // pipelined consumers hold S, P and O at once, but its producer's two
   // waits per tile need more than 56 too; with TMA the producer computes no
   // addresses past Q's.
-  constexpr int kProducerRegisters = TMA ? 40 : PIPELINED ? 72 : 56;
-  constexpr int kConsumerRegisters = TMA ? 232 : PIPELINED ? 216 : 224;
-  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, 2>(),
+  // One consumer (two CTAs an SM, 128 registers a thread at launch): the
+  // producer keeps 24 and the consumer takes the rest of the CTA's share.
+  constexpr int kProducerRegisters = kConsumers == 1 ? 24 : TMA ? 40 : PIPELINED ? 72 : 56;
+  constexpr int kConsumerRegisters = kConsumers == 1 ? 232 : TMA ? 232 : PIPELINED ? 216 : 224;
+  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, kConsumers,
+                                          kConsumers == 1 ? 2 : 1>(),
                 "the warpgroups' registers exceed the CTA's");
   extern __shared__ __align__(1024) unsigned char smemRaw[];
   const unsigned sQ = dev::smemAddress(smemRaw), sK = sQ + QTile::kBytes,
@@ -203,9 +219,9 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       hopper::mbarrierInit(full(s), TMA ? 1 : 128); // the TMA thread, or every producer thread
-      hopper::mbarrierInit(empty(s), 256); // every consumer thread
+      hopper::mbarrierInit(empty(s), kConsumerThreads); // every consumer thread
       if constexpr (PIPELINED)
-        hopper::mbarrierInit(vEmpty(s), 256);
+        hopper::mbarrierInit(vEmpty(s), kConsumerThreads);
     }
     hopper::mbarrierInit(qFull, 128);
     hopper::fenceBarrierInit();
@@ -324,8 +340,15 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
     // Turns: consumer 0 issues first; each passes the turn after issuing.
     // Consumer 1 passes none after its last batch, so every arrival meets
     // a wait (named barriers 1 and 2; 0 is __syncthreads).
-    auto waitTurn = [&] { hopper::namedBarrierSync(1 + me, 256); };
-    auto passTurn = [&] { hopper::namedBarrierArrive(1 + (me ^ 1), 256); };
+    // One consumer (BM = 64) takes no turns.
+    auto waitTurn = [&] {
+      if constexpr (kConsumers == 2)
+        hopper::namedBarrierSync(1 + me, 256);
+    };
+    auto passTurn = [&] {
+      if constexpr (kConsumers == 2)
+        hopper::namedBarrierArrive(1 + (me ^ 1), 256);
+    };
     long long t = nextTile(tr.t0);
     const bool any = t < tr.t1; // both consumers walk the same tiles
     int prev = 0;               // the stage of the tile whose P is in a

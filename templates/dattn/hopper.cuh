@@ -214,10 +214,11 @@ template <int N> DATTN_DEV void registersDown() {
 /// rounded down to a multiple of 8, and setmaxnreg.inc waits until the
 /// pool has what it asks for, so a split past the pool never returns (a
 /// hang, not an error).
-template <int PRODUCER, int CONSUMER, int CONSUMERS>
+/// CTAS: the CTAs per SM the launch bounds ask for (each holds its share).
+template <int PRODUCER, int CONSUMER, int CONSUMERS, int CTAS = 1>
 constexpr bool registerSplitFits() {
   constexpr int threads = 128 * (1 + CONSUMERS);
-  return 128 * (PRODUCER + CONSUMERS * CONSUMER) <= (65536 / threads) / 8 * 8 * threads;
+  return 128 * (PRODUCER + CONSUMERS * CONSUMER) <= (65536 / (threads * CTAS)) / 8 * 8 * threads;
 }
 /// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads.
 DATTN_DEV void namedBarrierSync(int id, int threads) {

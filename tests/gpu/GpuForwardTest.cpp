@@ -131,6 +131,27 @@ TEST(GpuForward, WgmmaFamilyOnHopper) {
     check(strides);
     expectClose(strides, 2, 2500, 5100);
   }
+  // Blocks of 64 rows: the TMA kernel's 64 x 64 tiles (one consumer
+  // warpgroup, two CTAs an SM), a union with a window and global tokens
+  // (bigbird) and dilated blocks, causal or not, GQA, ragged N.
+  ScopedFamilies families("sm90_wgmma_tma_forward");
+  for (const char *branches :
+       {"branch { window(left = 100, right = 37) | global(tokens = 9) | "
+        "random(block = 64, density = 0.3, seed = 7) }",
+        "branch { dilated_blocks(block = 64, rates = [2, 3]) }"})
+    for (bool causal : {false, true}) {
+      const AttentionSpec spec =
+          parse(std::string("attention t { heads = 4 kv_heads = 2 head_dim = 64 dtype = ") +
+                (causal ? "fp16 causal = true " : "bf16 ") + branches + " }");
+      SCOPED_TRACE(branches);
+      auto attn = runtime().compile(spec);
+      const KernelChoice k = plannedKernels(attn->plan(), attn->plan().branches[0], "forward").at(0);
+      EXPECT_STREQ(k.family->name(), "sm90_wgmma_tma_forward");
+      EXPECT_EQ(k.config.blockM, 64);
+      EXPECT_EQ(k.config.blockN, 64);
+      for (int64_t n : {77, 300, 1000})
+        expectClose(spec, n == 77 ? 2 : 1, n, 5200 + n);
+    }
 }
 
 TEST(GpuForward, HeadDims) {
