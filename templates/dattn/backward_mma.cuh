@@ -185,35 +185,46 @@ DATTN_DEV int pairTileClass(const plan::Member *members, const RowMap &rm, long 
   }
 }
 
-/// The dK/dV kernels' key CTA (blockIdx.x through plan::splitKeyCta): its
-/// row map, first key row *kb0 and its share [*qt0, *qt1) of the key tile's
-/// walk over query tiles. *chunked: other CTAs walk the rest of the tile's
-/// column and add to the same dK/dV rows. MAY_SPLIT: the module accumulates
-/// in any order (the deterministic and direct-write ones hold no
-/// reductions at all, and never split). False if the CTA has no work.
-template <class Branch, int BM, int BN, bool MAY_SPLIT>
-DATTN_DEV bool keyCtaWork(const Params &p, int headIndex, int head, plan::Member *members,
-                          RowMap *rm, long long *kb0, long long *qt0, long long *qt1,
-                          bool *chunked) {
-  const long long chunks = MAY_SPLIT && p.queryChunks > 1 ? p.queryChunks : 1;
-  long long keyCta, chunk;
-  plan::splitKeyCta(blockIdx.x, chunks > 1 ? p.keyCtas : gridDim.x, p.chunkedKeyCtas, chunks,
-                    &keyCta, &chunk);
-  *chunked = chunks > 1 && keyCta < p.chunkedKeyCtas;
-  if (!keyCtaRange<Branch, BM, BN>(p, keyCta, headIndex, head, members, rm, kb0, qt0, qt1))
-    return false;
-  return !*chunked || plan::chunkOfWalk(chunk, chunks, p.chunkTiles, qt0, qt1);
-}
+/// A dK/dV kernel's CTA: its (batch, head) from blockIdx.z and y, the
+/// branch's row map, the key tile from kb0 that blockIdx.x gives through
+/// plan::splitKeyCta, and its share [qt0, qt1) of that key tile's walk
+/// over query tiles. chunked: other CTAs walk the rest of the tile's
+/// column and add to the same dK/dV rows. The branch's members stay a
+/// separate array (Members): indexed at run time, it lives in local
+/// memory, and inside this struct it would take the scalars there too.
+template <class Branch, int BM, int BN> struct KeyCta {
+  using Members = plan::Member[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
+  int head, kvHead;
+  long long batch;
+  RowMap rm;
+  long long kb0, qt0, qt1;
+  bool chunked;
 
-/// The first query tile from qt, before qt1, with a pair of the branch in
-/// the key tile from kb0 (qt1 if none): the dK/dV kernels' walk.
-template <class Branch, int BM, int BN>
-DATTN_DEV long long nextQueryTile(const plan::Member *members, const RowMap &rm, long long n,
-                                  long long kb0, long long qt, long long qt1) {
-  while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
-    ++qt;
-  return qt;
-}
+  /// Fills the above and `members`; false if the CTA has no work.
+  /// MAY_SPLIT: the module accumulates in any order (the deterministic and
+  /// direct-write ones hold no reductions at all, and never split).
+  template <bool MAY_SPLIT> DATTN_DEV bool find(const Params &p, Members &members) {
+    const int headIndex = blockIdx.y;
+    head = Branch::head(headIndex);
+    kvHead = head / p.groupSize;
+    batch = blockIdx.z;
+    const long long chunks = MAY_SPLIT && p.queryChunks > 1 ? p.queryChunks : 1;
+    long long keyCta, chunk;
+    plan::splitKeyCta(blockIdx.x, chunks > 1 ? p.keyCtas : gridDim.x, p.chunkedKeyCtas, chunks,
+                      &keyCta, &chunk);
+    chunked = chunks > 1 && keyCta < p.chunkedKeyCtas;
+    if (!keyCtaRange<Branch, BM, BN>(p, keyCta, headIndex, head, members, &rm, &kb0, &qt0, &qt1))
+      return false;
+    return !chunked || plan::chunkOfWalk(chunk, chunks, p.chunkTiles, &qt0, &qt1);
+  }
+  /// The first query tile from qt, before qt1, with a pair of the branch in
+  /// the key tile (qt1 if none): the walk.
+  DATTN_DEV long long nextTile(long long qt, long long n, const Members &members) const {
+    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
+      ++qt;
+    return qt;
+  }
+};
 
 /// L and Delta of compact query rows [qa0, qa0 + BM) into sL and sDelta
 /// (cp.async; rows past the map's end read as 0), by the CTA's THREADS
@@ -569,43 +580,35 @@ __device__ void mmaBackwardKV(const Params &p) {
   float *sDelta = sL + 2 * BM;                                            // 2 stages
 
   const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, n = p.seqLen;
-  const int kvHead = head / p.groupSize;
-  RowMap rm;
-  long long kb0, qt0, qt1;
-  bool chunked;
-  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!keyCtaWork<Branch, BM, BN, ATOMIC_DQ && MODE == kAccumulate>(p, headIndex, head, members,
-                                                                      &rm, &kb0, &qt0, &qt1,
-                                                                      &chunked))
+  const long long n = p.seqLen;
+  KeyCta<Branch, BM, BN> cta;
+  typename KeyCta<Branch, BM, BN>::Members members;
+  constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate; // reductions in any order
+  if (!cta.template find<kMaySplit>(p, members))
     return;
-  auto nextTile = [&](long long qt) {
-    return nextQueryTile<Branch, BM, BN>(members, rm, n, kb0, qt, qt1);
-  };
 
   typename Tile::template RowLoader<BN> kLoader, vLoader;
   typename Tile::template RowLoader<BM> qLoader, gLoader;
   const Layout qL = layoutOf<D>(p, p.qL, p.heads), gL = layoutOf<D>(p, p.doutL, p.heads);
   const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
-  kLoader.init((const T *)p.k + kL.at(batch, 0, kvHead), kL.row, rm.base, rm.step);
-  vLoader.init((const T *)p.v + vL.at(batch, 0, kvHead), vL.row, rm.base, rm.step);
-  qLoader.init((const T *)p.q + qL.at(batch, 0, head), qL.row, rm.base, rm.step);
-  gLoader.init((const T *)p.dout + gL.at(batch, 0, head), gL.row, rm.base, rm.step);
-  const float *lseSrc = p.lse + (batch * p.heads + head) * n;
-  const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
+  kLoader.init((const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row, cta.rm.base, cta.rm.step);
+  vLoader.init((const T *)p.v + vL.at(cta.batch, 0, cta.kvHead), vL.row, cta.rm.base, cta.rm.step);
+  qLoader.init((const T *)p.q + qL.at(cta.batch, 0, cta.head), qL.row, cta.rm.base, cta.rm.step);
+  gLoader.init((const T *)p.dout + gL.at(cta.batch, 0, cta.head), gL.row, cta.rm.base, cta.rm.step);
+  const float *lseSrc = p.lse + (cta.batch * p.heads + cta.head) * n;
+  const float *deltaSrc = p.delta + (cta.batch * p.heads + cta.head) * n;
   // Q, dO, L and Delta of query tile qt into stage `st`.
   auto loadQueries = [&](int st, long long qt) {
     const long long qa0 = qt * BM;
-    qLoader.load(sQ + st * BM * D, qa0, rm.count);
-    gLoader.load(sG + st * BM * D, qa0, rm.count);
-    loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, rm, qa0);
+    qLoader.load(sQ + st * BM * D, qa0, cta.rm.count);
+    gLoader.load(sG + st * BM * D, qa0, cta.rm.count);
+    loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, cta.rm, qa0);
   };
 
-  long long qt = nextTile(qt0);
-  kLoader.load(sK, kb0, rm.count);
-  vLoader.load(sV, kb0, rm.count);
-  if (qt < qt1)
+  long long qt = cta.nextTile(cta.qt0, n, members);
+  kLoader.load(sK, cta.kb0, cta.rm.count);
+  vLoader.load(sV, cta.kb0, cta.rm.count);
+  if (qt < cta.qt1)
     loadQueries(0, qt);
   dev::cpAsyncCommit();
 
@@ -616,12 +619,12 @@ __device__ void mmaBackwardKV(const Params &p) {
   const unsigned sKa = dev::smemAddress(sK), sVa = dev::smemAddress(sV);
   const int keyRow0 = warpId * 16; // this warp's key rows in the tile
 
-  for (int stage = 0; qt < qt1; stage ^= 1) {
+  for (int stage = 0; qt < cta.qt1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
-    const long long qtNext = nextTile(qt + 1);
-    if (qtNext < qt1) // 1. the next query tile into the other stage
+    const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
+    const long long qtNext = cta.nextTile(qt + 1, n, members);
+    if (qtNext < cta.qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     const unsigned tq = dev::smemAddress(sQ + stage * BM * D);
@@ -629,17 +632,18 @@ __device__ void mmaBackwardKV(const Params &p) {
     float s[BM / 8][4], dp[BM / 8][4]; // 2. S^T = K Q^T, dP^T = V dO^T
     scorePair<T, Tile, D, BM>(s, dp, sKa, sVa, tq, tg, keyRow0, lane);
     if (cls == plan::kPartial) // 3. pairs outside the branch: score -inf, p = 0
-      maskTransposed<Branch, BM>(s, members, rm, qt * BM, kb0 + keyRow0, lane);
+      maskTransposed<Branch, BM>(s, members, cta.rm, qt * BM, cta.kb0 + keyRow0, lane);
     probabilitiesTransposed<BM>(s, sL + stage * BM, scaleLog2, lane); // 4. P^T, dS^T
     scoreGradientsTransposed<BM>(s, dp, sDelta + stage * BM, lane);
     accumulateDvDk<T, Tile, D, BM>(dv, dk, s, dp, tg, tq, lane); // 5. dV, dK
     if constexpr (ATOMIC_DQ) // 6. dQ += dS K by reductions
-      addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, rm, qt * BM, keyRow0, warpId,
-                                         p.dqAcc + (batch * p.seqLen * p.heads + head) * D,
+      addDqFromDs<T, Tile, D, BM, BN, W>(dp, sDS, sKa, cta.rm, qt * BM, keyRow0, warpId,
+                                         p.dqAcc + (cta.batch * p.seqLen * p.heads + cta.head) * D,
                                          (long long)p.heads * D, p.scale, lane);
     qt = qtNext;
   }
-  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
+  storeKeyRows<T, D, MODE>(p, dk, dv, cta.rm, cta.kb0 + keyRow0, cta.batch, cta.head, cta.kvHead,
+                           cta.chunked, lane);
 }
 
 /// The deterministic dQ: one CTA per query tile of BM rows and query head,

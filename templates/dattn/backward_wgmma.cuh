@@ -167,43 +167,35 @@ __device__ void wgmmaBackwardKV(const Params &p) {
   float *sDelta = sL + 2 * BM;                             // two stages
 
   const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32, wg = threadIdx.x / 128;
-  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, n = p.seqLen;
-  const int kvHead = head / p.groupSize;
-  RowMap rm;
-  long long kb0, qt0, qt1;
-  bool chunked;
-  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!keyCtaWork<Branch, BM, BN, ATOMIC_DQ && MODE == kAccumulate>(p, headIndex, head, members,
-                                                                      &rm, &kb0, &qt0, &qt1,
-                                                                      &chunked))
+  const long long n = p.seqLen;
+  KeyCta<Branch, BM, BN> cta;
+  typename KeyCta<Branch, BM, BN>::Members members;
+  constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate; // reductions in any order
+  if (!cta.template find<kMaySplit>(p, members))
     return;
-  auto nextTile = [&](long long qt) {
-    return nextQueryTile<Branch, BM, BN>(members, rm, n, kb0, qt, qt1);
-  };
 
   const Layout qL = layoutOf<D>(p, p.qL, p.heads), gL = layoutOf<D>(p, p.doutL, p.heads);
   const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
-  const T *q = (const T *)p.q + qL.at(batch, 0, head);
-  const T *g = (const T *)p.dout + gL.at(batch, 0, head);
-  const float *lseSrc = p.lse + (batch * p.heads + head) * n;
-  const float *deltaSrc = p.delta + (batch * p.heads + head) * n;
+  const T *q = (const T *)p.q + qL.at(cta.batch, 0, cta.head);
+  const T *g = (const T *)p.dout + gL.at(cta.batch, 0, cta.head);
+  const float *lseSrc = p.lse + (cta.batch * p.heads + cta.head) * n;
+  const float *deltaSrc = p.delta + (cta.batch * p.heads + cta.head) * n;
   // Q, dO, L and Delta of query tile qt into stage `st`.
   auto loadQueries = [&](int st, long long qt) {
     const long long qa0 = qt * BM;
-    QTile::template load<T, kThreads>(sQ + st * QTile::kBytes, q, qL.row, rm.base, rm.step, qa0,
-                                      rm.count, threadIdx.x);
-    QTile::template load<T, kThreads>(sG + st * QTile::kBytes, g, gL.row, rm.base, rm.step, qa0,
-                                      rm.count, threadIdx.x);
-    loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, rm, qa0);
+    QTile::template load<T, kThreads>(sQ + st * QTile::kBytes, q, qL.row, cta.rm.base, cta.rm.step,
+                                      qa0, cta.rm.count, threadIdx.x);
+    QTile::template load<T, kThreads>(sG + st * QTile::kBytes, g, gL.row, cta.rm.base, cta.rm.step,
+                                      qa0, cta.rm.count, threadIdx.x);
+    loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, cta.rm, qa0);
   };
 
-  long long qt = nextTile(qt0);
-  KTile::template load<T, kThreads>(sK, (const T *)p.k + kL.at(batch, 0, kvHead), kL.row,
-                                    rm.base, rm.step, kb0, rm.count, threadIdx.x);
-  KTile::template load<T, kThreads>(sV, (const T *)p.v + vL.at(batch, 0, kvHead), vL.row,
-                                    rm.base, rm.step, kb0, rm.count, threadIdx.x);
-  if (qt < qt1)
+  long long qt = cta.nextTile(cta.qt0, n, members);
+  KTile::template load<T, kThreads>(sK, (const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row,
+                                    cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, threadIdx.x);
+  KTile::template load<T, kThreads>(sV, (const T *)p.v + vL.at(cta.batch, 0, cta.kvHead), vL.row,
+                                    cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, threadIdx.x);
+  if (qt < cta.qt1)
     loadQueries(0, qt);
   dev::cpAsyncCommit();
 
@@ -214,34 +206,34 @@ __device__ void wgmmaBackwardKV(const Params &p) {
   const int keyRow0 = warpId * 16; // this warp's key rows in the tile
   // This warpgroup's 64 key rows of each 64-column block.
   const unsigned sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;
-  float *dq0 = p.dqAcc + (batch * p.seqLen * p.heads + head) * D;
+  float *dq0 = p.dqAcc + (cta.batch * p.seqLen * p.heads + cta.head) * D;
 
-  for (int stage = 0; qt < qt1; stage ^= 1) {
+  for (int stage = 0; qt < cta.qt1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
     __syncthreads();
-    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
-    const long long qtNext = nextTile(qt + 1);
-    if (qtNext < qt1) // 1. the next query tile into the other stage
+    const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
+    const long long qtNext = cta.nextTile(qt + 1, n, members);
+    if (qtNext < cta.qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     const unsigned tq = sQ + stage * QTile::kBytes, tg = sG + stage * QTile::kBytes;
     // 2.-5. the products; dS^T into shared memory for dQ
-    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, sL + stage * BM,
-                                                  sDelta + stage * BM, smemRaw, kOffDs, cls,
-                                                  members, rm, qt * BM, kb0 + keyRow0, keyRow0,
-                                                  scaleLog2, lane);
+    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(
+        dk, dv, sKw, sVw, tq, tg, sL + stage * BM, sDelta + stage * BM, smemRaw, kOffDs, cls,
+        members, cta.rm, qt * BM, cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
     if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       __syncthreads();           // both warpgroups' keys
-      wgmmaAddDq<T, D, BM>(sDS, sK, rm, qt * BM, wg, warpId % 4, dq0, (long long)p.heads * D,
+      wgmmaAddDq<T, D, BM>(sDS, sK, cta.rm, qt * BM, wg, warpId % 4, dq0, (long long)p.heads * D,
                            p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();
     }
     qt = qtNext;
   }
-  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
+  storeKeyRows<T, D, MODE>(p, dk, dv, cta.rm, cta.kb0 + keyRow0, cta.batch, cta.head, cta.kvHead,
+                           cta.chunked, lane);
 }
 
 } // namespace bwd

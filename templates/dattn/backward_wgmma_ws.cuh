@@ -68,20 +68,12 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   auto full = [&](int st) { return bars + 8 * st; };
   auto empty = [&](int st) { return bars + 8 * (kStages + st); };
 
-  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z, n = p.seqLen;
-  const int kvHead = head / p.groupSize;
-  RowMap rm;
-  long long kb0, qt0, qt1;
-  bool chunked;
-  plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!keyCtaWork<Branch, BM, BN, ATOMIC_DQ && MODE == kAccumulate>(p, headIndex, head, members,
-                                                                      &rm, &kb0, &qt0, &qt1,
-                                                                      &chunked))
+  const long long n = p.seqLen;
+  KeyCta<Branch, BM, BN> cta;
+  typename KeyCta<Branch, BM, BN>::Members members;
+  constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate; // reductions in any order
+  if (!cta.template find<kMaySplit>(p, members))
     return;
-  auto nextTile = [&](long long qt) {
-    return nextQueryTile<Branch, BM, BN>(members, rm, n, kb0, qt, qt1);
-  };
 
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
@@ -97,21 +89,22 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     hopper::registersDown<kProducerRegisters>();
     const int thread = threadIdx.x;
     const float *stats = thread < BM ? p.lse : p.delta; // thread r: L, BM + r: Delta of row r
-    stats += (batch * p.heads + head) * n;
+    stats += (cta.batch * p.heads + cta.head) * n;
     int i = 0;
-    for (long long qt = nextTile(qt0); qt < qt1; qt = nextTile(qt + 1), ++i) {
+    for (long long qt = cta.nextTile(cta.qt0, n, members); qt < cta.qt1;
+         qt = cta.nextTile(qt + 1, n, members), ++i) {
       const int st = i % kStages;
       hopper::mbarrierWait(empty(st), ((i / kStages) & 1) ^ 1);
       const long long a = qt * BM + thread % BM;
-      sL[st * 2 * BM + thread] = a < rm.count ? stats[rm.base + a * rm.step] : 0.f;
+      sL[st * 2 * BM + thread] = a < cta.rm.count ? stats[cta.rm.base + a * cta.rm.step] : 0.f;
       if (thread == 0) {
-        const int row0 = static_cast<int>(rm.base + qt * BM * rm.step);
+        const int row0 = static_cast<int>(cta.rm.base + qt * BM * cta.rm.step);
         constexpr int kStride = static_cast<int>(Branch::kStride); // 1 for blocks branches
         hopper::mbarrierArriveExpect(full(st), 2 * QTile::kBytes);
-        fwd::tmaLoadRows<D, BM, kStride>(sQ + st * QTile::kBytes, *qMap, full(st), row0, head,
-                                         static_cast<int>(batch));
-        fwd::tmaLoadRows<D, BM, kStride>(sG + st * QTile::kBytes, *gMap, full(st), row0, head,
-                                         static_cast<int>(batch));
+        fwd::tmaLoadRows<D, BM, kStride>(sQ + st * QTile::kBytes, *qMap, full(st), row0, cta.head,
+                                         static_cast<int>(cta.batch));
+        fwd::tmaLoadRows<D, BM, kStride>(sG + st * QTile::kBytes, *gMap, full(st), row0, cta.head,
+                                         static_cast<int>(cta.batch));
       } else {
         hopper::mbarrierArrive(full(st));
       }
@@ -125,10 +118,10 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   const int ct = threadIdx.x - 128, wg = warpgroup - 1, warpId = ct / 32, lane = ct % 32;
   auto consumersSync = [] { hopper::namedBarrierSync(1, 256); };
   const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
-  KTile::template load<T, 256>(sK, (const T *)p.k + kL.at(batch, 0, kvHead), kL.row, rm.base,
-                               rm.step, kb0, rm.count, ct);
-  KTile::template load<T, 256>(sV, (const T *)p.v + vL.at(batch, 0, kvHead), vL.row, rm.base,
-                               rm.step, kb0, rm.count, ct);
+  KTile::template load<T, 256>(sK, (const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row,
+                               cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, ct);
+  KTile::template load<T, 256>(sV, (const T *)p.v + vL.at(cta.batch, 0, cta.kvHead), vL.row,
+                               cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, ct);
   dev::cpAsyncCommit();
   dev::cpAsyncWaitAll();
   hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
@@ -140,24 +133,24 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   const float scaleLog2 = p.scale * dev::kLog2e;
   const int keyRow0 = warpId * 16; // this warp's key rows in the tile
   const unsigned sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;
-  float *dq0 = p.dqAcc + (batch * p.seqLen * p.heads + head) * D;
+  float *dq0 = p.dqAcc + (cta.batch * p.seqLen * p.heads + cta.head) * D;
 
-  long long qt = nextTile(qt0);
-  for (int i = 0; qt < qt1; ++i) {
+  long long qt = cta.nextTile(cta.qt0, n, members);
+  for (int i = 0; qt < cta.qt1; ++i) {
     const int st = i % kStages;
-    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
-    const long long qtNext = nextTile(qt + 1);
+    const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
+    const long long qtNext = cta.nextTile(qt + 1, n, members);
     const unsigned tq = sQ + st * QTile::kBytes, tg = sG + st * QTile::kBytes;
     const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
     hopper::mbarrierWait(full(st), (i / kStages) & 1);
     const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes; // ATOMIC_DQ's buffer
     wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
-                                                  dsAt, cls, members, rm, qt * BM, kb0 + keyRow0,
-                                                  keyRow0, scaleLog2, lane);
+                                                  dsAt, cls, members, cta.rm, qt * BM,
+                                                  cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
     if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       consumersSync();           // both warpgroups' keys (and, a tile ago, the other buffer read)
-      wgmmaAddDq<T, D, BM>(base + dsAt, sK, rm, qt * BM, wg, warpId % 4, dq0,
+      wgmmaAddDq<T, D, BM>(base + dsAt, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
                            (long long)p.heads * D, p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();
@@ -165,7 +158,8 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
     qt = qtNext;
   }
-  storeKeyRows<T, D, MODE>(p, dk, dv, rm, kb0 + keyRow0, batch, head, kvHead, chunked, lane);
+  storeKeyRows<T, D, MODE>(p, dk, dv, cta.rm, cta.kb0 + keyRow0, cta.batch, cta.head, cta.kvHead,
+                           cta.chunked, lane);
 }
 
 } // namespace bwd
