@@ -198,12 +198,19 @@ TEST(Nvrtc, RingModulesCompile) {
   const AttentionSpec longnet =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
           .attentions.at(0);
-  // On sm_90a the one-GPU forward is a wgmma family; the ring's block
-  // kernel keeps the sm80 tile it is built on.
+  // On sm_90a the one-GPU forward and dK/dV kernels are wgmma families;
+  // the ring's block kernels keep the sm80 tiles they are built on, with
+  // the sm80 families' threads and shared memory (a dK/dV CTA: two threads
+  // a key row, not the warp-specialized kernel's 384).
   for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels) {
     if (kernel.role == KernelRole::Branch) {
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
       EXPECT_EQ(kernel.family, "sm80_mma_forward") << kernel.name;
+    }
+    if (kernel.role == KernelRole::DkvPass) {
+      EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
+      EXPECT_EQ(kernel.family, "sm80_mma_backward_dkv") << kernel.name;
+      EXPECT_EQ(kernel.threads, 2 * kernel.config.blockN) << kernel.name;
     }
   }
   // And blocks branches (a window, global tokens: ring_mma.cuh's blocks
