@@ -155,12 +155,9 @@ void CompiledAttention::backward(const BackwardArgs &a) {
         if (maps != std::vector<std::string>{"q", "dout"})
           throw Error("backward: kernel " + ki.name + " asks for tensor maps this launcher "
                       "does not make");
-        const int r = b.kind == BranchKind::Strided ? static_cast<int>(b.dilation) : 1;
-        const int eb = static_cast<int>(a.q.elementBytes()), rows = ki.config.blockM;
-        qMap = rt::encodeRowMap(a.q.data, rt::rowMapShape(p.qL, B, N, H, D, eb, r, rows),
-                                spec_.dtype, "q");
-        doutMap = rt::encodeRowMap(
-            a.dout.data, rt::rowMapShape(p.doutL, B, N, H, D, eb, r, rows), spec_.dtype, "dout");
+        const int rows = ki.config.blockM; // the query tile
+        qMap = rt::encodeBranchRowMap(a.q, p.qL, b, B, N, H, D, rows, "q");
+        doutMap = rt::encodeBranchRowMap(a.dout, p.doutL, b, B, N, H, D, rows, "dout");
         args = argsMaps;
       }
       launch(x, static_cast<unsigned>(split.gridX(grid.x)),

@@ -90,12 +90,9 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
         if (maps != std::vector<std::string>{"k", "v"})
           throw Error("forward: kernel " + ki.name + " asks for tensor maps this launcher "
                       "does not make");
-        const int r = b.kind == BranchKind::Strided ? static_cast<int>(b.dilation) : 1;
-        const int eb = static_cast<int>(a.k.elementBytes()), rows = ki.config.blockN;
-        kMap = rt::encodeRowMap(a.k.data, rt::rowMapShape(p.kL, B, N, Hk, D, eb, r, rows),
-                                spec_.dtype, "k");
-        vMap = rt::encodeRowMap(a.v.data, rt::rowMapShape(p.vL, B, N, Hk, D, eb, r, rows),
-                                spec_.dtype, "v");
+        const int rows = ki.config.blockN; // the key tile
+        kMap = rt::encodeBranchRowMap(a.k, p.kL, b, B, N, Hk, D, rows, "k");
+        vMap = rt::encodeBranchRowMap(a.v, p.vL, b, B, N, Hk, D, rows, "v");
         args = argsMaps;
       }
     }

@@ -58,4 +58,14 @@ CUtensorMap encodeRowMap(const void *data, const RowMapShape &shape, DType dtype
   return map;
 }
 
+CUtensorMap encodeBranchRowMap(const TensorDesc &t, const Layout &l, const BranchPlan &b,
+                               int64_t batch, int64_t n, int64_t heads, int64_t headDim,
+                               int tileRows, const std::string &what) {
+  const int stride = b.kind == BranchKind::Strided ? static_cast<int>(b.dilation) : 1;
+  const int elementBytes = static_cast<int>(t.elementBytes());
+  return encodeRowMap(t.data,
+                      rowMapShape(l, batch, n, heads, headDim, elementBytes, stride, tileRows),
+                      t.dtype, what);
+}
+
 } // namespace dattn::rt

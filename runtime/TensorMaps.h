@@ -10,6 +10,7 @@
 
 #include "dattn/layout.cuh"
 #include "dattn/plan.h"
+#include "dattn/tensor.h"
 
 #include <cuda.h>
 
@@ -37,5 +38,12 @@ RowMapShape rowMapShape(const Layout &l, int64_t batch, int64_t n, int64_t heads
 /// `what` ("k", "dout", ...) and the driver's reason if the driver refuses it.
 CUtensorMap encodeRowMap(const void *data, const RowMapShape &shape, DType dtype,
                          const std::string &what);
+
+/// The map a branch kernel reads `what` through: the [B, N, heads, D]
+/// tensor t (its kernel layout l; bf16 or fp16) in tiles of `tileRows`
+/// rows, stepping the branch's dilation (1 for blocks branches).
+CUtensorMap encodeBranchRowMap(const TensorDesc &t, const Layout &l, const BranchPlan &b,
+                               int64_t batch, int64_t n, int64_t heads, int64_t headDim,
+                               int tileRows, const std::string &what);
 
 } // namespace dattn::rt
