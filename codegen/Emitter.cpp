@@ -1,5 +1,7 @@
 // Planned attention -> CUDA C++. Steps:
-//   1. pick the output mode (kMerge when a head is in several branches);
+//   1. pick the output mode (kMerge when a head is in several branches;
+//      then a branch that writes every row, if any, launches first in
+//      kMergeFirst and nothing is cleared);
 //   2. print the constants of each branch as a `BranchK` struct
 //      (branchDefinitions, shared with the backward and ring modules);
 //   3. ask the kernel families for each branch's kernel (family and
@@ -208,13 +210,26 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
   for (int h = 0; h < plan.heads; ++h)
     needInit |= branchesOfHead[h] == 0;
   mod.mergeMode = mergesBranches(plan);
-  for (const auto &b : plan.branches)
+  // Merging: a branch that writes every row of every head launches first
+  // and stores without reading (kMergeFirst), so the accumulator and LSE
+  // need no clearing and it reads nothing (LongNet's dilation-1 branch: at
+  // 128K, 0.8 GB of memset and 0.8 GB of reads saved).
+  int first = -1;
+  for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
+    const BranchPlan &b = plan.branches[bi];
+    if (first < 0 && mod.mergeMode && rowsNeverEmpty(b) &&
+        b.heads.size() == static_cast<size_t>(plan.heads))
+      first = static_cast<int>(bi);
     needInit |= !rowsNeverEmpty(b);
-  needInit |= mod.mergeMode;
+  }
+  if (mod.mergeMode)
+    needInit = first < 0;
 
   const char *T = deviceType(plan.dtype);
   const int D = plan.headDim;
-  const char *mode = mod.mergeMode ? "fwd::kMerge" : "fwd::kWrite";
+  auto modeOf = [&](int branch) {
+    return !mod.mergeMode ? "fwd::kWrite" : branch == first ? "fwd::kMergeFirst" : "fwd::kMerge";
+  };
   const std::string prefix = "dattn_" + plan.name + "_" + toString(plan.dtype) + "_d" +
                              std::to_string(D) + (plan.causal ? "_causal" : "");
 
@@ -231,7 +246,13 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
     mod.kernels.push_back(k);
   }
   os << branchDefinitions(plan);
-  for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
+  std::vector<int> order; // launch order: `first` (if any), then the plan's
+  if (first >= 0)
+    order.push_back(first);
+  for (int bi = 0; bi < static_cast<int>(plan.branches.size()); ++bi)
+    if (bi != first)
+      order.push_back(bi);
+  for (int bi : order) {
     const BranchPlan &b = plan.branches[bi];
     KernelInfo k;
     k.branch = static_cast<int>(bi);
@@ -247,13 +268,14 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
     switch (k.role) {
     case KernelRole::Init:
       os << "extern \"C\" __global__ void " << k.name
-         << "(fwd::Params p, long long batch) {\n  fwd::initOutputs<" << T << ", " << mode
+         << "(fwd::Params p, long long batch) {\n  fwd::initOutputs<" << T << ", "
+         << (mod.mergeMode ? "fwd::kMerge" : "fwd::kWrite")
          << ">(p, " << D << ", batch);\n}\n\n";
       break;
     default: // Finalize is appended below, after the branches
       break;
     case KernelRole::Branch: {
-      InstanceContext ctx{T, D, mode, "", "Branch" + std::to_string(k.branch)};
+      InstanceContext ctx{T, D, modeOf(k.branch), "", "Branch" + std::to_string(k.branch)};
       const KernelFamily &family = familyNamed(k.family);
       os << "extern \"C\" __global__ void " << launchBounds(family, k.config, k.threads) << " " << k.name
          << "(fwd::Params p" << tensorMapParameters(family) << ") {\n  "

@@ -48,7 +48,7 @@ struct KernelResources {
 struct InstanceContext {
   std::string deviceType;  ///< "dev::bf16"
   int headDim = 0;
-  std::string outputMode;  ///< forward: "fwd::kWrite" or "fwd::kMerge"
+  std::string outputMode;  ///< forward: "fwd::kWrite", "fwd::kMerge" or "fwd::kMergeFirst"
   std::string gradMode;    ///< backward: "bwd::kDirect" or "bwd::kAccumulate"
   std::string branch;      ///< "Branch2"
 };

@@ -39,10 +39,7 @@ template <int COLS, int EB = 2> DATTN_DEV int swizzled(int row, int col) {
   return row * COLS + (((col / kPer) ^ (row & (kGroup - 1))) * kPer) + (col % kPer);
 }
 
-/// Two fp32 accumulator elements, one 8-byte access.
-struct alignas(8) Pair {
-  float x, y;
-};
+using dev::Pair;
 
 /// The compact rows of one CTA's branch geometry: row(a) = base + a * step,
 /// a in [0, count). Strided branches: a segment's residue class; blocks

@@ -14,6 +14,10 @@ namespace dev {
 /// 16-bit storage types; arithmetic happens in fp32.
 struct f16 { unsigned short bits; };
 struct bf16 { unsigned short bits; };
+/// Two fp32 accumulator elements, one 8-byte access.
+struct alignas(8) Pair {
+  float x, y;
+};
 
 DATTN_DEV float toFloat(float x) { return x; }
 DATTN_DEV float toFloat(f16 x) {

@@ -210,8 +210,8 @@ DATTN_DEV void maskPartialTile(float (&s)[MT][BN / 8][4], const plan::Member *me
 
 /// The epilogue: O = acc / l and LSE = (m + log2 l) ln 2 for this warp's
 /// rows; kWrite stores them, kMerge folds them into the fp32 accumulator and
-/// the LSE array (forward_common.cuh). Rows with no key get O = 0 and LSE =
-/// -inf.
+/// the LSE array (forward_common.cuh), kMergeFirst stores them there. Rows
+/// with no key get O = 0 and LSE = -inf.
 template <class T, int D, int MT, int MODE>
 DATTN_DEV void storeRows(const Params &p, const float (&acc)[MT][D / 8][4],
                          const warp::OnlineSoftmax<MT> &sm, const TileRange &tr, long long row0,
@@ -246,18 +246,28 @@ DATTN_DEV void storeRows(const Params &p, const float (&acc)[MT][D / 8][4],
         if (lane % 4 == 0)
           *lsePtr = lseB;
       } else {
-        const float lseAcc = valid ? *lsePtr : 0.f;
-        __syncwarp(); // every quad member has read lseAcc before lane 0 rewrites it
+        // The accumulator's rows start on 16 bytes (D floats, D a multiple
+        // of 8): pairs of floats move as one 8-byte access.
+        float lseNew = lseB, wAcc = 0.f, wB = 1.f;
+        if (MODE == kMerge) {
+          const float lseAcc = valid ? *lsePtr : 0.f;
+          __syncwarp(); // every quad member has read lseAcc before lane 0 rewrites it
+          mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
+        }
         if (!valid)
           continue;
-        float lseNew, wAcc, wB;
-        mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
-        float *o = p.oAcc + ((batch * n + row) * p.heads + head) * D;
+        dev::Pair *o =
+            reinterpret_cast<dev::Pair *>(p.oAcc + ((batch * n + row) * p.heads + head) * D);
 #pragma unroll
         for (int nb = 0; nb < D / 8; ++nb) {
-          int col = nb * 8 + (lane % 4) * 2;
-          o[col] = o[col] * wAcc + acc[mt][nb][2 * half] * inv * wB;
-          o[col + 1] = o[col + 1] * wAcc + acc[mt][nb][2 * half + 1] * inv * wB;
+          const int pair = nb * 4 + lane % 4;
+          const float x = acc[mt][nb][2 * half] * inv * wB, y = acc[mt][nb][2 * half + 1] * inv * wB;
+          if (MODE == kMerge) {
+            const dev::Pair old = o[pair];
+            o[pair] = dev::Pair{old.x * wAcc + x, old.y * wAcc + y};
+          } else {
+            o[pair] = dev::Pair{x, y};
+          }
         }
         if (lane % 4 == 0)
           *lsePtr = lseNew;

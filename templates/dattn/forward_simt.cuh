@@ -79,15 +79,17 @@ template <class T, int D, int MODE, class Branch> __device__ void simtForward(co
     if (lane == 0)
       *lsePtr = lseB;
   } else {
-    const float lseAcc = *lsePtr;
-    __syncwarp(); // every lane has read lseAcc before lane 0 rewrites it
-    float lseNew, wAcc, wB;
-    mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
+    float lseNew = lseB, wAcc = 0.f, wB = 1.f; // kMergeFirst: nothing to fold into
+    if (MODE == kMerge) {
+      const float lseAcc = *lsePtr;
+      __syncwarp(); // every lane has read lseAcc before lane 0 rewrites it
+      mergeLse(lseAcc, lseB, &lseNew, &wAcc, &wB);
+    }
     float *o = p.oAcc + ((batch * n + i) * p.heads + head) * D;
     for (int c = 0; c < kPerLane; ++c) {
       int d = lane + 32 * c;
       if (d < D)
-        o[d] = o[d] * wAcc + acc[c] * inv * wB;
+        o[d] = (MODE == kMerge ? o[d] * wAcc : 0.f) + acc[c] * inv * wB;
     }
     if (lane == 0)
       *lsePtr = lseNew;

@@ -7,7 +7,12 @@
 namespace dattn {
 namespace fwd {
 
-enum OutputMode { kWrite = 0, kMerge = 1 };
+/// How a branch kernel stores its rows (forward_common.cuh): kWrite O and
+/// LSE directly; kMerge folds them into the fp32 accumulator and the LSE
+/// array; kMergeFirst, the first launch of a merging module when it
+/// visits every (batch, row, head), stores into both without reading them
+/// (kMerge's result against O = 0, LSE = -inf), so they need no clearing.
+enum OutputMode { kWrite = 0, kMerge = 1, kMergeFirst = 2 };
 enum BranchKindId { kStridedBranch = 0, kBlocksBranch = 1 };
 
 /// Launch parameters (by value).
