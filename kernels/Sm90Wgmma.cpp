@@ -153,13 +153,12 @@ public:
   }
   /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64),
   /// or with ws bwd::WsKvShape<D, atomicDq>: K and V, two stages of Q, dO,
-  /// L and Delta, with atomic dQ two dS^T buffers and two dQ stagings (64
-  /// rows of 64 + 8 floats), four mbarriers.
+  /// L and Delta, two dS^T buffers (atomic dQ), four mbarriers.
   int smem(int d, bool atomicDq) const {
     if (!ws_)
       return kvPassSmemBytes(d, 64, 128, atomicDq, 2);
-    return 2 * (2 * 128 * d) + 2 * (2 * 2 * 64 * d) +
-           (atomicDq ? 2 * (2 * 64 * 128) + 2 * (64 * 72 * 4) : 0) + 2 * (2 * 64 * 4) + 8 * 4;
+    return 2 * (2 * 128 * d) + 2 * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * 128) : 0) +
+           2 * (2 * 64 * 4) + 8 * 4;
   }
   // Both are defaults wherever they run (no byDefault override), the
   // warp-specialized one first: on the H100 the first took LongNet's

@@ -118,18 +118,20 @@ DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], un
   hopper::wgmmaCommit();
 }
 
-/// This warpgroup's part of dS K for a query tile (64 rows x 64 columns of
-/// fragments): dS^T (both warpgroups' keys, [key][query] at sDs, written
-/// and made visible to the tensor cores by the caller) read transposed
-/// against K at sK. head_dim 128: warpgroup wg computes dQ's columns
-/// dqColumn0(wg).. over all 128 keys; head_dim 64: its own 64 keys over
-/// every column (both add). Waits for every product of the warpgroup.
-template <int D> DATTN_DEV int dqColumn0(int wg) { return D == 64 ? 0 : 64 * wg; }
+/// dQ += dS K for the query tile from qa0 by fp32 reductions: dS^T (both
+/// warpgroups' keys, [key][query] at sDs, written and made visible to the
+/// tensor cores by the caller) read transposed against K at sK. head_dim
+/// 128: warpgroup wg computes dQ's columns 64 wg.. over all 128 keys;
+/// head_dim 64: its own 64 keys over every column (both add). Waits for
+/// every product of the warpgroup.
 template <class T, int D, int BM>
-DATTN_DEV void wgmmaDqProduct(float (&dq)[8][4], unsigned sDs, unsigned sK, int wg) {
+DATTN_DEV void wgmmaAddDq(unsigned sDs, unsigned sK, const RowMap &rm, long long qa0, int wg,
+                          int warpInGroup, float *dq0, long long dqRowStride, float scale,
+                          int lane) {
   using KTile = fwd::WgmmaTile<D, 128>;
   using DsT = fwd::WgmmaTile<BM, 128>;
   constexpr bool kSplitKeys = D == 64;
+  float dq[8][4];
   hopper::wgmmaFence();
 #pragma unroll
   for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
@@ -139,16 +141,8 @@ DATTN_DEV void wgmmaDqProduct(float (&dq)[8][4], unsigned sDs, unsigned sK, int 
   }
   hopper::wgmmaCommit();
   hopper::wgmmaWait<0>();
-}
-
-/// dQ += dS K for the query tile from qa0 by fp32 reductions from registers.
-template <class T, int D, int BM>
-DATTN_DEV void wgmmaAddDq(unsigned sDs, unsigned sK, const RowMap &rm, long long qa0, int wg,
-                          int warpInGroup, float *dq0, long long dqRowStride, float scale,
-                          int lane) {
-  float dq[8][4];
-  wgmmaDqProduct<T, D, BM>(dq, sDs, sK, wg);
-  reduceDqItem<64>(dq, rm, qa0, warpInGroup, dqColumn0<D>(wg), dq0, dqRowStride, scale, lane);
+  reduceDqItem<64>(dq, rm, qa0, warpInGroup, kSplitKeys ? 0 : 64 * wg, dq0, dqRowStride, scale,
+                   lane);
 }
 
 /// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile of

@@ -13,12 +13,10 @@
 //     counts the 128 arrivals and the boxes' bytes. A stage is reused once
 //     both consumers arrived on its `empty` mbarrier.
 //   - two consumers (240 registers) load K and V once, then per query tile
-//     run wgmmaBackwardKV's products (wgmmaKeyTileStep, wgmmaDqProduct) with
+//     run wgmmaBackwardKV's products (wgmmaKeyTileStep, wgmmaAddDq) with
 //     named barriers instead of __syncthreads: dS^T is double-buffered, so
 //     one barrier per tile (both warpgroups' dS^T written) also orders the
-//     reuse of the other buffer. dQ goes through shared memory (DqStage)
-//     and bulk reductions that one warp per consumer issues, FlashAttention-3's
-//     way, instead of vector reductions from every thread.
+//     reuse of the other buffer.
 // Loads no longer sit between the consumers' products, and the next tiles
 // arrive while they compute.
 #pragma once
@@ -28,49 +26,9 @@
 namespace dattn {
 namespace bwd {
 
-/// A consumer warpgroup's dQ for one query tile (64 rows x 64 fp32 columns,
-/// scaled), staged in shared memory so that the TMA unit adds it to the
-/// fp32 accumulator row by row (hopper::bulkReduceAddF32, 256 bytes each)
-/// while the warpgroup goes on: one bulk operation a row instead of 32
-/// vector reductions a thread. Rows are kPitch floats apart: 8 floats of
-/// padding put a half warp's float pairs (4 rows x 4 lanes) on 32 distinct
-/// banks.
-struct DqStage {
-  static constexpr int kRows = 64, kCols = 64, kPitch = kCols + 8;
-  static constexpr int kBytes = kRows * kPitch * 4;
-  /// The warpgroup's dQ fragments (wgmmaDqProduct's) times scale into the
-  /// stage at sDq; warp warpInGroup holds rows 16 warpInGroup...
-  static DATTN_DEV void store(float *sDq, const float (&dq)[8][4], int warpInGroup, float scale,
-                              int lane) {
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = warpInGroup * 16 + lane / 4 + half * 8, c = nb * 8 + (lane % 4) * 2;
-        *reinterpret_cast<Pair *>(sDq + r * kPitch + c) =
-            Pair{dq[nb][2 * half] * scale, dq[nb][2 * half + 1] * scale};
-      }
-  }
-  /// Lane `lane` of one warp adds rows lane and lane + 32 of the stage at
-  /// shared address sDq to the accumulator's rows of query tile qa0
-  /// (columns col0..), then commits them as one bulk group.
-  static DATTN_DEV void reduce(unsigned sDq, const RowMap &rm, long long qa0, float *dq0,
-                               long long dqRowStride, int col0, int lane) {
-#pragma unroll
-    for (int r = lane; r < kRows; r += 32) {
-      const long long a = qa0 + r;
-      if (a < rm.count)
-        hopper::bulkReduceAddF32(dq0 + (rm.base + a * rm.step) * dqRowStride + col0,
-                                 sDq + r * kPitch * 4, kCols * 4);
-    }
-    hopper::bulkCommit();
-  }
-};
-
 /// Shared memory: K and V (128 rows), kStages stages of Q and dO (64 rows),
-/// two dS^T buffers with ATOMIC_DQ, kStages stages of L and Delta, with
-/// ATOMIC_DQ each consumer's dQ staging (DqStage), then the mbarriers (full
-/// and empty per stage).
+/// two dS^T buffers with ATOMIC_DQ, kStages stages of L and Delta, then the
+/// mbarriers (full and empty per stage).
 template <int D, bool ATOMIC_DQ> struct WsKvShape {
   static constexpr int kBM = 64, kBN = 128, kStages = 2, kThreads = 384;
   using Keys = fwd::WgmmaTile<D, kBN>;
@@ -80,8 +38,7 @@ template <int D, bool ATOMIC_DQ> struct WsKvShape {
                        kOffG = kOffQ + kStages * Queries::kBytes,
                        kOffDs = kOffG + kStages * Queries::kBytes,
                        kOffL = kOffDs + (ATOMIC_DQ ? 2 * DsT::kBytes : 0),
-                       kOffDq = kOffL + kStages * 2 * kBM * 4,
-                       kOffBars = kOffDq + (ATOMIC_DQ ? 2 * DqStage::kBytes : 0);
+                       kOffBars = kOffL + kStages * 2 * kBM * 4;
   static constexpr int kBytes = kOffBars + 8 * 2 * kStages;
 };
 
@@ -159,8 +116,6 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   // threads holds key rows 16 w.. as in wgmmaBackwardKV.
   hopper::registersUp<kConsumerRegisters>();
   const int ct = threadIdx.x - 128, wg = warpgroup - 1, warpId = ct / 32, lane = ct % 32;
-  const int warpInGroup = warpId % 4;
-  float *sDq = reinterpret_cast<float *>(smemRaw + Shape::kOffDq) + wg * (DqStage::kBytes / 4);
   auto consumersSync = [] { hopper::namedBarrierSync(1, 256); };
   const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
   KTile::template load<T, 256>(sK, (const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row,
@@ -192,30 +147,17 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
                                                   dsAt, cls, members, cta.rm, qt * BM,
                                                   cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
-    if constexpr (ATOMIC_DQ) { // dQ += dS K through the staging and bulk reductions
+    if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
-      if (warpInGroup == 0)
-        hopper::bulkWaitRead<0>(); // the last tile's reductions have read the staging
-      consumersSync(); // both warpgroups' keys (and, a tile ago, the other buffer read)
-      float dq[8][4];
-      wgmmaDqProduct<T, D, BM>(dq, base + dsAt, sK, wg);
-      DqStage::store(sDq, dq, warpInGroup, p.scale, lane);
-      hopper::fenceProxyAsync(); // the staging, written by threads, is read by the TMA unit
-      if (wg == 0) // the warpgroup's staging written
-        hopper::namedBarrierSync<2>(128);
-      else
-        hopper::namedBarrierSync<3>(128);
-      if (warpInGroup == 0)
-        DqStage::reduce(dev::smemAddress(sDq), cta.rm, qt * BM, dq0, (long long)p.heads * D,
-                        dqColumn0<D>(wg), lane);
+      consumersSync();           // both warpgroups' keys (and, a tile ago, the other buffer read)
+      wgmmaAddDq<T, D, BM>(base + dsAt, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
+                           (long long)p.heads * D, p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();
     }
     hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
     qt = qtNext;
   }
-  if (ATOMIC_DQ && warpInGroup == 0)
-    hopper::bulkWait<0>(); // the reductions done before the CTA's shared memory goes
   storeKeyRows<T, D, MODE>(p, dk, dv, cta.rm, cta.kb0 + keyRow0, cta.batch, cta.head, cta.kvHead,
                            cta.chunked, lane);
 }

@@ -80,25 +80,6 @@ DATTN_DEV void tmaLoad5d(unsigned dst, const TensorMap &map, unsigned bar, int c
 /// Orders this thread's ordinary shared-memory writes before later reads
 /// by the async proxy (wgmma operands, TMA stores).
 DATTN_DEV void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-/// dst[0, bytes) += the fp32 values at shared address src, by the TMA unit
-/// (in L2, whole lines, nothing in the issuing thread's registers); both
-/// 16-byte aligned, bytes a multiple of 16. Joins the thread's open bulk
-/// group: bulkCommit closes it, bulkWaitRead / bulkWait wait for it.
-DATTN_DEV void bulkReduceAddF32(float *dst, unsigned src, unsigned bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" ::"l"(
-                   dst),
-               "r"(src), "r"(bytes)
-               : "memory");
-}
-DATTN_DEV void bulkCommit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
-/// Until at most N of this thread's bulk groups still read shared memory.
-template <int N> DATTN_DEV void bulkWaitRead() {
-  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
-}
-/// Until at most N of this thread's bulk groups are still incomplete.
-template <int N> DATTN_DEV void bulkWait() {
-  asm volatile("cp.async.bulk.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // ---- wgmma (bf16 and fp16 operands, fp32 accumulators) ----
 
@@ -242,12 +223,6 @@ constexpr bool registerSplitFits() {
 /// Named barrier `id` (1..15; 0 is __syncthreads) over `threads` threads.
 DATTN_DEV void namedBarrierSync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
-}
-/// The same with the id a constant: ptxas then reserves only the barriers
-/// named, not all 16 (a register id may be any).
-template <int ID> DATTN_DEV void namedBarrierSync(int threads) {
-  static_assert(ID > 0 && ID < 16, "named barriers 1..15");
-  asm volatile("bar.sync %0, %1;" ::"n"(ID), "r"(threads) : "memory");
 }
 DATTN_DEV void namedBarrierArrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
