@@ -1,7 +1,7 @@
 // Planned attention -> CUDA C++. Steps:
 //   1. pick the output mode (kMerge when a head is in several branches;
-//      then a branch that writes every row, if any, launches first in
-//      kMergeFirst and nothing is cleared);
+//      then branches that write every row of their heads launch first in
+//      kMergeFirst, and with every head so written nothing is cleared);
 //   2. print the constants of each branch as a `BranchK` struct
 //      (branchDefinitions, shared with the backward and ring modules);
 //   3. ask the kernel families for each branch's kernel (family and
@@ -210,25 +210,30 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
   for (int h = 0; h < plan.heads; ++h)
     needInit |= branchesOfHead[h] == 0;
   mod.mergeMode = mergesBranches(plan);
-  // Merging: a branch that writes every row of every head launches first
-  // and stores without reading (kMergeFirst), so the accumulator and LSE
-  // need no clearing and it reads nothing (LongNet's dilation-1 branch: at
-  // 128K, 0.8 GB of memset and 0.8 GB of reads saved).
-  int first = -1;
+  // Merging: branches that write every row of their heads, no two on one
+  // head, launch first and store without reading (kMergeFirst); when they
+  // cover every head, the accumulator and LSE need no clearing (LongNet's
+  // dilation-1 branch: at 128K, 0.8 GB of memset and 0.8 GB of reads saved).
+  std::vector<bool> firstWriter(plan.branches.size(), false), headWritten(plan.heads, false);
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
-    if (first < 0 && mod.mergeMode && rowsNeverEmpty(b) &&
-        b.heads.size() == static_cast<size_t>(plan.heads))
-      first = static_cast<int>(bi);
     needInit |= !rowsNeverEmpty(b);
+    if (!mod.mergeMode || !rowsNeverEmpty(b) ||
+        std::any_of(b.heads.begin(), b.heads.end(), [&](int h) { return headWritten[h]; }))
+      continue;
+    firstWriter[bi] = true;
+    for (int h : b.heads)
+      headWritten[h] = true;
   }
   if (mod.mergeMode)
-    needInit = first < 0;
+    needInit = std::count(headWritten.begin(), headWritten.end(), true) < plan.heads;
 
   const char *T = deviceType(plan.dtype);
   const int D = plan.headDim;
   auto modeOf = [&](int branch) {
-    return !mod.mergeMode ? "fwd::kWrite" : branch == first ? "fwd::kMergeFirst" : "fwd::kMerge";
+    return !mod.mergeMode          ? "fwd::kWrite"
+           : firstWriter[branch] ? "fwd::kMergeFirst"
+                                 : "fwd::kMerge";
   };
   const std::string prefix = "dattn_" + plan.name + "_" + toString(plan.dtype) + "_d" +
                              std::to_string(D) + (plan.causal ? "_causal" : "");
@@ -246,12 +251,11 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
     mod.kernels.push_back(k);
   }
   os << branchDefinitions(plan);
-  std::vector<int> order; // launch order: `first` (if any), then the plan's
-  if (first >= 0)
-    order.push_back(first);
-  for (int bi = 0; bi < static_cast<int>(plan.branches.size()); ++bi)
-    if (bi != first)
-      order.push_back(bi);
+  std::vector<int> order; // launch order: the first writers, then the others
+  for (bool firsts : {true, false})
+    for (int bi = 0; bi < static_cast<int>(plan.branches.size()); ++bi)
+      if (firstWriter[bi] == firsts)
+        order.push_back(bi);
   for (int bi : order) {
     const BranchPlan &b = plan.branches[bi];
     KernelInfo k;

@@ -246,15 +246,35 @@ DATTN_DEV void loadRowStats(float *sL, float *sDelta, const float *lseSrc, const
 template <class Branch, int BM>
 DATTN_DEV void maskTransposed(float (&s)[BM / 8][4], const plan::Member *members,
                               const RowMap &rm, long long qa0, long long key0, int lane) {
+  if constexpr (Branch::kKind == fwd::kStridedBranch) {
 #pragma unroll
-  for (int nb = 0; nb < BM / 8; ++nb)
+    for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const long long bkey = key0 + lane / 4 + (e >> 1) * 8;
-      const long long a = qa0 + nb * 8 + (lane % 4) * 2 + (e & 1);
-      if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
-        s[nb][e] = dev::negInf();
+      for (int e = 0; e < 4; ++e) {
+        const long long bkey = key0 + lane / 4 + (e >> 1) * 8;
+        const long long a = qa0 + nb * 8 + (lane % 4) * 2 + (e & 1);
+        if (!fwd::partialPairKept<Branch>(members, rm.count, a, bkey))
+          s[nb][e] = dev::negInf();
+      }
+  } else { // the union's queries of each of this thread's keys, one call a key
+    static_assert(BM <= 128, "a key's queries in one 32-bit word");
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const long long j = key0 + lane / 4 + half * 8, ib = qa0 + (lane % 4) * 2;
+      const unsigned bits = j < rm.count ? fwd::unionLineBitsOutOfLine(
+                                               members, Branch::kNumMembers, j, ib, rm.count,
+                                               BM / 8, true)
+                                         : 0u;
+#pragma unroll
+      for (int nb = 0; nb < BM / 8; ++nb)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const bool causalOut = Branch::kCausal && j > ib + nb * 8 + e;
+          if (causalOut || !((bits >> (2 * nb + e)) & 1u))
+            s[nb][2 * half + e] = dev::negInf();
+        }
     }
+  }
 }
 
 /// dK/dV kernels, per query tile: P^T = 2^(S^T c - L) in place of S^T;

@@ -194,9 +194,7 @@ __device__ void finalizeGradients(const Params &p, long long qElems, long long k
                          p.dvL.row == p.dkL.row && p.dvL.batch == p.dkL.batch);
   if ((what & kFinalizeDq) && dqDense) {
     // A plain conversion, kept free of branches so that it runs at copy speed.
-    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems;
-         x += stride)
-      ((T *)p.dq)[x] = dev::fromFloat<T>(p.dqAcc[x]);
+    dev::convertGridStride<T>((T *)p.dq, p.dqAcc, qElems);
   } else if (what & (kFinalizeDq | kZeroDq)) {
     for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems;
          x += stride) {

@@ -120,6 +120,15 @@ __device__ __noinline__ bool unionContainsOutOfLine(const plan::Member *members,
                                                     long long i, long long j) {
   return plan::unionContains(members, count, i, j);
 }
+/// plan::unionLineBits, out of line for the same reason: the masks of
+/// blocks branches call it once per row (or key) and thread, where a call
+/// per pair cost more than the tile's products (causal_ring's global
+/// tokens, every tile partial: ~45 us a wave on an H100).
+__device__ __noinline__ unsigned unionLineBitsOutOfLine(const plan::Member *members, int count,
+                                                        long long f, long long vb, long long vEnd,
+                                                        int nbCount, bool transposed) {
+  return plan::unionLineBits(members, count, f, vb, vEnd, nbCount, transposed);
+}
 
 /// Whether compact pair (a, b) of a partial tile is attended: both rows
 /// exist (count: rows of the segment, or N), causal order holds, and for a
@@ -157,6 +166,9 @@ struct TileRange {
 /// This CTA's query rows and key-tile range (blockIdx.x: a segment's query
 /// tile for strided branches, a query tile of the sequence for blocks
 /// branches); loads a blocks branch's members. False if the CTA has no rows.
+/// Causal strided branches take a segment's tiles last first: CTAs start in
+/// blockIdx order, so the longest walks start first and the short ones fill
+/// the last wave, instead of a last wave of the longest.
 template <class Branch, int BM, int BN>
 DATTN_DEV bool ctaTileRange(const Params &p, int headIndex, int head, plan::Member *members,
                             TileRange *tr) {
@@ -164,7 +176,8 @@ DATTN_DEV bool ctaTileRange(const Params &p, int headIndex, int head, plan::Memb
   if constexpr (Branch::kKind == kStridedBranch) {
     stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &tr->base, &tr->step,
                            &tr->count);
-    tr->qa0 = (blockIdx.x % p.tilesPerSegment) * BM;
+    const long long tile = blockIdx.x % p.tilesPerSegment;
+    tr->qa0 = (Branch::kCausal ? p.tilesPerSegment - 1 - tile : tile) * BM;
     tr->t0 = 0;
     long long keyEnd = Branch::kCausal ? plan::minI(tr->count, tr->qa0 + BM) : tr->count;
     tr->t1 = plan::ceilDiv(keyEnd, BN);
@@ -203,9 +216,31 @@ DATTN_DEV int keyTileClass(const TileRange &tr, const plan::Member *members, lon
 template <class Branch, int BN, int MT>
 DATTN_DEV void maskPartialTile(float (&s)[MT][BN / 8][4], const plan::Member *members,
                                long long count, long long row0, long long key0, int lane) {
-  warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
-    return partialPairKept<Branch>(members, count, row0 + a, key0 + b);
-  });
+  if constexpr (Branch::kKind == kStridedBranch) {
+    warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+      return partialPairKept<Branch>(members, count, row0 + a, key0 + b);
+    });
+  } else { // the union's keys of each of this thread's rows, one call a row
+    static_assert(BN <= 128, "a row's keys in one 32-bit word");
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const long long i = row0 + mt * 16 + lane / 4 + half * 8;
+        const long long jb = key0 + (lane % 4) * 2;
+        const unsigned bits = i < count ? unionLineBitsOutOfLine(members, Branch::kNumMembers, i,
+                                                                 jb, count, BN / 8, false)
+                                        : 0u;
+#pragma unroll
+        for (int nb = 0; nb < BN / 8; ++nb)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const bool causalOut = Branch::kCausal && jb + nb * 8 + e > i;
+            if (causalOut || !((bits >> (2 * nb + e)) & 1u))
+              s[mt][nb][2 * half + e] = dev::negInf();
+          }
+      }
+  }
 }
 
 /// The epilogue: O = acc / l and LSE = (m + log2 l) ln 2 for this warp's

@@ -238,6 +238,93 @@ DATTN_HD bool unionContains(const Member *members, int count, i64 i, i64 j) {
   return in;
 }
 
+/// The pairs member m holds along one line of a tile: row i = f against
+/// keys j = vb + 8 nb + e, or with `transposed` key j = f against queries i
+/// = vb + 8 nb + e (the dK/dV kernels' transposed fragments), as bit 2 nb +
+/// e (nbCount <= 16; a thread of an mma or wgmma accumulator holds these
+/// columns of a tile, vb = the tile's first column + 2 (lane % 4)); columns
+/// from vEnd on (past the sequence) are never tested and get 0 (a block
+/// mask has no rows for them). What depends on f alone is worked out once,
+/// then each column costs a comparison or two.
+DATTN_HD unsigned memberLineBits(const Member &m, i64 f, i64 vb, i64 vEnd, int nbCount,
+                                  bool transposed) {
+  const unsigned all = nbCount >= 16 ? 0xffffffffu : (1u << (2 * nbCount)) - 1;
+  unsigned bits = 0;
+  switch (m.kind) {
+  case kAll:
+    return all;
+  case kBand: { // j - i in [-lo, hi]: v in [f - lo, f + hi], transposed [f - hi, f + lo]
+    const i64 below = transposed ? m.hi : m.lo, above = transposed ? m.lo : m.hi;
+    const i64 lo = below < 0 ? vb : f - below, hi = above < 0 ? vb + 8 * nbCount : f + above;
+    for (int x = 0; x < 2 * nbCount; ++x) {
+      const i64 v = vb + 8 * (x / 2) + x % 2;
+      bits |= (unsigned)(v >= lo && v <= hi) << x;
+    }
+    return bits;
+  }
+  case kPrefix: // symmetric: either end among the tokens
+    if (f < m.lo)
+      return all;
+    for (int x = 0; x < 2 * nbCount; ++x)
+      bits |= (unsigned)(vb + 8 * (x / 2) + x % 2 < m.lo) << x;
+    return bits;
+  case kSegment: { // symmetric: both ends in the residue class and one segment
+    if (modNonNegative(f, m.stride) != m.offset)
+      return 0;
+    const i64 s0 = m.segment < 0 ? 0 : divNonNegative(f, m.segment) * m.segment;
+    const i64 s1 = m.segment < 0 ? vb + 8 * nbCount : s0 + m.segment;
+    // vb + 8 nb's residue, stepped by 8 mod r (each step stays below 2 r).
+    const i64 step = modNonNegative(8, m.stride);
+    i64 rem = modNonNegative(vb, m.stride);
+    for (int nb = 0; nb < nbCount; ++nb) {
+      const i64 v = vb + 8 * nb, rem1 = rem + 1 == m.stride ? 0 : rem + 1;
+      bits |= (unsigned)(rem == m.offset && v >= s0 && v < s1) << (2 * nb);
+      bits |= (unsigned)(rem1 == m.offset && v + 1 >= s0 && v + 1 < s1) << (2 * nb + 1);
+      rem += step;
+      if (rem >= m.stride)
+        rem -= m.stride;
+    }
+    return bits;
+  }
+  default: { // block patterns: one test per block the columns touch
+    const i64 F = divNonNegative(f, m.block);
+    i64 last = -1;
+    bool kept = false;
+    for (int x = 0; x < 2 * nbCount; ++x) {
+      const i64 v = vb + 8 * (x / 2) + x % 2;
+      if (v >= vEnd)
+        break;
+      const i64 V = divNonNegative(v, m.block);
+      if (V != last) {
+        kept = transposed ? blockKept(m, V, F) : blockKept(m, F, V);
+        last = V;
+      }
+      bits |= (unsigned)kept << x;
+    }
+    return bits;
+  }
+  }
+}
+
+/// unionContains along one line (memberLineBits' layout).
+DATTN_HD unsigned unionLineBits(const Member *members, int count, i64 f, i64 vb, i64 vEnd,
+                                int nbCount, bool transposed) {
+  unsigned in = 0, out = 0;
+  for (int k = 0; k < count; ++k) {
+    const unsigned bits = memberLineBits(members[k], f, vb, vEnd, nbCount, transposed);
+    if (members[k].excluded)
+      out |= bits;
+    else
+      in |= bits;
+  }
+  // Columns past vEnd: 0 (the other kinds' tests need no bound).
+  const i64 valid = vEnd - vb; // columns vb + 8 nb + e < vEnd
+  for (int x = 0; x < 2 * nbCount; ++x)
+    if (8 * (x / 2) + x % 2 >= valid)
+      in &= ~(1u << x);
+  return in & ~out;
+}
+
 /// Key range [*jlo, *jhi) that query rows [i0, i1) can reach through m.
 DATTN_HD void memberKeyRange(const Member &m, i64 i0, i64 i1, i64 seqLen, i64 *jlo, i64 *jhi) {
   *jlo = 0;

@@ -272,6 +272,54 @@ TEST(TilePlan, QueryTilesHoldEveryQueryOfAKeyTile) {
   }
 }
 
+TEST(TilePlan, RowBitsEqualThePairTest) {
+  // The kernels mask a partial tile's lines with unionLineBits (one call per
+  // row or, transposed, key and thread, the columns of the mma fragment
+  // layout) where they asked unionContains per pair: both must agree on every
+  // pair of every member kind, union and exclusion, at any tile width
+  // (nbCount) and column phase.
+  SpecGenerator gen(79);
+  for (int trial = 0; trial < 200; ++trial) {
+    AttentionSpec spec = gen.spec();
+    const int64_t n = gen.uniform(1, 400);
+    BlockMask mask;
+    if (spec.needsBlockMask())
+      mask = gen.mask(spec, n);
+    AttentionPlan p = planAttention(spec);
+    for (const auto &b : p.branches) {
+      if (b.kind != BranchKind::Blocks)
+        continue;
+      for (size_t hi = 0; hi < b.heads.size(); ++hi) {
+        std::vector<plan::Member> members;
+        for (const auto &mp : b.members)
+          members.push_back(mp.forHead(static_cast<int>(hi), b.heads[hi],
+                                       mask.rowOffsets.data(), mask.colIndices.data()));
+        const int count = static_cast<int>(members.size());
+        for (int nbCount : {4, 8, 16})
+          for (int64_t j0 = 0; j0 < n; j0 += 8 * nbCount)
+            for (int c0 = 0; c0 < 8; c0 += 2)
+              for (int64_t f = 0; f < n; ++f)
+                for (bool transposed : {false, true}) {
+                  const unsigned bits =
+                      plan::unionLineBits(members.data(), count, f, j0 + c0, n, nbCount, transposed);
+                  for (int x = 0; x < 2 * nbCount; ++x) {
+                    const int64_t v = j0 + c0 + 8 * (x / 2) + x % 2;
+                    if (v >= n) {
+                      ASSERT_EQ((bits >> x) & 1u, 0u) << "a column past N kept";
+                      continue;
+                    }
+                    const int64_t i = transposed ? v : f, j = transposed ? f : v;
+                    ASSERT_EQ((bits >> x) & 1u,
+                              plan::unionContains(members.data(), count, i, j) ? 1u : 0u)
+                        << "i=" << i << " j=" << j << " nbCount=" << nbCount
+                        << (transposed ? " transposed\n" : "\n") << spec.canonical();
+                  }
+                }
+      }
+    }
+  }
+}
+
 TEST(TilePlan, LongNetShapesWithRaggedSegments) {
   // Segments not divisible by the dilation, N not divisible by the segment,
   // dilations 6 and 12, offsets by head: the LongNet cases in small.
