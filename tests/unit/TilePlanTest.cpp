@@ -34,6 +34,17 @@ struct TileStats {
   int64_t full = 0, partial = 0, skipped = 0;
 };
 
+/// A blocks branch's members as the kernels see them for its headIndex-th
+/// head (block masks from `mask`, if any).
+std::vector<plan::Member> headMembers(const BranchPlan &bp, int headIndex, const BlockMask *mask) {
+  std::vector<plan::Member> members;
+  for (const auto &m : bp.members)
+    members.push_back(m.forHead(headIndex, bp.heads[headIndex],
+                                mask ? mask->rowOffsets.data() : nullptr,
+                                mask ? mask->colIndices.data() : nullptr));
+  return members;
+}
+
 void addStrided(const BranchPlan &bp, int headIndex, bool causal, int64_t n, Counts &c,
                 TileStats &st) {
   const int64_t o = bp.offsets[headIndex], r = bp.dilation;
@@ -62,12 +73,9 @@ void addStrided(const BranchPlan &bp, int headIndex, bool causal, int64_t n, Cou
   }
 }
 
-void addBlocks(const BranchPlan &bp, int headIndex, int head, bool causal, int64_t n,
+void addBlocks(const BranchPlan &bp, int headIndex, bool causal, int64_t n,
                const BlockMask *mask, Counts &c, TileStats &st) {
-  std::vector<plan::Member> members;
-  for (const auto &m : bp.members)
-    members.push_back(m.forHead(headIndex, head, mask ? mask->rowOffsets.data() : nullptr,
-                                mask ? mask->colIndices.data() : nullptr));
+  const std::vector<plan::Member> members = headMembers(bp, headIndex, mask);
   const int count = static_cast<int>(members.size());
   for (int64_t i0 = 0; i0 < n; i0 += bp.blockM) {
     const int64_t i1 = std::min(n, i0 + bp.blockM);
@@ -103,7 +111,7 @@ Counts planCounts(const AttentionPlan &p, int head, int64_t n, const BlockMask *
     if (bp.kind == BranchKind::Strided)
       addStrided(bp, headIndex, p.causal, n, c, st);
     else
-      addBlocks(bp, headIndex, head, p.causal, n, mask, c, st);
+      addBlocks(bp, headIndex, p.causal, n, mask, c, st);
   }
   return c;
 }
@@ -247,10 +255,7 @@ TEST(TilePlan, QueryTilesHoldEveryQueryOfAKeyTile) {
       if (b.kind != BranchKind::Blocks)
         continue;
       for (size_t hi = 0; hi < b.heads.size(); ++hi) {
-        std::vector<plan::Member> members;
-        for (const auto &mp : b.members)
-          members.push_back(mp.forHead(static_cast<int>(hi), b.heads[hi],
-                                       mask.rowOffsets.data(), mask.colIndices.data()));
+        const std::vector<plan::Member> members = headMembers(b, static_cast<int>(hi), &mask);
         for (int64_t j0 = 0; j0 < n; j0 += bn) {
           const int64_t j1 = std::min(n, j0 + bn);
           plan::i64 t0, t1;
@@ -290,10 +295,7 @@ TEST(TilePlan, RowBitsEqualThePairTest) {
       if (b.kind != BranchKind::Blocks)
         continue;
       for (size_t hi = 0; hi < b.heads.size(); ++hi) {
-        std::vector<plan::Member> members;
-        for (const auto &mp : b.members)
-          members.push_back(mp.forHead(static_cast<int>(hi), b.heads[hi],
-                                       mask.rowOffsets.data(), mask.colIndices.data()));
+        const std::vector<plan::Member> members = headMembers(b, static_cast<int>(hi), &mask);
         const int count = static_cast<int>(members.size());
         for (int nbCount : {4, 8, 16})
           for (int64_t j0 = 0; j0 < n; j0 += 8 * nbCount)
