@@ -204,26 +204,37 @@ __device__ void finalizeGradients(const Params &p, long long qElems, long long k
       ((T *)p.dq)[at] = dev::fromFloat<T>(what & kFinalizeDq ? p.dqAcc[x] : 0.f);
     }
   }
+  // dK and dV: four columns a step (head_dim is a multiple of 4), the
+  // query heads' fp32 slices read as 16-byte quads (the accumulators start
+  // on 16 bytes) and the 64-bit index arithmetic done once per four.
+  static_assert(D % 4 == 0, "four columns a step");
   if (what & (kFinalizeDkv | kZeroDkv))
-    for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < kvElems;
-         x += stride) {
+    for (long long x4 = blockIdx.x * (long long)blockDim.x + threadIdx.x; x4 < kvElems / 4;
+         x4 += stride) {
+      const long long x = 4 * x4;
       const long long d = x % D, row = x / D; // row = (b * N + j) * Hkv + kvHead
       const long long kvHead = row % p.kvHeads, bj = row / p.kvHeads;
-      float k = 0.f, v = 0.f;
+      dev::Quad k{0.f, 0.f, 0.f, 0.f}, v{0.f, 0.f, 0.f, 0.f};
       if (what & kFinalizeDkv) {
         const long long first = (bj * p.heads + kvHead * p.groupSize) * D + d;
         for (int g = 0; g < p.groupSize; ++g) {
-          k += p.dkAcc[first + g * D];
-          v += p.dvAcc[first + g * D];
+          const dev::Quad a = *reinterpret_cast<const dev::Quad *>(p.dkAcc + first + g * D);
+          const dev::Quad b = *reinterpret_cast<const dev::Quad *>(p.dvAcc + first + g * D);
+          k = dev::Quad{k.x + a.x, k.y + a.y, k.z + a.z, k.w + a.w};
+          v = dev::Quad{v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w};
         }
       }
-      if (dkvDense) {
-        ((T *)p.dk)[x] = dev::fromFloat<T>(k);
-        ((T *)p.dv)[x] = dev::fromFloat<T>(v);
-      } else {
+      long long atK = x, atV = x;
+      if (!dkvDense) {
         const long long b = bj / p.seqLen, j = bj % p.seqLen;
-        ((T *)p.dk)[p.dkL.at(b, j, kvHead) + d] = dev::fromFloat<T>(k);
-        ((T *)p.dv)[p.dvL.at(b, j, kvHead) + d] = dev::fromFloat<T>(v);
+        atK = p.dkL.at(b, j, kvHead) + d;
+        atV = p.dvL.at(b, j, kvHead) + d;
+      }
+      const float kf[4] = {k.x, k.y, k.z, k.w}, vf[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        ((T *)p.dk)[atK + c] = dev::fromFloat<T>(kf[c]);
+        ((T *)p.dv)[atV + c] = dev::fromFloat<T>(vf[c]);
       }
     }
 }

@@ -18,6 +18,10 @@ struct bf16 { unsigned short bits; };
 struct alignas(8) Pair {
   float x, y;
 };
+/// Four, one 16-byte access.
+struct alignas(16) Quad {
+  float x, y, z, w;
+};
 
 DATTN_DEV float toFloat(float x) { return x; }
 DATTN_DEV float toFloat(f16 x) {
@@ -198,9 +202,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 /// finalize: 103 us on an H100). Both pointers are 16-byte aligned (the
 /// runtime checks tensors and workspaces).
 template <class T> DATTN_DEV void convertGridStride(T *dst, const float *src, long long count) {
-  struct alignas(16) Quad {
-    float x, y, z, w;
-  };
   struct alignas(16) Words {
     unsigned a, b, c, d;
   };
