@@ -257,23 +257,10 @@ DATTN_DEV void maskTransposed(float (&s)[BM / 8][4], const plan::Member *members
           s[nb][e] = dev::negInf();
       }
   } else { // the union's queries of each of this thread's keys, one call a key
-    static_assert(BM <= 128, "a key's queries in one 32-bit word");
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const long long j = key0 + lane / 4 + half * 8, ib = qa0 + (lane % 4) * 2;
-      const unsigned bits = j < rm.count ? fwd::unionLineBitsOutOfLine(
-                                               members, Branch::kNumMembers, j, ib, rm.count,
-                                               BM / 8, true)
-                                         : 0u;
-#pragma unroll
-      for (int nb = 0; nb < BM / 8; ++nb)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const bool causalOut = Branch::kCausal && j > ib + nb * 8 + e;
-          if (causalOut || !((bits >> (2 * nb + e)) & 1u))
-            s[nb][2 * half + e] = dev::negInf();
-        }
-    }
+    for (int half = 0; half < 2; ++half)
+      fwd::maskLine<Branch, true>(s, half, members, rm.count, key0 + lane / 4 + half * 8,
+                                  qa0 + (lane % 4) * 2);
   }
 }
 

@@ -129,6 +129,27 @@ __device__ __noinline__ unsigned unionLineBitsOutOfLine(const plan::Member *memb
                                                         int nbCount, bool transposed) {
   return plan::unionLineBits(members, count, f, vb, vEnd, nbCount, transposed);
 }
+/// A blocks branch's mask on one line of this thread's fragments: row f of
+/// s[nb][2 half + e] against keys vb + 8 nb + e, or with TRANSPOSED (the
+/// dK/dV kernels' tiles) key f against those queries; -inf for pairs
+/// outside the union, past count or against the causal order.
+template <class Branch, bool TRANSPOSED, int NB>
+DATTN_DEV void maskLine(float (&s)[NB][4], int half, const plan::Member *members,
+                        long long count, long long f, long long vb) {
+  static_assert(NB <= 16, "a line's columns in one 32-bit word");
+  const unsigned bits =
+      f < count ? unionLineBitsOutOfLine(members, Branch::kNumMembers, f, vb, count, NB, TRANSPOSED)
+                : 0u;
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const long long v = vb + nb * 8 + e;
+      const bool causalOut = Branch::kCausal && (TRANSPOSED ? f > v : v > f);
+      if (causalOut || !((bits >> (2 * nb + e)) & 1u))
+        s[nb][2 * half + e] = dev::negInf();
+    }
+}
 
 /// Whether compact pair (a, b) of a partial tile is attended: both rows
 /// exist (count: rows of the segment, or N), causal order holds, and for a
@@ -221,25 +242,12 @@ DATTN_DEV void maskPartialTile(float (&s)[MT][BN / 8][4], const plan::Member *me
       return partialPairKept<Branch>(members, count, row0 + a, key0 + b);
     });
   } else { // the union's keys of each of this thread's rows, one call a row
-    static_assert(BN <= 128, "a row's keys in one 32-bit word");
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const long long i = row0 + mt * 16 + lane / 4 + half * 8;
-        const long long jb = key0 + (lane % 4) * 2;
-        const unsigned bits = i < count ? unionLineBitsOutOfLine(members, Branch::kNumMembers, i,
-                                                                 jb, count, BN / 8, false)
-                                        : 0u;
-#pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const bool causalOut = Branch::kCausal && jb + nb * 8 + e > i;
-            if (causalOut || !((bits >> (2 * nb + e)) & 1u))
-              s[mt][nb][2 * half + e] = dev::negInf();
-          }
-      }
+      for (int half = 0; half < 2; ++half)
+        maskLine<Branch, false>(s[mt], half, members, count, row0 + mt * 16 + lane / 4 + half * 8,
+                                key0 + (lane % 4) * 2);
   }
 }
 

@@ -208,17 +208,35 @@ TEST(TilePlan, SplitUnionsCountEachKeyOnce) {
     }
 }
 
+/// A random spec, a sequence length in [1, maxN], its block mask (if it
+/// takes one) and its plan: the setup of the tests that compare the plan's
+/// walks and masks with the members' pair tests.
+struct RandomCase {
+  AttentionSpec spec;
+  int64_t n = 0;
+  BlockMask mask;
+  AttentionPlan plan;
+};
+RandomCase randomCase(SpecGenerator &gen, int64_t maxN) {
+  RandomCase c;
+  c.spec = gen.spec();
+  c.n = gen.uniform(1, maxN);
+  if (c.spec.needsBlockMask())
+    c.mask = gen.mask(c.spec, c.n);
+  c.plan = planAttention(c.spec);
+  return c;
+}
+
 TEST(TilePlan, QueryRangesHoldEveryQueryOfAKey) {
   // The backward pass visits, for key j, only rows in memberQueryRange: every
   // (i, j) a member contains must lie inside it.
   SpecGenerator gen(77);
   for (int trial = 0; trial < 150; ++trial) {
-    AttentionSpec spec = gen.spec();
-    const int64_t n = gen.uniform(1, 150);
-    BlockMask mask;
-    if (spec.needsBlockMask())
-      mask = gen.mask(spec, n);
-    AttentionPlan p = planAttention(spec);
+    const RandomCase c = randomCase(gen, 150);
+    const AttentionSpec &spec = c.spec;
+    const int64_t n = c.n;
+    const BlockMask &mask = c.mask;
+    const AttentionPlan &p = c.plan;
     for (const auto &b : p.branches)
       for (size_t hi = 0; hi < b.heads.size(); ++hi)
         for (const auto &mp : b.members) {
@@ -244,13 +262,11 @@ TEST(TilePlan, QueryTilesHoldEveryQueryOfAKeyTile) {
   SpecGenerator gen(78);
   const int64_t tiles[] = {16, 32, 64, 128};
   for (int trial = 0; trial < 150; ++trial) {
-    AttentionSpec spec = gen.spec();
-    const int64_t n = gen.uniform(1, 300), bn = tiles[gen.uniform(0, 3)],
-                  bm = tiles[gen.uniform(0, 3)];
-    BlockMask mask;
-    if (spec.needsBlockMask())
-      mask = gen.mask(spec, n);
-    AttentionPlan p = planAttention(spec);
+    const RandomCase c = randomCase(gen, 300);
+    const AttentionSpec &spec = c.spec;
+    const int64_t n = c.n, bn = tiles[gen.uniform(0, 3)], bm = tiles[gen.uniform(0, 3)];
+    const BlockMask &mask = c.mask;
+    const AttentionPlan &p = c.plan;
     for (const auto &b : p.branches) {
       if (b.kind != BranchKind::Blocks)
         continue;
@@ -285,12 +301,11 @@ TEST(TilePlan, RowBitsEqualThePairTest) {
   // (nbCount) and column phase.
   SpecGenerator gen(79);
   for (int trial = 0; trial < 200; ++trial) {
-    AttentionSpec spec = gen.spec();
-    const int64_t n = gen.uniform(1, 400);
-    BlockMask mask;
-    if (spec.needsBlockMask())
-      mask = gen.mask(spec, n);
-    AttentionPlan p = planAttention(spec);
+    const RandomCase c = randomCase(gen, 400);
+    const AttentionSpec &spec = c.spec;
+    const int64_t n = c.n;
+    const BlockMask &mask = c.mask;
+    const AttentionPlan &p = c.plan;
     for (const auto &b : p.branches) {
       if (b.kind != BranchKind::Blocks)
         continue;
