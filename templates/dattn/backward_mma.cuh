@@ -214,12 +214,13 @@ template <class Branch, int BM, int BN> struct KeyCta {
       return false;
     return !chunked || plan::chunkOfWalk(chunk, chunks, p.chunkTiles, &qt0, &qt1);
   }
-  /// The first query tile from qt, before qt1, with a pair of the branch in
-  /// the key tile (qt1 if none): the walk.
-  DATTN_DEV long long nextTile(long long qt, long long n, const Members &members) const {
-    while (qt < qt1 && pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0) == plan::kSkip)
-      ++qt;
-    return qt;
+  /// The walk over the query tiles, before qt1, with a pair of the branch
+  /// in the key tile: next(qt) is the first from qt (qt1 if none). Every
+  /// warp that walks calls it (warp-uniform).
+  DATTN_DEV auto queryWalk(long long n, const Members &members) const {
+    return walk::tiles<Branch::kKind == fwd::kBlocksBranch>(qt1, [this, n, &members](long long qt) {
+      return pairTileClass<Branch, BM, BN>(members, rm, n, qt * BM, kb0);
+    });
   }
 };
 
@@ -609,7 +610,8 @@ __device__ void mmaBackwardKV(const Params &p) {
     loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, cta.rm, qa0);
   };
 
-  long long qt = cta.nextTile(cta.qt0, n, members);
+  auto queryWalk = cta.queryWalk(n, members);
+  long long qt = queryWalk.next(cta.qt0);
   kLoader.load(sK, cta.kb0, cta.rm.count);
   vLoader.load(sV, cta.kb0, cta.rm.count);
   if (qt < cta.qt1)
@@ -627,7 +629,7 @@ __device__ void mmaBackwardKV(const Params &p) {
     dev::cpAsyncWaitAll();
     __syncthreads();
     const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
-    const long long qtNext = cta.nextTile(qt + 1, n, members);
+    const long long qtNext = queryWalk.next(qt + 1);
     if (qtNext < cta.qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
@@ -672,11 +674,8 @@ __device__ void mmaBackwardQ(const Params &p) {
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if (!queryCtaRange<Branch, BM, BN>(p, headIndex, head, members, &rm, &qa0, &t0, &t1))
     return;
-  auto nextTile = [&](long long t) {
-    while (t < t1 && pairTileClass<Branch, BM, BN>(members, rm, n, qa0, t * BN) == plan::kSkip)
-      ++t;
-    return t;
-  };
+  auto keyWalk = walk::tiles<Branch::kKind == fwd::kBlocksBranch>(
+      t1, [&](long long t) { return pairTileClass<Branch, BM, BN>(members, rm, n, qa0, t * BN); });
 
   typename Tile::template RowLoader<BM> qLoader, gLoader;
   typename Tile::template RowLoader<BN> kLoader, vLoader;
@@ -687,7 +686,7 @@ __device__ void mmaBackwardQ(const Params &p) {
   kLoader.init((const T *)p.k + kL.at(batch, 0, kvHead), kL.row, rm.base, rm.step);
   vLoader.init((const T *)p.v + vL.at(batch, 0, kvHead), vL.row, rm.base, rm.step);
 
-  long long t = nextTile(t0);
+  long long t = keyWalk.next(t0);
   qLoader.load(sQ, qa0, rm.count);
   gLoader.load(sG, qa0, rm.count);
   if (t < t1) {
@@ -715,7 +714,7 @@ __device__ void mmaBackwardQ(const Params &p) {
     dev::cpAsyncWaitAll();
     __syncthreads();
     const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qa0, t * BN);
-    const long long tNext = nextTile(t + 1);
+    const long long tNext = keyWalk.next(t + 1);
     if (tNext < t1) { // 1. the next K, V tiles into the other stage
       kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, rm.count);
       vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, rm.count);

@@ -210,7 +210,8 @@ __device__ void wgmmaBackwardKV(const Params &p) {
     loadRowStats<BM, kThreads>(sL + st * BM, sDelta + st * BM, lseSrc, deltaSrc, cta.rm, qa0);
   };
 
-  long long qt = cta.nextTile(cta.qt0, n, members);
+  auto queryWalk = cta.queryWalk(n, members);
+  long long qt = queryWalk.next(cta.qt0);
   KTile::template load<T, kThreads>(sK, (const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row,
                                     cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, threadIdx.x);
   KTile::template load<T, kThreads>(sV, (const T *)p.v + vL.at(cta.batch, 0, cta.kvHead), vL.row,
@@ -233,7 +234,7 @@ __device__ void wgmmaBackwardKV(const Params &p) {
     hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
     __syncthreads();
     const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
-    const long long qtNext = cta.nextTile(qt + 1, n, members);
+    const long long qtNext = queryWalk.next(qt + 1);
     if (qtNext < cta.qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();

@@ -74,6 +74,7 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   constexpr bool kMaySplit = ATOMIC_DQ && MODE == kAccumulate; // reductions in any order
   if (!cta.template find<kMaySplit>(p, members))
     return;
+  auto queryWalk = cta.queryWalk(n, members); // each warp walks (producer and consumers)
 
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
@@ -91,8 +92,8 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     const float *stats = thread < BM ? p.lse : p.delta; // thread r: L, BM + r: Delta of row r
     stats += (cta.batch * p.heads + cta.head) * n;
     int i = 0;
-    for (long long qt = cta.nextTile(cta.qt0, n, members); qt < cta.qt1;
-         qt = cta.nextTile(qt + 1, n, members), ++i) {
+    for (long long qt = queryWalk.next(cta.qt0); qt < cta.qt1;
+         qt = queryWalk.next(qt + 1), ++i) {
       const int st = i % kStages;
       hopper::mbarrierWait(empty(st), ((i / kStages) & 1) ^ 1);
       const long long a = qt * BM + thread % BM;
@@ -135,11 +136,11 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   const unsigned sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;
   float *dq0 = p.dqAcc + (cta.batch * p.seqLen * p.heads + cta.head) * D;
 
-  long long qt = cta.nextTile(cta.qt0, n, members);
+  long long qt = queryWalk.next(cta.qt0);
   for (int i = 0; qt < cta.qt1; ++i) {
     const int st = i % kStages;
     const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
-    const long long qtNext = cta.nextTile(qt + 1, n, members);
+    const long long qtNext = queryWalk.next(qt + 1);
     const unsigned tq = sQ + st * QTile::kBytes, tg = sG + st * QTile::kBytes;
     const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
     hopper::mbarrierWait(full(st), (i / kStages) & 1);

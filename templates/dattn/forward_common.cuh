@@ -15,6 +15,7 @@
 #include "dattn/device.cuh"
 #include "dattn/params.cuh"
 #include "dattn/tile_plan.cuh"
+#include "dattn/tile_walk.cuh"
 
 namespace dattn {
 namespace fwd {

@@ -336,11 +336,8 @@ __device__ void mmaForward(const Params &p) {
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr))
     return;
-  auto nextTile = [&](long long t) {
-    while (t < tr.t1 && keyTileClass<Branch, BM, BN>(tr, members, n, t) == plan::kSkip)
-      ++t;
-    return t;
-  };
+  auto keyWalk = walk::tiles<Branch::kKind == kBlocksBranch>(
+      tr.t1, [&](long long t) { return keyTileClass<Branch, BM, BN>(tr, members, n, t); });
 
   // Strided branches read keys through the query's row map; blocks
   // branches index the sequence directly (compact index = row).
@@ -350,7 +347,7 @@ __device__ void mmaForward(const Params &p) {
   kLoader.init((const T *)p.k + p.kL.at(batch, 0, kvHead), p.kL.row, tr.base, tr.step);
   vLoader.init((const T *)p.v + p.vL.at(batch, 0, kvHead), p.vL.row, tr.base, tr.step);
 
-  long long t = nextTile(tr.t0);
+  long long t = keyWalk.next(tr.t0);
   qLoader.load(sQ, tr.qa0, tr.count);
   if (t < tr.t1) {
     kLoader.load(sK, t * BN, tr.count);
@@ -369,7 +366,7 @@ __device__ void mmaForward(const Params &p) {
     dev::cpAsyncWaitAll();
     __syncthreads();
     const int cls = keyTileClass<Branch, BM, BN>(tr, members, n, t);
-    const long long tNext = nextTile(t + 1);
+    const long long tNext = keyWalk.next(t + 1);
     if (tNext < tr.t1) { // 1. the next K, V tiles into the other stage
       kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, tr.count);
       vLoader.load(sV + (stage ^ 1) * BN * D, tNext * BN, tr.count);

@@ -210,11 +210,9 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
   if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr))
     return;
-  auto nextTile = [&](long long t) {
-    while (t < tr.t1 && keyTileClass<Branch, BM, BN>(tr, members, n, t) == plan::kSkip)
-      ++t;
-    return t;
-  };
+  // Every warp walks (warp-uniform: blocks branches' walks take ballots).
+  auto keyWalk = walk::tiles<Branch::kKind == kBlocksBranch>(
+      tr.t1, [&](long long t) { return keyTileClass<Branch, BM, BN>(tr, members, n, t); });
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -243,21 +241,24 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
       dev::cpAsyncWaitAll();
       hopper::fenceProxyAsync();
       hopper::mbarrierArrive(qFull);
-      if (thread != 0)
+      if (thread >= 32) // the first warp walks, its first thread issues
         return;
       constexpr int kStride = static_cast<int>(Branch::kStride); // 1 for blocks branches
       int i = 0;
-      for (long long t = nextTile(tr.t0); t < tr.t1; t = nextTile(t + 1), ++i) {
-        const int s = i % kStages;
-        const unsigned phase = ((i / kStages) & 1) ^ 1;
-        const int row0 = static_cast<int>(tr.base + t * BN * tr.step);
-        hopper::mbarrierWait(empty(s), phase);
-        hopper::mbarrierArriveExpect(full(s), 2 * KTile::kBytes);
-        tmaLoadRows<D, BN, kStride>(sK + s * KTile::kBytes, *kMap, full(s), row0, kvHead,
-                                    static_cast<int>(batch));
-        hopper::mbarrierWait(vEmpty(s), phase);
-        tmaLoadRows<D, BN, kStride>(sV + s * KTile::kBytes, *vMap, full(s), row0, kvHead,
-                                    static_cast<int>(batch));
+      for (long long t = keyWalk.next(tr.t0); t < tr.t1; t = keyWalk.next(t + 1), ++i) {
+        if (thread == 0) {
+          const int s = i % kStages;
+          const unsigned phase = ((i / kStages) & 1) ^ 1;
+          const int row0 = static_cast<int>(tr.base + t * BN * tr.step);
+          hopper::mbarrierWait(empty(s), phase);
+          hopper::mbarrierArriveExpect(full(s), 2 * KTile::kBytes);
+          tmaLoadRows<D, BN, kStride>(sK + s * KTile::kBytes, *kMap, full(s), row0, kvHead,
+                                      static_cast<int>(batch));
+          hopper::mbarrierWait(vEmpty(s), phase);
+          tmaLoadRows<D, BN, kStride>(sV + s * KTile::kBytes, *vMap, full(s), row0, kvHead,
+                                      static_cast<int>(batch));
+        }
+        __syncwarp();
       }
       return;
     }
@@ -266,7 +267,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
     // copies are issued (PIPELINED: its K copies), so that later tiles stay
     // in flight.
     int i = 0;
-    for (long long t = nextTile(tr.t0); t < tr.t1; t = nextTile(t + 1), ++i) {
+    for (long long t = keyWalk.next(tr.t0); t < tr.t1; t = keyWalk.next(t + 1), ++i) {
       const int s = i % kStages;
       const unsigned phase = ((i / kStages) & 1) ^ 1;
       hopper::mbarrierWait(empty(s), phase);
@@ -315,11 +316,11 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   };
 
   if constexpr (!PIPELINED) {
-    long long t = nextTile(tr.t0);
+    long long t = keyWalk.next(tr.t0);
     for (int i = 0; t < tr.t1; ++i) {
       const int s = i % kStages;
       const int cls = tileClass(t);
-      const long long tNext = nextTile(t + 1);
+      const long long tNext = keyWalk.next(t + 1);
       const unsigned tk = sK + s * KTile::kBytes, tv = sV + s * KTile::kBytes;
       hopper::mbarrierWait(full(s), (i / kStages) & 1);
       float sc[1][BN / 8][4];
@@ -349,7 +350,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
       if constexpr (kConsumers == 2)
         hopper::namedBarrierArrive(1 + (me ^ 1), 256);
     };
-    long long t = nextTile(tr.t0);
+    long long t = keyWalk.next(tr.t0);
     const bool any = t < tr.t1; // both consumers walk the same tiles
     int prev = 0;               // the stage of the tile whose P is in a
     unsigned a[BN / 16][4];     // P, pairs of T
@@ -368,9 +369,9 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
       maskIfPartial(sc, cls, t);
       softmax.updateScores(sc, scaleLog2, corr); // O is zero: nothing to rescale
       packP<T, BN>(a, sc);
-      t = nextTile(t + 1);
+      t = keyWalk.next(t + 1);
     }
-    for (int i = 1; t < tr.t1; t = nextTile(t + 1), ++i) {
+    for (int i = 1; t < tr.t1; t = keyWalk.next(t + 1), ++i) {
       const int s = i % kStages;
       float sc[1][BN / 8][4], corr[1][2];
       const int cls = tileClass(t);

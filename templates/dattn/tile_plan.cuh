@@ -441,8 +441,10 @@ DATTN_HD TileClass memberTileClass(const Member &m, i64 i0, i64 i1, i64 j0, i64 
     // Block patterns: look at each block pair the tile overlaps. Tiles and
     // blocks are both a few dozen rows, so this is a handful of tests.
     i64 kept = 0, total = 0;
-    for (i64 I = i0 / m.block; I <= (i1 - 1) / m.block; ++I)
-      for (i64 J = j0 / m.block; J <= (j1 - 1) / m.block; ++J) {
+    const i64 I1 = divNonNegative(i1 - 1, m.block), J0 = divNonNegative(j0, m.block),
+              J1 = divNonNegative(j1 - 1, m.block);
+    for (i64 I = divNonNegative(i0, m.block); I <= I1; ++I)
+      for (i64 J = J0; J <= J1; ++J) {
         kept += blockKept(m, I, J) ? 1 : 0;
         ++total;
       }
