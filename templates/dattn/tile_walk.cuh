@@ -21,7 +21,8 @@ namespace walk {
 
 /// The tiles of [.., t1) that `classOf` (tile -> plan::TileClass) does not
 /// skip, in order. With BALLOT, next() is called by all 32 lanes of a
-/// warp with the same tile (the kernels' walks are warp-uniform).
+/// warp with the same tile (the kernels' walks are warp-uniform); on the
+/// host (tests) one thread classifies the window's 32 tiles itself.
 template <bool BALLOT, class ClassOf> struct Tiles {
   long long t1;
   ClassOf classOf;
@@ -29,7 +30,7 @@ template <bool BALLOT, class ClassOf> struct Tiles {
   unsigned live = 0;     // BALLOT: bit x set iff tile window + x has a pair
 
   /// The first tile at or after t with a pair (t1 if none).
-  DATTN_DEV long long next(long long t) {
+  DATTN_HD long long next(long long t) {
     if constexpr (!BALLOT) {
       while (t < t1 && classOf(t) == plan::kSkip)
         ++t;
@@ -37,25 +38,45 @@ template <bool BALLOT, class ClassOf> struct Tiles {
     } else {
       while (t < t1) {
         const long long w = t & ~31ll;
-        if (w != window) { // each lane classifies one tile of the window
-          const long long mine = w + threadIdx.x % 32;
+        if (w != window) {
           window = w;
-          live = __ballot_sync(0xffffffffu, mine < t1 && classOf(mine) != plan::kSkip);
+          live = windowBits(w);
         }
         const unsigned rest = live & (0xffffffffu << (t - w)); // tiles t..
         if (rest != 0)
-          return w + __ffs(rest) - 1;
+          return w + lowestBit(rest);
         t = w + 32;
       }
       return t1;
     }
+  }
+
+private:
+  /// Bit x: tile w + x (< t1) has a pair. On the GPU each lane classifies one.
+  DATTN_HD unsigned windowBits(long long w) {
+#ifdef __CUDA_ARCH__
+    const long long mine = w + threadIdx.x % 32;
+    return __ballot_sync(0xffffffffu, mine < t1 && classOf(mine) != plan::kSkip);
+#else
+    unsigned bits = 0;
+    for (int x = 0; x < 32; ++x)
+      bits |= (unsigned)(w + x < t1 && classOf(w + x) != plan::kSkip) << x;
+    return bits;
+#endif
+  }
+  static DATTN_HD int lowestBit(unsigned bits) { // bits != 0
+#ifdef __CUDA_ARCH__
+    return __ffs(bits) - 1;
+#else
+    return __builtin_ctz(bits);
+#endif
   }
 };
 
 /// The walk of a branch: a ballot per 32 tiles for blocks branches
 /// (BLOCKS), the plain loop for strided ones.
 template <bool BLOCKS, class ClassOf>
-DATTN_DEV Tiles<BLOCKS, ClassOf> tiles(long long t1, ClassOf classOf) {
+DATTN_HD Tiles<BLOCKS, ClassOf> tiles(long long t1, ClassOf classOf) {
   return Tiles<BLOCKS, ClassOf>{t1, classOf};
 }
 

@@ -11,10 +11,12 @@
 
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
+#include "dattn/tile_walk.cuh"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <random>
 
 namespace dattn::test {
 namespace {
@@ -334,6 +336,40 @@ TEST(TilePlan, RowBitsEqualThePairTest) {
                 }
       }
     }
+  }
+}
+
+TEST(TilePlan, BallotWalkVisitsTheTilesThePlainLoopDoes) {
+  // The kernels' walks over a line of tiles (walk::tiles) classify 32 tiles
+  // at a time for blocks branches (a ballot on the GPU, a loop here): they
+  // must visit exactly the tiles the one-at-a-time loop visits, in order,
+  // from any first tile, at any density, and never classify a tile past
+  // the end.
+  std::mt19937 rng(11);
+  const double densities[] = {0.0, 0.03, 0.3, 1.0};
+  for (int trial = 0; trial < 400; ++trial) {
+    const long long t1 = rng() % 300, t0 = rng() % (t1 + 2); // t0 may be past t1
+    const double density = densities[trial % 4];
+    std::vector<plan::TileClass> cls(static_cast<size_t>(t1));
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (auto &c : cls)
+      c = u(rng) < density ? (rng() % 2 ? plan::kFull : plan::kPartial) : plan::kSkip;
+    auto classOf = [&](long long t) {
+      EXPECT_TRUE(t >= 0 && t < t1) << "tile " << t << " classified, the walk ends at " << t1;
+      return t >= 0 && t < t1 ? cls[static_cast<size_t>(t)] : plan::kSkip;
+    };
+    std::vector<long long> expected, ballot, plain;
+    for (long long t = t0; t < t1; ++t)
+      if (cls[static_cast<size_t>(t)] != plan::kSkip)
+        expected.push_back(t);
+    auto ballotWalk = walk::tiles<true>(t1, classOf);
+    for (long long t = ballotWalk.next(t0); t < t1; t = ballotWalk.next(t + 1))
+      ballot.push_back(t);
+    auto plainWalk = walk::tiles<false>(t1, classOf);
+    for (long long t = plainWalk.next(t0); t < t1; t = plainWalk.next(t + 1))
+      plain.push_back(t);
+    ASSERT_EQ(ballot, expected) << "t0=" << t0 << " t1=" << t1 << " density=" << density;
+    ASSERT_EQ(plain, expected) << "t0=" << t0 << " t1=" << t1 << " density=" << density;
   }
 }
 
