@@ -8,7 +8,7 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare, split, families, bwdfamilies,
+#   those, ringtable, nccl, tune, compare, abexamples, split, families, bwdfamilies,
 #   patterns, wgmma, tf32, tma.
 #   tma: the TMA forward and the warp-specialized dK/dV kernel (sm_90a's
 #   defaults) against the cp.async wgmma kernels they replaced: their GPU
@@ -38,6 +38,11 @@
 #       -DPython3_EXECUTABLE=<a python3.12 with nanobind> && ninja -C build-py312 _dattn
 #   compare: build-baseline/dattn-bench (the code before a change) and
 #   build/bin/dattn-bench in alternating runs, forward and backward.
+#   abexamples: the sparse examples at 16K through `dattn run --backward`
+#   with build/bin/dattn and each DATTN_AB_DIRS folder's dattn, alternating.
+#   The call's limit is the session's device time left when that is less
+#   than 600 s (the reply's limit_s): set DATTN_CHECK_LIMIT below it, and
+#   run this script unpiped, so that its lines arrive as they are printed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The device tool kills a call at its limit (600 s, or less when the
@@ -416,6 +421,28 @@ if want compare; then
         grep forward+backward | tee -a "$OUT/compare.log"
     done
   done
+fi
+if want abexamples; then
+  # Before/after on the examples dattn-bench leaves out: the sparse ones at
+  # 16K, forward and backward (`dattn run`), with build/bin/dattn and the
+  # dattn of each folder in DATTN_AB_DIRS (default build-baseline; e.g.
+  # "build-prev build-baseline" for three versions), alternating,
+  # DATTN_COMPARE_ROUNDS rounds (default 2). Each result is printed as it
+  # comes, so a call stopped early still reports what ran.
+  for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
+    for f in ${DATTN_AB_EXAMPLES:-causal_ring window_global_random_gqa block_patterns}; do
+      for dir in build/bin ${DATTN_AB_DIRS:-build-baseline}; do
+        timeout 120 "$dir/dattn" run "examples/$f.dattn" --seq 16384 --device gpu --iters 10 \
+          --backward > "$OUT/ab_example.log.tmp" 2>&1
+        cat "$OUT/ab_example.log.tmp" >> "$OUT/ab_examples.log"
+        echo "ab round $round, $f, $dir: $(grep -oE '[0-9.]+ effective TFLOP/s' \
+          "$OUT/ab_example.log.tmp" | sed 's/ effective TFLOP.s//' | paste -sd/) TFLOP/s (forward/forward+backward)" |
+          tee -a "$OUT/ab_summary.log"
+      done
+    done
+  done
+  rm -f "$OUT/ab_example.log.tmp"
+  summary+=("$(cat "$OUT/ab_summary.log")")
 fi
 if want families; then
   # The GPU tests once more per family that is not the default on this GPU,
