@@ -11,9 +11,7 @@
 //   P^T = 2^(S^T c - L), dS^T = P^T (dP^T - Delta)       (registers)
 //   dV += P^T dO, dK += dS^T Q    (wgmma, P^T and dS^T from registers)
 //   ATOMIC_DQ: dS^T into shared memory, then dQ = dS K (wgmma reading dS^T
-//   transposed) added to the fp32 dQ accumulator with vector reductions;
-//   dQ's product is issued before dK's, so its reductions run while dK's
-//   product does.
+//   transposed) added to the fp32 dQ accumulator with vector reductions.
 //   head_dim 128: warpgroup g computes dQ's columns 64 g.. over all 128
 //   keys; head_dim 64: its own 64 keys over every column (both add).
 // The products run as separate commit groups, waited for where their
@@ -57,22 +55,22 @@ DATTN_DEV void storeDsWgmma(const float (&dst)[BM / 8][4], unsigned char *smem, 
 }
 
 /// One query tile's products for this warpgroup's 64 key rows (sKw, sVw)
-/// against Q and dO at tq, tg with their L and Delta (sL, sDelta) up to
-/// dS^T: S^T and dP^T, the mask of partial tiles, P^T, dV += P^T dO
-/// (issued, not waited for), dS^T (STORE_DS: also into the [key][query]
-/// tile at byte offset dsAt of smem, for dQ) packed as dK's A operand `da`
-/// (wgmmaAddDk issues dK's product). The products run in commit groups,
-/// each waited for only where its result is needed: P^T's exponentials
-/// overlap dP^T, and dS^T's arithmetic overlaps dV's product. The A
-/// operands are packed before the products that read them (registers
-/// written between wgmmas would make ptxas serialize them).
+/// against Q and dO at tq, tg with their L and Delta (sL, sDelta): S^T and
+/// dP^T, the mask of partial tiles, P^T, dV += P^T dO, dS^T (STORE_DS: also
+/// into the [key][query] tile at byte offset dsAt of smem, for dQ; stored
+/// before dK's product, which keeps it out of the registers live across it)
+/// and dK += dS^T Q, issued and committed, not waited for. The products
+/// run in commit groups, each waited for only where its result is needed:
+/// P^T's exponentials overlap dP^T, and dS^T's arithmetic overlaps dV's
+/// product. The A operands are packed before the products that read them
+/// (registers written between wgmmas would make ptxas serialize them).
 template <class T, int D, int BM, class Branch, bool STORE_DS>
-DATTN_DEV void wgmmaKeyTileScores(float (&dv)[D / 8][4], unsigned (&da)[BM / 16][4],
-                                  unsigned sKw, unsigned sVw, unsigned tq, unsigned tg,
-                                  const float *sL, const float *sDelta, unsigned char *smem,
-                                  unsigned dsAt, int cls, const plan::Member *members,
-                                  const RowMap &rm, long long qa0, long long key0, int keyRow0,
-                                  float scaleLog2, int lane) {
+DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], unsigned sKw,
+                                unsigned sVw, unsigned tq, unsigned tg, const float *sL,
+                                const float *sDelta, unsigned char *smem, unsigned dsAt,
+                                int cls, const plan::Member *members, const RowMap &rm,
+                                long long qa0, long long key0, int keyRow0, float scaleLog2,
+                                int lane) {
   using KTile = fwd::WgmmaTile<D, 128>;
   using QTile = fwd::WgmmaTile<D, BM>;
   float s[BM / 8][4], dp[BM / 8][4];
@@ -91,7 +89,7 @@ DATTN_DEV void wgmmaKeyTileScores(float (&dv)[D / 8][4], unsigned (&da)[BM / 16]
   if (cls == plan::kPartial) // pairs outside the branch: score -inf, p = 0
     maskTransposed<Branch, BM>(s, members, rm, qa0, key0, lane);
   probabilitiesTransposed<BM>(s, sL, scaleLog2, lane); // P^T
-  unsigned pa[BM / 16][4];
+  unsigned pa[BM / 16][4], da[BM / 16][4];
 #pragma unroll
   for (int j = 0; j < BM / 16; ++j)
     packA<T>(pa[j], s, j);
@@ -110,16 +108,9 @@ DATTN_DEV void wgmmaKeyTileScores(float (&dv)[D / 8][4], unsigned (&da)[BM / 16]
 #pragma unroll
   for (int j = 0; j < BM / 16; ++j)
     packA<T>(da[j], dp, j);
-}
-
-/// dK += dS^T Q (da: dS^T as A fragments, Q at tq), issued and committed,
-/// not waited for.
-template <class T, int D, int BM>
-DATTN_DEV void wgmmaAddDk(float (&dk)[D / 8][4], const unsigned (&da)[BM / 16][4], unsigned tq) {
-  using QTile = fwd::WgmmaTile<D, BM>;
   hopper::wgmmaFence();
 #pragma unroll
-  for (int j = 0; j < BM / 16; ++j)
+  for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
 #pragma unroll
     for (int b = 0; b < D / 64; ++b)
       hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j], QTile::nMajor(tq, j, b),
@@ -127,16 +118,20 @@ DATTN_DEV void wgmmaAddDk(float (&dk)[D / 8][4], const unsigned (&da)[BM / 16][4
   hopper::wgmmaCommit();
 }
 
-/// dQ = dS K for the query tile, issued and committed, not waited for: dS^T
-/// (both warpgroups' keys, [key][query] at sDs, written and made visible to
-/// the tensor cores by the caller) read transposed against K at sK. head_dim
+/// dQ += dS K for the query tile from qa0 by fp32 reductions: dS^T (both
+/// warpgroups' keys, [key][query] at sDs, written and made visible to the
+/// tensor cores by the caller) read transposed against K at sK. head_dim
 /// 128: warpgroup wg computes dQ's columns 64 wg.. over all 128 keys;
-/// head_dim 64: its own 64 keys over every column (both add, reduceDq).
+/// head_dim 64: its own 64 keys over every column (both add). Waits for
+/// every product of the warpgroup.
 template <class T, int D, int BM>
-DATTN_DEV void wgmmaDqProduct(float (&dq)[8][4], unsigned sDs, unsigned sK, int wg) {
+DATTN_DEV void wgmmaAddDq(unsigned sDs, unsigned sK, const RowMap &rm, long long qa0, int wg,
+                          int warpInGroup, float *dq0, long long dqRowStride, float scale,
+                          int lane) {
   using KTile = fwd::WgmmaTile<D, 128>;
   using DsT = fwd::WgmmaTile<BM, 128>;
   constexpr bool kSplitKeys = D == 64;
+  float dq[8][4];
   hopper::wgmmaFence();
 #pragma unroll
   for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
@@ -145,24 +140,9 @@ DATTN_DEV void wgmmaDqProduct(float (&dq)[8][4], unsigned sDs, unsigned sK, int 
                                 KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
   }
   hopper::wgmmaCommit();
-}
-
-/// One query tile's dK and dQ after wgmmaKeyTileScores: dQ's product first,
-/// then dK's, and dQ's reductions into the fp32 accumulator (dq0, rows
-/// dqRowStride apart) while dK's product runs; waits for every product of
-/// the warpgroup. The caller made both warpgroups' dS^T (sDs) visible.
-template <class T, int D, int BM>
-DATTN_DEV void wgmmaAddDkDq(float (&dk)[D / 8][4], const unsigned (&da)[BM / 16][4], unsigned tq,
-                            unsigned sDs, unsigned sK, const RowMap &rm, long long qa0, int wg,
-                            int warpInGroup, float *dq0, long long dqRowStride, float scale,
-                            int lane) {
-  float dq[8][4];
-  wgmmaDqProduct<T, D, BM>(dq, sDs, sK, wg);
-  wgmmaAddDk<T, D, BM>(dk, da, tq);
-  hopper::wgmmaWait<1>(); // dV and dQ (dK's product still runs)
-  reduceDqItem<64>(dq, rm, qa0, warpInGroup, D == 64 ? 0 : 64 * wg, dq0, dqRowStride, scale,
-                   lane);
   hopper::wgmmaWait<0>();
+  reduceDqItem<64>(dq, rm, qa0, warpInGroup, kSplitKeys ? 0 : 64 * wg, dq0, dqRowStride, scale,
+                   lane);
 }
 
 /// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile of
@@ -239,18 +219,16 @@ __device__ void wgmmaBackwardKV(const Params &p) {
       loadQueries(stage ^ 1, qtNext);
     dev::cpAsyncCommit();
     const unsigned tq = sQ + stage * QTile::kBytes, tg = sG + stage * QTile::kBytes;
-    // 2.-5. the products up to dS^T; dS^T into shared memory for dQ
-    unsigned da[BM / 16][4];
-    wgmmaKeyTileScores<T, D, BM, Branch, ATOMIC_DQ>(
-        dv, da, sKw, sVw, tq, tg, sL + stage * BM, sDelta + stage * BM, smemRaw, kOffDs, cls,
+    // 2.-5. the products; dS^T into shared memory for dQ
+    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(
+        dk, dv, sKw, sVw, tq, tg, sL + stage * BM, sDelta + stage * BM, smemRaw, kOffDs, cls,
         members, cta.rm, qt * BM, cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
-    if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions, then dK += dS^T Q
+    if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       __syncthreads();           // both warpgroups' keys
-      wgmmaAddDkDq<T, D, BM>(dk, da, tq, sDS, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
-                             (long long)p.heads * D, p.scale, lane);
+      wgmmaAddDq<T, D, BM>(sDS, sK, cta.rm, qt * BM, wg, warpId % 4, dq0, (long long)p.heads * D,
+                           p.scale, lane);
     } else {
-      wgmmaAddDk<T, D, BM>(dk, da, tq);
       hopper::wgmmaWait<0>();
     }
     qt = qtNext;

@@ -13,7 +13,7 @@
 //     counts the 128 arrivals and the boxes' bytes. A stage is reused once
 //     both consumers arrived on its `empty` mbarrier.
 //   - two consumers (240 registers) load K and V once, then per query tile
-//     run wgmmaBackwardKV's products (wgmmaKeyTileScores, wgmmaAddDkDq) with
+//     run wgmmaBackwardKV's products (wgmmaKeyTileStep, wgmmaAddDq) with
 //     named barriers instead of __syncthreads: dS^T is double-buffered, so
 //     one barrier per tile (both warpgroups' dS^T written) also orders the
 //     reuse of the other buffer.
@@ -145,17 +145,15 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
     hopper::mbarrierWait(full(st), (i / kStages) & 1);
     const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes; // ATOMIC_DQ's buffer
-    unsigned da[BM / 16][4]; // dS^T, dK's A operand
-    wgmmaKeyTileScores<T, D, BM, Branch, ATOMIC_DQ>(dv, da, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
-                                                    dsAt, cls, members, cta.rm, qt * BM,
-                                                    cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
-    if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions, then dK += dS^T Q
+    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
+                                                  dsAt, cls, members, cta.rm, qt * BM,
+                                                  cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
+    if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       consumersSync();           // both warpgroups' keys (and, a tile ago, the other buffer read)
-      wgmmaAddDkDq<T, D, BM>(dk, da, tq, base + dsAt, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
-                             (long long)p.heads * D, p.scale, lane);
+      wgmmaAddDq<T, D, BM>(base + dsAt, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
+                           (long long)p.heads * D, p.scale, lane);
     } else {
-      wgmmaAddDk<T, D, BM>(dk, da, tq);
       hopper::wgmmaWait<0>();
     }
     hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
