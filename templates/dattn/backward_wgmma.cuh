@@ -94,13 +94,7 @@ DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], un
   for (int j = 0; j < BM / 16; ++j)
     packA<T>(pa[j], s, j);
   hopper::wgmmaFence();
-#pragma unroll
-  for (int j = 0; j < BM / 16; ++j) // dV += P^T dO
-#pragma unroll
-    for (int b = 0; b < D / 64; ++b)
-      hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dv[8 * b]), pa[j], QTile::nMajor(tg, j, b),
-                                   1);
-  hopper::wgmmaCommit();
+  fwd::issueRegA<T, D, BM>(dv, pa, tg); // dV += P^T dO
   hopper::wgmmaWait<1>(); // dP^T
   scoreGradientsTransposed<BM>(s, dp, sDelta, lane); // dS^T
   if constexpr (STORE_DS)
@@ -109,13 +103,7 @@ DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], un
   for (int j = 0; j < BM / 16; ++j)
     packA<T>(da[j], dp, j);
   hopper::wgmmaFence();
-#pragma unroll
-  for (int j = 0; j < BM / 16; ++j) // dK += dS^T Q
-#pragma unroll
-    for (int b = 0; b < D / 64; ++b)
-      hopper::wgmma64x64RegA<T, 1>(fwd::wgmmaBlock64(dk[8 * b]), da[j], QTile::nMajor(tq, j, b),
-                                   1);
-  hopper::wgmmaCommit();
+  fwd::issueRegA<T, D, BM>(dk, da, tq); // dK += dS^T Q
 }
 
 /// dQ += dS K for the query tile from qa0 by fp32 reductions: dS^T (both

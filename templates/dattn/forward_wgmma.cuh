@@ -137,15 +137,23 @@ DATTN_DEV void issueScores(float (&sc)[1][BN / 8][4], unsigned sQw, unsigned tk)
   }
   hopper::wgmmaCommit();
 }
-template <class T, int D, int BN>
-DATTN_DEV void issuePV(float (&acc)[1][D / 8][4], const unsigned (&a)[BN / 16][4], unsigned tv) {
+/// acc (64 rows x D columns) += A B, A in registers (K / 16 register-A
+/// fragments) and B the K x D tile at tb, issued and committed as one
+/// group: the forward's O += P V, the dK/dV kernels' dV += P^T dO and
+/// dK += dS^T Q.
+template <class T, int D, int K>
+DATTN_DEV void issueRegA(float (&acc)[D / 8][4], const unsigned (&a)[K / 16][4], unsigned tb) {
 #pragma unroll
-  for (int j = 0; j < BN / 16; ++j)
+  for (int j = 0; j < K / 16; ++j)
 #pragma unroll
     for (int b = 0; b < D / 64; ++b)
-      hopper::wgmma64x64RegA<T, 1>(wgmmaBlock64(acc[0][8 * b]), a[j],
-                                    WgmmaTile<D, BN>::nMajor(tv, j, b), 1);
+      hopper::wgmma64x64RegA<T, 1>(wgmmaBlock64(acc[8 * b]), a[j],
+                                    WgmmaTile<D, K>::nMajor(tb, j, b), 1);
   hopper::wgmmaCommit();
+}
+template <class T, int D, int BN>
+DATTN_DEV void issuePV(float (&acc)[1][D / 8][4], const unsigned (&a)[BN / 16][4], unsigned tv) {
+  issueRegA<T, D, BN>(acc[0], a, tv);
 }
 /// P to 16-bit pairs before the products that read it: registers written
 /// between wgmmas would make ptxas serialize them.
