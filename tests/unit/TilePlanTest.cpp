@@ -229,6 +229,17 @@ RandomCase randomCase(SpecGenerator &gen, int64_t maxN) {
   return c;
 }
 
+/// The members of every head of every blocks branch of a case, as the
+/// kernels see them (headMembers).
+std::vector<std::vector<plan::Member>> blocksHeadMembers(const RandomCase &c) {
+  std::vector<std::vector<plan::Member>> out;
+  for (const auto &b : c.plan.branches)
+    if (b.kind == BranchKind::Blocks)
+      for (size_t hi = 0; hi < b.heads.size(); ++hi)
+        out.push_back(headMembers(b, static_cast<int>(hi), &c.mask));
+  return out;
+}
+
 TEST(TilePlan, QueryRangesHoldEveryQueryOfAKey) {
   // The backward pass visits, for key j, only rows in memberQueryRange: every
   // (i, j) a member contains must lie inside it.
@@ -265,31 +276,24 @@ TEST(TilePlan, QueryTilesHoldEveryQueryOfAKeyTile) {
   const int64_t tiles[] = {16, 32, 64, 128};
   for (int trial = 0; trial < 150; ++trial) {
     const RandomCase c = randomCase(gen, 300);
-    const AttentionSpec &spec = c.spec;
     const int64_t n = c.n, bn = tiles[gen.uniform(0, 3)], bm = tiles[gen.uniform(0, 3)];
-    const BlockMask &mask = c.mask;
-    const AttentionPlan &p = c.plan;
-    for (const auto &b : p.branches) {
-      if (b.kind != BranchKind::Blocks)
-        continue;
-      for (size_t hi = 0; hi < b.heads.size(); ++hi) {
-        const std::vector<plan::Member> members = headMembers(b, static_cast<int>(hi), &mask);
-        for (int64_t j0 = 0; j0 < n; j0 += bn) {
-          const int64_t j1 = std::min(n, j0 + bn);
-          plan::i64 t0, t1;
-          plan::unionQueryTiles(members.data(), static_cast<int>(members.size()), p.causal, j0,
-                                j1, n, bm, &t0, &t1);
-          for (int64_t j = j0; j < j1; ++j)
-            for (int64_t i = 0; i < n; ++i) {
-              if (p.causal && j > i)
-                continue;
-              if (plan::unionContains(members.data(), static_cast<int>(members.size()), i, j)) {
-                ASSERT_TRUE(i >= t0 * bm && i < t1 * bm)
-                    << "i=" << i << " j=" << j << " tiles [" << t0 << ", " << t1 << ") of "
-                    << bm << "\n" << spec.canonical();
-              }
+    const bool causal = c.plan.causal;
+    for (const std::vector<plan::Member> &members : blocksHeadMembers(c)) {
+      const int count = static_cast<int>(members.size());
+      for (int64_t j0 = 0; j0 < n; j0 += bn) {
+        const int64_t j1 = std::min(n, j0 + bn);
+        plan::i64 t0, t1;
+        plan::unionQueryTiles(members.data(), count, causal, j0, j1, n, bm, &t0, &t1);
+        for (int64_t j = j0; j < j1; ++j)
+          for (int64_t i = 0; i < n; ++i) {
+            if (causal && j > i)
+              continue;
+            if (plan::unionContains(members.data(), count, i, j)) {
+              ASSERT_TRUE(i >= t0 * bm && i < t1 * bm)
+                  << "i=" << i << " j=" << j << " tiles [" << t0 << ", " << t1 << ") of " << bm
+                  << "\n" << c.spec.canonical();
             }
-        }
+          }
       }
     }
   }
@@ -304,37 +308,29 @@ TEST(TilePlan, RowBitsEqualThePairTest) {
   SpecGenerator gen(79);
   for (int trial = 0; trial < 200; ++trial) {
     const RandomCase c = randomCase(gen, 400);
-    const AttentionSpec &spec = c.spec;
     const int64_t n = c.n;
-    const BlockMask &mask = c.mask;
-    const AttentionPlan &p = c.plan;
-    for (const auto &b : p.branches) {
-      if (b.kind != BranchKind::Blocks)
-        continue;
-      for (size_t hi = 0; hi < b.heads.size(); ++hi) {
-        const std::vector<plan::Member> members = headMembers(b, static_cast<int>(hi), &mask);
-        const int count = static_cast<int>(members.size());
-        for (int nbCount : {4, 8, 16})
-          for (int64_t j0 = 0; j0 < n; j0 += 8 * nbCount)
-            for (int c0 = 0; c0 < 8; c0 += 2)
-              for (int64_t f = 0; f < n; ++f)
-                for (bool transposed : {false, true}) {
-                  const unsigned bits =
-                      plan::unionLineBits(members.data(), count, f, j0 + c0, n, nbCount, transposed);
-                  for (int x = 0; x < 2 * nbCount; ++x) {
-                    const int64_t v = j0 + c0 + 8 * (x / 2) + x % 2;
-                    if (v >= n) {
-                      ASSERT_EQ((bits >> x) & 1u, 0u) << "a column past N kept";
-                      continue;
-                    }
-                    const int64_t i = transposed ? v : f, j = transposed ? f : v;
-                    ASSERT_EQ((bits >> x) & 1u,
-                              plan::unionContains(members.data(), count, i, j) ? 1u : 0u)
-                        << "i=" << i << " j=" << j << " nbCount=" << nbCount
-                        << (transposed ? " transposed\n" : "\n") << spec.canonical();
+    for (const std::vector<plan::Member> &members : blocksHeadMembers(c)) {
+      const int count = static_cast<int>(members.size());
+      for (int nbCount : {4, 8, 16})
+        for (int64_t j0 = 0; j0 < n; j0 += 8 * nbCount)
+          for (int c0 = 0; c0 < 8; c0 += 2)
+            for (int64_t f = 0; f < n; ++f)
+              for (bool transposed : {false, true}) {
+                const unsigned bits =
+                    plan::unionLineBits(members.data(), count, f, j0 + c0, n, nbCount, transposed);
+                for (int x = 0; x < 2 * nbCount; ++x) {
+                  const int64_t v = j0 + c0 + 8 * (x / 2) + x % 2;
+                  if (v >= n) {
+                    ASSERT_EQ((bits >> x) & 1u, 0u) << "a column past N kept";
+                    continue;
                   }
+                  const int64_t i = transposed ? v : f, j = transposed ? f : v;
+                  ASSERT_EQ((bits >> x) & 1u,
+                            plan::unionContains(members.data(), count, i, j) ? 1u : 0u)
+                      << "i=" << i << " j=" << j << " nbCount=" << nbCount
+                      << (transposed ? " transposed\n" : "\n") << c.spec.canonical();
                 }
-      }
+              }
     }
   }
 }
