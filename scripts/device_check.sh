@@ -9,7 +9,9 @@
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, abexamples, split, families, bwdfamilies,
-#   patterns, wgmma, tf32, tma.
+#   patterns, wgmma, tf32, tma, profile.
+#   profile: Nsight Compute's time and throughputs per kernel of sparse
+#   examples at 16K (DATTN_PROFILE_EXAMPLES).
 #   tma: the TMA forward and the warp-specialized dK/dV kernel (sm_90a's
 #   defaults) against the cp.async wgmma kernels they replaced: their GPU
 #   tests, then dattn-bench both ways, alternating, two rounds.
@@ -584,6 +586,19 @@ if want wgmma; then
         build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#" ) |
         tee -a "$OUT/wgmma_bench.log"
     done
+  done
+fi
+if want profile; then
+  # Nsight Compute per kernel of the examples in DATTN_PROFILE_EXAMPLES
+  # (default: the sparse ones below issue 12's floors) at 16K, forward and
+  # backward, one iteration: time, SM and memory throughput, registers and
+  # occupancy of the last launch of each kernel (scripts/ncu_table.py).
+  for f in ${DATTN_PROFILE_EXAMPLES:-window_global_random_gqa causal_ring}; do
+    timeout 240 ncu --csv --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active \
+      build/bin/dattn run "examples/$f.dattn" --seq 16384 --device gpu --iters 1 --backward \
+      > "$OUT/profile_$f.log" 2>&1
+    echo "## $f (ncu, 16K, exit $?)"
+    python3 scripts/ncu_table.py "$OUT/profile_$f.log" | tee "$OUT/profile_$f.table.log"
   done
 fi
 if want tf32; then
