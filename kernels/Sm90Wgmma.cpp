@@ -119,7 +119,9 @@ private:
 /// The dK/dV kernel on wgmma (templates/dattn/backward_wgmma.cuh): the
 /// sm80 kernel's CTA (128 key rows, query steps of 64, dQ by reductions
 /// unless deterministic) with its products on wgmma. A branch with block
-/// patterns needs blocks of 128 rows or more (a key tile stays inside one).
+/// patterns needs blocks of 128 rows or more (a key tile stays inside one),
+/// or, warp-specialized with head_dim 64, blocks of 64 rows or more: then
+/// its CTA owns 64 key rows (one consumer warpgroup, two CTAs an SM).
 class WgmmaBackwardDkv : public KernelFamily {
 public:
   /// ws: warp-specialized (backward_wgmma_ws.cuh): a producer warpgroup
@@ -133,7 +135,9 @@ public:
   std::vector<std::string> tensorMaps() const override {
     return ws_ ? std::vector<std::string>{"q", "dout"} : std::vector<std::string>{};
   }
-  int minCtasPerSm(const KernelConfig &) const override { return ws_ ? 1 : 0; }
+  int minCtasPerSm(const KernelConfig &c) const override {
+    return ws_ ? (c.blockN == 64 ? 2 : 1) : 0;
+  }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
                           const Target &t) const override {
     if (ws_ && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)
@@ -145,20 +149,38 @@ public:
       return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
     if (p.headDim != 64 && p.headDim != 128)
       return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
-    if (const int64_t block = b.smallestBlock(); block != 0 && block < 128)
-      return "blocks of " + std::to_string(block) + " rows: its 128-key tiles would straddle them";
-    if (smem(p.headDim, true) > t.smemBytes)
-      return "needs " + std::to_string(smem(p.headDim, true)) + " bytes of shared memory";
+    if (const int64_t block = b.smallestBlock(); block != 0 && block < 128) {
+      if (!ws_ || block < 64)
+        return "blocks of " + std::to_string(block) + " rows: its " +
+               (ws_ ? "64" : "128") + "-key tiles would straddle them";
+      if (p.headDim != 64)
+        return "blocks of " + std::to_string(block) + " rows take 64-key tiles, which need "
+               "head_dim 64 (two CTAs an SM), not " + std::to_string(p.headDim);
+    }
+    const int bn = keyRows(b);
+    if (smem(p.headDim, true, bn) > t.smemBytes)
+      return "needs " + std::to_string(smem(p.headDim, true, bn)) + " bytes of shared memory";
     return "";
   }
+  /// Key rows a CTA owns: 128, or 64 (one consumer warpgroup) for the
+  /// warp-specialized kernel where blocks are under 128 rows, so that a key
+  /// tile stays inside a block.
+  int keyRows(const BranchPlan &b) const {
+    const int64_t block = b.smallestBlock();
+    return ws_ && block != 0 && block < 128 ? 64 : 128;
+  }
   /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64),
-  /// or with ws bwd::WsKvShape<D, atomicDq>: K and V, two stages of Q, dO,
-  /// L and Delta, two dS^T buffers (atomic dQ), four mbarriers.
-  int smem(int d, bool atomicDq) const {
+  /// or with ws bwd::WsKvShape<D, atomicDq, bn>: K and V, two stages of Q,
+  /// dO, L and Delta, two dS^T buffers (atomic dQ), four mbarriers.
+  int smem(int d, bool atomicDq, int bn) const {
     if (!ws_)
       return kvPassSmemBytes(d, 64, 128, atomicDq, 2);
-    return 2 * (2 * 128 * d) + 2 * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * 128) : 0) +
+    return 2 * (2 * bn * d) + 2 * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * bn) : 0) +
            2 * (2 * 64 * 4) + 8 * 4;
+  }
+  /// 64-key tiles (blocks under 128 rows) only when named until measured.
+  bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {
+    return keyRows(b) == 128;
   }
   // Both are defaults wherever they run (no byDefault override), the
   // warp-specialized one first: on the H100 the first took LongNet's
@@ -169,26 +191,29 @@ public:
                                        const Target &t, bool deterministic) const override {
     return {heuristic(p, b, t, deterministic)};
   }
-  KernelConfig heuristic(const AttentionPlan &, const BranchPlan &, const Target &,
+  KernelConfig heuristic(const AttentionPlan &, const BranchPlan &b, const Target &,
                          bool deterministic) const override {
-    return {64, 128, 0, !deterministic};
+    return {64, keyRows(b), 0, !deterministic};
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
-    return {ws_ ? 384 : 256, smem(p.headDim, c.atomicDq), 128};
+    return {ws_ ? 128 * (1 + c.blockN / 64) : 256, smem(p.headDim, c.atomicDq, c.blockN),
+            c.blockN};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
     const std::string atomic = c.atomicDq ? "true" : "false", d = std::to_string(x.headDim);
-    const std::string shape =
-        ws_ ? "bwd::WsKvShape<" + d + ", " + atomic + ">" : "bwd::KvSmem<" + d + ", 64, 128, " + atomic + ">";
-    return "static_assert(" + shape + "::kBytes == " + std::to_string(smem(x.headDim, c.atomicDq)) +
+    const std::string bn = std::to_string(c.blockN);
+    const std::string shape = ws_ ? "bwd::WsKvShape<" + d + ", " + atomic + ", " + bn + ">"
+                                  : "bwd::KvSmem<" + d + ", 64, 128, " + atomic + ">";
+    return "static_assert(" + shape + "::kBytes == " +
+           std::to_string(smem(x.headDim, c.atomicDq, c.blockN)) +
            ", \"the kernel family's shared memory differs from the kernel's\");\n  " +
            (ws_ ? "bwd::wgmmaBackwardKVWs<" : "bwd::wgmmaBackwardKV<") + x.deviceType + ", " + d +
            ", " + atomic + ", " + x.gradMode + ", " + x.branch +
-           (ws_ ? ">(p, &qMap, &doutMap);" : ">(p);");
+           (ws_ ? ", " + bn + ">(p, &qMap, &doutMap);" : ">(p);");
   }
   std::string suffix(const KernelConfig &c) const override {
-    return std::string(ws_ ? "_dkv_wgmma_ws_m64n128" : "_dkv_wgmma_m64n128") +
-           (c.atomicDq ? "_atomicdq" : "");
+    return std::string(ws_ ? "_dkv_wgmma_ws_m64n" : "_dkv_wgmma_m64n") +
+           std::to_string(c.blockN) + (c.atomicDq ? "_atomicdq" : "");
   }
 
 private:

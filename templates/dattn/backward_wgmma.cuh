@@ -40,10 +40,10 @@ template <int D> struct WgmmaKvTiles {
 
 /// dS^T (this warp's 16 key rows of fragments dst) into the [key][query]
 /// tile at byte offset `at` of shared memory `smem`, as T pairs.
-template <class T, int BM>
+template <class T, int BM, int BN>
 DATTN_DEV void storeDsWgmma(const float (&dst)[BM / 8][4], unsigned char *smem, unsigned at,
                             int keyRow0, int lane) {
-  using DsT = fwd::WgmmaTile<BM, 128>;
+  using DsT = fwd::WgmmaTile<BM, BN>;
 #pragma unroll
   for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
@@ -54,8 +54,8 @@ DATTN_DEV void storeDsWgmma(const float (&dst)[BM / 8][4], unsigned char *smem, 
     }
 }
 
-/// One query tile's products for this warpgroup's 64 key rows (sKw, sVw)
-/// against Q and dO at tq, tg with their L and Delta (sL, sDelta): S^T and
+/// One query tile's products for this warpgroup's 64 key rows (sKw, sVw,
+/// inside the CTA's tiles of BN key rows) against Q and dO at tq, tg with their L and Delta (sL, sDelta): S^T and
 /// dP^T, the mask of partial tiles, P^T, dV += P^T dO, dS^T (STORE_DS: also
 /// into the [key][query] tile at byte offset dsAt of smem, for dQ; stored
 /// before dK's product, which keeps it out of the registers live across it)
@@ -64,14 +64,14 @@ DATTN_DEV void storeDsWgmma(const float (&dst)[BM / 8][4], unsigned char *smem, 
 /// P^T's exponentials overlap dP^T, and dS^T's arithmetic overlaps dV's
 /// product. The A operands are packed before the products that read them
 /// (registers written between wgmmas would make ptxas serialize them).
-template <class T, int D, int BM, class Branch, bool STORE_DS>
+template <class T, int D, int BM, int BN, class Branch, bool STORE_DS>
 DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], unsigned sKw,
                                 unsigned sVw, unsigned tq, unsigned tg, const float *sL,
                                 const float *sDelta, unsigned char *smem, unsigned dsAt,
                                 int cls, const plan::Member *members, const RowMap &rm,
                                 long long qa0, long long key0, int keyRow0, float scaleLog2,
                                 int lane) {
-  using KTile = fwd::WgmmaTile<D, 128>;
+  using KTile = fwd::WgmmaTile<D, BN>;
   using QTile = fwd::WgmmaTile<D, BM>;
   float s[BM / 8][4], dp[BM / 8][4];
   hopper::wgmmaFence();
@@ -98,7 +98,7 @@ DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], un
   hopper::wgmmaWait<1>(); // dP^T
   scoreGradientsTransposed<BM>(s, dp, sDelta, lane); // dS^T
   if constexpr (STORE_DS)
-    storeDsWgmma<T, BM>(dp, smem, dsAt, keyRow0, lane);
+    storeDsWgmma<T, BM, BN>(dp, smem, dsAt, keyRow0, lane);
 #pragma unroll
   for (int j = 0; j < BM / 16; ++j)
     packA<T>(da[j], dp, j);
@@ -106,31 +106,38 @@ DATTN_DEV void wgmmaKeyTileStep(float (&dk)[D / 8][4], float (&dv)[D / 8][4], un
   fwd::issueRegA<T, D, BM>(dk, da, tq); // dK += dS^T Q
 }
 
-/// dQ += dS K for the query tile from qa0 by fp32 reductions: dS^T (both
-/// warpgroups' keys, [key][query] at sDs, written and made visible to the
-/// tensor cores by the caller) read transposed against K at sK. head_dim
-/// 128: warpgroup wg computes dQ's columns 64 wg.. over all 128 keys;
-/// head_dim 64: its own 64 keys over every column (both add). Waits for
-/// every product of the warpgroup.
-template <class T, int D, int BM>
+/// dQ += dS K for the query tile from qa0 by fp32 reductions: dS^T (the
+/// CTA's BN keys, [key][query] at sDs, written and made visible to the
+/// tensor cores by the caller) read transposed against K at sK. Two
+/// warpgroups (BN = 128) share the work: with head_dim 128 warpgroup wg
+/// computes dQ's columns 64 wg.. over all 128 keys, with head_dim 64 its
+/// own 64 keys over every column (both add). One warpgroup (BN = 64)
+/// computes every 64-column block over its keys. Waits for every product
+/// of the warpgroup.
+template <class T, int D, int BM, int BN>
 DATTN_DEV void wgmmaAddDq(unsigned sDs, unsigned sK, const RowMap &rm, long long qa0, int wg,
                           int warpInGroup, float *dq0, long long dqRowStride, float scale,
                           int lane) {
-  using KTile = fwd::WgmmaTile<D, 128>;
-  using DsT = fwd::WgmmaTile<BM, 128>;
-  constexpr bool kSplitKeys = D == 64;
-  float dq[8][4];
-  hopper::wgmmaFence();
+  static_assert(BN == 64 || BN == 128, "one or two warpgroups of 64 key rows");
+  using KTile = fwd::WgmmaTile<D, BN>;
+  using DsT = fwd::WgmmaTile<BM, BN>;
+  constexpr bool kTwo = BN == 128, kSplitKeys = kTwo && D == 64;
+  constexpr int kKeySteps = kSplitKeys ? 4 : BN / 16, kColumnBlocks = kTwo ? 1 : D / 64;
 #pragma unroll
-  for (int j = 0; j < (kSplitKeys ? 4 : 8); ++j) {
-    const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
-    hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(sDs, kj, 0),
-                                KTile::nMajor(sK, kj, kSplitKeys ? 0 : wg), j > 0);
+  for (int cb = 0; cb < kColumnBlocks; ++cb) {
+    const int block = kTwo ? (kSplitKeys ? 0 : wg) : cb; // dQ's 64 columns from 64 block
+    float dq[8][4];
+    hopper::wgmmaFence();
+#pragma unroll
+    for (int j = 0; j < kKeySteps; ++j) {
+      const int kj = kSplitKeys ? 4 * wg + j : j; // 16 keys a step
+      hopper::wgmma64x64<T, 1, 1>(fwd::wgmmaBlock(dq), DsT::nMajor(sDs, kj, 0),
+                                  KTile::nMajor(sK, kj, block), j > 0);
+    }
+    hopper::wgmmaCommit();
+    hopper::wgmmaWait<0>();
+    reduceDqItem<64>(dq, rm, qa0, warpInGroup, 64 * block, dq0, dqRowStride, scale, lane);
   }
-  hopper::wgmmaCommit();
-  hopper::wgmmaWait<0>();
-  reduceDqItem<64>(dq, rm, qa0, warpInGroup, kSplitKeys ? 0 : 64 * wg, dq0, dqRowStride, scale,
-                   lane);
 }
 
 /// dK and dV (and with ATOMIC_DQ, dQ by reductions): one CTA per key tile of
@@ -208,13 +215,13 @@ __device__ void wgmmaBackwardKV(const Params &p) {
     dev::cpAsyncCommit();
     const unsigned tq = sQ + stage * QTile::kBytes, tg = sG + stage * QTile::kBytes;
     // 2.-5. the products; dS^T into shared memory for dQ
-    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(
+    wgmmaKeyTileStep<T, D, BM, BN, Branch, ATOMIC_DQ>(
         dk, dv, sKw, sVw, tq, tg, sL + stage * BM, sDelta + stage * BM, smemRaw, kOffDs, cls,
         members, cta.rm, qt * BM, cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
     if constexpr (ATOMIC_DQ) { // 6. dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
       __syncthreads();           // both warpgroups' keys
-      wgmmaAddDq<T, D, BM>(sDS, sK, cta.rm, qt * BM, wg, warpId % 4, dq0, (long long)p.heads * D,
+      wgmmaAddDq<T, D, BM, BN>(sDS, sK, cta.rm, qt * BM, wg, warpId % 4, dq0, (long long)p.heads * D,
                            p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();

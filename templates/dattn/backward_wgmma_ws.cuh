@@ -2,8 +2,10 @@
 // dK/dV kernel's products (backward_wgmma.cuh) on two consumer warpgroups,
 // fed by a producer warpgroup.
 //
-// A CTA of three warpgroups owns 128 key rows of one (batch, head) as in
-// wgmmaBackwardKV:
+// A CTA owns BN key rows of one (batch, head) as in wgmmaBackwardKV: 128
+// (three warpgroups: a producer, two consumers) or, for branches with
+// blocks of 64 rows, 64 (a producer and one consumer; head_dim 64, two
+// CTAs an SM):
 //   - the producer (warpgroup 0, 24 registers) walks the CTA's query tiles
 //     (64 rows) and brings each into one of kStages stages: Q and dO as TMA
 //     boxes of the [B, N, H, D] tensor maps traversed with the branch's
@@ -12,11 +14,11 @@
 //     Delta by its 128 threads (one row each); the stage's `full` mbarrier
 //     counts the 128 arrivals and the boxes' bytes. A stage is reused once
 //     both consumers arrived on its `empty` mbarrier.
-//   - two consumers (240 registers) load K and V once, then per query tile
-//     run wgmmaBackwardKV's products (wgmmaKeyTileStep, wgmmaAddDq) with
-//     named barriers instead of __syncthreads: dS^T is double-buffered, so
-//     one barrier per tile (both warpgroups' dS^T written) also orders the
-//     reuse of the other buffer.
+//   - the consumers (240 registers; 232 with two CTAs an SM) load K and V
+//     once, then per query tile run wgmmaBackwardKV's products
+//     (wgmmaKeyTileStep, wgmmaAddDq) with named barriers instead of
+//     __syncthreads: dS^T is double-buffered, so one barrier per tile (every
+//     consumer's dS^T written) also orders the reuse of the other buffer.
 // Loads no longer sit between the consumers' products, and the next tiles
 // arrive while they compute.
 #pragma once
@@ -26,11 +28,13 @@
 namespace dattn {
 namespace bwd {
 
-/// Shared memory: K and V (128 rows), kStages stages of Q and dO (64 rows),
+/// Shared memory: K and V (BN rows), kStages stages of Q and dO (64 rows),
 /// two dS^T buffers with ATOMIC_DQ, kStages stages of L and Delta, then the
-/// mbarriers (full and empty per stage).
-template <int D, bool ATOMIC_DQ> struct WsKvShape {
-  static constexpr int kBM = 64, kBN = 128, kStages = 2, kThreads = 384;
+/// mbarriers (full and empty per stage). A consumer warpgroup per 64 keys.
+template <int D, bool ATOMIC_DQ, int BN = 128> struct WsKvShape {
+  static_assert(BN == 64 || BN == 128, "the warp-specialized dK/dV kernel: 64 or 128 key rows");
+  static constexpr int kBM = 64, kBN = BN, kStages = 2, kConsumers = BN / 64,
+                       kThreads = 128 * (1 + kConsumers);
   using Keys = fwd::WgmmaTile<D, kBN>;
   using Queries = fwd::WgmmaTile<D, kBM>;
   using DsT = fwd::WgmmaTile<kBM, kBN>;
@@ -42,23 +46,29 @@ template <int D, bool ATOMIC_DQ> struct WsKvShape {
   static constexpr int kBytes = kOffBars + 8 * 2 * kStages;
 };
 
-/// dK and dV (and with ATOMIC_DQ, dQ by reductions), as wgmmaBackwardKV;
-/// qMap and gMap are q's and dout's maps (runtime/TensorMaps.h).
-template <class T, int D, bool ATOMIC_DQ, int MODE, class Branch>
+/// dK and dV (and with ATOMIC_DQ, dQ by reductions), as wgmmaBackwardKV,
+/// for key tiles of BN rows; qMap and gMap are q's and dout's maps
+/// (runtime/TensorMaps.h).
+template <class T, int D, bool ATOMIC_DQ, int MODE, class Branch, int BN = 128>
 __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap,
                                   const hopper::TensorMap *gMap) {
   static_assert(sizeof(T) == 2, "the wgmma backward takes bf16 or fp16");
   static_assert(D == 64 || D == 128, "the wgmma backward: head_dim 64 or 128");
-  using Shape = WsKvShape<D, ATOMIC_DQ>;
-  constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
+  static_assert(BN == 128 || D == 64, "64 key rows a CTA: head_dim 64 (two CTAs an SM)");
+  using Shape = WsKvShape<D, ATOMIC_DQ, BN>;
+  constexpr int BM = Shape::kBM, kStages = Shape::kStages;
+  constexpr int kConsumers = Shape::kConsumers, kConsumerThreads = 128 * kConsumers;
   using KTile = typename Shape::Keys;
   using QTile = typename Shape::Queries;
   using DsT = typename Shape::DsT;
   // The register split: 24 + 2 x 240 per lane of a warpgroup is the
   // 168 x 3 the CTA holds (32 + 2 x 240 asked for more than that, and the
-  // consumers' setmaxnreg.inc waited forever).
-  constexpr int kProducerRegisters = 24, kConsumerRegisters = 240;
-  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, 2>(),
+  // consumers' setmaxnreg.inc waited forever); with one consumer and two
+  // CTAs an SM, 24 + 232 is 128 x 2.
+  constexpr int kCtasPerSm = kConsumers == 1 ? 2 : 1;
+  constexpr int kProducerRegisters = 24, kConsumerRegisters = kConsumers == 1 ? 232 : 240;
+  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, kConsumers,
+                                          kCtasPerSm>(),
                 "the warpgroups' registers exceed the CTA's");
   extern __shared__ __align__(1024) unsigned char smemRaw[];
   const unsigned base = dev::smemAddress(smemRaw);
@@ -79,7 +89,7 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       hopper::mbarrierInit(full(st), 128);  // every producer thread (one also counts bytes)
-      hopper::mbarrierInit(empty(st), 256); // every consumer thread
+      hopper::mbarrierInit(empty(st), kConsumerThreads); // every consumer thread
     }
     hopper::fenceBarrierInit();
   }
@@ -113,20 +123,20 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     return;
   }
 
-  // A consumer: warpgroup wg's 64 key rows; warp w of the 256 consumer
-  // threads holds key rows 16 w.. as in wgmmaBackwardKV.
+  // A consumer: warpgroup wg's 64 key rows; warp w of the consumer threads
+  // holds key rows 16 w.. as in wgmmaBackwardKV.
   hopper::registersUp<kConsumerRegisters>();
   const int ct = threadIdx.x - 128, wg = warpgroup - 1, warpId = ct / 32, lane = ct % 32;
-  auto consumersSync = [] { hopper::namedBarrierSync(1, 256); };
+  auto consumersSync = [] { hopper::namedBarrierSync(1, kConsumerThreads); };
   const Layout kL = layoutOf<D>(p, p.kL, p.kvHeads), vL = layoutOf<D>(p, p.vL, p.kvHeads);
-  KTile::template load<T, 256>(sK, (const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row,
+  KTile::template load<T, kConsumerThreads>(sK, (const T *)p.k + kL.at(cta.batch, 0, cta.kvHead), kL.row,
                                cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, ct);
-  KTile::template load<T, 256>(sV, (const T *)p.v + vL.at(cta.batch, 0, cta.kvHead), vL.row,
+  KTile::template load<T, kConsumerThreads>(sV, (const T *)p.v + vL.at(cta.batch, 0, cta.kvHead), vL.row,
                                cta.rm.base, cta.rm.step, cta.kb0, cta.rm.count, ct);
   dev::cpAsyncCommit();
   dev::cpAsyncWaitAll();
   hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
-  consumersSync();           // both warpgroups' key rows (dQ reads all 128)
+  consumersSync();           // every consumer's key rows (dQ reads all BN)
 
   float dk[D / 8][4], dv[D / 8][4];
   warp::zero(dk);
@@ -145,13 +155,13 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
     const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
     hopper::mbarrierWait(full(st), (i / kStages) & 1);
     const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes; // ATOMIC_DQ's buffer
-    wgmmaKeyTileStep<T, D, BM, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
+    wgmmaKeyTileStep<T, D, BM, BN, Branch, ATOMIC_DQ>(dk, dv, sKw, sVw, tq, tg, tL, tDelta, smemRaw,
                                                   dsAt, cls, members, cta.rm, qt * BM,
                                                   cta.kb0 + keyRow0, keyRow0, scaleLog2, lane);
     if constexpr (ATOMIC_DQ) { // dQ += dS K by reductions
       hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
-      consumersSync();           // both warpgroups' keys (and, a tile ago, the other buffer read)
-      wgmmaAddDq<T, D, BM>(base + dsAt, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
+      consumersSync();           // every consumer's keys (and, a tile ago, the other buffer read)
+      wgmmaAddDq<T, D, BM, BN>(base + dsAt, sK, cta.rm, qt * BM, wg, warpId % 4, dq0,
                            (long long)p.heads * D, p.scale, lane);
     } else {
       hopper::wgmmaWait<0>();

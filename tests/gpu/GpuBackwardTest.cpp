@@ -72,7 +72,7 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
 
 /// The wgmma dK/dV family `family` forced through DATTN_FAMILIES, against
 /// the reference: every pattern it takes (block patterns need blocks of 128
-/// rows or more), causal (fp16) or not (bf16), head_dim 64 and 128, ragged
+/// rows or more, 64 for the warp-specialized kernel with head_dim 64), causal (fp16) or not (bf16), head_dim 64 and 128, ragged
 /// N, GQA and one kv head per head, both modes; and long key columns split
 /// across CTAs.
 void checkWgmmaDkvFamily(const std::string &family) {
@@ -98,6 +98,19 @@ void checkWgmmaDkvFamily(const std::string &family) {
       check(spec, 1000);
     }
   EXPECT_GE(branchesOnWgmma, 16) << "too few branches ran " << family;
+  // Blocks of 64 rows with head_dim 64: the warp-specialized kernel's CTAs
+  // of 64 key rows (the plain kernel leaves them to the sm80 one).
+  const int before = branchesOnWgmma;
+  for (bool causal : {false, true}) {
+    const std::string head = std::string("attention t { heads = 4 kv_heads = 1 head_dim = 64 ") +
+                             (causal ? "dtype = fp16 causal = true " : "dtype = bf16 ");
+    check(parse(head + "branch { window(left = 70, right = 70) | global(tokens = 9) | "
+                       "random(block = 64, density = 0.3, seed = 7) } }"),
+          1000);
+    check(parse(head + "branch { dilated_blocks(block = 64, rates = [1, 3]) } }"), 1000);
+  }
+  if (family == "sm90_wgmma_ws_backward_dkv")
+    EXPECT_EQ(branchesOnWgmma, before + 4) << "blocks of 64 rows did not run on " << family;
   check(parse("attention t { heads = 4 kv_heads = 2 head_dim = 128 dtype = bf16 causal = true "
               "branch heads 0..1 { window(left = 100, right = 0) } "
               "branch heads 2..3 { dilated(segment = inf, dilation = 2, offset = head) | "

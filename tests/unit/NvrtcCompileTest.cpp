@@ -89,7 +89,8 @@ TEST(Nvrtc, BackwardModulesCompile) {
 
 TEST(Nvrtc, WgmmaBackwardModulesCompile) {
   // The wgmma dK/dV families named, on every example they take (bf16/fp16,
-  // head_dim 64 or 128, no blocks under 128 rows), both modes: their kernels
+  // head_dim 64 or 128, no blocks under 128 rows; 64 for the warp-specialized
+  // one with head_dim 64), both modes: their kernels
   // use wgmma (dQ = dS K reads dS^T transposed: the trans-a operand), and
   // reduce only where dQ is reduced; the warp-specialized one takes q's and
   // dout's maps and loads through TMA.
@@ -98,7 +99,7 @@ TEST(Nvrtc, WgmmaBackwardModulesCompile) {
     const bool ws = std::string(family) == "sm90_wgmma_ws_backward_dkv";
     PlanOptions named;
     named.families = {family};
-    int modules = 0;
+    int modules = 0, smallTiles = 0;
     for (const auto &f : exampleFiles())
       for (const auto &spec : loadSpecFile(f).attentions) {
         if (spec.dtype == DType::F32 || (spec.headDim != 64 && spec.headDim != 128))
@@ -106,10 +107,11 @@ TEST(Nvrtc, WgmmaBackwardModulesCompile) {
         for (bool deterministic : {false, true}) {
           OfflineKernel k = compileOffline(spec, "sm_90a", named, /*backward=*/true, deterministic);
           bool onWgmma = false;
-          const std::string suffix = ws ? "_dkv_wgmma_ws_m64n128" : "_dkv_wgmma_m64n128";
+          const std::string suffix = ws ? "_dkv_wgmma_ws_m64n" : "_dkv_wgmma_m64n128";
           for (const auto &kernel : k.module.kernels)
             if (kernel.name.find(suffix) != std::string::npos) {
               onWgmma = true;
+              smallTiles += kernel.name.find("_m64n64") != std::string::npos;
               if (ws)
                 EXPECT_NE(k.ptx.find(kernel.name + "_param_2[128]"), std::string::npos)
                     << kernel.name;
@@ -126,6 +128,12 @@ TEST(Nvrtc, WgmmaBackwardModulesCompile) {
         }
       }
     EXPECT_GE(modules, 10); // every LongNet and ring example, both modes
+    // Blocks of 64 rows with head_dim 64 (bigbird_gqa, multiscale's
+    // dilated blocks): 64-key CTAs on the warp-specialized kernel only.
+    if (ws)
+      EXPECT_GE(smallTiles, 4);
+    else
+      EXPECT_EQ(smallTiles, 0);
   }
 }
 
