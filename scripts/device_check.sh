@@ -428,14 +428,19 @@ if want abexamples; then
   # Before/after on the examples dattn-bench leaves out: the sparse ones at
   # 16K, forward and backward (`dattn run`), with build/bin/dattn and the
   # dattn of each folder in DATTN_AB_DIRS (default build-baseline; e.g.
-  # "build-prev build-baseline" for three versions), alternating,
+  # "build-prev build-baseline" for three versions; family:NAME is
+  # build/bin's dattn with the family NAME named), alternating,
   # DATTN_COMPARE_ROUNDS rounds (default 2). Each result is printed as it
   # comes, so a call stopped early still reports what ran.
   for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
     for f in ${DATTN_AB_EXAMPLES:-causal_ring window_global_random_gqa block_patterns}; do
       for dir in build/bin ${DATTN_AB_DIRS:-build-baseline}; do
-        timeout 120 "$dir/dattn" run "examples/$f.dattn" --seq 16384 --device gpu --iters 10 \
-          --backward > "$OUT/ab_example.log.tmp" 2>&1
+        case $dir in # family:NAME: build/bin's dattn with DATTN_FAMILIES=NAME
+          family:*) bin=build/bin/dattn families=${dir#family:} ;;
+          *) bin=$dir/dattn families=${DATTN_FAMILIES:-} ;;
+        esac
+        DATTN_FAMILIES=$families timeout 120 "$bin" run "examples/$f.dattn" --seq 16384 \
+          --device gpu --iters 10 --backward > "$OUT/ab_example.log.tmp" 2>&1
         cat "$OUT/ab_example.log.tmp" >> "$OUT/ab_examples.log"
         echo "ab round $round, $f, $dir: $(grep -oE '[0-9.]+ effective TFLOP/s' \
           "$OUT/ab_example.log.tmp" | sed 's/ effective TFLOP.s//' | paste -sd/) TFLOP/s (forward/forward+backward)" |
