@@ -433,14 +433,16 @@ if want abexamples; then
   # DATTN_COMPARE_ROUNDS rounds (default 2). Each result is printed as it
   # comes, so a call stopped early still reports what ran.
   for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
-    for f in ${DATTN_AB_EXAMPLES:-causal_ring window_global_random_gqa block_patterns}; do
+    for f in ${DATTN_AB_EXAMPLES:-causal_ring window_global_random_gqa block_patterns:multiscale}; do
       for dir in build/bin ${DATTN_AB_DIRS:-build-baseline}; do
         case $dir in # family:NAME: build/bin's dattn with DATTN_FAMILIES=NAME
           family:*) bin=build/bin/dattn families=${dir#family:} ;;
           *) bin=$dir/dattn families=${DATTN_FAMILIES:-} ;;
         esac
-        DATTN_FAMILIES=$families timeout 120 "$bin" run "examples/$f.dattn" --seq 16384 \
-          --device gpu --iters 10 --backward > "$OUT/ab_example.log.tmp" 2>&1
+        file=${f%%:*} named=() # FILE:NAME picks one attention of a file
+        [ "$file" = "$f" ] || named=(--name "${f#*:}")
+        DATTN_FAMILIES=$families timeout 120 "$bin" run "examples/$file.dattn" "${named[@]}" \
+          --seq 16384 --device gpu --iters 10 --backward > "$OUT/ab_example.log.tmp" 2>&1
         cat "$OUT/ab_example.log.tmp" >> "$OUT/ab_examples.log"
         echo "ab round $round, $f, $dir: $(grep -oE '[0-9.]+ effective TFLOP/s' \
           "$OUT/ab_example.log.tmp" | sed 's/ effective TFLOP.s//' | paste -sd/) TFLOP/s (forward/forward+backward)" |
