@@ -628,7 +628,7 @@ __device__ void mmaBackwardKV(const Params &p) {
   for (int stage = 0; qt < cta.qt1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
+    const int cls = queryWalk.classOfNext(qt);
     const long long qtNext = queryWalk.next(qt + 1);
     if (qtNext < cta.qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);
@@ -713,7 +713,7 @@ __device__ void mmaBackwardQ(const Params &p) {
   for (int stage = 0; t < t1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const int cls = pairTileClass<Branch, BM, BN>(members, rm, n, qa0, t * BN);
+    const int cls = keyWalk.classOfNext(t);
     const long long tNext = keyWalk.next(t + 1);
     if (tNext < t1) { // 1. the next K, V tiles into the other stage
       kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, rm.count);

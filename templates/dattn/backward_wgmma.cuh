@@ -208,7 +208,7 @@ __device__ void wgmmaBackwardKV(const Params &p) {
     dev::cpAsyncWaitAll();
     hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
     __syncthreads();
-    const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
+    const int cls = queryWalk.classOfNext(qt);
     const long long qtNext = queryWalk.next(qt + 1);
     if (qtNext < cta.qt1) // 1. the next query tile into the other stage
       loadQueries(stage ^ 1, qtNext);

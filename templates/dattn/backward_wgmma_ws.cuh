@@ -149,7 +149,7 @@ __device__ void wgmmaBackwardKVWs(const Params &p, const hopper::TensorMap *qMap
   long long qt = queryWalk.next(cta.qt0);
   for (int i = 0; qt < cta.qt1; ++i) {
     const int st = i % kStages;
-    const int cls = pairTileClass<Branch, BM, BN>(members, cta.rm, n, qt * BM, cta.kb0);
+    const int cls = queryWalk.classOfNext(qt);
     const long long qtNext = queryWalk.next(qt + 1);
     const unsigned tq = sQ + st * QTile::kBytes, tg = sG + st * QTile::kBytes;
     const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;

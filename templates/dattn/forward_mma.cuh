@@ -365,7 +365,7 @@ __device__ void mmaForward(const Params &p) {
   for (int stage = 0; t < tr.t1; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const int cls = keyTileClass<Branch, BM, BN>(tr, members, n, t);
+    const int cls = keyWalk.classOfNext(t);
     const long long tNext = keyWalk.next(t + 1);
     if (tNext < tr.t1) { // 1. the next K, V tiles into the other stage
       kLoader.load(sK + (stage ^ 1) * BN * D, tNext * BN, tr.count);

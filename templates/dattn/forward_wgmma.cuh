@@ -316,8 +316,9 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   softmax.init();
   const float scaleLog2 = p.scale * dev::kLog2e;
   hopper::mbarrierWait(qFull, 0);
-  // The tile class is found before the tile's wait, off the critical path.
-  auto tileClass = [&](long long t) { return keyTileClass<Branch, BM, BN>(tr, members, n, t); };
+  // The tile class is found before the tile's wait, off the critical path
+  // (blocks branches: read from the walk's ballots).
+  auto tileClass = [&](long long t) { return keyWalk.classOfNext(t); };
   auto maskIfPartial = [&](float (&sc)[1][BN / 8][4], int cls, long long t) {
     if (cls == plan::kPartial) // masks on partial tiles only
       maskPartialTile<Branch, BN, 1>(sc, members, tr.count, tr.qa0 + row0, t * BN, lane);

@@ -339,8 +339,8 @@ TEST(TilePlan, BallotWalkVisitsTheTilesThePlainLoopDoes) {
   // The kernels' walks over a line of tiles (walk::tiles) classify 32 tiles
   // at a time for blocks branches (a ballot on the GPU, a loop here): they
   // must visit exactly the tiles the one-at-a-time loop visits, in order,
-  // from any first tile, at any density, and never classify a tile past
-  // the end.
+  // with the same classes, from any first tile, at any density, and never
+  // classify a tile past the end.
   std::mt19937 rng(11);
   const double densities[] = {0.0, 0.03, 0.3, 1.0};
   for (int trial = 0; trial < 400; ++trial) {
@@ -354,16 +354,18 @@ TEST(TilePlan, BallotWalkVisitsTheTilesThePlainLoopDoes) {
       EXPECT_TRUE(t >= 0 && t < t1) << "tile " << t << " classified, the walk ends at " << t1;
       return t >= 0 && t < t1 ? cls[static_cast<size_t>(t)] : plan::kSkip;
     };
-    std::vector<long long> expected, ballot, plain;
+    // Each visited tile with its class (kFull or kPartial, as classOfNext
+    // gives it: from the window's ballots, or classified again).
+    std::vector<std::pair<long long, int>> expected, ballot, plain;
     for (long long t = t0; t < t1; ++t)
       if (cls[static_cast<size_t>(t)] != plan::kSkip)
-        expected.push_back(t);
+        expected.emplace_back(t, cls[static_cast<size_t>(t)]);
     auto ballotWalk = walk::tiles<true>(t1, classOf);
     for (long long t = ballotWalk.next(t0); t < t1; t = ballotWalk.next(t + 1))
-      ballot.push_back(t);
+      ballot.emplace_back(t, ballotWalk.classOfNext(t));
     auto plainWalk = walk::tiles<false>(t1, classOf);
     for (long long t = plainWalk.next(t0); t < t1; t = plainWalk.next(t + 1))
-      plain.push_back(t);
+      plain.emplace_back(t, plainWalk.classOfNext(t));
     ASSERT_EQ(ballot, expected) << "t0=" << t0 << " t1=" << t1 << " density=" << density;
     ASSERT_EQ(plain, expected) << "t0=" << t0 << " t1=" << t1 << " density=" << density;
   }
