@@ -26,6 +26,58 @@ int64_t tokenRows(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t 
   return restShort ? std::min(tokens, seqLen) : 0;
 }
 
+/// Query tiles with a pair in one key tile's column of a blocks branch, at
+/// most about, where members that can reach any tile make the walk's range
+/// the whole sequence (random blocks, dilated blocks, hierarchies): what
+/// each member keeps of a column, summed (random blocks: their density of
+/// the sequence; dilated blocks: 1 + 2 rates blocks; a hierarchy: 3 (2^levels
+/// - 1) blocks, its longest column; global tokens: their rows; bounded
+/// bands and segments: their span). `walk` (the range) where a member's
+/// reach is the range itself: dense, unbounded bands or segments, block
+/// masks (known at run time only).
+int64_t keptQueryTiles(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t bm,
+                       int64_t walk) {
+  double rows = 0;
+  int64_t members = 0;
+  for (const MemberPlan &m : b.members) {
+    if (m.excluded) // takes pairs out, reaches none
+      continue;
+    ++members; // each member's rows may start and end inside a tile
+    switch (m.kind) {
+    case plan::kBand:
+      if (m.left == kUnbounded || m.right == kUnbounded)
+        return walk;
+      rows += static_cast<double>(m.left + m.right + keyRows);
+      break;
+    case plan::kSegment:
+      if (m.segment == kUnbounded)
+        return walk;
+      rows += static_cast<double>(2 * m.segment + keyRows);
+      break;
+    case plan::kPrefix:
+      rows += static_cast<double>(m.tokens);
+      break;
+    case plan::kHash:
+      rows += static_cast<double>(m.keep) / 4294967296.0 * static_cast<double>(seqLen) +
+              static_cast<double>(m.block);
+      break;
+    case plan::kBlockOffsets:
+      rows += static_cast<double>(1 + 2 * m.rates.size()) * static_cast<double>(m.block) +
+              static_cast<double>(keyRows);
+      break;
+    case plan::kHierarchy:
+      rows += 3.0 * static_cast<double>((int64_t(1) << m.levels) - 1) *
+                  static_cast<double>(m.block) +
+              static_cast<double>(keyRows);
+      break;
+    default: // dense, block masks
+      return walk;
+    }
+  }
+  const int64_t tiles = static_cast<int64_t>(rows / static_cast<double>(bm)) + 1 + members;
+  return std::min(walk, tiles);
+}
+
 } // namespace
 
 QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
@@ -36,18 +88,25 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
       bm <= 0 || keyCtas <= 0)
     return s;
   int64_t walk; // query tiles one key tile's CTA walks, at most
+  int64_t kept; // of them with a pair: a chunk's share is perChunk of these
   int64_t chunked = keyCtas, perChunk = kQueryChunkTiles;
   if (b.kind == BranchKind::Strided) {
     const int64_t w = plan::segmentLength(b.segment, seqLen);
-    walk = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
+    walk = kept = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
   } else {
-    walk = plan::ceilDiv(blocksQuerySpan(b, seqLen, ki.rowsPerCta), bm) + 1;
+    walk = kept = plan::ceilDiv(blocksQuerySpan(b, seqLen, ki.rowsPerCta), bm) + 1;
     if (const int64_t tokens = tokenRows(b, seqLen, ki.rowsPerCta, bm); tokens > 0) {
       chunked = std::min<int64_t>(keyCtas, plan::ceilDiv(tokens, ki.rowsPerCta));
       perChunk = kTokenChunkTiles;
+    } else if (b.keyColumnSpan(ki.rowsPerCta, /*withTokens=*/false) == kUnbounded) {
+      // Random blocks and the like reach the whole range but keep few of
+      // its tiles (bigbird_gqa at 16K: 257 tiles, about 40 kept): chunks of
+      // 16 tiles of the range were mostly empty CTAs, each loading K and V
+      // and adding its dK and dV for a tile or two.
+      kept = keptQueryTiles(b, seqLen, ki.rowsPerCta, bm, walk);
     }
   }
-  const int64_t chunks = plan::ceilDiv(walk, perChunk);
+  const int64_t chunks = plan::ceilDiv(kept, perChunk);
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
   s.chunks = static_cast<int>(chunks);

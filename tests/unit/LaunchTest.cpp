@@ -72,6 +72,32 @@ TEST(QuerySplit, LongColumnsSplitBoundedOnesDoNot) {
   EXPECT_EQ(d.gridX(128), 128 * 8);
 }
 
+TEST(QuerySplit, SparseBlocksSplitByTheTilesTheyKeep) {
+  // Random blocks reach any query tile, so a key tile's walk ranges over
+  // the whole sequence (257 tiles at 16K), but bigbird_gqa's union keeps
+  // about 40 of them: three chunks (about 16 kept tiles each) that still
+  // cover the range, not 17 mostly empty ones.
+  const KernelInfo k = dkvKernel(64, 64);
+  const int64_t n = 16384, keyTiles = n / 64;
+  const AttentionPlan bigbird = planOf("branch { window(left = 256, right = 256) | "
+                                       "global(tokens = 64) | random(block = 64, density = 0.1, "
+                                       "seed = 1) }");
+  const rt::QuerySplit s = rt::querySplit(k, bigbird.branches[0], n, keyTiles, true);
+  EXPECT_EQ(s.chunks, 3);
+  EXPECT_EQ(s.chunkedKeyCtas, keyTiles);
+  EXPECT_GE(s.tiles * s.chunks, keyTiles + 1) << "the chunks must cover the walk";
+  // Nine block pairs in ten kept (density 1 plans as dense): about 233
+  // tiles of a column, 15 chunks.
+  const AttentionPlan dense = planOf("branch { random(block = 64, density = 0.9, seed = 1) }");
+  EXPECT_EQ(rt::querySplit(k, dense.branches[0], n, keyTiles, true).chunks, 15);
+  // Dilated blocks keep 1 + 2 rates blocks of a column: no split.
+  const AttentionPlan dilated = planOf("branch { dilated_blocks(block = 64, rates = [1, 4, 16]) }");
+  EXPECT_EQ(rt::querySplit(k, dilated.branches[0], n, keyTiles, true).chunks, 1);
+  // A block mask (known at run time only) keeps the range as the work.
+  const AttentionPlan masked = planOf("branch { block_mask(block = 64) }");
+  EXPECT_EQ(rt::querySplit(k, masked.branches[0], n, keyTiles, true).chunks, 17);
+}
+
 TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
   // causal_ring's branches on a rank of 16384 rows (its ring kernels: query
   // tiles of 64, key tiles of 128), one block of 2 parts (kv heads).
