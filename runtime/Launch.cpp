@@ -123,6 +123,7 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
       numParts <= 0)
     return s;
   int64_t walk, perChunk = kQueryChunkTiles, prefixTiles = -1;
+  bool sparse = false; // members that reach any tile, keeping few
   if (b.kind == BranchKind::Strided) {
     // A segment's residue, + 1: a segment may hold both ranges of a zigzag shard.
     const int64_t w = plan::segmentLength(b.segment, globalN);
@@ -133,10 +134,16 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
     if (const int64_t tokens = tokenRows(b, globalN, ki.rowsPerCta, bm); tokens > 0) {
       prefixTiles = plan::ceilDiv(tokens, ki.rowsPerCta);
       perChunk = kTokenChunkTiles;
+    } else {
+      sparse = b.keyColumnSpan(ki.rowsPerCta, /*withTokens=*/false) == kUnbounded;
     }
   }
   walk = std::min(walk, rankTiles);
-  const int64_t chunks = plan::ceilDiv(walk, perChunk);
+  // As querySplit: chunks of perChunk kept tiles, here of the rank's rows.
+  const int64_t kept =
+      sparse ? keptQueryTiles(b, std::min(globalN, rankTiles * bm), ki.rowsPerCta, bm, walk)
+             : walk;
+  const int64_t chunks = plan::ceilDiv(kept, perChunk);
   const int64_t chunked = prefixTiles < 0 ? keyCtas : prefixTiles * numParts;
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;

@@ -127,6 +127,14 @@ TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
   EXPECT_EQ(s.chunks, 4);
   EXPECT_EQ(s.tiles, 16);
   EXPECT_EQ(rt::ringSplitGridX(s, 2), 32 * 4);
+  // Random blocks: chunks of about 16 of the tiles they keep of the rank's
+  // rows (a tenth of 256 tiles, plus the window's), covering the walk.
+  const AttentionPlan random = planOf(
+      "branch { window(left = 256, right = 0) | random(block = 64, density = 0.1, seed = 3) }",
+      true);
+  s = rt::ringQuerySplit(k, random.branches[0], n, rankTiles, keyTiles, 2);
+  EXPECT_EQ(s.chunks, 3);
+  EXPECT_GE(s.tiles * s.chunks, rankTiles);
   // A short window is never split, nor a rank of few rows.
   const AttentionPlan window = planOf("branch { window(left = 300, right = 0) }", true);
   EXPECT_EQ(rt::ringQuerySplit(k, window.branches[0], n, rankTiles, keyTiles, 2).chunks, 1);
