@@ -9,7 +9,8 @@
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, abexamples, split, families, bwdfamilies,
-#   patterns, wgmma, tf32, tma, profile.
+#   patterns, wgmma, tf32, tma, profile, tunecheck.
+#   tunecheck: the shipped tuning database against the heuristic, ABBA.
 #   profile: Nsight Compute's time and throughputs per kernel of sparse
 #   examples at 16K (DATTN_PROFILE_EXAMPLES).
 #   tma: the TMA forward and the warp-specialized dK/dV kernel (sm_90a's
@@ -406,6 +407,35 @@ if want tune; then
   unset DATTN_TUNING_DB
   summary+=("tune: exit $tune_rc, $(grep -c . "$db" 2> /dev/null) lines in $db")
   [ $tune_rc -eq 0 ] || status=1
+fi
+if want tunecheck; then
+  # The shipped database (autotune/db) against the heuristic (an empty
+  # shipped folder, no user database), in ABBA order so that a drift of the
+  # GPU's speed over the run (warm-up, heat) falls on both alike: the
+  # benchmark configurations, LongNet's forward+backward at 64K and the
+  # examples at 16K.
+  mkdir -p "$OUT/no-db"
+  for who in heuristic shipped shipped heuristic; do
+    if [ $who = heuristic ]; then
+      export DATTN_TUNING_SHIPPED="$OUT/no-db" DATTN_TUNING_DB="$OUT/no-db/none.json"
+    else
+      unset DATTN_TUNING_SHIPPED
+      export DATTN_TUNING_DB="$OUT/no-db/none.json"
+    fi
+    build/bin/dattn-bench --root . --iters 20 2>&1 | grep -vE "^#|^GPU|^config" |
+      sed "s/^/$who: /" | tee -a "$OUT/tunecheck.log"
+    build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --seq 65536 \
+      --backward 2>&1 | grep forward+backward | sed "s/^/$who: /" | tee -a "$OUT/tunecheck.log"
+    for f in window_global_random_gqa causal_ring block_patterns:multiscale dense_ring; do
+      file=${f%%:*} named=()
+      [ "$file" = "$f" ] || named=(--name "${f#*:}")
+      timeout 100 build/bin/dattn run "examples/$file.dattn" "${named[@]}" --seq 16384 \
+        --device gpu --iters 10 --backward 2>&1 | grep -E "^attention|^device|^backward" |
+        tr '\n' ' ' | sed "s/^/$who: /; s/$/\n/" | tee -a "$OUT/tunecheck.log"
+    done
+  done
+  unset DATTN_TUNING_SHIPPED DATTN_TUNING_DB
+  summary+=("tunecheck: $(grep -c . "$OUT/tunecheck.log") lines in tunecheck.log")
 fi
 if want compare; then
   # Before/after in alternating runs on the same machine: forward of every
