@@ -91,7 +91,16 @@ struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
                 t.family == f->name())
               forward = chooseForward(plan, bp, target, {t.family});
         record(kernels, "forward", forward, bp, false);
-        for (const KernelChoice &c : chooseBackward(plan, bp, target, false, first))
+        // The same for the dK/dV kernel that adds dQ itself.
+        std::vector<KernelChoice> backward = chooseBackward(plan, bp, target, false, first);
+        const std::vector<const KernelFamily *> tunableDkv =
+            tunableFamilies(plan, bp, target, *backward.at(0).family, "backward");
+        for (const TunedKernel &t : measured)
+          for (const KernelFamily *f : tunableDkv)
+            if (t.branch == branchIndex && t.stage == "backward" && f != backward[0].family &&
+                t.family == f->name())
+              backward = chooseBackward(plan, bp, target, false, {t.family});
+        for (const KernelChoice &c : backward)
           record(kernels, "backward", c, bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, true, first))
           record(kernels, "backward_deterministic", c, bp, true);

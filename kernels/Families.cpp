@@ -40,9 +40,16 @@ std::vector<const KernelFamily *> tunableFamilies(const AttentionPlan &plan,
                                                   const KernelFamily &planned,
                                                   const std::string &stage) {
   std::vector<const KernelFamily *> out = {&planned};
-  if (stage == "forward") // the backward's dK/dV and dQ families come in pairs
+  // The forward, and the dK/dV kernel that adds dQ itself (tensor cores, not
+  // deterministic: no dQ kernel to pair with); the deterministic backward's
+  // dK/dV and dQ families come in pairs.
+  const bool swappable =
+      stage == "forward" ||
+      (stage == "backward" && planned.pass() == KernelPass::BackwardDkv &&
+       planned.usesTensorCores());
+  if (swappable)
     for (const KernelFamily *f : kernelFamilies())
-      if (f != &planned && f->pass() == KernelPass::Forward &&
+      if (f != &planned && f->pass() == planned.pass() &&
           f->usesTensorCores() == planned.usesTensorCores() &&
           f->unsupported(plan, branch, target).empty())
         out.push_back(f);

@@ -124,9 +124,14 @@ std::vector<KernelChoice> chooseBackward(const AttentionPlan &plan, const Branch
 
 /// The families whose configurations may replace `planned`'s for a kernel
 /// of `stage` of a branch (the autotuner's search, the tuning lookup's
-/// check): `planned` itself, and for the forward every other forward family
-/// that runs the branch on the target with the same kind of cores (on
-/// sm_90a the sm80 tiles beside the wgmma kernels). `planned` first.
+/// check): `planned` itself, and every other family of its pass that runs
+/// the branch on the target with the same kind of cores: for the forward
+/// (on sm_90a the sm80 tiles beside the wgmma kernels) and for the
+/// tensor-core dK/dV kernel of the "backward" stage, which adds dQ itself
+/// (on sm_90a the sm80 kernel beside the wgmma ones, and the warp-specialized
+/// one's 64-key CTAs where it runs them only when named). Not the
+/// deterministic backward, whose dK/dV and dQ kernels come in pairs.
+/// `planned` first.
 std::vector<const KernelFamily *> tunableFamilies(const AttentionPlan &plan,
                                                   const BranchPlan &branch, const Target &target,
                                                   const KernelFamily &planned,

@@ -107,7 +107,7 @@ std::string tuningEntryJson(const TuningEntry &e);
 
 /// A configuration from a tuning database, and which one.
 struct TunedConfig {
-  std::string family; ///< the family that runs it (the key's, or another forward family)
+  std::string family; ///< the family that runs it (the key's, or another of its pass: tunableFamilies)
   KernelConfig config;
   std::string origin; ///< "user database PATH" or "shipped database PATH"
   double medianMs = 0;

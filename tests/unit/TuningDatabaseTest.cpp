@@ -657,6 +657,52 @@ TEST(Tuner, ComparesTheForwardAcrossFamilies) {
   EXPECT_EQ(gpu.calls[1][0].family, "sm90_wgmma_tma_forward");
 }
 
+TEST(Tuner, ComparesTheDkvKernelAcrossFamilies) {
+  // On sm_90a the dK/dV kernel that adds dQ itself (the "backward" stage)
+  // is the warp-specialized wgmma kernel; its candidates also hold the
+  // plain wgmma kernel and the sm80 tiles. ModelGpu makes sm80's m32 n64
+  // the fastest: the entry stays under the planned family's key and names
+  // the sm80 family, and a run's plan takes it for the backward stage only
+  // (the deterministic stage's dK/dV and dQ kernels keep the heuristic).
+  const AttentionPlan plan = dilatedPlanFor("sm_90a");
+  const Target target = Target::parse("sm_90a");
+  ASSERT_STREQ(plannedKernels(plan, plan.branches[0], "backward").at(0).family->name(),
+               "sm90_wgmma_ws_backward_dkv");
+  const size_t sm80 = familyNamed("sm80_mma_backward_dkv")
+                          .candidates(plan, plan.branches[0], target, false)
+                          .size();
+  ModelGpu gpu;
+  TuneOptions opt;
+  opt.backward = true;
+  const TuneReport rep = tune(plan, target, 65536, h100(), gpu, opt);
+  ASSERT_EQ(rep.kernels.size(), 2u);
+  const TunedResult &b = rep.kernels[1];
+  EXPECT_EQ(b.entry.key.stage, "backward");
+  EXPECT_EQ(b.tried, static_cast<int>(1 + 1 + sm80)); // both wgmma kernels, the sm80 tiles
+  EXPECT_EQ(b.entry.key.family, "sm90_wgmma_ws_backward_dkv");
+  EXPECT_EQ(b.entry.family, "sm80_mma_backward_dkv");
+  EXPECT_TRUE(b.entry.config == (KernelConfig{32, 64, 0, true})) << b.entry.config.describe();
+
+  const std::string path = tempPath("tuning_dkv_across.json");
+  std::remove(path.c_str());
+  TuningDatabase db = TuningDatabase::load(path, h100(), nullptr);
+  db.put(b.entry);
+  db.save(path);
+  TuningLookup lookup(h100(), path, {});
+  PlanOptions po;
+  po.arch = "sm_90a";
+  po.tuned = tunedKernels(plan, target, lookup, 65536);
+  ASSERT_EQ(po.tuned.size(), 1u);
+  const AttentionPlan tuned = planAttention(dilatedSpec(), po);
+  const std::vector<KernelChoice> backward = plannedKernels(tuned, tuned.branches[0], "backward");
+  ASSERT_EQ(backward.size(), 1u); // dQ by reductions: no dQ kernel
+  EXPECT_STREQ(backward[0].family->name(), "sm80_mma_backward_dkv");
+  EXPECT_TRUE(backward[0].config == b.entry.config) << backward[0].config.describe();
+  EXPECT_STREQ(
+      plannedKernels(tuned, tuned.branches[0], "backward_deterministic").at(0).family->name(),
+      "sm90_wgmma_ws_backward_dkv");
+}
+
 TEST(Tuner, BranchesWithOneKeyAreTunedOnce) {
   // LongNet's branches of equal rows per segment share a database key: the
   // first is tuned, the second runs its winner without being measured.
