@@ -26,15 +26,15 @@ int64_t tokenRows(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t 
   return restShort ? std::min(tokens, seqLen) : 0;
 }
 
-/// Query tiles with a pair in one key tile's column of a blocks branch, at
-/// most about, where members that can reach any tile make the walk's range
-/// the whole sequence (random blocks, dilated blocks, hierarchies): what
-/// each member keeps of a column, summed (random blocks: their density of
-/// the sequence; dilated blocks: 1 + 2 rates blocks; a hierarchy: 3 (2^levels
-/// - 1) blocks, its longest column; global tokens: their rows; bounded
-/// bands and segments: their span). `walk` (the range) where a member's
-/// reach is the range itself: dense, unbounded bands or segments, block
-/// masks (known at run time only).
+/// About how many query tiles of one key tile's column have a pair in a
+/// blocks branch whose members can reach any tile (random blocks, dilated
+/// blocks, hierarchies), so that its walk ranges over the whole sequence:
+/// what each member keeps of a column, summed, rounded up (random blocks:
+/// their density of the sequence; dilated blocks: 1 + 2 rates blocks; a
+/// hierarchy: 3 (2^levels - 1) blocks, its longest column; global tokens:
+/// their rows; bounded bands and segments: their span). `walk` (the range
+/// itself) where a member keeps the whole range: dense, unbounded bands or
+/// segments, block masks (known at run time only).
 int64_t keptQueryTiles(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t bm,
                        int64_t walk) {
   double rows = 0;
