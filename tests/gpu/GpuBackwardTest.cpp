@@ -53,9 +53,11 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
   // Key tiles whose walk over query tiles is longer than one chunk
   // (rt::kQueryChunkTiles of 64 rows at N = 2500: 40 tiles) run it in
   // several CTAs adding dK/dV by reductions: global tokens' columns, a
-  // causal unbounded dilated segment, a 2048-row segment, in modules with
-  // accumulators (GQA; a head in two branches), and deterministic (one
-  // CTA per key tile) for comparison.
+  // causal unbounded dilated segment, a 2048-row segment, random blocks
+  // that keep more than a chunk of a column (split by the tiles they keep:
+  // 2 chunks of 21 tiles of the range), in modules with accumulators (GQA;
+  // a head in two branches), and deterministic (one CTA per key tile) for
+  // comparison.
   const char *specs[] = {
       "attention t { heads = 4 kv_heads = 2 head_dim = 128 dtype = bf16 causal = true "
       "branch heads 0..1 { window(left = 100, right = 0) } "
@@ -64,6 +66,9 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
       "attention t { heads = 2 head_dim = 64 dtype = fp16 "
       "branch { window(left = 30, right = 30) | global(tokens = 7) } "
       "branch { dilated(segment = 2048, dilation = 1) } }",
+      "attention t { heads = 4 kv_heads = 1 head_dim = 64 dtype = fp16 "
+      "branch { window(left = 30, right = 30) | global(tokens = 7) | "
+      "random(block = 64, density = 0.6, seed = 9) } }",
   };
   for (const char *text : specs)
     for (bool deterministic : {false, true})
@@ -72,9 +77,9 @@ TEST(GpuBackward, LongKeyColumnsSplitAcrossCtas) {
 
 /// The wgmma dK/dV family `family` forced through DATTN_FAMILIES, against
 /// the reference: every pattern it takes (block patterns need blocks of 128
-/// rows or more, 64 for the warp-specialized kernel with head_dim 64), causal (fp16) or not (bf16), head_dim 64 and 128, ragged
-/// N, GQA and one kv head per head, both modes; and long key columns split
-/// across CTAs.
+/// rows or more, 64 for the warp-specialized kernel with head_dim 64),
+/// causal (fp16) or not (bf16), head_dim 64 and 128, ragged N, GQA and one
+/// kv head per head, both modes; and long key columns split across CTAs.
 void checkWgmmaDkvFamily(const std::string &family) {
   SCOPED_TRACE(family);
   ScopedFamilies families(family.c_str());

@@ -93,6 +93,14 @@ TEST(QuerySplit, SparseBlocksSplitByTheTilesTheyKeep) {
   // Dilated blocks keep 1 + 2 rates blocks of a column: no split.
   const AttentionPlan dilated = planOf("branch { dilated_blocks(block = 64, rates = [1, 4, 16]) }");
   EXPECT_EQ(rt::querySplit(k, dilated.branches[0], n, keyTiles, true).chunks, 1);
+  // GpuBackward.LongKeyColumnsSplitAcrossCtas's random blocks at N = 2500:
+  // 2 chunks of 21 of the walk's 41 tiles.
+  const AttentionPlan gpuCase = planOf("branch { window(left = 30, right = 30) | "
+                                       "global(tokens = 7) | random(block = 64, density = 0.6, "
+                                       "seed = 9) }");
+  const rt::QuerySplit g = rt::querySplit(k, gpuCase.branches[0], 2500, 40, true);
+  EXPECT_EQ(g.chunks, 2);
+  EXPECT_EQ(g.tiles, 21);
   // A block mask (known at run time only) keeps the range as the work.
   const AttentionPlan masked = planOf("branch { block_mask(block = 64) }");
   EXPECT_EQ(rt::querySplit(k, masked.branches[0], n, keyTiles, true).chunks, 17);
