@@ -51,15 +51,23 @@ struct Job {
 };
 
 /// A kernel's candidates: the heuristic first, then every configuration of
-/// the families that may replace it (tunableFamilies).
+/// the families that may replace it (tunableFamilies). For the dK/dV
+/// kernel, another family brings its heuristic configuration only: a
+/// backward candidate costs a whole forward and backward with the
+/// gradients read back (gigabytes at 256K), and the question is which
+/// family, the planned one's tiles being searched in full.
 std::vector<Candidate> candidatesOf(const AttentionPlan &plan, const BranchPlan &b,
                                     const Target &target, const Candidate &heuristic,
                                     const std::string &stage) {
   std::vector<Candidate> out = {heuristic};
-  for (const KernelFamily *f : tunableFamilies(plan, b, target, *heuristic.family, stage))
-    for (const KernelConfig &c : f->candidates(plan, b, target, /*deterministic=*/false))
+  for (const KernelFamily *f : tunableFamilies(plan, b, target, *heuristic.family, stage)) {
+    std::vector<KernelConfig> configs = f->candidates(plan, b, target, /*deterministic=*/false);
+    if (stage != "forward" && f != heuristic.family)
+      configs = {f->heuristic(plan, b, target, /*deterministic=*/false)};
+    for (const KernelConfig &c : configs)
       if (!(Candidate{f, c} == heuristic))
         out.push_back({f, c});
+  }
   return out;
 }
 

@@ -657,31 +657,49 @@ TEST(Tuner, ComparesTheForwardAcrossFamilies) {
   EXPECT_EQ(gpu.calls[1][0].family, "sm90_wgmma_tma_forward");
 }
 
+/// Backward time by dK/dV family: the sm80 kernel fastest, the plain wgmma
+/// kernel slowest.
+class DkvFamiliesGpu : public TuneMeasure {
+public:
+  Measurement measure(const std::vector<TunedKernel> &kernels, bool backward) override {
+    Measurement m;
+    m.outputs = {1.f, 2.f};
+    m.ms = 1;
+    for (const TunedKernel &k : kernels)
+      if (backward && k.stage == "backward")
+        m.ms += k.family == "sm80_mma_backward_dkv"     ? 8
+                : k.family == "sm90_wgmma_backward_dkv" ? 12
+                                                        : 10;
+    return m;
+  }
+};
+
 TEST(Tuner, ComparesTheDkvKernelAcrossFamilies) {
   // On sm_90a the dK/dV kernel that adds dQ itself (the "backward" stage)
   // is the warp-specialized wgmma kernel; its candidates also hold the
-  // plain wgmma kernel and the sm80 tiles. ModelGpu makes sm80's m32 n64
-  // the fastest: the entry stays under the planned family's key and names
-  // the sm80 family, and a run's plan takes it for the backward stage only
-  // (the deterministic stage's dK/dV and dQ kernels keep the heuristic).
+  // plain wgmma kernel's and the sm80 kernel's heuristic configurations
+  // (one each: the question is the family). DkvFamiliesGpu makes sm80's
+  // the fastest: the entry stays under the planned family's key and
+  // names the sm80 family, and a run's plan takes it for the backward stage
+  // only (the deterministic stage's dK/dV and dQ kernels keep the
+  // heuristic).
   const AttentionPlan plan = dilatedPlanFor("sm_90a");
   const Target target = Target::parse("sm_90a");
   ASSERT_STREQ(plannedKernels(plan, plan.branches[0], "backward").at(0).family->name(),
                "sm90_wgmma_ws_backward_dkv");
-  const size_t sm80 = familyNamed("sm80_mma_backward_dkv")
-                          .candidates(plan, plan.branches[0], target, false)
-                          .size();
-  ModelGpu gpu;
+  const KernelConfig sm80 = familyNamed("sm80_mma_backward_dkv")
+                                .heuristic(plan, plan.branches[0], target, false);
+  DkvFamiliesGpu gpu;
   TuneOptions opt;
   opt.backward = true;
   const TuneReport rep = tune(plan, target, 65536, h100(), gpu, opt);
   ASSERT_EQ(rep.kernels.size(), 2u);
   const TunedResult &b = rep.kernels[1];
   EXPECT_EQ(b.entry.key.stage, "backward");
-  EXPECT_EQ(b.tried, static_cast<int>(1 + 1 + sm80)); // both wgmma kernels, the sm80 tiles
+  EXPECT_EQ(b.tried, 3); // the warp-specialized and plain wgmma kernels, sm80's heuristic
   EXPECT_EQ(b.entry.key.family, "sm90_wgmma_ws_backward_dkv");
   EXPECT_EQ(b.entry.family, "sm80_mma_backward_dkv");
-  EXPECT_TRUE(b.entry.config == (KernelConfig{32, 64, 0, true})) << b.entry.config.describe();
+  EXPECT_TRUE(b.entry.config == sm80) << b.entry.config.describe();
 
   const std::string path = tempPath("tuning_dkv_across.json");
   std::remove(path.c_str());
