@@ -77,29 +77,30 @@ struct SelectKernelsPass : impl::SelectKernelsBase<SelectKernelsPass> {
       branchIndex = static_cast<int>(index);
       const BranchPlan &bp = plan.branches[index++];
       SmallVector<Attribute> kernels;
-      try { // step 2
-        const std::vector<std::string> first(families.begin(), families.end());
-        // A forward measured fastest with another family that may replace
-        // the chosen one (tunableFamilies): that family, as if named first
-        // (its configuration below).
-        KernelChoice forward = chooseForward(plan, bp, target, first);
+      // A kernel of `stage` measured fastest with another family that may
+      // replace the chosen one (tunableFamilies): that family's name, to be
+      // chosen as if named first (its configuration in record()); else "".
+      auto measuredFamily = [&](const char *stage, const KernelFamily &chosen) {
         const std::vector<const KernelFamily *> tunable =
-            tunableFamilies(plan, bp, target, *forward.family, "forward");
+            tunableFamilies(plan, bp, target, chosen, stage);
         for (const TunedKernel &t : measured)
           for (const KernelFamily *f : tunable)
-            if (t.branch == branchIndex && t.stage == "forward" && f != forward.family &&
+            if (t.branch == branchIndex && t.stage == stage && f != &chosen &&
                 t.family == f->name())
-              forward = chooseForward(plan, bp, target, {t.family});
+              return t.family;
+        return std::string();
+      };
+      try { // step 2
+        const std::vector<std::string> first(families.begin(), families.end());
+        KernelChoice forward = chooseForward(plan, bp, target, first);
+        if (const std::string f = measuredFamily("forward", *forward.family); !f.empty())
+          forward = chooseForward(plan, bp, target, {f});
         record(kernels, "forward", forward, bp, false);
-        // The same for the dK/dV kernel that adds dQ itself.
+        // The dK/dV kernel that adds dQ itself (the deterministic stage's
+        // dK/dV and dQ kernels come in pairs and keep their families).
         std::vector<KernelChoice> backward = chooseBackward(plan, bp, target, false, first);
-        const std::vector<const KernelFamily *> tunableDkv =
-            tunableFamilies(plan, bp, target, *backward.at(0).family, "backward");
-        for (const TunedKernel &t : measured)
-          for (const KernelFamily *f : tunableDkv)
-            if (t.branch == branchIndex && t.stage == "backward" && f != backward[0].family &&
-                t.family == f->name())
-              backward = chooseBackward(plan, bp, target, false, {t.family});
+        if (const std::string f = measuredFamily("backward", *backward.at(0).family); !f.empty())
+          backward = chooseBackward(plan, bp, target, false, {f});
         for (const KernelChoice &c : backward)
           record(kernels, "backward", c, bp, false);
         for (const KernelChoice &c : chooseBackward(plan, bp, target, true, first))

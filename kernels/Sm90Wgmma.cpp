@@ -22,6 +22,15 @@ namespace dattn::kernels {
 
 namespace {
 
+/// Whether a branch has blocks under 128 rows, which 128-row tiles would
+/// straddle (random or dilated blocks of 64: each kept block's neighbour
+/// computed as a masked partial tile); both wgmma families then take
+/// 64-row tiles, where they can.
+bool blocksUnder128(const BranchPlan &b) {
+  const int64_t block = b.smallestBlock();
+  return block != 0 && block < 128;
+}
+
 class WgmmaForward : public KernelFamily {
 public:
   /// tma: the pipelined kernel with K and V through TMA.
@@ -59,12 +68,6 @@ public:
   int smem(int d, int bm, int bn) const {
     return bm * d * 2 + 2 * 3 * bn * d * 2 + 8 * (pipelined_ ? 10 : 7);
   }
-  /// Tiles inside a branch's smallest block: 64 x 64 (one consumer) where
-  /// blocks are under 128 rows, and only for the TMA kernel.
-  static bool smallTiles(const BranchPlan &b) {
-    const int64_t block = b.smallestBlock();
-    return block != 0 && block < 128;
-  }
   /// sm90_wgmma_forward is the pipelined kernel's baseline: named only.
   /// The pipelined kernels take bf16 and fp16 (fp16 LongNet at 64K on the
   /// H100: 1.62 -> 1.12 ms against the sm80 forward, docs/perf-notes.md),
@@ -77,12 +80,12 @@ public:
   /// took 8 ms against 1.8 on the sm80 forward). The TMA kernel's 64 x 64
   /// tiles for them run when named or tuned until measured.
   bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {
-    return pipelined_ && !smallTiles(b);
+    return pipelined_ && !blocksUnder128(b);
   }
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     std::vector<KernelConfig> out = {{128, 128, 1, false}};
-    if (tma_ && smallTiles(b) && b.smallestBlock() >= 64)
+    if (tma_ && blocksUnder128(b) && b.smallestBlock() >= 64)
       out.insert(out.begin(), {64, 64, 1, false});
     return out;
   }
@@ -149,7 +152,8 @@ public:
       return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
     if (p.headDim != 64 && p.headDim != 128)
       return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
-    if (const int64_t block = b.smallestBlock(); block != 0 && block < 128) {
+    if (blocksUnder128(b)) {
+      const int64_t block = b.smallestBlock();
       if (!ws_ || block < 64)
         return "blocks of " + std::to_string(block) + " rows: its " +
                (ws_ ? "64" : "128") + "-key tiles would straddle them";
@@ -165,10 +169,7 @@ public:
   /// Key rows a CTA owns: 128, or 64 (one consumer warpgroup) for the
   /// warp-specialized kernel where blocks are under 128 rows, so that a key
   /// tile stays inside a block.
-  int keyRows(const BranchPlan &b) const {
-    const int64_t block = b.smallestBlock();
-    return ws_ && block != 0 && block < 128 ? 64 : 128;
-  }
+  int keyRows(const BranchPlan &b) const { return ws_ && blocksUnder128(b) ? 64 : 128; }
   /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64),
   /// or with ws bwd::WsKvShape<D, atomicDq, bn>: K and V, two stages of Q,
   /// dO, L and Delta, two dS^T buffers (atomic dQ), four mbarriers.

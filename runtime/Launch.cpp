@@ -33,10 +33,14 @@ int64_t tokenRows(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t 
 /// their density of the sequence; dilated blocks: 1 + 2 rates blocks; a
 /// hierarchy: 3 (2^levels - 1) blocks, its longest column; global tokens:
 /// their rows; bounded bands and segments: their span). `walk` (the range
-/// itself) where a member keeps the whole range: dense, unbounded bands or
-/// segments, block masks (known at run time only).
+/// itself) for every other branch (its reach bounds the walk, or global
+/// tokens alone make it long: tokenRows) and where a member keeps the whole
+/// range: dense, unbounded bands or segments, block masks (known at run
+/// time only).
 int64_t keptQueryTiles(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int64_t bm,
                        int64_t walk) {
+  if (b.kind != BranchKind::Blocks || b.keyColumnSpan(keyRows, /*withTokens=*/false) != kUnbounded)
+    return walk;
   double rows = 0;
   int64_t members = 0;
   for (const MemberPlan &m : b.members) {
@@ -88,24 +92,23 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
       bm <= 0 || keyCtas <= 0)
     return s;
   int64_t walk; // query tiles one key tile's CTA walks, at most
-  int64_t kept; // of them with a pair: a chunk's share is perChunk of these
   int64_t chunked = keyCtas, perChunk = kQueryChunkTiles;
   if (b.kind == BranchKind::Strided) {
     const int64_t w = plan::segmentLength(b.segment, seqLen);
-    walk = kept = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
+    walk = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
   } else {
-    walk = kept = plan::ceilDiv(blocksQuerySpan(b, seqLen, ki.rowsPerCta), bm) + 1;
+    walk = plan::ceilDiv(blocksQuerySpan(b, seqLen, ki.rowsPerCta), bm) + 1;
     if (const int64_t tokens = tokenRows(b, seqLen, ki.rowsPerCta, bm); tokens > 0) {
       chunked = std::min<int64_t>(keyCtas, plan::ceilDiv(tokens, ki.rowsPerCta));
       perChunk = kTokenChunkTiles;
-    } else if (b.keyColumnSpan(ki.rowsPerCta, /*withTokens=*/false) == kUnbounded) {
-      // Random blocks and the like reach the whole range but keep few of
-      // its tiles (bigbird_gqa at 16K: 257 tiles, about 40 kept): chunks of
-      // 16 tiles of the range were mostly empty CTAs, each loading K and V
-      // and adding its dK and dV for a tile or two.
-      kept = keptQueryTiles(b, seqLen, ki.rowsPerCta, bm, walk);
     }
   }
+  // A chunk's share: perChunk of the walk's tiles with a pair. Random blocks
+  // and the like reach the whole range but keep few of its tiles (bigbird_gqa
+  // at 16K: 257 tiles, about 40 kept): chunks of 16 tiles of the range were
+  // mostly empty CTAs, each loading K and V and adding dK and dV for a tile
+  // or two.
+  const int64_t kept = keptQueryTiles(b, seqLen, ki.rowsPerCta, bm, walk);
   const int64_t chunks = plan::ceilDiv(kept, perChunk);
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
@@ -123,7 +126,6 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
       numParts <= 0)
     return s;
   int64_t walk, perChunk = kQueryChunkTiles, prefixTiles = -1;
-  bool sparse = false; // members that reach any tile, keeping few
   if (b.kind == BranchKind::Strided) {
     // A segment's residue, + 1: a segment may hold both ranges of a zigzag shard.
     const int64_t w = plan::segmentLength(b.segment, globalN);
@@ -134,15 +136,12 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
     if (const int64_t tokens = tokenRows(b, globalN, ki.rowsPerCta, bm); tokens > 0) {
       prefixTiles = plan::ceilDiv(tokens, ki.rowsPerCta);
       perChunk = kTokenChunkTiles;
-    } else {
-      sparse = b.keyColumnSpan(ki.rowsPerCta, /*withTokens=*/false) == kUnbounded;
     }
   }
   walk = std::min(walk, rankTiles);
   // As querySplit: chunks of perChunk kept tiles, here of the rank's rows.
   const int64_t kept =
-      sparse ? keptQueryTiles(b, std::min(globalN, rankTiles * bm), ki.rowsPerCta, bm, walk)
-             : walk;
+      keptQueryTiles(b, std::min(globalN, rankTiles * bm), ki.rowsPerCta, bm, walk);
   const int64_t chunks = plan::ceilDiv(kept, perChunk);
   const int64_t chunked = prefixTiles < 0 ? keyCtas : prefixTiles * numParts;
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)

@@ -86,6 +86,13 @@ print_summary() {
 }
 trap 'echo "stopped at the time limit: packing the logs"; pack_logs; print_summary; exit 124' TERM INT
 
+# An example as the modes name it, FILE or FILE:NAME (one attention of a
+# file): sets file (examples/$file.dattn) and named (--name NAME, or none).
+example_args() {
+  file=${1%%:*} named=()
+  [ "$file" = "$1" ] || named=(--name "${1#*:}")
+}
+
 # Runs the GPU tests matching $2 in 8 parallel shards (NVRTC compiles
 # dominate; the machine has 16 cores) into $OUT/$1.*.log. Every shard's
 # exit status counts: a shard that crashes fails even with no FAILED line.
@@ -433,8 +440,7 @@ if want tunecheck; then
     build/bin/dattn-bench --root . --iters 10 --only longnet_head_partitioned --seq 65536 \
       --backward 2>&1 | grep forward+backward | sed "s/^/$who: /" | tee -a "$OUT/tunecheck.log"
     for f in window_global_random_gqa causal_ring block_patterns:multiscale dense_ring; do
-      file=${f%%:*} named=()
-      [ "$file" = "$f" ] || named=(--name "${f#*:}")
+      example_args "$f"
       timeout 100 build/bin/dattn run "examples/$file.dattn" "${named[@]}" --seq 16384 \
         --device gpu --iters 10 --backward 2>&1 | grep -E "^attention|^device|^backward" |
         tr '\n' ' ' | sed "s/^/$who: /; s/$/\n/" | tee -a "$OUT/tunecheck.log"
@@ -475,8 +481,7 @@ if want abexamples; then
           family:*) bin=build/bin/dattn families=${dir#family:} ;;
           *) bin=$dir/dattn families=${DATTN_FAMILIES:-} ;;
         esac
-        file=${f%%:*} named=() # FILE:NAME picks one attention of a file
-        [ "$file" = "$f" ] || named=(--name "${f#*:}")
+        example_args "$f"
         DATTN_FAMILIES=$families timeout 120 "$bin" run "examples/$file.dattn" "${named[@]}" \
           --seq 16384 --device gpu --iters 10 --backward > "$OUT/ab_example.log.tmp" 2>&1
         cat "$OUT/ab_example.log.tmp" >> "$OUT/ab_examples.log"
