@@ -6,19 +6,24 @@
 // RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90 tuned=0/forward/sm80_mma_forward/64/64/1/0/user:/tmp/t.json,0/backward/sm80_mma_backward_dkv/64/256/0/1/shipped,0/backward_deterministic/sm80_mma_backward_dq/32/16/0/0/shipped" -split-input-file | FileCheck %s --check-prefix=TUNED
 // RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90a tuned=0/forward/sm90_wgmma_forward/128/128/1/0/shipped" -split-input-file | FileCheck %s --check-prefix=OTHER
 // RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90 tuned=0/forward/sm90_wgmma_forward/128/128/1/0/shipped" -split-input-file | FileCheck %s --check-prefix=NOTHERE
+// RUN: dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90a tuned=0/backward/sm80_mma_backward_dkv/64/128/0/1/shipped" -split-input-file | FileCheck %s --check-prefix=OTHERDKV
 // RUN: not dattn-opt %s -dattn-plan-tiles -dattn-select-kernels="arch=sm_90 tuned=0/forward/sm80_mma_forward" -split-input-file 2>&1 | FileCheck %s --check-prefix=BADTUNED
 
 // Measured configurations replace the heuristic's where the family offers
 // them (n256 is not a dK/dV candidate: the heuristic stays). A forward
 // measured with another family runs that family where it supports the
 // branch (the OTHER run), else the heuristic's (the NOTHERE run: plain sm_90
-// has no wgmma).
+// has no wgmma). So does the dK/dV kernel that adds dQ itself (OTHERDKV);
+// the deterministic stage keeps its pair.
 // TUNED-LABEL: dattn.attention @strided
 // TUNED: #dattn.kernel<stage = "forward", family = "sm80_mma_forward", block_m = 64, block_n = 64, row_tiles = 1, atomic_dq = false, candidates = 21, origin = "user:/tmp/t.json">
 // TUNED-SAME: #dattn.kernel<stage = "backward", family = "sm80_mma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = true, candidates = 12, origin = "heuristic">
 // TUNED-SAME: #dattn.kernel<stage = "backward_deterministic", family = "sm80_mma_backward_dq", block_m = 32, block_n = 16, row_tiles = 0, atomic_dq = false, candidates = 9, origin = "shipped">
 // OTHER-LABEL: dattn.attention @strided
 // OTHER: #dattn.kernel<stage = "forward", family = "sm90_wgmma_forward", block_m = 128, block_n = 128, row_tiles = 1, atomic_dq = false, candidates = 1, origin = "shipped">
+// OTHERDKV-LABEL: dattn.attention @strided
+// OTHERDKV: #dattn.kernel<stage = "backward", family = "sm80_mma_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = true, candidates = 12, origin = "shipped">
+// OTHERDKV-SAME: #dattn.kernel<stage = "backward_deterministic", family = "sm90_wgmma_ws_backward_dkv", block_m = 64, block_n = 128, row_tiles = 0, atomic_dq = false, candidates = 1, origin = "heuristic">
 // NOTHERE-LABEL: dattn.attention @strided
 // NOTHERE: #dattn.kernel<stage = "forward", family = "sm80_mma_forward", block_m = 128, block_n = 64, row_tiles = 2, atomic_dq = false, candidates = 21, origin = "heuristic">
 // BADTUNED: expected branch/stage/family/block_m/block_n/row_tiles/atomic_dq/origin
