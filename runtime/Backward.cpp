@@ -88,10 +88,6 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   auto launch = [&](int x, unsigned gx, unsigned gy, unsigned gz, void **args) {
     rt::launchKernel(mod.kernels[x], loaded.functions[x], gx, gy, gz, stream, args, "backward: ");
   };
-  auto elementwiseGrid = [&](const KernelInfo &ki) {
-    return static_cast<unsigned>(
-        std::min<long long>((std::max(qE, kvE) + ki.threads - 1) / ki.threads, 65535LL * 16));
-  };
 
   // Zero what is accumulated into, and the directly written gradients: rows
   // no branch reaches (e.g. off every dilation lattice) have zero gradient.
@@ -120,7 +116,8 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     }
     if (zero) {
       void *args[] = {&p, &qE, &kvE, &zero};
-      launch(finalizeIndex, elementwiseGrid(mod.kernels[finalizeIndex]), 1, 1, args);
+      launch(finalizeIndex, rt::finalizeGrid(qE, kvE, zero, mod.kernels[finalizeIndex].threads), 1,
+             1, args);
     }
   }
 
@@ -166,7 +163,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     }
     default: // FinalizeGradients
       if (what != 0)
-        launch(x, elementwiseGrid(ki), 1, 1, argsFinal);
+        launch(x, rt::finalizeGrid(qE, kvE, what, ki.threads), 1, 1, argsFinal);
       break;
     }
   }

@@ -2,6 +2,8 @@
 // across CTAs (Launch.h).
 #include "Launch.h"
 
+#include "dattn/backward_params.cuh"
+
 #include <algorithm>
 
 namespace dattn::rt {
@@ -156,6 +158,16 @@ int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts) {
   if (s.chunks <= 1)
     return s.keyCtas;
   return s.keyCtas + (s.prefixTiles < 0 ? s.keyCtas : s.prefixTiles * numParts) * (s.chunks - 1);
+}
+
+unsigned finalizeGrid(int64_t qElems, int64_t kvElems, int what, int threads) {
+  int64_t steps = 0; // thread steps of the widest loop
+  if (what & (bwd::kFinalizeDq | bwd::kZeroDq))
+    steps = (qElems + 7) / 8;
+  if (what & (bwd::kFinalizeDkv | bwd::kZeroDkv))
+    steps = std::max(steps, (kvElems + 3) / 4);
+  return static_cast<unsigned>(
+      std::clamp<int64_t>((steps + threads - 1) / threads, 1, int64_t(65535) * 16));
 }
 
 } // namespace dattn::rt

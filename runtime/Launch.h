@@ -75,6 +75,16 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
 /// The grid's x for a split: keyCtas + chunked key tiles x (chunks - 1).
 int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts);
 
+/// The grid of the backward's finalize kernel (bwd::finalizeGradients) for
+/// the bits `what` (bwd::FinalizeWhat; 0: no launch). Its loops are
+/// grid-stride, so any grid is correct; this one gives each thread one
+/// step of the widest loop: eight dQ elements (a contiguous dQ's two
+/// 16-byte loads and one store), four dK/dV columns. One thread per element
+/// launched eight times the CTAs a contiguous dQ needs, and the idle ones
+/// cost the kernel about half its time (ncu, the head-partitioned backward
+/// at 16K: 96 us for 150 MB; docs/perf-notes.md).
+unsigned finalizeGrid(int64_t qElems, int64_t kvElems, int what, int threads);
+
 /// Launches kernel `ki` (its CUfunction `fn`) on `stream`. The error
 /// message (what, the kernel, grid, threads, shared memory) is built only
 /// when the launch fails: runs pay no string work.

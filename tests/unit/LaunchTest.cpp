@@ -4,6 +4,7 @@
 // the kernel computes (unionQueryTiles), so no chunk is left to the last.
 #include "Launch.h"
 
+#include "dattn/backward_params.cuh"
 #include "dattn/compiler.h"
 #include "dattn/dsl.h"
 
@@ -233,6 +234,29 @@ TEST(QuerySplit, ChunksCoverEveryKeyTilesWalk) {
           }
         }
   EXPECT_GT(splits, 50); // the bound is tested where it matters
+}
+
+// The finalize kernel's grid: a thread for each step of its widest
+// grid-stride loop (eight dQ elements, four dK/dV columns), never the one
+// thread per element that left seven CTAs of eight idle.
+TEST(FinalizeGrid, AThreadPerStepOfTheWidestLoop) {
+  const int64_t qE = 16384LL * 12 * 128, kvGqa = 16384LL * 4 * 64;
+  EXPECT_EQ(rt::finalizeGrid(qE, qE, bwd::kFinalizeDq, 256), qE / 8 / 256);
+  EXPECT_EQ(rt::finalizeGrid(qE, qE, bwd::kFinalizeDq | bwd::kFinalizeDkv, 256), qE / 4 / 256);
+  EXPECT_EQ(rt::finalizeGrid(qE, kvGqa, bwd::kFinalizeDq | bwd::kFinalizeDkv, 256),
+            qE / 8 / 256); // GQA: dQ's loop is the wider
+  EXPECT_EQ(rt::finalizeGrid(qE, qE, bwd::kZeroDkv, 256), qE / 4 / 256);
+  // Ragged counts round up: every step has a thread (the loops would cover
+  // a short grid too, at the cost of a second trip).
+  for (int64_t e : {1LL, 7LL, 8LL, 9LL, 2047LL, 2049LL, 123457LL})
+    for (int what : {int(bwd::kFinalizeDq), int(bwd::kZeroDq), int(bwd::kFinalizeDkv)}) {
+      const int64_t perThread = what == bwd::kFinalizeDkv ? 4 : 8;
+      const int64_t threads = int64_t(rt::finalizeGrid(e, e, what, 256)) * 256;
+      EXPECT_GE(threads * perThread, e) << e << " " << what;
+      EXPECT_LT(threads * perThread, e + 256 * perThread) << e << " " << what;
+    }
+  // The grid's x stays launchable; the loops take the rest.
+  EXPECT_EQ(rt::finalizeGrid(int64_t(1) << 40, 0, bwd::kFinalizeDq, 256), 65535u * 16);
 }
 
 } // namespace
