@@ -75,8 +75,9 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
     void *argsMaps[] = {&p, &kMap, &vMap};
     void **args = argsBatch;
     if (ki.role != KernelRole::Branch) {
-      gx = static_cast<unsigned>(std::min<long long>((elems + ki.threads - 1) / ki.threads,
-                                                     int64_t(65535) * 16));
+      // Init: an element a thread step; the merge finalize: eight.
+      const int64_t perStep = ki.role == KernelRole::Finalize ? rt::kConvertElementsPerStep : 1;
+      gx = rt::stepGrid((elems + perStep - 1) / perStep, ki.threads);
     } else {
       const BranchPlan &b = plan_.branches[ki.branch];
       args = argsOnly;

@@ -160,14 +160,18 @@ int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts) {
   return s.keyCtas + (s.prefixTiles < 0 ? s.keyCtas : s.prefixTiles * numParts) * (s.chunks - 1);
 }
 
-unsigned finalizeGrid(int64_t qElems, int64_t kvElems, int what, int threads) {
-  int64_t steps = 0; // thread steps of the widest loop
-  if (what & (bwd::kFinalizeDq | bwd::kZeroDq))
-    steps = (qElems + 7) / 8;
-  if (what & (bwd::kFinalizeDkv | bwd::kZeroDkv))
-    steps = std::max(steps, (kvElems + 3) / 4);
+unsigned stepGrid(int64_t steps, int threads) {
   return static_cast<unsigned>(
       std::clamp<int64_t>((steps + threads - 1) / threads, 1, int64_t(65535) * 16));
+}
+
+unsigned finalizeGrid(int64_t qElems, int64_t kvElems, int what, int threads) {
+  int64_t steps = 0;
+  if (what & (bwd::kFinalizeDq | bwd::kZeroDq))
+    steps = (qElems + kConvertElementsPerStep - 1) / kConvertElementsPerStep;
+  if (what & (bwd::kFinalizeDkv | bwd::kZeroDkv))
+    steps = std::max(steps, (kvElems + kDkvColumnsPerStep - 1) / kDkvColumnsPerStep);
+  return stepGrid(steps, threads);
 }
 
 } // namespace dattn::rt

@@ -75,14 +75,21 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
 /// The grid's x for a split: keyCtas + chunked key tiles x (chunks - 1).
 int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts);
 
-/// The grid of the backward's finalize kernel (bwd::finalizeGradients) for
-/// the bits `what` (bwd::FinalizeWhat; 0: no launch). Its loops are
-/// grid-stride, so any grid is correct; this one gives each thread one
-/// step of the widest loop: eight dQ elements (a contiguous dQ's two
-/// 16-byte loads and one store), four dK/dV columns. One thread per element
-/// launched eight times the CTAs a contiguous dQ needs, and the idle ones
-/// cost the kernel about half its time (ncu, the head-partitioned backward
-/// at 16K: 96 us for 150 MB; docs/perf-notes.md).
+/// The grid x of an elementwise kernel whose loops are grid-stride (any
+/// grid is correct): a thread for each of `steps` loop steps, within the
+/// launchable x.
+unsigned stepGrid(int64_t steps, int threads);
+/// The forward's merge finalize (fwd::finalizeOutputs) converts eight
+/// elements a thread step (dev::convertGridStride: two 16-byte loads, one
+/// store), as does the backward's finalize (bwd::finalizeGradients) for dQ,
+/// with four dK/dV columns a step.
+constexpr int64_t kConvertElementsPerStep = 8;
+constexpr int64_t kDkvColumnsPerStep = 4;
+/// The backward finalize's grid for the bits `what` (bwd::FinalizeWhat):
+/// a thread per step of its widest loop. One thread per element launched
+/// eight times the CTAs a contiguous dQ needs, and the idle ones cost the
+/// kernel about half its time (ncu, the head-partitioned backward at 16K:
+/// 96 us for 150 MB; docs/perf-notes.md).
 unsigned finalizeGrid(int64_t qElems, int64_t kvElems, int what, int threads);
 
 /// Launches kernel `ki` (its CUfunction `fn`) on `stream`. The error

@@ -255,8 +255,10 @@ TEST(FinalizeGrid, AThreadPerStepOfTheWidestLoop) {
       EXPECT_GE(threads * perThread, e) << e << " " << what;
       EXPECT_LT(threads * perThread, e + 256 * perThread) << e << " " << what;
     }
-  // The grid's x stays launchable; the loops take the rest.
+  // The grid's x stays launchable and never empty; the loops take the rest.
   EXPECT_EQ(rt::finalizeGrid(int64_t(1) << 40, 0, bwd::kFinalizeDq, 256), 65535u * 16);
+  EXPECT_EQ(rt::stepGrid(0, 256), 1u);
+  EXPECT_EQ(rt::stepGrid(257, 256), 2u);
 }
 
 } // namespace
