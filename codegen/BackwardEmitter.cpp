@@ -37,6 +37,7 @@ EmittedModule emitCudaBackward(const AttentionPlan &plan, const std::string &arc
   EmittedModule mod;
   mod.arch = arch;
   mod.mergeMode = mergesBranches(plan);
+  mod.branchesIndependent = !mod.mergeMode; // each head in one branch at most
   const int D = plan.headDim;
   const bool gqa = plan.heads != plan.kvHeads;
   // Direct writes need one CTA per key tile; a blocks branch with key

@@ -210,6 +210,7 @@ EmittedModule emitCuda(const AttentionPlan &plan, const std::string &arch, int s
   for (int h = 0; h < plan.heads; ++h)
     needInit |= branchesOfHead[h] == 0;
   mod.mergeMode = mergesBranches(plan);
+  mod.branchesIndependent = !mod.mergeMode; // each head in one branch at most
   // Merging: branches that write every row of their heads, no two on one
   // head, launch first and store without reading (kMergeFirst); when they
   // cover every head, the accumulator and LSE need no clearing (LongNet's

@@ -1,5 +1,6 @@
 // CompiledAttention::backward: validate, carve the workspace, clear what is
 // accumulated into, enqueue Delta, the branch kernels and finalize.
+#include "BranchStreams.h"
 #include "Context.h"
 #include "Launch.h"
 #include "Libraries.h"
@@ -16,6 +17,8 @@
 #include "dattn/tile_plan.cuh"
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 namespace dattn {
 
@@ -85,8 +88,11 @@ void CompiledAttention::backward(const BackwardArgs &a) {
 
   long long batch = B, qE = B * N * H * D, kvE = B * N * Hk * D;
   const int finalizeIndex = static_cast<int>(mod.kernels.size()) - 1;
+  auto launchOn = [&](CUstream on, int x, unsigned gx, unsigned gy, unsigned gz, void **args) {
+    rt::launchKernel(mod.kernels[x], loaded.functions[x], gx, gy, gz, on, args, "backward: ");
+  };
   auto launch = [&](int x, unsigned gx, unsigned gy, unsigned gz, void **args) {
-    rt::launchKernel(mod.kernels[x], loaded.functions[x], gx, gy, gz, stream, args, "backward: ");
+    launchOn(stream, x, gx, gy, gz, args);
   };
 
   // Zero what is accumulated into, and the directly written gradients: rows
@@ -122,45 +128,73 @@ void CompiledAttention::backward(const BackwardArgs &a) {
   }
 
   int what = mod.gradientFinalize;
-  CUtensorMap qMap, doutMap;
+  // A branch kernel (dQ or dK/dV pass) of branch ki.branch on stream `on`.
+  auto launchBranchKernel = [&](int x, CUstream on) {
+    const KernelInfo &ki = mod.kernels[x];
+    const BranchPlan &b = plan_.branches[ki.branch];
+    const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
+    p.tilesPerSegment = grid.tilesPerSegment;
+    // Long walks over query tiles in several CTAs, where the module adds
+    // dK/dV into fp32 accumulators in any order.
+    const rt::QuerySplit split =
+        rt::querySplit(ki, b, N, grid.x, !mod.gradientsDirect && !a.deterministic);
+    p.queryChunks = split.chunks;
+    p.chunkTiles = split.tiles;
+    p.keyCtas = grid.x;
+    p.chunkedKeyCtas = split.chunkedKeyCtas;
+    CUtensorMap qMap, doutMap;
+    void *argsOnly[] = {&p};
+    void *argsMaps[] = {&p, &qMap, &doutMap};
+    void **args = argsOnly;
+    const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
+    if (!maps.empty()) {
+      if (maps != std::vector<std::string>{"q", "dout"})
+        throw Error("backward: kernel " + ki.name + " asks for tensor maps this launcher "
+                    "does not make");
+      const int rows = ki.config.blockM; // the query tile
+      qMap = rt::encodeBranchRowMap(a.q, p.qL, b, B, N, H, D, rows, "q");
+      doutMap = rt::encodeBranchRowMap(a.dout, p.doutL, b, B, N, H, D, rows, "dout");
+      args = argsMaps;
+    }
+    launchOn(on, x, static_cast<unsigned>(split.gridX(grid.x)),
+             static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), args);
+  };
+  // The branch kernels sit between the delta and the finalize kernel, a
+  // branch's kernels next to each other: one group per branch, side by
+  // side where they are independent and branch streams are on.
+  std::vector<std::pair<int, int>> groups; // (first kernel, kernels) per branch
+  for (int x = 0; x < finalizeIndex; ++x) {
+    const KernelInfo &ki = mod.kernels[x];
+    if (ki.role != KernelRole::DqPass && ki.role != KernelRole::DkvPass)
+      continue;
+    if (!groups.empty() && mod.kernels[groups.back().first].branch == ki.branch)
+      ++groups.back().second;
+    else
+      groups.push_back({x, 1});
+  }
+  auto launchGroup = [&](int g, void *on) {
+    for (int k = 0; k < groups[g].second; ++k)
+      launchBranchKernel(groups[g].first + k, static_cast<CUstream>(on));
+  };
   for (int x = 0; x <= finalizeIndex; ++x) {
     const KernelInfo &ki = mod.kernels[x];
     void *argsBatch[] = {&p, &batch};
-    void *argsOnly[] = {&p};
     void *argsFinal[] = {&p, &qE, &kvE, &what};
-    void *argsMaps[] = {&p, &qMap, &doutMap};
     switch (ki.role) {
     case KernelRole::Delta:
       launch(x, static_cast<unsigned>((B * N * H + 3) / 4), 1, 1, argsBatch);
       break;
     case KernelRole::DqPass:
-    case KernelRole::DkvPass: {
-      const BranchPlan &b = plan_.branches[ki.branch];
-      const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
-      p.tilesPerSegment = grid.tilesPerSegment;
-      // Long walks over query tiles in several CTAs, where the module adds
-      // dK/dV into fp32 accumulators in any order.
-      const rt::QuerySplit split =
-          rt::querySplit(ki, b, N, grid.x, !mod.gradientsDirect && !a.deterministic);
-      p.queryChunks = split.chunks;
-      p.chunkTiles = split.tiles;
-      p.keyCtas = grid.x;
-      p.chunkedKeyCtas = split.chunkedKeyCtas;
-      void **args = argsOnly;
-      const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
-      if (!maps.empty()) {
-        if (maps != std::vector<std::string>{"q", "dout"})
-          throw Error("backward: kernel " + ki.name + " asks for tensor maps this launcher "
-                      "does not make");
-        const int rows = ki.config.blockM; // the query tile
-        qMap = rt::encodeBranchRowMap(a.q, p.qL, b, B, N, H, D, rows, "q");
-        doutMap = rt::encodeBranchRowMap(a.dout, p.doutL, b, B, N, H, D, rows, "dout");
-        args = argsMaps;
+    case KernelRole::DkvPass:
+      if (x != groups.front().first)
+        break; // launched with the first branch kernel
+      if (branchStreams_ && mod.branchesIndependent) {
+        branchStreams_->run(stream, static_cast<int>(groups.size()), launchGroup);
+      } else {
+        for (int g = 0; g < static_cast<int>(groups.size()); ++g)
+          launchGroup(g, stream);
       }
-      launch(x, static_cast<unsigned>(split.gridX(grid.x)),
-             static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), args);
       break;
-    }
     default: // FinalizeGradients
       if (what != 0)
         launch(x, rt::finalizeGrid(qE, kvE, what, ki.threads), 1, 1, argsFinal);

@@ -81,6 +81,11 @@ bool splitUnions() {
   return !(v && std::strcmp(v, "0") == 0);
 }
 
+bool branchStreams() {
+  const char *v = std::getenv("DATTN_BRANCH_STREAMS");
+  return v && std::strcmp(v, "1") == 0;
+}
+
 const char *cudaHome() {
   if (const char *h = std::getenv("CUDA_HOME"); h && *h)
     return h;

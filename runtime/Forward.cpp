@@ -1,5 +1,6 @@
 // CompiledAttention::forward: validate, fill the launch parameters, enqueue
 // the module's kernels (init or memsets, one launch per branch, finalize).
+#include "BranchStreams.h"
 #include "Context.h"
 #include "Launch.h"
 #include "Libraries.h"
@@ -53,7 +54,7 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
 
   long long batch = B;
   const size_t elems = static_cast<size_t>(B * N * H * D);
-  for (size_t x = 0; x < module_.kernels.size(); ++x) {
+  auto launchOne = [&](size_t x, CUstream on) {
     const KernelInfo &ki = module_.kernels[x];
     CUfunction f = static_cast<CUfunction>(forward_->functions[x]);
     // Contiguous outputs (and the accumulator) are initialized with memsets
@@ -62,11 +63,11 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
     if (ki.role == KernelRole::Init && (module_.mergeMode || a.out.isContiguous())) {
       const size_t words = module_.mergeMode ? elems : elems * a.out.elementBytes() / 4;
       CUdeviceptr target = reinterpret_cast<CUdeviceptr>(module_.mergeMode ? p.oAcc : a.out.data);
-      rt::check(d.memsetD32Async(target, 0u, words, stream), "clearing the output");
+      rt::check(d.memsetD32Async(target, 0u, words, on), "clearing the output");
       rt::check(d.memsetD32Async(reinterpret_cast<CUdeviceptr>(p.lse), 0xff800000u,
-                                 static_cast<size_t>(B * H * N), stream),
+                                 static_cast<size_t>(B * H * N), on),
                 "setting LSE to -inf");
-      continue;
+      return;
     }
     unsigned gx = 1, gy = 1, gz = 1;
     CUtensorMap kMap, vMap;
@@ -97,7 +98,25 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
         args = argsMaps;
       }
     }
-    rt::launchKernel(ki, f, gx, gy, gz, stream, args, "forward: ");
+    rt::launchKernel(ki, f, gx, gy, gz, on, args, "forward: ");
+  };
+  // The branch kernels (contiguous in the module: init, branches, finalize)
+  // side by side where they are independent and branch streams are on.
+  size_t firstBranch = module_.kernels.size(), branches = 0;
+  for (size_t x = 0; x < module_.kernels.size(); ++x)
+    if (module_.kernels[x].role == KernelRole::Branch) {
+      firstBranch = std::min(firstBranch, x);
+      ++branches;
+    }
+  for (size_t x = 0; x < module_.kernels.size(); ++x) {
+    if (x == firstBranch && branchStreams_ && module_.branchesIndependent) {
+      branchStreams_->run(stream, static_cast<int>(branches), [&](int g, void *on) {
+        launchOne(firstBranch + g, static_cast<CUstream>(on));
+      });
+      x += branches - 1;
+      continue;
+    }
+    launchOne(x, stream);
   }
 }
 

@@ -1,6 +1,7 @@
 // The runtime's front: bind a GPU, compile a spec for it (plan, emit, load
 // through the kernel cache), size workspaces, and compile without a GPU.
 // The runs themselves are in Forward.cpp and Backward.cpp.
+#include "BranchStreams.h"
 #include "Context.h"
 #include "EmbeddedTemplates.h"
 #include "KernelCache.h"
@@ -280,6 +281,10 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
     }
   }
   c->forward_ = rt::loadModule(*cache_, c->module_, "dattn_" + spec.name, c->arch_, &c->report_);
+  // Made here, not at the first run: a run may be captured into a CUDA graph.
+  const int branches = static_cast<int>(c->plan_.branches.size());
+  if (env::branchStreams() && branches > 1 && c->module_.branchesIndependent)
+    c->branchStreams_ = std::make_unique<rt::BranchStreams>(std::min(branches - 1, 3));
   c->report_.loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (env::verbose())
@@ -298,6 +303,7 @@ CompiledAttention::~CompiledAttention() {
       for (auto &variant : mode)
         variant.reset();
     ring_.reset();
+    branchStreams_.reset();
   } catch (...) {
     // Destructors do not throw; the process is ending or the driver is gone.
   }

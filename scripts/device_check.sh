@@ -454,11 +454,15 @@ if want compare; then
   # configuration, backward of the head-partitioned one (DATTN_COMPARE_ROUNDS
   # rounds, default 2). With
   # DATTN_COMPARE_FAMILIES, a third contender: build/bin/dattn-bench with
-  # those families preferred (DATTN_FAMILIES).
+  # those families preferred (DATTN_FAMILIES). With DATTN_COMPARE_ENV (e.g.
+  # DATTN_BRANCH_STREAMS=1), another: build/bin/dattn-bench with that
+  # environment.
   for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
-    for who in build-baseline/dattn-bench build/bin/dattn-bench ${DATTN_COMPARE_FAMILIES:+families}; do
+    for who in build-baseline/dattn-bench build/bin/dattn-bench ${DATTN_COMPARE_FAMILIES:+families} \
+      ${DATTN_COMPARE_ENV:+knob}; do
       bench=$who
       [ "$who" = families ] && bench="env DATTN_FAMILIES=$DATTN_COMPARE_FAMILIES build/bin/dattn-bench"
+      [ "$who" = knob ] && bench="env $DATTN_COMPARE_ENV build/bin/dattn-bench"
       echo "## $bench, round $round" | tee -a "$OUT/compare.log"
       $bench --root . --iters 20 2>&1 | grep -vE "^#" | tee -a "$OUT/compare.log"
       $bench --root . --iters 10 --only longnet_head_partitioned --seq 65536 --backward 2>&1 |

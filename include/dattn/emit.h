@@ -42,6 +42,11 @@ struct EmittedModule {
   std::string source;
   std::vector<KernelInfo> kernels; ///< in launch order: init, branches, finalize
   bool mergeMode = false;          ///< some head is in several branches
+  /// Each head in at most one branch: the branch kernels read and write
+  /// disjoint rows (O and LSE; dQ, dK, dV and their accumulators) and may
+  /// run side by side (rt::BranchStreams). A branch's own kernels keep
+  /// their order.
+  bool branchesIndependent = false;
   std::string arch;                ///< e.g. "sm_90"
   // Backward modules only.
   bool gradientsDirect = false; ///< branch kernels write dq/dk/dv in the dtype

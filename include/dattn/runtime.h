@@ -35,6 +35,7 @@
 namespace dattn {
 
 namespace rt {
+class BranchStreams;
 class KernelCache;
 struct LoadedModule;
 class RankRun;
@@ -126,6 +127,9 @@ public:
   int device() const { return device_; }
   /// The CUcontext the kernels run in (the GPU's primary context).
   void *context() const { return context_; }
+  /// Whether independent branch kernels run side by side on streams of
+  /// their own (DATTN_BRANCH_STREAMS=1 when compiled; rt::BranchStreams).
+  bool branchStreams() const { return branchStreams_ != nullptr; }
 
 private:
   friend class Runtime;
@@ -154,6 +158,9 @@ private:
   void loadBackward(int mode, int variant);
   EmittedModule ringModule_; ///< emitted with the ring module's first use
   std::unique_ptr<rt::LoadedModule> ring_;
+  /// Side streams for independent branch kernels (DATTN_BRANCH_STREAMS=1
+  /// at compile time, several branches, each head in one); null otherwise.
+  std::unique_ptr<rt::BranchStreams> branchStreams_;
   std::mutex loadMutex_;
 };
 

@@ -2,7 +2,8 @@
 // workspaces at once equal serial runs; a forward+backward captured in a
 // CUDA graph and replayed on new inputs equals eager runs; attentions on
 // GPU 0 and GPU 1 used alternately from one thread are both correct (skips
-// with a reason below two GPUs); one HostAttention serves two configurations.
+// with a reason below two GPUs); one HostAttention serves two configurations;
+// branch kernels on side streams (DATTN_BRANCH_STREAMS=1) equal one stream.
 #include "GpuTest.h"
 
 #include <cstring>
@@ -175,6 +176,73 @@ TEST(GpuConcurrency, CapturedGraphReplaysOnNewInputs) {
                             what);
     }
   }
+}
+
+TEST(GpuConcurrency, BranchStreamsEqualOneStream) {
+  // DATTN_BRANCH_STREAMS=1: the branch kernels of an attention whose heads
+  // are each in one branch run side by side on side streams. The same
+  // kernels on disjoint rows give the same bits as one stream: forward and
+  // deterministic backward, outputs poisoned before every round, on a
+  // stream of the caller's and replayed from a captured graph (where they
+  // run on the caller's stream alone); the default backward within
+  // tolerance (dQ's reductions in any order). A spec that merges branches
+  // gets no side streams.
+  REQUIRE_GPU();
+  const AttentionSpec spec =
+      parse("attention hp { heads = 6 kv_heads = 3 head_dim = 64 dtype = bf16 "
+            "branch heads 0..1 { dilated(segment = 256, dilation = 1, offset = 0) } "
+            "branch heads 2..3 { dilated(segment = 512, dilation = 2, offset = 1) } "
+            "branch heads 4..5 { window(left = 64, right = 0) | global(tokens = 16) } }");
+  auto oneStream = runtime().compile(spec);
+  setenv("DATTN_BRANCH_STREAMS", "1", 1);
+  auto sideBySide = runtime().compile(spec);
+  auto merged = runtime().compile(parse(kSpec));
+  unsetenv("DATTN_BRANCH_STREAMS");
+  EXPECT_FALSE(oneStream->branchStreams());
+  ASSERT_TRUE(sideBySide->branchStreams());
+  EXPECT_FALSE(merged->branchStreams()) << "its heads are in both branches";
+
+  const int64_t n = 1500, qc = n * 6 * 64, kc = n * 3 * 64;
+  const std::vector<float> q = randomVector(qc, 71), k = randomVector(kc, 72),
+                           v = randomVector(kc, 73), dout = randomVector(qc, 74);
+  HostAttention a(*oneStream, 1, n, q.data(), k.data(), v.data());
+  HostAttention b(*sideBySide, 1, n, q.data(), k.data(), v.data());
+  const Results expected = runOnce(a, dout);
+  expectMatchesReference(spec, n, a, expected, "one stream");
+  Stream s;
+  b.setStream(s.handle());
+  expectSameBits(runOnce(b, dout), expected, "side streams, first run");
+  for (int round = 0; round < 3; ++round) {
+    b.poisonOutputs();
+    b.poisonGradients();
+    b.rerun();
+    b.rebackward(true);
+    Results r;
+    b.read(r.out, r.lse);
+    b.readGradients(r.dq, r.dk, r.dv);
+    expectSameBits(r, expected, "side streams, round " + std::to_string(round));
+  }
+  b.poisonGradients();
+  b.rebackward(false);
+  Results loose;
+  b.readGradients(loose.dq, loose.dk, loose.dv);
+  expectGradientClose("dq (default backward)", loose.dq, expected.dq, 64, toleranceFor(spec),
+                      "side streams");
+  expectGradientClose("dk (default backward)", loose.dk, expected.dk, 64, toleranceFor(spec),
+                      "side streams");
+
+  CapturedGraph graph;
+  graph.begin(s.handle());
+  b.rerun();
+  b.rebackward(true);
+  graph.end();
+  b.poisonOutputs();
+  b.poisonGradients();
+  graph.launch(s.handle());
+  Results replayed;
+  b.read(replayed.out, replayed.lse);
+  b.readGradients(replayed.dq, replayed.dk, replayed.dv);
+  expectSameBits(replayed, expected, "captured with side streams on");
 }
 
 TEST(GpuConcurrency, TwoGpusAlternatelyFromOneThread) {

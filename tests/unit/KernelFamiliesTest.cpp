@@ -74,6 +74,19 @@ void checkSpec(const AttentionSpec &spec) {
     }
     // The emitted modules carry exactly these choices.
     EmittedModule fwd = emitCuda(plan, arch);
+    // Branch kernels may run side by side exactly when no head is in two
+    // branches (their rows are then disjoint).
+    std::vector<int> branchesOfHead(plan.heads, 0);
+    for (const BranchPlan &b : plan.branches)
+      for (int h : b.heads)
+        ++branchesOfHead[h];
+    const bool disjoint = *std::max_element(branchesOfHead.begin(), branchesOfHead.end()) <= 1;
+    EXPECT_EQ(fwd.branchesIndependent, disjoint) << arch;
+    try {
+      EXPECT_EQ(emitCudaBackward(plan, arch, false).branchesIndependent, disjoint) << arch;
+    } catch (const Error &) {
+      // No backward on this target for this spec (FamiliesSayWhyTheyDecline).
+    }
     for (const KernelInfo &k : fwd.kernels) {
       if (k.role != KernelRole::Branch)
         continue;
