@@ -146,11 +146,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     void *argsOnly[] = {&p};
     void *argsMaps[] = {&p, &qMap, &doutMap};
     void **args = argsOnly;
-    const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
-    if (!maps.empty()) {
-      if (maps != std::vector<std::string>{"q", "dout"})
-        throw Error("backward: kernel " + ki.name + " asks for tensor maps this launcher "
-                    "does not make");
+    if (rt::takesTensorMaps(ki, {"q", "dout"}, "backward")) {
       const int rows = ki.config.blockM; // the query tile
       qMap = rt::encodeBranchRowMap(a.q, p.qL, b, B, N, H, D, rows, "q");
       doutMap = rt::encodeBranchRowMap(a.dout, p.doutL, b, B, N, H, D, rows, "dout");

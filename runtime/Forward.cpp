@@ -87,11 +87,7 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
       gx = grid.x;
       p.tilesPerSegment = grid.tilesPerSegment;
-      const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
-      if (!maps.empty()) {
-        if (maps != std::vector<std::string>{"k", "v"})
-          throw Error("forward: kernel " + ki.name + " asks for tensor maps this launcher "
-                      "does not make");
+      if (rt::takesTensorMaps(ki, {"k", "v"}, "forward")) {
         const int rows = ki.config.blockN; // the key tile
         kMap = rt::encodeBranchRowMap(a.k, p.kL, b, B, N, Hk, D, rows, "k");
         vMap = rt::encodeBranchRowMap(a.v, p.vL, b, B, N, Hk, D, rows, "v");

@@ -3,6 +3,7 @@
 #include "Libraries.h"
 
 #include "dattn/error.h"
+#include "dattn/kernels.h"
 #include "dattn/params.cuh"
 
 namespace dattn::rt {
@@ -66,6 +67,16 @@ CUtensorMap encodeBranchRowMap(const TensorDesc &t, const Layout &l, const Branc
   return encodeRowMap(t.data,
                       rowMapShape(l, batch, n, heads, headDim, elementBytes, stride, tileRows),
                       t.dtype, what);
+}
+
+bool takesTensorMaps(const KernelInfo &ki, const std::vector<std::string> &names,
+                     const std::string &where) {
+  const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
+  if (maps.empty())
+    return false;
+  if (maps != names)
+    throw Error(where + ": kernel " + ki.name + " asks for tensor maps this launcher does not make");
+  return true;
 }
 
 } // namespace dattn::rt

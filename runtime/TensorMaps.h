@@ -8,6 +8,7 @@
 // N). Rows past N read as zeros.
 #pragma once
 
+#include "dattn/emit.h"
 #include "dattn/layout.cuh"
 #include "dattn/plan.h"
 #include "dattn/tensor.h"
@@ -16,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dattn::rt {
 
@@ -45,5 +47,11 @@ CUtensorMap encodeRowMap(const void *data, const RowMapShape &shape, DType dtype
 CUtensorMap encodeBranchRowMap(const TensorDesc &t, const Layout &l, const BranchPlan &b,
                                int64_t batch, int64_t n, int64_t heads, int64_t headDim,
                                int tileRows, const std::string &what);
+
+/// Whether kernel `ki` reads through tensor maps: false for none, true if
+/// its family's KernelFamily::tensorMaps() are exactly `names` (what the
+/// `where` launcher makes); throws Error naming the kernel otherwise.
+bool takesTensorMaps(const KernelInfo &ki, const std::vector<std::string> &names,
+                     const std::string &where);
 
 } // namespace dattn::rt

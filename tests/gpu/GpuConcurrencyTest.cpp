@@ -19,14 +19,19 @@ struct Results {
   std::vector<float> out, lse, dq, dk, dv;
 };
 
-/// Forward, then a deterministic backward, read back.
-Results runOnce(HostAttention &h, const std::vector<float> &dout) {
+/// Outputs and gradients of the last runs (waits for h's stream).
+Results readBack(HostAttention &h) {
   Results r;
-  h.run();
-  h.backward(dout.data(), /*deterministic=*/true);
   h.read(r.out, r.lse);
   h.readGradients(r.dq, r.dk, r.dv);
   return r;
+}
+
+/// Forward, then a deterministic backward, read back.
+Results runOnce(HostAttention &h, const std::vector<float> &dout) {
+  h.run();
+  h.backward(dout.data(), /*deterministic=*/true);
+  return readBack(h);
 }
 
 void expectSameBits(const Results &a, const Results &b, const std::string &what) {
@@ -118,11 +123,7 @@ TEST(GpuConcurrency, TwoStreamsEqualSerialRuns) {
     b.rerun();
     a.rebackward(true);
     b.rebackward(true);
-    Results ra, rb;
-    a.read(ra.out, ra.lse);
-    a.readGradients(ra.dq, ra.dk, ra.dv);
-    b.read(rb.out, rb.lse);
-    b.readGradients(rb.dq, rb.dk, rb.dv);
+    const Results ra = readBack(a), rb = readBack(b);
     expectSameBits(ra, serialA, "stream A, round " + std::to_string(round));
     expectSameBits(rb, serialB, "stream B, round " + std::to_string(round));
   }
@@ -156,17 +157,13 @@ TEST(GpuConcurrency, CapturedGraphReplaysOnNewInputs) {
                          v2 = randomVector(kc, seed + 2), d2 = randomVector(qc, seed + 3);
       h.setInputs(q2.data(), k2.data(), v2.data());
       h.setDout(d2.data());
-      Results eager;
       h.run();
       h.backward(d2.data(), deterministic);
-      h.read(eager.out, eager.lse);
-      h.readGradients(eager.dq, eager.dk, eager.dv);
+      const Results eager = readBack(h);
       h.poisonOutputs();
       h.poisonGradients();
       graph.launch(s.handle());
-      Results replayed;
-      h.read(replayed.out, replayed.lse);
-      h.readGradients(replayed.dq, replayed.dk, replayed.dv);
+      const Results replayed = readBack(h);
       const std::string what = "replay " + std::to_string(replay);
       expectMatchesReference(spec, n, h, replayed, what);
       if (deterministic)
@@ -217,10 +214,7 @@ TEST(GpuConcurrency, BranchStreamsEqualOneStream) {
     b.poisonGradients();
     b.rerun();
     b.rebackward(true);
-    Results r;
-    b.read(r.out, r.lse);
-    b.readGradients(r.dq, r.dk, r.dv);
-    expectSameBits(r, expected, "side streams, round " + std::to_string(round));
+    expectSameBits(readBack(b), expected, "side streams, round " + std::to_string(round));
   }
   b.poisonGradients();
   b.rebackward(false);
@@ -239,10 +233,7 @@ TEST(GpuConcurrency, BranchStreamsEqualOneStream) {
   b.poisonOutputs();
   b.poisonGradients();
   graph.launch(s.handle());
-  Results replayed;
-  b.read(replayed.out, replayed.lse);
-  b.readGradients(replayed.dq, replayed.dk, replayed.dv);
-  expectSameBits(replayed, expected, "captured with side streams on");
+  expectSameBits(readBack(b), expected, "captured with side streams on");
 }
 
 TEST(GpuConcurrency, TwoGpusAlternatelyFromOneThread) {
