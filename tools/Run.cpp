@@ -122,6 +122,9 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
                     "%d threads, %d bytes shared memory\n",
                     ki.name.c_str(), ki.family.c_str(), ki.config.describe().c_str(),
                     ki.origin.c_str(), ki.candidates, ki.threads, ki.smemBytes);
+    if (attn->branchStreams())
+      std::printf("  branch kernels: side by side on streams of their own "
+                  "(DATTN_BRANCH_STREAMS=1)\n");
   }
   // The device computes on dtype-rounded inputs; so does the check.
   HostAttention run(*attn, B, N, q.data(), k.data(), v.data(), mask);
