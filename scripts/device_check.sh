@@ -12,7 +12,8 @@
 #   patterns, wgmma, tf32, tma, profile, tunecheck.
 #   tunecheck: the shipped tuning database against the heuristic, ABBA.
 #   profile: Nsight Compute's time and throughputs per kernel of sparse
-#   examples at 16K (DATTN_PROFILE_EXAMPLES).
+#   examples at 16K (DATTN_PROFILE_EXAMPLES); with DATTN_PROFILE_STALLS=1
+#   also the branch kernels' warp stall reasons.
 #   tma: the TMA forward and the warp-specialized dK/dV kernel (sm_90a's
 #   defaults) against the cp.async wgmma kernels they replaced: their GPU
 #   tests, then dattn-bench both ways, alternating, two rounds.
@@ -651,6 +652,16 @@ if want profile; then
       > "$OUT/profile_$f.log" 2>&1
     echo "## $f (ncu, 16K, exit $?)"
     python3 scripts/ncu_table.py "$OUT/profile_$f.log" | tee "$OUT/profile_$f.table.log"
+    if [ "${DATTN_PROFILE_STALLS:-0}" = 1 ]; then
+      # Where the warps of the dK/dV and forward branch kernels wait: every
+      # stall reason ncu counts, per issued instruction.
+      timeout 240 ncu --csv -k "regex:_b[0-9]+_" \
+        --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+        build/bin/dattn run "examples/$f.dattn" --seq 16384 --device gpu --iters 1 --backward \
+        > "$OUT/stalls_$f.log" 2>&1
+      echo "## $f stalls (ncu, 16K, exit $?)"
+      python3 scripts/ncu_table.py "$OUT/stalls_$f.log" | tee "$OUT/stalls_$f.table.log"
+    fi
   done
 fi
 if want tf32; then
