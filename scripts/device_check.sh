@@ -624,7 +624,7 @@ if want wgmma; then
     # 1 (dilation 2) of head-partitioned LongNet at 64K, each family.
     for fam in sm80_mma_forward sm90_wgmma_forward sm90_wgmma_pipelined_forward sm90_wgmma_tma_forward; do
       ( export DATTN_FAMILIES=$fam
-        timeout 240 ncu --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        timeout 240 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
           --section MemoryWorkloadAnalysis -k regex:_b1_ --launch-count 1 \
           build/bin/dattn run examples/longnet_head_partitioned.dattn --seq 65536 --device gpu \
           --iters 1 ) > "$OUT/wgmma_ncu_$fam.log" 2>&1
@@ -646,8 +646,10 @@ if want profile; then
   # (default: the sparse ones below issue 12's floors) at 16K, forward and
   # backward, one iteration: time, SM and memory throughput, registers and
   # occupancy of the last launch of each kernel (scripts/ncu_table.py).
+  # --clock-control none: ncu would otherwise lock the GPU's clocks for the
+  # run; the card's settings are left as they are (METHOD.md).
   for f in ${DATTN_PROFILE_EXAMPLES:-window_global_random_gqa causal_ring}; do
-    timeout 240 ncu --csv --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active \
+    timeout 240 ncu --clock-control none --csv --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active \
       build/bin/dattn run "examples/$f.dattn" --seq 16384 --device gpu --iters 1 --backward \
       > "$OUT/profile_$f.log" 2>&1
     echo "## $f (ncu, 16K, exit $?)"
@@ -655,7 +657,7 @@ if want profile; then
     if [ "${DATTN_PROFILE_STALLS:-0}" = 1 ]; then
       # Where the warps of the dK/dV and forward branch kernels wait: every
       # stall reason ncu counts, per issued instruction.
-      timeout 240 ncu --csv -k "regex:_b[0-9]+_" \
+      timeout 240 ncu --clock-control none --csv -k "regex:_b[0-9]+_" \
         --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
         build/bin/dattn run "examples/$f.dattn" --seq 16384 --device gpu --iters 1 --backward \
         > "$OUT/stalls_$f.log" 2>&1
