@@ -71,7 +71,26 @@ std::vector<Candidate> candidatesOf(const AttentionPlan &plan, const BranchPlan 
   return out;
 }
 
+/// Whether tune() measures planned kernel k (tunedKeys' rule).
+bool isTuned(const PlannedKernel &k, bool backward) {
+  return k.stage == "forward" || (backward && k.stage == "backward");
+}
+
 } // namespace
+
+std::vector<TuningKey> tunedKeys(const AttentionPlan &plan, int64_t seqLen, bool backward) {
+  std::vector<TuningKey> keys;
+  for (const BranchPlan &b : plan.branches)
+    for (const PlannedKernel &k : b.kernels) {
+      if (!isTuned(k, backward))
+        continue;
+      TuningKey key = tuningKey(plan, b, k.stage, k.family, seqLen);
+      if (std::none_of(keys.begin(), keys.end(),
+                       [&](const TuningKey &x) { return x.str() == key.str(); }))
+        keys.push_back(std::move(key));
+    }
+  return keys;
+}
 
 TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
                 const TuningSignature &signature, TuneMeasure &measure,
@@ -85,7 +104,7 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
   for (size_t bi = 0; bi < plan.branches.size(); ++bi) {
     const BranchPlan &b = plan.branches[bi];
     for (const PlannedKernel &k : b.kernels) {
-      if (k.stage != "forward" && !(options.backward && k.stage == "backward"))
+      if (!isTuned(k, options.backward))
         continue;
       const Candidate heuristic{&familyNamed(k.family), k.config};
       Job j{static_cast<int>(bi), k.stage, heuristic,

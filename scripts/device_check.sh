@@ -384,15 +384,23 @@ if want tune; then
   # configurations at dattn-bench's lengths and every other example at 16K,
   # forward and backward, within DATTN_TUNE_BUDGET seconds in all; with
   # DATTN_TUNE_COMPARE=1 then the same configurations with and without it
-  # (tunecheck does that fairly, once the database is committed).
+  # (tunecheck does that fairly, once the database is committed). With
+  # DATTN_TUNE_RESUME=FILE (e.g. a partial autotune/db/h200.json) the run
+  # starts from FILE's entries and skips what they cover (dattn tune
+  # --resume): a database made over several short calls.
   db="$OUT/tuning.json"
+  resume=()
+  if [ -n "${DATTN_TUNE_RESUME:-}" ]; then
+    cp "$DATTN_TUNE_RESUME" "$db" && resume=(--resume) &&
+      echo "tune: resuming from $DATTN_TUNE_RESUME" | tee -a "$OUT/tune.log"
+  fi
   deadline=$(( $(date +%s) + ${DATTN_TUNE_BUDGET:-330} ))
   tune_rc=0
   tune_one() { # lengths, spec files
     local left=$(( deadline - $(date +%s) )) seq=$1
     shift
     if [ $left -lt 10 ]; then echo "tune: no budget left for $*" | tee -a "$OUT/tune.log"; return; fi
-    build/bin/dattn tune "$@" --seq "$seq" --backward --budget $left --out "$db" \
+    build/bin/dattn tune "$@" --seq "$seq" --backward --budget $left --out "$db" "${resume[@]}" \
       2>> "$OUT/tune_progress.log" | tee -a "$OUT/tune.log"
     [ "${PIPESTATUS[0]}" = 0 ] || tune_rc=1
   }

@@ -228,6 +228,15 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
       po.arch = target.arch();
       po.smemBytes = dev.smemOptinBytes;
       const AttentionPlan plan = planAttention(spec, po);
+      if (o.has("resume")) {
+        const std::vector<TuningKey> keys = tunedKeys(plan, n, o.has("backward"));
+        if (std::all_of(keys.begin(), keys.end(),
+                        [&](const TuningKey &k) { return db.find(k) != nullptr; })) {
+          std::printf("%-24s %8lld already in %s (--resume): skipped\n", spec.name.c_str(),
+                      static_cast<long long>(n), path.c_str());
+          continue;
+        }
+      }
       GpuMeasure gpu(rt, spec, batch, n, iters);
       TuneOptions opt;
       opt.backward = o.has("backward");
@@ -287,7 +296,7 @@ int runTune(const std::vector<std::string> &args) {
       "usage: dattn tune --list FILE... [--name NAME] [--arch sm_80,sm_90a]\n"
       "       dattn tune FILE... [--name NAME] --seq N[,N...] [--batch B] [--backward]\n"
       "                  [--out DB] [--budget SECONDS] [--iters K] [--gpu G]\n"
-      "                  [--min-gain PERCENT]\n"
+      "                  [--min-gain PERCENT] [--resume]\n"
       "--list prints, per branch, every kernel family's candidate configurations\n"
       "for each target (default sm_80) and stage, or why the family does not run\n"
       "the branch. No GPU is needed.\n"
@@ -299,12 +308,15 @@ int runTune(const std::vector<std::string> &args) {
       "<cache>/tuning.json), merged with what it holds. It stops trying after\n"
       "--budget seconds (default 600). A candidate replaces the heuristic only\n"
       "when the attention runs at least --min-gain percent faster with it\n"
-      "(default 1: smaller gains are timing noise). Runs with --seq (dattn run,\n"
-      "dattn-bench, Runtime::compile with a sequence length) then use the winners.\n";
+      "(default 1: smaller gains are timing noise). --resume skips each attention\n"
+      "and length whose kernels all have entries in --out for this GPU and build,\n"
+      "so a run the budget stopped goes on where it stopped. Runs with --seq\n"
+      "(dattn run, dattn-bench, Runtime::compile with a sequence length) then use\n"
+      "the winners.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args, {"name", "arch", "seq", "batch", "out", "budget", "iters", "gpu", "min-gain"},
-            {"list", "backward"});
+            {"list", "backward", "resume"});
   if (o.has("list") == o.has("seq"))
     throw UsageError{"give --list (no GPU) or --seq N (tune on the GPU)"};
   // Every attention of every file (the shipped databases tune the examples

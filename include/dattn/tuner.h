@@ -64,6 +64,11 @@ struct TuneReport {
   bool finished = true; ///< false: the budget ran out (the rest keep the heuristic)
 };
 
+/// The database keys tune() measures for `plan` at `seqLen`: each branch's
+/// forward kernel and, with `backward`, its dK/dV kernel of the default
+/// mode; branches of one geometry share a key (listed once).
+std::vector<TuningKey> tunedKeys(const AttentionPlan &plan, int64_t seqLen, bool backward);
+
 /// Tunes every kernel of `plan` (planned for `target` with the heuristic)
 /// at `seqLen`; the entries carry `signature`.
 TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,

@@ -743,5 +743,37 @@ TEST(Tuner, BranchesWithOneKeyAreTunedOnce) {
   EXPECT_EQ(gpu.calls.size(), 1u + 21); // the reference, then branch 0's candidates
 }
 
+TEST(Tuner, TunedKeysAreTheKeysTuneWrites) {
+  // `dattn tune --resume` skips an attention and length when every key of
+  // tunedKeys() has an entry: they must be exactly the entries tune() makes
+  // (forward, and with backward the default mode's dK/dV kernel; shared
+  // keys once), or a resumed run would skip too much or never skip.
+  ParseResult r = parseSpec(
+      "attention a { heads = 6 head_dim = 64 dtype = bf16 "
+      "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
+      "branch heads 2..3 { dilated(segment = 4096, dilation = 2, offset = 1) } "
+      "branch heads 4..5 { window(left = 128, right = 0) | global(tokens = 16) } }",
+      "a.dattn");
+  ASSERT_TRUE(r.ok());
+  PlanOptions po;
+  po.arch = "sm_90";
+  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  for (bool backward : {false, true}) {
+    ModelGpu gpu;
+    TuneOptions options;
+    options.backward = backward;
+    const TuneReport rep = tune(plan, Target::parse("sm_90"), 65536, h100(), gpu, options);
+    std::vector<std::string> written, listed;
+    for (const TunedResult &k : rep.kernels)
+      written.push_back(k.entry.key.str());
+    for (const TuningKey &k : tunedKeys(plan, 65536, backward))
+      listed.push_back(k.str());
+    std::sort(written.begin(), written.end());
+    std::sort(listed.begin(), listed.end());
+    EXPECT_EQ(written, listed) << (backward ? "with the backward" : "forward only");
+    EXPECT_EQ(listed.size(), backward ? 4u : 2u); // the two dilated branches share keys
+  }
+}
+
 } // namespace
 } // namespace dattn::test
