@@ -379,6 +379,16 @@ AttentionPlan dilatedPlanFor(const char *arch) {
   return planAttention(dilatedSpec(), po);
 }
 
+/// The sm_90 plan of spec text with one attention.
+AttentionPlan sm90Plan(const std::string &text) {
+  ParseResult r = parseSpec(text, "a.dattn");
+  if (!r.ok())
+    throw Error("a tuning test's spec does not parse: " + r.formatDiagnostics());
+  PlanOptions po;
+  po.arch = "sm_90";
+  return planAttention(r.file.attentions[0], po);
+}
+
 // The plan a run compiles: the databases' measurement for this N replaces
 // the heuristic where the family still offers it; other N buckets, other
 // GPUs and configurations no longer offered leave the heuristic, and the
@@ -724,15 +734,10 @@ TEST(Tuner, ComparesTheDkvKernelAcrossFamilies) {
 TEST(Tuner, BranchesWithOneKeyAreTunedOnce) {
   // LongNet's branches of equal rows per segment share a database key: the
   // first is tuned, the second runs its winner without being measured.
-  ParseResult r = parseSpec(
-      "attention a { heads = 4 head_dim = 128 dtype = bf16 "
-      "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
-      "branch heads 2..3 { dilated(segment = 4096, dilation = 2, offset = 1) } }",
-      "a.dattn");
-  ASSERT_TRUE(r.ok());
-  PlanOptions po;
-  po.arch = "sm_90";
-  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  const AttentionPlan plan =
+      sm90Plan("attention a { heads = 4 head_dim = 128 dtype = bf16 "
+               "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
+               "branch heads 2..3 { dilated(segment = 4096, dilation = 2, offset = 1) } }");
   ASSERT_EQ(plan.branches.size(), 2u);
   ASSERT_EQ(tuningKey(plan, plan.branches[0], "forward", "sm80_mma_forward", 65536).str(),
             tuningKey(plan, plan.branches[1], "forward", "sm80_mma_forward", 65536).str());
@@ -748,16 +753,11 @@ TEST(Tuner, TunedKeysAreTheKeysTuneWrites) {
   // tunedKeys() has an entry: they must be exactly the entries tune() makes
   // (forward, and with backward the default mode's dK/dV kernel; shared
   // keys once), or a resumed run would skip too much or never skip.
-  ParseResult r = parseSpec(
-      "attention a { heads = 6 head_dim = 64 dtype = bf16 "
-      "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
-      "branch heads 2..3 { dilated(segment = 4096, dilation = 2, offset = 1) } "
-      "branch heads 4..5 { window(left = 128, right = 0) | global(tokens = 16) } }",
-      "a.dattn");
-  ASSERT_TRUE(r.ok());
-  PlanOptions po;
-  po.arch = "sm_90";
-  const AttentionPlan plan = planAttention(r.file.attentions[0], po);
+  const AttentionPlan plan =
+      sm90Plan("attention a { heads = 6 head_dim = 64 dtype = bf16 "
+               "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
+               "branch heads 2..3 { dilated(segment = 4096, dilation = 2, offset = 1) } "
+               "branch heads 4..5 { window(left = 128, right = 0) | global(tokens = 16) } }");
   for (bool backward : {false, true}) {
     ModelGpu gpu;
     TuneOptions options;
