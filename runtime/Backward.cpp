@@ -17,7 +17,6 @@
 #include "dattn/tile_plan.cuh"
 
 #include <algorithm>
-#include <utility>
 #include <vector>
 
 namespace dattn {
@@ -155,21 +154,12 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     launchOn(on, x, static_cast<unsigned>(split.gridX(grid.x)),
              static_cast<unsigned>(b.heads.size()), static_cast<unsigned>(B), args);
   };
-  // The branch kernels sit between the delta and the finalize kernel, a
-  // branch's kernels next to each other: one group per branch, side by
-  // side where they are independent and branch streams are on.
-  std::vector<std::pair<int, int>> groups; // (first kernel, kernels) per branch
-  for (int x = 0; x < finalizeIndex; ++x) {
-    const KernelInfo &ki = mod.kernels[x];
-    if (ki.role != KernelRole::DqPass && ki.role != KernelRole::DkvPass)
-      continue;
-    if (!groups.empty() && mod.kernels[groups.back().first].branch == ki.branch)
-      ++groups.back().second;
-    else
-      groups.push_back({x, 1});
-  }
+  // The branch kernels sit between the delta and the finalize kernel: one
+  // group per branch, side by side where they are independent and branch
+  // streams are on.
+  const std::vector<rt::KernelGroup> groups = rt::branchKernelGroups(mod);
   auto launchGroup = [&](int g, void *on) {
-    for (int k = 0; k < groups[g].second; ++k)
+    for (int k = 0; k < groups[g].count; ++k)
       launchBranchKernel(groups[g].first + k, static_cast<CUstream>(on));
   };
   for (int x = 0; x <= finalizeIndex; ++x) {
@@ -182,14 +172,9 @@ void CompiledAttention::backward(const BackwardArgs &a) {
       break;
     case KernelRole::DqPass:
     case KernelRole::DkvPass:
-      if (x != groups.front().first)
-        break; // launched with the first branch kernel
-      if (branchStreams_ && mod.branchesIndependent) {
-        branchStreams_->run(stream, static_cast<int>(groups.size()), launchGroup);
-      } else {
-        for (int g = 0; g < static_cast<int>(groups.size()); ++g)
-          launchGroup(g, stream);
-      }
+      if (x == groups.front().first) // every branch kernel, with the first
+        rt::BranchStreams::run(mod.branchesIndependent ? branchStreams_.get() : nullptr, stream,
+                               static_cast<int>(groups.size()), launchGroup);
       break;
     default: // FinalizeGradients
       if (what != 0)

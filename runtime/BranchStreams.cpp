@@ -6,6 +6,20 @@
 
 namespace dattn::rt {
 
+std::vector<KernelGroup> branchKernelGroups(const EmittedModule &m) {
+  std::vector<KernelGroup> groups;
+  for (int x = 0; x < static_cast<int>(m.kernels.size()); ++x) {
+    const int branch = m.kernels[x].branch;
+    if (branch < 0)
+      continue;
+    if (!groups.empty() && m.kernels[groups.back().first].branch == branch)
+      ++groups.back().count;
+    else
+      groups.push_back({x, 1});
+  }
+  return groups;
+}
+
 BranchStreams::BranchStreams(int sideStreams) {
   const Driver &d = driver();
   try {
@@ -38,6 +52,16 @@ void BranchStreams::release() {
   streams_.clear();
   joins_.clear();
   fork_ = nullptr;
+}
+
+void BranchStreams::run(const BranchStreams *streams, void *stream, int groups,
+                        const std::function<void(int, void *)> &launch) {
+  if (streams) {
+    streams->run(stream, groups, launch);
+    return;
+  }
+  for (int g = 0; g < groups; ++g)
+    launch(g, stream);
 }
 
 void BranchStreams::run(void *stream, int groups,

@@ -13,11 +13,26 @@
 // CUDA graph (the side streams would stay in the capture).
 #pragma once
 
+#include "dattn/emit.h"
+
 #include <functional>
 #include <mutex>
 #include <vector>
 
 namespace dattn::rt {
+
+/// Side streams an attention makes at most (its branches beyond go round
+/// robin; LongNet's configurations have 3 to 5 branches).
+constexpr int kMaxSideStreams = 3;
+
+/// A branch's kernels in a module: `count` kernels from index `first`.
+struct KernelGroup {
+  int first = 0, count = 0;
+};
+/// The module's branch kernels (KernelInfo::branch >= 0, contiguous in the
+/// module, a branch's kernels next to each other) grouped by branch, in
+/// module order.
+std::vector<KernelGroup> branchKernelGroups(const EmittedModule &m);
 
 class BranchStreams {
 public:
@@ -36,6 +51,11 @@ public:
   /// the events are shared). If a launch throws, the side streams are
   /// still joined, then the error propagates.
   void run(void *stream, int groups, const std::function<void(int, void *)> &launch) const;
+
+  /// run() on `streams`, or every group in order on `stream` where there
+  /// are none (branch streams off, or a module whose branches share heads).
+  static void run(const BranchStreams *streams, void *stream, int groups,
+                  const std::function<void(int, void *)> &launch);
 
 private:
   void release(); ///< destroys the streams and events (their pending work still completes)

@@ -96,23 +96,19 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
     }
     rt::launchKernel(ki, f, gx, gy, gz, on, args, "forward: ");
   };
-  // The branch kernels (contiguous in the module: init, branches, finalize)
-  // side by side where they are independent and branch streams are on.
-  size_t firstBranch = module_.kernels.size(), branches = 0;
-  for (size_t x = 0; x < module_.kernels.size(); ++x)
-    if (module_.kernels[x].role == KernelRole::Branch) {
-      firstBranch = std::min(firstBranch, x);
-      ++branches;
-    }
+  // The branch kernels (between init and finalize) side by side where they
+  // are independent and branch streams are on.
+  const std::vector<rt::KernelGroup> groups = rt::branchKernelGroups(module_);
+  const rt::BranchStreams *side = module_.branchesIndependent ? branchStreams_.get() : nullptr;
   for (size_t x = 0; x < module_.kernels.size(); ++x) {
-    if (x == firstBranch && branchStreams_ && module_.branchesIndependent) {
-      branchStreams_->run(stream, static_cast<int>(branches), [&](int g, void *on) {
-        launchOne(firstBranch + g, static_cast<CUstream>(on));
+    if (module_.kernels[x].branch < 0) {
+      launchOne(x, stream);
+    } else if (static_cast<int>(x) == groups.front().first) {
+      rt::BranchStreams::run(side, stream, static_cast<int>(groups.size()), [&](int g, void *on) {
+        for (int k = 0; k < groups[g].count; ++k)
+          launchOne(static_cast<size_t>(groups[g].first + k), static_cast<CUstream>(on));
       });
-      x += branches - 1;
-      continue;
     }
-    launchOne(x, stream);
   }
 }
 

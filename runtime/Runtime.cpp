@@ -284,7 +284,8 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   // Made here, not at the first run: a run may be captured into a CUDA graph.
   const int branches = static_cast<int>(c->plan_.branches.size());
   if (env::branchStreams() && branches > 1 && c->module_.branchesIndependent)
-    c->branchStreams_ = std::make_unique<rt::BranchStreams>(std::min(branches - 1, 3));
+    c->branchStreams_ =
+        std::make_unique<rt::BranchStreams>(std::min(branches - 1, rt::kMaxSideStreams));
   c->report_.loadSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (env::verbose())

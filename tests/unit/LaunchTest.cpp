@@ -2,14 +2,17 @@
 // CTAs (runtime/Launch.h): long key columns split, bounded ones and
 // order-sensitive modules do not, and the chunks' bound covers the walk
 // the kernel computes (unionQueryTiles), so no chunk is left to the last.
+#include "BranchStreams.h"
 #include "Launch.h"
 
 #include "dattn/backward_params.cuh"
 #include "dattn/compiler.h"
+#include "dattn/emit.h"
 #include "dattn/dsl.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -259,6 +262,44 @@ TEST(FinalizeGrid, AThreadPerStepOfTheWidestLoop) {
   EXPECT_EQ(rt::finalizeGrid(int64_t(1) << 40, 0, bwd::kFinalizeDq, 256), 65535u * 16);
   EXPECT_EQ(rt::stepGrid(0, 256), 1u);
   EXPECT_EQ(rt::stepGrid(257, 256), 2u);
+}
+
+// The branch kernels of a module, grouped by branch in launch order: what
+// runs side by side (rt::BranchStreams) and what stays in one group's order.
+TEST(BranchKernelGroups, EveryBranchKernelOnceInItsBranchsGroup) {
+  ParseResult r = parseSpec(
+      "attention t { heads = 2 head_dim = 64 dtype = bf16 "
+      "branch heads 0..0 { dilated(segment = 256, dilation = 1, offset = 0) } "
+      "branch heads 1..1 { window(left = 64, right = 0) | global(tokens = 16) } }",
+      "test");
+  ASSERT_TRUE(r.ok()) << r.formatDiagnostics();
+  std::vector<std::pair<AttentionPlan, EmittedModule>> modules;
+  for (const char *arch : {"sm_75", "sm_80"}) {
+    PlanOptions po;
+    po.arch = arch;
+    const AttentionPlan plan = planAttention(r.file.attentions.at(0), po);
+    modules.push_back({plan, emitCuda(plan, arch)});
+    for (bool deterministic : {false, true})
+      modules.push_back({plan, emitCudaBackward(plan, arch, deterministic)});
+  }
+  int largest = 0;
+  for (const auto &[plan, m] : modules) {
+    const std::vector<rt::KernelGroup> groups = rt::branchKernelGroups(m);
+    ASSERT_EQ(groups.size(), plan.branches.size());
+    int covered = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      ASSERT_GE(groups[g].count, 1);
+      largest = std::max(largest, groups[g].count);
+      for (int k = 0; k < groups[g].count; ++k)
+        EXPECT_EQ(m.kernels[groups[g].first + k].branch, static_cast<int>(g));
+      covered += groups[g].count;
+    }
+    int branchKernels = 0;
+    for (const KernelInfo &k : m.kernels)
+      branchKernels += k.branch >= 0;
+    EXPECT_EQ(covered, branchKernels); // no branch kernel outside its group
+  }
+  EXPECT_EQ(largest, 2); // the deterministic backward's dQ and dK/dV kernels stay together
 }
 
 } // namespace
