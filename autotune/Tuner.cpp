@@ -71,6 +71,19 @@ std::vector<Candidate> candidatesOf(const AttentionPlan &plan, const BranchPlan 
   return out;
 }
 
+/// The candidate of job j that options.known's entry for its key names, if
+/// it is still one of j's candidates (else the job is measured again).
+const Candidate *knownWinner(const Job &j, const TuneOptions &options) {
+  const TuningEntry *e = options.known ? options.known(j.key) : nullptr;
+  if (!e)
+    return nullptr;
+  const std::string family = e->family.empty() ? e->key.family : e->family;
+  for (const Candidate &c : j.candidates)
+    if (c.family->name() == family && c.config == e->config)
+      return &c;
+  return nullptr;
+}
+
 /// Whether tune() measures planned kernel k (tunedKeys' rule).
 bool isTuned(const PlannedKernel &k, bool backward) {
   return k.stage == "forward" || (backward && k.stage == "backward");
@@ -93,7 +106,7 @@ std::vector<TuningKey> tunedKeys(const AttentionPlan &plan, int64_t seqLen, bool
 }
 
 TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
-                const TuningSignature &signature, TuneMeasure &measure,
+                const StageSignatures &signatures, TuneMeasure &measure,
                 const TuneOptions &options) {
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] {
@@ -115,7 +128,7 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       for (size_t x = 0; x < jobs.size() && j.sameKeyAs < 0; ++x)
         if (jobs[x].sameKeyAs < 0 && jobs[x].key.str() == j.key.str())
           j.sameKeyAs = static_cast<int>(x);
-      if (j.sameKeyAs < 0)
+      if (j.sameKeyAs < 0 && !knownWinner(j, options))
         total += static_cast<int>(j.candidates.size());
       jobs.push_back(std::move(j));
     }
@@ -145,10 +158,15 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       chosen.push_back({j.branch, j.stage, w.family->name(), w.config, "tuning"});
       continue;
     }
+    if (const Candidate *c = knownWinner(j, options)) { // measured before: runs meanwhile
+      winners.push_back(*c);
+      chosen.push_back({j.branch, j.stage, c->family->name(), c->config, "tuning"});
+      continue;
+    }
     const bool backward = j.stage != "forward";
     const Measurement &ref = backward ? refBackward : refForward;
     TunedResult r;
-    r.entry.signature = signature;
+    r.entry.signature = signatures.of(j.stage);
     r.entry.key = j.key;
     double best = std::numeric_limits<double>::infinity(), second = best, heuristicMs = best;
     Candidate bestConfig = j.heuristic, secondConfig = j.heuristic;

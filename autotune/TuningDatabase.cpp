@@ -222,7 +222,7 @@ std::string tuningEntryJson(const TuningEntry &e) {
   return os.str();
 }
 
-TuningDatabase TuningDatabase::load(const std::string &path, const TuningSignature &current,
+TuningDatabase TuningDatabase::load(const std::string &path, const StageSignatures &current,
                                     std::vector<std::string> *report) {
   TuningDatabase db;
   db.signature_ = current;
@@ -235,8 +235,13 @@ TuningDatabase TuningDatabase::load(const std::string &path, const TuningSignatu
   }
   int otherGpus = 0;
   // Stale entries are reported once per signature they carry (a shipped
-  // file after a template change would otherwise print a line per entry).
-  std::vector<std::pair<TuningSignature, std::vector<size_t>>> stale;
+  // file after a template change would otherwise print a line per entry),
+  // against the current signature of their stage.
+  struct Stale {
+    TuningSignature measured, now;
+    std::vector<size_t> entries;
+  };
+  std::vector<Stale> stale;
   for (size_t x = 0; x < entries.size(); ++x) {
     std::string why;
     std::optional<TuningEntry> e = parseEntry(entries[x], &why);
@@ -245,32 +250,34 @@ TuningDatabase TuningDatabase::load(const std::string &path, const TuningSignatu
         report->push_back(path + ": entry " + std::to_string(x) + " ignored: " + why);
       continue;
     }
-    const TuningSignature &s = e->signature;
-    if (s.gpu != current.gpu || s.multiprocessors != current.multiprocessors ||
-        s.sm != current.sm) {
+    const TuningSignature &s = e->signature, &now = current.of(e->key.stage);
+    if (s.gpu != now.gpu || s.multiprocessors != now.multiprocessors || s.sm != now.sm) {
       ++otherGpus; // another machine's entries: kept in the file, not used here
       continue;
     }
-    if (s != current) {
-      auto it = std::find_if(stale.begin(), stale.end(),
-                             [&](const auto &g) { return g.first == s; });
+    if (s != now) {
+      auto it = std::find_if(stale.begin(), stale.end(), [&](const Stale &g) {
+        return g.measured == s && g.now == now;
+      });
       if (it == stale.end())
-        stale.push_back({s, {x}});
+        stale.push_back({s, now, {x}});
       else
-        it->second.push_back(x);
+        it->entries.push_back(x);
       continue;
     }
     db.entries_[e->key.str()] = *e;
   }
   (void)otherGpus;
   if (report)
-    for (const auto &[sig, which] : stale)
+    for (const Stale &g : stale) {
+      const std::vector<size_t> &which = g.entries;
       report->push_back(path + ": " +
                         (which.size() == 1 ? "entry " + std::to_string(which[0]) + " is"
                                            : std::to_string(which.size()) + " entries (from " +
                                                  std::to_string(which[0]) + ") are") +
-                        " stale: measured with " + sig.describe() + ", now " +
-                        current.describe() + "; ignored until `dattn tune` measures again");
+                        " stale: measured with " + g.measured.describe() + ", now " +
+                        g.now.describe() + "; ignored until `dattn tune` measures again");
+    }
   return db;
 }
 
@@ -327,7 +334,7 @@ void TuningDatabase::save(const std::string &path) const {
     std::optional<TuningEntry> e = parseEntry(v, &why);
     if (!e)
       continue; // unreadable entries are not carried over
-    if (e->signature == signature_ && entries_.count(e->key.str()))
+    if (e->signature == signature_.of(e->key.stage) && entries_.count(e->key.str()))
       continue; // ours replaces it
     merged.push_back(entryJson(*e));
   }

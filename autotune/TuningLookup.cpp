@@ -8,7 +8,7 @@
 
 namespace dattn {
 
-TuningLookup::TuningLookup(const TuningSignature &current, const std::string &userPath,
+TuningLookup::TuningLookup(const StageSignatures &current, const std::string &userPath,
                            const std::vector<std::string> &shippedPaths) {
   if (!userPath.empty())
     databases_.emplace_back("user database " + userPath,

@@ -12,8 +12,10 @@ struct EmbeddedFile {
 extern const EmbeddedFile kTemplates[];
 extern const int kNumTemplates;
 extern const char kTemplatesHash[]; ///< SHA-256 over names and contents
-/// The same over the templates tuned kernels include (all but
-/// dattn/ring*.cuh): the tuning database's key.
-extern const char kTunedTemplatesHash[];
+/// The same over the templates each tuned stage's modules include, the key
+/// of its tuning entries: the forward's (all but dattn/backward*.cuh and
+/// dattn/ring*.cuh) and the backward's (all but dattn/ring*.cuh).
+extern const char kForwardTemplatesHash[];
+extern const char kBackwardTemplatesHash[];
 
 } // namespace dattn::rt

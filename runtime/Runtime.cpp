@@ -213,7 +213,7 @@ void Runtime::makeCurrent() const {
             "making GPU " + std::to_string(info_.ordinal) + " current");
 }
 
-TuningSignature Runtime::tuningSignature() const {
+StageSignatures Runtime::tuningSignatures() const {
   TuningSignature s;
   s.gpu = info_.name;
   s.multiprocessors = info_.multiprocessors;
@@ -222,14 +222,17 @@ TuningSignature Runtime::tuningSignature() const {
   rt::driver().driverGetVersion(&v);
   s.driverMajor = v / 1000;
   s.nvrtc = rt::nvrtcVersionString(info_.smVersion);
-  s.templates = rt::kTunedTemplatesHash;
-  return s;
+  StageSignatures stages;
+  stages.forward = stages.backward = s;
+  stages.forward.templates = rt::kForwardTemplatesHash;
+  stages.backward.templates = rt::kBackwardTemplatesHash;
+  return stages;
 }
 
 const TuningLookup &Runtime::tuning() {
   std::lock_guard<std::mutex> lock(tuningMutex_);
   if (!tuning_) {
-    tuning_ = std::make_unique<TuningLookup>(tuningSignature(), env::tuningDatabase(),
+    tuning_ = std::make_unique<TuningLookup>(tuningSignatures(), env::tuningDatabase(),
                                              TuningLookup::shippedIn(env::shippedTuningFolder()));
     if (env::verbose())
       for (const std::string &r : tuning_->report())

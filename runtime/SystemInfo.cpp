@@ -12,7 +12,8 @@ namespace dattn {
 SystemInfo querySystem() {
   SystemInfo s;
   s.cacheFolder = env::cacheRoot();
-  s.templatesHash = rt::kTunedTemplatesHash;
+  s.forwardTemplatesHash = rt::kForwardTemplatesHash;
+  s.backwardTemplatesHash = rt::kBackwardTemplatesHash;
   try {
     const rt::Driver &d = rt::driver();
     s.driverLibrary = d.path;

@@ -30,7 +30,8 @@ namespace {
 /// The user's and the shipped tuning databases: for which GPUs, and whether
 /// this build's kernel templates are the ones they were measured with (an
 /// entry of other templates is stale: ignored until the GPU is tuned again).
-void printTuningDatabases(const std::string &templatesHash) {
+/// Each stage's entries carry the hash of its own templates.
+void printTuningDatabases(const SystemInfo &s) {
   std::vector<std::pair<std::string, std::string>> files = {{"yours", env::tuningDatabase()}};
   for (const std::string &path : TuningLookup::shippedIn(env::shippedTuningFolder()))
     files.push_back({"shipped", path});
@@ -50,8 +51,10 @@ void printTuningDatabases(const std::string &templatesHash) {
                   "NVRTC %s; %s\n",
                   whose.c_str(), path.c_str(), count, sig.gpu.c_str(), sig.multiprocessors,
                   sig.sm, sig.driverMajor, sig.nvrtc.c_str(),
-                  sig.templates == templatesHash
-                      ? "this build's kernel templates"
+                  sig.templates == s.forwardTemplatesHash
+                      ? "this build's forward kernel templates"
+                  : sig.templates == s.backwardTemplatesHash
+                      ? "this build's backward kernel templates"
                       : "other kernel templates: stale, ignored until that GPU is tuned again");
   }
 }
@@ -93,7 +96,7 @@ int runInfo(const std::vector<std::string> &args) {
   }
   std::printf("tuning: no GPU before sm_75 is tuned here; such GPUs run the kernel families' "
               "heuristic configurations\n");
-  printTuningDatabases(s.templatesHash);
+  printTuningDatabases(s);
   const NcclInfo nccl = queryNccl();
   if (nccl.error.empty())
     std::printf("nccl: %s (%s)\n", nccl.version.c_str(), nccl.library.c_str());

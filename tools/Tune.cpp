@@ -210,7 +210,7 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
   const std::string path = o.get("out", env::tuningDatabase());
   Runtime rt(static_cast<int>(o.getInt("gpu", 0, 0, 1023)));
   const DeviceInfo &dev = rt.device();
-  const TuningSignature sig = rt.tuningSignature();
+  const StageSignatures sig = rt.tuningSignatures();
   const Target target = Target::forGpu(dev.smVersion, dev.smemOptinBytes);
   std::printf("tuning on gpu %d (%s, %s) into %s\n", dev.ordinal, dev.name.c_str(),
               target.arch().c_str(), path.c_str());
@@ -241,6 +241,8 @@ int tuneOnGpu(const Options &o, const std::vector<AttentionSpec> &specs) {
       TuneOptions opt;
       opt.backward = o.has("backward");
       opt.minGain = minGain;
+      if (o.has("resume")) // kernels of this spec already in the database are not measured
+        opt.known = [&](const TuningKey &k) { return db.find(k); };
       const double spent =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       opt.budgetSeconds = std::max(0.0, budget - spent);
@@ -308,9 +310,12 @@ int runTune(const std::vector<std::string> &args) {
       "<cache>/tuning.json), merged with what it holds. It stops trying after\n"
       "--budget seconds (default 600). A candidate replaces the heuristic only\n"
       "when the attention runs at least --min-gain percent faster with it\n"
-      "(default 1: smaller gains are timing noise). --resume skips each attention\n"
-      "and length whose kernels all have entries in --out for this GPU and build,\n"
-      "so a run the budget stopped goes on where it stopped. Runs with --seq\n"
+      "(default 1: smaller gains are timing noise). --resume measures only the\n"
+      "kernels without an entry in --out for this GPU and build (an attention and\n"
+      "length with none missing is skipped), so a run the budget stopped goes on\n"
+      "where it stopped, and after a change to the backward's templates only the\n"
+      "backward's kernels are measured again (each stage's entries carry the hash\n"
+      "of its own templates). Runs with --seq\n"
       "(dattn run, dattn-bench, Runtime::compile with a sequence length) then use\n"
       "the winners.\n";
   if (wantsHelp(args, help))

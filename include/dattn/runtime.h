@@ -200,8 +200,9 @@ public:
   std::unique_ptr<CompiledAttention> compile(const AttentionSpec &spec,
                                              const CompileOptions &options = {});
 
-  /// What the tuning databases' configurations depended on, for this GPU.
-  TuningSignature tuningSignature() const;
+  /// What the tuning databases' configurations depended on, for this GPU,
+  /// per stage (each with the hash of the templates its modules include).
+  StageSignatures tuningSignatures() const;
   /// The databases compile() consults (loaded on first use; what was
   /// skipped is in its report()).
   const TuningLookup &tuning();
@@ -272,7 +273,9 @@ struct SystemInfo {
   NvrtcInfo nvrtc13, nvrtc12; ///< each NVRTC dattn can load (12 serves GPUs before sm_75)
   std::vector<DeviceInfo> devices;
   std::string cacheFolder;
-  std::string templatesHash; ///< of the templates tuned kernels include (tuning entries carry it)
+  /// Of the templates the forward's / the backward's modules include (the
+  /// tuning entries of that stage carry it).
+  std::string forwardTemplatesHash, backwardTemplatesHash;
 };
 SystemInfo querySystem();
 

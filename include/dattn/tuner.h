@@ -50,6 +50,11 @@ struct TuneOptions {
   int prepareBatch = 16;      ///< candidates handed to TuneMeasure::prepare at a time
   /// Called after every candidate: done, total, the best time so far (ms).
   std::function<void(int, int, double)> progress;
+  /// An entry measured before for a key (`dattn tune --resume`: the
+  /// database's, valid for the current signature), or null: a kernel with
+  /// one is not measured again; its configuration runs while the others
+  /// are tuned, and no new entry is reported for it.
+  std::function<const TuningEntry *(const TuningKey &)> known;
 };
 
 /// What tuning one kernel found.
@@ -70,9 +75,9 @@ struct TuneReport {
 std::vector<TuningKey> tunedKeys(const AttentionPlan &plan, int64_t seqLen, bool backward);
 
 /// Tunes every kernel of `plan` (planned for `target` with the heuristic)
-/// at `seqLen`; the entries carry `signature`.
+/// at `seqLen`; the entries carry their stage's signature of `signatures`.
 TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
-                const TuningSignature &signature, TuneMeasure &measure,
+                const StageSignatures &signatures, TuneMeasure &measure,
                 const TuneOptions &options);
 
 } // namespace dattn

@@ -5,7 +5,9 @@
 //
 // An entry is used only where everything its timing depended on still
 // holds: the GPU (name, SM count, compute capability), the driver's major
-// version, the NVRTC version and a hash of the kernel templates. Entries
+// version, the NVRTC version and a hash of the kernel templates its stage's
+// modules include (the forward's, or the backward's: a change to the
+// backward kernels leaves the forward's entries valid). Entries
 // that do not parse, whose signature no longer matches, or whose
 // configuration is not among its family's candidates, are reported and
 // ignored, never used and never fatal.
@@ -29,13 +31,29 @@ struct TuningSignature {
   int sm = 0;               ///< compute capability, e.g. 90
   int driverMajor = 0;      ///< e.g. 13
   std::string nvrtc;        ///< "13.0"
-  std::string templates;    ///< hash of the embedded kernel templates
+  std::string templates;    ///< hash of the kernel templates of the entry's stage
   bool operator==(const TuningSignature &o) const {
     return gpu == o.gpu && multiprocessors == o.multiprocessors && sm == o.sm &&
            driverMajor == o.driverMajor && nvrtc == o.nvrtc && templates == o.templates;
   }
   bool operator!=(const TuningSignature &o) const { return !(*this == o); }
   std::string describe() const;
+};
+
+/// The current machine's signature for each stage's entries: the same GPU,
+/// driver and NVRTC, with the hash of the templates that stage's modules
+/// include (runtime/EmbeddedTemplates.h: kForwardTemplatesHash,
+/// kBackwardTemplatesHash).
+struct StageSignatures {
+  TuningSignature forward, backward; ///< backward: both backward stages
+  StageSignatures() = default;
+  /// Every stage with `all`'s hash (the tests' databases).
+  StageSignatures(const TuningSignature &all) : forward(all), backward(all) {}
+  /// The signature of `stage`'s entries ("forward", "backward",
+  /// "backward_deterministic").
+  const TuningSignature &of(const std::string &stage) const {
+    return stage == "forward" ? forward : backward;
+  }
 };
 
 /// Which kernel an entry is for, within one signature. The geometry is
@@ -72,16 +90,18 @@ struct TuningEntry {
 
 class TuningDatabase {
 public:
-  /// Reads `path`, keeping the entries whose signature equals `current`.
+  /// Reads `path`, keeping the entries whose signature equals `current`'s
+  /// for their stage.
   /// Everything skipped (file unreadable or not JSON, malformed or stale
   /// entries) is appended to *report with the reason; a missing file is an
   /// empty database. Never throws for the file's contents.
-  static TuningDatabase load(const std::string &path, const TuningSignature &current,
+  static TuningDatabase load(const std::string &path, const StageSignatures &current,
                              std::vector<std::string> *report);
 
   /// The entry for `key`, if any (this database's signature).
   const TuningEntry *find(const TuningKey &key) const;
-  /// Adds or replaces the entry of e.key (its signature must be current).
+  /// Adds or replaces the entry of e.key (its signature must be current
+  /// for its stage).
   void put(const TuningEntry &e);
   /// What a database file holds, without a GPU: each signature its
   /// well-formed entries carry, with their count, in file order; *error is
@@ -98,7 +118,7 @@ public:
   void save(const std::string &path) const;
 
 private:
-  TuningSignature signature_;
+  StageSignatures signature_;
   std::map<std::string, TuningEntry> entries_;
 };
 
@@ -121,7 +141,7 @@ struct TunedConfig {
 /// loading (unreadable, malformed or stale entries) is in report().
 class TuningLookup {
 public:
-  TuningLookup(const TuningSignature &current, const std::string &userPath,
+  TuningLookup(const StageSignatures &current, const std::string &userPath,
                const std::vector<std::string> &shippedPaths);
 
   /// Why a family does not offer a configuration for the kernel looked up

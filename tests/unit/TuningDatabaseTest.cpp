@@ -20,7 +20,9 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <regex>
+#include <set>
 #include <thread>
 
 namespace dattn::test {
@@ -124,6 +126,52 @@ TEST(TuningDatabase, UnmeasuredTimesAreNullNotInfinity) {
   ASSERT_NE(back.find(a.key), nullptr);
   EXPECT_TRUE(std::isinf(back.find(a.key)->runnerUpMs));
   EXPECT_DOUBLE_EQ(back.find(a.key)->medianMs, 1.5);
+}
+
+TEST(TuningDatabase, EachStageIsStaleOnlyWithItsOwnTemplates) {
+  // Each stage's entries carry the hash of the templates its modules
+  // include: new backward templates leave the forward's entries valid.
+  const std::string path = tempPath("tuning_stages.json");
+  StageSignatures measured;
+  measured.forward = measured.backward = h100();
+  measured.forward.templates = "fwd1";
+  measured.backward.templates = "bwd1";
+  TuningDatabase db = TuningDatabase::load(path, measured, nullptr);
+  TuningEntry f = entry("sm80_mma_forward", 128, 1.0), b = f;
+  f.signature = measured.forward;
+  b.signature = measured.backward;
+  b.key.stage = "backward";
+  b.key.family = "sm80_mma_backward_dkv";
+  db.put(f);
+  db.put(b);
+  db.save(path);
+  EXPECT_EQ(TuningDatabase::load(path, measured, nullptr).size(), 2u);
+
+  StageSignatures newBackward = measured;
+  newBackward.backward.templates = "bwd2";
+  std::vector<std::string> report;
+  TuningDatabase db2 = TuningDatabase::load(path, newBackward, &report);
+  EXPECT_NE(db2.find(f.key), nullptr);
+  EXPECT_EQ(db2.find(b.key), nullptr);
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_NE(report[0].find("entry 0 is stale: measured with"), std::string::npos) << report[0];
+  EXPECT_NE(report[0].find("templates bwd1, now"), std::string::npos) << report[0];
+  EXPECT_NE(report[0].find("templates bwd2"), std::string::npos) << report[0];
+  // Re-tuning the backward adds its entry with the new hash; saving keeps
+  // the forward's and replaces the stale backward one (same key).
+  b.signature = newBackward.backward;
+  db2.put(b);
+  db2.save(path);
+  EXPECT_EQ(TuningDatabase::load(path, newBackward, nullptr).size(), 2u);
+
+  // New forward templates stale the forward's entry only (a forward
+  // header is in the backward's set too, so its hash would change as well:
+  // here the backward's is kept to see the forward's alone).
+  StageSignatures newForward = newBackward;
+  newForward.forward.templates = "fwd2";
+  TuningDatabase db3 = TuningDatabase::load(path, newForward, nullptr);
+  EXPECT_EQ(db3.find(f.key), nullptr);
+  EXPECT_NE(db3.find(b.key), nullptr);
 }
 
 TEST(TuningDatabase, StaleAndMalformedEntriesAreReportedAndIgnored) {
@@ -231,8 +279,9 @@ std::string firstField(const std::string &text, const std::string &name) {
 
 TEST(TuningDatabase, ShippedDatabasesLoadWhole) {
   // Every database in autotune/db is one GPU run: read with its own
-  // signature, no entry is malformed or skipped, and every family it names
-  // exists in this version (a renamed family would silently drop entries).
+  // signature (one templates hash per stage), no entry is malformed or
+  // skipped, and every family it names exists in this version (a renamed
+  // family would silently drop entries).
   const std::vector<std::string> files = TuningLookup::shippedIn(DATTN_SHIPPED_DB_DIR);
   for (const std::string &path : files) {
     SCOPED_TRACE(path);
@@ -244,10 +293,22 @@ TEST(TuningDatabase, ShippedDatabasesLoadWhole) {
     sig.sm = std::atoi(firstField(text, "sm").c_str());
     sig.driverMajor = std::atoi(firstField(text, "driver_major").c_str());
     sig.nvrtc = firstField(text, "nvrtc");
-    sig.templates = firstField(text, "templates");
     ASSERT_FALSE(sig.gpu.empty());
+    // Each entry's key (its stage) comes before its signature (the
+    // templates hash): the writer sorts an entry's fields.
+    std::map<std::string, std::set<std::string>> hashes; // stage -> templates hashes
+    const std::regex stageThenHash(
+        "\"stage\": *\"([a-z_]+)\"[^]*?\"templates\": *\"([0-9a-z-]+)\"");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), stageThenHash);
+         it != std::sregex_iterator(); ++it)
+      hashes[(*it)[1].str() == "forward" ? "forward" : "backward"].insert((*it)[2].str());
+    StageSignatures sigs(sig);
+    for (const auto &[stage, hs] : hashes) {
+      EXPECT_EQ(hs.size(), 1u) << stage << " entries of several template versions";
+      (stage == "forward" ? sigs.forward : sigs.backward).templates = *hs.begin();
+    }
     std::vector<std::string> report;
-    const TuningDatabase db = TuningDatabase::load(path, sig, &report);
+    const TuningDatabase db = TuningDatabase::load(path, sigs, &report);
     EXPECT_TRUE(report.empty()) << report.front();
     size_t entries = 0;
     for (size_t at = text.find("\"signature\""); at != std::string::npos;
@@ -772,6 +833,60 @@ TEST(Tuner, TunedKeysAreTheKeysTuneWrites) {
     std::sort(listed.begin(), listed.end());
     EXPECT_EQ(written, listed) << (backward ? "with the backward" : "forward only");
     EXPECT_EQ(listed.size(), backward ? 4u : 2u); // the two dilated branches share keys
+  }
+}
+
+TEST(Tuner, KnownKernelsAreNotMeasuredAgain) {
+  // `dattn tune --resume` hands tune() the database's entries: kernels
+  // with one are not measured (after a backward-only template change, the
+  // forward's entries are valid and only the dK/dV kernels are tuned), and
+  // their configuration runs while the others are.
+  const AttentionPlan plan =
+      sm90Plan("attention a { heads = 4 head_dim = 64 dtype = bf16 "
+               "branch heads 0..1 { dilated(segment = 2048, dilation = 1, offset = 0) } "
+               "branch heads 2..3 { window(left = 128, right = 0) | global(tokens = 16) } }");
+  const Target target = Target::parse("sm_90");
+  StageSignatures sigs;
+  sigs.forward = sigs.backward = h100();
+  sigs.backward.templates = "backward-hash";
+  ModelGpu first;
+  TuneOptions options;
+  options.backward = true;
+  const TuneReport all = tune(plan, target, 65536, sigs, first, options);
+  TuningDatabase db;
+  for (const TunedResult &k : all.kernels) {
+    EXPECT_EQ(k.entry.signature.templates,
+              k.entry.key.stage == "forward" ? "abc123" : "backward-hash")
+        << k.entry.key.str();
+    if (k.entry.key.stage == "forward") // the backward's entries went stale
+      db.put(k.entry);
+  }
+  ASSERT_EQ(db.size(), 2u);
+
+  ModelGpu resumed;
+  options.known = [&](const TuningKey &key) { return db.find(key); };
+  const TuneReport rest = tune(plan, target, 65536, sigs, resumed, options);
+  ASSERT_EQ(rest.kernels.size(), 2u);
+  for (const TunedResult &k : rest.kernels)
+    EXPECT_EQ(k.entry.key.stage, "backward") << k.entry.key.str();
+  EXPECT_LT(resumed.calls.size(), first.calls.size());
+  // Every measured plan runs the known forward winners of the branches
+  // reached so far (jobs go branch by branch).
+  for (const std::vector<TunedKernel> &call : resumed.calls) {
+    if (call.empty())
+      continue; // the heuristic's reference runs
+    int forwards = 0;
+    for (const TunedKernel &k : call)
+      if (k.stage == "forward") {
+        ++forwards;
+        const TuningEntry *e = nullptr;
+        for (const TunedResult &r : all.kernels)
+          if (r.entry.key.stage == "forward" && r.entry.key.family == k.family &&
+              r.entry.config == k.config)
+            e = &r.entry;
+        EXPECT_NE(e, nullptr) << k.family << " " << k.config.describe();
+      }
+    EXPECT_GE(forwards, 1);
   }
 }
 
