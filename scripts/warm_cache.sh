@@ -9,9 +9,11 @@
 #   [DATTN_WARM_AB_DIRS="build-ab ..."] [DATTN_WARM_FAMILIES="fam ..."] \
 #     scripts/warm_cache.sh [sm_90]
 #   DATTN_WARM_AB_DIRS: folders with another version's dattn (device_check.sh
-#   abexamples' DATTN_AB_DIRS): their kernels of the sparse examples too.
-#   DATTN_WARM_FAMILIES: those examples once more with each family named
-#   (abexamples' family:NAME).
+#   abexamples' DATTN_AB_DIRS, compare's build-baseline): its kernels of
+#   every example and benchmark configuration too.
+#   DATTN_WARM_FAMILIES: every example and benchmark configuration once more
+#   with each family named (abexamples' family:NAME, compare's
+#   DATTN_COMPARE_FAMILIES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:-sm_90}  # the GPU's arch; an sm_90 cache holds sm_90a kernels
@@ -26,15 +28,14 @@ for f in causal_ring block_patterns window_global_random_gqa; do
   DATTN_SPLIT_UNIONS=0 build/bin/dattn compile "examples/$f.dattn" --emit=cache --arch "$arch" \
     -o "$dir" | sed 's/) .*/)/'
 done
-sparse="causal_ring window_global_random_gqa block_patterns"
 for d in ${DATTN_WARM_AB_DIRS:-}; do
-  for f in $sparse; do
-    "$d/dattn" compile "examples/$f.dattn" --emit=cache --arch "$arch" -o "$dir" | sed "s|^|$d: |; s/) .*/)/"
+  for f in examples/*.dattn bench/*.dattn; do
+    "$d/dattn" compile "$f" --emit=cache --arch "$arch" -o "$dir" | sed "s|^|$d: |; s/) .*/)/"
   done
 done
 for fam in ${DATTN_WARM_FAMILIES:-}; do
-  for f in $sparse; do
-    build/bin/dattn compile "examples/$f.dattn" --family "$fam" --emit=cache --arch "$arch" \
+  for f in examples/*.dattn bench/*.dattn; do
+    build/bin/dattn compile "$f" --family "$fam" --emit=cache --arch "$arch" \
       -o "$dir" | sed "s|^|$fam: |; s/) .*/)/"
   done
 done
