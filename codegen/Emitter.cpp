@@ -83,7 +83,6 @@ void setChoice(KernelInfo &k, const KernelChoice &c) {
   k.threads = c.resources.threads;
   k.smemBytes = c.resources.smemBytes;
   k.rowsPerCta = c.resources.rowsPerCta;
-  k.persistentCtasPerSm = c.resources.persistentCtasPerSm;
   k.name += c.family->suffix(c.config);
 }
 

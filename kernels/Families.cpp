@@ -22,9 +22,8 @@ const std::vector<const KernelFamily *> &kernelFamilies() {
       &sm80MmaBackwardDkv(),    &simtBackwardDkv(),           &sm80MmaBackwardDq(),
       &simtBackwardDq(),
       // Chosen only when named (DATTN_FAMILIES) or tuned: the first
-      // warp-specialized kernel, kept as the pipelined one's baseline, and
-      // the persistent TMA forward until measured.
-      &sm90WgmmaForward(), &sm90WgmmaPersistentForward(),
+      // warp-specialized kernel, kept as the pipelined one's baseline.
+      &sm90WgmmaForward(),
   };
   return all;
 }

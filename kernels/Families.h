@@ -12,7 +12,6 @@ const KernelFamily &sm80MmaBackwardDq();
 const KernelFamily &sm90WgmmaForward();
 const KernelFamily &sm90WgmmaPipelinedForward();
 const KernelFamily &sm90WgmmaTmaForward();
-const KernelFamily &sm90WgmmaPersistentForward();
 const KernelFamily &sm90WgmmaBackwardDkv();
 const KernelFamily &sm90WgmmaWsBackwardDkv();
 const KernelFamily &simtForward();

@@ -5,9 +5,6 @@
 // with the products (pingpong); sm90_wgmma_tma_forward is that kernel with
 // K and V through TMA, the sm_90a default forward (Families.cpp), the
 // cp.async one taking dilations past what a TMA box can step.
-// sm90_wgmma_persistent_forward is the TMA kernel in a grid of one CTA an SM
-// whose CTAs walk row tiles (templates/dattn/forward_persistent.cuh): named
-// or tuned until measured.
 // sm90_wgmma_forward holds a stage for both products; it is chosen only when
 // named (DATTN_FAMILIES, `dattn compile --family`), the baseline the
 // pipelined kernel is measured against (docs/perf-notes.md).
@@ -36,15 +33,11 @@ bool blocksUnder128(const BranchPlan &b) {
 
 class WgmmaForward : public KernelFamily {
 public:
-  /// tma: the pipelined kernel with K and V through TMA; persistent: that
-  /// kernel with CTAs that walk row tiles.
-  WgmmaForward(bool pipelined, bool tma, bool persistent = false)
-      : pipelined_(pipelined), tma_(tma), persistent_(persistent) {}
+  /// tma: the pipelined kernel with K and V through TMA.
+  WgmmaForward(bool pipelined, bool tma) : pipelined_(pipelined), tma_(tma) {}
   const char *name() const override {
-    return persistent_ ? "sm90_wgmma_persistent_forward"
-           : tma_      ? "sm90_wgmma_tma_forward"
-           : pipelined_ ? "sm90_wgmma_pipelined_forward"
-                        : "sm90_wgmma_forward";
+    return tma_ ? "sm90_wgmma_tma_forward"
+                : pipelined_ ? "sm90_wgmma_pipelined_forward" : "sm90_wgmma_forward";
   }
   std::vector<std::string> tensorMaps() const override {
     return tma_ ? std::vector<std::string>{"k", "v"} : std::vector<std::string>{};
@@ -70,10 +63,10 @@ public:
     return "";
   }
   /// Q (bm rows), three stages of K and V (bn rows each), 7 mbarriers
-  /// (pipelined: 10, persistent: 11): WgmmaShape in the template, which the
-  /// instantiation checks.
+  /// (pipelined: 10): WgmmaShape in the template, which the instantiation
+  /// checks.
   int smem(int d, int bm, int bn) const {
-    return bm * d * 2 + 2 * 3 * bn * d * 2 + 8 * (persistent_ ? 11 : pipelined_ ? 10 : 7);
+    return bm * d * 2 + 2 * 3 * bn * d * 2 + 8 * (pipelined_ ? 10 : 7);
   }
   /// sm90_wgmma_forward is the pipelined kernel's baseline: named only.
   /// The pipelined kernels take bf16 and fp16 (fp16 LongNet at 64K on the
@@ -85,16 +78,14 @@ public:
   /// of the blocks left out (docs/perf-notes.md, "Block-sparse branches":
   /// such straddling tiles were 12x slower; bigbird_gqa's 64-row blocks
   /// took 8 ms against 1.8 on the sm80 forward). The TMA kernel's 64 x 64
-  /// tiles for them run when named or tuned until measured; so does the
-  /// persistent kernel.
+  /// tiles for them run when named or tuned until measured.
   bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {
-    return pipelined_ && !persistent_ && !blocksUnder128(b);
+    return pipelined_ && !blocksUnder128(b);
   }
-  /// The persistent kernel: 128 x 128 only (three producer warps load Q).
   std::vector<KernelConfig> candidates(const AttentionPlan &p, const BranchPlan &b,
                                        const Target &t, bool deterministic) const override {
     std::vector<KernelConfig> out = {{128, 128, 1, false}};
-    if (tma_ && !persistent_ && blocksUnder128(b) && b.smallestBlock() >= 64)
+    if (tma_ && blocksUnder128(b) && b.smallestBlock() >= 64)
       out.insert(out.begin(), {64, 64, 1, false});
     return out;
   }
@@ -103,8 +94,7 @@ public:
     return candidates(p, b, t, deterministic).front();
   }
   KernelResources resources(const AttentionPlan &p, const KernelConfig &c) const override {
-    return {128 * (1 + c.blockM / 64), smem(p.headDim, c.blockM, c.blockN), c.blockM,
-            persistent_ ? 1 : 0};
+    return {128 * (1 + c.blockM / 64), smem(p.headDim, c.blockM, c.blockN), c.blockM};
   }
   std::string instantiate(const KernelConfig &c, const InstanceContext &x) const override {
     const std::string tiles = c.blockM == 128 && c.blockN == 128
@@ -112,31 +102,21 @@ public:
                                   : ", " + std::to_string(c.blockM) + ", " +
                                         std::to_string(c.blockN);
     const std::string flag = pipelined_ ? ", true" : ""; // tiles other than 128 x 128: TMA only
-    const std::string shape =
-        "fwd::WgmmaShape<" + std::to_string(x.headDim) +
-        (persistent_ ? ", true, 128, 128, true" : flag + tiles) + ">";
-    const std::string call =
-        persistent_ ? "fwd::wgmmaForwardPersistent<" + x.deviceType + ", " +
-                          std::to_string(x.headDim) + ", " + x.outputMode + ", " + x.branch +
-                          ">(p, &kMap, &vMap);"
-        : "fwd::wgmmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
-              x.outputMode + ", " + x.branch + flag +
-              (tma_ ? ", true" + tiles + ">(p, &kMap, &vMap);" : ">(p);");
+    const std::string shape = "fwd::WgmmaShape<" + std::to_string(x.headDim) + flag + tiles + ">";
     return "static_assert(" + shape + "::kBytes == " +
            std::to_string(smem(x.headDim, c.blockM, c.blockN)) +
-           ", \"the kernel family's shared memory differs from the kernel's\");\n  " + call;
+           ", \"the kernel family's shared memory differs from the kernel's\");\n  "
+           "fwd::wgmmaForward<" + x.deviceType + ", " + std::to_string(x.headDim) + ", " +
+           x.outputMode + ", " + x.branch + flag +
+           (tma_ ? ", true" + tiles + ">(p, &kMap, &vMap);" : ">(p);");
   }
   std::string suffix(const KernelConfig &c) const override {
     const std::string tiles = "_m" + std::to_string(c.blockM) + "n" + std::to_string(c.blockN);
-    return (persistent_ ? "_wgmma_persistent"
-            : tma_      ? "_wgmma_tma"
-            : pipelined_ ? "_wgmma_pp"
-                         : "_wgmma_ws") +
-           tiles;
+    return (tma_ ? "_wgmma_tma" : pipelined_ ? "_wgmma_pp" : "_wgmma_ws") + tiles;
   }
 
 private:
-  bool pipelined_, tma_, persistent_;
+  bool pipelined_, tma_;
 };
 
 /// The dK/dV kernel on wgmma (templates/dattn/backward_wgmma.cuh): the
@@ -265,11 +245,6 @@ const KernelFamily &sm90WgmmaPipelinedForward() {
 
 const KernelFamily &sm90WgmmaTmaForward() {
   static const WgmmaForward f(true, true);
-  return f;
-}
-
-const KernelFamily &sm90WgmmaPersistentForward() {
-  static const WgmmaForward f(true, true, true);
   return f;
 }
 

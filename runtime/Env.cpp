@@ -86,18 +86,6 @@ bool branchStreams() {
   return v && std::strcmp(v, "1") == 0;
 }
 
-int persistentCtas() {
-  const char *v = std::getenv("DATTN_PERSISTENT_CTAS");
-  if (!v || !*v)
-    return 0;
-  char *end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  if (*end != '\0' || n < 1 || n > (1L << 30))
-    throw Error(std::string("DATTN_PERSISTENT_CTAS='") + v +
-                "' is not a positive number of CTAs (unset: as many as the GPU runs at once)");
-  return static_cast<int>(n);
-}
-
 const char *cudaHome() {
   if (const char *h = std::getenv("CUDA_HOME"); h && *h)
     return h;

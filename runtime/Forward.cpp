@@ -87,12 +87,6 @@ void CompiledAttention::forward(const ForwardArgs &a) const {
       const rt::BranchGrid grid = rt::branchGrid(ki, b, N);
       gx = grid.x;
       p.tilesPerSegment = grid.tilesPerSegment;
-      if (ki.persistentCtasPerSm > 0) { // CTAs that walk the grid's row tiles
-        p.rowTiles = grid.x;
-        p.batches = static_cast<int>(B);
-        gx = rt::persistentGrid(ki, int64_t(grid.x) * gy * gz, persistentSms_);
-        gy = gz = 1;
-      }
       if (rt::takesTensorMaps(ki, {"k", "v"}, "forward")) {
         const int rows = ki.config.blockN; // the key tile
         kMap = rt::encodeBranchRowMap(a.k, p.kL, b, B, N, Hk, D, rows, "k");

@@ -160,12 +160,6 @@ int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts) {
   return s.keyCtas + (s.prefixTiles < 0 ? s.keyCtas : s.prefixTiles * numParts) * (s.chunks - 1);
 }
 
-unsigned persistentGrid(const KernelInfo &ki, int64_t rowTiles, int sms) {
-  const int64_t ctas = static_cast<int64_t>(std::max(1, sms)) *
-                       std::max(1, ki.persistentCtasPerSm);
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min(rowTiles, ctas)));
-}
-
 unsigned stepGrid(int64_t steps, int threads) {
   return static_cast<unsigned>(
       std::clamp<int64_t>((steps + threads - 1) / threads, 1, int64_t(65535) * 16));

@@ -75,11 +75,6 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
 /// The grid's x for a split: keyCtas + chunked key tiles x (chunks - 1).
 int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts);
 
-/// A persistent kernel's grid x (ki.persistentCtasPerSm > 0): its CTAs an
-/// SM on each of `sms` SMs, no more than its `rowTiles` (the CTA-per-tile
-/// grid's x times y times z; fwd::Params::rowTiles is the x).
-unsigned persistentGrid(const KernelInfo &ki, int64_t rowTiles, int sms);
-
 /// The grid x of an elementwise kernel whose loops are grid-stride (any
 /// grid is correct): a thread for each of `steps` loop steps, within the
 /// launchable x.

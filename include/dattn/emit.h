@@ -36,7 +36,6 @@ struct KernelInfo {
   int threads = 128;
   int smemBytes = 0;  ///< dynamic shared memory
   int rowsPerCta = 0; ///< rows one CTA covers (compact rows if strided)
-  int persistentCtasPerSm = 0; ///< > 0: a persistent kernel (KernelResources)
 };
 
 struct EmittedModule {

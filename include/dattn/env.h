@@ -23,10 +23,6 @@
 //                     are each in one branch run side by side on streams
 //                     of their own (runtime/BranchStreams.h; off by default
 //                     until measured). Read when an attention is compiled.
-//   DATTN_PERSISTENT_CTAS N: a persistent kernel's grid holds at most N CTAs
-//                     (default: as many as its SMs run at once); tests
-//                     set it low so that each CTA walks many row tiles.
-//                     Read when an attention is compiled.
 #pragma once
 
 #include <string>
@@ -55,8 +51,5 @@ std::vector<std::string> preferredFamilies();
 bool splitUnions();
 /// DATTN_BRANCH_STREAMS is "1".
 bool branchStreams();
-/// DATTN_PERSISTENT_CTAS (0 when unset: no cap); throws Error if it is not
-/// a positive integer.
-int persistentCtas();
 
 } // namespace dattn::env

@@ -42,9 +42,6 @@ struct KernelResources {
   int threads = 0;
   int smemBytes = 0;  ///< dynamic shared memory
   int rowsPerCta = 0; ///< rows one CTA owns (compact rows on strided branches)
-  /// A persistent kernel: its grid is at most this many CTAs an SM, each
-  /// walking row tiles (fwd::Params::rowTiles); 0: a CTA per row tile.
-  int persistentCtasPerSm = 0;
 };
 
 /// How a branch's headers and tables are named in the generated source.

@@ -140,9 +140,6 @@ private:
   void *context_ = nullptr;          ///< CUcontext of the GPU (its primary context)
   int device_ = 0;
   int smemOptin_ = 0;
-  /// A persistent kernel's grid: at most its CTAs an SM on this many SMs
-  /// (the GPU's, or DATTN_PERSISTENT_CTAS when compiled).
-  int persistentSms_ = 0;
   std::string arch_;
   AttentionSpec spec_;
   AttentionPlan plan_;

@@ -4,5 +4,4 @@
 #include "dattn/forward_common.cuh"
 #include "dattn/forward_mma.cuh"
 #include "dattn/forward_simt.cuh"
-#include "dattn/forward_persistent.cuh"
 #include "dattn/forward_wgmma.cuh"

@@ -184,21 +184,20 @@ struct TileRange {
   long long t0, t1;     ///< key tiles [t0, t1)
 };
 
-/// The query rows and key-tile range of row tile `tileX` (a CTA's
-/// blockIdx.x, or a persistent CTA's work tile: a segment's query tile for
-/// strided branches, a query tile of the sequence for blocks branches);
-/// loads a blocks branch's members. False if the tile has no rows.
+/// This CTA's query rows and key-tile range (blockIdx.x: a segment's query
+/// tile for strided branches, a query tile of the sequence for blocks
+/// branches); loads a blocks branch's members. False if the CTA has no rows.
 /// Causal strided branches take a segment's tiles last first: CTAs start in
-/// tile order, so the longest walks start first and the short ones fill
+/// blockIdx order, so the longest walks start first and the short ones fill
 /// the last wave, instead of a last wave of the longest.
 template <class Branch, int BM, int BN>
 DATTN_DEV bool ctaTileRange(const Params &p, int headIndex, int head, plan::Member *members,
-                            TileRange *tr, long long tileX) {
+                            TileRange *tr) {
   const long long n = p.seqLen;
   if constexpr (Branch::kKind == kStridedBranch) {
-    stridedSegment<Branch>(tileX / p.tilesPerSegment, headIndex, n, &tr->base, &tr->step,
+    stridedSegment<Branch>(blockIdx.x / p.tilesPerSegment, headIndex, n, &tr->base, &tr->step,
                            &tr->count);
-    const long long tile = tileX % p.tilesPerSegment;
+    const long long tile = blockIdx.x % p.tilesPerSegment;
     tr->qa0 = (Branch::kCausal ? p.tilesPerSegment - 1 - tile : tile) * BM;
     tr->t0 = 0;
     long long keyEnd = Branch::kCausal ? plan::minI(tr->count, tr->qa0 + BM) : tr->count;
@@ -209,7 +208,7 @@ DATTN_DEV bool ctaTileRange(const Params &p, int headIndex, int head, plan::Memb
     tr->base = 0;
     tr->step = 1;
     tr->count = n;
-    tr->qa0 = tileX * BM;
+    tr->qa0 = (long long)blockIdx.x * BM;
     plan::unionKeyTiles(members, Branch::kNumMembers, Branch::kCausal, tr->qa0,
                         plan::minI(n, tr->qa0 + BM), n, BN, &tr->t0, &tr->t1);
   }
@@ -335,7 +334,7 @@ __device__ void mmaForward(const Params &p) {
 
   TileRange tr;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr, blockIdx.x))
+  if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr))
     return;
   auto keyWalk = walk::tiles<Branch::kKind == kBlocksBranch>(
       tr.t1, [&](long long t) { return keyTileClass<Branch, BM, BN>(tr, members, n, t); });

@@ -81,35 +81,19 @@ template <int D, int ROWS> struct WgmmaTile {
 
 /// The kernel's shape (the host's family asserts its shared memory against
 /// kBytes in the generated source): Q, kStages stages of K and V, and the
-/// mbarriers (StageBarriers): full per stage, one empty per stage
-/// (PIPELINED: one for K and one for V), Q's full and (PERSISTENT) Q's
-/// empty. BM: 128 query rows on two consumer warpgroups, or 64 on one
-/// (tiles inside 64-row blocks); BN: 128 or 64 keys a tile.
-template <int D, bool PIPELINED = false, int BM = 128, int BN = 128, bool PERSISTENT = false>
-struct WgmmaShape {
+/// mbarriers: full per stage, one empty per stage (PIPELINED: one for K and
+/// one for V), and Q's. BM: 128 query rows on two consumer warpgroups, or
+/// 64 on one (tiles inside 64-row blocks); BN: 128 or 64 keys a tile.
+template <int D, bool PIPELINED = false, int BM = 128, int BN = 128> struct WgmmaShape {
   static_assert((BM == 64 || BM == 128) && (BN == 64 || BN == 128), "wgmma forward tiles");
   static constexpr int kBM = BM;
   static constexpr int kBN = BN;
   static constexpr int kConsumers = BM / 64; ///< warpgroups of 64 query rows
   static constexpr int kStages = 3;
   static constexpr int kTileBytes = WgmmaTile<D, kBN>::kBytes;
-  static constexpr int kBarrierBytes =
-      8 * ((PIPELINED ? 3 : 2) * kStages + 1 + (PERSISTENT ? 1 : 0));
+  static constexpr int kBarrierBytes = 8 * ((PIPELINED ? 3 : 2) * kStages + 1);
   static constexpr int kBytes = WgmmaTile<D, kBM>::kBytes + 2 * kStages * kTileBytes +
                                 kBarrierBytes;
-};
-
-/// The mbarriers after the tiles, at shared address `at`: full and empty
-/// (PIPELINED: K's) per stage, Q's full, V's empty per stage (PIPELINED),
-/// Q's empty (persistent kernels: the consumers' last read of a row
-/// tile's Q, before the next one's is loaded).
-template <int kStages> struct StageBarriers {
-  unsigned at;
-  DATTN_DEV unsigned full(int s) const { return at + 8 * s; }
-  DATTN_DEV unsigned empty(int s) const { return at + 8 * (kStages + s); }
-  DATTN_DEV unsigned qFull() const { return at + 16 * kStages; }
-  DATTN_DEV unsigned vEmpty(int s) const { return at + 8 * (2 * kStages + 1 + s); }
-  DATTN_DEV unsigned qEmpty() const { return at + 8 * (3 * kStages + 1); }
 };
 
 /// Rows row0 + j r, j < ROWS, of one head of one batch from the tensor map
@@ -184,116 +168,6 @@ DATTN_DEV void packP(unsigned (&a)[BN / 16][4], const float (&sc)[1][BN / 8][4])
   }
 }
 
-/// The TMA producer's K and V for one row tile's key tiles [tr.t0, tr.t1)
-/// (its warp walks, lane 0 issues): tile i into stage (first + i) %
-/// kStages once K's readers and then V's released it, the stage's full
-/// barrier expecting both tiles' bytes. `first`: the tiles this CTA issued
-/// before (a persistent CTA's earlier row tiles). Returns the tiles issued.
-template <int D, int BN, int kStages, int STRIDE, class Walk>
-DATTN_DEV int issueKeyValues(Walk &keyWalk, const TileRange &tr, const StageBarriers<kStages> &bar,
-                             unsigned sK, unsigned sV, const hopper::TensorMap &kMap,
-                             const hopper::TensorMap &vMap, int kvHead, int batch, int first,
-                             int lane) {
-  using KTile = WgmmaTile<D, BN>;
-  int i = first;
-  for (long long t = keyWalk.next(tr.t0); t < tr.t1; t = keyWalk.next(t + 1), ++i) {
-    if (lane == 0) {
-      const int s = i % kStages;
-      const unsigned phase = ((i / kStages) & 1) ^ 1;
-      const int row0 = static_cast<int>(tr.base + t * BN * tr.step);
-      hopper::mbarrierWait(bar.empty(s), phase);
-      hopper::mbarrierArriveExpect(bar.full(s), 2 * KTile::kBytes);
-      tmaLoadRows<D, BN, STRIDE>(sK + s * KTile::kBytes, kMap, bar.full(s), row0, kvHead, batch);
-      hopper::mbarrierWait(bar.vEmpty(s), phase);
-      tmaLoadRows<D, BN, STRIDE>(sV + s * KTile::kBytes, vMap, bar.full(s), row0, kvHead, batch);
-    }
-    __syncwarp();
-  }
-  return i - first;
-}
-
-/// One consumer warpgroup's walk over a row tile's key tiles [t0, t1),
-/// pipelined: it issues S_i with P_{i-1} V_{i-1} and runs the softmax of
-/// S_i while that product runs; K is released as soon as S_i is in, V
-/// after its product; with two consumers they take turns to issue (named
-/// barriers 1 and 2; 0 is __syncthreads), one's softmax overlapping the
-/// other's products. Consumer 0 issues first and each passes the turn
-/// after issuing; consumer 1 passes none after its last product, so every
-/// arrival meets a wait within the row tile. Tile i of the walk is in stage
-/// (first + i) % kStages (`first`: the tiles this CTA consumed before).
-/// qRead() runs once Q's last product completed. Returns the tiles walked.
-template <class T, int D, int BM, int BN, int kStages, int kConsumers, class Walk, class ClassOf,
-          class Mask, class QRead>
-DATTN_DEV int pipelinedConsumer(float (&acc)[1][D / 8][4], warp::OnlineSoftmax<1> &softmax,
-                                Walk &keyWalk, long long t0, long long t1, ClassOf tileClass,
-                                Mask maskIfPartial, QRead qRead, const StageBarriers<kStages> &bar,
-                                unsigned sQw, unsigned sK, unsigned sV, int me, int first,
-                                float scaleLog2) {
-  using KTile = WgmmaTile<D, BN>;
-  auto waitTurn = [&] {
-    if constexpr (kConsumers == 2)
-      hopper::namedBarrierSync(1 + me, 256);
-  };
-  auto passTurn = [&] {
-    if constexpr (kConsumers == 2)
-      hopper::namedBarrierArrive(1 + (me ^ 1), 256);
-  };
-  long long t = keyWalk.next(t0);
-  const bool any = t < t1; // both consumers walk the same tiles
-  int i = first, prev = 0;  // prev: the stage of the tile whose P is in a
-  unsigned a[BN / 16][4];   // P, pairs of T
-  if (any) {
-    if (me == 1)
-      passTurn();
-    float sc[1][BN / 8][4], corr[1][2];
-    const int cls = tileClass(t), s = i % kStages;
-    hopper::mbarrierWait(bar.full(s), (i / kStages) & 1);
-    waitTurn();
-    hopper::wgmmaFence();
-    issueScores<T, D, BM, BN>(sc, sQw, sK + s * KTile::kBytes);
-    passTurn();
-    hopper::wgmmaWait<0>();
-    hopper::mbarrierArrive(bar.empty(s)); // K of the tile is read
-    maskIfPartial(sc, cls, t);
-    softmax.updateScores(sc, scaleLog2, corr); // O is zero: nothing to rescale
-    packP<T, BN>(a, sc);
-    prev = s;
-    t = keyWalk.next(t + 1);
-    ++i;
-  }
-  for (; t < t1; t = keyWalk.next(t + 1), ++i) {
-    const int s = i % kStages;
-    float sc[1][BN / 8][4], corr[1][2];
-    const int cls = tileClass(t);
-    hopper::mbarrierWait(bar.full(s), (i / kStages) & 1);
-    waitTurn();
-    hopper::wgmmaFence();
-    issueScores<T, D, BM, BN>(sc, sQw, sK + s * KTile::kBytes);
-    issuePV<T, D, BN>(acc, a, sV + prev * KTile::kBytes);
-    passTurn();
-    hopper::wgmmaWait<1>(); // S_i is in; P_{i-1} V_{i-1} may still run
-    hopper::mbarrierArrive(bar.empty(s));
-    maskIfPartial(sc, cls, t);
-    softmax.updateScores(sc, scaleLog2, corr);
-    hopper::wgmmaWait<0>();
-    hopper::mbarrierArrive(bar.vEmpty(prev));
-    softmax.rescale(acc, corr);
-    packP<T, BN>(a, sc);
-    prev = s;
-  }
-  qRead(); // every S product has completed
-  if (any) {
-    waitTurn();
-    hopper::wgmmaFence();
-    issuePV<T, D, BN>(acc, a, sV + prev * KTile::kBytes);
-    if (me == 0)
-      passTurn();
-    hopper::wgmmaWait<0>();
-    hopper::mbarrierArrive(bar.vEmpty(prev));
-  }
-  return i - first;
-}
-
 /// The kernel (top of the file): a producer and two consumer warpgroups.
 /// PIPELINED (the sm90_wgmma_pipelined_forward family, sm_90a's default):
 /// K and V are released separately, K as soon as S is computed, so that K
@@ -329,8 +203,11 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
                 "the warpgroups' registers exceed the CTA's");
   extern __shared__ __align__(1024) unsigned char smemRaw[];
   const unsigned sQ = dev::smemAddress(smemRaw), sK = sQ + QTile::kBytes,
-                 sV = sK + kStages * KTile::kBytes;
-  const StageBarriers<kStages> bar{sV + kStages * KTile::kBytes};
+                 sV = sK + kStages * KTile::kBytes, bars = sV + kStages * KTile::kBytes;
+  auto full = [&](int s) { return bars + 8 * s; };
+  auto empty = [&](int s) { return bars + 8 * (kStages + s); }; // PIPELINED: K's
+  const unsigned qFull = bars + 16 * kStages;
+  auto vEmpty = [&](int s) { return bars + 8 * (2 * kStages + 1 + s); };
 
   // The CTA's work, as in mmaForward (every thread computes it: cheap,
   // and producer and consumers walk the same tiles).
@@ -339,7 +216,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   const int kvHead = head / p.groupSize;
   TileRange tr;
   plan::Member members[Branch::kNumMembers > 0 ? Branch::kNumMembers : 1];
-  if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr, blockIdx.x))
+  if (!ctaTileRange<Branch, BM, BN>(p, headIndex, head, members, &tr))
     return;
   // Every warp walks (warp-uniform: blocks branches' walks take ballots).
   auto keyWalk = walk::tiles<Branch::kKind == kBlocksBranch>(
@@ -347,12 +224,12 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      hopper::mbarrierInit(bar.full(s), TMA ? 1 : 128); // the TMA thread, or every producer thread
-      hopper::mbarrierInit(bar.empty(s), kConsumerThreads); // every consumer thread
+      hopper::mbarrierInit(full(s), TMA ? 1 : 128); // the TMA thread, or every producer thread
+      hopper::mbarrierInit(empty(s), kConsumerThreads); // every consumer thread
       if constexpr (PIPELINED)
-        hopper::mbarrierInit(bar.vEmpty(s), kConsumerThreads);
+        hopper::mbarrierInit(vEmpty(s), kConsumerThreads);
     }
-    hopper::mbarrierInit(bar.qFull(), 128);
+    hopper::mbarrierInit(qFull, 128);
     hopper::fenceBarrierInit();
   }
   __syncthreads();
@@ -371,10 +248,26 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
       // V's boxes wait for V's readers.
       dev::cpAsyncWaitAll();
       hopper::fenceProxyAsync();
-      hopper::mbarrierArrive(bar.qFull());
-      if (thread < 32) // the first warp walks, its first thread issues
-        issueKeyValues<D, BN, kStages, static_cast<int>(Branch::kStride)>(
-            keyWalk, tr, bar, sK, sV, *kMap, *vMap, kvHead, static_cast<int>(batch), 0, thread);
+      hopper::mbarrierArrive(qFull);
+      if (thread >= 32) // the first warp walks, its first thread issues
+        return;
+      constexpr int kStride = static_cast<int>(Branch::kStride); // 1 for blocks branches
+      int i = 0;
+      for (long long t = keyWalk.next(tr.t0); t < tr.t1; t = keyWalk.next(t + 1), ++i) {
+        if (thread == 0) {
+          const int s = i % kStages;
+          const unsigned phase = ((i / kStages) & 1) ^ 1;
+          const int row0 = static_cast<int>(tr.base + t * BN * tr.step);
+          hopper::mbarrierWait(empty(s), phase);
+          hopper::mbarrierArriveExpect(full(s), 2 * KTile::kBytes);
+          tmaLoadRows<D, BN, kStride>(sK + s * KTile::kBytes, *kMap, full(s), row0, kvHead,
+                                      static_cast<int>(batch));
+          hopper::mbarrierWait(vEmpty(s), phase);
+          tmaLoadRows<D, BN, kStride>(sV + s * KTile::kBytes, *vMap, full(s), row0, kvHead,
+                                      static_cast<int>(batch));
+        }
+        __syncwarp();
+      }
       return;
     }
     // Tile i goes into stage i % kStages once its last reader released it;
@@ -385,15 +278,15 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
     for (long long t = keyWalk.next(tr.t0); t < tr.t1; t = keyWalk.next(t + 1), ++i) {
       const int s = i % kStages;
       const unsigned phase = ((i / kStages) & 1) ^ 1;
-      hopper::mbarrierWait(bar.empty(s), phase);
+      hopper::mbarrierWait(empty(s), phase);
       KTile::load(sK + s * KTile::kBytes, k, p.kL.row, tr.base, tr.step, t * BN, tr.count,
                   thread);
       if constexpr (PIPELINED) { // K and V are separate groups, V waits for V's readers
         dev::cpAsyncCommit();
         dev::cpAsyncWait<1>();
         hopper::fenceProxyAsync();
-        hopper::mbarrierArrive(i == 0 ? bar.qFull() : bar.full((i - 1) % kStages));
-        hopper::mbarrierWait(bar.vEmpty(s), phase);
+        hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
+        hopper::mbarrierWait(vEmpty(s), phase);
         KTile::load(sV + s * KTile::kBytes, v, p.vL.row, tr.base, tr.step, t * BN, tr.count,
                     thread);
         dev::cpAsyncCommit();
@@ -403,12 +296,12 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
         dev::cpAsyncCommit();
         dev::cpAsyncWait<1>();
         hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
-        hopper::mbarrierArrive(i == 0 ? bar.qFull() : bar.full((i - 1) % kStages));
+        hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
       }
     }
     dev::cpAsyncWaitAll();
     hopper::fenceProxyAsync();
-    hopper::mbarrierArrive(i == 0 ? bar.qFull() : bar.full((i - 1) % kStages));
+    hopper::mbarrierArrive(i == 0 ? qFull : full((i - 1) % kStages));
     return;
   }
 
@@ -422,7 +315,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
   warp::OnlineSoftmax<1> softmax;
   softmax.init();
   const float scaleLog2 = p.scale * dev::kLog2e;
-  hopper::mbarrierWait(bar.qFull(), 0);
+  hopper::mbarrierWait(qFull, 0);
   // The tile class is found before the tile's wait, off the critical path
   // (blocks branches: read from the walk's ballots).
   auto tileClass = [&](long long t) { return keyWalk.classOfNext(t); };
@@ -438,7 +331,7 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
       const int cls = tileClass(t);
       const long long tNext = keyWalk.next(t + 1);
       const unsigned tk = sK + s * KTile::kBytes, tv = sV + s * KTile::kBytes;
-      hopper::mbarrierWait(bar.full(s), (i / kStages) & 1);
+      hopper::mbarrierWait(full(s), (i / kStages) & 1);
       float sc[1][BN / 8][4];
       hopper::wgmmaFence();
       issueScores<T, D, BM, BN>(sc, sQw, tk);
@@ -450,13 +343,72 @@ __device__ void wgmmaForward(const Params &p, const hopper::TensorMap *kMap = nu
       hopper::wgmmaFence();
       issuePV<T, D, BN>(acc, a, tv);
       hopper::wgmmaWait<0>();
-      hopper::mbarrierArrive(bar.empty(s)); // this thread is done with the stage
+      hopper::mbarrierArrive(empty(s)); // this thread is done with the stage
       t = tNext;
     }
   } else {
-    pipelinedConsumer<T, D, BM, BN, kStages, kConsumers>(acc, softmax, keyWalk, tr.t0, tr.t1,
-                                                         tileClass, maskIfPartial, [] {}, bar,
-                                                         sQw, sK, sV, me, 0, scaleLog2);
+    // Turns: consumer 0 issues first; each passes the turn after issuing.
+    // Consumer 1 passes none after its last batch, so every arrival meets
+    // a wait (named barriers 1 and 2; 0 is __syncthreads).
+    // One consumer (BM = 64) takes no turns.
+    auto waitTurn = [&] {
+      if constexpr (kConsumers == 2)
+        hopper::namedBarrierSync(1 + me, 256);
+    };
+    auto passTurn = [&] {
+      if constexpr (kConsumers == 2)
+        hopper::namedBarrierArrive(1 + (me ^ 1), 256);
+    };
+    long long t = keyWalk.next(tr.t0);
+    const bool any = t < tr.t1; // both consumers walk the same tiles
+    int prev = 0;               // the stage of the tile whose P is in a
+    unsigned a[BN / 16][4];     // P, pairs of T
+    if (any) {
+      if (me == 1)
+        passTurn();
+      float sc[1][BN / 8][4], corr[1][2];
+      const int cls = tileClass(t);
+      hopper::mbarrierWait(full(0), 0);
+      waitTurn();
+      hopper::wgmmaFence();
+      issueScores<T, D, BM, BN>(sc, sQw, sK);
+      passTurn();
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(empty(0)); // K of tile 0 is read
+      maskIfPartial(sc, cls, t);
+      softmax.updateScores(sc, scaleLog2, corr); // O is zero: nothing to rescale
+      packP<T, BN>(a, sc);
+      t = keyWalk.next(t + 1);
+    }
+    for (int i = 1; t < tr.t1; t = keyWalk.next(t + 1), ++i) {
+      const int s = i % kStages;
+      float sc[1][BN / 8][4], corr[1][2];
+      const int cls = tileClass(t);
+      hopper::mbarrierWait(full(s), (i / kStages) & 1);
+      waitTurn();
+      hopper::wgmmaFence();
+      issueScores<T, D, BM, BN>(sc, sQw, sK + s * KTile::kBytes);
+      issuePV<T, D, BN>(acc, a, sV + prev * KTile::kBytes);
+      passTurn();
+      hopper::wgmmaWait<1>(); // S_i is in; P_{i-1} V_{i-1} may still run
+      hopper::mbarrierArrive(empty(s));
+      maskIfPartial(sc, cls, t);
+      softmax.updateScores(sc, scaleLog2, corr);
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(vEmpty(prev));
+      softmax.rescale(acc, corr);
+      packP<T, BN>(a, sc);
+      prev = s;
+    }
+    if (any) {
+      waitTurn();
+      hopper::wgmmaFence();
+      issuePV<T, D, BN>(acc, a, sV + prev * KTile::kBytes);
+      if (me == 0)
+        passTurn();
+      hopper::wgmmaWait<0>();
+      hopper::mbarrierArrive(vEmpty(prev));
+    }
   }
   storeRows<T, D, 1, MODE>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
 }

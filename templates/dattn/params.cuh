@@ -29,11 +29,6 @@ struct Params {
   int groupSize; ///< H / kv_heads
   float scale;   ///< softmax scale (natural-log domain)
   long long tilesPerSegment; ///< strided branches: query tiles per segment
-  /// Persistent kernels (a grid of at most a few CTAs an SM, each walking
-  /// row tiles w = blockIdx.x, + gridDim.x, ...): the row tiles of one head
-  /// and batch (a CTA-per-tile grid's x) and the batch.
-  long long rowTiles;
-  int batches;
   const long long *maskRows; ///< block_mask: BSR row offsets (device)
   const long long *maskCols; ///< block_mask: BSR column indices (device)
 };

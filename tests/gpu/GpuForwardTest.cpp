@@ -105,8 +105,8 @@ TEST(GpuForward, WgmmaFamilyOnHopper) {
   if (runtime().device().smVersion != 90)
     GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
                  << runtime().device().smVersion;
-  for (const char *family : {"sm90_wgmma_forward", "sm90_wgmma_pipelined_forward",
-                             "sm90_wgmma_tma_forward", "sm90_wgmma_persistent_forward"}) {
+  for (const char *family :
+       {"sm90_wgmma_forward", "sm90_wgmma_pipelined_forward", "sm90_wgmma_tma_forward"}) {
     SCOPED_TRACE(family);
     ScopedFamilies families(family);
     auto check = [&](const AttentionSpec &spec) {
@@ -152,39 +152,6 @@ TEST(GpuForward, WgmmaFamilyOnHopper) {
       for (int64_t n : {77, 300, 1000})
         expectClose(spec, n == 77 ? 2 : 1, n, 5200 + n);
     }
-}
-
-TEST(GpuForward, PersistentCtasWalkManyRowTiles) {
-  // The persistent TMA forward with a grid of 3 CTAs, then of one
-  // (DATTN_PERSISTENT_CTAS), so that each CTA walks many row tiles of
-  // several heads and batches, its stages' and Q's barrier phases running
-  // on across them: every pattern, causal (fp16) or not, ragged N, two
-  // batches; dilated branches with per-head offsets, head_dim 128 and GQA.
-  REQUIRE_GPU();
-  if (runtime().device().smVersion != 90)
-    GTEST_SKIP() << "the wgmma families need an sm_90 GPU, this one is sm_"
-                 << runtime().device().smVersion;
-  ScopedFamilies families("sm90_wgmma_persistent_forward");
-  for (const char *ctas : {"3", "1"}) {
-    SCOPED_TRACE(std::string("DATTN_PERSISTENT_CTAS=") + ctas);
-    ScopedEnv cap("DATTN_PERSISTENT_CTAS", ctas);
-    auto check = [&](const AttentionSpec &spec, int64_t batch, int64_t n) {
-      auto attn = runtime().compile(spec);
-      for (const BranchPlan &b : attn->plan().branches)
-        EXPECT_STREQ(plannedKernels(attn->plan(), b, "forward").at(0).family->name(),
-                     "sm90_wgmma_persistent_forward");
-      expectClose(spec, batch, n, 5300 + n);
-    };
-    for (int p = 0; p < kNumPatterns; ++p)
-      for (bool causal : {false, true}) {
-        SCOPED_TRACE(kPatterns[p].name);
-        check(parse(patternSpec(p, causal ? "fp16" : "bf16", causal)), 2, 1000);
-      }
-    check(parse("attention t { heads = 8 kv_heads = 2 head_dim = 128 dtype = bf16 "
-                "branch heads 0..3 { dilated(segment = 256, dilation = 1) } "
-                "branch heads 4..7 { dilated(segment = 1024, dilation = 4, offset = head) } }"),
-          2, 2500);
-  }
 }
 
 TEST(GpuForward, HeadDims) {

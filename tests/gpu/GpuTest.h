@@ -50,21 +50,13 @@ void expectGradientClose(const char *name, const std::vector<float> &got,
 void expectGradientsClose(const AttentionSpec &spec, int64_t batch, int64_t n, uint64_t seed,
                           bool deterministic = false);
 
-/// An environment variable set to `value` for the object's lifetime.
-struct ScopedEnv {
-  ScopedEnv(const char *name, const char *value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
-  ScopedEnv(const ScopedEnv &) = delete;
-  ScopedEnv &operator=(const ScopedEnv &) = delete;
-
-private:
-  const char *name_;
-};
-
 /// DATTN_FAMILIES set to `families` (the kernel families compiled first)
 /// for the object's lifetime.
-struct ScopedFamilies : ScopedEnv {
-  explicit ScopedFamilies(const char *families) : ScopedEnv("DATTN_FAMILIES", families) {}
+struct ScopedFamilies {
+  explicit ScopedFamilies(const char *families) { setenv("DATTN_FAMILIES", families, 1); }
+  ~ScopedFamilies() { unsetenv("DATTN_FAMILIES"); }
+  ScopedFamilies(const ScopedFamilies &) = delete;
+  ScopedFamilies &operator=(const ScopedFamilies &) = delete;
 };
 
 struct PatternCase {

@@ -264,41 +264,6 @@ TEST(FinalizeGrid, AThreadPerStepOfTheWidestLoop) {
   EXPECT_EQ(rt::stepGrid(257, 256), 2u);
 }
 
-TEST(PersistentGrid, ACtaAnSmUpToTheRowTiles) {
-  // The persistent forward on LongNet at 64K on an H100: the first branch's
-  // 2048 row tiles of 4 heads take one CTA on each of 132 SMs; a problem
-  // smaller than the GPU gets a CTA a row tile; DATTN_PERSISTENT_CTAS caps
-  // the SMs (tests), never below one CTA.
-  const KernelFamily &f = familyNamed("sm90_wgmma_persistent_forward");
-  ParseResult r = parseSpec("attention t { heads = 4 head_dim = 128 dtype = bf16 "
-                            "branch { dilated(segment = 2048, dilation = 1) } }",
-                            "t");
-  ASSERT_TRUE(r.ok());
-  PlanOptions po;
-  po.arch = "sm_90a";
-  po.families = {f.name()};
-  const AttentionPlan plan = planAttention(r.file.attentions.at(0), po);
-  const EmittedModule m = emitCuda(plan, "sm_90a");
-  const KernelInfo *k = nullptr;
-  for (const KernelInfo &x : m.kernels)
-    if (x.role == KernelRole::Branch)
-      k = &x;
-  ASSERT_NE(k, nullptr);
-  EXPECT_EQ(k->family, f.name());
-  EXPECT_EQ(k->persistentCtasPerSm, 1);
-  const rt::BranchGrid g = rt::branchGrid(*k, plan.branches[0], 65536);
-  EXPECT_EQ(g.x, 512u); // 32 segments of 16 row tiles
-  EXPECT_EQ(rt::persistentGrid(*k, int64_t(g.x) * 4, 132), 132u);
-  EXPECT_EQ(rt::persistentGrid(*k, 77, 132), 77u);
-  EXPECT_EQ(rt::persistentGrid(*k, 77, 3), 3u);
-  EXPECT_EQ(rt::persistentGrid(*k, 0, 132), 1u);
-  // The other families launch a CTA a row tile.
-  PlanOptions plain = po;
-  plain.families.clear();
-  for (const KernelInfo &x : emitCuda(planAttention(r.file.attentions.at(0), plain), "sm_90a").kernels)
-    EXPECT_EQ(x.persistentCtasPerSm, 0) << x.name;
-}
-
 // The branch kernels of a module, grouped by branch in launch order: what
 // runs side by side (rt::BranchStreams) and what stays in one group's order.
 TEST(BranchKernelGroups, EveryBranchKernelOnceInItsBranchsGroup) {

@@ -138,38 +138,32 @@ TEST(Nvrtc, WgmmaBackwardModulesCompile) {
 }
 
 TEST(Nvrtc, TmaForwardModulesCompile) {
-  // The TMA forward named, and its persistent variant, on every example
-  // they take (bf16/fp16, head_dim 64 or 128, dilations up to 8): their
-  // kernels take the two maps and load K and V with cp.async.bulk.tensor
-  // into mbarrier-counted stages.
-  for (const auto &[family, suffix] :
-       {std::pair{"sm90_wgmma_tma_forward", "_wgmma_tma_m128n128"},
-        std::pair{"sm90_wgmma_persistent_forward", "_wgmma_persistent_m128n128"}}) {
-    SCOPED_TRACE(family);
-    PlanOptions named;
-    named.families = {family};
-    int kernels = 0;
-    for (const auto &f : exampleFiles())
-      for (const auto &spec : loadSpecFile(f).attentions) {
-        if (spec.dtype == DType::F32 || (spec.headDim != 64 && spec.headDim != 128))
+  // The TMA forward named, on every example it takes (bf16/fp16, head_dim
+  // 64 or 128, dilations up to 8): its kernels take the two maps and load
+  // K and V with cp.async.bulk.tensor into mbarrier-counted stages.
+  PlanOptions named;
+  named.families = {"sm90_wgmma_tma_forward"};
+  int kernels = 0;
+  for (const auto &f : exampleFiles())
+    for (const auto &spec : loadSpecFile(f).attentions) {
+      if (spec.dtype == DType::F32 || (spec.headDim != 64 && spec.headDim != 128))
+        continue;
+      OfflineKernel k = compileOffline(spec, "sm_90a", named, /*backward=*/false, false);
+      for (const auto &kernel : k.module.kernels) {
+        if (kernel.name.find("_wgmma_tma_m128n128") == std::string::npos)
           continue;
-        OfflineKernel k = compileOffline(spec, "sm_90a", named, /*backward=*/false, false);
-        for (const auto &kernel : k.module.kernels) {
-          if (kernel.name.find(suffix) == std::string::npos)
-            continue;
-          const size_t entry = k.ptx.find(".entry " + kernel.name + "(");
-          ASSERT_NE(entry, std::string::npos) << kernel.name;
-          EXPECT_NE(k.ptx.find(kernel.name + "_param_2[128]", entry), std::string::npos)
-              << kernel.name;
-          ++kernels;
-        }
-        if (k.ptx.find(suffix) != std::string::npos) {
-          EXPECT_NE(k.ptx.find("cp.async.bulk.tensor.4d"), std::string::npos) << spec.name;
-          EXPECT_NE(k.ptx.find("mbarrier.arrive.expect_tx"), std::string::npos) << spec.name;
-        }
+        const size_t entry = k.ptx.find(".entry " + kernel.name + "(");
+        ASSERT_NE(entry, std::string::npos) << kernel.name;
+        EXPECT_NE(k.ptx.find(kernel.name + "_param_2[128]", entry), std::string::npos)
+            << kernel.name;
+        ++kernels;
       }
-    EXPECT_GE(kernels, 10); // every LongNet and ring example's strided branches
-  }
+      if (k.ptx.find("_wgmma_tma_m128n128") != std::string::npos) {
+        EXPECT_NE(k.ptx.find("cp.async.bulk.tensor.4d"), std::string::npos) << spec.name;
+        EXPECT_NE(k.ptx.find("mbarrier.arrive.expect_tx"), std::string::npos) << spec.name;
+      }
+    }
+  EXPECT_GE(kernels, 10); // every LongNet and ring example's strided branches
 }
 
 TEST(Nvrtc, RingModulesCompile) {
