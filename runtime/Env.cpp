@@ -83,7 +83,7 @@ bool splitUnions() {
 
 bool branchStreams() {
   const char *v = std::getenv("DATTN_BRANCH_STREAMS");
-  return v && std::strcmp(v, "1") == 0;
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 const char *cudaHome() {

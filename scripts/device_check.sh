@@ -464,7 +464,7 @@ if want compare; then
   # rounds, default 2). With
   # DATTN_COMPARE_FAMILIES, a third contender: build/bin/dattn-bench with
   # those families preferred (DATTN_FAMILIES). With DATTN_COMPARE_ENV (e.g.
-  # DATTN_BRANCH_STREAMS=1), another: build/bin/dattn-bench with that
+  # DATTN_BRANCH_STREAMS=0), another: build/bin/dattn-bench with that
   # environment.
   for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
     for who in build-baseline/dattn-bench build/bin/dattn-bench ${DATTN_COMPARE_FAMILIES:+families} \

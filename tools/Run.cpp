@@ -124,7 +124,7 @@ int runOnGpu(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
                     ki.origin.c_str(), ki.candidates, ki.threads, ki.smemBytes);
     if (attn->branchStreams())
       std::printf("  branch kernels: side by side on streams of their own "
-                  "(DATTN_BRANCH_STREAMS=1)\n");
+                  "(DATTN_BRANCH_STREAMS=0 runs them on one)\n");
   }
   // The device computes on dtype-rounded inputs; so does the check.
   HostAttention run(*attn, B, N, q.data(), k.data(), v.data(), mask);

@@ -19,10 +19,11 @@
 //   DATTN_SPLIT_UNIONS 0: a union's dilated member stays in the union (the
 //                     default splits it into its own strided branch:
 //                     dattn-split-unions)
-//   DATTN_BRANCH_STREAMS 1: the branch kernels of an attention whose heads
-//                     are each in one branch run side by side on streams
-//                     of their own (runtime/BranchStreams.h; off by default
-//                     until measured). Read when an attention is compiled.
+//   DATTN_BRANCH_STREAMS 0: the branch kernels of an attention whose heads
+//                     are each in one branch run one after another on the
+//                     caller's stream (the default runs them side by side
+//                     on streams of their own, runtime/BranchStreams.h).
+//                     Read when an attention is compiled.
 #pragma once
 
 #include <string>
@@ -49,7 +50,7 @@ double ringTimeoutSeconds();
 std::vector<std::string> preferredFamilies();
 /// PlanOptions::splitUnions: true unless DATTN_SPLIT_UNIONS is "0".
 bool splitUnions();
-/// DATTN_BRANCH_STREAMS is "1".
+/// true unless DATTN_BRANCH_STREAMS is "0".
 bool branchStreams();
 
 } // namespace dattn::env

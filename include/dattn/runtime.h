@@ -128,7 +128,8 @@ public:
   /// The CUcontext the kernels run in (the GPU's primary context).
   void *context() const { return context_; }
   /// Whether independent branch kernels run side by side on streams of
-  /// their own (DATTN_BRANCH_STREAMS=1 when compiled; rt::BranchStreams).
+  /// their own (the default; DATTN_BRANCH_STREAMS=0 when compiled turns it
+  /// off; rt::BranchStreams).
   bool branchStreams() const { return branchStreams_ != nullptr; }
 
 private:
@@ -158,8 +159,9 @@ private:
   void loadBackward(int mode, int variant);
   EmittedModule ringModule_; ///< emitted with the ring module's first use
   std::unique_ptr<rt::LoadedModule> ring_;
-  /// Side streams for independent branch kernels (DATTN_BRANCH_STREAMS=1
-  /// at compile time, several branches, each head in one); null otherwise.
+  /// Side streams for independent branch kernels (several branches, each
+  /// head in one, DATTN_BRANCH_STREAMS not 0 at compile time); null
+  /// otherwise.
   std::unique_ptr<rt::BranchStreams> branchStreams_;
   std::mutex loadMutex_;
 };

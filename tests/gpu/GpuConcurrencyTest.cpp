@@ -3,7 +3,8 @@
 // CUDA graph and replayed on new inputs equals eager runs; attentions on
 // GPU 0 and GPU 1 used alternately from one thread are both correct (skips
 // with a reason below two GPUs); one HostAttention serves two configurations;
-// branch kernels on side streams (DATTN_BRANCH_STREAMS=1) equal one stream.
+// branch kernels on side streams (the default) equal one stream
+// (DATTN_BRANCH_STREAMS=0).
 #include "GpuTest.h"
 
 #include <cstring>
@@ -176,7 +177,7 @@ TEST(GpuConcurrency, CapturedGraphReplaysOnNewInputs) {
 }
 
 TEST(GpuConcurrency, BranchStreamsEqualOneStream) {
-  // DATTN_BRANCH_STREAMS=1: the branch kernels of an attention whose heads
+  // By default the branch kernels of an attention whose heads
   // are each in one branch run side by side on side streams. The same
   // kernels on disjoint rows give the same bits as one stream: forward and
   // deterministic backward, outputs poisoned before every round, on a
@@ -190,11 +191,11 @@ TEST(GpuConcurrency, BranchStreamsEqualOneStream) {
             "branch heads 0..1 { dilated(segment = 256, dilation = 1, offset = 0) } "
             "branch heads 2..3 { dilated(segment = 512, dilation = 2, offset = 1) } "
             "branch heads 4..5 { window(left = 64, right = 0) | global(tokens = 16) } }");
+  setenv("DATTN_BRANCH_STREAMS", "0", 1);
   auto oneStream = runtime().compile(spec);
-  setenv("DATTN_BRANCH_STREAMS", "1", 1);
+  unsetenv("DATTN_BRANCH_STREAMS");
   auto sideBySide = runtime().compile(spec);
   auto merged = runtime().compile(parse(kSpec));
-  unsetenv("DATTN_BRANCH_STREAMS");
   EXPECT_FALSE(oneStream->branchStreams());
   ASSERT_TRUE(sideBySide->branchStreams());
   EXPECT_FALSE(merged->branchStreams()) << "its heads are in both branches";
