@@ -334,8 +334,14 @@ void TuningDatabase::save(const std::string &path) const {
     std::optional<TuningEntry> e = parseEntry(v, &why);
     if (!e)
       continue; // unreadable entries are not carried over
-    if (e->signature == signature_.of(e->key.stage) && entries_.count(e->key.str()))
-      continue; // ours replaces it
+    // Ours replaces the file's entry for the same key on this machine,
+    // whether that one was current or measured with older templates (a
+    // re-tuned stage leaves no stale twin behind).
+    const TuningSignature &now = signature_.of(e->key.stage);
+    TuningSignature sameTemplates = e->signature;
+    sameTemplates.templates = now.templates;
+    if (sameTemplates == now && entries_.count(e->key.str()))
+      continue;
     merged.push_back(entryJson(*e));
   }
   for (const auto &[k, e] : entries_)

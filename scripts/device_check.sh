@@ -386,8 +386,10 @@ if want tune; then
   # DATTN_TUNE_COMPARE=1 then the same configurations with and without it
   # (tunecheck does that fairly, once the database is committed). With
   # DATTN_TUNE_RESUME=FILE (e.g. a partial autotune/db/h200.json) the run
-  # starts from FILE's entries and skips what they cover (dattn tune
-  # --resume): a database made over several short calls.
+  # starts from FILE's entries and measures only the kernels they do not
+  # cover (dattn tune --resume): a database made over several short calls,
+  # or, after a change to the backward's templates only, the shipped
+  # database's backward entries measured again (its forward ones stay).
   db="$OUT/tuning.json"
   resume=()
   if [ -n "${DATTN_TUNE_RESUME:-}" ]; then

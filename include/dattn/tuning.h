@@ -113,7 +113,8 @@ public:
   /// Writes every entry to `path` atomically (a temporary file renamed into
   /// place), merged with what the file holds at that moment, so a
   /// concurrent writer's entries for other keys (or other GPUs) survive;
-  /// for the same key, this database's entry wins. Throws Error if the
+  /// for the same key on this machine, this database's entry wins, also
+  /// over one measured with other templates (stale). Throws Error if the
   /// folder cannot be written.
   void save(const std::string &path) const;
 

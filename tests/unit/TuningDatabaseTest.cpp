@@ -158,11 +158,20 @@ TEST(TuningDatabase, EachStageIsStaleOnlyWithItsOwnTemplates) {
   EXPECT_NE(report[0].find("templates bwd1, now"), std::string::npos) << report[0];
   EXPECT_NE(report[0].find("templates bwd2"), std::string::npos) << report[0];
   // Re-tuning the backward adds its entry with the new hash; saving keeps
-  // the forward's and replaces the stale backward one (same key).
+  // the forward's and replaces the stale backward one (same key): the file
+  // holds two entries, none stale.
   b.signature = newBackward.backward;
   db2.put(b);
   db2.save(path);
-  EXPECT_EQ(TuningDatabase::load(path, newBackward, nullptr).size(), 2u);
+  report.clear();
+  EXPECT_EQ(TuningDatabase::load(path, newBackward, &report).size(), 2u);
+  EXPECT_TRUE(report.empty()) << report.front();
+  std::string error;
+  const auto inFile = TuningDatabase::signaturesIn(path, &error);
+  size_t entries = 0;
+  for (const auto &[sig, count] : inFile)
+    entries += count;
+  EXPECT_EQ(entries, 2u);
 
   // New forward templates stale the forward's entry only (a forward
   // header is in the backward's set too, so its hash would change as well:
