@@ -48,6 +48,9 @@ struct Job {
   std::vector<Candidate> candidates;
   TuningKey key;
   int sameKeyAs = -1; ///< an earlier job with this key: its winner, not measured again
+  /// TuneOptions::known's winner for the key, if still a candidate: not
+  /// measured again (an index into candidates, or -1).
+  int known = -1;
 };
 
 /// A kernel's candidates: the heuristic first, then every configuration of
@@ -71,17 +74,18 @@ std::vector<Candidate> candidatesOf(const AttentionPlan &plan, const BranchPlan 
   return out;
 }
 
-/// The candidate of job j that options.known's entry for its key names, if
-/// it is still one of j's candidates (else the job is measured again).
-const Candidate *knownWinner(const Job &j, const TuneOptions &options) {
+/// The index of the candidate of job j that options.known's entry for its
+/// key names, if it is still one of j's candidates (else -1: the job is
+/// measured again).
+int knownWinner(const Job &j, const TuneOptions &options) {
   const TuningEntry *e = options.known ? options.known(j.key) : nullptr;
   if (!e)
-    return nullptr;
+    return -1;
   const std::string family = e->family.empty() ? e->key.family : e->family;
-  for (const Candidate &c : j.candidates)
-    if (c.family->name() == family && c.config == e->config)
-      return &c;
-  return nullptr;
+  for (size_t x = 0; x < j.candidates.size(); ++x)
+    if (j.candidates[x].family->name() == family && j.candidates[x].config == e->config)
+      return static_cast<int>(x);
+  return -1;
 }
 
 /// Whether tune() measures planned kernel k (tunedKeys' rule).
@@ -128,7 +132,8 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       for (size_t x = 0; x < jobs.size() && j.sameKeyAs < 0; ++x)
         if (jobs[x].sameKeyAs < 0 && jobs[x].key.str() == j.key.str())
           j.sameKeyAs = static_cast<int>(x);
-      if (j.sameKeyAs < 0 && !knownWinner(j, options))
+      j.known = knownWinner(j, options);
+      if (j.sameKeyAs < 0 && j.known < 0)
         total += static_cast<int>(j.candidates.size());
       jobs.push_back(std::move(j));
     }
@@ -158,9 +163,10 @@ TuneReport tune(const AttentionPlan &plan, const Target &target, int64_t seqLen,
       chosen.push_back({j.branch, j.stage, w.family->name(), w.config, "tuning"});
       continue;
     }
-    if (const Candidate *c = knownWinner(j, options)) { // measured before: runs meanwhile
-      winners.push_back(*c);
-      chosen.push_back({j.branch, j.stage, c->family->name(), c->config, "tuning"});
+    if (j.known >= 0) { // measured before: runs while the rest are tuned
+      const Candidate &c = j.candidates[static_cast<size_t>(j.known)];
+      winners.push_back(c);
+      chosen.push_back({j.branch, j.stage, c.family->name(), c.config, "tuning"});
       continue;
     }
     const bool backward = j.stage != "forward";
