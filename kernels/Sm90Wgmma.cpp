@@ -171,13 +171,14 @@ public:
   /// tile stays inside a block.
   int keyRows(const BranchPlan &b) const { return ws_ && blocksUnder128(b) ? 64 : 128; }
   /// bwd::KvSmem<D, 64, 128, atomicDq> (128 key rows, query steps of 64),
-  /// or with ws bwd::WsKvShape<D, atomicDq, bn>: K and V, two stages of Q,
-  /// dO, L and Delta, two dS^T buffers (atomic dQ), four mbarriers.
+  /// or with ws bwd::WsKvShape<D, atomicDq, bn>: K and V, three stages of Q,
+  /// dO, L and Delta, two dS^T buffers (atomic dQ), six mbarriers.
   int smem(int d, bool atomicDq, int bn) const {
     if (!ws_)
       return kvPassSmemBytes(d, 64, 128, atomicDq, 2);
-    return 2 * (2 * bn * d) + 2 * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * bn) : 0) +
-           2 * (2 * 64 * 4) + 8 * 4;
+    constexpr int kStages = 3; // of Q, dO, L and Delta
+    return 2 * (2 * bn * d) + kStages * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * bn) : 0) +
+           kStages * (2 * 64 * 4) + 8 * 2 * kStages;
   }
   /// 64-key tiles (blocks under 128 rows) only when named until measured.
   bool byDefault(const AttentionPlan &, const BranchPlan &b) const override {

@@ -33,7 +33,7 @@ namespace bwd {
 /// mbarriers (full and empty per stage). A consumer warpgroup per 64 keys.
 template <int D, bool ATOMIC_DQ, int BN = 128> struct WsKvShape {
   static_assert(BN == 64 || BN == 128, "the warp-specialized dK/dV kernel: 64 or 128 key rows");
-  static constexpr int kBM = 64, kBN = BN, kStages = 2, kConsumers = BN / 64,
+  static constexpr int kBM = 64, kBN = BN, kStages = 3, kConsumers = BN / 64,
                        kThreads = 128 * (1 + kConsumers);
   using Keys = fwd::WgmmaTile<D, kBN>;
   using Queries = fwd::WgmmaTile<D, kBM>;
