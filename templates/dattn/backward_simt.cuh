@@ -37,11 +37,27 @@ template <class T, int D> __device__ void computeDelta(const Params &p, long lon
   const T *o = (const T *)p.o + (kContiguousTensors ? row * D : p.oL.at(b, i, h));
   const T *g = (const T *)p.dout + (kContiguousTensors ? row * D : p.doutL.at(b, i, h));
   float sum = 0.f;
+  // Eight bytes a lane a step where rows are whole 8-byte chunks (rows
+  // start on 16 bytes: ArgumentChecker), so a warp's load is 256
+  // contiguous bytes instead of 64; else an element a lane.
+  constexpr int kVec = 8 / sizeof(T), kChunks = D % kVec == 0 ? D / kVec : 0;
+  if constexpr (kChunks > 0) {
 #pragma unroll
-  for (int c = 0; c < kPerLane; ++c) {
-    int d = lane + 32 * c;
-    if (d < D)
-      sum += dev::toFloat(o[d]) * dev::toFloat(g[d]);
+    for (int c = lane; c < kChunks; c += 32) {
+      T ov[kVec], gv[kVec];
+      *reinterpret_cast<uint2 *>(ov) = *reinterpret_cast<const uint2 *>(o + c * kVec);
+      *reinterpret_cast<uint2 *>(gv) = *reinterpret_cast<const uint2 *>(g + c * kVec);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e)
+        sum += dev::toFloat(ov[e]) * dev::toFloat(gv[e]);
+    }
+  } else {
+#pragma unroll
+    for (int c = 0; c < kPerLane; ++c) {
+      int d = lane + 32 * c;
+      if (d < D)
+        sum += dev::toFloat(o[d]) * dev::toFloat(g[d]);
+    }
   }
   sum = dev::warpSum(sum);
   if (lane == 0)
