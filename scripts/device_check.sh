@@ -9,7 +9,11 @@
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
 #   those, ringtable, nccl, tune, compare, abexamples, split, families, bwdfamilies,
-#   patterns, wgmma, tf32, tma, profile, tunecheck.
+#   patterns, wgmma, tf32, tma, profile, tunecheck, abbackward.
+#   abbackward: forward+backward (normal and deterministic) of
+#   DATTN_AB_CONFIG (default longnet_head_partitioned) at 16K and 64K
+#   through dattn-bench, build/bin's and each DATTN_AB_DIRS folder's,
+#   alternating, DATTN_COMPARE_ROUNDS rounds: backward-only changes.
 #   tunecheck: the shipped tuning database against the heuristic, ABBA.
 #   profile: Nsight Compute's time and throughputs per kernel of sparse
 #   examples at 16K (DATTN_PROFILE_EXAMPLES); with DATTN_PROFILE_STALLS=1
@@ -508,6 +512,22 @@ if want abexamples; then
   done
   rm -f "$OUT/ab_example.log.tmp"
   summary+=("$(cat "$OUT/ab_summary.log")")
+fi
+if want abbackward; then
+  for round in $(seq "${DATTN_COMPARE_ROUNDS:-2}"); do
+    for dir in build/bin ${DATTN_AB_DIRS:-build-baseline}; do
+      for n in 16384 65536; do
+        "$dir/dattn-bench" --root . --iters 10 --only "${DATTN_AB_CONFIG:-longnet_head_partitioned}" \
+          --seq $n --backward > "$OUT/abbackward.log.tmp" 2>&1
+        cat "$OUT/abbackward.log.tmp" >> "$OUT/abbackward.log"
+        echo "abbackward round $round, $dir, N = $n: $(grep forward+backward "$OUT/abbackward.log.tmp" |
+          awk '{print $4}' | paste -sd/) TFLOP/s (forward+backward / deterministic)" |
+          tee -a "$OUT/abbackward_summary.log"
+      done
+    done
+  done
+  rm -f "$OUT/abbackward.log.tmp"
+  summary+=("$(cat "$OUT/abbackward_summary.log")")
 fi
 if want families; then
   # The GPU tests once more per family that is not the default on this GPU,
