@@ -251,7 +251,7 @@ TuningDatabase TuningDatabase::load(const std::string &path, const StageSignatur
       continue;
     }
     const TuningSignature &s = e->signature, &now = current.of(e->key.stage);
-    if (s.gpu != now.gpu || s.multiprocessors != now.multiprocessors || s.sm != now.sm) {
+    if (!s.sameGpu(now)) {
       ++otherGpus; // another machine's entries: kept in the file, not used here
       continue;
     }
@@ -334,13 +334,10 @@ void TuningDatabase::save(const std::string &path) const {
     std::optional<TuningEntry> e = parseEntry(v, &why);
     if (!e)
       continue; // unreadable entries are not carried over
-    // Ours replaces the file's entry for the same key on this machine,
-    // whether that one was current or measured with older templates (a
-    // re-tuned stage leaves no stale twin behind).
-    const TuningSignature &now = signature_.of(e->key.stage);
-    TuningSignature sameTemplates = e->signature;
-    sameTemplates.templates = now.templates;
-    if (sameTemplates == now && entries_.count(e->key.str()))
+    // Ours replaces the file's entry for the same key on this GPU, whether
+    // that one was current or stale (older templates, driver or NVRTC): a
+    // re-tuned kernel leaves no stale twin behind.
+    if (e->signature.sameGpu(signature_.of(e->key.stage)) && entries_.count(e->key.str()))
       continue;
     merged.push_back(entryJson(*e));
   }

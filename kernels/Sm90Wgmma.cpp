@@ -176,7 +176,7 @@ public:
   int smem(int d, bool atomicDq, int bn) const {
     if (!ws_)
       return kvPassSmemBytes(d, 64, 128, atomicDq, 2);
-    constexpr int kStages = 3; // of Q, dO, L and Delta
+    constexpr int kStages = 3; // WsKvShape::kStages (instantiate()'s static_assert checks)
     return 2 * (2 * bn * d) + kStages * (2 * 2 * 64 * d) + (atomicDq ? 2 * (2 * 64 * bn) : 0) +
            kStages * (2 * 64 * 4) + 8 * 2 * kStages;
   }

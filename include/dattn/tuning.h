@@ -37,6 +37,12 @@ struct TuningSignature {
            driverMajor == o.driverMajor && nvrtc == o.nvrtc && templates == o.templates;
   }
   bool operator!=(const TuningSignature &o) const { return !(*this == o); }
+  /// The same GPU model (name, SMs, compute capability), whatever the
+  /// driver, NVRTC and templates: its entries are this GPU's, current or
+  /// stale; another GPU's are kept in a file but never used.
+  bool sameGpu(const TuningSignature &o) const {
+    return gpu == o.gpu && multiprocessors == o.multiprocessors && sm == o.sm;
+  }
   std::string describe() const;
 };
 
@@ -113,8 +119,8 @@ public:
   /// Writes every entry to `path` atomically (a temporary file renamed into
   /// place), merged with what the file holds at that moment, so a
   /// concurrent writer's entries for other keys (or other GPUs) survive;
-  /// for the same key on this machine, this database's entry wins, also
-  /// over one measured with other templates (stale). Throws Error if the
+  /// for the same key on this GPU, this database's entry wins, also over
+  /// one measured with other templates, driver or NVRTC (stale). Throws Error if the
   /// folder cannot be written.
   void save(const std::string &path) const;
 

@@ -181,6 +181,29 @@ TEST(TuningDatabase, EachStageIsStaleOnlyWithItsOwnTemplates) {
   TuningDatabase db3 = TuningDatabase::load(path, newForward, nullptr);
   EXPECT_EQ(db3.find(f.key), nullptr);
   EXPECT_NE(db3.find(b.key), nullptr);
+
+  // Another GPU's run writes its entry for the same key; then, after a
+  // driver update, this GPU re-tunes the forward: its entry replaces the
+  // one of the old driver (no stale twin), the old backward one stays
+  // (not re-tuned) and so does the other GPU's.
+  StageSignatures h200 = newBackward;
+  h200.forward.gpu = h200.backward.gpu = "NVIDIA H200";
+  TuningDatabase onH200 = TuningDatabase::load(path, h200, nullptr);
+  TuningEntry fH200 = f;
+  fH200.signature = h200.forward;
+  onH200.put(fH200);
+  onH200.save(path);
+  StageSignatures newDriver = newBackward;
+  newDriver.forward.driverMajor = newDriver.backward.driverMajor = 14;
+  TuningDatabase db4 = TuningDatabase::load(path, newDriver, nullptr);
+  f.signature = newDriver.forward;
+  db4.put(f);
+  db4.save(path);
+  entries = 0;
+  for (const auto &[sig, count] : TuningDatabase::signaturesIn(path, &error))
+    entries += count;
+  EXPECT_EQ(entries, 3u) << "the new driver's forward, the old driver's backward, the H200's";
+  EXPECT_EQ(TuningDatabase::load(path, newDriver, nullptr).size(), 1u);
 }
 
 TEST(TuningDatabase, StaleAndMalformedEntriesAreReportedAndIgnored) {
