@@ -300,15 +300,41 @@ if want nccl; then
     wait $p0
     r0=$?
   }
+  # The bytes on the wire against plan-ring's: the `moved` figures of the
+  # logs given (every process of one ring run, one run each) add up to the
+  # plan's totals times the batch, forward and backward.
+  movedMatches() {
+    awk '
+      function planned(line,  a) {
+        match(line, /plan-ring: [0-9]+ x batch [0-9]+/)
+        split(substr(line, RSTART, RLENGTH), a, " ")
+        return a[2] * a[5]
+      }
+      /^moved: / { fwd += $2; fwdPlan = planned($0) }
+      /^backward: .*moved [0-9]+ bytes/ {
+        match($0, /moved [0-9]+ bytes/); split(substr($0, RSTART, RLENGTH), b, " ")
+        bwd += b[2]; bwdPlan = planned($0)
+      }
+      END {
+        ok = fwdPlan != "" && fwd == fwdPlan && bwd == bwdPlan
+        printf "%s forward %.0f of %.0f, backward %.0f of %.0f bytes\n",
+               ok ? "bytes as planned:" : "BYTES NOT AS PLANNED:", fwd, fwdPlan, bwd, bwdPlan
+        exit !ok
+      }' "$@"
+  }
   port=29400
   if part examples; then
     for f in examples/*.dattn; do
       for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
         timeout 240 build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --ranks 2 \
-          --backward --check --iters 3 >> "$OUT/nccl_one_process.log" 2>&1 ||
+          --backward --check --iters 3 > "$OUT/nccl_run.log" 2>&1 ||
           { nccl_fail=1; echo "FAILED (one process): $name"; }
+        cat "$OUT/nccl_run.log" >> "$OUT/nccl_one_process.log"
+        echo "$name, one process: $(movedMatches "$OUT/nccl_run.log")" | tee -a "$OUT/nccl_bytes.log"
         twoRanks "rank_${name}_" "$f" --name "$name" --seq 4096 --backward --check --iters 3
         [ $r0 = 0 ] && [ $r1 = 0 ] || { nccl_fail=1; echo "FAILED (two processes): $name: $r0 $r1"; }
+        echo "$name, two processes: $(movedMatches "$OUT/nccl_rank_${name}_0.log" \
+          "$OUT/nccl_rank_${name}_1.log")" | tee -a "$OUT/nccl_bytes.log"
       done
     done
     grep -hE "^ring of|^moved|^memory|^check|^gradient check|^backward" \
@@ -320,13 +346,19 @@ if want nccl; then
     for f in ${DATTN_NCCL_RAGGED:-dense_ring:dense_causal_ring longnet_whole_sequence causal_ring}; do
       example_args "$f"
       timeout 240 build/bin/dattn run "examples/$file.dattn" "${named[@]}" --seq 3000 --device gpu \
-        --ranks 2 --backward --check --iters 3 >> "$OUT/nccl_ragged.log" 2>&1 ||
+        --ranks 2 --backward --check --iters 3 > "$OUT/nccl_run.log" 2>&1 ||
         { nccl_fail=1; echo "FAILED (one process, N = 3000): $f"; }
+      cat "$OUT/nccl_run.log" >> "$OUT/nccl_ragged.log"
+      echo "$f at 3000, one process: $(movedMatches "$OUT/nccl_run.log")" |
+        tee -a "$OUT/nccl_bytes.log"
       twoRanks "ragged_${f//:/_}_" "examples/$file.dattn" "${named[@]}" --seq 3000 --backward \
         --check --iters 3
       [ $r0 = 0 ] && [ $r1 = 0 ] ||
         { nccl_fail=1; echo "FAILED (two processes, N = 3000): $f: $r0 $r1"; }
+      echo "$f at 3000, two processes: $(movedMatches "$OUT/nccl_ragged_${f//:/_}_0.log" \
+        "$OUT/nccl_ragged_${f//:/_}_1.log")" | tee -a "$OUT/nccl_bytes.log"
     done
+    grep -q "NOT AS PLANNED" "$OUT/nccl_bytes.log" && nccl_fail=1
   fi
   if part faults; then
     # Mismatched plans: rank 1 was given another sequence length.
