@@ -84,6 +84,12 @@ int64_t RingSchedule::bufferBytesForward(int rank) const {
   return (rs.receiveSlots() * rs.maxRecvRows + rs.maxSendRows) * headDim * elementBytes * 2;
 }
 
+int64_t RingSchedule::receiveBufferBytes(int rank, bool backward) const {
+  const RankSchedule &rs = ranks.at(rank);
+  return rs.receiveSlots() * rs.maxRecvRows * headDim * elementBytes * 2 +
+         (backward ? rs.maxSendRows * headDim * 4 * 2 : 0);
+}
+
 int64_t RingSchedule::bufferBytesBackward(int rank) const {
   const RankSchedule &rs = ranks.at(rank);
   // The partials of one received block are accumulated while the previous

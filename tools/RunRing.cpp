@@ -21,9 +21,49 @@ namespace dattn::tools {
 
 namespace {
 
-/// Runs, times and checks `run`; `where` describes the ranks and GPUs.
+/// Device memory of the same run on one GPU: q, k, v, out, lse, dout, dq,
+/// dk, dv of the whole sequence and the larger of its two workspaces.
+int64_t oneGpuBytes(const AttentionSpec &spec, int64_t B, int64_t N, int64_t elementBytes,
+                    const WorkspaceSizes &ws) {
+  const int64_t q = B * N * spec.heads * spec.headDim * elementBytes,
+                kv = B * N * spec.kvHeads * spec.headDim * elementBytes;
+  return 4 * q + 4 * kv + B * spec.heads * N * 4 + std::max(ws.forward, ws.backward);
+}
+
+/// Issue 9's memory bound, rank by rank: the one-GPU memory / P plus what
+/// the plan has the rank receive into; prints the rank closest to it.
+void reportMemoryBound(const HostRing &run, const AttentionSpec &spec, int64_t B, int64_t N,
+                       const WorkspaceSizes &oneGpu) {
+  const RingPlan &plan = run.plan();
+  const RingSchedule schedule = scheduleRing(plan);
+  const double share =
+      static_cast<double>(oneGpuBytes(spec, B, N, plan.elementBytes, oneGpu)) / plan.ranks;
+  int worst = -1;
+  double worstRatio = 0, worstBound = 0;
+  for (int r = 0; r < run.ranks(); ++r) {
+    if (!run.holds(r))
+      continue;
+    const double bound = share + static_cast<double>(B) * schedule.receiveBufferBytes(r, true);
+    const double ratio = run.rankBytes(r) / bound;
+    if (worst < 0 || ratio > worstRatio) {
+      worst = r;
+      worstRatio = ratio;
+      worstBound = bound;
+    }
+  }
+  if (worst < 0)
+    return;
+  std::printf("memory bound (one GPU's %.2f MiB / %d + the plan's receive buffers): rank %d "
+              "holds %.2f MiB against %.2f MiB, %.3fx (%s)\n",
+              share * plan.ranks / 1048576.0, plan.ranks, worst,
+              run.rankBytes(worst) / 1048576.0, worstBound / 1048576.0, worstRatio,
+              worstRatio <= 1.001 ? "within" : "above"); // 0.1%: buffers' 256-byte alignment
+}
+
+/// Runs, times and checks `run`; `where` describes the ranks and GPUs;
+/// `oneGpu`, the same attention's workspaces on one GPU for (B, N).
 int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, HostRing &run,
-           const BlockMask *mask, const std::string &where) {
+           const BlockMask *mask, const std::string &where, const WorkspaceSizes &oneGpu) {
   run.run();
   std::vector<float> out, lse;
   run.read(out, lse);
@@ -69,6 +109,7 @@ int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, Ho
               bms, iters, static_cast<long long>(movedBackward),
               static_cast<long long>(plan.totalBytesBackward), static_cast<long long>(B), first,
               run.backwardWorkspaceBytes(first) / 1048576.0);
+  reportMemoryBound(run, spec, B, N, oneGpu);
   if (o.has("check"))
     pass = checkGradients(spec, B, N, run.q(), run.k(), run.v(), run.dout(), mask, dq, dk, dv,
                           only) &&
@@ -96,7 +137,8 @@ int runRing(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
     HostRing run(*attn, ranks, B, N, q.data(), k.data(), v.data(), mask);
     return report(o, spec, B, N, run, mask,
                   "on gpu " + std::to_string(rt.device().ordinal) + " (" + rt.device().name +
-                      ", loopback: device copies for NCCL)");
+                      ", loopback: device copies for NCCL)",
+                  attn->workspaceSizes(B, N));
   }
   std::vector<std::unique_ptr<RingCommunicator>> comms;
   if (underLauncher()) {
@@ -132,7 +174,7 @@ int runRing(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N,
   }
   where += " (" + runtimes[0]->device().name + ")";
   HostRing run(members, B, N, q.data(), k.data(), v.data(), mask);
-  return report(o, spec, B, N, run, mask, where);
+  return report(o, spec, B, N, run, mask, where, attns[0]->workspaceSizes(B, N));
 }
 
 } // namespace dattn::tools

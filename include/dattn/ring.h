@@ -148,6 +148,11 @@ struct RingSchedule {
   /// fp32 partials of one receive and one return buffer.
   int64_t bufferBytesForward(int rank) const;
   int64_t bufferBytesBackward(int rank) const;
+  /// Of those, what rank r receives into (issue 9's "the plan's receive
+  /// buffers"): its receive slots, backward also the buffer the partials of
+  /// its sent rows come back to (not the pack buffer, not the partials it
+  /// sends).
+  int64_t receiveBufferBytes(int rank, bool backward) const;
 };
 
 /// The schedule that carries out `plan`.

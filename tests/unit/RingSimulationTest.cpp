@@ -366,6 +366,11 @@ TEST(RingSimulation, ScheduleMatchesTheEndsOfEveryTransfer) {
   EXPECT_EQ(s.ranks[1].receiveSlots(), 1);
   EXPECT_EQ(s.ranks[3].receiveSlots(), 2);
   EXPECT_EQ(s.bufferBytesForward(1), (1 * 100 + 100) * 32 * 2 * 2);
+  // What a rank receives into: its slots (K and V), backward also the fp32
+  // partials of what it sent coming back (rank 1 sends 100 rows to 2 and 3).
+  EXPECT_EQ(s.receiveBufferBytes(3, false), 2 * 100 * 32 * 2 * 2);
+  EXPECT_EQ(s.receiveBufferBytes(1, true), 100 * 32 * 2 * 2 + 100 * 32 * 4 * 2);
+  EXPECT_EQ(s.receiveBufferBytes(0, true), 0 + 100 * 32 * 4 * 2);
 }
 
 } // namespace
