@@ -223,7 +223,11 @@ fi
 if want ringtable; then
   # Time and memory per rank of the loopback ring at N = ${DATTN_RING_SEQ:-8192}, P = 1..8,
   # forward and backward, against the one-GPU run (ranks run one after another
-  # on the one GPU: the time is the sum over ranks).
+  # on the one GPU: the time is the sum over ranks), and issue 9's memory
+  # bound (`dattn run`'s "memory bound" line: the worst rank against one
+  # GPU's memory / P + its receive buffers). Issue 9's dense check:
+  # DATTN_RING_SEQ=131072 DATTN_RINGTABLE_SPECS="bench/dense.dattn
+  # examples/dense_ring.dattn" scripts/device_check.sh ringtable
   seq=${DATTN_RING_SEQ:-8192}
   specs=${DATTN_RINGTABLE_SPECS:-examples/dense_ring.dattn examples/longnet_head_partitioned.dattn
     examples/longnet_whole_sequence.dattn examples/longnet_paper.dattn examples/causal_ring.dattn}
@@ -239,6 +243,7 @@ if want ringtable; then
         line="$line | P=$p $(grep -oE '[0-9.]+ ms \(median' "$log.$p" | head -1 | cut -d' ' -f1-2)"
         line="$line bwd $(grep -oE '^backward: [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+ ms')"
         line="$line mem $(grep -oE '^memory per rank: [0-9.]+ MiB' "$log.$p" | grep -oE '[0-9.]+ MiB')"
+        line="$line bound $(grep -oE '[0-9.]+x \((within|above)\)' "$log.$p")"
         echo "$line" > "$OUT/ringtable.$(basename $f .dattn).txt"
       done
     ) &
