@@ -79,22 +79,23 @@ int RankSchedule::receiveSlots() const {
   return std::min(receiving, 2);
 }
 
-int64_t RingSchedule::bufferBytesForward(int rank) const {
-  const RankSchedule &rs = ranks.at(rank);
-  return (rs.receiveSlots() * rs.maxRecvRows + rs.maxSendRows) * headDim * elementBytes * 2;
-}
-
 int64_t RingSchedule::receiveBufferBytes(int rank, bool backward) const {
   const RankSchedule &rs = ranks.at(rank);
   return rs.receiveSlots() * rs.maxRecvRows * headDim * elementBytes * 2 +
          (backward ? rs.maxSendRows * headDim * 4 * 2 : 0);
 }
 
+int64_t RingSchedule::bufferBytesForward(int rank) const {
+  // The receive slots and the pack buffer.
+  return receiveBufferBytes(rank, false) + ranks.at(rank).maxSendRows * headDim * elementBytes * 2;
+}
+
 int64_t RingSchedule::bufferBytesBackward(int rank) const {
-  const RankSchedule &rs = ranks.at(rank);
   // The partials of one received block are accumulated while the previous
-  // block's go back; the sender adds the returned ones into its dK, dV.
-  return bufferBytesForward(rank) + (rs.maxRecvRows + rs.maxSendRows) * headDim * 4 * 2;
+  // block's go back (and the returned ones, in the receive buffers, are
+  // added into the rank's dK, dV).
+  return receiveBufferBytes(rank, true) + ranks.at(rank).maxSendRows * headDim * elementBytes * 2 +
+         ranks.at(rank).maxRecvRows * headDim * 4 * 2;
 }
 
 } // namespace dattn
