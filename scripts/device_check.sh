@@ -225,7 +225,8 @@ if want ringtable; then
   # forward and backward, against the one-GPU run (ranks run one after another
   # on the one GPU: the time is the sum over ranks), and issue 9's memory
   # bound (`dattn run`'s "memory bound" line: the worst rank against one
-  # GPU's memory / P + its receive buffers). Issue 9's dense check:
+  # GPU's memory / P + its receive buffers); DATTN_RINGTABLE_RANKS (default
+  # "1 2 4 8") the ring sizes. Issue 9's dense check:
   # DATTN_RING_SEQ=131072 DATTN_RINGTABLE_SPECS="bench/dense.dattn
   # examples/dense_ring.dattn" scripts/device_check.sh ringtable
   seq=${DATTN_RING_SEQ:-8192}
@@ -237,7 +238,7 @@ if want ringtable; then
       build/bin/dattn run $f --seq $seq --device gpu --iters 5 --backward > "$log" 2>&1
       line="$(basename $f .dattn) one gpu: $(grep -oE '[0-9.]+ ms \(median' "$log" | head -1 | cut -d' ' -f1-2)"
       line="$line, backward $(grep -oE '^backward: [0-9.]+ ms' "$log" | grep -oE '[0-9.]+ ms')"
-      for p in 1 2 4 8; do
+      for p in ${DATTN_RINGTABLE_RANKS:-1 2 4 8}; do
         build/bin/dattn run $f --seq $seq --device gpu --ranks $p --loopback --iters 5 --backward \
           > "$log.$p" 2>&1 || line="$line | P=$p FAILED"
         line="$line | P=$p $(grep -oE '[0-9.]+ ms \(median' "$log.$p" | head -1 | cut -d' ' -f1-2)"
