@@ -91,11 +91,11 @@ int64_t RingSchedule::bufferBytesForward(int rank) const {
 }
 
 int64_t RingSchedule::bufferBytesBackward(int rank) const {
+  const RankSchedule &rs = ranks.at(rank);
   // The partials of one received block are accumulated while the previous
-  // block's go back (and the returned ones, in the receive buffers, are
-  // added into the rank's dK, dV).
-  return receiveBufferBytes(rank, true) + ranks.at(rank).maxSendRows * headDim * elementBytes * 2 +
-         ranks.at(rank).maxRecvRows * headDim * 4 * 2;
+  // block's go back; the returned ones (a receive buffer) are added into the
+  // rank's dK, dV.
+  return bufferBytesForward(rank) + (rs.maxRecvRows + rs.maxSendRows) * headDim * 4 * 2;
 }
 
 } // namespace dattn

@@ -127,6 +127,10 @@ HostRing::~HostRing() {
 
 const RingPlan &HostRing::plan() const { return nccl_ ? nccl_->plan() : loopback_->plan(); }
 
+const RingSchedule &HostRing::schedule() const {
+  return nccl_ ? nccl_->schedule() : loopback_->schedule();
+}
+
 int64_t HostRing::rows(int rank) const {
   int64_t n = 0;
   for (const RowRange &r : plan().rankPlans.at(rank).shard)

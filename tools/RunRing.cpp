@@ -35,7 +35,7 @@ int64_t oneGpuBytes(const AttentionSpec &spec, int64_t B, int64_t N, int64_t ele
 void reportMemoryBound(const HostRing &run, const AttentionSpec &spec, int64_t B, int64_t N,
                        const WorkspaceSizes &oneGpu) {
   const RingPlan &plan = run.plan();
-  const RingSchedule schedule = scheduleRing(plan);
+  const RingSchedule &schedule = run.schedule();
   const double share =
       static_cast<double>(oneGpuBytes(spec, B, N, plan.elementBytes, oneGpu)) / plan.ranks;
   int worst = -1;

@@ -198,6 +198,7 @@ public:
   /// dout as the GPU sees it (rounded to the dtype).
   const std::vector<float> &dout() const { return dout_; }
   const RingPlan &plan() const;
+  const RingSchedule &schedule() const;
   int ranks() const { return plan().ranks; }
   /// Whether this process holds rank r, and r's rows and workspaces.
   bool holds(int rank) const { return ranks_.at(rank).context != nullptr; }
