@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -34,6 +35,9 @@ ParseResult parseSpec(const std::string &text, const std::string &filename) {
 }
 
 SpecFile loadSpecFile(const std::string &path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw SpecError(path + ": is a directory, not a spec file");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw SpecError(path + ": cannot open spec file: " + std::strerror(errno));

@@ -52,7 +52,11 @@ int main(int argc, char **argv) {
                  e.message.c_str(), cmd.c_str());
     return 2;
   } catch (const dattn::SpecError &e) {
-    std::fputs(e.what(), stderr);
+    // Diagnostics end in a newline (with their source line); I/O errors don't.
+    const std::string text = e.what();
+    std::fputs(text.c_str(), stderr);
+    if (text.empty() || text.back() != '\n')
+      std::fputc('\n', stderr);
     return 1;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "dattn %s: error: %s\n", cmd.c_str(), e.what());
