@@ -1,9 +1,10 @@
 """dattn: dilated and sparse attention compiled to fast CUDA kernels.
 
-Specs come from spec files (``dattn.load``), spec text (``dattn.parse``) or
-the builder (``dattn.spec``), which writes spec text and parses it, so every
-spec, however made, is checked by the same front end and raises
-``dattn.SpecError`` with file:line:col diagnostics.
+Specs come from spec files (``dattn.load``: every attention of a file,
+``dattn.Spec.load(path, name=None)``: one), spec text (``dattn.parse``,
+``dattn.Spec.parse``) or the builder (``dattn.spec``), which writes spec
+text and parses it, so every spec, however made, is checked by the same
+front end and raises ``dattn.SpecError`` with file:line:col diagnostics.
 
     import dattn
     s = dattn.spec(heads=12, head_dim=128, dtype="bf16",

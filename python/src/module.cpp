@@ -24,6 +24,27 @@ std::vector<dattn::AttentionSpec> parse(const std::string &text, const std::stri
   return r.file.attentions;
 }
 
+/// Spec.parse and Spec.load return one attention: the one named `name`, or
+/// the file's only one; otherwise an error that lists the names.
+dattn::AttentionSpec pick(const std::vector<dattn::AttentionSpec> &specs, const nb::object &name,
+                          const std::string &where) {
+  std::string names;
+  for (const auto &s : specs)
+    names += (names.empty() ? "" : ", ") + s.name;
+  if (name.is_none()) {
+    if (specs.size() == 1)
+      return specs[0];
+    throw dattn::SpecError(where + ": holds " + std::to_string(specs.size()) +
+                           " attentions (" + names + "): pass name= to pick one");
+  }
+  const std::string wanted = nb::cast<std::string>(name);
+  for (const auto &s : specs)
+    if (s.name == wanted)
+      return s;
+  throw dattn::SpecError(where + ": no attention named '" + wanted + "' (it defines: " + names +
+                         ")");
+}
+
 } // namespace
 
 void bindRuntime(nb::module_ &m); // runtime.cpp
@@ -50,6 +71,22 @@ NB_MODULE(_dattn, m) {
       .def_prop_ro("needs_block_mask", &dattn::AttentionSpec::needsBlockMask)
       .def("canonical", &dattn::AttentionSpec::canonical,
            "The canonical text: every default explicit; parsing it gives an equal spec.")
+      .def_static(
+          "parse",
+          [](const std::string &text, const nb::object &name, const std::string &filename) {
+            return pick(parse(text, filename), name, filename);
+          },
+          "text"_a, "name"_a = nb::none(), "filename"_a = "<string>",
+          "The attention of spec text (the one named `name` where it holds several); "
+          "raises SpecError with file:line:col.")
+      .def_static(
+          "load",
+          [](const std::string &path, const nb::object &name) {
+            return pick(dattn::loadSpecFile(path).attentions, name, path);
+          },
+          "path"_a, "name"_a = nb::none(),
+          "The attention of a spec file (the one named `name` where it holds several); "
+          "raises SpecError.")
       .def("__hash__", [](const dattn::AttentionSpec &s) { return s.hash(); })
       .def("__eq__", [](const dattn::AttentionSpec &a, const dattn::AttentionSpec &b) {
         return a.canonical() == b.canonical();

@@ -54,6 +54,24 @@ def test_load_every_example():
         dattn.load(os.path.join(EXAMPLES, "no_such_file.dattn"))
 
 
+def test_spec_parse_and_load_give_one_attention():
+    text = ("attention a { heads = 4 head_dim = 64 branch { dense } }\n"
+            "attention b { heads = 8 head_dim = 64 branch { dense } }\n")
+    assert dattn.Spec.parse(text, name="b").heads == 8
+    with pytest.raises(dattn.SpecError, match=r"2 attentions \(a, b\): pass name="):
+        dattn.Spec.parse(text)
+    with pytest.raises(dattn.SpecError, match=r"no attention named 'c' \(it defines: a, b\)"):
+        dattn.Spec.parse(text, name="c")
+    with pytest.raises(dattn.SpecError, match=r"x.dattn:1:"):
+        dattn.Spec.parse("attention {", filename="x.dattn")
+    path = os.path.join(EXAMPLES, "dense_ring.dattn")
+    assert dattn.Spec.load(path) == dattn.load(path)[0]
+    multiscale = dattn.Spec.load(os.path.join(EXAMPLES, "block_patterns.dattn"), name="multiscale")
+    assert multiscale.name == "multiscale"
+    with pytest.raises(dattn.SpecError, match="is a directory"):
+        dattn.Spec.load(EXAMPLES)
+
+
 def test_builder_matches_the_language():
     built = dattn.spec(
         heads=12, head_dim=128, dtype="bf16", name="longnet",
