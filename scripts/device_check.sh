@@ -8,7 +8,7 @@
 #
 #   [DATTN_FILTER=gtest-filter (tests)] scripts/device_check.sh [MODE...]
 #   MODE: all (tests sanitize examples package bench ring python) or any of
-#   those, ringtable, nccl, tune, compare, abexamples, split, families, bwdfamilies,
+#   those, ringtable, abring, nccl, tune, compare, abexamples, split, families, bwdfamilies,
 #   patterns, wgmma, tf32, tma, profile, tunecheck, abbackward.
 #   abbackward: forward+backward (normal and deterministic) of
 #   DATTN_AB_CONFIG (default longnet_head_partitioned) at 16K and 64K
@@ -220,6 +220,30 @@ if wantAll ring; then
   summary+=("ring (loopback): $([ $ring_fail = 0 ] && echo all passed || echo FAILED)")
   [ $ring_fail = 0 ] || status=1
 fi
+# ringtable_lines DATTN [TAG]: one line per spec of DATTN_RINGTABLE_SPECS, the
+# ring's time and memory against one GPU with that dattn binary (below).
+ringtable_lines() {
+  local bin=$1 tag=${2:-} seq=${DATTN_RING_SEQ:-8192} f p
+  local specs=${DATTN_RINGTABLE_SPECS:-examples/dense_ring.dattn examples/longnet_head_partitioned.dattn
+    examples/longnet_whole_sequence.dattn examples/longnet_paper.dattn examples/causal_ring.dattn}
+  # One spec at a time: the ranks' times are sums over one GPU, and two
+  # processes on it would time each other.
+  for f in $specs; do
+    local log="$OUT/ringtable$tag.$(basename $f .dattn).log"
+    "$bin" run $f --seq $seq --device gpu --iters 5 --backward > "$log" 2>&1
+    local line="$(basename $f .dattn)$tag one gpu: $(grep -oE '[0-9.]+ ms \(median' "$log" | head -1 | cut -d' ' -f1-2)"
+    line="$line, backward $(grep -oE '^backward: [0-9.]+ ms' "$log" | grep -oE '[0-9.]+ ms')"
+    for p in ${DATTN_RINGTABLE_RANKS:-1 2 4 8}; do
+      "$bin" run $f --seq $seq --device gpu --ranks $p --loopback --iters 5 --backward \
+        > "$log.$p" 2>&1 || line="$line | P=$p FAILED"
+      line="$line | P=$p $(grep -oE '[0-9.]+ ms \(median' "$log.$p" | head -1 | cut -d' ' -f1-2)"
+      line="$line bwd $(grep -oE '^backward: [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+ ms')"
+      line="$line mem $(grep -oE '^memory per rank: [0-9.]+ MiB' "$log.$p" | grep -oE '[0-9.]+ MiB')"
+      line="$line bound $(grep -oE '[0-9.]+x \((within|above)\)' "$log.$p")"
+    done
+    echo "$line" | tee -a "$OUT/ringtable.txt"
+  done
+}
 if want ringtable; then
   # Time and memory per rank of the loopback ring at N = ${DATTN_RING_SEQ:-8192}, P = 1..8,
   # forward and backward, against the one-GPU run (ranks run one after another
@@ -229,28 +253,31 @@ if want ringtable; then
   # "1 2 4 8") the ring sizes. Issue 9's dense check:
   # DATTN_RING_SEQ=131072 DATTN_RINGTABLE_SPECS="bench/dense.dattn
   # examples/dense_ring.dattn" scripts/device_check.sh ringtable
-  seq=${DATTN_RING_SEQ:-8192}
-  specs=${DATTN_RINGTABLE_SPECS:-examples/dense_ring.dattn examples/longnet_head_partitioned.dattn
-    examples/longnet_whole_sequence.dattn examples/longnet_paper.dattn examples/causal_ring.dattn}
-  for f in $specs; do
-    (
-      log="$OUT/ringtable.$(basename $f .dattn).log"
-      build/bin/dattn run $f --seq $seq --device gpu --iters 5 --backward > "$log" 2>&1
-      line="$(basename $f .dattn) one gpu: $(grep -oE '[0-9.]+ ms \(median' "$log" | head -1 | cut -d' ' -f1-2)"
-      line="$line, backward $(grep -oE '^backward: [0-9.]+ ms' "$log" | grep -oE '[0-9.]+ ms')"
-      for p in ${DATTN_RINGTABLE_RANKS:-1 2 4 8}; do
-        build/bin/dattn run $f --seq $seq --device gpu --ranks $p --loopback --iters 5 --backward \
-          > "$log.$p" 2>&1 || line="$line | P=$p FAILED"
-        line="$line | P=$p $(grep -oE '[0-9.]+ ms \(median' "$log.$p" | head -1 | cut -d' ' -f1-2)"
-        line="$line bwd $(grep -oE '^backward: [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+ ms')"
-        line="$line mem $(grep -oE '^memory per rank: [0-9.]+ MiB' "$log.$p" | grep -oE '[0-9.]+ MiB')"
-        line="$line bound $(grep -oE '[0-9.]+x \((within|above)\)' "$log.$p")"
-        echo "$line" > "$OUT/ringtable.$(basename $f .dattn).txt"
-      done
-    ) &
+  ringtable_lines build/bin/dattn
+fi
+if want abring; then
+  # The ring with other binaries (a branch's): for build/bin and each
+  # DATTN_AB_DIRS folder (holding dattn and dattn_gpu_tests), the GpuRing
+  # tests in 6 shards, then the ringtable lines (DATTN_RINGTABLE_* as
+  # above) with that folder's dattn, so that speed and memory compare on
+  # the same GPU. E.g. DATTN_AB_DIRS=build-combo DATTN_RING_SEQ=131072
+  # DATTN_RINGTABLE_SPECS=bench/dense.dattn DATTN_RINGTABLE_RANKS="1 2".
+  for dir in build/bin ${DATTN_AB_DIRS:-build-baseline}; do
+    tests=$dir/dattn_gpu_tests tag=".$(basename $dir)"
+    [ $dir = build/bin ] && tests=build/tests/gpu/dattn_gpu_tests tag=.main
+    pids=() failed=0
+    for i in 0 1 2 3 4 5; do
+      GTEST_TOTAL_SHARDS=6 GTEST_SHARD_INDEX=$i "$tests" --gtest_filter='GpuRing*' \
+        > "$OUT/abring$tag.$i.log" 2>&1 &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait $pid || failed=1; done
+    grep -hE "^\[  FAILED  \]" "$OUT/abring$tag".*.log | sort -u | head -20
+    summary+=("GpuRing tests$tag: $(cat "$OUT/abring$tag".*.log | grep -cE '^\[       OK \]') passed, shards $([ $failed = 0 ] && echo ok || echo FAILED)")
+    [ $failed = 0 ] || status=1
+    ringtable_lines "$dir/dattn" "$tag"
   done
-  wait
-  cat "$OUT"/ringtable.*.txt
+  summary+=("$(cat "$OUT/ringtable.txt")")
 fi
 if wantAll python; then
   if ls build-py312/python/dattn/_dattn.* > /dev/null 2>&1; then
