@@ -32,15 +32,23 @@ struct FakeCompiler {
   }
 };
 
-std::string freshDir(const std::string &name) {
-  std::string d = ::testing::TempDir() + "/dattn_cache_" + name + "_" + std::to_string(getpid());
-  fs::remove_all(d);
-  return d;
-}
+/// An empty cache folder of this process, removed with the test.
+struct FreshDir {
+  std::string path;
+  explicit FreshDir(const std::string &name)
+      : path(::testing::TempDir() + "/dattn_cache_" + name + "_" + std::to_string(getpid())) {
+    fs::remove_all(path);
+  }
+  ~FreshDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  operator const std::string &() const { return path; }
+};
 
 TEST(KernelCache, MissThenMemoryThenDiskHit) {
   FakeCompiler fc;
-  std::string dir = freshDir("hits");
+  const FreshDir dir("hits");
   KernelCache c(dir, fc.fn(), "sig1");
   auto a = c.get("source A", "k", "sm_90");
   EXPECT_EQ(a->origin, CachedKernel::Origin::Compiled);
@@ -59,7 +67,7 @@ TEST(KernelCache, MissThenMemoryThenDiskHit) {
 
 TEST(KernelCache, KeyCoversSourceArchAndCompiler) {
   FakeCompiler fc;
-  std::string dir = freshDir("keys");
+  const FreshDir dir("keys");
   KernelCache c(dir, fc.fn(), "nvrtc-13.0");
   c.get("source A", "k", "sm_90");
   c.get("source B", "k", "sm_90");
@@ -73,7 +81,7 @@ TEST(KernelCache, KeyCoversSourceArchAndCompiler) {
 
 TEST(KernelCache, CorruptEntryIsReportedAndRebuilt) {
   FakeCompiler fc;
-  std::string dir = freshDir("corrupt");
+  const FreshDir dir("corrupt");
   std::string folder;
   {
     KernelCache c(dir, fc.fn(), "sig");
@@ -100,7 +108,7 @@ TEST(KernelCache, CorruptEntryIsReportedAndRebuilt) {
 }
 
 TEST(KernelCache, ConcurrentProcessesCompilingOneKernelBothSucceed) {
-  std::string dir = freshDir("race");
+  const FreshDir dir("race");
   const int kProcs = 4;
   std::vector<pid_t> pids;
   for (int p = 0; p < kProcs; ++p) {
@@ -122,7 +130,7 @@ TEST(KernelCache, ConcurrentProcessesCompilingOneKernelBothSucceed) {
   KernelCache c(dir, fc.fn(), "sig");
   EXPECT_EQ(c.get("shared source", "k", "sm_90")->origin, CachedKernel::Origin::Disk);
   // No temporary folders are left behind.
-  for (const auto &e : fs::recursive_directory_iterator(dir))
+  for (const auto &e : fs::recursive_directory_iterator(dir.path))
     EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
 }
 
