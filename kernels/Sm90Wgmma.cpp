@@ -31,6 +31,22 @@ bool blocksUnder128(const BranchPlan &b) {
   return block != 0 && block < 128;
 }
 
+/// What every wgmma family needs (empty: all there): sm_90a, bf16 or fp16,
+/// head_dim 64 or 128, and with TMA boxes (tma) a dilation they can step.
+std::string wgmmaUnsupported(const AttentionPlan &p, const BranchPlan &b, const Target &t,
+                             bool tma) {
+  if (tma && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)
+    return "dilation " + std::to_string(b.dilation) + ": TMA boxes step at most " +
+           std::to_string(fwd::kTmaMaxStride) + " rows";
+  if (t.sm != 90 || !t.archSpecific)
+    return "needs sm_90a (wgmma), the target is " + t.arch();
+  if (p.dtype != DType::BF16 && p.dtype != DType::F16)
+    return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
+  if (p.headDim != 64 && p.headDim != 128)
+    return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
+  return "";
+}
+
 class WgmmaForward : public KernelFamily {
 public:
   /// tma: the pipelined kernel with K and V through TMA.
@@ -49,15 +65,8 @@ public:
   bool usesTensorCores() const override { return true; }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
                           const Target &t) const override {
-    if (tma_ && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)
-      return "dilation " + std::to_string(b.dilation) + ": TMA boxes step at most " +
-             std::to_string(fwd::kTmaMaxStride) + " rows";
-    if (t.sm != 90 || !t.archSpecific)
-      return "needs sm_90a (wgmma), the target is " + t.arch();
-    if (p.dtype != DType::BF16 && p.dtype != DType::F16)
-      return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
-    if (p.headDim % 64 != 0 || p.headDim > 128)
-      return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
+    if (std::string why = wgmmaUnsupported(p, b, t, tma_); !why.empty())
+      return why;
     if (smem(p.headDim, 128, 128) > t.smemBytes)
       return "needs " + std::to_string(smem(p.headDim, 128, 128)) + " bytes of shared memory";
     return "";
@@ -143,15 +152,8 @@ public:
   }
   std::string unsupported(const AttentionPlan &p, const BranchPlan &b,
                           const Target &t) const override {
-    if (ws_ && b.kind == BranchKind::Strided && b.dilation > fwd::kTmaMaxStride)
-      return "dilation " + std::to_string(b.dilation) + ": TMA boxes step at most " +
-             std::to_string(fwd::kTmaMaxStride) + " rows";
-    if (t.sm != 90 || !t.archSpecific)
-      return "needs sm_90a (wgmma), the target is " + t.arch();
-    if (p.dtype != DType::BF16 && p.dtype != DType::F16)
-      return std::string("bf16 or fp16 only, not ") + toString(p.dtype);
-    if (p.headDim != 64 && p.headDim != 128)
-      return "head_dim " + std::to_string(p.headDim) + " is not 64 or 128";
+    if (std::string why = wgmmaUnsupported(p, b, t, ws_); !why.empty())
+      return why;
     if (blocksUnder128(b)) {
       const int64_t block = b.smallestBlock();
       if (!ws_ || block < 64)
