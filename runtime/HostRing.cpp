@@ -212,6 +212,39 @@ void HostRing::rerun() {
   }
 }
 
+std::vector<double> HostRing::rankMilliseconds(bool backward, int iters) {
+  if (!loopback_)
+    throw Error("HostRing::rankMilliseconds: a loopback ring's (an NCCL ring's ranks run on "
+                "their own GPUs: time the whole run)");
+  if (backward && bargs_.empty())
+    throw Error("HostRing::rankMilliseconds: backward before backward()");
+  std::vector<std::vector<double>> samples(loopback_->ranks());
+  loopback_->setRankTiming(true);
+  try {
+    for (int i = 0; i < std::max(iters, 1); ++i) {
+      // Poisoned first, as every checked run (the events time only the
+      // ranks' work): what the last pass wrote can be read back and checked.
+      if (backward)
+        this->backward(dout_.data());
+      else
+        run();
+      const std::vector<double> ms = loopback_->rankMilliseconds();
+      for (size_t r = 0; r < ms.size(); ++r)
+        samples[r].push_back(ms[r]);
+    }
+  } catch (...) {
+    loopback_->setRankTiming(false);
+    throw;
+  }
+  loopback_->setRankTiming(false);
+  std::vector<double> out;
+  for (std::vector<double> &x : samples) {
+    std::sort(x.begin(), x.end());
+    out.push_back(x[x.size() / 2]);
+  }
+  return out;
+}
+
 int64_t HostRing::rankBytes(int rank) const {
   const Rank &x = ranks_.at(rank);
   int64_t bytes = 0;

@@ -9,6 +9,9 @@
 //   backward: Delta and the own rows, then per step the received block,
 //             whose dK/dV partials (fp32) are copied back to the sender and
 //             added into its accumulators; the gradients at the end.
+// With rank timing on, each rank's own work (its kernels, not the copies
+// that stand in for NCCL) is bracketed by events: the time each GPU of a
+// real ring would compute.
 #include "Context.h"
 #include "Libraries.h"
 #include "RingRank.h"
@@ -21,6 +24,50 @@ namespace dattn {
 struct LoopbackRing::Impl {
   std::vector<std::unique_ptr<rt::RankRun>> ranks;
   int64_t moved = 0;
+  void *context = nullptr;
+
+  /// Rank timing: per rank, (start, stop) event pairs of its spans in the
+  /// last pass, made on first use and kept.
+  bool timing = false;
+  std::vector<std::vector<std::pair<CUevent, CUevent>>> spans;
+  std::vector<size_t> used;
+
+  ~Impl() {
+    try {
+      rt::ContextScope scope(context);
+      for (auto &list : spans)
+        for (auto &[start, stop] : list) {
+          rt::driver().eventDestroy(start);
+          rt::driver().eventDestroy(stop);
+        }
+    } catch (...) {
+      // Destructors do not throw.
+    }
+  }
+
+  void beginPass() {
+    moved = 0;
+    spans.resize(ranks.size());
+    used.assign(ranks.size(), 0);
+  }
+  /// Rank r's work of one span, timed when timing is on.
+  template <class Work> void on(int r, CUstream stream, Work &&work) {
+    if (!timing) {
+      work();
+      return;
+    }
+    const rt::Driver &d = rt::driver();
+    if (used[r] == spans[r].size()) {
+      std::pair<CUevent, CUevent> pair{};
+      rt::check(d.eventCreate(&pair.first, CU_EVENT_DEFAULT), "ring: a rank timing event");
+      rt::check(d.eventCreate(&pair.second, CU_EVENT_DEFAULT), "ring: a rank timing event");
+      spans[r].push_back(pair);
+    }
+    const auto &[start, stop] = spans[r][used[r]++];
+    rt::check(d.eventRecord(start, stream), "ring: timing a rank");
+    work();
+    rt::check(d.eventRecord(stop, stream), "ring: timing a rank");
+  }
 
   void copy(void *dst, const void *src, int64_t bytes, CUstream stream) {
     if (bytes == 0)
@@ -33,8 +80,8 @@ struct LoopbackRing::Impl {
   }
   /// Step s's K and V: every rank packs, the receivers get copies.
   void exchange(int step, int slot, CUstream stream) {
-    for (auto &r : ranks)
-      r->pack(step);
+    for (size_t r = 0; r < ranks.size(); ++r)
+      on(static_cast<int>(r), stream, [&] { ranks[r]->pack(step); });
     for (auto &r : ranks) {
       const Transfer &t = r->recv(step);
       if (t.peer < 0)
@@ -57,6 +104,7 @@ LoopbackRing::LoopbackRing(CompiledAttention &attention, int64_t batch, int64_t 
     throw ArgumentError("ring (attention '" + spec.name +
                         "'): the spec has a block_mask pattern: pass the mask on the host "
                         "(for the plan) and on the device (for the kernels)");
+  impl_->context = attention.context();
   plan_ = planRing(attention.plan(), seqLen, ranks > 0 ? ranks : attention.plan().ring, mask,
                    spec.hash());
   schedule_ = scheduleRing(plan_);
@@ -91,18 +139,19 @@ int64_t LoopbackRing::forward(const std::vector<RingRankForward> &args, void *st
   for (int r = 0; r < P; ++r) // every rank's arguments checked before any work
     impl_->ranks[r]->bindForward(args[r], s);
   rt::ContextScope scope(attention_.context());
-  impl_->moved = 0;
-  for (auto &r : impl_->ranks)
-    r->beginForward();
+  Impl &x = *impl_;
+  x.beginPass();
+  for (int r = 0; r < P; ++r)
+    x.on(r, s, [&] { x.ranks[r]->beginForward(); });
   for (int step = 1; step < P; ++step) {
     const int slot = step % 2;
-    impl_->exchange(step, slot, s);
-    for (auto &r : impl_->ranks)
-      r->attend(step, slot);
+    x.exchange(step, slot, s);
+    for (int r = 0; r < P; ++r)
+      x.on(r, s, [&] { x.ranks[r]->attend(step, slot); });
   }
-  for (auto &r : impl_->ranks)
-    r->endForward();
-  return impl_->moved;
+  for (int r = 0; r < P; ++r)
+    x.on(r, s, [&] { x.ranks[r]->endForward(); });
+  return x.moved;
 }
 
 int64_t LoopbackRing::backward(const std::vector<RingRankBackward> &args, void *stream) {
@@ -112,27 +161,50 @@ int64_t LoopbackRing::backward(const std::vector<RingRankBackward> &args, void *
   for (int r = 0; r < P; ++r)
     impl_->ranks[r]->bindBackward(args[r], s);
   rt::ContextScope scope(attention_.context());
-  impl_->moved = 0;
-  for (auto &r : impl_->ranks)
-    r->beginBackward();
+  Impl &x = *impl_;
+  x.beginPass();
+  for (int r = 0; r < P; ++r)
+    x.on(r, s, [&] { x.ranks[r]->beginBackward(); });
   for (int step = 1; step < P; ++step) {
     const int slot = step % 2;
-    impl_->exchange(step, slot, s);
-    for (auto &r : impl_->ranks) {
-      const Transfer &t = r->recv(step);
+    x.exchange(step, slot, s);
+    for (int r = 0; r < P; ++r) {
+      rt::RankRun &rank = *x.ranks[r];
+      const Transfer &t = rank.recv(step);
       if (t.peer < 0)
         continue;
       // This block's partials, then back to the sender, which adds them.
-      r->attendBackward(step, slot);
-      rt::RankRun &sender = *impl_->ranks[t.peer];
+      x.on(r, s, [&] { rank.attendBackward(step, slot); });
+      rt::RankRun &sender = *x.ranks[t.peer];
       for (int kv = 0; kv < 2; ++kv)
-        impl_->copy(sender.returnedBuffer(kv), r->partialBuffer(kv), r->partialBytes(t.rows), s);
-      sender.addReturned(step);
+        x.copy(sender.returnedBuffer(kv), rank.partialBuffer(kv), rank.partialBytes(t.rows), s);
+      x.on(t.peer, s, [&] { sender.addReturned(step); });
     }
   }
-  for (auto &r : impl_->ranks)
-    r->endBackward();
-  return impl_->moved;
+  for (int r = 0; r < P; ++r)
+    x.on(r, s, [&] { x.ranks[r]->endBackward(); });
+  return x.moved;
+}
+
+void LoopbackRing::setRankTiming(bool on) { impl_->timing = on; }
+
+std::vector<double> LoopbackRing::rankMilliseconds() {
+  Impl &x = *impl_;
+  if (!x.timing)
+    throw Error("LoopbackRing::rankMilliseconds: rank timing is off (setRankTiming(true) "
+                "before the pass)");
+  rt::ContextScope scope(attention_.context());
+  const rt::Driver &d = rt::driver();
+  std::vector<double> out(x.ranks.size(), 0.0);
+  for (size_t r = 0; r < x.used.size(); ++r)
+    for (size_t i = 0; i < x.used[r]; ++i) {
+      const auto &[start, stop] = x.spans[r][i];
+      rt::check(d.eventSynchronize(stop), "ring: waiting for a timed rank");
+      float ms = 0;
+      rt::check(d.eventElapsedTime(&ms, start, stop), "ring: reading a rank's time");
+      out[r] += ms;
+    }
+  return out;
 }
 
 } // namespace dattn

@@ -231,8 +231,9 @@ ringtable_lines() {
   for f in $specs; do
     local log="$OUT/ringtable$tag.$(basename $f .dattn).log"
     "$bin" run $f --seq $seq --device gpu --iters 5 --backward > "$log" 2>&1
-    local line="$(basename $f .dattn)$tag one gpu: $(grep -oE '[0-9.]+ ms \(median' "$log" | head -1 | cut -d' ' -f1-2)"
-    line="$line, backward $(grep -oE '^backward: [0-9.]+ ms' "$log" | grep -oE '[0-9.]+ ms')"
+    local t1=$(grep -oE '[0-9.]+ ms \(median' "$log" | head -1 | cut -d' ' -f1)
+    local b1=$(grep -oE '^backward: [0-9.]+ ms' "$log" | grep -oE '[0-9.]+')
+    local line="$(basename $f .dattn)$tag one gpu: $t1 ms, backward $b1 ms"
     for p in ${DATTN_RINGTABLE_RANKS:-1 2 4 8}; do
       "$bin" run $f --seq $seq --device gpu --ranks $p --loopback --iters 5 --backward \
         > "$log.$p" 2>&1 || line="$line | P=$p FAILED"
@@ -240,6 +241,11 @@ ringtable_lines() {
       line="$line bwd $(grep -oE '^backward: [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+ ms')"
       line="$line mem $(grep -oE '^memory per rank: [0-9.]+ MiB' "$log.$p" | grep -oE '[0-9.]+ MiB')"
       line="$line bound $(grep -oE '[0-9.]+x \((within|above)\)' "$log.$p")"
+      # The slowest rank's own time (forward, backward): about the ring's
+      # time on P GPUs with hidden transfers; efficiency T1 / (P x that).
+      local hidden=($(grep -oE 'transfers hidden, about [0-9.]+ ms' "$log.$p" | grep -oE '[0-9.]+'))
+      [ ${#hidden[@]} = 2 ] && line="$line projected on $p GPUs $(awk -v t=$t1 -v b=$b1 \
+        -v f=${hidden[0]} -v g=${hidden[1]} -v p=$p 'BEGIN { printf "%.3f / %.3f ms, efficiency %.2f / %.2f", f, g, t / (p * f), b / (p * g) }')"
     done
     echo "$line" | tee -a "$OUT/ringtable.txt"
   done

@@ -60,6 +60,23 @@ void reportMemoryBound(const HostRing &run, const AttentionSpec &spec, int64_t B
               worstRatio <= 1.001 ? "within" : "above"); // 0.1%: buffers' 256-byte alignment
 }
 
+/// A loopback ring's time rank by rank (each rank's own kernels, medians
+/// of `iters` passes): the slowest is about the ring's time on P GPUs when
+/// the transfers hide behind compute, which the loopback's total (every
+/// rank in turn, and the copies) is not.
+void reportRankTimes(HostRing &run, bool backward, int iters) {
+  const std::vector<double> ms = run.rankMilliseconds(backward, iters);
+  const auto slowest = std::max_element(ms.begin(), ms.end());
+  double sum = 0;
+  for (double x : ms)
+    sum += x;
+  std::printf("per rank%s (its own kernels, medians of %d): slowest %.3f ms (rank %d), fastest "
+              "%.3f ms, mean %.3f ms: on %d GPUs with the transfers hidden, about %.3f ms\n",
+              backward ? ", backward" : "", iters, *slowest,
+              static_cast<int>(slowest - ms.begin()), *std::min_element(ms.begin(), ms.end()),
+              sum / ms.size(), static_cast<int>(ms.size()), *slowest);
+}
+
 /// Runs, times and checks `run`; `where` describes the ranks and GPUs;
 /// `oneGpu`, the same attention's workspaces on one GPU for (B, N).
 int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, HostRing &run,
@@ -84,6 +101,8 @@ int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, Ho
               spec.heads, spec.kvHeads, spec.headDim, toString(spec.dtype));
   std::printf("ring of %d ranks %s, %s layout: %.3f ms (median of %d)\n", plan.ranks,
               where.c_str(), toString(plan.layout), ms, iters);
+  if (o.has("loopback"))
+    reportRankTimes(run, false, iters);
   std::printf("moved: %lld bytes of K and V by this process's ranks (plan-ring: %lld x batch "
               "%lld for all ranks)\n",
               static_cast<long long>(run.bytesMoved()),
@@ -109,6 +128,8 @@ int report(const Options &o, const AttentionSpec &spec, int64_t B, int64_t N, Ho
               bms, iters, static_cast<long long>(movedBackward),
               static_cast<long long>(plan.totalBytesBackward), static_cast<long long>(B), first,
               run.backwardWorkspaceBytes(first) / 1048576.0);
+  if (o.has("loopback"))
+    reportRankTimes(run, true, iters);
   reportMemoryBound(run, spec, B, N, oneGpu);
   if (o.has("check"))
     pass = checkGradients(spec, B, N, run.q(), run.k(), run.v(), run.dout(), mask, dq, dk, dv,

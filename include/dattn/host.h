@@ -207,6 +207,13 @@ public:
   int64_t backwardWorkspaceBytes(int rank) const;
   /// The global rows this process holds, ascending.
   std::vector<int64_t> heldRows() const;
+  /// Loopback rings: each rank's own time (its kernels, not the copies
+  /// between ranks; LoopbackRing::setRankTiming), forward or, after
+  /// backward(), backward: medians over `iters` passes, each poisoned first
+  /// like run() and backward(), so that read() and readGradients() then
+  /// give the last pass's outputs. The slowest rank's time is about the
+  /// ring's time on P GPUs with its transfers hidden.
+  std::vector<double> rankMilliseconds(bool backward, int iters);
   /// Bytes the last run or backward moved between ranks (loopback) or this
   /// process's ranks sent (NCCL).
   int64_t bytesMoved() const { return moved_; }

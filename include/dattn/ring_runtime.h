@@ -80,6 +80,14 @@ public:
   /// owners in fp32. Returns the bytes moved (total_bytes_backward x batch).
   int64_t backward(const std::vector<RingRankBackward> &ranks, void *stream = nullptr);
 
+  /// With rank timing on, each pass brackets every rank's own work (its
+  /// kernels, not the device copies that stand in for NCCL) with events;
+  /// rankMilliseconds() waits and returns each rank's time in the last pass:
+  /// what each GPU of a ring would compute, so the slowest rank's is about a
+  /// ring's time on P GPUs when its transfers are hidden behind compute.
+  void setRankTiming(bool on);
+  std::vector<double> rankMilliseconds();
+
 private:
   struct Impl;
   CompiledAttention &attention_;

@@ -114,8 +114,9 @@ void checkWgmmaDkvFamily(const std::string &family) {
           1000);
     check(parse(head + "branch { dilated_blocks(block = 64, rates = [1, 3]) } }"), 1000);
   }
-  if (family == "sm90_wgmma_ws_backward_dkv")
+  if (family == "sm90_wgmma_ws_backward_dkv") {
     EXPECT_EQ(branchesOnWgmma, before + 4) << "blocks of 64 rows did not run on " << family;
+  }
   check(parse("attention t { heads = 4 kv_heads = 2 head_dim = 128 dtype = bf16 causal = true "
               "branch heads 0..1 { window(left = 100, right = 0) } "
               "branch heads 2..3 { dilated(segment = inf, dilation = 2, offset = head) | "

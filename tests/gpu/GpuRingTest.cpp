@@ -145,5 +145,48 @@ TEST(GpuRing, LoopbackMoreRanksThanRows) {
   expectRingMatches(parse(patternSpec(0, "bf16", false)), 1, 5, 8, 3);
 }
 
+// Rank timing (what `dattn run --ranks P --loopback` prints per rank): a
+// time for every rank, each inside the pass's, and the timed passes compute
+// what untimed ones do, bit for bit.
+TEST(GpuRing, LoopbackRankTimesCoverEveryRankAndChangeNothing) {
+  REQUIRE_GPU();
+  const AttentionSpec spec = parse("attention t { heads = 4 kv_heads = 2 head_dim = 64 "
+                                   "dtype = bf16 causal = true branch { dense } }");
+  const int64_t n = 1500, H = 4, Hk = 2, D = 64;
+  const std::vector<float> q = randomVector(n * H * D, 11), k = randomVector(n * Hk * D, 12),
+                           v = randomVector(n * Hk * D, 13), dout = randomVector(q.size(), 14);
+  auto attn = runtime().compile(spec);
+  HostRing run(*attn, 3, 1, n, q.data(), k.data(), v.data());
+  EXPECT_THROW(run.rankMilliseconds(true, 1), Error) << "backward timed before backward()";
+  run.run();
+  std::vector<float> out, lse, dq, dk, dv;
+  run.read(out, lse);
+  run.backward(dout.data());
+  run.readGradients(dq, dk, dv);
+  for (bool backward : {false, true}) {
+    SCOPED_TRACE(backward ? "backward" : "forward");
+    const double pass =
+        timeMedianMs([&](int) { backward ? run.rebackward() : run.rerun(); }, 1, 3);
+    const std::vector<double> ms = run.rankMilliseconds(backward, 3);
+    ASSERT_EQ(ms.size(), 3u);
+    for (double x : ms) {
+      EXPECT_GT(x, 0.0);
+      EXPECT_LT(x, 2 * pass) << "a rank took longer than the whole pass";
+    }
+  }
+  // The timed passes above wrote what the untimed ones did: the forward bit
+  // for bit, the gradients to a tenth of the tolerance (fp32 atomics add
+  // in any order).
+  std::vector<float> out2, lse2, dq2, dk2, dv2;
+  run.read(out2, lse2);
+  run.readGradients(dq2, dk2, dv2);
+  EXPECT_EQ(out, out2);
+  EXPECT_EQ(lse, lse2);
+  const double tol = toleranceFor(spec) / 10;
+  expectGradientClose("dq", dq2, dq, D, tol, "timed against untimed");
+  expectGradientClose("dk", dk2, dk, D, tol, "timed against untimed");
+  expectGradientClose("dv", dv2, dv, D, tol, "timed against untimed");
+}
+
 } // namespace
 } // namespace dattn::test
