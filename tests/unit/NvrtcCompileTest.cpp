@@ -112,9 +112,10 @@ TEST(Nvrtc, WgmmaBackwardModulesCompile) {
             if (kernel.name.find(suffix) != std::string::npos) {
               onWgmma = true;
               smallTiles += kernel.name.find("_m64n64") != std::string::npos;
-              if (ws)
+              if (ws) {
                 EXPECT_NE(k.ptx.find(kernel.name + "_param_2[128]"), std::string::npos)
                     << kernel.name;
+              }
             }
           if (!onWgmma) // blocks under 128 rows
             continue;
