@@ -1,8 +1,11 @@
 #include "Nccl.h"
 
+#include "Libraries.h"
+
 #include "dattn/comm.h"
 #include "dattn/env.h"
 #include "dattn/error.h"
+#include "dattn/runtime.h"
 
 #include <dlfcn.h>
 
@@ -16,27 +19,19 @@ const Nccl &nccl() {
   static std::once_flag once;
   static std::string failure;
   std::call_once(once, [] {
-    std::vector<std::string> places;
+    // Already loaded (torch's NCCL), addLibraryDirs' folders (the NVIDIA
+    // wheels'), CUDA_HOME, the loader's search, the usual places.
+    std::vector<std::string> dirs = libraryDirs();
     if (const char *home = env::cudaHome())
-      places = {std::string(home) + "/lib64/libnccl.so.2", std::string(home) + "/lib/libnccl.so.2"};
-    places.insert(places.end(), {"libnccl.so.2", "/usr/local/cuda/lib64/libnccl.so.2",
-                                 "/usr/local/cuda/lib/libnccl.so.2",
-                                 "/usr/lib/x86_64-linux-gnu/libnccl.so.2"});
+      dirs.insert(dirs.end(), {std::string(home) + "/lib64/", std::string(home) + "/lib/"});
+    dirs.insert(dirs.end(), {"", "/usr/local/cuda/lib64/", "/usr/local/cuda/lib/",
+                             "/usr/lib/x86_64-linux-gnu/"});
     void *lib = nullptr;
-    std::string tried, firstError;
-    for (const auto &p : places) {
-      if ((lib = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL))) {
-        n.path = p;
-        break;
-      }
-      const char *e = dlerror();
-      if (firstError.empty() && e)
-        firstError = e;
-      tried += (tried.empty() ? "" : ", ") + p;
-    }
-    if (!lib) {
-      failure = "cannot load NCCL (libnccl.so.2; install NCCL or set CUDA_HOME); tried " + tried +
-                " (" + firstError + ")";
+    try {
+      lib = rt::openLibrary({"libnccl.so.2"}, dirs,
+                            "NCCL (libnccl.so.2; install NCCL or set CUDA_HOME)", n.path);
+    } catch (const Error &e) {
+      failure = e.what();
       return;
     }
     auto resolve = [&](const char *name, auto &fn) {

@@ -2,6 +2,7 @@
 
 #include "dattn/env.h"
 #include "dattn/error.h"
+#include "dattn/runtime.h"
 
 #include <dlfcn.h>
 
@@ -13,16 +14,33 @@ namespace dattn::rt {
 
 namespace {
 
-/// dlopen of the first of `names` found in `dirs` ("" = the dynamic
-/// loader's own search: ld.so.cache, LD_LIBRARY_PATH). The error lists every
-/// place tried and the loader's first complaint.
-void *openFirst(const std::vector<std::string> &names, std::vector<std::string> dirs,
-                const char *what, std::string &path) {
+
+template <class F> void resolveDl(void *lib, const char *name, F &fn) {
+  fn = reinterpret_cast<F>(dlsym(lib, name));
+  if (!fn)
+    throw Error(std::string("libnvrtc has no symbol ") + name + " (NVRTC too old?)");
+}
+
+} // namespace
+
+namespace {
+std::mutex addedMutex;
+std::vector<std::string> added; // addLibraryDirs, in order
+} // namespace
+
+void *openLibrary(const std::vector<std::string> &names, const std::vector<std::string> &dirs,
+                  const std::string &what, std::string &path) {
+  // A copy the process already has (torch's, say): one library, not two.
+  for (const auto &n : names)
+    if (void *h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD)) {
+      path = n + " (already loaded)";
+      return h;
+    }
   std::vector<std::string> seen;
   std::string tried, firstError;
   for (const auto &dir : dirs)
     for (const auto &n : names) {
-      std::string p = dir + n;
+      std::string p = dir.empty() || dir.back() == '/' ? dir + n : dir + "/" + n;
       if (std::find(seen.begin(), seen.end(), p) != seen.end())
         continue;
       seen.push_back(p);
@@ -35,16 +53,8 @@ void *openFirst(const std::vector<std::string> &names, std::vector<std::string> 
         firstError = e;
       tried += (tried.empty() ? "" : ", ") + p;
     }
-  throw Error(std::string("cannot load ") + what + "; tried " + tried + " (" + firstError + ")");
+  throw Error("cannot load " + what + "; tried " + tried + " (" + firstError + ")");
 }
-
-template <class F> void resolveDl(void *lib, const char *name, F &fn) {
-  fn = reinterpret_cast<F>(dlsym(lib, name));
-  if (!fn)
-    throw Error(std::string("libnvrtc has no symbol ") + name + " (NVRTC too old?)");
-}
-
-} // namespace
 
 void check(CUresult r, const std::string &what) {
   if (r == CUDA_SUCCESS)
@@ -64,7 +74,7 @@ const Driver &driver() {
   static std::string failure;
   std::call_once(once, [] {
     try {
-      void *lib = openFirst({"libcuda.so.1"},
+      void *lib = openLibrary({"libcuda.so.1"},
                             {"", "/usr/lib/x86_64-linux-gnu/", "/usr/lib64/",
                              "/usr/local/nvidia/lib64/"},
                             "the NVIDIA driver library libcuda.so.1 (no driver installed?)",
@@ -150,7 +160,7 @@ namespace {
 /// Loads one NVRTC from the first of `names` found in `dirs`.
 void loadNvrtc(Nvrtc &n, const std::vector<std::string> &names,
                const std::vector<std::string> &dirs, const char *what) {
-  void *lib = openFirst(names, dirs, what, n.path);
+  void *lib = openLibrary(names, dirs, what, n.path);
   resolveDl(lib, "nvrtcVersion", n.version);
   resolveDl(lib, "nvrtcGetNumSupportedArchs", n.getNumSupportedArchs);
   resolveDl(lib, "nvrtcGetSupportedArchs", n.getSupportedArchs);
@@ -181,10 +191,11 @@ template <class Load> const Nvrtc &loadOnce(Nvrtc &n, std::once_flag &once,
   return n;
 }
 
-std::vector<std::string> cudaHomeDirs() {
-  std::vector<std::string> dirs;
+/// addLibraryDirs' folders, then CUDA_HOME's.
+std::vector<std::string> searchDirs() {
+  std::vector<std::string> dirs = libraryDirs();
   if (const char *home = env::cudaHome())
-    dirs = {std::string(home) + "/lib64/", std::string(home) + "/lib/"};
+    dirs.insert(dirs.end(), {std::string(home) + "/lib64/", std::string(home) + "/lib/"});
   return dirs;
 }
 
@@ -195,7 +206,7 @@ const Nvrtc &nvrtc13() {
   static std::once_flag once;
   static std::string failure;
   return loadOnce(n, once, failure, [](Nvrtc &x) {
-    std::vector<std::string> dirs = cudaHomeDirs();
+    std::vector<std::string> dirs = searchDirs();
     dirs.insert(dirs.end(), {"", "/usr/local/cuda/lib64/", "/usr/lib/x86_64-linux-gnu/"});
     loadNvrtc(x, {"libnvrtc.so.13"}, dirs,
               "NVRTC 13 (libnvrtc.so.13; set CUDA_HOME to a CUDA 13 toolkit or install the "
@@ -220,7 +231,7 @@ const Nvrtc &nvrtc12() {
 #ifdef DATTN_NVRTC12_DIR
     dirs.push_back(std::string(DATTN_NVRTC12_DIR) + "/"); // the wheel found at build time
 #endif
-    for (const auto &d : cudaHomeDirs())
+    for (const auto &d : searchDirs())
       dirs.push_back(d);
     dirs.insert(dirs.end(), {"", "/usr/local/cuda-12/lib64/", "/usr/lib/x86_64-linux-gnu/"});
     loadNvrtc(x, {"libnvrtc.so.12"}, dirs,
@@ -252,3 +263,19 @@ const Nvrtc &nvrtcFor(int sm) {
 const Nvrtc &nvrtc() { return nvrtcFor(75); }
 
 } // namespace dattn::rt
+
+namespace dattn {
+
+void addLibraryDirs(const std::vector<std::string> &dirs) {
+  std::lock_guard<std::mutex> lock(rt::addedMutex);
+  for (const auto &d : dirs)
+    if (!d.empty() && std::find(rt::added.begin(), rt::added.end(), d) == rt::added.end())
+      rt::added.push_back(d);
+}
+
+std::vector<std::string> libraryDirs() {
+  std::lock_guard<std::mutex> lock(rt::addedMutex);
+  return rt::added;
+}
+
+} // namespace dattn

@@ -7,6 +7,7 @@
 #include <nvrtc.h>
 
 #include <string>
+#include <vector>
 
 namespace dattn::rt {
 
@@ -79,6 +80,14 @@ struct Nvrtc {
   decltype(&::nvrtcGetErrorString) getErrorString;
   std::string path;
 };
+
+/// dlopen of the first library found: one of `names` this process already
+/// has (RTLD_NOLOAD), else each name in each of `dirs` in turn ("" = the
+/// dynamic loader's own search: ld.so.cache, LD_LIBRARY_PATH). `path` says
+/// which was loaded; the error lists every place tried and the loader's
+/// first complaint.
+void *openLibrary(const std::vector<std::string> &names, const std::vector<std::string> &dirs,
+                  const std::string &what, std::string &path);
 
 /// The driver, loaded and cuInit'ed once; throws Error saying what is
 /// missing (no libcuda.so.1: no NVIDIA driver; cuInit failed: no usable GPU).

@@ -252,6 +252,14 @@ std::vector<WarmedModule> warmKernelCache(const AttentionSpec &spec,
                                           const std::string &gpuArch, int smemBytes = 0, const std::string &root = "",
                                           int threads = 0);
 
+/// Folders searched for libnvrtc and libnccl after the copies this process
+/// has already loaded (torch's, say) and before CUDA_HOME and the system's:
+/// e.g. the NVIDIA wheels' lib folders, which the Python package adds on
+/// import. A library already loaded stays; add folders before the first
+/// compile (or ring) to have them used.
+void addLibraryDirs(const std::vector<std::string> &dirs);
+std::vector<std::string> libraryDirs();
+
 /// The version ("13.0") of the NVRTC of current GPUs (sm_75 and newer) and
 /// the archs it targets.
 std::string nvrtcVersion();

@@ -24,7 +24,10 @@ only. The package itself does not need torch.
 """
 
 import importlib.util
+import os
+import sys
 
+from . import _dattn
 from ._dattn import ArgumentError, Error, Spec, SpecError, device_count, load, nvrtc_version
 from ._dattn import parse as _parse
 from ._dattn import plan_ring as _plan_ring
@@ -37,6 +40,26 @@ __all__ = [
     "load", "nvrtc_version", "parse", "plan_ring", "random_blocks", "spec", "window",
     "attention", "precompile",
 ]
+
+
+
+def _nvidia_wheel_dirs(paths=None):
+    """The NVIDIA wheels' library folders under `paths` (default sys.path):
+    CUDA 13's nvidia/cu13/lib, CUDA 12's NVRTC (nvidia/cuda_nvrtc/lib, for
+    GPUs before sm_75) and NCCL's nvidia/nccl/lib, where they exist."""
+    found = []
+    for base in sys.path if paths is None else paths:
+        for sub in ("nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib", "nvidia/nccl/lib"):
+            folder = os.path.join(base or os.curdir, sub)
+            if os.path.isdir(folder) and folder not in found:
+                found.append(folder)
+    return found
+
+
+# NVRTC and NCCL load on first use: copies the process already has (torch's)
+# first, then these folders, then CUDA_HOME and the system's. A pip-only
+# machine, without a CUDA toolkit, then finds the wheels torch came with.
+_dattn.add_library_dirs(_nvidia_wheel_dirs())
 
 
 if importlib.util.find_spec("torch") is not None:

@@ -126,6 +126,10 @@ NB_MODULE(_dattn, m) {
   m.def(
       "nvrtc_version", [] { return dattn::nvrtcVersion(); },
       "The version of the NVRTC that compiles for current GPUs; raises Error if none loads.");
+  m.def("add_library_dirs", &dattn::addLibraryDirs, "dirs"_a,
+        "Folders searched for libnvrtc and libnccl after the copies already loaded and "
+        "before CUDA_HOME and the system's (the package adds the NVIDIA wheels' on import).");
+  m.def("library_dirs", &dattn::libraryDirs, "The folders add_library_dirs gave, in order.");
   m.def("device_count", &dattn::Runtime::deviceCount,
         "GPUs the driver sees (0 without a driver).");
   bindRuntime(m);

@@ -72,6 +72,22 @@ def test_spec_parse_and_load_give_one_attention():
         dattn.Spec.load(EXAMPLES)
 
 
+def test_nvidia_wheel_folders_are_searched(tmp_path):
+    # The wheels' layouts (CUDA 13: nvidia/cu13/lib; CUDA 12's NVRTC and
+    # NCCL: their own folders); a site folder without them adds nothing.
+    for sub in ("nvidia/cu13/lib", "nvidia/nccl/lib"):
+        (tmp_path / "site" / sub).mkdir(parents=True)
+    (tmp_path / "bare").mkdir()
+    found = dattn._nvidia_wheel_dirs([str(tmp_path / "site"), str(tmp_path / "bare")])
+    assert found == [str(tmp_path / "site" / "nvidia/cu13/lib"),
+                     str(tmp_path / "site" / "nvidia/nccl/lib")]
+    before = dattn._dattn.library_dirs()
+    dattn._dattn.add_library_dirs(found + found[:1])  # repeats are kept once
+    assert dattn._dattn.library_dirs() == before + [d for d in found if d not in before]
+    # What the package found on import is there too.
+    assert set(dattn._nvidia_wheel_dirs()) <= set(dattn._dattn.library_dirs())
+
+
 def test_builder_matches_the_language():
     built = dattn.spec(
         heads=12, head_dim=128, dtype="bf16", name="longnet",

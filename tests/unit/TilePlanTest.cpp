@@ -390,7 +390,7 @@ TEST(TilePlan, LongNetShapesWithRaggedSegments) {
       AttentionSpec s = r.file.attentions[0];
       s.causal = causal;
       checkPlanMatchesReference(s, n, {}, gen);
-      checkPlanMatchesReference(s, n, {16, 32, "", 0, {}}, gen);
+      checkPlanMatchesReference(s, n, {16, 32, "", 0, {}, {}, true}, gen);
     }
 }
 
@@ -422,7 +422,7 @@ TEST(TilePlan, WindowTilesAreMostlyFullAndLocal) {
   const char *text = "attention t { heads = 1 head_dim = 64 branch { window(left = 64, right = 64) } }";
   ParseResult r = parseSpec(text, "t.dattn");
   ASSERT_TRUE(r.ok());
-  AttentionPlan p = planAttention(r.file.attentions[0], {64, 64, "", 0, {}});
+  AttentionPlan p = planAttention(r.file.attentions[0], {64, 64, "", 0, {}, {}, true});
   TileStats st;
   planCounts(p, 0, 64 * 64, nullptr, st);
   // Three tile diagonals are visited (edges clipped); the main one is full,
