@@ -38,7 +38,7 @@ __all__ = [
     "ArgumentError", "Branch", "Error", "Pattern", "Spec", "SpecError", "block_mask", "branch",
     "dense", "device_count", "dilated", "dilated_blocks", "global_tokens", "hierarchical",
     "load", "nvrtc_version", "parse", "plan_ring", "random_blocks", "spec", "window",
-    "attention", "precompile",
+    "attention", "block_mask_tensors", "precompile",
 ]
 
 
@@ -65,7 +65,7 @@ _dattn.add_library_dirs(_nvidia_wheel_dirs())
 if importlib.util.find_spec("torch") is not None:
     # The ops register with torch.library on import; importing them here
     # keeps dattn.attention free of imports when torch.compile traces it.
-    from .ops import attention, precompile
+    from .ops import attention, block_mask_tensors, precompile
 else:
 
     def attention(q, k, v, spec):
@@ -75,6 +75,10 @@ else:
     def precompile(spec, device=None, backward=True):
         """Compiles and loads `spec`'s kernels now (needs PyTorch: dattn.ops)."""
         raise ImportError("dattn.precompile needs PyTorch, which is not installed")
+
+    def block_mask_tensors(kept):
+        """A run-time block mask's BSR tensors (needs PyTorch: dattn.ops)."""
+        raise ImportError("dattn.block_mask_tensors needs PyTorch, which is not installed")
 
 
 def parse(text, filename="<string>"):

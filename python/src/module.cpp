@@ -69,6 +69,11 @@ NB_MODULE(_dattn, m) {
       .def_prop_ro("num_branches",
                    [](const dattn::AttentionSpec &s) { return s.branches.size(); })
       .def_prop_ro("needs_block_mask", &dattn::AttentionSpec::needsBlockMask)
+      .def_prop_ro("block_mask_block",
+                   [](const dattn::AttentionSpec &s) {
+                     return s.needsBlockMask() ? s.blockMaskBlock() : int64_t(0);
+                   },
+                   "The block size of the spec's block_mask pattern (0: it has none).")
       .def("canonical", &dattn::AttentionSpec::canonical,
            "The canonical text: every default explicit; parsing it gives an equal spec.")
       .def_static(

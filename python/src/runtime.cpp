@@ -116,10 +116,28 @@ struct Attention {
 /// causal included), [branches, heads, N, N]: for references built from
 /// dense masks. Specs with a block_mask pattern need the mask and are
 /// refused here.
-nb::bytes denseMasks(const dattn::AttentionSpec &spec, int64_t n) {
-  if (spec.needsBlockMask())
-    throw dattn::ArgumentError("dense_masks: attention '" + spec.name +
-                               "' has a block_mask pattern");
+/// A host block mask for sequence length n, validated (ArgumentError saying
+/// which entry is wrong).
+dattn::BlockMask hostMask(int64_t block, const std::vector<int64_t> &rows,
+                          const std::vector<int64_t> &cols, int64_t n) {
+  dattn::BlockMask m;
+  m.block = block;
+  m.rowOffsets = rows;
+  m.colIndices = cols;
+  m.validate(n);
+  return m;
+}
+
+nb::bytes denseMasks(const dattn::AttentionSpec &spec, int64_t n,
+                     const std::vector<int64_t> &maskRows,
+                     const std::vector<int64_t> &maskCols) {
+  dattn::BlockMask mask;
+  if (spec.needsBlockMask()) {
+    if (maskRows.empty())
+      throw dattn::ArgumentError("dense_masks: attention '" + spec.name +
+                                 "' has a block_mask pattern: pass mask_rows and mask_cols");
+    mask = hostMask(spec.blockMaskBlock(), maskRows, maskCols, n);
+  }
   if (n < 1 || n > 8192)
     throw dattn::ArgumentError("dense_masks: N must be in [1, 8192], got " + std::to_string(n));
   const int64_t B = static_cast<int64_t>(spec.branches.size()), H = spec.heads;
@@ -129,7 +147,7 @@ nb::bytes denseMasks(const dattn::AttentionSpec &spec, int64_t n) {
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j)
           if (dattn::branchContains(spec, spec.branches[b], static_cast<int>(h), i, j, n,
-                                    nullptr))
+                                    spec.needsBlockMask() ? &mask : nullptr))
             out[((b * H + h) * n + i) * n + j] = 1;
   return nb::bytes(out.data(), out.size());
 }
@@ -164,5 +182,14 @@ void bindRuntime(nb::module_ &m) {
            "mask_block"_a = 0, "mask_block_rows"_a = 0, "mask_nnz"_a = 0,
            "Enqueues the backward on `stream`.");
   m.def("dense_masks", &denseMasks, "spec"_a, "seq"_a,
-        "[branches, heads, N, N] uint8 membership (causal included), for references.");
+        "mask_rows"_a = std::vector<int64_t>{}, "mask_cols"_a = std::vector<int64_t>{},
+        "[branches, heads, N, N] uint8 membership (causal included), for references; a "
+        "spec with a block_mask pattern takes its mask as host BSR lists.");
+  m.def(
+      "check_block_mask",
+      [](int64_t block, const std::vector<int64_t> &rows, const std::vector<int64_t> &cols,
+         int64_t seq) { hostMask(block, rows, cols, seq); },
+      "block"_a, "rows"_a, "cols"_a, "seq"_a,
+      "Raises ArgumentError (which entry is wrong) unless the BSR lists are a block mask "
+      "for sequence length `seq`.");
 }
