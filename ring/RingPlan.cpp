@@ -263,6 +263,16 @@ RingPlan planRing(const AttentionPlan &p, int64_t n, int ranks, const BlockMask 
   out.hash = fnv(fnv(fnv(fnv(14695981039346656037ULL, specHash), static_cast<uint64_t>(n)),
                      static_cast<uint64_t>(ranks)),
                  static_cast<uint64_t>(p.ringLayout));
+  // The block mask sizes every transfer of a block_mask branch: ranks with
+  // different masks would post sends and receives that do not pair up.
+  if (mask) {
+    out.hash = fnv(fnv(out.hash, static_cast<uint64_t>(mask->block)),
+                   static_cast<uint64_t>(mask->colIndices.size()));
+    for (int64_t x : mask->rowOffsets)
+      out.hash = fnv(out.hash, static_cast<uint64_t>(x));
+    for (int64_t x : mask->colIndices)
+      out.hash = fnv(out.hash, static_cast<uint64_t>(x));
+  }
   return out;
 }
 

@@ -77,8 +77,8 @@ struct RingPlan {
   std::vector<BranchRingPlan> branches;
   std::vector<RankPlan> rankPlans;
   int64_t totalBytesForward = 0, totalBytesBackward = 0;
-  /// A hash of what every rank must agree on (spec, N, P): ranks compare it
-  /// before the first exchange.
+  /// A hash of what every rank must agree on (spec, N, P, the block mask
+  /// if any): ranks compare it before the first exchange.
   uint64_t hash = 0;
 };
 

@@ -206,5 +206,28 @@ TEST(RingPlan, RejectsBadArguments) {
   EXPECT_THROW(planRing(p, 0, 2), Error);
 }
 
+// Ranks compare plan hashes before the first exchange: a different block
+// mask on one rank (it sizes the transfers) must show in the hash.
+TEST(RingPlan, TheHashCoversTheBlockMask) {
+  ParseResult r = parseSpec("attention t { heads = 1 head_dim = 64 "
+                            "branch { block_mask(block = 16) } }", "t.dattn");
+  ASSERT_TRUE(r.ok());
+  const AttentionPlan p = planAttention(r.file.attentions[0]);
+  BlockMask a;
+  a.block = 16;
+  a.rowOffsets = {0, 1, 2, 3, 4};
+  a.colIndices = {0, 1, 2, 3};
+  BlockMask b = a;
+  b.colIndices = {0, 0, 2, 3}; // query block 1 reads key block 0: from another rank at P = 2
+  BlockMask c = a;
+  c.rowOffsets = {0, 2, 2, 3, 4};
+  c.colIndices = {0, 1, 2, 3};
+  const uint64_t h = planRing(p, 64, 2, &a, 7).hash;
+  EXPECT_EQ(planRing(p, 64, 2, &a, 7).hash, h);
+  EXPECT_NE(planRing(p, 64, 2, &b, 7).hash, h);
+  EXPECT_NE(planRing(p, 64, 2, &c, 7).hash, h);
+  EXPECT_NE(planRing(p, 64, 2, &a, 8).hash, h); // the spec's hash still counts
+}
+
 } // namespace
 } // namespace dattn::test
