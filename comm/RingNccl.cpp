@@ -252,8 +252,8 @@ void NcclRing::checkPlans() {
               std::to_string(hash);
     abortAll();
     throw Error("ring (attention '" + members_[0].attention->spec().name +
-                "'): the ranks disagree on the ring (spec, sequence length, batch or ring "
-                "size): " + list + "; this process planned N = " +
+                "'): the ranks disagree on the ring (spec, sequence length, batch, ring "
+                "size or block mask): " + list + "; this process planned N = " +
                 std::to_string(plan_.seqLen) + " over " + std::to_string(P) + " ranks");
   }
 }

@@ -31,9 +31,13 @@ class RingAttention:
     """This rank's part of `spec` over the ranks of `group` (default: the
     world) for one sequence length and batch. Every rank of the group makes
     one, with the same spec, seq_len and batch (checked: a difference is an
-    error on every rank)."""
+    error on every rank). A spec with a block_mask pattern takes its mask
+    here, `block_mask=(crow_indices, col_indices)` as for dattn.attention
+    (tensors on any device, or lists): the plan of what each rank receives
+    depends on it, so it is fixed for the ring's life and every rank must
+    give the same (checked with the plans)."""
 
-    def __init__(self, spec, seq_len, batch=1, group=None, device=None):
+    def __init__(self, spec, seq_len, batch=1, group=None, device=None, block_mask=None):
         if isinstance(spec, str):
             specs = _dattn.parse(one_line(spec), "<RingAttention>")
             if len(specs) != 1:
@@ -51,8 +55,13 @@ class RingAttention:
         box = [_dattn.new_ring_unique_id() if self.rank == 0 else None]
         src = dist.get_global_rank(group, 0) if group is not None else 0
         dist.broadcast_object_list(box, src=src, group=group)
+        rows, cols = [], []
+        if block_mask is not None:
+            if not (isinstance(block_mask, (tuple, list)) and len(block_mask) == 2):
+                raise ValueError("dattn: block_mask is (crow_indices, col_indices)")
+            rows, cols = (x.tolist() if hasattr(x, "tolist") else list(x) for x in block_mask)
         self._ring = _dattn.Ring(spec, self.device.index, self.rank, self.world, box[0],
-                                 self.batch, self.seq_len)
+                                 self.batch, self.seq_len, rows, cols)
         self.ranges = self._ring.shard()
         self.rows = torch.cat([torch.arange(b, e) for b, e in self.ranges]) if self.ranges \
             else torch.empty(0, dtype=torch.long)

@@ -6,6 +6,8 @@
 
 #include "dattn/comm.h"
 #include "dattn/error.h"
+#include "dattn/host.h"
+#include "dattn/reference.h"
 #include "dattn/ring_runtime.h"
 
 #include <nanobind/nanobind.h>
@@ -26,11 +28,30 @@ struct Ring {
   std::shared_ptr<dattn::Runtime> runtime;
   std::unique_ptr<dattn::CompiledAttention> compiled;
   std::unique_ptr<dattn::RingCommunicator> comm;
+  std::unique_ptr<dattn::DeviceBlockMaskBuffer> mask; ///< outlives the ring, which reads it
   std::unique_ptr<dattn::NcclRing> ring;
 
   Ring(const dattn::AttentionSpec &spec, int device, int rank, int world, nb::bytes id,
-       int64_t batch, int64_t seq)
+       int64_t batch, int64_t seq, const std::vector<int64_t> &maskRows,
+       const std::vector<int64_t> &maskCols)
       : runtime(dattn::py::runtimeFor(device)), compiled(runtime->compile(spec, dattn::CompileOptions(seq))) {
+    // A block_mask pattern's mask: the plan reads it on the host (which
+    // rows each rank needs), the kernels on the GPU; validated first.
+    dattn::BlockMask host;
+    if (spec.needsBlockMask() != !maskRows.empty())
+      throw dattn::ArgumentError(
+          spec.needsBlockMask()
+              ? "Ring: attention '" + spec.name +
+                    "' has a block_mask pattern: pass block_mask=(crow_indices, col_indices)"
+              : "Ring: a block_mask was given, but attention '" + spec.name +
+                    "' has no block_mask pattern");
+    if (spec.needsBlockMask()) {
+      host.block = spec.blockMaskBlock();
+      host.rowOffsets = maskRows;
+      host.colIndices = maskCols;
+      runtime->makeCurrent(); // the buffer goes to the current context: the ring's GPU
+      mask = std::make_unique<dattn::DeviceBlockMaskBuffer>(host, seq);
+    }
     dattn::RingUniqueId uid;
     if (id.size() != sizeof uid.bytes)
       throw dattn::ArgumentError("Ring: the unique id has " + std::to_string(id.size()) +
@@ -40,7 +61,9 @@ struct Ring {
     nb::gil_scoped_release release; // joining waits for the other ranks
     comm = std::make_unique<dattn::RingCommunicator>(rank, world, device, uid);
     ring = std::make_unique<dattn::NcclRing>(
-        std::vector<dattn::RingMember>{{compiled.get(), comm.get(), {}}}, batch, seq);
+        std::vector<dattn::RingMember>{
+            {compiled.get(), comm.get(), mask ? mask->view() : dattn::DeviceBlockMask{}}},
+        batch, seq, mask ? &host : nullptr);
   }
 
   dattn::DType dtype() const { return compiled->spec().dtype; }
@@ -79,9 +102,12 @@ void bindRing(nb::module_ &m) {
   nb::class_<Ring>(m, "Ring",
                    "This process's rank of an NCCL ring running one spec (dattn.distributed "
                    "wraps it).")
-      .def(nb::init<const dattn::AttentionSpec &, int, int, int, nb::bytes, int64_t, int64_t>(),
+      .def(nb::init<const dattn::AttentionSpec &, int, int, int, nb::bytes, int64_t, int64_t,
+                    const std::vector<int64_t> &, const std::vector<int64_t> &>(),
            "spec"_a, "device"_a, "rank"_a, "world"_a, "unique_id"_a, "batch"_a, "seq"_a,
-           "Joins the ring (every rank must call it) and compares plans with every rank.")
+           "mask_rows"_a = std::vector<int64_t>{}, "mask_cols"_a = std::vector<int64_t>{},
+           "Joins the ring (every rank must call it) and compares plans (the block mask "
+           "included) with every rank.")
       .def(
           "shard",
           [](const Ring &r) {

@@ -40,7 +40,18 @@ def rel(got, want):
     return ((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-30)).item()
 
 
-def check_rank(rank, world, port, text, n, result):
+MASKED = ("attention masked { heads = 2 head_dim = 64 dtype = bf16 causal = true "
+          "branch { block_mask(block = 64) | window(left = 16, right = 0) } }")
+
+
+def ring_mask(n, seed=3, block=64):
+    """A block mask for N = n, the same on every rank given the same seed."""
+    nb = -(-n // block)
+    kept = torch.rand(nb, nb, generator=torch.Generator().manual_seed(seed)) < 0.3
+    return dattn.block_mask_tensors(kept.cuda())
+
+
+def check_rank(rank, world, port, text, n, result, mask_seed=3):
     """One rank: its rows of the ring's output and gradients against the
     one-GPU attention's rows of the same inputs (drawn alike on every rank)."""
     torch.cuda.set_device(rank)
@@ -48,6 +59,7 @@ def check_rank(rank, world, port, text, n, result):
                             world_size=world)
     try:
         spec = dattn.parse(text)[0]
+        mask = ring_mask(n, mask_seed) if spec.needs_block_mask else None
         dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[spec.dtype]
         g = torch.Generator(device="cuda").manual_seed(5)
         q = torch.randn((1, n, spec.heads, spec.head_dim), generator=g, device="cuda").to(dt)
@@ -55,9 +67,9 @@ def check_rank(rank, world, port, text, n, result):
         v = torch.randn(k.shape, generator=g, device="cuda").to(dt)
         dout = torch.randn(q.shape, generator=g, device="cuda").to(dt)
         full = [t.clone().requires_grad_() for t in (q, k, v)]
-        want = dattn.attention(*full, spec)
+        want = dattn.attention(*full, spec, block_mask=mask)
         want.backward(dout)
-        ring = RingAttention(spec, seq_len=n, batch=1)
+        ring = RingAttention(spec, seq_len=n, batch=1, block_mask=mask)
         local = [ring.shard(t).detach().requires_grad_() for t in (q, k, v)]
         out = ring(*local)
         out.backward(ring.shard(dout))
@@ -78,16 +90,16 @@ def check_rank(rank, world, port, text, n, result):
         dist.destroy_process_group()
 
 
-def _spawned(rank, world, port, text, n, queue):
+def _spawned(rank, world, port, text, n, queue, mask_seed=3):
     result = {}
     try:
-        check_rank(rank, world, port, text, n, result)
+        check_rank(rank, world, port, text, n, result, mask_seed)
         queue.put((rank, result.get(rank)))
     except Exception as e:  # reported to the parent, which fails the test
         queue.put((rank, f"{type(e).__name__}: {e}"))
 
 
-@pytest.mark.parametrize("text", SPECS)
+@pytest.mark.parametrize("text", SPECS + [MASKED])
 def test_one_rank_ring_equals_the_one_gpu_attention(text):
     result = {}
     check_rank(0, 1, free_port(), text, 700, result)
@@ -100,7 +112,7 @@ def test_one_rank_ring_equals_the_one_gpu_attention(text):
 # processes); 4096: whole tiles, which tells a ragged-N fault from one of
 # the Python path.
 @pytest.mark.parametrize("n", [3000, 4096])
-@pytest.mark.parametrize("text", SPECS)
+@pytest.mark.parametrize("text", SPECS + [MASKED])
 def test_two_ranks_as_two_processes(text, n):
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs 2 GPUs (one rank per GPU), found {torch.cuda.device_count()}")
@@ -122,14 +134,17 @@ def test_ranks_that_disagree_get_an_error():
         pytest.skip(f"needs 2 GPUs (one rank per GPU), found {torch.cuda.device_count()}")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = free_port()
     os.environ.setdefault("DATTN_RING_TIMEOUT", "60")
-    # Rank 1 is given another sequence length: both ranks must fail.
-    procs = [ctx.Process(target=_spawned, args=(r, 2, port, SPECS[0], 1000 + 500 * r, queue))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=300) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    assert all("disagree" in str(r) for r in results.values()), results
+    # Rank 1 is given another sequence length, then another block mask:
+    # both ranks must fail, each time.
+    for case in ("sequence length", "block mask"):
+        port = free_port()
+        args = [(r, 2, port, SPECS[0], 1000 + 500 * r, queue) if case == "sequence length"
+                else (r, 2, port, MASKED, 1000, queue, 3 + r) for r in range(2)]
+        procs = [ctx.Process(target=_spawned, args=a) for a in args]
+        for p in procs:
+            p.start()
+        results = dict(queue.get(timeout=300) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert all("disagree" in str(r) for r in results.values()), (case, results)
