@@ -24,6 +24,14 @@ during the timed runs, above the inputs. Each implementation's output is
 compared with dattn's (relative error), so a fast wrong one shows.
 With matplotlib installed, --png writes TFLOP/s against N.
 
+--block-mask DENSITY runs a block mask given at run time instead: a spec
+with one `block_mask(block = --block)` branch over every head, its kept
+block pairs drawn at that density (the diagonal always kept, so every row
+has keys; the same draw for each implementation), dattn through
+``dattn.attention(..., block_mask=...)``, the composite as SDPA with the
+dense [N, N] boolean mask, and FlexAttention with a mask_mod that reads the
+kept-block matrix.
+
 --overhead measures instead what the torch op adds per call over the
 extension's launch: host time per call of ``torch.ops.dattn.forward`` and of
 ``dattn.attention`` against the extension's ``forward`` on preallocated
@@ -58,12 +66,27 @@ def _parser():
     p.add_argument("--backward", action="store_true", help="also time forward+backward")
     p.add_argument("--flex", action="store_true", help="also time FlexAttention")
     p.add_argument("--png", help="write a plot of TFLOP/s against N (needs matplotlib)")
+    p.add_argument("--block-mask", type=float, metavar="DENSITY",
+                   help="time a run-time block mask of this density instead of LongNet")
+    p.add_argument("--block", type=int, default=128, help="--block-mask's block rows")
+    p.add_argument("--causal", action="store_true", help="--block-mask: causal as well")
     p.add_argument("--overhead", action="store_true",
                    help="measure the op's per-call overhead over the extension's launch")
     return p
 
 
 def _check(args):
+    if args.block_mask is not None:
+        if not 0 < args.block_mask <= 1:
+            raise SystemExit(f"dattn.bench: --block-mask takes a density in (0, 1], got "
+                             f"{args.block_mask}")
+        if args.block < 16 or args.block & (args.block - 1):
+            raise SystemExit(f"dattn.bench: --block {args.block} is not a power of two >= 16")
+        for n in args.seq:
+            if n % args.block:
+                raise SystemExit(f"dattn.bench: N = {n} is not a multiple of --block "
+                                 f"{args.block}")
+        return
     if len(args.segments) != len(args.dilations) or not args.segments:
         raise SystemExit("dattn.bench: --segments and --dilations need the same, nonzero length")
     if args.heads < len(args.segments):
@@ -125,6 +148,41 @@ def flex_mask(groups, n, device):
     return create_block_mask(keep, None, heads, n, n, device=device)
 
 
+def block_mask_case(args, n, dev, dtype, scale):
+    """--block-mask at sequence length n: (spec text, attended pairs, the
+    implementations as [(name, fn(q, k, v))], FlexAttention's mask_mod).
+    The kept-block matrix is drawn once per n (seed n), the diagonal kept."""
+    import torch
+    import dattn
+    nb, block = n // args.block, args.block
+    kept = torch.rand(nb, nb, generator=torch.Generator().manual_seed(n)) < args.block_mask
+    kept.fill_diagonal_(True)
+    if args.causal:
+        kept = kept.tril()
+    text = (f"attention masked {{ heads = {args.heads} head_dim = {args.head_dim} "
+            f"dtype = {args.dtype} causal = {str(args.causal).lower()} "
+            f"branch {{ block_mask(block = {block}) }} }}")
+    kept = kept.to(dev)
+    mask = dattn.block_mask_tensors(kept)
+    dense = kept.repeat_interleave(block, 0).repeat_interleave(block, 1)
+    if args.causal:  # the diagonal blocks keep their lower triangle only
+        dense &= torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+    pairs = int(dense.sum().item()) * args.heads * args.batch
+
+    def composite_masked(q, k, v):
+        y = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=dense, scale=scale)
+        return y.transpose(1, 2)
+
+    def keep(b, h, qi, kj):
+        ok = kept[qi // block, kj // block]
+        return ok & (kj <= qi) if args.causal else ok
+
+    impls = [("dattn", lambda q, k, v: dattn.attention(q, k, v, text, block_mask=mask)),
+             ("composite", composite_masked)]
+    return text, pairs, impls, keep
+
+
 def _time(fn, iters, flush):
     """Median ms of fn() over iters runs, each after an L2 flush."""
     import torch
@@ -150,32 +208,41 @@ def run(args):
         raise SystemExit("dattn.bench: no CUDA GPU")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     dev = torch.device("cuda")
-    groups = _groups(args)
+    groups = _groups(args) if args.block_mask is None else None
     module = DilatedAttention(args.segments, args.dilations)
     scale = 1.0 / math.sqrt(args.head_dim)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)  # more than any L2
     gpu = torch.cuda.get_device_name(dev)
+    what = (f"a block mask of density {args.block_mask}, blocks of {args.block}"
+            f"{', causal' if args.causal else ''}" if args.block_mask is not None else
+            f"segments {args.segments}, dilations {args.dilations}")
     print(f"# {gpu}; torch {torch.__version__}; {args.heads} heads of {args.head_dim}, "
-          f"{args.dtype}, batch {args.batch}; segments {args.segments}, dilations "
-          f"{args.dilations}; medians of {args.iters} after an L2 flush")
+          f"{args.dtype}, batch {args.batch}; {what}; medians of {args.iters} after an L2 "
+          "flush")
     print(f"{'impl':<10} {'N':>8} {'pass':<8} {'ms':>9} {'TFLOP/s':>8} {'peak MiB':>9} "
           f"{'rel.err':>9}")
     rows = []
     for n in args.seq:
-        text = module.spec_text(args.heads, args.heads, args.head_dim, dtype, False)
-        pairs = _dattn.attended_pairs(dattn.parse(text)[0], n, args.batch)
+        if args.block_mask is not None:
+            text, pairs, impls, keep = block_mask_case(args, n, dev, dtype, scale)
+        else:
+            text = module.spec_text(args.heads, args.heads, args.head_dim, dtype, False)
+            pairs = _dattn.attended_pairs(dattn.parse(text)[0], n, args.batch)
+            impls = [("dattn", lambda q, k, v: module(q, k, v)),
+                     ("composite", lambda q, k, v: composite(q, k, v, groups, scale))]
+            keep = None
         flops = 4.0 * pairs * args.head_dim
         g = torch.Generator(device=dev).manual_seed(n)
         shape = (args.batch, n, args.heads, args.head_dim)
         q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=dtype) for _ in range(3))
         # One dout for every implementation, so their gradients compare.
         dout = torch.randn(shape, generator=g, device=dev, dtype=dtype)
-        impls = [("dattn", lambda q, k, v: module(q, k, v)),
-                 ("composite", lambda q, k, v: composite(q, k, v, groups, scale))]
         if args.flex:
-            from torch.nn.attention.flex_attention import flex_attention
+            from torch.nn.attention.flex_attention import create_block_mask, flex_attention
             t0 = time.perf_counter()
-            mask = flex_mask(groups, n, dev)
+            mask = (flex_mask(groups, n, dev) if keep is None else
+                    create_block_mask(keep, None, None, n, n, device=dev,
+                                      BLOCK_SIZE=args.block))
             torch.cuda.synchronize()
             print(f"# FlexAttention block mask for N = {n}: {time.perf_counter() - t0:.1f} s")
             flex = torch.compile(flex_attention)

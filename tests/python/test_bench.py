@@ -30,6 +30,41 @@ def test_bad_arguments_say_what(argv, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--block-mask", "0"], "density in (0, 1]"),
+    (["--block-mask", "0.1", "--block", "96"], "not a power of two"),
+    (["--block-mask", "0.1", "--seq", "1000"], "not a multiple of --block 128"),
+])
+def test_bad_block_mask_arguments_say_what(argv, message):
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_block_mask_case_agrees_with_itself(causal):
+    # On the CPU: the pairs counted, the dense mask the composite uses and
+    # FlexAttention's mask_mod are the same kept pairs; the composite runs.
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    argv = ["--block-mask", "0.3", "--block", "16", "--heads", "2", "--head-dim", "8"]
+    args = bench._parser().parse_args(argv + (["--causal"] if causal else []))
+    n = 128
+    text, pairs, impls, keep = bench.block_mask_case(args, n, torch.device("cpu"),
+                                                     torch.float32, 0.5)
+    assert "block_mask(block = 16)" in text and f"causal = {str(causal).lower()}" in text
+    qi, kj = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    kept = keep(0, 0, qi, kj)
+    assert pairs == int(kept.sum()) * 2
+    assert bool(kept.diagonal().all())  # every row has a key
+    assert not causal or not bool(kept.triu(1).any())
+    q = torch.randn(1, n, 2, 8)
+    composite = dict(impls)["composite"]
+    y = composite(q, q, q)
+    s = torch.einsum("bihd,bjhd->bhij", q, q) * 0.5
+    p = torch.softmax(s.masked_fill(~kept, float("-inf")), dim=-1)
+    assert torch.allclose(y, torch.einsum("bhij,bjhd->bihd", p, q), atol=1e-5)
+
+
 def test_groups_follow_the_ports_assignment():
     args = bench._parser().parse_args(["--heads", "8", "--segments", "64,128,256",
                                        "--dilations", "1,2,4"])
@@ -51,6 +86,21 @@ def test_short_run_on_a_gpu_agrees_with_the_composite():
     for name, n, label, ms, tflops, err in rows:
         assert ms > 0 and tflops > 0, (name, n, label)
         # bf16 against dattn's own output (forward) or dQ (forward+backward)
+        assert err < (2e-2 if label == "forward" else 3e-2), (name, n, label, err)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_short_block_mask_run_on_a_gpu_agrees_with_the_composite(causal):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    import dattn
+    if not torch.cuda.is_available() or dattn.device_count() == 0:
+        pytest.skip("no CUDA GPU")
+    argv = ["--block-mask", "0.2", "--seq", "2048,4096", "--heads", "4", "--head-dim", "64",
+            "--iters", "3", "--backward"]
+    rows = bench.run(bench._parser().parse_args(argv + (["--causal"] if causal else [])))
+    assert len(rows) == 2 * 2 * 2  # (dattn, composite) x N x (forward, fwd+bwd)
+    for name, n, label, ms, tflops, err in rows:
+        assert ms > 0 and tflops > 0, (name, n, label)
         assert err < (2e-2 if label == "forward" else 3e-2), (name, n, label, err)
 
 
