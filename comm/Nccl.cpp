@@ -3,9 +3,7 @@
 #include "Libraries.h"
 
 #include "dattn/comm.h"
-#include "dattn/env.h"
 #include "dattn/error.h"
-#include "dattn/runtime.h"
 
 #include <dlfcn.h>
 
@@ -19,11 +17,9 @@ const Nccl &nccl() {
   static std::once_flag once;
   static std::string failure;
   std::call_once(once, [] {
-    // Already loaded (torch's NCCL), addLibraryDirs' folders (the NVIDIA
-    // wheels'), CUDA_HOME, the loader's search, the usual places.
-    std::vector<std::string> dirs = libraryDirs();
-    if (const char *home = env::cudaHome())
-      dirs.insert(dirs.end(), {std::string(home) + "/lib64/", std::string(home) + "/lib/"});
+    // Already loaded (torch's NCCL), rt::searchDirs (the NVIDIA wheels'
+    // folders, CUDA_HOME), the loader's search, the usual places.
+    std::vector<std::string> dirs = rt::searchDirs();
     dirs.insert(dirs.end(), {"", "/usr/local/cuda/lib64/", "/usr/local/cuda/lib/",
                              "/usr/lib/x86_64-linux-gnu/"});
     void *lib = nullptr;

@@ -191,15 +191,15 @@ template <class Load> const Nvrtc &loadOnce(Nvrtc &n, std::once_flag &once,
   return n;
 }
 
-/// addLibraryDirs' folders, then CUDA_HOME's.
+
+} // namespace
+
 std::vector<std::string> searchDirs() {
   std::vector<std::string> dirs = libraryDirs();
   if (const char *home = env::cudaHome())
     dirs.insert(dirs.end(), {std::string(home) + "/lib64/", std::string(home) + "/lib/"});
   return dirs;
 }
-
-} // namespace
 
 const Nvrtc &nvrtc13() {
   static Nvrtc n;

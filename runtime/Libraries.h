@@ -89,6 +89,11 @@ struct Nvrtc {
 void *openLibrary(const std::vector<std::string> &names, const std::vector<std::string> &dirs,
                   const std::string &what, std::string &path);
 
+/// Where libnvrtc and libnccl are looked for before the loader's own
+/// search: addLibraryDirs' folders (include/dattn/runtime.h), then
+/// CUDA_HOME's lib64 and lib.
+std::vector<std::string> searchDirs();
+
 /// The driver, loaded and cuInit'ed once; throws Error saying what is
 /// missing (no libcuda.so.1: no NVIDIA driver; cuInit failed: no usable GPU).
 const Driver &driver();

@@ -2,6 +2,7 @@
 // one Runtime per GPU.
 #pragma once
 
+#include "dattn/reference.h"
 #include "dattn/runtime.h"
 
 #include <cstdint>
@@ -10,6 +11,17 @@
 #include <vector>
 
 namespace dattn::py {
+
+/// A block mask from host BSR lists (validated where it is used: the
+/// DeviceBlockMaskBuffer, the plan, BlockMask::validate).
+inline BlockMask hostBlockMask(int64_t block, const std::vector<int64_t> &rows,
+                               const std::vector<int64_t> &cols) {
+  BlockMask m;
+  m.block = block;
+  m.rowOffsets = rows;
+  m.colIndices = cols;
+  return m;
+}
 
 /// (data pointer, shape, strides in elements), as torch gives them.
 using PyTensor = std::tuple<uintptr_t, std::vector<int64_t>, std::vector<int64_t>>;

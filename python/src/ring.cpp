@@ -37,7 +37,8 @@ struct Ring {
       : runtime(dattn::py::runtimeFor(device)), compiled(runtime->compile(spec, dattn::CompileOptions(seq))) {
     // A block_mask pattern's mask: the plan reads it on the host (which
     // rows each rank needs), the kernels on the GPU; validated first.
-    dattn::BlockMask host;
+    const dattn::BlockMask host =
+        dattn::py::hostBlockMask(spec.blockMaskBlock(), maskRows, maskCols);
     if (spec.needsBlockMask() != !maskRows.empty())
       throw dattn::ArgumentError(
           spec.needsBlockMask()
@@ -46,9 +47,6 @@ struct Ring {
               : "Ring: a block_mask was given, but attention '" + spec.name +
                     "' has no block_mask pattern");
     if (spec.needsBlockMask()) {
-      host.block = spec.blockMaskBlock();
-      host.rowOffsets = maskRows;
-      host.colIndices = maskCols;
       runtime->makeCurrent(); // the buffer goes to the current context: the ring's GPU
       mask = std::make_unique<dattn::DeviceBlockMaskBuffer>(host, seq);
     }

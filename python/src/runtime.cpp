@@ -120,10 +120,7 @@ struct Attention {
 /// which entry is wrong).
 dattn::BlockMask hostMask(int64_t block, const std::vector<int64_t> &rows,
                           const std::vector<int64_t> &cols, int64_t n) {
-  dattn::BlockMask m;
-  m.block = block;
-  m.rowOffsets = rows;
-  m.colIndices = cols;
+  dattn::BlockMask m = dattn::py::hostBlockMask(block, rows, cols);
   m.validate(n);
   return m;
 }
