@@ -33,7 +33,7 @@ std::string ringKernel(const BranchPlan &b, bool backward) {
 /// The ring's tensor-core forward block kernel. Strided branches (dense
 /// included) whose one-GPU forward is an sm_90a wgmma family take the ring's
 /// wgmma kernel (ring_wgmma.cuh: sm90_wgmma_pipelined_forward's CTA, 128 x
-/// 128 tiles); the others ring_mma.cuh's, built on the sm80 forward's tile,
+/// 128 tiles, with sm90_wgmma_tma_forward's TMA producer at dilation 1); the others ring_mma.cuh's, built on the sm80 forward's tile,
 /// with the sm80 family's heuristic where the one-GPU forward is another
 /// family (the blocks branches' wgmma and TMA kernels). A branch whose
 /// one-GPU forward is sm80 (named through DATTN_FAMILIES, or tuned) keeps it.
@@ -43,7 +43,11 @@ KernelChoice ringForward(const AttentionPlan &plan, const BranchPlan &b, const T
   if (c.family == &sm80)
     return c;
   c.origin = "the ring's kernel";
-  const KernelFamily &wgmma = familyNamed("sm90_wgmma_pipelined_forward");
+  // Dilation 1: every key run of a block is consecutive rows, which TMA
+  // boxes load (ring_wgmma.cuh).
+  const KernelFamily &wgmma = familyNamed(b.kind == BranchKind::Strided && b.dilation == 1
+                                              ? "sm90_wgmma_tma_forward"
+                                              : "sm90_wgmma_pipelined_forward");
   if (b.kind == BranchKind::Strided && wgmma.unsupported(plan, b, target).empty()) {
     c.family = &wgmma;
     c.config = KernelConfig{128, 128, 1, false};
@@ -93,6 +97,7 @@ KernelChoice ringBackward(const AttentionPlan &plan, const BranchPlan &b, const 
 /// Whether a ring choice is the wgmma kernel of ring_wgmma.cuh.
 bool onWgmma(const KernelChoice &c) {
   return c.family == &familyNamed("sm90_wgmma_pipelined_forward") ||
+         c.family == &familyNamed("sm90_wgmma_tma_forward") ||
          c.family == &familyNamed("sm90_wgmma_backward_dkv");
 }
 
@@ -169,11 +174,18 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
                                    static_cast<int>(bi), forward.resources.threads);
       const KernelInfo &k = onTensorCores(forward, c.blockM);
       if (onWgmma(forward)) {
+        // With TMA the maps are __grid_constant__: the TMA reads each
+        // where the launch put it.
+        const bool tma = !forward.family->tensorMaps().empty();
         os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ", 1) " << name
-           << "(fwd::Params p, ring::Params r) {\n  static_assert(ring::WgmmaRingSmem<" << D
-           << ">::kForward == " << k.smemBytes
+           << "(fwd::Params p, ring::Params r"
+           << (tma ? ", const __grid_constant__ hopper::TensorMap kMap, "
+                     "const __grid_constant__ hopper::TensorMap vMap"
+                   : "")
+           << ") {\n  static_assert(ring::WgmmaRingSmem<" << D << ">::kForward == " << k.smemBytes
            << ", \"the family's shared memory differs from the kernel's\");\n  "
-           << "ring::wgmmaRingForward<" << T << ", " << D << ", Branch" << bi << ">(p, r);\n}\n\n";
+           << "ring::wgmmaRingForward<" << T << ", " << D << ", Branch" << bi
+           << (tma ? ", true>(p, r, &kMap, &vMap);" : ">(p, r);") << "\n}\n\n";
         continue;
       }
       os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name

@@ -8,6 +8,7 @@
 #include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
+#include "TensorMaps.h"
 #include "Validate.h"
 
 #include "dattn/error.h"
@@ -329,10 +330,24 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
       continue;
     fwd::Params p = params_;
     ring::Params block = view.params;
+    CUtensorMap kMap, vMap;
     void *args[] = {&p, &block, &grad};
+    void *argsMaps[] = {&p, &block, &kMap, &vMap};
+    const bool maps = role == KernelRole::Branch && takesTensorMaps(ki, {"k", "v"}, "ring");
+    if (maps) {
+      // The block's keys and values, consecutive rows in boxes of a tile.
+      auto map = [&](const void *data, const Layout &l, const char *what) {
+        return encodeRowMap(data,
+                            rowMapShape(l, batch_, view.keyRows, view.keyHeads, headDim_,
+                                        static_cast<int>(elementBytes_), 1, ki.config.blockN),
+                            attention_.spec().dtype, std::string("the ring block's ") + what);
+      };
+      kMap = map(view.params.keys, view.params.keyL, "k");
+      vMap = map(view.params.values, view.params.valueL, "v");
+    }
     launch(x, gx,
            static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),
-           static_cast<unsigned>(batch_), args);
+           static_cast<unsigned>(batch_), maps ? argsMaps : args);
   }
 }
 
@@ -346,6 +361,8 @@ BlockView RankRun::ownBlock() const {
   v.params.keyL = params_.kL;
   v.params.valueL = params_.vL;
   v.parts = &ownParts_;
+  v.keyRows = rows_;
+  v.keyHeads = attention_.spec().kvHeads;
   // The own rows' dK/dV go straight into the accumulators [B, rows, kv_heads, D].
   if (layout_->dkAcc >= 0) {
     const int64_t Hk = attention_.spec().kvHeads;
@@ -367,6 +384,8 @@ BlockView RankRun::receivedBlock(int step, int slot) const {
   v.params.values = recvBuffer(1, slot);
   v.params.keyL = v.params.valueL = Layout{t.rows * headDim_, headDim_, 0};
   v.parts = &t.parts;
+  v.keyRows = t.rows;
+  v.keyHeads = 1;
   if (layout_->partialDk >= 0) {
     v.grad = grad_;
     v.grad.dk = partialBuffer(0);
@@ -387,6 +406,8 @@ BlockView RankRun::stagedBlock(int step) const {
   v.params.values = workspace_ + layout_->stageV;
   v.params.keyL = v.params.valueL = stage;
   v.parts = &senderPartsHost_[step - 1];
+  v.keyRows = stageRows_;
+  v.keyHeads = Hk;
   if (layout_->stageDk >= 0) {
     v.grad = grad_;
     v.grad.dk = f32(layout_->stageDk);

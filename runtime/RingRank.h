@@ -42,6 +42,9 @@ struct BlockView {
   ring::Params params{};
   const std::vector<PackedPart> *parts = nullptr;
   ring::Grad grad{};
+  /// The keys' and values' extent as [B, keyRows, keyHeads, D] (a packed
+  /// block: its rows, one head), for the TMA maps of the blocks kernels.
+  int64_t keyRows = 0, keyHeads = 0;
 };
 
 class RankRun {

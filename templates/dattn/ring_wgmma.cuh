@@ -7,7 +7,8 @@
 // one GPU's).
 //
 // Forward: sm90_wgmma_pipelined_forward's CTA (a producer warpgroup loading
-// Q once and K, V tiles of 128 keys into three stages with cp.async; two
+// Q once and K, V tiles of 128 keys into three stages with cp.async, or at
+// dilation 1 with sm90_wgmma_tma_forward's TMA boxes; two
 // consumer warpgroups of 64 query rows taking turns, S with the previous
 // tile's P V, K and V released apart), walking StridedForwardCta's key
 // tiles (ring_mma.cuh: the block's parts at the head's residue in the
@@ -34,17 +35,27 @@ template <int D> struct WgmmaRingSmem {
 
 /// One CTA (384 threads) per (query tile of 128 rows of a piece, branch
 /// head, batch), as mmaRingForward.
-template <class T, int D, class Branch>
-__device__ void wgmmaRingForward(const fwd::Params &p, const Params &r) {
+/// TMA (branches of dilation 1, sm90_wgmma_tma_forward's producer): K and V
+/// through kMap and vMap, the block's keys or values as a [B, rows, heads,
+/// D] map (runtime/TensorMaps.h; a packed block has one head of its rows),
+/// one box a 64-column block of a tile: with dilation 1 every key run is
+/// consecutive rows (a run steps r / gcd(part step, r) packed rows). Rows
+/// past the block's are zero-filled by the TMA, rows past the run are
+/// other runs' (the tile is partial: masked).
+template <class T, int D, class Branch, bool TMA = false>
+__device__ void wgmmaRingForward(const fwd::Params &p, const Params &r,
+                                 const hopper::TensorMap *kMap = nullptr,
+                                 const hopper::TensorMap *vMap = nullptr) {
   static_assert(sizeof(T) == 2, "the wgmma ring kernel takes bf16 or fp16");
+  static_assert(!TMA || Branch::kStride == 1, "TMA ring blocks: consecutive key rows");
   using Shape = fwd::WgmmaShape<D, true, 128, 128>;
   constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
   constexpr int kConsumerThreads = 256;
   using QTile = fwd::WgmmaTile<D, BM>;
   using KTile = fwd::WgmmaTile<D, BN>;
-  // sm90_wgmma_pipelined_forward's split: the producer's two waits a tile
-  // and the walk's run arithmetic need its 72.
-  constexpr int kProducerRegisters = 72, kConsumerRegisters = 216;
+  // sm90_wgmma_pipelined_forward's split (the producer's two waits a tile
+  // and the walk's run arithmetic need its 72), or the TMA kernel's.
+  constexpr int kProducerRegisters = TMA ? 40 : 72, kConsumerRegisters = TMA ? 232 : 216;
   static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, 2, 1>(),
                 "the warpgroups' registers exceed the CTA's");
   extern __shared__ __align__(1024) unsigned char smemRaw[];
@@ -65,7 +76,7 @@ __device__ void wgmmaRingForward(const fwd::Params &p, const Params &r) {
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      hopper::mbarrierInit(full(s), 128);              // every producer thread
+      hopper::mbarrierInit(full(s), TMA ? 1 : 128); // the TMA thread, or every producer thread
       hopper::mbarrierInit(empty(s), kConsumerThreads); // every consumer thread
       hopper::mbarrierInit(vEmpty(s), kConsumerThreads);
     }
@@ -82,6 +93,34 @@ __device__ void wgmmaRingForward(const fwd::Params &p, const Params &r) {
     QTile::load(sQ, (const T *)p.q + p.qL.at(batch, 0, cta.head), p.qL.row, tr.base, tr.step,
                 tr.qa0, tr.count, thread);
     dev::cpAsyncCommit();
+    if constexpr (TMA) {
+      // Q by every producer thread, then K and V by one: per tile, once K's
+      // readers are gone, the stage's full barrier expects both tiles'
+      // bytes; V's boxes wait for V's readers.
+      dev::cpAsyncWaitAll();
+      hopper::fenceProxyAsync();
+      hopper::mbarrierArrive(qFull);
+      if (thread >= 32) // the first warp walks, its first thread issues
+        return;
+      const int mapHead = r.keyL.head == 0 ? 0 : cta.kvHead; // packed: one head
+      int i = 0;
+      for (KeyTile t = first; t.part < r.numParts; t = cta.next(r, t), ++i) {
+        if (thread == 0) {
+          const int s = i % kStages;
+          const unsigned phase = ((i / kStages) & 1) ^ 1;
+          const int row0 = static_cast<int>(t.run.base + t.b0);
+          hopper::mbarrierWait(empty(s), phase);
+          hopper::mbarrierArriveExpect(full(s), 2 * KTile::kBytes);
+          fwd::tmaLoadRows<D, BN, 1>(sK + s * KTile::kBytes, *kMap, full(s), row0, mapHead,
+                                     static_cast<int>(batch));
+          hopper::mbarrierWait(vEmpty(s), phase);
+          fwd::tmaLoadRows<D, BN, 1>(sV + s * KTile::kBytes, *vMap, full(s), row0, mapHead,
+                                     static_cast<int>(batch));
+        }
+        __syncwarp();
+      }
+      return;
+    }
     // Tile i into stage i % kStages once its readers released it (K and V
     // apart); the previous group (Q, or tile i - 1) is announced after tile
     // i's K copies are issued, so that later tiles stay in flight.

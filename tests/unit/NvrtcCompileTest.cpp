@@ -204,19 +204,26 @@ TEST(Nvrtc, RingModulesCompile) {
     EXPECT_TRUE(backward) << arch;
     EXPECT_EQ(k.ptx.find("mma.sync") != std::string::npos, mma && !wgmma) << arch;
     EXPECT_EQ(k.ptx.find("wgmma.mma_async") != std::string::npos, wgmma) << arch;
+    // Dilation 1: the forward's keys and values through TMA boxes.
+    EXPECT_EQ(k.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, wgmma) << arch;
   }
   // Dilated branches too take the tensor-core block kernels (the lattice
   // walks of ring_mma.cuh; RingTilingTest checks their indices). On sm_90a,
   // where the one-GPU forward and dK/dV kernels are wgmma families, so are
   // the ring's: sm90_wgmma_pipelined_forward's CTA (384 threads, 128 query
-  // rows) and sm90_wgmma_backward_dkv's (256 threads, 128 keys).
+  // rows; with TMA at dilation 1) and sm90_wgmma_backward_dkv's (256
+  // threads, 128 keys).
   const AttentionSpec longnet =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
           .attentions.at(0);
+  const AttentionPlan longnetPlan = planAttention(longnet);
   for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels) {
     if (kernel.role == KernelRole::Branch) {
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
-      EXPECT_EQ(kernel.family, "sm90_wgmma_pipelined_forward") << kernel.name;
+      EXPECT_EQ(kernel.family, longnetPlan.branches.at(kernel.branch).dilation == 1
+                                   ? "sm90_wgmma_tma_forward"
+                                   : "sm90_wgmma_pipelined_forward")
+          << kernel.name;
       EXPECT_EQ(kernel.threads, 384) << kernel.name;
       EXPECT_EQ(kernel.rowsPerCta, 128) << kernel.name;
     }
