@@ -67,7 +67,8 @@ KernelChoice ringForward(const AttentionPlan &plan, const BranchPlan &b, const T
 /// The ring's tensor-core dK/dV block kernel. Strided branches whose
 /// one-GPU dK/dV kernel is an sm_90a wgmma family take the ring's wgmma
 /// kernel (ring_wgmma.cuh: sm90_wgmma_backward_dkv's CTA, 128 keys, query
-/// steps of 64, dQ by reductions); the others ring_mma.cuh's sm80 CTA (BN /
+/// steps of 64, dQ by reductions; warp-specialized like
+/// sm90_wgmma_ws_backward_dkv where the one-GPU kernel is); the others ring_mma.cuh's sm80 CTA (BN /
 /// 16 warps over BN key rows), with the one-GPU dK/dV family's
 /// configuration but the sm80 family's threads and shared memory for it
 /// (the warp-specialized wgmma kernel adds a producer warpgroup and stages
@@ -78,7 +79,12 @@ KernelChoice ringBackward(const AttentionPlan &plan, const BranchPlan &b, const 
   if (c.family == &sm80 || !c.family->usesTensorCores())
     return c;
   c.origin = "the ring's kernel";
-  const KernelFamily &wgmma = familyNamed("sm90_wgmma_backward_dkv");
+  // The warp-specialized CTA where the one-GPU kernel is it (Q and dO
+  // through TMA: dilations up to fwd::kTmaMaxStride), else the plain one.
+  const KernelFamily &ws = familyNamed("sm90_wgmma_ws_backward_dkv");
+  const KernelFamily &wgmma = c.family == &ws && ws.unsupported(plan, b, target).empty()
+                                  ? ws
+                                  : familyNamed("sm90_wgmma_backward_dkv");
   if (b.kind == BranchKind::Strided && wgmma.unsupported(plan, b, target).empty()) {
     c.family = &wgmma;
     c.config = KernelConfig{64, 128, 0, true};
@@ -98,7 +104,8 @@ KernelChoice ringBackward(const AttentionPlan &plan, const BranchPlan &b, const 
 bool onWgmma(const KernelChoice &c) {
   return c.family == &familyNamed("sm90_wgmma_pipelined_forward") ||
          c.family == &familyNamed("sm90_wgmma_tma_forward") ||
-         c.family == &familyNamed("sm90_wgmma_backward_dkv");
+         c.family == &familyNamed("sm90_wgmma_backward_dkv") ||
+         c.family == &familyNamed("sm90_wgmma_ws_backward_dkv");
 }
 
 } // namespace
@@ -239,13 +246,17 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
                 static_cast<int>(bi), dkv.resources.threads);
         const KernelInfo &k = onTensorCores(dkv, c.blockN);
         if (onWgmma(dkv)) {
-          os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name
-             << "(fwd::Params p, ring::Params r, ring::Grad g) {\n  static_assert("
-                "ring::WgmmaRingSmem<"
-             << D << ">::kBackward == " << k.smemBytes
+          const bool ws = !dkv.family->tensorMaps().empty(); // q and dout through TMA
+          os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ", 1) " << name
+             << "(fwd::Params p, ring::Params r, ring::Grad g"
+             << (ws ? ", const __grid_constant__ hopper::TensorMap qMap, "
+                      "const __grid_constant__ hopper::TensorMap doutMap"
+                    : "")
+             << ") {\n  static_assert(ring::WgmmaRingSmem<" << D
+             << (ws ? ">::kBackwardWs == " : ">::kBackward == ") << k.smemBytes
              << ", \"the family's shared memory differs from the kernel's\");\n  "
              << "ring::wgmmaRingBackward<" << T << ", " << D << ", Branch" << bi
-             << ">(p, r, g);\n}\n\n";
+             << (ws ? ", true>(p, r, g, &qMap, &doutMap);" : ">(p, r, g);") << "\n}\n\n";
           continue;
         }
         os << "extern \"C\" __global__ void __launch_bounds__(" << k.threads << ") " << name

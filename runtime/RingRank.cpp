@@ -330,24 +330,38 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
       continue;
     fwd::Params p = params_;
     ring::Params block = view.params;
-    CUtensorMap kMap, vMap;
+    // TMA kernels: forward, the block's keys and values (consecutive rows);
+    // backward, the rank's q and dout (rows stepping the dilation).
+    CUtensorMap map0, map1;
     void *args[] = {&p, &block, &grad};
-    void *argsMaps[] = {&p, &block, &kMap, &vMap};
-    const bool maps = role == KernelRole::Branch && takesTensorMaps(ki, {"k", "v"}, "ring");
-    if (maps) {
-      // The block's keys and values, consecutive rows in boxes of a tile.
-      auto map = [&](const void *data, const Layout &l, const char *what) {
-        return encodeRowMap(data,
-                            rowMapShape(l, batch_, view.keyRows, view.keyHeads, headDim_,
-                                        static_cast<int>(elementBytes_), 1, ki.config.blockN),
-                            attention_.spec().dtype, std::string("the ring block's ") + what);
-      };
-      kMap = map(view.params.keys, view.params.keyL, "k");
-      vMap = map(view.params.values, view.params.valueL, "v");
+    void *argsKv[] = {&p, &block, &map0, &map1};
+    void *argsQ[] = {&p, &block, &grad, &map0, &map1};
+    void **use = args;
+    auto encode = [&](const void *data, const Layout &l, int64_t rows, int64_t heads, int stride,
+                      const std::string &what) {
+      return encodeRowMap(data,
+                          rowMapShape(l, batch_, rows, heads, headDim_,
+                                      static_cast<int>(elementBytes_), stride,
+                                      role == KernelRole::Branch ? ki.config.blockN
+                                                                 : ki.config.blockM),
+                          attention_.spec().dtype, "ring: " + what);
+    };
+    if (role == KernelRole::Branch && takesTensorMaps(ki, {"k", "v"}, "ring")) {
+      map0 = encode(view.params.keys, view.params.keyL, view.keyRows, view.keyHeads, 1,
+                    "the block's k");
+      map1 = encode(view.params.values, view.params.valueL, view.keyRows, view.keyHeads, 1,
+                    "the block's v");
+      use = argsKv;
+    } else if (role == KernelRole::DkvPass && takesTensorMaps(ki, {"q", "dout"}, "ring")) {
+      const int stride = static_cast<int>(attention_.plan().branches[ki.branch].dilation);
+      const int64_t H = attention_.spec().heads;
+      map0 = encode(params_.q, params_.qL, rows_, H, stride, "the rank's q");
+      map1 = encode(grad_.dout, grad_.doutL, rows_, H, stride, "the rank's dout");
+      use = argsQ;
     }
     launch(x, gx,
            static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),
-           static_cast<unsigned>(batch_), maps ? argsMaps : args);
+           static_cast<unsigned>(batch_), use);
   }
 }
 

@@ -15,11 +15,18 @@
 // piece's segment) and merging into the rank's fp32 accumulators (kMerge).
 // Backward: sm90_wgmma_backward_dkv's CTA (128 keys on two warpgroups,
 // query tiles of 64 double-buffered by every thread, dQ through dS^T in
-// shared memory by fp32 reductions) over stridedRingBackward's walk, the
-// key tile's dK/dV partials added to the block's (addKeyPartials).
+// shared memory by fp32 reductions) or sm90_wgmma_ws_backward_dkv's (a
+// producer warpgroup bringing Q and dO through TMA) over
+// stridedRingBackward's walk, the key tile's dK/dV partials added to the
+// block's (addKeyPartials).
+// The consumers' loops repeat the one-GPU kernels' with the ring's walks
+// and masks: those kernels' templates key the tuning databases (a change
+// to them stales every entry until the GPUs are tuned again), so sharing
+// the loops waits for the next re-tune.
 #pragma once
 
 #include "dattn/backward_wgmma.cuh"
+#include "dattn/backward_wgmma_ws.cuh"
 #include "dattn/forward_wgmma.cuh"
 #include "dattn/ring_mma.cuh"
 
@@ -31,6 +38,7 @@ namespace ring {
 template <int D> struct WgmmaRingSmem {
   static constexpr int kForward = fwd::WgmmaShape<D, true, 128, 128>::kBytes;
   static constexpr int kBackward = bwd::KvSmem<D, 64, 128, true>::kBytes;
+  static constexpr int kBackwardWs = bwd::WsKvShape<D, true, 128>::kBytes;
 };
 
 /// One CTA (384 threads) per (query tile of 128 rows of a piece, branch
@@ -356,13 +364,141 @@ DATTN_DEV void wgmmaKeyTileWalk(const fwd::Params &p, const Params &r, const Gra
                     lane); // 7. the tile's partials
 }
 
+/// wgmmaKeyTileWalk warp-specialized, sm90_wgmma_ws_backward_dkv's CTA (384
+/// threads): a producer warpgroup brings each query tile's Q and dO as TMA
+/// boxes of the rank's q and dout maps (qMap, gMap: a strided branch's
+/// query rows step its dilation STRIDE in local rows) and its L and Delta
+/// into kStages stages; two consumer warpgroups load the key tile once and
+/// run the products per query tile, dS^T double-buffered so that one named
+/// barrier a tile orders both its reads and the other buffer's reuse.
+template <class T, int D, int STRIDE, class QueryTile, class NextTile, class ClassOf, class Keep>
+DATTN_DEV void wgmmaWsKeyTileWalk(const fwd::Params &p, const Params &r, const Grad &g,
+                                  const hopper::TensorMap *qMap, const hopper::TensorMap *gMap,
+                                  long long batch, int head, int kvHead, long long keyBase,
+                                  long long keyStep, long long keyCount, long long kb0,
+                                  long long qt, long long walkEnd, QueryTile queryTile,
+                                  NextTile nextTile, ClassOf classOf, Keep keep) {
+  static_assert(sizeof(T) == 2, "the wgmma ring kernel takes bf16 or fp16");
+  using Shape = bwd::WsKvShape<D, true, 128>;
+  constexpr int BM = Shape::kBM, BN = Shape::kBN, kStages = Shape::kStages;
+  constexpr int kConsumerThreads = 256;
+  using KTile = typename Shape::Keys;
+  using QTile = typename Shape::Queries;
+  using DsT = typename Shape::DsT;
+  static_assert(Shape::kBytes == WgmmaRingSmem<D>::kBackwardWs, "the CTA's shared memory");
+  // sm90_wgmma_ws_backward_dkv's split (24 + 2 x 240 = 168 x 3).
+  constexpr int kProducerRegisters = 24, kConsumerRegisters = 240;
+  static_assert(hopper::registerSplitFits<kProducerRegisters, kConsumerRegisters, 2, 1>(),
+                "the warpgroups' registers exceed the CTA's");
+  extern __shared__ __align__(1024) unsigned char smemRaw[];
+  const unsigned base = dev::smemAddress(smemRaw);
+  const unsigned sK = base, sV = base + Shape::kOffV, sQ = base + Shape::kOffQ,
+                 sG = base + Shape::kOffG, bars = base + Shape::kOffBars;
+  float *sL = reinterpret_cast<float *>(smemRaw + Shape::kOffL); // kStages x (L, Delta)
+  auto full = [&](int st) { return bars + 8 * st; };
+  auto empty = [&](int st) { return bars + 8 * (kStages + st); };
+  const long long rows = p.seqLen, kLeft = keyCount - kb0;
+
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      hopper::mbarrierInit(full(st), 128); // every producer thread (one also counts bytes)
+      hopper::mbarrierInit(empty(st), kConsumerThreads);
+    }
+    hopper::fenceBarrierInit();
+  }
+  __syncthreads();
+  const int warpgroup = threadIdx.x / 128;
+
+  if (warpgroup == 0) { // the producer: thread t brings L (t < 64) or Delta of row t % 64
+    hopper::registersDown<kProducerRegisters>();
+    const int thread = threadIdx.x;
+    const float *stats = (thread < BM ? p.lse : g.delta) + (batch * p.heads + head) * rows;
+    int i = 0;
+    for (long long t = qt; t < walkEnd; t = nextTile(t + 1), ++i) {
+      const int st = i % kStages;
+      bwd::RowMap rm;
+      long long qa0, pos0;
+      queryTile(t, &rm, &qa0, &pos0);
+      hopper::mbarrierWait(empty(st), ((i / kStages) & 1) ^ 1);
+      const long long a = qa0 + thread % BM;
+      sL[st * 2 * BM + thread] = a < rm.count ? stats[rm.base + a * rm.step] : 0.f;
+      if (thread == 0) {
+        const int row0 = static_cast<int>(rm.base + qa0 * rm.step);
+        hopper::mbarrierArriveExpect(full(st), 2 * QTile::kBytes);
+        fwd::tmaLoadRows<D, BM, STRIDE>(sQ + st * QTile::kBytes, *qMap, full(st), row0, head,
+                                        static_cast<int>(batch));
+        fwd::tmaLoadRows<D, BM, STRIDE>(sG + st * QTile::kBytes, *gMap, full(st), row0, head,
+                                        static_cast<int>(batch));
+      } else {
+        hopper::mbarrierArrive(full(st));
+      }
+    }
+    return;
+  }
+
+  // A consumer: warpgroup wg's 64 key rows; warp w of the consumer threads
+  // holds key rows 16 w.. as in wgmmaKeyTileWalk.
+  hopper::registersUp<kConsumerRegisters>();
+  const int ct = threadIdx.x - 128, wg = warpgroup - 1, warpId = ct / 32, lane = ct % 32;
+  auto consumersSync = [] { hopper::namedBarrierSync(1, kConsumerThreads); };
+  KTile::template load<T, kConsumerThreads>(sK, (const T *)r.keys + r.keyL.at(batch, 0, kvHead),
+                                            r.keyL.row, keyBase, keyStep, kb0, keyCount, ct);
+  KTile::template load<T, kConsumerThreads>(sV,
+                                            (const T *)r.values + r.valueL.at(batch, 0, kvHead),
+                                            r.valueL.row, keyBase, keyStep, kb0, keyCount, ct);
+  dev::cpAsyncCommit();
+  dev::cpAsyncWaitAll();
+  hopper::fenceProxyAsync(); // cp.async wrote what the tensor cores read
+  consumersSync();           // every consumer's key rows (dQ reads all BN)
+
+  float dk[D / 8][4], dv[D / 8][4];
+  warp::zero(dk);
+  warp::zero(dv);
+  const float scaleLog2 = p.scale * dev::kLog2e;
+  const int keyRow0 = warpId * 16; // this warp's key rows in the tile
+  const unsigned sKw = sK + wg * 64 * 128, sVw = sV + wg * 64 * 128;
+  float *dq0 = g.dqAcc + (batch * rows * p.heads + head) * D;
+
+  for (int i = 0; qt < walkEnd; ++i) {
+    const int st = i % kStages;
+    const int cls = classOf(qt);
+    const long long qtNext = nextTile(qt + 1);
+    bwd::RowMap rm;
+    long long qa0, pos0;
+    queryTile(qt, &rm, &qa0, &pos0);
+    const float *tL = sL + st * 2 * BM, *tDelta = tL + BM;
+    hopper::mbarrierWait(full(st), (i / kStages) & 1);
+    const unsigned dsAt = Shape::kOffDs + (i & 1) * DsT::kBytes;
+    wgmmaRingQueryTile<T, D, BM, BN>(
+        dk, dv, sKw, sVw, sQ + st * QTile::kBytes, sG + st * QTile::kBytes, tL, tDelta, smemRaw,
+        dsAt, cls == plan::kPartial, rm, qa0, kLeft, keyRow0, scaleLog2, lane,
+        [&](long long a, long long b) { return keep(pos0, a, b); });
+    hopper::fenceProxyAsync(); // dS^T, written by threads, is read by wgmma
+    consumersSync();           // every consumer's keys (and, a tile ago, the other buffer read)
+    bwd::wgmmaAddDq<T, D, BM, BN>(base + dsAt, sK, rm, qa0, wg, warpId % 4, dq0,
+                                  (long long)p.heads * D, p.scale, lane);
+    hopper::mbarrierArrive(empty(st)); // Q, dO, L and Delta of the stage are read
+    qt = qtNext;
+  }
+  addKeyPartials<D>(g, dk, dv, kb0, keyRow0, keyBase, keyStep, keyCount, batch, kvHead, p.scale,
+                    lane);
+}
+
 /// dK, dV and dQ of one block for a strided branch: one CTA (256 threads)
-/// per key tile of 128 keys and branch head, as mmaRingBackward.
-template <class T, int D, class Branch>
-__device__ void wgmmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
+/// per key tile of 128 keys and branch head, as mmaRingBackward; WS (384
+/// threads) warp-specialized, Q and dO through qMap and gMap.
+template <class T, int D, class Branch, bool WS = false>
+__device__ void wgmmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g,
+                                  const hopper::TensorMap *qMap = nullptr,
+                                  const hopper::TensorMap *gMap = nullptr) {
   stridedRingBackward<bwd::WgmmaKvTiles<D>::kBM, bwd::WgmmaKvTiles<D>::kBN, Branch>(
-      r, g, p.groupSize,
-      [&](auto... walkArgs) { wgmmaKeyTileWalk<T, D>(p, r, g, walkArgs...); });
+      r, g, p.groupSize, [&](auto... walkArgs) {
+        if constexpr (WS)
+          wgmmaWsKeyTileWalk<T, D, static_cast<int>(Branch::kStride)>(p, r, g, qMap, gMap,
+                                                                     walkArgs...);
+        else
+          wgmmaKeyTileWalk<T, D>(p, r, g, walkArgs...);
+      });
 }
 
 } // namespace ring

@@ -7,6 +7,7 @@
 
 #include "dattn/emit.h"
 #include "dattn/error.h"
+#include "dattn/params.cuh" // fwd::kTmaMaxStride
 #include "dattn/runtime.h"
 
 #include <gtest/gtest.h>
@@ -212,7 +213,7 @@ TEST(Nvrtc, RingModulesCompile) {
   // where the one-GPU forward and dK/dV kernels are wgmma families, so are
   // the ring's: sm90_wgmma_pipelined_forward's CTA (384 threads, 128 query
   // rows; with TMA at dilation 1) and sm90_wgmma_backward_dkv's (256
-  // threads, 128 keys).
+  // threads, 128 keys; or the warp-specialized one's, 384).
   const AttentionSpec longnet =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
           .attentions.at(0);
@@ -228,9 +229,13 @@ TEST(Nvrtc, RingModulesCompile) {
       EXPECT_EQ(kernel.rowsPerCta, 128) << kernel.name;
     }
     if (kernel.role == KernelRole::DkvPass) {
+      // Warp-specialized (a producer warpgroup bringing Q and dO through
+      // TMA) where the one-GPU kernel is: dilations a TMA box can step.
+      const bool ws = longnetPlan.branches.at(kernel.branch).dilation <= fwd::kTmaMaxStride;
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
-      EXPECT_EQ(kernel.family, "sm90_wgmma_backward_dkv") << kernel.name;
-      EXPECT_EQ(kernel.threads, 256) << kernel.name;
+      EXPECT_EQ(kernel.family, ws ? "sm90_wgmma_ws_backward_dkv" : "sm90_wgmma_backward_dkv")
+          << kernel.name;
+      EXPECT_EQ(kernel.threads, ws ? 384 : 256) << kernel.name;
       EXPECT_EQ(kernel.rowsPerCta, 128) << kernel.name;
     }
   }
