@@ -31,12 +31,13 @@ std::string ringKernel(const BranchPlan &b, bool backward) {
 }
 
 /// The ring's tensor-core forward block kernel. Strided branches (dense
-/// included) whose one-GPU forward is an sm_90a wgmma family take the ring's
-/// wgmma kernel (ring_wgmma.cuh: sm90_wgmma_pipelined_forward's CTA, 128 x
-/// 128 tiles, with sm90_wgmma_tma_forward's TMA producer at dilation 1); the others ring_mma.cuh's, built on the sm80 forward's tile,
-/// with the sm80 family's heuristic where the one-GPU forward is another
-/// family (the blocks branches' wgmma and TMA kernels). A branch whose
-/// one-GPU forward is sm80 (named through DATTN_FAMILIES, or tuned) keeps it.
+/// included) whose one-GPU forward is an sm_90a wgmma family take the
+/// ring's wgmma kernel (ring_wgmma.cuh: sm90_wgmma_pipelined_forward's CTA,
+/// 128 x 128 tiles, with sm90_wgmma_tma_forward's TMA producer at dilation
+/// 1); the others ring_mma.cuh's, built on the sm80 forward's tile, with
+/// the sm80 family's heuristic where the one-GPU forward is another family
+/// (the blocks branches' wgmma and TMA kernels). A branch whose one-GPU
+/// forward is sm80 (named through DATTN_FAMILIES, or tuned) keeps it.
 KernelChoice ringForward(const AttentionPlan &plan, const BranchPlan &b, const Target &target) {
   KernelChoice c = plannedKernels(plan, b, "forward").at(0);
   const KernelFamily &sm80 = familyNamed("sm80_mma_forward");
@@ -68,11 +69,11 @@ KernelChoice ringForward(const AttentionPlan &plan, const BranchPlan &b, const T
 /// one-GPU dK/dV kernel is an sm_90a wgmma family take the ring's wgmma
 /// kernel (ring_wgmma.cuh: sm90_wgmma_backward_dkv's CTA, 128 keys, query
 /// steps of 64, dQ by reductions; warp-specialized like
-/// sm90_wgmma_ws_backward_dkv where the one-GPU kernel is); the others ring_mma.cuh's sm80 CTA (BN /
-/// 16 warps over BN key rows), with the one-GPU dK/dV family's
-/// configuration but the sm80 family's threads and shared memory for it
-/// (the warp-specialized wgmma kernel adds a producer warpgroup and stages
-/// the ring's kernel does not have).
+/// sm90_wgmma_ws_backward_dkv where the one-GPU kernel is); the others
+/// ring_mma.cuh's sm80 CTA (BN / 16 warps over BN key rows), with the
+/// one-GPU dK/dV family's configuration but the sm80 family's threads and
+/// shared memory for it (the warp-specialized wgmma kernel adds a producer
+/// warpgroup and stages the ring's kernel does not have).
 KernelChoice ringBackward(const AttentionPlan &plan, const BranchPlan &b, const Target &target) {
   KernelChoice c = plannedKernels(plan, b, "backward").at(0);
   const KernelFamily &sm80 = familyNamed("sm80_mma_backward_dkv");
@@ -200,8 +201,9 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
          << ", " << c.blockM << ", " << c.blockN << ", " << c.rowTilesPerWarp
          << ">::kSmemBytes == " << k.smemBytes
          << ", \"the family's shared memory differs from the kernel's\");\n  "
-         << ringKernel(plan.branches[bi], false) << "<" << T << ", " << D << ", " << c.blockM << ", " << c.blockN
-         << ", " << c.rowTilesPerWarp << ", Branch" << bi << ">(p, r);\n}\n\n";
+         << ringKernel(plan.branches[bi], false) << "<" << T << ", " << D << ", " << c.blockM
+         << ", " << c.blockN << ", " << c.rowTilesPerWarp << ", Branch" << bi
+         << ">(p, r);\n}\n\n";
       continue;
     }
     os << "extern \"C\" __global__ void __launch_bounds__(128) "
