@@ -244,9 +244,11 @@ TEST(Nvrtc, RingModulesCompile) {
   PlanOptions sm80;
   sm80.arch = "sm_90a";
   sm80.families = {"sm80_mma_forward", "sm80_mma_backward_dkv"};
-  for (const auto &kernel : emitCudaRing(planAttention(longnet, sm80), "sm_90a").kernels)
-    if (kernel.role == KernelRole::Branch || kernel.role == KernelRole::DkvPass)
+  for (const auto &kernel : emitCudaRing(planAttention(longnet, sm80), "sm_90a").kernels) {
+    if (kernel.role == KernelRole::Branch || kernel.role == KernelRole::DkvPass) {
       EXPECT_EQ(kernel.family.rfind("sm80_", 0), 0u) << kernel.name;
+    }
+  }
   // And blocks branches (a window, global tokens: ring_mma.cuh's blocks
   // pair), forward and backward.
   const AttentionSpec causalRing =
