@@ -30,7 +30,8 @@ Transfer transferOf(const RingPlan &plan, int receiver, int sender, int peer) {
 
 /// RingSchedule::passAlong's condition: a plan's receives are subsets of
 /// the sender's shard per kv head, so a receive of as many rows as the
-/// sender holds times the kv heads is all of them.
+/// sender holds times the kv heads is all of them; none is fragmented (a
+/// staged block is read in the sender's shape, not forwarded as it came).
 bool movesWholeShards(const RingPlan &plan, const RingSchedule &s) {
   const int p = plan.ranks;
   if (p < 2)
@@ -39,12 +40,11 @@ bool movesWholeShards(const RingPlan &plan, const RingSchedule &s) {
   for (int r = 0; r < p; ++r) {
     for (const RowRange &range : plan.rankPlans[r].shard)
       rows[r] += range.end - range.begin;
-    if (rows[r] < 64) // a fragmented receive would be staged: not passed along
-      return false;
   }
   for (const RankSchedule &rs : s.ranks)
     for (const RingStep &st : rs.steps)
-      if (st.recv.peer < 0 || st.recv.rows != rows[st.recv.peer] * plan.kvHeads)
+      if (st.recv.peer < 0 || st.recv.rows != rows[st.recv.peer] * plan.kvHeads ||
+          fragmented(st.recv))
         return false;
   return true;
 }

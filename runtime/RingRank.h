@@ -32,8 +32,23 @@ struct RankWorkspace {
   int64_t delta = -1, dqAcc = -1, dkAcc = -1, dvAcc = -1; ///< backward
   int64_t recvK[2] = {0, 0}, recvV[2] = {0, 0}, packK = 0, packV = 0;
   int64_t partialDk = -1, partialDv = -1, returnedDk = -1, returnedDv = -1;
+  int64_t slotDk[2] = {-1, -1}, slotDv[2] = {-1, -1}; ///< passed along: a slot's partials
   int64_t stageK = -1, stageV = -1, stageDk = -1, stageDv = -1;
   int64_t total = 0;
+};
+
+/// One side of a transfer: device memory and its size.
+struct Piece {
+  void *at = nullptr;
+  int64_t bytes = 0;
+};
+
+/// What a rank sends and receives in one transfer and with whom (-1:
+/// nothing that way). The pieces pair up in order with the peers' (a
+/// transport copies or sends piece x of one side into piece x of the other).
+struct Exchange {
+  int sendPeer = -1, recvPeer = -1;
+  std::vector<Piece> send, recv;
 };
 
 /// A block as the branch kernels see it: where its keys are, which rows
@@ -63,10 +78,19 @@ public:
   /// Step s's send and receive (peer -1: nothing).
   const Transfer &send(int step) const { return schedule_.steps[step - 1].send; }
   const Transfer &recv(int step) const { return schedule_.steps[step - 1].recv; }
-  /// Bytes of one of K or V of `rows` packed rows (all batches), and of
-  /// one of the fp32 dK or dV partials of them.
-  int64_t blockBytes(int64_t rows) const { return batch_ * rows * headDim_ * elementBytes_; }
-  int64_t partialBytes(int64_t rows) const { return batch_ * rows * headDim_ * 4; }
+  /// RingSchedule::passAlong: blocks go to rank + 1 and come from rank - 1.
+  bool passAlong() const { return passAlong_; }
+  /// Step s's transfer of K and V, after pack(s): pairwise, the packed rows
+  /// the send peer needs and the block from the receive peer (slot s % 2);
+  /// passed along, the block of slot (s - 1) % 2 (at step 1 the own, packed)
+  /// to rank + 1 and rank - 1's into slot s % 2, backward from step 2 with
+  /// their partials (a block's first holder starts them).
+  Exchange blocks(int step) const;
+  /// The dK/dV partials after step s's attendBackward: pairwise, the
+  /// received block's back to its sender, ours from our block's receiver;
+  /// passed along, only after the last step: that block's to its owner
+  /// (rank + 1), ours home from rank - 1.
+  Exchange partials(int step) const;
 
   /// Validates the rank's tensors (errors name the pass and the rank) and
   /// binds them and `stream` for the calls below.
@@ -86,20 +110,28 @@ public:
   /// Backward: dQ of the block of step s (receive slot `slot`) into the
   /// rank's accumulator, its dK/dV partials into the partial buffers.
   void attendBackward(int step, int slot);
-  /// Backward: adds the partials returned for step s's send (in the
-  /// returned buffers) into the rank's dK/dV accumulators.
+  /// Backward, after partials(s) arrived: pairwise, adds those returned for
+  /// step s's send into the rank's dK/dV accumulators; passed along, after
+  /// the last step, the own rows' dK/dV (and dQ) onto the partials that
+  /// came home.
   void addReturned(int step);
   /// The final casts: O (forward), dq, dk, dv (backward).
   void endForward();
   void endBackward();
 
+private:
+  /// Bytes of one of K or V of `rows` packed rows (all batches), and of
+  /// one of the fp32 dK or dV partials of them.
+  int64_t blockBytes(int64_t rows) const { return batch_ * rows * headDim_ * elementBytes_; }
+  int64_t partialBytes(int64_t rows) const { return batch_ * rows * headDim_ * 4; }
   /// Buffers of the bound workspace (kv: 0 = K or dK, 1 = V or dV).
   void *packBuffer(int kv) const;
   void *recvBuffer(int kv, int slot) const;
   float *partialBuffer(int kv) const;
   float *returnedBuffer(int kv) const;
+  float *slotPartials(int kv, int slot) const; ///< passed along
+  bool backwardBound() const { return layout_ == &backwardLayout_; }
 
-private:
   size_t kernel(KernelRole role) const;
   void launch(size_t x, unsigned gx, unsigned gy, unsigned gz, void **args) const;
   unsigned elementwise(size_t x, int64_t count) const;
@@ -118,6 +150,7 @@ private:
   /// A strided branch's tensor-core kernel, which takes a tile per part and
   /// so reads a fragmented block staged (a blocks branch's reads it packed).
   bool readsStaged(const KernelInfo &k) const;
+  Layout accumulatorLayout() const;
   BlockView ownBlock() const;
   BlockView receivedBlock(int step, int slot) const;
   /// A fragmented step's block in the sender's shape (after unpack()).
@@ -134,7 +167,8 @@ private:
   };
   CompiledAttention &attention_;
   const RankSchedule &schedule_;
-  int rank_;
+  int rank_, ranks_;
+  bool passAlong_; ///< RingSchedule::passAlong
   int64_t batch_, rows_, headDim_, elementBytes_;
   DeviceBlockMask mask_;
   ring::Params shard_{}; ///< the rank's rows, no parts

@@ -117,6 +117,14 @@ struct Transfer {
   int64_t rows = 0;               ///< packed rows (sum of the parts)
 };
 
+/// A receive whose parts average fewer rows than a key tile (64 rows): the
+/// tensor-core kernels take at least a tile per part, so the executor
+/// stages such a block in the sender's shape for them (docs/ring.md).
+inline bool fragmented(const Transfer &t) {
+  constexpr int64_t kTileRows = 64;
+  return t.rows > 0 && static_cast<int64_t>(t.parts.size()) * kTileRows > t.rows;
+}
+
 struct RingStep {
   int step = 0;
   Transfer send, recv;
