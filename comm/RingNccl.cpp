@@ -385,15 +385,20 @@ int64_t NcclRing::run(bool backward) {
   const std::string pass = backward ? "backward" : "forward";
   for (int step = 1; step < P; ++step)
     for (auto &s : state_) {
-      const Transfer &in = s->run->recv(step), &out = s->run->send(step);
+      // The peers the transfers went to and came from (passed along: the
+      // neighbours, whoever's block it is).
+      const rt::Exchange blocks = s->run->blocks(step);
       watch(*s, s->received[step],
             pass + " step " + std::to_string(step) + " (receiving from rank " +
-                std::to_string(in.peer) + ", sending to rank " + std::to_string(out.peer) + ")");
-      if (backward)
+                std::to_string(blocks.recvPeer) + ", sending to rank " +
+                std::to_string(blocks.sendPeer) + ")");
+      if (backward) {
+        const rt::Exchange partials = s->run->partials(step);
         watch(*s, s->returned[step],
               pass + " step " + std::to_string(step) + " (returning dK/dV to rank " +
-                  std::to_string(in.peer) + ", receiving them from rank " +
-                  std::to_string(out.peer) + ")");
+                  std::to_string(partials.sendPeer) + ", receiving them from rank " +
+                  std::to_string(partials.recvPeer) + ")");
+      }
     }
   return sent;
 }
