@@ -18,97 +18,6 @@ namespace dattn::rt {
 
 namespace {
 
-constexpr int64_t kAlign = 256;
-int64_t aligned(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-
-/// Passed along (RingSchedule::passAlong): two slots, each a block's K and
-/// V and, backward, its fp32 dK and dV partials. Slot 0 sends the own
-/// block at step 1 (the pack buffer); the partials of the own rows come
-/// home into slot P % 2 at the end, where the own rows' are added: they are
-/// the dK, dV accumulators. No pack, partial, return or stage buffers.
-RankWorkspace carvePassAlong(bool backward, int64_t batch, int64_t rows, const AttentionSpec &spec,
-                             int64_t elementBytes, int64_t slotRows, int ranks) {
-  RankWorkspace w;
-  int64_t next = 0;
-  auto take = [&](int64_t bytes) {
-    const int64_t at = next;
-    next += aligned(bytes);
-    return at;
-  };
-  const int64_t D = spec.headDim, q = batch * rows * spec.heads * D, slot = batch * slotRows * D;
-  if (backward) {
-    w.delta = take(batch * spec.heads * rows * 4);
-    w.dqAcc = take(q * 4);
-  } else {
-    w.oAcc = take(q * 4);
-  }
-  for (int x = 0; x < 2; ++x) {
-    w.recvK[x] = take(slot * elementBytes);
-    w.recvV[x] = take(slot * elementBytes);
-    if (backward) {
-      w.slotDk[x] = take(slot * 4);
-      w.slotDv[x] = take(slot * 4);
-    }
-  }
-  w.packK = w.recvK[0];
-  w.packV = w.recvV[0];
-  if (backward) {
-    w.dkAcc = w.slotDk[ranks % 2];
-    w.dvAcc = w.slotDv[ranks % 2];
-  }
-  w.total = next;
-  return w;
-}
-
-RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionSpec &spec,
-                    int64_t elementBytes, const RankSchedule &rs, int64_t stageRows) {
-  RankWorkspace w;
-  int64_t next = 0;
-  auto take = [&](int64_t bytes) {
-    const int64_t at = next;
-    next += aligned(bytes);
-    return at;
-  };
-  const int64_t D = spec.headDim, q = batch * rows * spec.heads * D,
-                kv = batch * rows * spec.kvHeads * D;
-  if (backward) {
-    w.delta = take(batch * spec.heads * rows * 4);
-    w.dqAcc = take(q * 4);
-    w.dkAcc = take(kv * 4);
-    w.dvAcc = take(kv * 4);
-  } else {
-    w.oAcc = take(q * 4);
-  }
-  const int64_t recv = batch * rs.maxRecvRows * D, send = batch * rs.maxSendRows * D;
-  // Step s receives into slot s % 2; with one receiving step both name
-  // the same buffer.
-  const int slots = rs.receiveSlots();
-  for (int slot = 0; slot < 2; ++slot) {
-    const bool own = slot < slots;
-    w.recvK[slot] = own ? take(recv * elementBytes) : w.recvK[0];
-    w.recvV[slot] = own ? take(recv * elementBytes) : w.recvV[0];
-  }
-  w.packK = take(send * elementBytes);
-  w.packV = take(send * elementBytes);
-  if (backward) {
-    w.partialDk = take(recv * 4);
-    w.partialDv = take(recv * 4);
-    w.returnedDk = take(send * 4);
-    w.returnedDv = take(send * 4);
-  }
-  if (stageRows > 0) {
-    const int64_t stage = batch * stageRows * spec.kvHeads * D;
-    w.stageK = take(stage * elementBytes);
-    w.stageV = take(stage * elementBytes);
-    if (backward) {
-      w.stageDk = take(stage * 4);
-      w.stageDv = take(stage * 4);
-    }
-  }
-  w.total = next;
-  return w;
-}
-
 /// A shard's rows as parts: one per kv head and range, numbered locally.
 std::vector<PackedPart> shardParts(const std::vector<RowRange> &shard, int kvHeads) {
   std::vector<PackedPart> out;
@@ -136,10 +45,8 @@ ring::Params shardParams(const std::vector<RowRange> &shard, int64_t n) {
 
 RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
                  const RingSchedule &schedule, int rank, int64_t batch, DeviceBlockMask mask)
-    : attention_(attention), schedule_(schedule.ranks.at(rank)), rank_(rank),
-      ranks_(static_cast<int>(schedule.ranks.size())), passAlong_(schedule.passAlong),
-      batch_(batch), rows_(0), headDim_(plan.headDim), elementBytes_(plan.elementBytes),
-      mask_(mask) {
+    : attention_(attention), schedule_(schedule.ranks.at(rank)), rank_(rank), batch_(batch),
+      rows_(0), headDim_(plan.headDim), elementBytes_(plan.elementBytes), mask_(mask) {
   const AttentionSpec &spec = attention.spec();
   const std::vector<RowRange> &shard = plan.rankPlans.at(rank).shard;
   shard_ = shardParams(shard, plan.seqLen);
@@ -161,14 +68,10 @@ RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
       senderRows += range.end - range.begin;
     stageRows_ = std::max(stageRows_, senderRows);
   }
-  if (passAlong_) { // whole shards, none fragmented: nothing is staged
-    const int64_t slotRows = schedule.passAlongSlotRows(rank);
-    forwardLayout_ = carvePassAlong(false, batch, rows_, spec, elementBytes_, slotRows, ranks_);
-    backwardLayout_ = carvePassAlong(true, batch, rows_, spec, elementBytes_, slotRows, ranks_);
-  } else {
-    forwardLayout_ = carve(false, batch, rows_, spec, elementBytes_, schedule_, stageRows_);
-    backwardLayout_ = carve(true, batch, rows_, spec, elementBytes_, schedule_, stageRows_);
-  }
+  shape_ = RankShape{rank_, static_cast<int>(schedule.ranks.size()), schedule.passAlong, batch_,
+                     rows_, spec.heads, spec.kvHeads, headDim_, elementBytes_};
+  forwardLayout_ = carveWorkspace(shape_, schedule, false, stageRows_);
+  backwardLayout_ = carveWorkspace(shape_, schedule, true, stageRows_);
 
   // The part lists in one array: the own rows (one part per kv head and
   // shard range, rows numbered locally), then each step's receive and send.
@@ -287,69 +190,11 @@ float *RankRun::slotPartials(int kv, int slot) const {
 }
 
 Exchange RankRun::blocks(int step) const {
-  Exchange e;
-  if (!passAlong_) {
-    const Transfer &out = send(step), &in = recv(step);
-    if (out.peer >= 0 && out.rows > 0) {
-      e.sendPeer = out.peer;
-      for (int kv = 0; kv < 2; ++kv)
-        e.send.push_back({packBuffer(kv), blockBytes(out.rows)});
-    }
-    if (in.peer >= 0 && in.rows > 0) {
-      e.recvPeer = in.peer;
-      for (int kv = 0; kv < 2; ++kv)
-        e.recv.push_back({recvBuffer(kv, step % 2), blockBytes(in.rows)});
-    }
-    return e;
-  }
-  // Slot (s - 1) % 2 holds what goes on: at step 1 the own block (pack(1)),
-  // later the block received at step s - 1, which this rank worked on.
-  const int from = (step - 1) % 2, into = step % 2;
-  const int64_t out = step == 1 ? send(1).rows : recv(step - 1).rows, in = recv(step).rows;
-  const bool withPartials = backwardBound() && step >= 2;
-  e.sendPeer = (rank_ + 1) % ranks_;
-  e.recvPeer = (rank_ + ranks_ - 1) % ranks_;
-  for (int kv = 0; kv < 2; ++kv) {
-    e.send.push_back({recvBuffer(kv, from), blockBytes(out)});
-    e.recv.push_back({recvBuffer(kv, into), blockBytes(in)});
-  }
-  if (withPartials)
-    for (int kv = 0; kv < 2; ++kv) {
-      e.send.push_back({slotPartials(kv, from), partialBytes(out)});
-      e.recv.push_back({slotPartials(kv, into), partialBytes(in)});
-    }
-  return e;
+  return blockExchange(shape_, schedule_, *layout_, workspace_, step, backwardBound());
 }
 
 Exchange RankRun::partials(int step) const {
-  Exchange e;
-  if (!passAlong_) {
-    // The received block's partials go back to its sender; those of the
-    // block sent come back from its receiver.
-    const Transfer &block = recv(step), &ours = send(step);
-    if (block.peer >= 0 && block.rows > 0) {
-      e.sendPeer = block.peer;
-      for (int kv = 0; kv < 2; ++kv)
-        e.send.push_back({partialBuffer(kv), partialBytes(block.rows)});
-    }
-    if (ours.peer >= 0 && ours.rows > 0) {
-      e.recvPeer = ours.peer;
-      for (int kv = 0; kv < 2; ++kv)
-        e.recv.push_back({returnedBuffer(kv), partialBytes(ours.rows)});
-    }
-    return e;
-  }
-  if (step != ranks_ - 1)
-    return e;
-  // The last block (rank + 1's) has every other rank's partials: home with
-  // them; ours arrive from rank - 1 into slot P % 2 (the accumulators).
-  e.sendPeer = (rank_ + 1) % ranks_;
-  e.recvPeer = (rank_ + ranks_ - 1) % ranks_;
-  for (int kv = 0; kv < 2; ++kv) {
-    e.send.push_back({slotPartials(kv, step % 2), partialBytes(recv(step).rows)});
-    e.recv.push_back({slotPartials(kv, ranks_ % 2), partialBytes(send(1).rows)});
-  }
-  return e;
+  return partialExchange(shape_, schedule_, *layout_, workspace_, step, backwardBound());
 }
 
 void RankRun::bindCommon(const TensorDesc &q, const TensorDesc &k, const TensorDesc &v,
@@ -465,14 +310,7 @@ BlockView RankRun::ownBlock() const {
   return v;
 }
 
-/// The dK/dV accumulators' layout in local rows: [B, rows, kv_heads, D];
-/// passed along they are the slot the own block's partials came home to,
-/// packed as its first send (kv head, local row): [B, kv_heads, rows, D].
-Layout RankRun::accumulatorLayout() const {
-  const int64_t Hk = attention_.spec().kvHeads;
-  return passAlong_ ? Layout{rows_ * Hk * headDim_, headDim_, rows_ * headDim_}
-                    : Layout{rows_ * Hk * headDim_, Hk * headDim_, headDim_};
-}
+Layout RankRun::accumulatorLayout() const { return rt::accumulatorLayout(shape_); }
 
 BlockView RankRun::receivedBlock(int step, int slot) const {
   const Transfer &t = recv(step);
@@ -486,8 +324,8 @@ BlockView RankRun::receivedBlock(int step, int slot) const {
   v.parts = &t.parts;
   if (backwardBound()) { // passed along, the partials travel with the block in its slot
     v.grad = grad_;
-    v.grad.dk = passAlong_ ? slotPartials(0, slot) : partialBuffer(0);
-    v.grad.dv = passAlong_ ? slotPartials(1, slot) : partialBuffer(1);
+    v.grad.dk = shape_.passAlong ? slotPartials(0, slot) : partialBuffer(0);
+    v.grad.dv = shape_.passAlong ? slotPartials(1, slot) : partialBuffer(1);
     v.grad.gradL = Layout{t.rows * headDim_, headDim_, 0};
   }
   return v;
@@ -550,7 +388,7 @@ void RankRun::beginBackward() {
   const int64_t q = batch_ * rows_ * spec.heads * headDim_,
                 kv = batch_ * rows_ * spec.kvHeads * headDim_;
   zero(f32(layout_->dqAcc), q);
-  if (!passAlong_) { // passed along, the accumulators are a receive slot until the end
+  if (!shape_.passAlong) { // passed along, the accumulators are a receive slot until the end
     zero(f32(layout_->dkAcc), kv);
     zero(f32(layout_->dvAcc), kv);
   }
@@ -561,13 +399,13 @@ void RankRun::beginBackward() {
                   &deltaPtr};
   launch(delta, rowsGrid(delta), static_cast<unsigned>(spec.heads),
          static_cast<unsigned>(batch_), args);
-  if (!passAlong_) // passed along: at the end, onto the partials that come home (addReturned)
+  if (!shape_.passAlong) // passed along: at the end, onto the partials that come home (addReturned)
     branches(KernelRole::DkvPass, ownBlock(), nullptr);
 }
 
 void RankRun::pack(int step) {
   const Transfer &t = send(step);
-  if (t.peer < 0 || t.rows == 0 || (passAlong_ && step > 1)) // passed along: the own block once
+  if (t.peer < 0 || t.rows == 0 || (shape_.passAlong && step > 1)) // passed along: the own block once
     return;
   const size_t x = kernel(KernelRole::RingPack);
   const ring::Part *list = parts(sendParts_[step - 1].first);
@@ -599,7 +437,7 @@ void RankRun::attendBackward(int step, int slot) {
   const Transfer &t = recv(step);
   if (t.peer < 0 || t.rows == 0 || rows_ == 0)
     return;
-  if (passAlong_) { // the block's partials start with its first holder, then travel with it
+  if (shape_.passAlong) { // the block's partials start with its first holder, then travel with it
     if (step == 1) {
       zero(slotPartials(0, slot), batch_ * t.rows * headDim_);
       zero(slotPartials(1, slot), batch_ * t.rows * headDim_);
@@ -636,8 +474,8 @@ void RankRun::attendBackward(int step, int slot) {
 }
 
 void RankRun::addReturned(int step) {
-  if (passAlong_) {
-    if (step == ranks_ - 1)
+  if (shape_.passAlong) {
+    if (step == shape_.ranks - 1)
       branches(KernelRole::DkvPass, ownBlock(), nullptr);
     return;
   }
@@ -681,8 +519,8 @@ void RankRun::endBackward() {
   Layout dqL = dqL_, dkL = dkL_, dvL = dvL_, accL = accumulatorLayout();
   int kvHeads = spec.kvHeads;
   long long b = batch_;
-  void *args[] = {&p,   &dqAcc, &dq,   &dqL,     &dkAcc, &dvAcc, &accL,
-                  &dk,  &dv,    &dkL,  &dvL,     &kvHeads, &b};
+  void *args[] = {&p, &dqAcc, &dq, &dqL, &dkAcc, &dvAcc, &accL, &dk, &dv, &dkL, &dvL, &kvHeads,
+                  &b};
   launch(x, elementwise(x, batch_ * rows_ * (spec.heads + spec.kvHeads) * headDim_), 1, 1,
          args);
 }

@@ -8,6 +8,8 @@
 // checks the executor that NCCL runs.
 #pragma once
 
+#include "RingBuffers.h"
+
 #include "dattn/ring.h"
 #include "dattn/ring_runtime.h"
 
@@ -19,37 +21,6 @@
 #include <vector>
 
 namespace dattn::rt {
-
-/// Where a rank's buffers sit in its workspace (byte offsets; -1 = absent).
-/// Two receive slots (a step's block arrives while the previous one is
-/// attended to; one when a single step receives), one pack buffer; backward
-/// adds the fp32 dK/dV partials of one received block and one returned
-/// block. A rank that receives a
-/// fragmented block (below) also has a stage: K and V in the sender's
-/// shape, and backward their fp32 partials.
-struct RankWorkspace {
-  int64_t oAcc = -1;                                      ///< forward: fp32 O
-  int64_t delta = -1, dqAcc = -1, dkAcc = -1, dvAcc = -1; ///< backward
-  int64_t recvK[2] = {0, 0}, recvV[2] = {0, 0}, packK = 0, packV = 0;
-  int64_t partialDk = -1, partialDv = -1, returnedDk = -1, returnedDv = -1;
-  int64_t slotDk[2] = {-1, -1}, slotDv[2] = {-1, -1}; ///< passed along: a slot's partials
-  int64_t stageK = -1, stageV = -1, stageDk = -1, stageDv = -1;
-  int64_t total = 0;
-};
-
-/// One side of a transfer: device memory and its size.
-struct Piece {
-  void *at = nullptr;
-  int64_t bytes = 0;
-};
-
-/// What a rank sends and receives in one transfer and with whom (-1:
-/// nothing that way). The pieces pair up in order with the peers' (a
-/// transport copies or sends piece x of one side into piece x of the other).
-struct Exchange {
-  int sendPeer = -1, recvPeer = -1;
-  std::vector<Piece> send, recv;
-};
 
 /// A block as the branch kernels see it: where its keys are, which rows
 /// they are (device and host), and backward where its dK/dV partials go.
@@ -79,17 +50,11 @@ public:
   const Transfer &send(int step) const { return schedule_.steps[step - 1].send; }
   const Transfer &recv(int step) const { return schedule_.steps[step - 1].recv; }
   /// RingSchedule::passAlong: blocks go to rank + 1 and come from rank - 1.
-  bool passAlong() const { return passAlong_; }
-  /// Step s's transfer of K and V, after pack(s): pairwise, the packed rows
-  /// the send peer needs and the block from the receive peer (slot s % 2);
-  /// passed along, the block of slot (s - 1) % 2 (at step 1 the own, packed)
-  /// to rank + 1 and rank - 1's into slot s % 2, backward from step 2 with
-  /// their partials (a block's first holder starts them).
+  bool passAlong() const { return shape_.passAlong; }
+  /// Step s's transfer of K and V, after pack(s), and the dK/dV partials
+  /// after attendBackward(s), in the bound workspace (rt::blockExchange and
+  /// rt::partialExchange say what they move).
   Exchange blocks(int step) const;
-  /// The dK/dV partials after step s's attendBackward: pairwise, the
-  /// received block's back to its sender, ours from our block's receiver;
-  /// passed along, only after the last step: that block's to its owner
-  /// (rank + 1), ours home from rank - 1.
   Exchange partials(int step) const;
 
   /// Validates the rank's tensors (errors name the pass and the rank) and
@@ -120,10 +85,6 @@ public:
   void endBackward();
 
 private:
-  /// Bytes of one of K or V of `rows` packed rows (all batches), and of
-  /// one of the fp32 dK or dV partials of them.
-  int64_t blockBytes(int64_t rows) const { return batch_ * rows * headDim_ * elementBytes_; }
-  int64_t partialBytes(int64_t rows) const { return batch_ * rows * headDim_ * 4; }
   /// Buffers of the bound workspace (kv: 0 = K or dK, 1 = V or dV).
   void *packBuffer(int kv) const;
   void *recvBuffer(int kv, int slot) const;
@@ -167,8 +128,8 @@ private:
   };
   CompiledAttention &attention_;
   const RankSchedule &schedule_;
-  int rank_, ranks_;
-  bool passAlong_; ///< RingSchedule::passAlong
+  int rank_;
+  RankShape shape_; ///< what sizes the buffers (RingBuffers.h)
   int64_t batch_, rows_, headDim_, elementBytes_;
   DeviceBlockMask mask_;
   ring::Params shard_{}; ///< the rank's rows, no parts
