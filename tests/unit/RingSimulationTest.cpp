@@ -450,6 +450,9 @@ TEST(RingSimulation, PassAlongForwardsTheBlockTheLastRankWorkedOn) {
   const RingSchedule s = scheduleRing(schedule(dense, 4096, 4, RingLayout::Contiguous).first);
   EXPECT_EQ(s.bufferBytesForward(0), 2 * (1024 * 2) * 32 * 2 * 2);
   EXPECT_EQ(s.bufferBytesBackward(0), s.bufferBytesForward(0) + 2 * (1024 * 2) * 32 * 4 * 2);
+  // Every slot receives (slot 0 after sending the own block).
+  EXPECT_EQ(s.receiveBufferBytes(0, false), s.bufferBytesForward(0));
+  EXPECT_EQ(s.receiveBufferBytes(0, true), s.bufferBytesBackward(0));
 }
 
 } // namespace
