@@ -292,10 +292,10 @@ EmittedModule emitCudaRing(const AttentionPlan &plan, const std::string &arch, i
   os << "extern \"C\" __global__ void "
      << add("_finalize_gradients", KernelRole::FinalizeGradients, -1, 256)
      << "(fwd::Params p, const float *dqAcc, void *dq, Layout dqL, const float *dkAcc, "
-        "const float *dvAcc, void *dk, void *dv, Layout dkL, Layout dvL, int kvHeads, "
-        "long long batch) {\n  ring::ringFinalizeGradients<"
+        "const float *dvAcc, Layout accL, void *dk, void *dv, Layout dkL, Layout dvL, "
+        "int kvHeads, long long batch) {\n  ring::ringFinalizeGradients<"
      << T << ", " << D
-     << ">(p, dqAcc, dq, dqL, dkAcc, dvAcc, dk, dv, dkL, dvL, kvHeads, batch);\n}\n";
+     << ">(p, dqAcc, dq, dqL, dkAcc, dvAcc, accL, dk, dv, dkL, dvL, kvHeads, batch);\n}\n";
   mod.source = os.str();
   return mod;
 }

@@ -163,6 +163,27 @@ TEST(GpuRing, LoopbackHeadDim128) {
     }
 }
 
+TEST(GpuRing, LoopbackPassAlongMatchesTheReference) {
+  // Dense without a causal mask moves whole shards: the blocks are passed
+  // along the ring, their dK/dV partials travel with them and come home
+  // after the last step (RingSchedule::passAlong). P = 2, 3, 4 and 8, both
+  // layouts, GQA, two batches, shards that are not whole tiles; the own
+  // rows' gradients land in the slot the partials came home to.
+  REQUIRE_GPU();
+  int trial = 0;
+  for (int ranks : {2, 3, 4, 8})
+    for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag}) {
+      AttentionSpec spec = parse("attention t { heads = 4 kv_heads = 2 head_dim = 64 "
+                                 "dtype = bf16 branch { dense } }");
+      spec.ringLayout = layout;
+      const int64_t n = 160 * ranks + 37 + trial;
+      ASSERT_TRUE(scheduleRing(planRing(planAttention(spec, PlanOptions{}), n, ranks)).passAlong)
+          << "N = " << n << ", P = " << ranks;
+      expectRingMatches(spec, 1 + trial % 2, n, ranks, 1300 + trial);
+      ++trial;
+    }
+}
+
 TEST(GpuRing, LoopbackMoreRanksThanRows) {
   REQUIRE_GPU();
   expectRingMatches(parse(patternSpec(0, "bf16", false)), 1, 5, 8, 3);
