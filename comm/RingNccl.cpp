@@ -12,7 +12,11 @@
 //            receive ours; record returned[s]
 //   compute: wait returned[s]; add them; record added[s]
 //
-// so step s + 1's blocks move while step s's are attended to. Every rank
+// so step s + 1's blocks move while step s's are attended to. Passed along
+// (RingSchedule::passAlong), step s + 1's transfer forwards slot s % 2's
+// block; backward it carries the partials step s added, so it also waits
+// for attended[s], and the only return is the last block's, home.
+// Every rank
 // issues the same sequence of groups, and a send is empty exactly when its
 // receiver expects nothing, so NCCL's operations always pair up. The host
 // then watches the transfers' events in order against DATTN_RING_TIMEOUT.
@@ -276,31 +280,33 @@ std::vector<void *> NcclRing::computeStreams(const std::vector<void *> &streams,
   return out;
 }
 
-int64_t NcclRing::transfer(int step) {
-  const int slot = step % 2;
+int64_t NcclRing::post(const std::string &what, int step, bool partials) {
   int64_t sent = 0;
+  group(what, [&](Member &s) {
+    const comm::Nccl &n = comm::nccl();
+    const rt::Exchange e = partials ? s.run->partials(step) : s.run->blocks(step);
+    for (const rt::Piece &p : e.send) {
+      comm::check(n.send(p.at, p.bytes, ncclUint8, e.sendPeer, s.nccl(), s.commStream),
+                  "ring: ncclSend");
+      sent += p.bytes;
+    }
+    for (const rt::Piece &p : e.recv)
+      comm::check(n.recv(p.at, p.bytes, ncclUint8, e.recvPeer, s.nccl(), s.commStream),
+                  "ring: ncclRecv");
+  });
+  return sent;
+}
+
+int64_t NcclRing::transfer(int step, bool backward) {
   for (auto &s : state_) {
     rt::ContextScope scope(s->comm->context());
     waitFor(s->commStream, s->packed[step]);
     if (step >= 3) // the slot's last reader
       waitFor(s->commStream, s->attended[step - 2]);
+    if (backward && step >= 2 && s->run->passAlong()) // the block goes on with its partials
+      waitFor(s->commStream, s->attended[step - 1]);
   }
-  group("step " + std::to_string(step) + "'s K and V", [&](Member &s) {
-    const comm::Nccl &n = comm::nccl();
-    const Transfer &out = s.run->send(step), &in = s.run->recv(step);
-    for (int kv = 0; kv < 2; ++kv) {
-      if (out.peer >= 0 && out.rows > 0) {
-        comm::check(n.send(s.run->packBuffer(kv), s.run->blockBytes(out.rows), ncclUint8,
-                           out.peer, s.nccl(), s.commStream),
-                    "ring: ncclSend");
-        sent += s.run->blockBytes(out.rows);
-      }
-      if (in.peer >= 0 && in.rows > 0)
-        comm::check(n.recv(s.run->recvBuffer(kv, slot), s.run->blockBytes(in.rows), ncclUint8,
-                           in.peer, s.nccl(), s.commStream),
-                    "ring: ncclRecv");
-    }
-  });
+  const int64_t sent = post("step " + std::to_string(step) + "'s K and V", step, false);
   for (auto &s : state_) {
     rt::ContextScope scope(s->comm->context());
     record(s->received[step], s->commStream);
@@ -309,31 +315,13 @@ int64_t NcclRing::transfer(int step) {
 }
 
 int64_t NcclRing::returnPartials(int step) {
-  int64_t sent = 0;
   for (auto &s : state_) {
     rt::ContextScope scope(s->comm->context());
     waitFor(s->commStream, s->attended[step]);
     if (step >= 2) // the returned buffers' last reader
       waitFor(s->commStream, s->added[step - 1]);
   }
-  group("step " + std::to_string(step) + "'s dK/dV partials", [&](Member &s) {
-    const comm::Nccl &n = comm::nccl();
-    // Partials of the block received go back to its sender; those of the
-    // block sent come back from its receiver.
-    const Transfer &block = s.run->recv(step), &ours = s.run->send(step);
-    for (int kv = 0; kv < 2; ++kv) {
-      if (block.peer >= 0 && block.rows > 0) {
-        comm::check(n.send(s.run->partialBuffer(kv), s.run->partialBytes(block.rows), ncclUint8,
-                           block.peer, s.nccl(), s.commStream),
-                    "ring: ncclSend");
-        sent += s.run->partialBytes(block.rows);
-      }
-      if (ours.peer >= 0 && ours.rows > 0)
-        comm::check(n.recv(s.run->returnedBuffer(kv), s.run->partialBytes(ours.rows),
-                           ncclUint8, ours.peer, s.nccl(), s.commStream),
-                    "ring: ncclRecv");
-    }
-  });
+  const int64_t sent = post("step " + std::to_string(step) + "'s dK/dV partials", step, true);
   for (auto &s : state_) {
     rt::ContextScope scope(s->comm->context());
     record(s->returned[step], s->commStream);
@@ -357,7 +345,7 @@ int64_t NcclRing::run(bool backward) {
     }
   }
   if (P > 1)
-    sent += transfer(1);
+    sent += transfer(1, backward);
   for (int step = 1; step < P; ++step) {
     for (auto &s : state_) {
       rt::ContextScope scope(s->comm->context());
@@ -374,7 +362,7 @@ int64_t NcclRing::run(bool backward) {
       record(s->attended[step], c);
     }
     if (step + 1 < P)
-      sent += transfer(step + 1);
+      sent += transfer(step + 1, backward);
     if (backward) {
       sent += returnPartials(step);
       for (auto &s : state_) {
@@ -397,15 +385,20 @@ int64_t NcclRing::run(bool backward) {
   const std::string pass = backward ? "backward" : "forward";
   for (int step = 1; step < P; ++step)
     for (auto &s : state_) {
-      const Transfer &in = s->run->recv(step), &out = s->run->send(step);
+      // The peers the transfers went to and came from (passed along: the
+      // neighbours, whoever's block it is).
+      const rt::Exchange blocks = s->run->blocks(step);
       watch(*s, s->received[step],
             pass + " step " + std::to_string(step) + " (receiving from rank " +
-                std::to_string(in.peer) + ", sending to rank " + std::to_string(out.peer) + ")");
-      if (backward)
+                std::to_string(blocks.recvPeer) + ", sending to rank " +
+                std::to_string(blocks.sendPeer) + ")");
+      if (backward) {
+        const rt::Exchange partials = s->run->partials(step);
         watch(*s, s->returned[step],
               pass + " step " + std::to_string(step) + " (returning dK/dV to rank " +
-                  std::to_string(in.peer) + ", receiving them from rank " +
-                  std::to_string(out.peer) + ")");
+                  std::to_string(partials.sendPeer) + ", receiving them from rank " +
+                  std::to_string(partials.recvPeer) + ")");
+      }
     }
   return sent;
 }

@@ -288,7 +288,9 @@ std::string ringPlanJson(const RingPlan &plan, const std::string &name) {
     os << (b ? ", " : "") << "{\"branch\": \"" << plan.branches[b].what
        << "\", \"primitive\": \"" << toString(plan.branches[b].primitive)
        << "\", \"rows_received\": " << plan.branches[b].rowsReceived << "}";
-  os << "],\n  \"ranks\": [\n";
+  const RingSchedule schedule = scheduleRing(plan);
+  os << "],\n  \"exchange\": \"" << (schedule.passAlong ? "pass_along" : "pairwise")
+     << "\",\n  \"ranks\": [\n";
   for (size_t r = 0; r < plan.rankPlans.size(); ++r) {
     const RankPlan &rp = plan.rankPlans[r];
     os << "    {\"rank\": " << rp.rank << ", \"rows\": [";
@@ -296,6 +298,8 @@ std::string ringPlanJson(const RingPlan &plan, const std::string &name) {
       os << (k ? ", " : "") << "[" << rp.shard[k].begin << ", " << rp.shard[k].end << "]";
     os << "], \"rows_received\": " << rp.rowsReceived << ", \"bytes_forward\": "
        << rp.bytesForward << ", \"bytes_backward\": " << rp.bytesBackward
+       << ", \"buffer_bytes_forward\": " << schedule.bufferBytesForward(static_cast<int>(r))
+       << ", \"buffer_bytes_backward\": " << schedule.bufferBytesBackward(static_cast<int>(r))
        << ", \"receives\": [";
     for (size_t x = 0; x < rp.receives.size(); ++x) {
       const PeerRows &pr = rp.receives[x];

@@ -28,6 +28,27 @@ Transfer transferOf(const RingPlan &plan, int receiver, int sender, int peer) {
   return t;
 }
 
+/// RingSchedule::passAlong's condition: a plan's receives are subsets of
+/// the sender's shard per kv head, so a receive of as many rows as the
+/// sender holds times the kv heads is all of them; none is fragmented (a
+/// staged block is read in the sender's shape, not forwarded as it came).
+bool movesWholeShards(const RingPlan &plan, const RingSchedule &s) {
+  const int p = plan.ranks;
+  if (p < 2)
+    return false;
+  std::vector<int64_t> rows(p, 0);
+  for (int r = 0; r < p; ++r) {
+    for (const RowRange &range : plan.rankPlans[r].shard)
+      rows[r] += range.end - range.begin;
+  }
+  for (const RankSchedule &rs : s.ranks)
+    for (const RingStep &st : rs.steps)
+      if (st.recv.peer < 0 || st.recv.rows != rows[st.recv.peer] * plan.kvHeads ||
+          fragmented(st.recv))
+        return false;
+  return true;
+}
+
 } // namespace
 
 RingSchedule scheduleRing(const RingPlan &plan) {
@@ -54,6 +75,7 @@ RingSchedule scheduleRing(const RingPlan &plan) {
     }
     out.ranks.push_back(std::move(rs));
   }
+  out.passAlong = movesWholeShards(plan, out);
   return out;
 }
 
@@ -79,18 +101,29 @@ int RankSchedule::receiveSlots() const {
   return std::min(receiving, 2);
 }
 
+int64_t RingSchedule::passAlongSlotRows(int rank) const {
+  const RankSchedule &rs = ranks.at(rank);
+  return std::max(rs.maxRecvRows, rs.maxSendRows); // its own block goes out of slot 0
+}
+
 int64_t RingSchedule::receiveBufferBytes(int rank, bool backward) const {
+  if (passAlong) // two slots, each receiving (slot 0 after its first send); backward with partials
+    return 2 * passAlongSlotRows(rank) * headDim * (elementBytes + (backward ? 4 : 0)) * 2;
   const RankSchedule &rs = ranks.at(rank);
   return rs.receiveSlots() * rs.maxRecvRows * headDim * elementBytes * 2 +
          (backward ? rs.maxSendRows * headDim * 4 * 2 : 0);
 }
 
 int64_t RingSchedule::bufferBytesForward(int rank) const {
+  if (passAlong) // no pack buffer: the own block goes out of slot 0
+    return receiveBufferBytes(rank, false);
   // The receive slots and the pack buffer.
   return receiveBufferBytes(rank, false) + ranks.at(rank).maxSendRows * headDim * elementBytes * 2;
 }
 
 int64_t RingSchedule::bufferBytesBackward(int rank) const {
+  if (passAlong) // the partials travel in the slots
+    return receiveBufferBytes(rank, true);
   const RankSchedule &rs = ranks.at(rank);
   // The partials of one received block are accumulated while the previous
   // block's go back; the returned ones (a receive buffer) are added into the

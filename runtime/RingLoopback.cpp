@@ -9,6 +9,8 @@
 //   backward: Delta and the own rows, then per step the received block,
 //             whose dK/dV partials (fp32) are copied back to the sender and
 //             added into its accumulators; the gradients at the end.
+// Passed along (RingSchedule::passAlong), each rank's copy comes from rank
+// - 1 (RankRun::blocks and partials say which buffers pair up).
 // With rank timing on, each rank's own work (its kernels, not the copies
 // that stand in for NCCL) is bracketed by events: the time each GPU of a
 // real ring would compute.
@@ -78,18 +80,28 @@ struct LoopbackRing::Impl {
               "ring: copying a block between ranks");
     moved += bytes;
   }
+  /// Every rank's receive of RankRun::blocks(step) (or partials(step)),
+  /// copied from its peer's matching send.
+  void exchange(int step, bool partials, CUstream stream) {
+    for (auto &r : ranks) {
+      const rt::Exchange in = partials ? r->partials(step) : r->blocks(step);
+      if (in.recvPeer < 0)
+        continue;
+      const rt::RankRun &peer = *ranks[in.recvPeer];
+      const rt::Exchange out = partials ? peer.partials(step) : peer.blocks(step);
+      if (out.sendPeer != r->rank() || out.send.size() != in.recv.size())
+        throw Error("ring (loopback): rank " + std::to_string(r->rank()) + " expects step " +
+                    std::to_string(step) + " from rank " + std::to_string(in.recvPeer) +
+                    ", which sends it nothing that pairs up");
+      for (size_t x = 0; x < in.recv.size(); ++x)
+        copy(in.recv[x].at, out.send[x].at, in.recv[x].bytes, stream);
+    }
+  }
   /// Step s's K and V: every rank packs, the receivers get copies.
-  void exchange(int step, int slot, CUstream stream) {
+  void blocks(int step, CUstream stream) {
     for (size_t r = 0; r < ranks.size(); ++r)
       on(static_cast<int>(r), stream, [&] { ranks[r]->pack(step); });
-    for (auto &r : ranks) {
-      const Transfer &t = r->recv(step);
-      if (t.peer < 0)
-        continue;
-      for (int kv = 0; kv < 2; ++kv)
-        copy(r->recvBuffer(kv, slot), ranks[t.peer]->packBuffer(kv), r->blockBytes(t.rows),
-             stream);
-    }
+    exchange(step, false, stream);
   }
 };
 
@@ -144,10 +156,9 @@ int64_t LoopbackRing::forward(const std::vector<RingRankForward> &args, void *st
   for (int r = 0; r < P; ++r)
     x.on(r, s, [&] { x.ranks[r]->beginForward(); });
   for (int step = 1; step < P; ++step) {
-    const int slot = step % 2;
-    x.exchange(step, slot, s);
+    x.blocks(step, s);
     for (int r = 0; r < P; ++r)
-      x.on(r, s, [&] { x.ranks[r]->attend(step, slot); });
+      x.on(r, s, [&] { x.ranks[r]->attend(step, step % 2); });
   }
   for (int r = 0; r < P; ++r)
     x.on(r, s, [&] { x.ranks[r]->endForward(); });
@@ -166,20 +177,14 @@ int64_t LoopbackRing::backward(const std::vector<RingRankBackward> &args, void *
   for (int r = 0; r < P; ++r)
     x.on(r, s, [&] { x.ranks[r]->beginBackward(); });
   for (int step = 1; step < P; ++step) {
-    const int slot = step % 2;
-    x.exchange(step, slot, s);
-    for (int r = 0; r < P; ++r) {
-      rt::RankRun &rank = *x.ranks[r];
-      const Transfer &t = rank.recv(step);
-      if (t.peer < 0)
-        continue;
-      // This block's partials, then back to the sender, which adds them.
-      x.on(r, s, [&] { rank.attendBackward(step, slot); });
-      rt::RankRun &sender = *x.ranks[t.peer];
-      for (int kv = 0; kv < 2; ++kv)
-        x.copy(sender.returnedBuffer(kv), rank.partialBuffer(kv), rank.partialBytes(t.rows), s);
-      x.on(t.peer, s, [&] { sender.addReturned(step); });
-    }
+    x.blocks(step, s);
+    // Every received block's partials, then back to their senders (passed
+    // along: after the last step, home), which add them.
+    for (int r = 0; r < P; ++r)
+      x.on(r, s, [&] { x.ranks[r]->attendBackward(step, step % 2); });
+    x.exchange(step, true, s);
+    for (int r = 0; r < P; ++r)
+      x.on(r, s, [&] { x.ranks[r]->addReturned(step); });
   }
   for (int r = 0; r < P; ++r)
     x.on(r, s, [&] { x.ranks[r]->endBackward(); });

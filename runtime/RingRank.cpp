@@ -8,6 +8,7 @@
 #include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
+#include "TensorMaps.h"
 #include "Validate.h"
 
 #include "dattn/error.h"
@@ -17,58 +18,6 @@
 namespace dattn::rt {
 
 namespace {
-
-constexpr int64_t kAlign = 256;
-int64_t aligned(int64_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
-
-RankWorkspace carve(bool backward, int64_t batch, int64_t rows, const AttentionSpec &spec,
-                    int64_t elementBytes, const RankSchedule &rs, int64_t stageRows) {
-  RankWorkspace w;
-  int64_t next = 0;
-  auto take = [&](int64_t bytes) {
-    const int64_t at = next;
-    next += aligned(bytes);
-    return at;
-  };
-  const int64_t D = spec.headDim, q = batch * rows * spec.heads * D,
-                kv = batch * rows * spec.kvHeads * D;
-  if (backward) {
-    w.delta = take(batch * spec.heads * rows * 4);
-    w.dqAcc = take(q * 4);
-    w.dkAcc = take(kv * 4);
-    w.dvAcc = take(kv * 4);
-  } else {
-    w.oAcc = take(q * 4);
-  }
-  const int64_t recv = batch * rs.maxRecvRows * D, send = batch * rs.maxSendRows * D;
-  // Step s receives into slot s % 2; with one receiving step both name
-  // the same buffer.
-  const int slots = rs.receiveSlots();
-  for (int slot = 0; slot < 2; ++slot) {
-    const bool own = slot < slots;
-    w.recvK[slot] = own ? take(recv * elementBytes) : w.recvK[0];
-    w.recvV[slot] = own ? take(recv * elementBytes) : w.recvV[0];
-  }
-  w.packK = take(send * elementBytes);
-  w.packV = take(send * elementBytes);
-  if (backward) {
-    w.partialDk = take(recv * 4);
-    w.partialDv = take(recv * 4);
-    w.returnedDk = take(send * 4);
-    w.returnedDv = take(send * 4);
-  }
-  if (stageRows > 0) {
-    const int64_t stage = batch * stageRows * spec.kvHeads * D;
-    w.stageK = take(stage * elementBytes);
-    w.stageV = take(stage * elementBytes);
-    if (backward) {
-      w.stageDk = take(stage * 4);
-      w.stageDv = take(stage * 4);
-    }
-  }
-  w.total = next;
-  return w;
-}
 
 /// A shard's rows as parts: one per kv head and range, numbered locally.
 std::vector<PackedPart> shardParts(const std::vector<RowRange> &shard, int kvHeads) {
@@ -81,13 +30,6 @@ std::vector<PackedPart> shardParts(const std::vector<RowRange> &shard, int kvHea
     }
   }
   return out;
-}
-
-/// A receive the tensor-core kernels should read staged: its parts average
-/// fewer rows than a key tile (they take at least one tile per part).
-bool fragmented(const Transfer &t) {
-  constexpr int64_t kTileRows = 64;
-  return t.rows > 0 && static_cast<int64_t>(t.parts.size()) * kTileRows > t.rows;
 }
 
 ring::Params shardParams(const std::vector<RowRange> &shard, int64_t n) {
@@ -127,8 +69,10 @@ RankRun::RankRun(CompiledAttention &attention, const RingPlan &plan,
       senderRows += range.end - range.begin;
     stageRows_ = std::max(stageRows_, senderRows);
   }
-  forwardLayout_ = carve(false, batch, rows_, spec, elementBytes_, schedule_, stageRows_);
-  backwardLayout_ = carve(true, batch, rows_, spec, elementBytes_, schedule_, stageRows_);
+  shape_ = RankShape{rank_, static_cast<int>(schedule.ranks.size()), schedule.passAlong, batch_,
+                     rows_, spec.heads, spec.kvHeads, headDim_, elementBytes_};
+  forwardLayout_ = carveWorkspace(shape_, schedule, false, stageRows_);
+  backwardLayout_ = carveWorkspace(shape_, schedule, true, stageRows_);
 
   // The part lists in one array: the own rows (one part per kv head and
   // shard range, rows numbered locally), then each step's receive and send.
@@ -242,6 +186,17 @@ float *RankRun::partialBuffer(int kv) const {
 float *RankRun::returnedBuffer(int kv) const {
   return f32(kv ? layout_->returnedDv : layout_->returnedDk);
 }
+float *RankRun::slotPartials(int kv, int slot) const {
+  return f32(kv ? layout_->slotDv[slot] : layout_->slotDk[slot]);
+}
+
+Exchange RankRun::blocks(int step) const {
+  return blockExchange(shape_, schedule_, *layout_, workspace_, step, backwardBound());
+}
+
+Exchange RankRun::partials(int step) const {
+  return partialExchange(shape_, schedule_, *layout_, workspace_, step, backwardBound());
+}
 
 void RankRun::bindCommon(const TensorDesc &q, const TensorDesc &k, const TensorDesc &v,
                          const TensorDesc &out, const TensorDesc &lse, const Workspace &ws,
@@ -329,10 +284,38 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
       continue;
     fwd::Params p = params_;
     ring::Params block = view.params;
+    // TMA kernels: forward, the block's keys and values (consecutive rows);
+    // backward, the rank's q and dout (rows stepping the dilation).
+    CUtensorMap map0, map1;
     void *args[] = {&p, &block, &grad};
+    void *argsKv[] = {&p, &block, &map0, &map1};
+    void *argsQ[] = {&p, &block, &grad, &map0, &map1};
+    void **use = args;
+    auto encode = [&](const void *data, const Layout &l, int64_t rows, int64_t heads, int stride,
+                      const std::string &what) {
+      return encodeRowMap(data,
+                          rowMapShape(l, batch_, rows, heads, headDim_,
+                                      static_cast<int>(elementBytes_), stride,
+                                      role == KernelRole::Branch ? ki.config.blockN
+                                                                 : ki.config.blockM),
+                          attention_.spec().dtype, "ring: " + what);
+    };
+    if (role == KernelRole::Branch && takesTensorMaps(ki, {"k", "v"}, "ring")) {
+      map0 = encode(view.params.keys, view.params.keyL, view.keyRows, view.keyHeads, 1,
+                    "the block's k");
+      map1 = encode(view.params.values, view.params.valueL, view.keyRows, view.keyHeads, 1,
+                    "the block's v");
+      use = argsKv;
+    } else if (role == KernelRole::DkvPass && takesTensorMaps(ki, {"q", "dout"}, "ring")) {
+      const int stride = static_cast<int>(attention_.plan().branches[ki.branch].dilation);
+      const int64_t H = attention_.spec().heads;
+      map0 = encode(params_.q, params_.qL, rows_, H, stride, "the rank's q");
+      map1 = encode(grad_.dout, grad_.doutL, rows_, H, stride, "the rank's dout");
+      use = argsQ;
+    }
     launch(x, gx,
            static_cast<unsigned>(attention_.plan().branches[ki.branch].heads.size()),
-           static_cast<unsigned>(batch_), args);
+           static_cast<unsigned>(batch_), use);
   }
 }
 
@@ -346,16 +329,19 @@ BlockView RankRun::ownBlock() const {
   v.params.keyL = params_.kL;
   v.params.valueL = params_.vL;
   v.parts = &ownParts_;
-  // The own rows' dK/dV go straight into the accumulators [B, rows, kv_heads, D].
+  v.keyRows = rows_;
+  v.keyHeads = attention_.spec().kvHeads;
+  // The own rows' dK/dV go straight into the accumulators.
   if (layout_->dkAcc >= 0) {
-    const int64_t Hk = attention_.spec().kvHeads;
     v.grad = grad_;
     v.grad.dk = f32(layout_->dkAcc);
     v.grad.dv = f32(layout_->dvAcc);
-    v.grad.gradL = Layout{rows_ * Hk * headDim_, Hk * headDim_, headDim_};
+    v.grad.gradL = accumulatorLayout();
   }
   return v;
 }
+
+Layout RankRun::accumulatorLayout() const { return rt::accumulatorLayout(shape_); }
 
 BlockView RankRun::receivedBlock(int step, int slot) const {
   const Transfer &t = recv(step);
@@ -367,10 +353,12 @@ BlockView RankRun::receivedBlock(int step, int slot) const {
   v.params.values = recvBuffer(1, slot);
   v.params.keyL = v.params.valueL = Layout{t.rows * headDim_, headDim_, 0};
   v.parts = &t.parts;
-  if (layout_->partialDk >= 0) {
+  v.keyRows = t.rows;
+  v.keyHeads = 1;
+  if (backwardBound()) { // passed along, the partials travel with the block in its slot
     v.grad = grad_;
-    v.grad.dk = partialBuffer(0);
-    v.grad.dv = partialBuffer(1);
+    v.grad.dk = shape_.passAlong ? slotPartials(0, slot) : partialBuffer(0);
+    v.grad.dv = shape_.passAlong ? slotPartials(1, slot) : partialBuffer(1);
     v.grad.gradL = Layout{t.rows * headDim_, headDim_, 0};
   }
   return v;
@@ -387,6 +375,8 @@ BlockView RankRun::stagedBlock(int step) const {
   v.params.values = workspace_ + layout_->stageV;
   v.params.keyL = v.params.valueL = stage;
   v.parts = &senderPartsHost_[step - 1];
+  v.keyRows = stageRows_;
+  v.keyHeads = Hk;
   if (layout_->stageDk >= 0) {
     v.grad = grad_;
     v.grad.dk = f32(layout_->stageDk);
@@ -433,8 +423,10 @@ void RankRun::beginBackward() {
   const int64_t q = batch_ * rows_ * spec.heads * headDim_,
                 kv = batch_ * rows_ * spec.kvHeads * headDim_;
   zero(f32(layout_->dqAcc), q);
-  zero(f32(layout_->dkAcc), kv);
-  zero(f32(layout_->dvAcc), kv);
+  if (!shape_.passAlong) { // passed along, the accumulators are a receive slot until the end
+    zero(f32(layout_->dkAcc), kv);
+    zero(f32(layout_->dvAcc), kv);
+  }
   const size_t delta = kernel(KernelRole::Delta);
   fwd::Params p = params_;
   float *deltaPtr = const_cast<float *>(grad_.delta);
@@ -442,12 +434,13 @@ void RankRun::beginBackward() {
                   &deltaPtr};
   launch(delta, rowsGrid(delta), static_cast<unsigned>(spec.heads),
          static_cast<unsigned>(batch_), args);
-  branches(KernelRole::DkvPass, ownBlock(), nullptr);
+  if (!shape_.passAlong) // passed along: at the end, onto the partials that come home (addReturned)
+    branches(KernelRole::DkvPass, ownBlock(), nullptr);
 }
 
 void RankRun::pack(int step) {
   const Transfer &t = send(step);
-  if (t.peer < 0 || t.rows == 0)
+  if (t.peer < 0 || t.rows == 0 || (shape_.passAlong && step > 1)) // passed along: the own block once
     return;
   const size_t x = kernel(KernelRole::RingPack);
   const ring::Part *list = parts(sendParts_[step - 1].first);
@@ -479,6 +472,14 @@ void RankRun::attendBackward(int step, int slot) {
   const Transfer &t = recv(step);
   if (t.peer < 0 || t.rows == 0 || rows_ == 0)
     return;
+  if (shape_.passAlong) { // the block's partials start with its first holder, then travel with it
+    if (step == 1) {
+      zero(slotPartials(0, slot), batch_ * t.rows * headDim_);
+      zero(slotPartials(1, slot), batch_ * t.rows * headDim_);
+    }
+    branches(KernelRole::DkvPass, receivedBlock(step, slot), nullptr);
+    return;
+  }
   zero(partialBuffer(0), batch_ * t.rows * headDim_);
   zero(partialBuffer(1), batch_ * t.rows * headDim_);
   if (!staged_[step - 1]) {
@@ -508,6 +509,11 @@ void RankRun::attendBackward(int step, int slot) {
 }
 
 void RankRun::addReturned(int step) {
+  if (shape_.passAlong) {
+    if (step == shape_.ranks - 1)
+      branches(KernelRole::DkvPass, ownBlock(), nullptr);
+    return;
+  }
   const Transfer &t = send(step);
   if (t.peer < 0 || t.rows == 0)
     return;
@@ -545,10 +551,11 @@ void RankRun::endBackward() {
   const float *dqAcc = f32(layout_->dqAcc), *dkAcc = f32(layout_->dkAcc),
               *dvAcc = f32(layout_->dvAcc);
   void *dq = dq_, *dk = dk_, *dv = dv_;
-  Layout dqL = dqL_, dkL = dkL_, dvL = dvL_;
+  Layout dqL = dqL_, dkL = dkL_, dvL = dvL_, accL = accumulatorLayout();
   int kvHeads = spec.kvHeads;
   long long b = batch_;
-  void *args[] = {&p, &dqAcc, &dq, &dqL, &dkAcc, &dvAcc, &dk, &dv, &dkL, &dvL, &kvHeads, &b};
+  void *args[] = {&p, &dqAcc, &dq, &dqL, &dkAcc, &dvAcc, &accL, &dk, &dv, &dkL, &dvL, &kvHeads,
+                  &b};
   launch(x, elementwise(x, batch_ * rows_ * (spec.heads + spec.kvHeads) * headDim_), 1, 1,
          args);
 }

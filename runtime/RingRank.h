@@ -8,6 +8,8 @@
 // checks the executor that NCCL runs.
 #pragma once
 
+#include "RingBuffers.h"
+
 #include "dattn/ring.h"
 #include "dattn/ring_runtime.h"
 
@@ -20,28 +22,15 @@
 
 namespace dattn::rt {
 
-/// Where a rank's buffers sit in its workspace (byte offsets; -1 = absent).
-/// Two receive slots (a step's block arrives while the previous one is
-/// attended to; one when a single step receives), one pack buffer; backward
-/// adds the fp32 dK/dV partials of one received block and one returned
-/// block. A rank that receives a
-/// fragmented block (below) also has a stage: K and V in the sender's
-/// shape, and backward their fp32 partials.
-struct RankWorkspace {
-  int64_t oAcc = -1;                                      ///< forward: fp32 O
-  int64_t delta = -1, dqAcc = -1, dkAcc = -1, dvAcc = -1; ///< backward
-  int64_t recvK[2] = {0, 0}, recvV[2] = {0, 0}, packK = 0, packV = 0;
-  int64_t partialDk = -1, partialDv = -1, returnedDk = -1, returnedDv = -1;
-  int64_t stageK = -1, stageV = -1, stageDk = -1, stageDv = -1;
-  int64_t total = 0;
-};
-
 /// A block as the branch kernels see it: where its keys are, which rows
 /// they are (device and host), and backward where its dK/dV partials go.
 struct BlockView {
   ring::Params params{};
   const std::vector<PackedPart> *parts = nullptr;
   ring::Grad grad{};
+  /// The keys' and values' extent as [B, keyRows, keyHeads, D] (a packed
+  /// block: its rows, one head), for the TMA maps of the blocks kernels.
+  int64_t keyRows = 0, keyHeads = 0;
 };
 
 class RankRun {
@@ -63,10 +52,13 @@ public:
   /// Step s's send and receive (peer -1: nothing).
   const Transfer &send(int step) const { return schedule_.steps[step - 1].send; }
   const Transfer &recv(int step) const { return schedule_.steps[step - 1].recv; }
-  /// Bytes of one of K or V of `rows` packed rows (all batches), and of
-  /// one of the fp32 dK or dV partials of them.
-  int64_t blockBytes(int64_t rows) const { return batch_ * rows * headDim_ * elementBytes_; }
-  int64_t partialBytes(int64_t rows) const { return batch_ * rows * headDim_ * 4; }
+  /// RingSchedule::passAlong: blocks go to rank + 1 and come from rank - 1.
+  bool passAlong() const { return shape_.passAlong; }
+  /// Step s's transfer of K and V, after pack(s), and the dK/dV partials
+  /// after attendBackward(s), in the bound workspace (rt::blockExchange and
+  /// rt::partialExchange say what they move).
+  Exchange blocks(int step) const;
+  Exchange partials(int step) const;
 
   /// Validates the rank's tensors (errors name the pass and the rank) and
   /// binds them and `stream` for the calls below.
@@ -86,20 +78,24 @@ public:
   /// Backward: dQ of the block of step s (receive slot `slot`) into the
   /// rank's accumulator, its dK/dV partials into the partial buffers.
   void attendBackward(int step, int slot);
-  /// Backward: adds the partials returned for step s's send (in the
-  /// returned buffers) into the rank's dK/dV accumulators.
+  /// Backward, after partials(s) arrived: pairwise, adds those returned for
+  /// step s's send into the rank's dK/dV accumulators; passed along, after
+  /// the last step, the own rows' dK/dV (and dQ) onto the partials that
+  /// came home.
   void addReturned(int step);
   /// The final casts: O (forward), dq, dk, dv (backward).
   void endForward();
   void endBackward();
 
+private:
   /// Buffers of the bound workspace (kv: 0 = K or dK, 1 = V or dV).
   void *packBuffer(int kv) const;
   void *recvBuffer(int kv, int slot) const;
   float *partialBuffer(int kv) const;
   float *returnedBuffer(int kv) const;
+  float *slotPartials(int kv, int slot) const; ///< passed along
+  bool backwardBound() const { return layout_ == &backwardLayout_; }
 
-private:
   size_t kernel(KernelRole role) const;
   void launch(size_t x, unsigned gx, unsigned gy, unsigned gz, void **args) const;
   unsigned elementwise(size_t x, int64_t count) const;
@@ -118,6 +114,7 @@ private:
   /// A strided branch's tensor-core kernel, which takes a tile per part and
   /// so reads a fragmented block staged (a blocks branch's reads it packed).
   bool readsStaged(const KernelInfo &k) const;
+  Layout accumulatorLayout() const;
   BlockView ownBlock() const;
   BlockView receivedBlock(int step, int slot) const;
   /// A fragmented step's block in the sender's shape (after unpack()).
@@ -135,6 +132,7 @@ private:
   CompiledAttention &attention_;
   const RankSchedule &schedule_;
   int rank_;
+  RankShape shape_; ///< what sizes the buffers (RingBuffers.h)
   int64_t batch_, rows_, headDim_, elementBytes_;
   DeviceBlockMask mask_;
   ring::Params shard_{}; ///< the rank's rows, no parts

@@ -71,6 +71,10 @@ CUtensorMap encodeBranchRowMap(const TensorDesc &t, const Layout &l, const Branc
 
 bool takesTensorMaps(const KernelInfo &ki, const std::vector<std::string> &names,
                      const std::string &where) {
+  // The ring's SIMT block kernels (fp32 with precision ieee) belong to no
+  // family: they read plain pointers.
+  if (ki.family.empty())
+    return false;
   const std::vector<std::string> maps = familyNamed(ki.family).tensorMaps();
   if (maps.empty())
     return false;

@@ -48,7 +48,8 @@ CUtensorMap encodeBranchRowMap(const TensorDesc &t, const Layout &l, const Branc
                                int64_t batch, int64_t n, int64_t heads, int64_t headDim,
                                int tileRows, const std::string &what);
 
-/// Whether kernel `ki` reads through tensor maps: false for none, true if
+/// Whether kernel `ki` reads through tensor maps: false for none (a kernel
+/// of no family, like the ring's SIMT block kernels, included), true if
 /// its family's KernelFamily::tensorMaps() are exactly `names` (what the
 /// `where` launcher makes); throws Error naming the kernel otherwise.
 bool takesTensorMaps(const KernelInfo &ki, const std::vector<std::string> &names,

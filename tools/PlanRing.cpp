@@ -22,11 +22,17 @@ std::string mib(int64_t bytes) {
 }
 
 void printPlan(const RingPlan &plan, const AttentionSpec &spec) {
+  const RingSchedule schedule = scheduleRing(plan);
   std::printf("attention %s: N = %lld over %d ranks of %lld rows (%s); %d kv heads, head_dim "
               "%d, %s\n",
               spec.name.c_str(), static_cast<long long>(plan.seqLen), plan.ranks,
               static_cast<long long>(plan.shardRows), toString(plan.layout), plan.kvHeads,
               plan.headDim, toString(spec.dtype));
+  std::printf("  exchange: %s\n",
+              schedule.passAlong
+                  ? "passed along (whole shards: each rank forwards the block it worked on to "
+                    "the next, backward with its dK/dV partials, which come home at the end)"
+                  : "pairwise (at step s rank r sends rank r + s the rows it needs)");
   for (size_t b = 0; b < plan.branches.size(); ++b)
     std::printf("  branch %zu (%s): %s, %lld rows received over all ranks\n", b,
                 plan.branches[b].what.c_str(), toString(plan.branches[b].primitive),
@@ -36,9 +42,12 @@ void printPlan(const RingPlan &plan, const AttentionSpec &spec) {
     for (const RowRange &r : rp.shard)
       rows += (rows.empty() ? "" : " + ") + std::string("[") + std::to_string(r.begin) + ", " +
               std::to_string(r.end) + ")";
-    std::printf("  rank %d, rows %s: receives %lld rows, %s forward, %s backward\n", rp.rank,
-                rows.empty() ? "none" : rows.c_str(), static_cast<long long>(rp.rowsReceived),
-                mib(rp.bytesForward).c_str(), mib(rp.bytesBackward).c_str());
+    std::printf("  rank %d, rows %s: receives %lld rows, %s forward, %s backward; buffers %s "
+                "forward, %s backward\n",
+                rp.rank, rows.empty() ? "none" : rows.c_str(),
+                static_cast<long long>(rp.rowsReceived), mib(rp.bytesForward).c_str(),
+                mib(rp.bytesBackward).c_str(), mib(schedule.bufferBytesForward(rp.rank)).c_str(),
+                mib(schedule.bufferBytesBackward(rp.rank)).c_str());
     std::map<int, std::pair<int64_t, int>> perPeer; // rows, kv heads
     for (const PeerRows &pr : rp.receives) {
       perPeer[pr.peer].first += pr.count;
@@ -64,10 +73,12 @@ int runPlanRing(const std::vector<std::string> &args) {
       "For sequence length N split into P contiguous shards (default: the spec's\n"
       "ring), prints per rank and peer the K/V rows and bytes received, forward and\n"
       "backward, per kv head packed (never the union over heads), each branch's\n"
-      "primitive (local, halo, gather, ring) and the totals. --json prints an object\n"
-      "with world_size, ranks (each with its receives as runs [start, step, count]),\n"
-      "branches, total_bytes_forward and total_bytes_backward. A spec with block_mask\n"
-      "needs --block-mask. No GPU is needed.\n";
+      "primitive (local, halo, gather, ring), how the blocks move (pairwise, or passed\n"
+      "along the ring when every rank needs every other shard whole), each rank's\n"
+      "exchange buffers and the totals. --json prints an object with world_size,\n"
+      "exchange, ranks (each with its receives as runs [start, step, count] and its\n"
+      "buffer_bytes_forward/backward), branches, total_bytes_forward and\n"
+      "total_bytes_backward. A spec with block_mask needs --block-mask. No GPU is needed.\n";
   if (wantsHelp(args, help))
     return 0;
   Options o(args, {"name", "seq", "ranks", "block-mask"}, {"json"});

@@ -117,6 +117,14 @@ struct Transfer {
   int64_t rows = 0;               ///< packed rows (sum of the parts)
 };
 
+/// A receive whose parts average fewer rows than a key tile (64 rows): the
+/// tensor-core kernels take at least a tile per part, so the executor
+/// stages such a block in the sender's shape for them (docs/ring.md).
+inline bool fragmented(const Transfer &t) {
+  constexpr int64_t kTileRows = 64;
+  return t.rows > 0 && static_cast<int64_t>(t.parts.size()) * kTileRows > t.rows;
+}
+
 struct RingStep {
   int step = 0;
   Transfer send, recv;
@@ -138,6 +146,21 @@ struct RingSchedule {
   uint64_t planHash = 0;
   int64_t headDim = 0, elementBytes = 2;
   std::vector<RankSchedule> ranks;
+  /// Every step of every rank moves the sender's whole shard, every kv
+  /// head (dense attention, segments spanning the ring, no causal mask),
+  /// and every shard holds at least a key tile (64 rows). Then the blocks
+  /// are passed along the ring instead of sent pairwise: at step s rank r
+  /// still works on the block of rank r - s (recv(s)), but it gets it from
+  /// rank r - 1, which worked on it at step s - 1, and sends rank r + 1 the
+  /// block it worked on (at step 1 its own). Backward, the block's dK and
+  /// dV partials (fp32) travel with it, each rank adding its own, and come
+  /// home after the last step, where the owner adds those of its own rows.
+  /// The bytes on the wire are the pairwise schedule's (each block still
+  /// crosses P - 1 links, its partials P - 1 more), but a rank needs no
+  /// pack buffer and no fp32 dK, dV of its own: two receive slots (K and
+  /// V; backward with their partials) are all it holds besides dQ's
+  /// accumulator (docs/ring.md, "Memory").
+  bool passAlong = false;
 
   /// Bytes rank r puts on the wire forward (K and V in the dtype) and
   /// backward (K and V again, then dK and dV partials in fp32).
@@ -145,14 +168,19 @@ struct RingSchedule {
   int64_t sendBytesBackward(int rank) const;
   /// Extra device memory rank r needs for the exchange: its receive buffers
   /// (receiveSlots()) and one pack buffer, K and V each; backward adds the
-  /// fp32 partials of one receive and one return buffer.
+  /// fp32 partials of one receive and one return buffer. Passed along: two
+  /// slots of passAlongSlotRows() packed rows, K and V, backward with their
+  /// fp32 partials (and no dK, dV accumulators of the rank's own).
   int64_t bufferBytesForward(int rank) const;
   int64_t bufferBytesBackward(int rank) const;
   /// Of those, what rank r receives into (issue 9's "the plan's receive
   /// buffers"): its receive slots, backward also the buffer the partials of
   /// its sent rows come back to (not the pack buffer, not the partials it
-  /// sends).
+  /// sends); passed along, both slots, with their partials backward.
   int64_t receiveBufferBytes(int rank, bool backward) const;
+  /// Packed rows of a pass-along slot: the largest block the rank receives
+  /// or sends (its own, from slot 0, at step 1).
+  int64_t passAlongSlotRows(int rank) const;
 };
 
 /// The schedule that carries out `plan`.

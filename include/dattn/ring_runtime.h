@@ -152,7 +152,10 @@ private:
   void watch(const Member &m, void *event, const std::string &what);
   std::vector<void *> computeStreams(const std::vector<void *> &streams, size_t given,
                                      const char *pass) const;
-  int64_t transfer(int step);
+  /// Every member's RankRun::blocks(step) (or, with `partials`, its
+  /// partials(step)) as one group; returns the bytes sent.
+  int64_t post(const std::string &what, int step, bool partials);
+  int64_t transfer(int step, bool backward);
   int64_t returnPartials(int step);
   int64_t run(bool backward);
   std::vector<RingMember> members_;

@@ -261,12 +261,14 @@ __device__ void addStagedPartials(const Part *parts, int numParts, long long pac
                         });
 }
 
-/// The fp32 gradient accumulators into dq, dk, dv (their layouts).
+/// The fp32 gradient accumulators into dq, dk, dv (their layouts): dQ's
+/// [B, rows, heads, D], dK's and dV's in layout accL (local rows; passed
+/// along, the packed block that came home: [B, kv_heads, rows, D]).
 template <class T, int D>
 __device__ void ringFinalizeGradients(const fwd::Params &p, const float *dqAcc, void *dq,
                                       Layout dqL, const float *dkAcc, const float *dvAcc,
-                                      void *dk, void *dv, Layout dkL, Layout dvL, int kvHeads,
-                                      long long batch) {
+                                      Layout accL, void *dk, void *dv, Layout dkL, Layout dvL,
+                                      int kvHeads, long long batch) {
   const long long rows = p.seqLen, stride = (long long)gridDim.x * blockDim.x;
   const long long qElems = batch * rows * p.heads * D, kvElems = batch * rows * kvHeads * D;
   for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < qElems + kvElems;
@@ -277,9 +279,10 @@ __device__ void ringFinalizeGradients(const fwd::Params &p, const float *dqAcc, 
       ((T *)dq)[dqL.at(bi / rows, bi % rows, h) + d] = dev::fromFloat<T>(dqAcc[x]);
     } else {
       const long long y = x - qElems, d = y % D, row = y / D; // (b * rows + j) * Hk + kv
-      const long long kv = row % kvHeads, bj = row / kvHeads;
-      ((T *)dk)[dkL.at(bj / rows, bj % rows, kv) + d] = dev::fromFloat<T>(dkAcc[y]);
-      ((T *)dv)[dvL.at(bj / rows, bj % rows, kv) + d] = dev::fromFloat<T>(dvAcc[y]);
+      const long long kv = row % kvHeads, bj = row / kvHeads, b = bj / rows, j = bj % rows;
+      const long long acc = accL.at(b, j, kv) + d;
+      ((T *)dk)[dkL.at(b, j, kv) + d] = dev::fromFloat<T>(dkAcc[acc]);
+      ((T *)dv)[dvL.at(b, j, kv) + d] = dev::fromFloat<T>(dvAcc[acc]);
     }
   }
 }

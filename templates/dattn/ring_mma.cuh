@@ -201,60 +201,63 @@ DATTN_DEV void backwardKeyTileWalk(const fwd::Params &p, const Params &r, const 
 // the block's keys a part at a time, clipped to the segment. Compact
 // indices count lattice points; positions are o + r * compact index.
 
-/// One CTA per (query tile of a piece of the rank's rows, branch head,
-/// batch), over the block's key runs in the piece's segment.
-template <class T, int D, int BM, int BN, int MT, class Branch>
-__device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
-  static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
-  using Tile = fwd::MmaTile<T, D, BM, BN, MT>;
-  extern __shared__ __align__(128) unsigned char smemRaw[];
-  T *sQ = reinterpret_cast<T *>(smemRaw);
-  T *sK = sQ + BM * D; // two stages of BN * D
-  T *sV = sK + 2 * BN * D;
+/// A strided forward CTA's work (query tile of a piece of the rank's rows,
+/// branch head, batch: blockIdx) and its walk over the block's key tiles,
+/// a part's keys of the head's residue in the piece's segment at a time
+/// (BN keys a tile): shared by the sm80 kernel below and the wgmma one
+/// (ring_wgmma.cuh). Compact lattice indices of positions: (pos - o) / dil.
+template <class Branch, int BM, int BN> struct StridedForwardCta {
+  static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernels");
+  int headIndex, head, kvHead;
+  long long batch, dil, o, segBegin, segEnd;
+  fwd::TileRange tr; ///< the query rows (local rows base + a * step)
+  long long qc0, qcLast; ///< lattice indices of the tile's first and last query
 
-  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int headIndex = blockIdx.y, head = Branch::head(headIndex);
-  const long long batch = blockIdx.z;
-  const int kvHead = head / p.groupSize;
-  const long long dil = Branch::kStride, o = Branch::offset(headIndex);
-  const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
-
-  QueryPiece q;
-  if (!queryPiece(r, blockIdx.x, w, dil, o, BM, &q))
-    return;
-  const long long segBegin = q.segBegin, segEnd = q.segEnd, first = q.first;
-  fwd::TileRange tr;
-  tr.base = q.localFirst;
-  tr.step = dil;
-  tr.count = q.count;
-  tr.qa0 = q.tile * BM;
-  tr.t0 = tr.t1 = 0; // unused: key tiles come from the parts
-  if (tr.qa0 >= tr.count)
-    return;
-  // Compact lattice indices of positions: (pos - o) / dil.
-  const long long qc0 = (first - o) / dil + tr.qa0;
-  const long long qcLast = qc0 + plan::minI(BM, tr.count - tr.qa0) - 1;
-
-  auto runOf = [&](int part) {
-    return partRun<(Branch::kSegment >= 0)>(r.parts[part], dil, o, segBegin, segEnd);
-  };
-  // Key k of a run is at lattice index kc(run) + k * m, m = posStep / dil.
-  auto classOf = [&](const KeyRun &k, long long b0) {
-    const long long m = k.posStep / dil;
-    const long long kc0 = (k.pos - o) / dil + b0 * m;
-    const long long kcLast = kc0 + (plan::minI(BN, k.count - b0) - 1) * m;
+  /// False if the CTA has no query row or its rows no key of the block.
+  DATTN_DEV bool find(const fwd::Params &p, const Params &r, KeyTile *first) {
+    headIndex = blockIdx.y;
+    head = Branch::head(headIndex);
+    batch = blockIdx.z;
+    kvHead = head / p.groupSize;
+    dil = Branch::kStride;
+    o = Branch::offset(headIndex);
+    const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
+    QueryPiece q;
+    if (!queryPiece(r, blockIdx.x, w, dil, o, BM, &q))
+      return false;
+    segBegin = q.segBegin;
+    segEnd = q.segEnd;
+    tr.base = q.localFirst;
+    tr.step = dil;
+    tr.count = q.count;
+    tr.qa0 = q.tile * BM;
+    tr.t0 = tr.t1 = 0; // unused: key tiles come from the parts
+    if (tr.qa0 >= tr.count)
+      return false;
+    qc0 = (q.first - o) / dil + tr.qa0;
+    qcLast = qc0 + plan::minI(BM, tr.count - tr.qa0) - 1;
+    *first = advance(r, KeyTile{0, 0, {}});
+    return first->part < r.numParts;
+  }
+  /// The class of key tile t: partial where it runs past its run's keys or
+  /// crosses the causal diagonal.
+  DATTN_DEV int classOf(const KeyTile &t) const {
+    const KeyRun &k = t.run;
+    const long long m = k.posStep / dil; // key k of a run: lattice index kc(run) + k * m
+    const long long kc0 = (k.pos - o) / dil + t.b0 * m;
+    const long long kcLast = kc0 + (plan::minI(BN, k.count - t.b0) - 1) * m;
     if (Branch::kCausal && kc0 > qcLast)
-      return (int)plan::kSkip;
-    const bool edge = b0 + BN > k.count || (Branch::kCausal && kcLast > qc0);
-    return (int)(edge ? plan::kPartial : plan::kFull);
-  };
-  // The first key tile at or after t that is not skipped; a part's run is
-  // computed once, when the walk enters the part (t.b0 == 0).
-  auto advance = [&](KeyTile t) {
+      return plan::kSkip;
+    const bool edge = t.b0 + BN > k.count || (Branch::kCausal && kcLast > qc0);
+    return edge ? plan::kPartial : plan::kFull;
+  }
+  /// The first key tile at or after t that is not skipped; a part's run is
+  /// computed once, when the walk enters the part (t.b0 == 0).
+  DATTN_DEV KeyTile advance(const Params &r, KeyTile t) const {
     while (t.part < r.numParts) {
       if (r.parts[t.part].kvHead == kvHead) {
         if (t.b0 == 0)
-          t.run = runOf(t.part);
+          t.run = partRun<(Branch::kSegment >= 0)>(r.parts[t.part], dil, o, segBegin, segEnd);
         const KeyRun &k = t.run;
         if (t.b0 < k.count &&
             !(Branch::kCausal && (k.pos - o) / dil + t.b0 * (k.posStep / dil) > qcLast))
@@ -264,22 +267,54 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
       t.b0 = 0;
     }
     return t;
-  };
+  }
+  DATTN_DEV KeyTile next(const Params &r, const KeyTile &t) const {
+    return advance(r, KeyTile{t.part, t.b0 + BN, t.run});
+  }
+  /// A partial tile's mask for the warp whose rows start at row0 of the
+  /// CTA's tile (masks in lattice indices): keep(a, b) for its row a and the
+  /// tile's key b.
+  template <int MT>
+  DATTN_DEV void mask(float (&s)[MT][BN / 8][4], const KeyTile &t, int row0, int lane) const {
+    const KeyRun &k = t.run;
+    const long long m = k.posStep / dil, kc0 = (k.pos - o) / dil + t.b0 * m;
+    const long long qcW = qc0 + row0, keysLeft = k.count - t.b0;
+    warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
+      return b < keysLeft && !(Branch::kCausal && kc0 + b * m > qcW + a);
+    });
+  }
+};
+
+/// One CTA per (query tile of a piece of the rank's rows, branch head,
+/// batch), over the block's key runs in the piece's segment.
+template <class T, int D, int BM, int BN, int MT, class Branch>
+__device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
+  using Tile = fwd::MmaTile<T, D, BM, BN, MT>;
+  extern __shared__ __align__(128) unsigned char smemRaw[];
+  T *sQ = reinterpret_cast<T *>(smemRaw);
+  T *sK = sQ + BM * D; // two stages of BN * D
+  T *sV = sK + 2 * BN * D;
+
+  const int warpId = threadIdx.x / 32, lane = threadIdx.x % 32;
+  StridedForwardCta<Branch, BM, BN> cta;
+  KeyTile t;
+  if (!cta.find(p, r, &t))
+    return; // no key of this block for these rows: nothing to merge
+  const fwd::TileRange &tr = cta.tr;
+  const long long batch = cta.batch;
   auto loadKeys = [&](T *dstK, T *dstV, const KeyTile &t) {
     const KeyRun &k = t.run;
     typename Tile::template RowLoader<BN> kLoader, vLoader;
-    kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, kvHead), r.keyL.row, k.base, k.step);
-    vLoader.init((const T *)r.values + r.valueL.at(batch, 0, kvHead), r.valueL.row, k.base,
+    kLoader.init((const T *)r.keys + r.keyL.at(batch, 0, cta.kvHead), r.keyL.row, k.base,
+                 k.step);
+    vLoader.init((const T *)r.values + r.valueL.at(batch, 0, cta.kvHead), r.valueL.row, k.base,
                  k.step);
     kLoader.load(dstK, t.b0, k.count);
     vLoader.load(dstV, t.b0, k.count);
   };
 
-  KeyTile t = advance(KeyTile{0, 0, {}});
-  if (t.part >= r.numParts)
-    return; // no key of this block for these rows: nothing to merge
   typename Tile::template RowLoader<BM> qLoader;
-  qLoader.init((const T *)p.q + p.qL.at(batch, 0, head), p.qL.row, tr.base, tr.step);
+  qLoader.init((const T *)p.q + p.qL.at(batch, 0, cta.head), p.qL.row, tr.base, tr.step);
   qLoader.load(sQ, tr.qa0, tr.count);
   loadKeys(sK, sV, t);
   dev::cpAsyncCommit();
@@ -294,25 +329,19 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
   for (int stage = 0; t.part < r.numParts; stage ^= 1) {
     dev::cpAsyncWaitAll();
     __syncthreads();
-    const KeyRun &k = t.run;
-    const int cls = classOf(k, t.b0);
-    const KeyTile next = advance(KeyTile{t.part, t.b0 + BN, t.run});
+    const int cls = cta.classOf(t);
+    const KeyTile next = cta.next(r, t);
     if (next.part < r.numParts) // 1. the next K, V tiles into the other stage
       loadKeys(sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D, next);
     dev::cpAsyncCommit();
-    forwardKeyTile<T, Tile, D, BN, MT>( // 2-5, masks in lattice indices
+    forwardKeyTile<T, Tile, D, BN, MT>( // 2-5
         acc, softmax, dev::smemAddress(sQ), dev::smemAddress(sK + stage * BN * D),
         dev::smemAddress(sV + stage * BN * D), row0, cls == plan::kPartial, scaleLog2, lane,
-        [&](float (&s)[MT][BN / 8][4]) {
-          const long long m = k.posStep / dil, kc0 = (k.pos - o) / dil + t.b0 * m;
-          const long long qcW = qc0 + row0, keysLeft = k.count - t.b0;
-          warp::mask<BN, MT>(s, lane, [&](long long a, long long b) {
-            return b < keysLeft && !(Branch::kCausal && kc0 + b * m > qcW + a);
-          });
-        });
+        [&](float (&s)[MT][BN / 8][4]) { cta.template mask<MT>(s, t, row0, lane); });
     t = next;
   }
-  fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, head, lane);
+  fwd::storeRows<T, D, MT, fwd::kMerge>(p, acc, softmax, tr, tr.qa0 + row0, batch, cta.head,
+                                        lane);
 }
 
 /// dK, dV and dQ of one block: one CTA per key tile
@@ -322,13 +351,17 @@ __device__ void mmaRingForward(const fwd::Params &p, const Params &r) {
 /// (g.split, splitKeyTile); dQ by fp32 reductions into g.dqAcc, the tile's
 /// dK/dV partials added (reductions: the heads of a kv head share its rows,
 /// and the chunks of a walk its keys) to g.dk, g.dv.
-template <class T, int D, int BM, int W, class Branch>
-__device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
-  static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernel");
-  constexpr int BN = 16 * W;
+/// This finds the CTA's key tile (BN keys) and query walk and hands them to
+/// walk(batch, head, kvHead, keyBase, keyStep, keyCount, kb0, qt, walkEnd,
+/// queryTile, nextTile, classOf, keep), backwardKeyTileWalk's arguments
+/// after p, r and g: the sm80 CTA (mmaRingBackward) or the wgmma one
+/// (ring_wgmma.cuh).
+template <int BM, int BN, class Branch, class Walk>
+DATTN_DEV void stridedRingBackward(const Params &r, const Grad &g, int groupSize, Walk walk) {
+  static_assert(Branch::kKind == fwd::kStridedBranch, "the strided ring kernels");
   const int headIndex = blockIdx.y, head = Branch::head(headIndex);
   const long long batch = blockIdx.z;
-  const int kvHead = head / p.groupSize;
+  const int kvHead = head / groupSize;
   const long long dil = Branch::kStride, o = Branch::offset(headIndex);
   const long long w = plan::segmentLength(Branch::kSegment, r.globalN);
   KeyPiece kp;
@@ -383,11 +416,17 @@ __device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Gra
   long long qt = nextTile(0); // the key tile's walk: from its first tile with a pair
   if (!walkOfCta(g.split, chunked, chunk, &qt, &walkEnd) || (qt = nextTile(qt)) >= walkEnd)
     return; // no query of the rank (of this chunk) reaches these keys
-  backwardKeyTileWalk<T, D, BM, W>( // the causal order in lattice indices
-      p, r, g, batch, head, kvHead, run.base, run.step, run.count, kb0, qt, walkEnd, queryTile,
-      nextTile, classOf, [&](long long qc0, long long a, long long b) {
-        return !(Branch::kCausal && kc0 + b * m > qc0 + a);
-      });
+  walk(batch, head, kvHead, run.base, run.step, run.count, kb0, qt, walkEnd, queryTile, nextTile,
+       classOf, [&](long long qc0, long long a, long long b) { // causal order in lattice indices
+         return !(Branch::kCausal && kc0 + b * m > qc0 + a);
+       });
+}
+
+template <class T, int D, int BM, int W, class Branch>
+__device__ void mmaRingBackward(const fwd::Params &p, const Params &r, const Grad &g) {
+  stridedRingBackward<BM, 16 * W, Branch>(r, g, p.groupSize, [&](auto... walkArgs) {
+    backwardKeyTileWalk<T, D, BM, W>(p, r, g, walkArgs...);
+  });
 }
 
 // ---------------------------------------------------------------------------

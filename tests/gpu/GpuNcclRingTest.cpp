@@ -66,7 +66,8 @@ void expectSameAsLoopback(const AttentionSpec &spec, int64_t batch, int64_t n, u
 TEST(GpuNcclRing, TwoGpusEqualTheLoopbackRing) {
   REQUIRE_TWO_GPUS();
   // Dense causal zigzag, a dilated branch spanning the shards, window and
-  // global tokens with GQA, head-partitioned LongNet (no transfer at all).
+  // global tokens with GQA, head-partitioned LongNet (no transfer at all),
+  // dense without a mask (passed along).
   const char *specs[] = {
       "attention a { heads = 4 head_dim = 64 dtype = bf16 causal = true ring = 2 "
       "ring_layout = zigzag branch { dense } }",
@@ -77,6 +78,9 @@ TEST(GpuNcclRing, TwoGpusEqualTheLoopbackRing) {
       "attention d { heads = 4 head_dim = 64 dtype = bf16 ring = 2 "
       "branch heads 0..1 { dilated(segment = 128, dilation = 1, offset = 0) } "
       "branch heads 2..3 { dilated(segment = 256, dilation = 2, offset = 1) } }",
+      // Dense, no causal mask: the blocks are passed along (RingSchedule::passAlong).
+      "attention e { heads = 4 kv_heads = 2 head_dim = 64 dtype = bf16 ring = 2 "
+      "branch { dense } }",
   };
   uint64_t seed = 900;
   for (const char *text : specs)

@@ -5,7 +5,8 @@
 // tolerances (outputs poisoned with NaN first), forward and gradients, and
 // the bytes moved must equal the plan's, forward and backward. Every
 // pattern of the GPU pattern table, causal or not, GQA (4 heads on 2 kv
-// heads), ragged shards, P = 2, 3, 4, 8, both layouts.
+// heads), ragged shards, P = 2, 3, 4, 8, both layouts, head_dim 64 and
+// 128.
 #include "GpuTest.h"
 
 
@@ -136,6 +137,49 @@ TEST(GpuRing, LoopbackFragmentedReceivesMatchTheReference) {
         }
       EXPECT_TRUE(fragmented) << "the test spec no longer fragments its receives";
       expectRingMatches(spec, 1 + trial % 2, n, ranks, 900 + trial);
+      ++trial;
+    }
+}
+
+TEST(GpuRing, LoopbackHeadDim128) {
+  // head_dim 128, the benchmark's: on an H100 or H200 the strided branches'
+  // block kernels are the wgmma CTAs (ring_wgmma.cuh) with two 64-column
+  // blocks a row; dense causal in both layouts, a dilated branch spanning
+  // the shards, ragged N.
+  REQUIRE_GPU();
+  const char *texts[] = {
+      "attention d { heads = 2 head_dim = 128 dtype = bf16 causal = true branch { dense } }",
+      "attention l { heads = 4 kv_heads = 2 head_dim = 128 dtype = fp16 "
+      "branch heads 0..1 { dilated(segment = 256, dilation = 1) } "
+      "branch heads 2..3 { dilated(segment = 1024, dilation = 2, offset = head) } }",
+  };
+  int trial = 0;
+  for (const char *text : texts)
+    for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag}) {
+      AttentionSpec spec = parse(text);
+      spec.ringLayout = layout;
+      expectRingMatches(spec, 1 + trial % 2, 700 + 61 * trial, 2 + trial % 2, 1200 + trial);
+      ++trial;
+    }
+}
+
+TEST(GpuRing, LoopbackPassAlongMatchesTheReference) {
+  // Dense without a causal mask moves whole shards: the blocks are passed
+  // along the ring, their dK/dV partials travel with them and come home
+  // after the last step (RingSchedule::passAlong). P = 2, 3, 4 and 8, both
+  // layouts, GQA, two batches, shards that are not whole tiles; the own
+  // rows' gradients land in the slot the partials came home to.
+  REQUIRE_GPU();
+  int trial = 0;
+  for (int ranks : {2, 3, 4, 8})
+    for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag}) {
+      AttentionSpec spec = parse("attention t { heads = 4 kv_heads = 2 head_dim = 64 "
+                                 "dtype = bf16 branch { dense } }");
+      spec.ringLayout = layout;
+      const int64_t n = 160 * ranks + 37 + trial;
+      ASSERT_TRUE(scheduleRing(planRing(planAttention(spec, PlanOptions{}), n, ranks)).passAlong)
+          << "N = " << n << ", P = " << ranks;
+      expectRingMatches(spec, 1 + trial % 2, n, ranks, 1300 + trial);
       ++trial;
     }
 }

@@ -5,7 +5,9 @@
 
 #include "Nvrtc.h"
 
+#include "dattn/emit.h"
 #include "dattn/error.h"
+#include "dattn/params.cuh" // fwd::kTmaMaxStride
 #include "dattn/runtime.h"
 
 #include <gtest/gtest.h>
@@ -184,13 +186,14 @@ TEST(Nvrtc, RingModulesCompile) {
           EXPECT_NE(k.ptx.find(".entry " + kernel.name), std::string::npos) << kernel.name;
       }
   // A dense branch takes the tensor-core block kernels, forward and
-  // backward, where the forward does (sm_80 and newer, 16-bit), the SIMT
-  // ones elsewhere.
+  // backward, where the forward does (sm_80 and newer, 16-bit: the sm80
+  // tiles, and on sm_90a the wgmma CTAs of ring_wgmma.cuh), the SIMT ones
+  // elsewhere.
   const AttentionSpec dense =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/dense_ring.dattn").attentions.at(0);
-  for (const char *arch : {"sm_75", "sm_90a"}) {
+  for (const char *arch : {"sm_75", "sm_80", "sm_90a"}) {
     OfflineKernel k = compileOfflineRing(dense, arch);
-    const bool mma = std::string(arch) != "sm_75";
+    const bool mma = std::string(arch) != "sm_75", wgmma = std::string(arch) == "sm_90a";
     bool forward = false, backward = false;
     for (const auto &kernel : k.module.kernels) {
       forward = forward ||
@@ -200,26 +203,50 @@ TEST(Nvrtc, RingModulesCompile) {
     }
     EXPECT_TRUE(forward) << arch;
     EXPECT_TRUE(backward) << arch;
-    EXPECT_EQ(k.ptx.find("mma.sync") != std::string::npos, mma) << arch;
+    EXPECT_EQ(k.ptx.find("mma.sync") != std::string::npos, mma && !wgmma) << arch;
+    EXPECT_EQ(k.ptx.find("wgmma.mma_async") != std::string::npos, wgmma) << arch;
+    // Dilation 1: the forward's keys and values through TMA boxes.
+    EXPECT_EQ(k.ptx.find("cp.async.bulk.tensor.4d") != std::string::npos, wgmma) << arch;
   }
-  // Dilated branches too take the tensor-core block kernel forward (the
-  // lattice kernel of ring_mma.cuh; RingTilingTest checks its indices).
+  // Dilated branches too take the tensor-core block kernels (the lattice
+  // walks of ring_mma.cuh; RingTilingTest checks their indices). On sm_90a,
+  // where the one-GPU forward and dK/dV kernels are wgmma families, so are
+  // the ring's: sm90_wgmma_pipelined_forward's CTA (384 threads, 128 query
+  // rows; with TMA at dilation 1) and sm90_wgmma_backward_dkv's (256
+  // threads, 128 keys; or the warp-specialized one's, 384).
   const AttentionSpec longnet =
       loadSpecFile(std::string(DATTN_EXAMPLES_DIR) + "/longnet_head_partitioned.dattn")
           .attentions.at(0);
-  // On sm_90a the one-GPU forward and dK/dV kernels are wgmma families;
-  // the ring's block kernels keep the sm80 tiles they are built on, with
-  // the sm80 families' threads and shared memory (a dK/dV CTA: two threads
-  // a key row, not the warp-specialized kernel's 384).
+  const AttentionPlan longnetPlan = planAttention(longnet);
   for (const auto &kernel : compileOfflineRing(longnet, "sm_90a").module.kernels) {
     if (kernel.role == KernelRole::Branch) {
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
-      EXPECT_EQ(kernel.family, "sm80_mma_forward") << kernel.name;
+      EXPECT_EQ(kernel.family, longnetPlan.branches.at(kernel.branch).dilation == 1
+                                   ? "sm90_wgmma_tma_forward"
+                                   : "sm90_wgmma_pipelined_forward")
+          << kernel.name;
+      EXPECT_EQ(kernel.threads, 384) << kernel.name;
+      EXPECT_EQ(kernel.rowsPerCta, 128) << kernel.name;
     }
     if (kernel.role == KernelRole::DkvPass) {
+      // Warp-specialized (a producer warpgroup bringing Q and dO through
+      // TMA) where the one-GPU kernel is: dilations a TMA box can step.
+      const bool ws = longnetPlan.branches.at(kernel.branch).dilation <= fwd::kTmaMaxStride;
       EXPECT_EQ(kernel.path, KernelPath::Mma) << kernel.name;
-      EXPECT_EQ(kernel.family, "sm80_mma_backward_dkv") << kernel.name;
-      EXPECT_EQ(kernel.threads, 2 * kernel.config.blockN) << kernel.name;
+      EXPECT_EQ(kernel.family, ws ? "sm90_wgmma_ws_backward_dkv" : "sm90_wgmma_backward_dkv")
+          << kernel.name;
+      EXPECT_EQ(kernel.threads, ws ? 384 : 256) << kernel.name;
+      EXPECT_EQ(kernel.rowsPerCta, 128) << kernel.name;
+    }
+  }
+  // A one-GPU forward named sm80 (DATTN_FAMILIES) keeps the ring on the
+  // sm80 tiles too: what the GPU suite's families mode runs.
+  PlanOptions sm80;
+  sm80.arch = "sm_90a";
+  sm80.families = {"sm80_mma_forward", "sm80_mma_backward_dkv"};
+  for (const auto &kernel : emitCudaRing(planAttention(longnet, sm80), "sm_90a").kernels) {
+    if (kernel.role == KernelRole::Branch || kernel.role == KernelRole::DkvPass) {
+      EXPECT_EQ(kernel.family.rfind("sm80_", 0), 0u) << kernel.name;
     }
   }
   // And blocks branches (a window, global tokens: ring_mma.cuh's blocks

@@ -373,5 +373,87 @@ TEST(RingSimulation, ScheduleMatchesTheEndsOfEveryTransfer) {
   EXPECT_EQ(s.receiveBufferBytes(0, true), 0 + 100 * 32 * 4 * 2);
 }
 
+TEST(RingSimulation, PassAlongForwardsTheBlockTheLastRankWorkedOn) {
+  // RingSchedule::passAlong: rank r gets step s's block (that of rank r -
+  // s) from rank r - 1, which worked on the same block, packed the same way,
+  // at step s - 1 (at step 1: its own, as it packs it); the block rank r
+  // works on last is rank r + 1's, whose partials then go home. And the
+  // owner's own rows are packed in (kv head, local row) order, so the
+  // partials that come home are its dK, dV at kv * rows + local.
+  auto schedule = [](const char *text, int64_t n, int ranks, RingLayout layout) {
+    ParseResult r = parseSpec(text, "t.dattn");
+    EXPECT_TRUE(r.ok()) << r.formatDiagnostics();
+    AttentionSpec spec = r.file.attentions.at(0);
+    spec.ringLayout = layout;
+    return std::make_pair(planRing(planAttention(spec), n, ranks), spec);
+  };
+  const char *dense = "attention t { heads = 4 kv_heads = 2 head_dim = 32 branch { dense } }";
+  for (RingLayout layout : {RingLayout::Contiguous, RingLayout::Zigzag})
+    for (int P : {2, 3, 4, 8})
+      for (int64_t n : {int64_t(64) * 2 * P, int64_t(1000), int64_t(4099)}) {
+        SCOPED_TRACE("P = " + std::to_string(P) + ", N = " + std::to_string(n) +
+                     (layout == RingLayout::Zigzag ? ", zigzag" : ""));
+        const auto [plan, spec] = schedule(dense, n, P, layout);
+        const RingSchedule s = scheduleRing(plan);
+        bool unfragmented = true; // small zigzag chunks: staged, so not passed along
+        for (const RankSchedule &rs : s.ranks)
+          for (const RingStep &st : rs.steps)
+            unfragmented = unfragmented && !fragmented(st.recv);
+        ASSERT_EQ(s.passAlong, unfragmented);
+        EXPECT_TRUE(s.passAlong || layout == RingLayout::Zigzag); // contiguous shards: >= 125 rows
+        if (!s.passAlong)
+          continue;
+        auto samePacking = [](const Transfer &a, const Transfer &b) {
+          if (a.rows != b.rows || a.parts.size() != b.parts.size())
+            return false;
+          for (size_t x = 0; x < a.parts.size(); ++x)
+            if (a.parts[x].kvHead != b.parts[x].kvHead || !(a.parts[x].rows == b.parts[x].rows) ||
+                a.parts[x].offset != b.parts[x].offset)
+              return false;
+          return true;
+        };
+        for (int r = 0; r < P; ++r) {
+          const int prev = (r + P - 1) % P;
+          const RankSchedule &rs = s.ranks[r], &ps = s.ranks[prev];
+          for (int st = 1; st < P; ++st) {
+            const Transfer &got = rs.steps[st - 1].recv;
+            EXPECT_EQ(got.peer, (r - st + P) % P);
+            const Transfer &held = st == 1 ? ps.steps[0].send : ps.steps[st - 2].recv;
+            EXPECT_TRUE(samePacking(got, held)) << "rank " << r << ", step " << st;
+          }
+          EXPECT_EQ(rs.steps[P - 2].recv.peer, (r + 1) % P);
+          const std::vector<RowRange> &shard = plan.rankPlans[r].shard;
+          int64_t rows = 0;
+          for (const RowRange &range : shard)
+            rows += range.end - range.begin;
+          for (const PackedPart &part : rs.steps[0].send.parts) {
+            EXPECT_EQ(part.rows.step, 1);
+            EXPECT_EQ(part.offset, part.kvHead * rows + localRow(shard, part.rows.start));
+          }
+          EXPECT_EQ(rs.steps[0].send.rows, rows * spec.kvHeads);
+        }
+      }
+  // Not passed along: causal dense (a rank needs no later shard), segments
+  // inside shards, a ring of one.
+  EXPECT_FALSE(scheduleRing(schedule("attention t { heads = 1 head_dim = 32 causal = true "
+                                     "branch { dense } }",
+                                     4096, 4, RingLayout::Contiguous)
+                                .first)
+                   .passAlong);
+  EXPECT_FALSE(scheduleRing(schedule("attention t { heads = 2 head_dim = 32 "
+                                     "branch { dilated(segment = 512, dilation = 1) } }",
+                                     4096, 4, RingLayout::Contiguous)
+                                .first)
+                   .passAlong);
+  EXPECT_FALSE(scheduleRing(schedule(dense, 4096, 1, RingLayout::Contiguous).first).passAlong);
+  // Two slots of the largest block, K and V (bf16), backward with fp32 dK, dV.
+  const RingSchedule s = scheduleRing(schedule(dense, 4096, 4, RingLayout::Contiguous).first);
+  EXPECT_EQ(s.bufferBytesForward(0), 2 * (1024 * 2) * 32 * 2 * 2);
+  EXPECT_EQ(s.bufferBytesBackward(0), s.bufferBytesForward(0) + 2 * (1024 * 2) * 32 * 4 * 2);
+  // Every slot receives (slot 0 after sending the own block).
+  EXPECT_EQ(s.receiveBufferBytes(0, false), s.bufferBytesForward(0));
+  EXPECT_EQ(s.receiveBufferBytes(0, true), s.bufferBytesBackward(0));
+}
+
 } // namespace
 } // namespace dattn::test
