@@ -146,19 +146,29 @@ unsigned RankRun::rowsGrid(size_t x) const {
   return static_cast<unsigned>(tiles);
 }
 
-ring::WalkSplit RankRun::keyTilesSplit(size_t x, const std::vector<PackedPart> &parts) const {
+RankRun::KeyGrid RankRun::keyGrid(size_t x, const std::vector<PackedPart> &parts) const {
   const KernelInfo &ki = attention_.ringModule_.kernels[x];
   const BranchPlan &b = attention_.plan().branches.at(ki.branch);
   const int64_t w = plan::segmentLength(b.segment, shard_.globalN);
-  int64_t keyTiles = 0, queryTiles = 0;
-  for (const PackedPart &p : parts)
-    keyTiles += ring::keyTilesOf({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead},
-                                 w, b.dilation, ki.rowsPerCta);
+  // The grid's x covers one kv head's key tiles (ring::keyPiece): the most
+  // any kv head has, and the most parts.
+  std::vector<int64_t> tiles(static_cast<size_t>(shape_.kvHeads), 0),
+      partsOf(static_cast<size_t>(shape_.kvHeads), 0);
+  for (const PackedPart &p : parts) {
+    tiles.at(p.kvHead) += ring::keyTilesOf(
+        {p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead}, w, b.dilation,
+        ki.rowsPerCta);
+    ++partsOf.at(p.kvHead);
+  }
+  int64_t queryTiles = 0;
   for (int range = 0; range < 2; ++range)
     queryTiles += ring::tilesPerPiece(shard_.qBegin[range], shard_.qEnd[range], w, b.dilation,
                                       ki.config.blockM);
-  return ringQuerySplit(ki, b, shard_.globalN, queryTiles, keyTiles,
-                        static_cast<int>(parts.size()));
+  KeyGrid g;
+  g.partsPerKvHead = static_cast<int>(*std::max_element(partsOf.begin(), partsOf.end()));
+  g.split = ringQuerySplit(ki, b, shard_.globalN, queryTiles,
+                           *std::max_element(tiles.begin(), tiles.end()), g.partsPerKvHead);
+  return g;
 }
 
 void RankRun::zero(void *at, int64_t floats, uint32_t bits) const {
@@ -275,8 +285,9 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
     ring::Grad grad = view.grad;
     unsigned gx;
     if (role == KernelRole::DkvPass && mma) {
-      grad.split = keyTilesSplit(x, *view.parts);
-      gx = static_cast<unsigned>(ringSplitGridX(grad.split, static_cast<int>(view.parts->size())));
+      const KeyGrid kg = keyGrid(x, *view.parts);
+      grad.split = kg.split;
+      gx = static_cast<unsigned>(ringSplitGridX(kg.split, kg.partsPerKvHead));
     } else {
       gx = rowsGrid(x);
     }

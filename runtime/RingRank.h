@@ -100,9 +100,14 @@ private:
   void launch(size_t x, unsigned gx, unsigned gy, unsigned gz, void **args) const;
   unsigned elementwise(size_t x, int64_t count) const;
   unsigned rowsGrid(size_t x) const;
-  /// A tensor-core backward kernel's grid over the block's key tiles, long
-  /// query walks split (rt::ringQuerySplit; its x: rt::ringSplitGridX).
-  ring::WalkSplit keyTilesSplit(size_t x, const std::vector<PackedPart> &parts) const;
+  /// A tensor-core backward kernel's grid over the block's key tiles of one
+  /// kv head (ring::keyPiece), long query walks split (rt::ringQuerySplit;
+  /// its x: rt::ringSplitGridX over partsPerKvHead parts).
+  struct KeyGrid {
+    ring::WalkSplit split;
+    int partsPerKvHead = 0;
+  };
+  KeyGrid keyGrid(size_t x, const std::vector<PackedPart> &parts) const;
   void zero(void *at, int64_t floats, uint32_t bits = 0) const;
   float *f32(int64_t offset) const;
   const ring::Part *parts(int64_t first) const;

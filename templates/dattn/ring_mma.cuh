@@ -367,8 +367,7 @@ DATTN_DEV void stridedRingBackward(const Params &r, const Grad &g, int groupSize
   KeyPiece kp;
   long long chunk;
   bool chunked;
-  if (!splitKeyTile(r, g.split, blockIdx.x, w, dil, BN, &kp, &chunk, &chunked) ||
-      r.parts[kp.part].kvHead != kvHead)
+  if (!splitKeyTile(r, g.split, blockIdx.x, w, dil, BN, kvHead, &kp, &chunk, &chunked))
     return;
   const KeyRun run = partRun<(Branch::kSegment >= 0)>(r.parts[kp.part], dil, o, kp.segBegin,
                                                           kp.segEnd);
@@ -546,8 +545,7 @@ __device__ void mmaRingBlocksBackward(const fwd::Params &p, const Params &r, con
   KeyPiece kp;
   long long chunk;
   bool chunked;
-  if (!splitKeyTile(r, g.split, blockIdx.x, n, 1, BN, &kp, &chunk, &chunked) ||
-      r.parts[kp.part].kvHead != kvHead)
+  if (!splitKeyTile(r, g.split, blockIdx.x, n, 1, BN, kvHead, &kp, &chunk, &chunked))
     return;
   const Part pt = r.parts[kp.part];
   const long long kb0 = kp.tile * BN, kLeft = pt.count - kb0;

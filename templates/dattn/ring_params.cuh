@@ -33,7 +33,10 @@ struct Params {
 /// `tiles` query tiles each (the last chunk to the walk's end). Chunked:
 /// every key tile (prefixTiles < 0), or each part's first prefixTiles tiles
 /// (those holding global tokens, whose columns every query reaches).
-/// chunks <= 1: one CTA per key tile.
+/// chunks <= 1: one CTA per key tile. Key tiles count among the parts of
+/// the CTA's kv head only (keyPiece): a block's parts are per kv head, and
+/// a grid over every part would leave all but 1 / kv_heads of the CTAs of
+/// each head without keys (12 kv heads: 11 empty CTAs for each working one).
 struct WalkSplit {
   long long keyCtas, tiles, prefixTiles;
   int chunks;
@@ -182,17 +185,20 @@ DATTN_HD long long keyTilesOf(const Part &pt, long long w, long long r, long lon
   return pt.count > 0 ? piecesOf(pt.start, last + 1, w) * keyTilesPerPiece(pt, w, r, bn) : 0;
 }
 
-/// The backward's key tile `x` (blockIdx.x): the parts' pieces in order,
-/// keyTilesPerPiece tiles each. False past the last.
+/// The backward's key tile `x` (blockIdx.x) of kv head `kvHead`: the
+/// pieces of that kv head's parts in order, keyTilesPerPiece tiles each.
+/// False past the last.
 struct KeyPiece {
   int part;
   long long segBegin, segEnd, tile; ///< tile: of the piece
   long long ofPart;                 ///< the tile's index among the part's
 };
 DATTN_HD bool keyPiece(const Params &rp, long long x, long long w, long long r, long long bn,
-                       KeyPiece *k) {
+                       int kvHead, KeyPiece *k) {
   for (int part = 0; part < rp.numParts; ++part) {
     const Part &pt = rp.parts[part];
+    if (pt.kvHead != kvHead)
+      continue;
     const long long n = keyTilesOf(pt, w, r, bn);
     if (x < n) {
       const long long per = keyTilesPerPiece(pt, w, r, bn);
@@ -208,11 +214,11 @@ DATTN_HD bool keyPiece(const Params &rp, long long x, long long w, long long r, 
   return false;
 }
 
-/// CTA x of a dK/dV grid split by s (WalkSplit): its key tile (*k, as
-/// keyPiece numbers them), its chunk and whether its walk is chunked. False
-/// if the CTA has no key tile.
+/// CTA x of a dK/dV grid split by s (WalkSplit) for a head of kv head
+/// `kvHead`: its key tile (*k, as keyPiece numbers them), its chunk and
+/// whether its walk is chunked. False if the CTA has no key tile.
 DATTN_HD bool splitKeyTile(const Params &rp, const WalkSplit &s, long long x, long long w,
-                           long long r, long long bn, KeyPiece *k, long long *chunk,
+                           long long r, long long bn, int kvHead, KeyPiece *k, long long *chunk,
                            bool *chunked) {
   const bool split = s.chunks > 1 && s.prefixTiles != 0;
   *chunk = 0;
@@ -220,16 +226,27 @@ DATTN_HD bool splitKeyTile(const Params &rp, const WalkSplit &s, long long x, lo
     const long long e = x - s.keyCtas, c = e / (s.chunks - 1);
     *chunk = 1 + e % (s.chunks - 1);
     x = c;
-    if (s.prefixTiles > 0) { // tile c % prefixTiles of part c / prefixTiles
-      const long long part = c / s.prefixTiles, tile = c % s.prefixTiles;
-      if (part >= rp.numParts || tile >= keyTilesOf(rp.parts[part], w, r, bn))
+    if (s.prefixTiles > 0) { // tile c % prefixTiles of the kv head's part c / prefixTiles
+      const long long nth = c / s.prefixTiles, tile = c % s.prefixTiles;
+      long long seen = 0, before = 0; // the kv head's parts, and their tiles, before it
+      x = -1;
+      for (int part = 0; part < rp.numParts && x < 0; ++part) {
+        const Part &pt = rp.parts[part];
+        if (pt.kvHead != kvHead)
+          continue;
+        const long long n = keyTilesOf(pt, w, r, bn);
+        if (seen++ == nth) {
+          if (tile >= n)
+            return false;
+          x = before + tile;
+        }
+        before += n;
+      }
+      if (x < 0)
         return false;
-      x = tile;
-      for (int q = 0; q < part; ++q)
-        x += keyTilesOf(rp.parts[q], w, r, bn);
     }
   }
-  if (!keyPiece(rp, x, w, r, bn, k))
+  if (!keyPiece(rp, x, w, r, bn, kvHead, k))
     return false;
   *chunked = split && (s.prefixTiles < 0 || k->ofPart < s.prefixTiles);
   return true;

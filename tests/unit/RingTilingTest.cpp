@@ -85,19 +85,38 @@ struct SplitCta {
   bool chunked;
 };
 
-/// The CTAs of the grid that `split` makes of `keyGrid` key tiles (keyPiece
-/// with segment w, dilation r, tiles of bn) that have a key tile: every
-/// one of the first keyGrid must.
+/// Kv head kv's key tiles (segment w, dilation r, tiles of bn) and parts in
+/// rp: the backward grid of its heads runs over those alone (keyPiece).
+struct KvKeys {
+  int64_t tiles = 0;
+  int parts = 0;
+};
+KvKeys kvKeys(const ring::Params &rp, int kv, int64_t w, int64_t r, int64_t bn) {
+  KvKeys k;
+  for (int p = 0; p < rp.numParts; ++p)
+    if (rp.parts[p].kvHead == kv) {
+      k.tiles += ring::keyTilesOf(rp.parts[p], w, r, bn);
+      ++k.parts;
+    }
+  return k;
+}
+
+/// The CTAs of the grid that `split` makes of kv head kv's key tiles
+/// (keyPiece with segment w, dilation r, tiles of bn; `keys`: their number
+/// and parts) that have a key tile: every one of the first keys.tiles must,
+/// and each is of kv.
 std::vector<SplitCta> splitCtas(const ring::Params &rp, const ring::WalkSplit &split, int64_t w,
-                                int64_t r, int64_t bn, int64_t keyGrid) {
+                                int64_t r, int64_t bn, int kv, const KvKeys &keys) {
   std::vector<SplitCta> out;
-  const int64_t ctas = rt::ringSplitGridX(split, rp.numParts);
+  const int64_t ctas = rt::ringSplitGridX(split, keys.parts);
   for (int64_t x = 0; x < ctas; ++x) {
     SplitCta c;
-    if (ring::splitKeyTile(rp, split, x, w, r, bn, &c.kp, &c.chunk, &c.chunked))
+    if (ring::splitKeyTile(rp, split, x, w, r, bn, kv, &c.kp, &c.chunk, &c.chunked)) {
+      EXPECT_EQ(rp.parts[c.kp.part].kvHead, kv) << "key tile " << x << " of another kv head";
       out.push_back(c);
-    else
-      EXPECT_GE(x, keyGrid) << "key tile " << x << " has no key tile";
+    } else {
+      EXPECT_GE(x, keys.tiles) << "key tile " << x << " has no key tile";
+    }
   }
   return out;
 }
@@ -183,19 +202,16 @@ void checkBlock(SpecGenerator &gen, const AttentionSpec &spec, const BranchPlan 
       device.push_back(devicePart(p));
     rp.parts = device.data();
     rp.numParts = static_cast<int>(device.size());
-    int64_t keyGrid = 0, queryTiles = 0;
-    for (const ring::Part &p : device)
-      keyGrid += ring::keyTilesOf(p, w, r, bm);
+    const KvKeys keys = kvKeys(rp, kv, w, r, bm);
+    int64_t queryTiles = 0;
     for (int range = 0; range < 2; ++range)
       queryTiles += ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], w, r, bm);
     std::set<std::pair<int64_t, int64_t>> back;
     for (const ring::WalkSplit &split :
-         walkSplits(gen, b, plan.seqLen, queryTiles, keyGrid, rp.numParts, bm, bm)) {
+         walkSplits(gen, b, plan.seqLen, queryTiles, keys.tiles, keys.parts, bm, bm)) {
       SCOPED_TRACE(splitName(split));
       back.clear();
-      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, w, r, bm, keyGrid)) {
-        if (device[kp.part].kvHead != kv)
-          continue;
+      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, w, r, bm, kv, keys)) {
         const ring::KeyRun k = ring::partRun(device[kp.part], r, o, kp.segBegin, kp.segEnd);
         const int64_t kb0 = kp.tile * bm, kb1 = std::min<int64_t>(kb0 + bm, k.count);
         if (kb0 >= kb1)
@@ -276,12 +292,10 @@ void checkBlocksBlock(SpecGenerator &gen, const AttentionSpec &spec, const Branc
     device.push_back(devicePart(p));
   rp.parts = device.data();
   rp.numParts = static_cast<int>(device.size());
-  int64_t grid = 0, keyGrid = 0;
+  int64_t grid = 0;
   for (int range = 0; range < 2; ++range)
     grid += ring::piecesOf(rp.qBegin[range], rp.qEnd[range], n) *
             ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], n, 1, bm);
-  for (const ring::Part &p : device)
-    keyGrid += ring::keyTilesOf(p, n, 1, bn);
   const int group = spec.heads / spec.kvHeads;
   std::map<std::pair<int, int64_t>, int64_t> keyRow; // (kv head, position) -> packed row
   for (const PackedPart &p : parts)
@@ -354,14 +368,15 @@ void checkBlocksBlock(SpecGenerator &gen, const AttentionSpec &spec, const Branc
     int64_t queryTiles = 0;
     for (int range = 0; range < 2; ++range)
       queryTiles += ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], n, 1, bm);
+    const KvKeys keys = kvKeys(rp, kv, n, 1, bn);
     for (const ring::WalkSplit &split :
-         walkSplits(gen, b, n, queryTiles, keyGrid, rp.numParts, bm, bn)) {
+         walkSplits(gen, b, n, queryTiles, keys.tiles, keys.parts, bm, bn)) {
       SCOPED_TRACE(splitName(split));
       back.clear();
-      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, n, 1, bn, keyGrid)) {
+      for (const auto &[kp, chunk, chunked] : splitCtas(rp, split, n, 1, bn, kv, keys)) {
         const ring::Part &pt = device[kp.part];
         const int64_t kb0 = kp.tile * bn, kLeft = pt.count - kb0;
-        if (pt.kvHead != kv || kLeft <= 0)
+        if (kLeft <= 0)
           continue;
         long long j0, j1, lo, hi;
         ring::keyTileSpan(pt, kb0, bn, &j0, &j1);
