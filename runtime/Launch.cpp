@@ -3,6 +3,7 @@
 #include "Launch.h"
 
 #include "dattn/backward_params.cuh"
+#include "dattn/error.h"
 
 #include <algorithm>
 
@@ -152,6 +153,23 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
   s.tiles = plan::ceilDiv(walk, chunks);
   s.prefixTiles = prefixTiles;
   return s;
+}
+
+RingKeyGrid ringKeyGrid(const std::vector<PackedPart> &parts, int kvHeads, int64_t w,
+                        int64_t dilation, int64_t tileKeys) {
+  std::vector<int64_t> tiles(static_cast<size_t>(std::max(kvHeads, 1)), 0);
+  std::vector<int> partsOf(tiles.size(), 0);
+  for (const PackedPart &p : parts) {
+    const auto kv = static_cast<size_t>(p.kvHead);
+    if (kv >= tiles.size())
+      throw Error("ring: a block's part is of kv head " + std::to_string(p.kvHead) +
+                  ", the spec has " + std::to_string(kvHeads));
+    tiles[kv] += ring::keyTilesOf({p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead},
+                                  w, dilation, tileKeys);
+    ++partsOf[kv];
+  }
+  return {*std::max_element(tiles.begin(), tiles.end()),
+          *std::max_element(partsOf.begin(), partsOf.end())};
 }
 
 int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts) {

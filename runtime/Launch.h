@@ -4,11 +4,13 @@
 
 #include "dattn/emit.h"
 #include "dattn/plan.h"
+#include "dattn/ring.h"
 #include "dattn/ring_params.cuh"
 #include "dattn/tile_plan.cuh"
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dattn::rt {
 
@@ -74,6 +76,18 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
                                int64_t rankTiles, int64_t keyCtas, int numParts);
 /// The grid's x for a split: keyCtas + chunked key tiles x (chunks - 1).
 int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts);
+
+/// What sizes those kernels' grid over one block: grid.y runs over the
+/// heads and x over the key tiles of the head's kv head only (a block's
+/// parts are per kv head; ring::keyPiece), so x covers the most key tiles
+/// any kv head has (tiles of tileKeys keys; segment w, dilation), and the
+/// chunked prefix tiles the most parts.
+struct RingKeyGrid {
+  int64_t keyTiles = 0;
+  int partsPerKvHead = 0;
+};
+RingKeyGrid ringKeyGrid(const std::vector<PackedPart> &parts, int kvHeads, int64_t w,
+                        int64_t dilation, int64_t tileKeys);
 
 /// The grid x of an elementwise kernel whose loops are grid-stride (any
 /// grid is correct): a thread for each of `steps` loop steps, within the

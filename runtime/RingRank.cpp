@@ -150,24 +150,15 @@ RankRun::KeyGrid RankRun::keyGrid(size_t x, const std::vector<PackedPart> &parts
   const KernelInfo &ki = attention_.ringModule_.kernels[x];
   const BranchPlan &b = attention_.plan().branches.at(ki.branch);
   const int64_t w = plan::segmentLength(b.segment, shard_.globalN);
-  // The grid's x covers one kv head's key tiles (ring::keyPiece): the most
-  // any kv head has, and the most parts.
-  std::vector<int64_t> tiles(static_cast<size_t>(shape_.kvHeads), 0),
-      partsOf(static_cast<size_t>(shape_.kvHeads), 0);
-  for (const PackedPart &p : parts) {
-    tiles.at(p.kvHead) += ring::keyTilesOf(
-        {p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead}, w, b.dilation,
-        ki.rowsPerCta);
-    ++partsOf.at(p.kvHead);
-  }
+  const RingKeyGrid keys =
+      ringKeyGrid(parts, static_cast<int>(shape_.kvHeads), w, b.dilation, ki.rowsPerCta);
   int64_t queryTiles = 0;
   for (int range = 0; range < 2; ++range)
     queryTiles += ring::tilesPerPiece(shard_.qBegin[range], shard_.qEnd[range], w, b.dilation,
                                       ki.config.blockM);
   KeyGrid g;
-  g.partsPerKvHead = static_cast<int>(*std::max_element(partsOf.begin(), partsOf.end()));
-  g.split = ringQuerySplit(ki, b, shard_.globalN, queryTiles,
-                           *std::max_element(tiles.begin(), tiles.end()), g.partsPerKvHead);
+  g.partsPerKvHead = keys.partsPerKvHead;
+  g.split = ringQuerySplit(ki, b, shard_.globalN, queryTiles, keys.keyTiles, keys.partsPerKvHead);
   return g;
 }
 

@@ -515,5 +515,78 @@ TEST(RingTiling, StridedTilesCoverEachPairOnce) {
   }
 }
 
+// The backward grid as the runtime sizes it (rt::ringKeyGrid, ringQuerySplit,
+// ringSplitGridX) for the wgmma dK/dV tiles (64 queries, 128 keys): for a
+// dense spec every CTA of every head must find a key tile of its kv head.
+// Numbered over every kv head's parts, 11 of 12 CTAs of a 12-kv-head spec
+// found another kv head's tile and returned (2.4x the one-GPU backward's
+// time for dense at 128K on the H100).
+TEST(RingTiling, DenseBackwardGridHasNoEmptyCtas) {
+  for (const char *heads : {"heads = 12", "heads = 8 kv_heads = 2"})
+    for (const char *layout : {"", " ring_layout = zigzag"})
+      for (int ranks : {1, 2, 4}) {
+        const std::string text = std::string("attention d { ") + heads +
+                                 " head_dim = 128 dtype = bf16" + layout +
+                                 " branch { dense } }";
+        ParseResult pr = parseSpec(text, "d.dattn");
+        ASSERT_TRUE(pr.ok()) << text;
+        const AttentionSpec &spec = pr.file.attentions[0];
+        const AttentionPlan ap = planAttention(spec);
+        const BranchPlan &b = ap.branches.at(0);
+        const int64_t n = 8192, bm = 64, bn = 128;
+        const RingPlan plan = planRing(ap, n, ranks);
+        const RingSchedule schedule = scheduleRing(plan);
+        KernelInfo ki;
+        ki.role = KernelRole::DkvPass;
+        ki.path = KernelPath::Mma;
+        ki.config.blockM = static_cast<int>(bm);
+        ki.config.blockN = static_cast<int>(bn);
+        ki.rowsPerCta = static_cast<int>(bn);
+        const int64_t w = plan::segmentLength(b.segment, n);
+        for (int rank = 0; rank < ranks; ++rank) {
+          const std::vector<RowRange> &shard = plan.rankPlans[rank].shard;
+          std::vector<Parts> blocks{ownParts(shard, spec.kvHeads)};
+          for (const RingStep &st : schedule.ranks[rank].steps)
+            if (st.recv.peer >= 0)
+              blocks.push_back(st.recv.parts);
+          ring::Params rp{};
+          rp.globalN = n;
+          for (size_t x = 0; x < shard.size() && x < 2; ++x) {
+            rp.qBegin[x] = shard[x].begin;
+            rp.qEnd[x] = shard[x].end;
+          }
+          int64_t queryTiles = 0;
+          for (int range = 0; range < 2; ++range)
+            queryTiles += ring::tilesPerPiece(rp.qBegin[range], rp.qEnd[range], w, 1, bm);
+          for (size_t bi = 0; bi < blocks.size(); ++bi) {
+            SCOPED_TRACE(text + ", P = " + std::to_string(ranks) + ", rank " +
+                         std::to_string(rank) + ", block " + std::to_string(bi));
+            std::vector<ring::Part> device;
+            for (const PackedPart &p : blocks[bi])
+              device.push_back(devicePart(p));
+            rp.parts = device.data();
+            rp.numParts = static_cast<int>(device.size());
+            const rt::RingKeyGrid keys = rt::ringKeyGrid(blocks[bi], spec.kvHeads, w, 1, bn);
+            const ring::WalkSplit split =
+                rt::ringQuerySplit(ki, b, n, queryTiles, keys.keyTiles, keys.partsPerKvHead);
+            const int64_t gx = rt::ringSplitGridX(split, keys.partsPerKvHead);
+            int64_t empty = 0;
+            for (int head = 0; head < spec.heads; ++head) {
+              const int kv = head / (spec.heads / spec.kvHeads);
+              for (int64_t x = 0; x < gx; ++x) {
+                ring::KeyPiece kp;
+                long long chunk;
+                bool chunked;
+                if (!ring::splitKeyTile(rp, split, x, w, 1, bn, kv, &kp, &chunk, &chunked) ||
+                    device[kp.part].kvHead != kv)
+                  ++empty;
+              }
+            }
+            EXPECT_EQ(empty, 0) << "of " << gx * spec.heads << " CTAs";
+          }
+        }
+      }
+}
+
 } // namespace
 } // namespace dattn::test
