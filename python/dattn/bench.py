@@ -297,9 +297,11 @@ def run(args):
 
 
 def overhead(iters=2000):
-    """Host microseconds per call: {"op", "attention", "launch"} (the
-    torch op, dattn.attention, the extension's forward on preallocated
-    tensors), each the median of 5 timings of `iters` back-to-back calls."""
+    """Host microseconds per call: {"op", "attention", "launch",
+    "run_forward", "allocations"} (the torch op, dattn.attention, the
+    extension's forward on preallocated tensors, the ops' forward work
+    without checks or dispatch, the two output allocations), each the
+    median of 5 timings of `iters` back-to-back calls."""
     import torch
     from . import ops
     dev = torch.device("cuda", torch.cuda.current_device())
@@ -317,6 +319,12 @@ def overhead(iters=2000):
         "launch": lambda: a.forward(*args),
         "op": lambda: torch.ops.dattn.forward(q, k, v, text),
         "attention": lambda: ops.attention(q, k, v, text),
+        # Where attention's time over the launch goes: the work without the
+        # checks and dispatch (allocations, pointers, the launch), and the
+        # two output allocations alone.
+        "run_forward": lambda: ops._run_forward(q, k, v, text),
+        "allocations": lambda: (q.new_empty((1, 256, 4, 64)),
+                                q.new_empty((1, 4, 256), dtype=torch.float32)),
     }
     result = {}
     for name, fn in calls.items():
@@ -369,8 +377,8 @@ def main(argv=None):
         us = overhead()
         print(f"# {torch.cuda.get_device_name()}: host time per call, median of 5 x 2000 calls "
               "(N = 256, 4 heads of 64, bf16, dense)")
-        for name in ("launch", "op", "attention"):
-            print(f"{name:<10} {us[name]:8.1f} us")
+        for name in ("launch", "op", "attention", "run_forward", "allocations"):
+            print(f"{name:<12} {us[name]:8.1f} us")
         print(f"op overhead over the launch: {us['op'] - us['launch']:.1f} us "
               f"(dattn.attention: {us['attention'] - us['launch']:.1f} us)")
         return

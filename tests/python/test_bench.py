@@ -110,5 +110,6 @@ def test_overhead_on_a_gpu_is_measured():
     if not torch.cuda.is_available() or dattn.device_count() == 0:
         pytest.skip("no CUDA GPU")
     us = bench.overhead(iters=200)
-    assert set(us) == {"launch", "op", "attention"}
+    assert set(us) == {"launch", "op", "attention", "run_forward", "allocations"}
     assert 0 < us["launch"] < us["op"] * 1.5  # the op does the launch and more
+    assert 0 < us["allocations"] < us["run_forward"] * 1.5  # it allocates and launches
