@@ -470,7 +470,7 @@ TEST(RingTiling, BlocksTilesCoverEachPairOnce) {
 TEST(RingTiling, StridedTilesCoverEachPairOnce) {
   SpecGenerator gen(99);
   for (int trial = 0; trial < 300; ++trial) {
-    const int kv = static_cast<int>(gen.uniform(1, 2)), heads = kv * int(gen.uniform(1, 3));
+    const int kv = static_cast<int>(gen.uniform(1, 3)), heads = kv * int(gen.uniform(1, 3));
     const int64_t r = gen.uniform(1, 4);
     const int64_t n = gen.uniform(1, 600);
     const bool unbounded = gen.uniform(0, 4) == 0;
