@@ -112,9 +112,16 @@ TEST(QuerySplit, SparseBlocksSplitByTheTilesTheyKeep) {
 
 TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
   // causal_ring's branches on a rank of 16384 rows (its ring kernels: query
-  // tiles of 64, key tiles of 128), one block of 2 parts (kv heads).
+  // tiles of 64, key tiles of 128), one block of 2 parts: one for each of
+  // two kv heads, so a head's grid covers one part's key tiles
+  // (rt::ringKeyGrid).
   const KernelInfo k = dkvKernel(64, 128);
-  const int64_t n = 16384, rankTiles = n / 64, keyTiles = 2 * n / 128;
+  const int64_t n = 16384, rankTiles = n / 64;
+  const std::vector<PackedPart> parts{{0, {0, 1, n}, 0}, {1, {0, 1, n}, 0}};
+  const rt::RingKeyGrid grid = rt::ringKeyGrid(parts, 2, n, 1, 128);
+  EXPECT_EQ(grid.keyTiles, n / 128);
+  EXPECT_EQ(grid.partsPerKvHead, 1);
+  const int64_t keyTiles = grid.keyTiles;
   // Global tokens: each part's first key tile, in chunks of
   // kTokenChunkTiles; every other key tile walks alone.
   const AttentionPlan global = planOf(
@@ -122,11 +129,12 @@ TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
       true);
   const BranchPlan &tokens = global.branches.at(0);
   ASSERT_EQ(tokens.kind, BranchKind::Blocks);
-  ring::WalkSplit s = rt::ringQuerySplit(k, tokens, n, rankTiles, keyTiles, 2);
+  ring::WalkSplit s =
+      rt::ringQuerySplit(k, tokens, n, rankTiles, keyTiles, grid.partsPerKvHead);
   EXPECT_EQ(s.prefixTiles, 1);
   EXPECT_EQ(s.chunks, 64);
   EXPECT_EQ(s.tiles, 4);
-  EXPECT_EQ(rt::ringSplitGridX(s, 2), keyTiles + 2 * 63);
+  EXPECT_EQ(rt::ringSplitGridX(s, grid.partsPerKvHead), keyTiles + 63);
   // The rank's rows bound the walk: a quarter of them, a quarter the chunks.
   s = rt::ringQuerySplit(k, tokens, n, rankTiles / 4, keyTiles / 4, 2);
   EXPECT_EQ(s.chunks, 16);
@@ -154,6 +162,24 @@ TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
   KernelInfo simt = k;
   simt.path = KernelPath::Simt;
   EXPECT_EQ(rt::ringQuerySplit(simt, tokens, n, rankTiles, keyTiles, 2).chunks, 1);
+}
+
+TEST(QuerySplit, RingKeyGridTakesTheKvHeadWithMostKeys) {
+  // Two kv heads with different rows (a dilated branch's residues): the
+  // grid is as long as the longer one; a part of a kv head the spec does
+  // not have is an error that says so.
+  const std::vector<PackedPart> parts{
+      {0, {0, 4, 1000}, 0}, {0, {5000, 4, 10}, 1000}, {1, {1, 4, 300}, 1010}};
+  const rt::RingKeyGrid grid = rt::ringKeyGrid(parts, 2, 8192, 4, 128);
+  EXPECT_EQ(grid.keyTiles, 8 + 1); // kv head 0: 1000 keys, then a part of 10 (its own tile)
+  EXPECT_EQ(grid.partsPerKvHead, 2);
+  try {
+    rt::ringKeyGrid(parts, 1, 8192, 4, 128);
+    ADD_FAILURE() << "a part of kv head 1 with one kv head";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("kv head 1, the spec has 1"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(QuerySplit, EveryQueryTileOfEveryWalkOnce) {
