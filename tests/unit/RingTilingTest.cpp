@@ -52,6 +52,18 @@ ring::Part devicePart(const PackedPart &p) {
   return {p.rows.start, p.rows.step, p.rows.count, p.offset, p.kvHead};
 }
 
+/// The ring's tensor-core dK/dV kernel as the runtime's split sees it:
+/// query tiles of bm, key tiles (a CTA's keys) of bn.
+KernelInfo dkvKernel(int64_t bm, int64_t bn) {
+  KernelInfo ki;
+  ki.role = KernelRole::DkvPass;
+  ki.path = KernelPath::Mma;
+  ki.config.blockM = static_cast<int>(bm);
+  ki.config.blockN = static_cast<int>(bn);
+  ki.rowsPerCta = static_cast<int>(bn);
+  return ki;
+}
+
 /// Splits of a dK/dV grid of `keyCtas` key tiles over `parts` parts to walk
 /// (ring::WalkSplit): none, the runtime's own for this branch and tiling,
 /// every key tile chunked and each part's first tiles chunked, with random
@@ -60,12 +72,7 @@ ring::Part devicePart(const PackedPart &p) {
 std::vector<ring::WalkSplit> walkSplits(SpecGenerator &gen, const BranchPlan &b, int64_t n,
                                         int64_t queryTiles, int64_t keyCtas, int parts,
                                         int64_t bm, int64_t bn) {
-  KernelInfo ki;
-  ki.role = KernelRole::DkvPass;
-  ki.path = KernelPath::Mma;
-  ki.config.blockM = static_cast<int>(bm);
-  ki.config.blockN = static_cast<int>(bn);
-  ki.rowsPerCta = static_cast<int>(bn);
+  const KernelInfo ki = dkvKernel(bm, bn);
   return {ring::WalkSplit{keyCtas, 0, -1, 1},
           rt::ringQuerySplit(ki, b, n, queryTiles, keyCtas, parts),
           ring::WalkSplit{keyCtas, gen.uniform(1, 4), -1, static_cast<int>(gen.uniform(2, 5))},
@@ -536,12 +543,7 @@ TEST(RingTiling, DenseBackwardGridHasNoEmptyCtas) {
         const int64_t n = 8192, bm = 64, bn = 128;
         const RingPlan plan = planRing(ap, n, ranks);
         const RingSchedule schedule = scheduleRing(plan);
-        KernelInfo ki;
-        ki.role = KernelRole::DkvPass;
-        ki.path = KernelPath::Mma;
-        ki.config.blockM = static_cast<int>(bm);
-        ki.config.blockN = static_cast<int>(bn);
-        ki.rowsPerCta = static_cast<int>(bn);
+        const KernelInfo ki = dkvKernel(bm, bn);
         const int64_t w = plan::segmentLength(b.segment, n);
         for (int rank = 0; rank < ranks; ++rank) {
           const std::vector<RowRange> &shard = plan.rankPlans[rank].shard;
