@@ -157,8 +157,8 @@ RankRun::KeyGrid RankRun::keyGrid(size_t x, const std::vector<PackedPart> &parts
     queryTiles += ring::tilesPerPiece(shard_.qBegin[range], shard_.qEnd[range], w, b.dilation,
                                       ki.config.blockM);
   KeyGrid g;
-  g.partsPerKvHead = keys.partsPerKvHead;
   g.split = ringQuerySplit(ki, b, shard_.globalN, queryTiles, keys.keyTiles, keys.partsPerKvHead);
+  g.x = static_cast<unsigned>(ringSplitGridX(g.split, keys.partsPerKvHead));
   return g;
 }
 
@@ -278,7 +278,7 @@ void RankRun::branches(KernelRole role, const BlockView &packed, const BlockView
     if (role == KernelRole::DkvPass && mma) {
       const KeyGrid kg = keyGrid(x, *view.parts);
       grad.split = kg.split;
-      gx = static_cast<unsigned>(ringSplitGridX(kg.split, kg.partsPerKvHead));
+      gx = kg.x;
     } else {
       gx = rowsGrid(x);
     }

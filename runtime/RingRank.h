@@ -101,11 +101,11 @@ private:
   unsigned elementwise(size_t x, int64_t count) const;
   unsigned rowsGrid(size_t x) const;
   /// A tensor-core backward kernel's grid over the block's key tiles of one
-  /// kv head (ring::keyPiece), long query walks split (rt::ringQuerySplit;
-  /// its x: rt::ringSplitGridX over partsPerKvHead parts).
+  /// kv head (ring::keyPiece, rt::ringKeyGrid), long query walks split
+  /// (rt::ringQuerySplit), and its x (rt::ringSplitGridX).
   struct KeyGrid {
     ring::WalkSplit split;
-    int partsPerKvHead = 0;
+    unsigned x = 0;
   };
   KeyGrid keyGrid(size_t x, const std::vector<PackedPart> &parts) const;
   void zero(void *at, int64_t floats, uint32_t bits = 0) const;
