@@ -135,8 +135,10 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     p.tilesPerSegment = grid.tilesPerSegment;
     // Long walks over query tiles in several CTAs, where the module adds
     // dK/dV into fp32 accumulators in any order.
+    const int64_t fill =
+        rt::keyCtasToFill(multiprocessors_, static_cast<int64_t>(b.heads.size()) * B);
     const rt::QuerySplit split =
-        rt::querySplit(ki, b, N, grid.x, !mod.gradientsDirect && !a.deterministic);
+        rt::querySplit(ki, b, N, grid.x, fill, !mod.gradientsDirect && !a.deterministic);
     p.queryChunks = split.chunks;
     p.chunkTiles = split.tiles;
     p.keyCtas = grid.x;

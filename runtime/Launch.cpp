@@ -87,8 +87,12 @@ int64_t keptQueryTiles(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int
 
 } // namespace
 
+int64_t keyCtasToFill(int multiprocessors, int64_t slices) {
+  return plan::ceilDiv(kSplitWaves * std::max(multiprocessors, 1), std::max<int64_t>(slices, 1));
+}
+
 QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
-                      bool accumulatesInAnyOrder) {
+                      int64_t fill, bool accumulatesInAnyOrder) {
   QuerySplit s;
   const int64_t bm = ki.config.blockM;
   if (!accumulatesInAnyOrder || ki.role != KernelRole::DkvPass || ki.path != KernelPath::Mma ||
@@ -112,7 +116,9 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
   // mostly empty CTAs, each loading K and V and adding dK and dV for a tile
   // or two.
   const int64_t kept = keptQueryTiles(b, seqLen, ki.rowsPerCta, bm, walk);
-  const int64_t chunks = plan::ceilDiv(kept, perChunk);
+  int64_t chunks = plan::ceilDiv(kept, perChunk);
+  if (chunked == keyCtas)
+    chunks = std::min<int64_t>(chunks, plan::ceilDiv(fill, keyCtas));
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
   s.chunks = static_cast<int>(chunks);
@@ -122,7 +128,7 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
 }
 
 ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_t globalN,
-                               int64_t rankTiles, int64_t keyCtas, int numParts) {
+                               int64_t rankTiles, int64_t keyCtas, int numParts, int64_t fill) {
   ring::WalkSplit s{keyCtas, 0, -1, 1};
   const int64_t bm = ki.config.blockM;
   if (ki.role != KernelRole::DkvPass || ki.path != KernelPath::Mma || bm <= 0 || keyCtas <= 0 ||
@@ -145,8 +151,10 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
   // As querySplit: chunks of perChunk kept tiles, here of the rank's rows.
   const int64_t kept =
       keptQueryTiles(b, std::min(globalN, rankTiles * bm), ki.rowsPerCta, bm, walk);
-  const int64_t chunks = plan::ceilDiv(kept, perChunk);
+  int64_t chunks = plan::ceilDiv(kept, perChunk);
   const int64_t chunked = prefixTiles < 0 ? keyCtas : prefixTiles * numParts;
+  if (prefixTiles < 0)
+    chunks = std::min<int64_t>(chunks, plan::ceilDiv(fill, keyCtas));
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
   s.chunks = static_cast<int>(chunks);

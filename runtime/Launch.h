@@ -62,8 +62,19 @@ struct QuerySplit {
 /// shorter where only the few tiles holding global tokens are chunked.
 constexpr int64_t kQueryChunkTiles = 16;
 constexpr int64_t kTokenChunkTiles = 4;
+/// Where every key tile's walk is long (a strided branch, a long band), a
+/// split only pays while the key CTAs alone leave the GPU short of work:
+/// each chunk loads K and V again and adds its dK/dV (fp32 reductions of
+/// the whole key tile, the chunks of one tile on the same addresses). So
+/// such a split makes at most keyCtasToFill key CTAs per grid slice (head,
+/// batch): kSplitWaves CTAs an SM. Unbounded, the ring split dense at
+/// N = 128K (1024 key tiles on each of 12 heads) into 128 chunks a key
+/// tile, and its backward took 1.8x one GPU's time (H100, 2026-12-08).
+constexpr int64_t kSplitWaves = 8;
+int64_t keyCtasToFill(int multiprocessors, int64_t slices);
+/// `fill`: keyCtasToFill for the launch's grid (its y and z).
 QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
-                      bool accumulatesInAnyOrder);
+                      int64_t fill, bool accumulatesInAnyOrder);
 
 /// The same decision for the ring's tensor-core dK/dV kernels on one block
 /// (templates/dattn/ring_mma.cuh): walks over the rank's query tiles, at
@@ -71,9 +82,10 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
 /// residue for a strided branch), for `keyCtas` key tiles of the block's
 /// `numParts` parts. Where only global tokens make columns long, the
 /// chunked key tiles are each part's first ones (ring::WalkSplit). The
-/// ring's dK/dV partials are always fp32 reductions, so any walk may split.
+/// ring's dK/dV partials are always fp32 reductions, so any walk may split;
+/// `fill` bounds the split of every key tile as in querySplit.
 ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_t globalN,
-                               int64_t rankTiles, int64_t keyCtas, int numParts);
+                               int64_t rankTiles, int64_t keyCtas, int numParts, int64_t fill);
 /// The grid's x for a split: keyCtas + chunked key tiles x (chunks - 1).
 int64_t ringSplitGridX(const ring::WalkSplit &s, int numParts);
 

@@ -271,6 +271,7 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   c->device_ = info_.ordinal;
   c->arch_ = arch;
   c->smemOptin_ = info_.smemOptinBytes;
+  c->multiprocessors_ = info_.multiprocessors;
   // The backward modules are emitted now (text only, no NVRTC) so that
   // workspaceSizes() knows what they need; a mode no kernel supports on
   // this target says why when it is asked for.

@@ -141,6 +141,7 @@ private:
   void *context_ = nullptr;          ///< CUcontext of the GPU (its primary context)
   int device_ = 0;
   int smemOptin_ = 0;
+  int multiprocessors_ = 0; ///< the GPU's SMs: how many CTAs fill it
   std::string arch_;
   AttentionSpec spec_;
   AttentionPlan plan_;

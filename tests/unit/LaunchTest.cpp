@@ -28,6 +28,9 @@ AttentionPlan planOf(const std::string &branches, bool causal = false) {
   return planAttention(r.file.attentions.at(0));
 }
 
+// A fill no key grid reaches: the split decided by the walks alone.
+constexpr int64_t kNoFill = int64_t(1) << 40;
+
 KernelInfo dkvKernel(int bm, int bn) {
   KernelInfo k;
   k.role = KernelRole::DkvPass;
@@ -44,36 +47,70 @@ TEST(QuerySplit, LongColumnsSplitBoundedOnesDoNot) {
   // Global tokens make the first key tile's column the whole sequence: only
   // it is chunked, in chunks of kTokenChunkTiles (257 tiles bound the walk).
   const AttentionPlan global = planOf("branch { window(left = 64, right = 0) | global(tokens = 16) }");
-  const rt::QuerySplit s = rt::querySplit(k, global.branches[0], n, keyTiles, true);
+  const rt::QuerySplit s = rt::querySplit(k, global.branches[0], n, keyTiles, kNoFill, true);
   EXPECT_EQ(s.chunkedKeyCtas, 1);
   EXPECT_EQ(s.chunks, 65);
   EXPECT_EQ(s.tiles, 4);
   EXPECT_EQ(s.gridX(keyTiles), keyTiles + 64);
   // 100 tokens: two key tiles.
   const AttentionPlan tokens = planOf("branch { global(tokens = 100) }");
-  EXPECT_EQ(rt::querySplit(k, tokens.branches[0], n, keyTiles, true).chunkedKeyCtas, 2);
+  EXPECT_EQ(rt::querySplit(k, tokens.branches[0], n, keyTiles, kNoFill, true).chunkedKeyCtas, 2);
   // Order-sensitive (deterministic) or direct-write modules never split.
-  EXPECT_EQ(rt::querySplit(k, global.branches[0], n, keyTiles, false).chunks, 1);
+  EXPECT_EQ(rt::querySplit(k, global.branches[0], n, keyTiles, kNoFill, false).chunks, 1);
   // Neither does a bounded window, nor the SIMT path.
   const AttentionPlan window = planOf("branch { window(left = 200, right = 30) }");
-  EXPECT_EQ(rt::querySplit(k, window.branches[0], n, keyTiles, true).chunks, 1);
+  EXPECT_EQ(rt::querySplit(k, window.branches[0], n, keyTiles, kNoFill, true).chunks, 1);
   KernelInfo simt = k;
   simt.path = KernelPath::Simt;
-  EXPECT_EQ(rt::querySplit(simt, global.branches[0], n, keyTiles, true).chunks, 1);
+  EXPECT_EQ(rt::querySplit(simt, global.branches[0], n, keyTiles, kNoFill, true).chunks, 1);
   // A long window and global tokens: every key tile is chunked.
   const AttentionPlan wide = planOf("branch { window(left = 3000, right = 0) | global(tokens = 8) }");
-  const rt::QuerySplit w = rt::querySplit(k, wide.branches[0], n, keyTiles, true);
+  const rt::QuerySplit w = rt::querySplit(k, wide.branches[0], n, keyTiles, kNoFill, true);
   EXPECT_EQ(w.chunkedKeyCtas, keyTiles);
   EXPECT_EQ(w.chunks, 17);
   // A causal unbounded dilated segment (strided: 8192 compact rows, 128
   // key CTAs of 64): all of them, in chunks of 16 tiles.
   const AttentionPlan dilated =
       planOf("branch { dilated(segment = inf, dilation = 2, offset = head) }", true);
-  const rt::QuerySplit d = rt::querySplit(k, dilated.branches[0], n, 128, true);
+  const rt::QuerySplit d = rt::querySplit(k, dilated.branches[0], n, 128, kNoFill, true);
   EXPECT_EQ(d.chunks, 8);
   EXPECT_EQ(d.tiles, 16);
   EXPECT_EQ(d.chunkedKeyCtas, 128);
   EXPECT_EQ(d.gridX(128), 128 * 8);
+}
+
+// Chunks of every key tile only until the grid fills the GPU: each chunk
+// loads K and V again and adds its dK/dV by fp32 reductions on the key
+// tile's addresses. Dense at 128K on an H100 (132 SMs, 12 heads) has 12288
+// key CTAs, eleven times kSplitWaves an SM: no split (the ring split each
+// key tile into 128 chunks, and its backward took 1.8x one GPU's time).
+TEST(QuerySplit, EveryKeyTileSplitsOnlyUntilTheGpuIsFull) {
+  const int64_t fill12 = rt::keyCtasToFill(132, 12);
+  EXPECT_EQ(fill12, 88);
+  EXPECT_EQ(rt::keyCtasToFill(132, 1), rt::kSplitWaves * 132);
+  EXPECT_EQ(rt::keyCtasToFill(0, 0), rt::kSplitWaves) << "unknown SMs and slices count as one";
+  const KernelInfo k = dkvKernel(64, 128);
+  const AttentionPlan dense = planOf("branch { dilated(segment = inf, dilation = 1) }");
+  const BranchPlan &b = dense.branches.at(0);
+  int64_t n = 131072;
+  EXPECT_EQ(rt::querySplit(k, b, n, n / 128, fill12, true).chunks, 1);
+  EXPECT_EQ(rt::ringQuerySplit(k, b, n, n / 64, n / 128, 1, fill12).chunks, 1);
+  // Unbounded: 128 chunks of 16 tiles each.
+  EXPECT_EQ(rt::querySplit(k, b, n, n / 128, kNoFill, true).chunks, 128);
+  EXPECT_EQ(rt::ringQuerySplit(k, b, n, n / 64, n / 128, 1, kNoFill).chunks, 128);
+  // 16 key tiles (N = 2048) of 12 heads against 88 wanted would take 6
+  // chunks, but a chunk keeps at least 16 of the walk's 32 tiles.
+  n = 2048;
+  const rt::QuerySplit s = rt::querySplit(k, b, n, n / 128, fill12, true);
+  EXPECT_EQ(s.chunks, 2) << "32 query tiles allow two chunks of 16";
+  n = 16384;
+  const rt::QuerySplit m = rt::querySplit(k, b, n, n / 128, rt::keyCtasToFill(132, 1), true);
+  EXPECT_EQ(m.chunks, 9) << "1056 wanted of 128 key tiles";
+  EXPECT_GE(m.tiles * m.chunks, n / 64) << "the chunks must cover the walk";
+  EXPECT_GE(m.gridX(n / 128), rt::keyCtasToFill(132, 1));
+  // Global tokens chunk only their own tiles, for balance: not capped.
+  const AttentionPlan tokens = planOf("branch { window(left = 64, right = 0) | global(tokens = 16) }");
+  EXPECT_EQ(rt::querySplit(dkvKernel(64, 64), tokens.branches[0], n, n / 64, 1, true).chunks, 65);
 }
 
 TEST(QuerySplit, SparseBlocksSplitByTheTilesTheyKeep) {
@@ -86,28 +123,28 @@ TEST(QuerySplit, SparseBlocksSplitByTheTilesTheyKeep) {
   const AttentionPlan bigbird = planOf("branch { window(left = 256, right = 256) | "
                                        "global(tokens = 64) | random(block = 64, density = 0.1, "
                                        "seed = 1) }");
-  const rt::QuerySplit s = rt::querySplit(k, bigbird.branches[0], n, keyTiles, true);
+  const rt::QuerySplit s = rt::querySplit(k, bigbird.branches[0], n, keyTiles, kNoFill, true);
   EXPECT_EQ(s.chunks, 3);
   EXPECT_EQ(s.chunkedKeyCtas, keyTiles);
   EXPECT_GE(s.tiles * s.chunks, keyTiles + 1) << "the chunks must cover the walk";
   // Nine block pairs in ten kept (density 1 plans as dense): about 233
   // tiles of a column, 15 chunks.
   const AttentionPlan dense = planOf("branch { random(block = 64, density = 0.9, seed = 1) }");
-  EXPECT_EQ(rt::querySplit(k, dense.branches[0], n, keyTiles, true).chunks, 15);
+  EXPECT_EQ(rt::querySplit(k, dense.branches[0], n, keyTiles, kNoFill, true).chunks, 15);
   // Dilated blocks keep 1 + 2 rates blocks of a column: no split.
   const AttentionPlan dilated = planOf("branch { dilated_blocks(block = 64, rates = [1, 4, 16]) }");
-  EXPECT_EQ(rt::querySplit(k, dilated.branches[0], n, keyTiles, true).chunks, 1);
+  EXPECT_EQ(rt::querySplit(k, dilated.branches[0], n, keyTiles, kNoFill, true).chunks, 1);
   // GpuBackward.LongKeyColumnsSplitAcrossCtas's random blocks at N = 2500:
   // 2 chunks of 21 of the walk's 41 tiles.
   const AttentionPlan gpuCase = planOf("branch { window(left = 30, right = 30) | "
                                        "global(tokens = 7) | random(block = 64, density = 0.6, "
                                        "seed = 9) }");
-  const rt::QuerySplit g = rt::querySplit(k, gpuCase.branches[0], 2500, 40, true);
+  const rt::QuerySplit g = rt::querySplit(k, gpuCase.branches[0], 2500, 40, kNoFill, true);
   EXPECT_EQ(g.chunks, 2);
   EXPECT_EQ(g.tiles, 21);
   // A block mask (known at run time only) keeps the range as the work.
   const AttentionPlan masked = planOf("branch { block_mask(block = 64) }");
-  EXPECT_EQ(rt::querySplit(k, masked.branches[0], n, keyTiles, true).chunks, 17);
+  EXPECT_EQ(rt::querySplit(k, masked.branches[0], n, keyTiles, kNoFill, true).chunks, 17);
 }
 
 TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
@@ -130,19 +167,19 @@ TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
   const BranchPlan &tokens = global.branches.at(0);
   ASSERT_EQ(tokens.kind, BranchKind::Blocks);
   ring::WalkSplit s =
-      rt::ringQuerySplit(k, tokens, n, rankTiles, keyTiles, grid.partsPerKvHead);
+      rt::ringQuerySplit(k, tokens, n, rankTiles, keyTiles, grid.partsPerKvHead, kNoFill);
   EXPECT_EQ(s.prefixTiles, 1);
   EXPECT_EQ(s.chunks, 64);
   EXPECT_EQ(s.tiles, 4);
   EXPECT_EQ(rt::ringSplitGridX(s, grid.partsPerKvHead), keyTiles + 63);
   // The rank's rows bound the walk: a quarter of them, a quarter the chunks.
-  s = rt::ringQuerySplit(k, tokens, n, rankTiles / 4, keyTiles / 4, 2);
+  s = rt::ringQuerySplit(k, tokens, n, rankTiles / 4, keyTiles / 4, 2, kNoFill);
   EXPECT_EQ(s.chunks, 16);
   // The strided member: every key tile, in chunks of 16 of the rank's 64
   // compact query tiles.
   const BranchPlan &strided = global.branches.at(1);
   ASSERT_EQ(strided.kind, BranchKind::Strided);
-  s = rt::ringQuerySplit(k, strided, n, rankTiles / 4, 32, 2);
+  s = rt::ringQuerySplit(k, strided, n, rankTiles / 4, 32, 2, kNoFill);
   EXPECT_EQ(s.prefixTiles, -1);
   EXPECT_EQ(s.chunks, 4);
   EXPECT_EQ(s.tiles, 16);
@@ -152,16 +189,16 @@ TEST(QuerySplit, RingWalksSplitByTheRanksRows) {
   const AttentionPlan random = planOf(
       "branch { window(left = 256, right = 0) | random(block = 64, density = 0.1, seed = 3) }",
       true);
-  s = rt::ringQuerySplit(k, random.branches[0], n, rankTiles, keyTiles, 2);
+  s = rt::ringQuerySplit(k, random.branches[0], n, rankTiles, keyTiles, 2, kNoFill);
   EXPECT_EQ(s.chunks, 3);
   EXPECT_GE(s.tiles * s.chunks, rankTiles);
   // A short window is never split, nor a rank of few rows.
   const AttentionPlan window = planOf("branch { window(left = 300, right = 0) }", true);
-  EXPECT_EQ(rt::ringQuerySplit(k, window.branches[0], n, rankTiles, keyTiles, 2).chunks, 1);
-  EXPECT_EQ(rt::ringQuerySplit(k, tokens, n, 4, keyTiles, 2).chunks, 1);
+  EXPECT_EQ(rt::ringQuerySplit(k, window.branches[0], n, rankTiles, keyTiles, 2, kNoFill).chunks, 1);
+  EXPECT_EQ(rt::ringQuerySplit(k, tokens, n, 4, keyTiles, 2, kNoFill).chunks, 1);
   KernelInfo simt = k;
   simt.path = KernelPath::Simt;
-  EXPECT_EQ(rt::ringQuerySplit(simt, tokens, n, rankTiles, keyTiles, 2).chunks, 1);
+  EXPECT_EQ(rt::ringQuerySplit(simt, tokens, n, rankTiles, keyTiles, 2, kNoFill).chunks, 1);
 }
 
 TEST(QuerySplit, RingKeyGridTakesTheKvHeadWithMostKeys) {
@@ -242,7 +279,7 @@ TEST(QuerySplit, ChunksCoverEveryKeyTilesWalk) {
               continue;
             for (int64_t n : {1000, 6000}) {
               const int64_t keyTiles = plan::ceilDiv(n, bn);
-              const rt::QuerySplit s = rt::querySplit(dkvKernel(bm, bn), b, n, keyTiles, true);
+              const rt::QuerySplit s = rt::querySplit(dkvKernel(bm, bn), b, n, keyTiles, kNoFill, true);
               const int64_t cover = s.chunks == 1 ? INT64_MAX : s.chunks * s.tiles;
               splits += s.chunks > 1;
               for (size_t h = 0; h < b.heads.size(); ++h) {

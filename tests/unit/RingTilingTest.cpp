@@ -74,7 +74,7 @@ std::vector<ring::WalkSplit> walkSplits(SpecGenerator &gen, const BranchPlan &b,
                                         int64_t bm, int64_t bn) {
   const KernelInfo ki = dkvKernel(bm, bn);
   return {ring::WalkSplit{keyCtas, 0, -1, 1},
-          rt::ringQuerySplit(ki, b, n, queryTiles, keyCtas, parts),
+          rt::ringQuerySplit(ki, b, n, queryTiles, keyCtas, parts, int64_t(1) << 40),
           ring::WalkSplit{keyCtas, gen.uniform(1, 4), -1, static_cast<int>(gen.uniform(2, 5))},
           ring::WalkSplit{keyCtas, gen.uniform(1, 3), gen.uniform(1, 2),
                           static_cast<int>(gen.uniform(2, 6))}};
@@ -570,7 +570,8 @@ TEST(RingTiling, DenseBackwardGridHasNoEmptyCtas) {
             rp.numParts = static_cast<int>(device.size());
             const rt::RingKeyGrid keys = rt::ringKeyGrid(blocks[bi], spec.kvHeads, w, 1, bn);
             const ring::WalkSplit split =
-                rt::ringQuerySplit(ki, b, n, queryTiles, keys.keyTiles, keys.partsPerKvHead);
+                rt::ringQuerySplit(ki, b, n, queryTiles, keys.keyTiles, keys.partsPerKvHead,
+                                   rt::keyCtasToFill(132, spec.heads));
             const int64_t gx = rt::ringSplitGridX(split, keys.partsPerKvHead);
             int64_t empty = 0;
             for (int head = 0; head < spec.heads; ++head) {
