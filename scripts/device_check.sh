@@ -312,33 +312,47 @@ if wantAll python; then
 fi
 if want nccl; then
   # Parts (DATTN_NCCL_PARTS, default all): tests examples faults perf.
+  # The ring has P = DATTN_NCCL_RANKS ranks (default: every GPU), one a
+  # GPU: two on nvidia-h200-x2, 4 or 8 for issue 10's scaling runs.
   parts=" ${DATTN_NCCL_PARTS:-tests examples faults perf} "
   part() { [[ "$parts" == *" $1 "* ]]; }
   export NCCL_NVLS_ENABLE=0 DATTN_RING_TIMEOUT=${DATTN_RING_TIMEOUT:-30}
+  P=${DATTN_NCCL_RANKS:-$(nvidia-smi -L | grep -c '^GPU')}
   nccl_fail=0
+  if [ "$P" -lt 2 ]; then
+    echo "FAILED: the nccl mode needs two GPUs or more, this machine has $P"
+    parts=" " nccl_fail=1
+  fi
   if part tests; then
     timeout 300 build/tests/gpu/dattn_gpu_tests --gtest_filter='GpuNcclRing*' \
       > "$OUT/nccl_tests.log" 2>&1 || { nccl_fail=1; echo "FAILED: GpuNcclRing tests"; }
     tail -3 "$OUT/nccl_tests.log"
   fi
-  # The environment of a rank of a two-process ring, as torchrun would set it.
-  rankEnv() { echo RANK=$1 WORLD_SIZE=2 LOCAL_RANK=$1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$2; }
-  # Runs both ranks (each under a time limit, so a hang fails instead of
-  # eating the call); $1 names the logs, the rest are dattn run's arguments.
-  # Sets r0 and r1 to their exit statuses.
-  twoRanks() {
-    local name=$1
+  # The environment of rank $1 of a P-process ring, as torchrun would set it.
+  rankEnv() { echo RANK=$1 WORLD_SIZE=$P LOCAL_RANK=$1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$2; }
+  # Runs every rank as a process (each under a time limit, so a hang fails
+  # instead of eating the call); $1 names the logs (nccl_$1R.log for rank
+  # R), the rest are dattn run's arguments. Sets rcs to the exit statuses
+  # (rank 0 first) and ranks_ok to 1 if all are 0.
+  allRanks() {
+    local name=$1 r pids=()
     shift
     port=$((port + 2))
-    env $(rankEnv 0 $port) timeout 240 build/bin/dattn run "$@" --device gpu --ranks 2 \
-      > "$OUT/nccl_${name}0.log" 2>&1 &
-    local p0=$!
-    env $(rankEnv 1 $port) timeout 240 build/bin/dattn run "$@" --device gpu --ranks 2 \
-      > "$OUT/nccl_${name}1.log" 2>&1
-    r1=$?
-    wait $p0
-    r0=$?
+    for r in $(seq 0 $((P - 1))); do
+      env $(rankEnv $r $port) timeout 240 build/bin/dattn run "$@" --device gpu --ranks $P \
+        > "$OUT/nccl_${name}$r.log" 2>&1 &
+      pids+=($!)
+    done
+    rcs="" ranks_ok=1
+    for r in $(seq 0 $((P - 1))); do
+      wait ${pids[$r]}
+      local rc=$?
+      rcs="$rcs $rc"
+      [ $rc = 0 ] || ranks_ok=0
+    done
   }
+  # The logs of every rank of an allRanks run named $1.
+  rankLogs() { local r; for r in $(seq 0 $((P - 1))); do echo "$OUT/nccl_$1$r.log"; done; }
   # The bytes on the wire against plan-ring's: the `moved` figures of the
   # logs given (every process of one ring run, one run each) add up to the
   # plan's totals times the batch, forward and backward.
@@ -365,15 +379,15 @@ if want nccl; then
   if part examples; then
     for f in examples/*.dattn; do
       for name in $(build/bin/dattn check "$f" | sed -n 's/^attention \([a-z_0-9]*\) {/\1/p'); do
-        timeout 240 build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --ranks 2 \
+        timeout 240 build/bin/dattn run "$f" --name "$name" --seq 4096 --device gpu --ranks $P \
           --backward --check --iters 3 > "$OUT/nccl_run.log" 2>&1 ||
           { nccl_fail=1; echo "FAILED (one process): $name"; }
         cat "$OUT/nccl_run.log" >> "$OUT/nccl_one_process.log"
         echo "$name, one process: $(movedMatches "$OUT/nccl_run.log")" | tee -a "$OUT/nccl_bytes.log"
-        twoRanks "rank_${name}_" "$f" --name "$name" --seq 4096 --backward --check --iters 3
-        [ $r0 = 0 ] && [ $r1 = 0 ] || { nccl_fail=1; echo "FAILED (two processes): $name: $r0 $r1"; }
-        echo "$name, two processes: $(movedMatches "$OUT/nccl_rank_${name}_0.log" \
-          "$OUT/nccl_rank_${name}_1.log")" | tee -a "$OUT/nccl_bytes.log"
+        allRanks "rank_${name}_" "$f" --name "$name" --seq 4096 --backward --check --iters 3
+        [ $ranks_ok = 1 ] || { nccl_fail=1; echo "FAILED ($P processes): $name:$rcs"; }
+        echo "$name, $P processes: $(movedMatches $(rankLogs "rank_${name}_"))" |
+          tee -a "$OUT/nccl_bytes.log"
       done
     done
     grep -hE "^ring of|^moved|^memory|^check|^gradient check|^backward" \
@@ -385,83 +399,101 @@ if want nccl; then
     for f in ${DATTN_NCCL_RAGGED:-dense_ring:dense_causal_ring longnet_whole_sequence causal_ring}; do
       example_args "$f"
       timeout 240 build/bin/dattn run "examples/$file.dattn" "${named[@]}" --seq 3000 --device gpu \
-        --ranks 2 --backward --check --iters 3 > "$OUT/nccl_run.log" 2>&1 ||
+        --ranks $P --backward --check --iters 3 > "$OUT/nccl_run.log" 2>&1 ||
         { nccl_fail=1; echo "FAILED (one process, N = 3000): $f"; }
       cat "$OUT/nccl_run.log" >> "$OUT/nccl_ragged.log"
       echo "$f at 3000, one process: $(movedMatches "$OUT/nccl_run.log")" |
         tee -a "$OUT/nccl_bytes.log"
-      twoRanks "ragged_${f//:/_}_" "examples/$file.dattn" "${named[@]}" --seq 3000 --backward \
+      allRanks "ragged_${f//:/_}_" "examples/$file.dattn" "${named[@]}" --seq 3000 --backward \
         --check --iters 3
-      [ $r0 = 0 ] && [ $r1 = 0 ] ||
-        { nccl_fail=1; echo "FAILED (two processes, N = 3000): $f: $r0 $r1"; }
-      echo "$f at 3000, two processes: $(movedMatches "$OUT/nccl_ragged_${f//:/_}_0.log" \
-        "$OUT/nccl_ragged_${f//:/_}_1.log")" | tee -a "$OUT/nccl_bytes.log"
+      [ $ranks_ok = 1 ] || { nccl_fail=1; echo "FAILED ($P processes, N = 3000): $f:$rcs"; }
+      echo "$f at 3000, $P processes: $(movedMatches $(rankLogs "ragged_${f//:/_}_"))" |
+        tee -a "$OUT/nccl_bytes.log"
     done
     grep -q "NOT AS PLANNED" "$OUT/nccl_bytes.log" && nccl_fail=1
   fi
   if part faults; then
-    # Mismatched plans: rank 1 was given another sequence length.
+    # Mismatched plans: the last rank was given another sequence length;
+    # every rank must fail saying the ranks disagree.
     port=$((port + 2))
-    env $(rankEnv 0 $port) timeout 120 build/bin/dattn run examples/dense_ring.dattn --seq 4096 \
-      --device gpu --ranks 2 > "$OUT/nccl_mismatch0.log" 2>&1 &
-    p0=$!
-    env $(rankEnv 1 $port) timeout 120 build/bin/dattn run examples/dense_ring.dattn --seq 8192 \
-      --device gpu --ranks 2 > "$OUT/nccl_mismatch1.log" 2>&1
-    r1=$?
-    wait $p0
-    r0=$?
-    if [ $r0 = 0 ] || [ $r1 = 0 ] || ! grep -q disagree "$OUT/nccl_mismatch0.log" ||
-       ! grep -q disagree "$OUT/nccl_mismatch1.log"; then
-      nccl_fail=1
-      echo "FAILED: mismatched plans ($r0, $r1)"
-    fi
+    pids=()
+    for r in $(seq 0 $((P - 1))); do
+      seq=4096
+      [ $r = $((P - 1)) ] && seq=8192
+      env $(rankEnv $r $port) timeout 120 build/bin/dattn run examples/dense_ring.dattn \
+        --seq $seq --device gpu --ranks $P > "$OUT/nccl_mismatch$r.log" 2>&1 &
+      pids+=($!)
+    done
+    for r in $(seq 0 $((P - 1))); do
+      wait ${pids[$r]}
+      rc=$?
+      if [ $rc = 0 ] || ! grep -q disagree "$OUT/nccl_mismatch$r.log"; then
+        nccl_fail=1
+        echo "FAILED: mismatched plans, rank $r exited with $rc"
+      fi
+    done
     tail -1 "$OUT/nccl_mismatch0.log"
-    # A killed peer: rank 1 dies mid-run; rank 0 must fail within the
-    # timeout. Each rank is started as a plain command, so $! is the dattn
-    # process itself (a function run in the background would be a subshell,
-    # and killing it would leave dattn running).
+    # A killed peer: the last rank dies mid-run; every other rank must fail
+    # within the timeout. Each rank is started as a plain command, so $! is
+    # the dattn process itself (a function run in the background would be a
+    # subshell, and killing it would leave dattn running).
     port=$((port + 2))
-    env $(rankEnv 0 $port) build/bin/dattn run examples/dense_ring.dattn --seq 65536 \
-      --device gpu --ranks 2 --iters 100000 > "$OUT/nccl_killed0.log" 2>&1 &
-    p0=$!
-    env $(rankEnv 1 $port) build/bin/dattn run examples/dense_ring.dattn --seq 65536 \
-      --device gpu --ranks 2 --iters 100000 > "$OUT/nccl_killed1.log" 2>&1 &
-    p1=$!
+    pids=()
+    for r in $(seq 0 $((P - 1))); do
+      env $(rankEnv $r $port) build/bin/dattn run examples/dense_ring.dattn --seq 65536 \
+        --device gpu --ranks $P --iters 100000 > "$OUT/nccl_killed$r.log" 2>&1 &
+      pids+=($!)
+    done
     sleep 40
-    kill -9 $p1
+    kill -9 ${pids[$((P - 1))]}
     t0=$(date +%s)
-    # The survivor gets the ring's timeout and 60 s more, then is killed.
-    ( sleep $((DATTN_RING_TIMEOUT + 60)); kill -9 $p0 2> /dev/null ) &
+    # The survivors get the ring's timeout and 60 s more, then are killed.
+    ( sleep $((DATTN_RING_TIMEOUT + 60)); kill -9 "${pids[@]}" 2> /dev/null ) &
     watchdog=$!
-    wait $p0
-    r0=$?
-    t1=$(date +%s)
+    for r in $(seq 0 $((P - 2))); do
+      wait ${pids[$r]}
+      rc=$?
+      t1=$(date +%s)
+      echo "killed peer: rank $r exited with $rc after $((t1 - t0)) s (timeout $DATTN_RING_TIMEOUT s)"
+      if [ $rc = 0 ] || [ $rc = 137 ] || [ $((t1 - t0)) -gt $((DATTN_RING_TIMEOUT + 30)) ]; then
+        nccl_fail=1
+        echo "FAILED: killed peer (rank $r)"
+      fi
+    done
     kill $watchdog 2> /dev/null
-    echo "killed peer: survivor exited with $r0 after $((t1 - t0)) s (timeout $DATTN_RING_TIMEOUT s)"
     tail -2 "$OUT/nccl_killed0.log"
-    if [ $r0 = 0 ] || [ $r0 = 137 ] || [ $((t1 - t0)) -gt $((DATTN_RING_TIMEOUT + 30)) ]; then
-      nccl_fail=1
-      echo "FAILED: killed peer"
-    fi
   fi
   if part perf; then
-    # Efficiency T1 / (P T_P), dense and dense causal at 128K.
-    for spec in bench/dense.dattn examples/dense_ring.dattn; do
-      timeout 200 build/bin/dattn run $spec --seq 131072 --device gpu --iters 10 --backward 2>&1 |
-        grep -E "^gpu|^backward|time" | sed "s|^|one gpu  $spec: |" | tee -a "$OUT/nccl_efficiency.log"
-      timeout 200 build/bin/dattn run $spec --seq 131072 --device gpu --ranks 2 --iters 10 \
-        --backward 2>&1 | grep -E "^ring of|^backward" | sed "s|^|2 ranks  $spec: |" |
+    # Efficiency T1 / (P T_P): dense and dense causal at DATTN_NCCL_SEQ
+    # (default 128K on two GPUs, issue 10's 256K on four and 512K on
+    # eight), the whole-sequence LongNet at DATTN_NCCL_LONGNET_SEQ (1M; 2M
+    # on eight), each one GPU, then one process per rank, with the bytes
+    # moved and the memory a rank holds.
+    dseq=${DATTN_NCCL_SEQ:-$((65536 * P))}
+    lseq=${DATTN_NCCL_LONGNET_SEQ:-$([ $P -ge 8 ] && echo 2097152 || echo 1048576)}
+    for run in "bench/dense.dattn $dseq" "examples/dense_ring.dattn $dseq" \
+        "examples/longnet_whole_sequence.dattn $lseq"; do
+      read -r spec n <<< "$run"
+      name="perf_$(basename "$spec" .dattn)_"
+      timeout 300 build/bin/dattn run "$spec" --seq "$n" --device gpu --iters 10 --backward 2>&1 |
+        grep -E "^gpu|^backward|time" | sed "s|^|one gpu  $spec N = $n: |" |
         tee -a "$OUT/nccl_efficiency.log"
+      allRanks "$name" "$spec" --seq "$n" --iters 10 --backward
+      [ $ranks_ok = 1 ] || { nccl_fail=1; echo "FAILED ($P processes): $spec at $n:$rcs"; }
+      grep -hE "^ring of|^backward|^moved|^memory" $(rankLogs "$name") |
+        sed "s|^|$P ranks  $spec N = $n: |" | tee -a "$OUT/nccl_efficiency.log"
+      echo "$spec at $n: $(movedMatches $(rankLogs "$name"))" | tee -a "$OUT/nccl_efficiency.log"
     done
-    # PyTorch's context parallelism on the same shapes, same run (the baseline
-    # of T1 / (P TP)); then the Python ring's training step under torchrun.
+    # PyTorch's context parallelism on the dense shapes, same run (the
+    # baseline of T1 / (P TP)); then the Python ring's training step under
+    # torchrun.
     for causal in "" --causal; do
-      timeout 200 python3 -m torch.distributed.run --nproc-per-node 2 \
-        bench/torch_context_parallel.py --seq 131072 $causal 2>&1 |
+      timeout 300 python3 -m torch.distributed.run --nproc-per-node $P \
+        bench/torch_context_parallel.py --seq $dseq $causal 2>&1 |
         grep -E "^#|^torch context|Error" | tee -a "$OUT/nccl_efficiency.log"
     done
     PYTHONPATH=build-py312/python timeout 200 python3 -m torch.distributed.run \
-      --nproc-per-node 2 examples/python/train_longnet.py --ring --seq 16384 --steps 4 \
+      --nproc-per-node $P examples/python/train_longnet.py --ring --seq 16384 --steps 4 \
       > "$OUT/nccl_train.log" 2>&1 || { nccl_fail=1; echo "FAILED: the torchrun training example"; }
     tail -3 "$OUT/nccl_train.log"
   fi
