@@ -136,7 +136,7 @@ void CompiledAttention::backward(const BackwardArgs &a) {
     // Long walks over query tiles in several CTAs, where the module adds
     // dK/dV into fp32 accumulators in any order.
     const int64_t fill =
-        rt::keyCtasToFill(multiprocessors_, static_cast<int64_t>(b.heads.size()) * B);
+        rt::keyCtasToFill(multiprocessors_, static_cast<int64_t>(b.heads.size()) * B, splitWaves_);
     const rt::QuerySplit split =
         rt::querySplit(ki, b, N, grid.x, fill, !mod.gradientsDirect && !a.deterministic);
     p.queryChunks = split.chunks;

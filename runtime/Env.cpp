@@ -71,6 +71,18 @@ double ringTimeoutSeconds() {
   return s;
 }
 
+int splitWaves() {
+  const char *v = std::getenv("DATTN_SPLIT_WAVES");
+  if (!v || !*v)
+    return 0;
+  char *end = nullptr;
+  const long w = std::strtol(v, &end, 10);
+  if (*end != '\0' || w < 1 || w > 1024)
+    throw Error(std::string("DATTN_SPLIT_WAVES='") + v +
+                "' is not a whole number of CTAs an SM from 1 to 1024 (default 8)");
+  return static_cast<int>(w);
+}
+
 bool verbose() {
   const char *v = std::getenv("DATTN_VERBOSE");
   return v && *v && std::strcmp(v, "0") != 0;

@@ -87,8 +87,9 @@ int64_t keptQueryTiles(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int
 
 } // namespace
 
-int64_t keyCtasToFill(int multiprocessors, int64_t slices) {
-  return plan::ceilDiv(kSplitWaves * std::max(multiprocessors, 1), std::max<int64_t>(slices, 1));
+int64_t keyCtasToFill(int multiprocessors, int64_t slices, int waves) {
+  return plan::ceilDiv(int64_t(std::max(waves, 1)) * std::max(multiprocessors, 1),
+                       std::max<int64_t>(slices, 1));
 }
 
 QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,

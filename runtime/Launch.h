@@ -70,8 +70,8 @@ constexpr int64_t kTokenChunkTiles = 4;
 /// batch): kSplitWaves CTAs an SM. Unbounded, the ring split dense at
 /// N = 128K (1024 key tiles on each of 12 heads) into 128 chunks a key
 /// tile, and its backward took 1.8x one GPU's time (H100, 2026-12-08).
-constexpr int64_t kSplitWaves = 8;
-int64_t keyCtasToFill(int multiprocessors, int64_t slices);
+constexpr int kSplitWaves = 8;
+int64_t keyCtasToFill(int multiprocessors, int64_t slices, int waves = kSplitWaves);
 /// `fill`: keyCtasToFill for the launch's grid (its y and z).
 QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen, int64_t keyCtas,
                       int64_t fill, bool accumulatesInAnyOrder);

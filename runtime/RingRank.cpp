@@ -159,7 +159,8 @@ RankRun::KeyGrid RankRun::keyGrid(size_t x, const std::vector<PackedPart> &parts
   KeyGrid g;
   // The grid's y and z: the branch's heads and the batch (branches()).
   const int64_t fill = keyCtasToFill(attention_.multiprocessors_,
-                                     static_cast<int64_t>(b.heads.size()) * batch_);
+                                     static_cast<int64_t>(b.heads.size()) * batch_,
+                                     attention_.splitWaves_);
   g.split = ringQuerySplit(ki, b, shard_.globalN, queryTiles, keys.keyTiles, keys.partsPerKvHead,
                            fill);
   g.x = static_cast<unsigned>(ringSplitGridX(g.split, keys.partsPerKvHead));

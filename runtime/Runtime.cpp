@@ -5,6 +5,7 @@
 #include "Context.h"
 #include "EmbeddedTemplates.h"
 #include "KernelCache.h"
+#include "Launch.h"
 #include "Libraries.h"
 #include "ModuleLoader.h"
 #include "Nvrtc.h"
@@ -272,6 +273,7 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   c->arch_ = arch;
   c->smemOptin_ = info_.smemOptinBytes;
   c->multiprocessors_ = info_.multiprocessors;
+  c->splitWaves_ = env::splitWaves() ? env::splitWaves() : rt::kSplitWaves;
   // The backward modules are emitted now (text only, no NVRTC) so that
   // workspaceSizes() knows what they need; a mode no kernel supports on
   // this target says why when it is asked for.

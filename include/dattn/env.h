@@ -24,6 +24,10 @@
 //                     caller's stream (the default runs them side by side
 //                     on streams of their own, runtime/BranchStreams.h).
 //                     Read when an attention is compiled.
+//   DATTN_SPLIT_WAVES CTAs an SM at which the backward's split of every key
+//                     tile's query walk stops (default 8, rt::kSplitWaves;
+//                     runtime/Launch.h): for trials. Read when an attention
+//                     is compiled.
 #pragma once
 
 #include <string>
@@ -52,5 +56,7 @@ std::vector<std::string> preferredFamilies();
 bool splitUnions();
 /// true unless DATTN_BRANCH_STREAMS is "0".
 bool branchStreams();
+/// DATTN_SPLIT_WAVES (1 to 1024), or 0 if unset; throws Error otherwise.
+int splitWaves();
 
 } // namespace dattn::env

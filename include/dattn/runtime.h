@@ -142,6 +142,7 @@ private:
   int device_ = 0;
   int smemOptin_ = 0;
   int multiprocessors_ = 0; ///< the GPU's SMs: how many CTAs fill it
+  int splitWaves_ = 8;      ///< DATTN_SPLIT_WAVES when compiled, else rt::kSplitWaves
   std::string arch_;
   AttentionSpec spec_;
   AttentionPlan plan_;

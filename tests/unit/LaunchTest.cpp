@@ -8,11 +8,14 @@
 #include "dattn/backward_params.cuh"
 #include "dattn/compiler.h"
 #include "dattn/emit.h"
+#include "dattn/env.h"
+#include "dattn/error.h"
 #include "dattn/dsl.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -111,6 +114,27 @@ TEST(QuerySplit, EveryKeyTileSplitsOnlyUntilTheGpuIsFull) {
   // Global tokens chunk only their own tiles, for balance: not capped.
   const AttentionPlan tokens = planOf("branch { window(left = 64, right = 0) | global(tokens = 16) }");
   EXPECT_EQ(rt::querySplit(dkvKernel(64, 64), tokens.branches[0], n, n / 64, 1, true).chunks, 65);
+}
+
+// DATTN_SPLIT_WAVES moves the fill for trials; a value that is not a whole
+// number of CTAs an SM in [1, 1024] is an error that names the variable.
+TEST(QuerySplit, SplitWavesKnob) {
+  EXPECT_EQ(rt::keyCtasToFill(132, 12, 16), 176);
+  EXPECT_EQ(rt::keyCtasToFill(132, 12, 0), 11) << "no waves count as one";
+  ::unsetenv("DATTN_SPLIT_WAVES");
+  EXPECT_EQ(env::splitWaves(), 0);
+  ::setenv("DATTN_SPLIT_WAVES", "4", 1);
+  EXPECT_EQ(env::splitWaves(), 4);
+  for (const char *bad : {"0", "-2", "8x", "2000"}) {
+    ::setenv("DATTN_SPLIT_WAVES", bad, 1);
+    try {
+      env::splitWaves();
+      ADD_FAILURE() << "DATTN_SPLIT_WAVES=" << bad << " was taken";
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find("DATTN_SPLIT_WAVES"), std::string::npos) << e.what();
+    }
+  }
+  ::unsetenv("DATTN_SPLIT_WAVES");
 }
 
 TEST(QuerySplit, SparseBlocksSplitByTheTilesTheyKeep) {
