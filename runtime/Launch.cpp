@@ -85,6 +85,15 @@ int64_t keptQueryTiles(const BranchPlan &b, int64_t seqLen, int64_t keyRows, int
   return std::min(walk, tiles);
 }
 
+/// A split's chunk count: perChunk of the walk's `kept` tiles a chunk;
+/// where every key tile is chunked (not only global tokens' tiles), no
+/// more chunks than the grid needs to reach `fill` key CTAs.
+int64_t chunkCount(int64_t kept, int64_t perChunk, bool everyKeyTile, int64_t keyCtas,
+                   int64_t fill) {
+  const int64_t chunks = plan::ceilDiv(kept, perChunk);
+  return everyKeyTile ? std::min<int64_t>(chunks, plan::ceilDiv(fill, keyCtas)) : chunks;
+}
+
 } // namespace
 
 int64_t keyCtasToFill(int multiprocessors, int64_t slices, int waves) {
@@ -101,6 +110,7 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
     return s;
   int64_t walk; // query tiles one key tile's CTA walks, at most
   int64_t chunked = keyCtas, perChunk = kQueryChunkTiles;
+  bool tokensOnly = false; // only the tiles holding global tokens are chunked
   if (b.kind == BranchKind::Strided) {
     const int64_t w = plan::segmentLength(b.segment, seqLen);
     walk = plan::ceilDiv(plan::ceilDiv(w, b.dilation), bm);
@@ -109,6 +119,7 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
     if (const int64_t tokens = tokenRows(b, seqLen, ki.rowsPerCta, bm); tokens > 0) {
       chunked = std::min<int64_t>(keyCtas, plan::ceilDiv(tokens, ki.rowsPerCta));
       perChunk = kTokenChunkTiles;
+      tokensOnly = true;
     }
   }
   // A chunk's share: perChunk of the walk's tiles with a pair. Random blocks
@@ -117,9 +128,7 @@ QuerySplit querySplit(const KernelInfo &ki, const BranchPlan &b, int64_t seqLen,
   // mostly empty CTAs, each loading K and V and adding dK and dV for a tile
   // or two.
   const int64_t kept = keptQueryTiles(b, seqLen, ki.rowsPerCta, bm, walk);
-  int64_t chunks = plan::ceilDiv(kept, perChunk);
-  if (chunked == keyCtas)
-    chunks = std::min<int64_t>(chunks, plan::ceilDiv(fill, keyCtas));
+  const int64_t chunks = chunkCount(kept, perChunk, !tokensOnly, keyCtas, fill);
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
   s.chunks = static_cast<int>(chunks);
@@ -152,10 +161,8 @@ ring::WalkSplit ringQuerySplit(const KernelInfo &ki, const BranchPlan &b, int64_
   // As querySplit: chunks of perChunk kept tiles, here of the rank's rows.
   const int64_t kept =
       keptQueryTiles(b, std::min(globalN, rankTiles * bm), ki.rowsPerCta, bm, walk);
-  int64_t chunks = plan::ceilDiv(kept, perChunk);
+  const int64_t chunks = chunkCount(kept, perChunk, prefixTiles < 0, keyCtas, fill);
   const int64_t chunked = prefixTiles < 0 ? keyCtas : prefixTiles * numParts;
-  if (prefixTiles < 0)
-    chunks = std::min<int64_t>(chunks, plan::ceilDiv(fill, keyCtas));
   if (chunks <= 1 || keyCtas + chunked * (chunks - 1) > (int64_t(1) << 31) - 1)
     return s;
   s.chunks = static_cast<int>(chunks);

@@ -191,7 +191,6 @@ template <class Load> const Nvrtc &loadOnce(Nvrtc &n, std::once_flag &once,
   return n;
 }
 
-
 } // namespace
 
 std::vector<std::string> searchDirs() {

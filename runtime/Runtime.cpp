@@ -273,7 +273,8 @@ std::unique_ptr<CompiledAttention> Runtime::compile(const AttentionSpec &spec,
   c->arch_ = arch;
   c->smemOptin_ = info_.smemOptinBytes;
   c->multiprocessors_ = info_.multiprocessors;
-  c->splitWaves_ = env::splitWaves() ? env::splitWaves() : rt::kSplitWaves;
+  const int waves = env::splitWaves(); // 0: unset
+  c->splitWaves_ = waves > 0 ? waves : rt::kSplitWaves;
   // The backward modules are emitted now (text only, no NVRTC) so that
   // workspaceSizes() knows what they need; a mode no kernel supports on
   // this target says why when it is asked for.
